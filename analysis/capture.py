@@ -1,0 +1,207 @@
+"""Capture format v1: the records mwtap writes and reads (see docs/capture-format.md).
+
+This module is the contract between the live side (recorder, replay, importers) and the
+analysis. Builders turn observations into records; the reader streams them back, reporting
+damaged lines instead of failing on them.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+import os
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import orjson
+
+FORMAT = "mwtap-capture"
+VERSION = 1
+
+# Values of the "rec" field.
+HEADER = "header"
+OPEN = "open"
+REFUSED = "refused"
+MSG = "msg"
+PING = "ping"
+PONG = "pong"
+CLOSE = "close"
+DROP = "drop"
+KNOWN_RECORDS = frozenset({HEADER, OPEN, REFUSED, MSG, PING, PONG, CLOSE, DROP})
+
+C2S = "c2s"
+S2C = "s2c"
+
+DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
+
+
+class CaptureError(Exception):
+    """A file that cannot be read as a capture at all (one line, names the file)."""
+
+
+def dumps(record: dict) -> bytes:
+    """One capture line, newline included."""
+    return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def lift_index(payload: Any) -> dict:
+    """The index fields of a decoded JSON payload, ready to merge into its msg record.
+
+    `id` and `reqId` are lifted as strings (the protocol compares them as opaque strings,
+    and a column of one type is what DuckDB and pandas want); the others keep their type.
+    """
+    if not isinstance(payload, dict):
+        return {}
+    out = {}
+    for key in ("kind", "type"):
+        value = payload.get(key)
+        if isinstance(value, str):
+            out[key] = value
+    for key in ("id", "reqId"):
+        value = payload.get(key)
+        if isinstance(value, str):
+            out[key] = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[key] = orjson.dumps(value).decode()
+    code = payload.get("code")
+    if code is not None:
+        out["code"] = code if isinstance(code, (int, float, str, bool)) else None
+    body = payload.get("body")
+    if isinstance(body, dict):
+        sid = body.get("subscriptionId")
+        if isinstance(sid, str):
+            out["subscriptionId"] = sid
+    return out
+
+
+def header_record(t: float, *, mwtap_version: str, mitmproxy_version: str | None,
+                  redaction: dict, recording_id: str, part: int = 1, source: str = "mitmproxy") -> dict:
+    return {
+        "rec": HEADER, "t": t, "format": FORMAT, "version": VERSION,
+        "mwtap": mwtap_version, "mitmproxy": mitmproxy_version,
+        "recording": recording_id, "part": part, "source": source,
+        "redaction": redaction,
+    }
+
+
+def message_record(conn: str, t: float, n: int, from_client: bool, is_text: bool, content: bytes,
+                   max_payload: int = DEFAULT_MAX_PAYLOAD) -> dict:
+    """A msg record with the payload kept exactly (text as a string, anything else base64)."""
+    rec: dict[str, Any] = {
+        "rec": MSG, "t": t, "conn": conn, "n": n,
+        "dir": C2S if from_client else S2C,
+        "op": "text" if is_text else "binary",
+        "size": len(content),
+    }
+    if len(content) > max_payload:
+        content = content[:max_payload]
+        rec["truncated"] = True
+    text = None
+    if is_text:
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError:
+            rec["utf8"] = False
+    if text is None:
+        rec["b64"] = base64.b64encode(content).decode("ascii")
+        return rec
+    rec["text"] = text
+    if text[:1] == "{" or text.lstrip()[:1] == "{":
+        try:
+            rec.update(lift_index(orjson.loads(content)))
+        except orjson.JSONDecodeError:
+            pass
+    return rec
+
+
+def payload_bytes(rec: dict) -> bytes:
+    """The recorded payload of a msg record, as the bytes that were on the wire."""
+    text = rec.get("text")
+    if text is not None:
+        return text.encode("utf-8")
+    return base64.b64decode(rec.get("b64", ""))
+
+
+@dataclass
+class Damage:
+    """A line that could not be read; `problem` is a short phrase."""
+    path: str
+    line: int
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.problem}"
+
+
+@dataclass
+class CaptureFile:
+    """One capture file opened for a single streaming pass."""
+    path: str
+    header: dict | None = None
+    damage: list[Damage] = field(default_factory=list)
+    unknown_records: dict[str, int] = field(default_factory=dict)
+    lines: int = 0
+
+    def records(self) -> Iterator[dict]:
+        """Yield the records after the header, skipping (and noting) damaged lines."""
+        with _open(self.path) as f:
+            try:
+                yield from self._parse(f)
+            except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+                self.damage.append(Damage(self.path, self.lines + 1, f"compressed stream damaged ({e})"))
+        if self.lines == 0:
+            raise CaptureError(f"{self.path}: empty file, not an mwtap capture")
+
+    def _parse(self, f: io.BufferedReader) -> Iterator[dict]:
+        loads = orjson.loads
+        for lineno, line in enumerate(f, 1):
+            self.lines = lineno
+            try:
+                rec = loads(line)
+            except orjson.JSONDecodeError as e:
+                if lineno == 1:
+                    raise CaptureError(f"{self.path}:1: not an mwtap capture (no JSON header line)") from e
+                problem = "truncated line" if not line.endswith(b"\n") else f"invalid JSON ({e.msg})"
+                self.damage.append(Damage(self.path, lineno, problem))
+                continue
+            if not isinstance(rec, dict) or not isinstance(rec.get("rec"), str):
+                if lineno == 1:
+                    raise CaptureError(f"{self.path}:1: not an mwtap capture (first line is not a header)")
+                self.damage.append(Damage(self.path, lineno, "not a capture record"))
+                continue
+            kind = rec["rec"]
+            if lineno == 1:
+                self.header = _check_header(self.path, rec)
+                continue
+            if kind not in KNOWN_RECORDS:
+                self.unknown_records[kind] = self.unknown_records.get(kind, 0) + 1
+                continue
+            if kind == HEADER:
+                continue
+            yield rec
+
+
+def _check_header(path: str, rec: dict) -> dict:
+    if rec.get("rec") != HEADER or rec.get("format") != FORMAT:
+        raise CaptureError(f"{path}:1: not an mwtap capture (first line is not a {FORMAT} header)")
+    version = rec.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise CaptureError(f"{path}:1: capture header has no valid version")
+    if version > VERSION:
+        raise CaptureError(f"{path}:1: capture format version {version} is newer than this mwtap reads "
+                           f"(up to {VERSION}); upgrade mwtap")
+    return rec
+
+
+def _open(path: str) -> io.BufferedReader:
+    if os.path.isdir(path):
+        raise CaptureError(f"{path}: is a directory, not a capture file")
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise CaptureError(f"{path}: cannot open ({e.strerror})") from e
+    if f.peek(2)[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=f)  # type: ignore[return-value]
+    return f

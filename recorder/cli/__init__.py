@@ -1,0 +1,40 @@
+"""The `mwtap` command. Each subcommand lives in its own module and is imported only when used,
+so `mwtap analyze` never loads mitmproxy."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from analysis.capture import CaptureError
+
+COMMANDS = {
+    "record": "recorder.cli.record:record",
+    "serve": "recorder.cli.serve:serve",
+    "demo": "recorder.cli.demo:demo",
+    "analyze": "recorder.cli.analyze:analyze",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return super().get_command(ctx, name)
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CaptureError as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="mwtap")
+def main() -> None:
+    """Record, analyze and replay LivePerson Messaging Window API WebSocket traffic."""
