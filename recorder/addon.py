@@ -1,0 +1,278 @@
+"""The mwtap recorder, a mitmproxy addon: writes every WebSocket connection to a capture file.
+
+    mitmdump -s recorder/addon.py --mode reverse:http://HOST:PORT --set mwtap_out=cap.jsonl
+
+Options: `mwtap_out` (capture path; nothing is written while empty), `mwtap_redact` (default
+true), `mwtap_rotate_mb` (0 = one file), `mwtap_max_payload` (bytes kept per message).
+
+Hooks run on mitmproxy's event loop and every message waits for them, so the per-message path
+is kept small: build the record, redact only when a cheap substring check says so, append it to
+the writer's buffer. A hook never raises into mitmproxy: a failure is logged once per hook,
+counted in `errors`, and reported as lost in the capture's next `drop` record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+import uuid
+from collections import Counter
+from importlib.metadata import version as package_version
+from typing import Callable, Iterable
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.version import VERSION as MITMPROXY_VERSION
+
+from analysis.capture import C2S, CLOSE, DEFAULT_MAX_PAYLOAD, OPEN, REFUSED, S2C, header_record, message_record
+from analysis.redact import redact_header_value, redact_headers, redact_text, redact_url, redaction_info
+from recorder.pings import PingLogHandler
+from recorder.writer import CaptureWriter
+
+log = logging.getLogger(__name__)
+
+Observer = Callable[[dict], None]
+FLUSH_TICK = 0.25  # seconds between flushes of data buffered while traffic is idle
+_REFUSED_MARK = "mwtap_refused"
+
+
+def _guarded(hook: Callable) -> Callable:
+    """Run a hook body so that no exception reaches mitmproxy (the frame is still relayed)."""
+    name = hook.__name__
+
+    @functools.wraps(hook)
+    def run(self: Recorder, *args):
+        try:
+            return hook(self, *args)
+        except Exception as e:  # noqa: BLE001 - a recorder bug must never stop the relay
+            self._failed(name, e)
+    return run
+
+
+def _address(addr: tuple | None) -> str | None:
+    if not addr:
+        return None
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _ws_url(url: str) -> str:
+    if url.startswith("http"):
+        return "ws" + url[4:]
+    return url
+
+
+def _header_pairs(headers: http.Headers) -> list[list[str]]:
+    return [[name.decode("utf-8", "backslashreplace"), value.decode("utf-8", "backslashreplace")]
+            for name, value in headers.fields]
+
+
+def _is_upgrade(request: http.Request) -> bool:
+    return "websocket" in request.headers.get("upgrade", "").lower()
+
+
+class Recorder:
+    """Records WebSocket connections; every record goes to the capture file and to `observers`."""
+
+    def __init__(self, observers: Iterable[Observer] = ()):
+        self.observers = list(observers)
+        self.writer: CaptureWriter | None = None
+        self.redact = True
+        self.max_payload = DEFAULT_MAX_PAYLOAD
+        self.recording_id = uuid.uuid4().hex
+        self._started = time.time()
+        self.messages = 0
+        self.errors: Counter[str] = Counter()
+        self._next_n: dict[str, int] = {}
+        self._conn_by_peer: dict[object, str] = {}
+        self._pings = PingLogHandler(self._control_frame)
+        self._tick: asyncio.TimerHandle | None = None
+
+    @property
+    def written(self) -> int:
+        return self.writer.written if self.writer else 0
+
+    @property
+    def dropped(self) -> int:
+        return self.writer.dropped if self.writer else 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def load(self, loader) -> None:
+        loader.add_option("mwtap_out", str, "", "mwtap: capture file to write (JSONL, created 0600).")
+        loader.add_option("mwtap_redact", bool, True, "mwtap: redact tokens and cookies (with fingerprints).")
+        loader.add_option("mwtap_rotate_mb", int, 0, "mwtap: start a new capture part every N MiB (0 = never).")
+        loader.add_option("mwtap_max_payload", int, DEFAULT_MAX_PAYLOAD,
+                          "mwtap: bytes of each message kept in the capture (longer ones are truncated).")
+        self._pings.install()
+
+    def configure(self, updated: set[str]) -> None:
+        options = ctx.options
+        if "mwtap_redact" in updated:
+            self.redact = options.mwtap_redact
+        if "mwtap_max_payload" in updated:
+            self.max_payload = options.mwtap_max_payload
+        if "mwtap_rotate_mb" in updated and self.writer:
+            self.writer.rotate_bytes = options.mwtap_rotate_mb << 20
+        if "mwtap_out" in updated:
+            self._open(options.mwtap_out, options.mwtap_rotate_mb << 20)
+
+    def _open(self, path: str, rotate_bytes: int) -> None:
+        if self.writer:
+            self.writer.close()
+            self.writer = None
+        if not path:
+            return
+        self._started = time.time()
+        try:
+            self.writer = CaptureWriter(path, self._header, rotate_bytes=rotate_bytes)
+        except OSError as e:
+            reason = "file exists (mwtap never overwrites a capture)" if isinstance(e, FileExistsError) \
+                else e.strerror
+            raise exceptions.OptionsError(f"mwtap_out: cannot create {path}: {reason}") from None
+
+    def _header(self, part: int) -> dict:
+        return header_record(self._started if part == 1 else time.time(), mwtap_version=package_version("mwtap"),
+                             mitmproxy_version=MITMPROXY_VERSION, redaction=redaction_info(self.redact),
+                             recording_id=self.recording_id, part=part)
+
+    def running(self) -> None:
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        self._tick = asyncio.get_running_loop().call_later(FLUSH_TICK, self._flush_tick)
+
+    def _flush_tick(self) -> None:
+        if self.writer and self.writer.pending:
+            self.writer.flush()
+        self._schedule_flush()
+
+    def done(self) -> None:
+        if self._tick:
+            self._tick.cancel()
+            self._tick = None
+        self._pings.uninstall()
+        if self.writer:
+            self.writer.close()
+
+    # -- records ---------------------------------------------------------------------------------
+
+    def _emit(self, record: dict) -> None:
+        """The one way out for every record: the capture file, then the observers."""
+        if self.writer:
+            self.writer.write(record)
+        for observer in self.observers:
+            try:
+                observer(record)
+            except Exception as e:  # noqa: BLE001 - an observer must never break recording
+                self._failed("observer", e, lost=False)
+
+    def _failed(self, kind: str, error: Exception, lost: bool = True) -> None:
+        self.errors[kind] += 1
+        if self.errors[kind] == 1:
+            log.error("mwtap: %s failed (logged once, counted from now on): %r", kind, error, exc_info=error)
+        if lost and self.writer:
+            self.writer.note_lost(1, f"{kind} failed: {error!r}")
+
+    # -- hooks -----------------------------------------------------------------------------------
+
+    @_guarded
+    def response(self, flow: http.HTTPFlow) -> None:
+        if flow.websocket is None and _is_upgrade(flow.request):
+            self._refused(flow)
+
+    @_guarded
+    def error(self, flow: http.HTTPFlow) -> None:
+        if flow.websocket is None and _is_upgrade(flow.request):
+            self._refused(flow)
+
+    def _refused(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get(_REFUSED_MARK):
+            return
+        flow.metadata[_REFUSED_MARK] = True
+        url = _ws_url(flow.request.url)
+        self._emit({
+            "rec": REFUSED, "t": time.time(), "conn": flow.id,
+            "url": redact_url(url) if self.redact else url,
+            "client": _address(flow.client_conn.peername),
+            "status": flow.response.status_code if flow.response else None,
+            "error": flow.error.msg if flow.error else None,
+        })
+
+    @_guarded
+    def websocket_start(self, flow: http.HTTPFlow) -> None:
+        request, response = flow.request, flow.response
+        url = _ws_url(request.url)
+        request_headers = _header_pairs(request.headers)
+        response_headers = _header_pairs(response.headers)
+        if self.redact:
+            url = redact_url(url)
+            request_headers = redact_headers(request_headers)
+            response_headers = redact_headers(response_headers)
+        peer = flow.client_conn.peername
+        self._conn_by_peer[peer] = flow.id
+        self._next_n.setdefault(flow.id, 0)
+        protocol = response.headers.get("Sec-WebSocket-Protocol")
+        self._emit({
+            "rec": OPEN, "t": response.timestamp_end or time.time(), "conn": flow.id, "url": url,
+            "client": _address(peer), "server": _address(flow.server_conn.peername or flow.server_conn.address),
+            "t_request": request.timestamp_start,
+            "request_headers": request_headers, "status": response.status_code, "response_headers": response_headers,
+            "extensions": response.headers.get("Sec-WebSocket-Extensions"),
+            "subprotocol": redact_header_value("Sec-WebSocket-Protocol", protocol) if protocol and self.redact
+            else protocol,
+            "tls": flow.client_conn.tls_established,
+        })
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        messages = flow.websocket.messages
+        try:
+            self._message(flow.id, messages[-1])
+        finally:
+            del messages[:-1]  # keep memory flat; later addons still read messages[-1]
+
+    @_guarded
+    def _message(self, conn: str, message) -> None:
+        n = self._next_n.get(conn, 0)
+        self._next_n[conn] = n + 1
+        record = message_record(conn, message.timestamp, n, message.from_client, message.is_text,
+                                message.content, self.max_payload)
+        if self.redact:
+            text = record.get("text")
+            if text is not None:
+                clean = redact_text(text)
+                if clean is not text:
+                    record["text"] = clean
+                    record["redacted"] = True
+        self.messages += 1
+        self._emit(record)
+
+    @_guarded
+    def websocket_end(self, flow: http.HTTPFlow) -> None:
+        ws = flow.websocket
+        self._next_n.pop(flow.id, None)
+        peer = flow.client_conn.peername
+        if self._conn_by_peer.get(peer) == flow.id:
+            del self._conn_by_peer[peer]
+        reason = ws.close_reason
+        if reason and self.redact:
+            reason = redact_text(reason)
+        by = None if ws.closed_by_client is None else ("client" if ws.closed_by_client else "server")
+        self._emit({"rec": CLOSE, "t": ws.timestamp_end or time.time(), "conn": flow.id,
+                    "code": ws.close_code, "reason": reason, "by": by})
+        if self.writer:
+            self.writer.flush()
+
+    @_guarded
+    def _control_frame(self, t: float, peer: object, kind: str, sender: str, payload: str) -> None:
+        conn = self._conn_by_peer.get(peer)
+        if conn is None:
+            return
+        if self.redact:
+            payload = redact_text(payload)
+        self._emit({"rec": kind, "t": t, "conn": conn, "dir": C2S if sender == "client" else S2C,
+                    "payload": payload})
+
+
+addons = [Recorder()]

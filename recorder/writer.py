@@ -1,0 +1,203 @@
+"""CaptureWriter: the buffered, rotating, never-raising JSONL writer of a capture.
+
+Records are encoded with `analysis.capture.dumps` into an in-memory buffer and written with
+`os.write` on a file created 0600 (`O_EXCL` for the first part: an existing capture is never
+overwritten). The buffer is written out when it reaches 1 MiB, when a record arrives at least
+`flush_interval` after the last write, and whenever the owner calls `flush()` (the recorder does so
+on every close, every 250 ms from its event loop while data is pending, and at exit).
+
+A failing write (disk full, file size limit) never raises: the failure is logged once, the records
+it lost are counted, and a `drop` record carrying the count is written as soon as writing works
+again, or at close. A line that was cut in the middle by the failure is ended with a newline first,
+so readers see one damaged line and nothing else.
+
+Rotation: with `rotate_bytes`, a part that reached the size is closed and the next one is opened:
+`cap.jsonl`, `cap.part2.jsonl`, `cap.part3.jsonl`, ... Every part starts with its own header
+(same `recording` id, `part` = N).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from analysis.capture import DROP, dumps
+
+log = logging.getLogger(__name__)
+
+BUFFER_BYTES = 1 << 20
+FLUSH_INTERVAL = 0.2
+
+
+def part_path(path: Path, part: int) -> Path:
+    """The file of part `part` (1 is `path` itself)."""
+    if part == 1:
+        return path
+    if path.suffix == ".jsonl":
+        return path.with_name(f"{path.stem}.part{part}.jsonl")
+    return path.with_name(f"{path.name}.part{part}")
+
+
+def _create(path: Path, exclusive: bool) -> int:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file (later parts only) keeps its mode otherwise
+    return fd
+
+
+class CaptureWriter:
+    """Writes capture records to `path` (and its rotated parts).
+
+    `header(part)` builds the header record of a part; it is called when that part is first
+    written, so it can report settings that were changed after the writer was created.
+    Raises OSError only from the constructor (the first file cannot be created).
+    """
+
+    def __init__(self, path: Path | str, header: Callable[[int], dict], rotate_bytes: int = 0,
+                 flush_interval: float = FLUSH_INTERVAL, clock: Callable[[], float] = time.monotonic):
+        self.path = Path(path)
+        self.header = header
+        self.rotate_bytes = rotate_bytes
+        self.flush_interval = flush_interval
+        self.clock = clock
+        self.written = 0
+        self.dropped = 0
+        self.part = 1
+        self.paths = [self.path]
+        self._fd: int | None = _create(self.path, exclusive=True)
+        self._lines: list[bytes] = []
+        self._buffered = 0
+        self._file_bytes = 0
+        self._header_due = True
+        self._last_flush = clock()
+        self._lost = 0  # records lost since the last drop record
+        self._lost_reason = ""
+        self._failing = False
+        self._torn = False  # the file ends in a partial line
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._lines) or self._lost > 0
+
+    def write(self, record: dict) -> None:
+        """Queue one record; writes out the buffer when it is full or due."""
+        if self._fd is None:
+            self.dropped += 1
+            return
+        try:
+            line = dumps(record)
+        except (TypeError, ValueError) as e:  # orjson.JSONEncodeError is a TypeError
+            self.note_lost(1, f"cannot encode record: {e}")
+            return
+        self._lines.append(line)
+        self._buffered += len(line)
+        if self._buffered >= BUFFER_BYTES or self.clock() - self._last_flush >= self.flush_interval:
+            self.flush()
+        if self.rotate_bytes and self._file_bytes + self._buffered >= self.rotate_bytes:
+            self._rotate()
+
+    def note_lost(self, count: int, reason: str) -> None:
+        """Count records that were lost before reaching the writer (reported in a drop record)."""
+        self.dropped += count
+        self._lost += count
+        self._lost_reason = reason
+
+    def flush(self) -> None:
+        """Write out everything buffered, after the part's header and a pending drop record."""
+        self._last_flush = self.clock()
+        if self._fd is None:
+            return
+        has_header, has_drop = self._header_due, self._lost > 0
+        meta = []  # header and drop lines: not counted as records
+        if has_header:
+            meta.append(dumps(self.header(self.part)))
+        if has_drop:
+            meta.append(dumps({"rec": DROP, "t": time.time(), "count": self._lost, "reason": self._lost_reason}))
+        if not meta and not self._lines:
+            return
+        lines, self._lines, self._buffered = self._lines, [], 0
+        pieces = [b"\n"] * self._torn + meta + lines
+        data = b"".join(pieces)
+        done = self._write_all(data)
+        if done == len(data):
+            self._torn = False
+            self._header_due = False
+            self._lost = 0
+            self.written += len(lines)
+            if self._failing:
+                self._failing = False
+                log.warning("mwtap: writing %s works again", self.paths[-1])
+            return
+        self._account_failure(pieces, has_header, has_drop, len(lines), done)
+
+    def _account_failure(self, pieces: list[bytes], has_header: bool, has_drop: bool, n_lines: int,
+                         done: int) -> None:
+        """After a write that stopped at byte `done`: what made it whole into the file, what is lost."""
+        end = 0
+        complete = 0
+        for piece in pieces:
+            if end + len(piece) > done:
+                break
+            end += len(piece)
+            complete += 1
+        if done > 0:
+            self._torn = done > end
+        complete = max(0, complete - (len(pieces) - has_header - has_drop - n_lines))  # the leading newline
+        if has_header and complete:
+            self._header_due = False
+            complete -= 1
+        if has_drop and complete:
+            self._lost = 0
+            complete -= 1
+        self.written += complete
+        lost = n_lines - complete
+        self.dropped += lost
+        self._lost += lost
+
+    def close(self) -> None:
+        """Flush (a pending drop record included) and close the file; idempotent."""
+        if self._fd is None:
+            return
+        self.flush()
+        fd, self._fd = self._fd, None
+        try:
+            os.close(fd)
+        except OSError as e:
+            log.error("mwtap: closing %s failed: %s", self.paths[-1], e)
+
+    def _write_all(self, data: bytes) -> int:
+        """Bytes of `data` written before an error (all of them on success)."""
+        view = memoryview(data)
+        done = 0
+        while done < len(data):
+            try:
+                done += os.write(self._fd, view[done:])  # type: ignore[arg-type]
+            except OSError as e:
+                if not self._failing:
+                    self._failing = True
+                    log.error("mwtap: writing %s failed: %s; dropping records until it works again",
+                              self.paths[-1], e)
+                self._lost_reason = f"write failed: {e}"
+                break
+        self._file_bytes += done
+        return done
+
+    def _rotate(self) -> None:
+        self.flush()
+        try:
+            fd = _create(part_path(self.path, self.part + 1), exclusive=False)
+        except OSError as e:
+            log.error("mwtap: cannot open the next part of %s (%s); staying on part %d", self.path, e, self.part)
+            self.rotate_bytes = 0
+            return
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = fd
+        self.part += 1
+        self.paths.append(part_path(self.path, self.part))
+        self._file_bytes = 0
+        self._header_due = True
+        self._torn = False
