@@ -1,0 +1,116 @@
+"""`mwtap serve`: run the built-in Messaging Window server until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import click
+
+from recorder.server.config import DEFAULT_PORT, SEQUENCE_FAULTS
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = value, str(DEFAULT_PORT)
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise click.BadParameter(f"{value!r}: expected HOST:PORT with a port from 0 to 65535")
+    return host, int(port)
+
+
+def parse_delay(values: tuple[str, ...]) -> dict[str, int]:
+    delays = {}
+    for value in values:
+        request_type, sep, ms = value.partition("=")
+        if not sep or not request_type or not ms.isdigit():
+            raise click.BadParameter(f"{value!r}: expected REQUEST_TYPE=MILLISECONDS, e.g. ms.PublishEvent=500")
+        delays[request_type] = int(ms)
+    return delays
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command()
+@click.option("--listen", default=f"127.0.0.1:{DEFAULT_PORT}", show_default=True, metavar="HOST:PORT",
+              help="Address to serve the WebSocket and IDP endpoints on (port 0: any free port).")
+@click.option("--token-lifetime", type=float, default=3600.0, show_default=True,
+              help="Seconds a token is valid; then the connection is closed with 4401.")
+@click.option("--identity-window", type=float, default=None,
+              help="Seconds a signup identity is valid without extension; then 4407. Default: never.")
+@click.option("--idle-timeout", type=float, default=60.0, show_default=True,
+              help="Close a connection whose client sent nothing (no frame, no ping) for this long.")
+@click.option("--idle-close-code", type=int, default=1000, show_default=True, help="Close code for idle connections.")
+@click.option("--agent-reply-delay", type=float, default=0.5, show_default=True,
+              help="Seconds the built-in agent types before answering.")
+@click.option("--agent-close-after-messages", type=int, default=None,
+              help="The agent closes a conversation after answering this many consumer messages.")
+@click.option("--agent-close-after-seconds", type=float, default=None,
+              help="The agent closes a conversation this many seconds after it opened.")
+@click.option("--delay", "delays", multiple=True, metavar="TYPE=MS",
+              help="Fault: delay responses to a request type, e.g. --delay ms.PublishEvent=500 (repeatable).")
+@click.option("--drop-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Fault: share of responses never sent.")
+@click.option("--sequence-fault", type=click.Choice(SEQUENCE_FAULTS), default=None,
+              help="Fault: duplicate or skip some event sequence numbers.")
+@click.option("--sequence-fault-rate", type=click.FloatRange(0, 1), default=0.1, show_default=True,
+              help="Share of sequenced events hit by --sequence-fault.")
+@click.option("--close-after", type=float, default=None,
+              help="Fault: close every connection this many seconds after it opened.")
+@click.option("--close-code", type=int, default=1011, show_default=True, help="Close code used by --close-after.")
+@click.option("--unknown-subscription-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Fault: share of conversation notifications followed by one for a subscription never issued.")
+@click.option("--seed", type=int, default=None, help="Seed of the fault RNG, for repeatable runs.")
+def serve(listen, token_lifetime, identity_window, idle_timeout, idle_close_code, agent_reply_delay,
+          agent_close_after_messages, agent_close_after_seconds, delays, drop_rate, sequence_fault,
+          sequence_fault_rate, close_after, close_code, unknown_subscription_rate, seed) -> None:
+    """Run the built-in Messaging Window server: consumer WebSocket, IDP (signup/authenticate) and a
+    built-in agent, with optional fault injection. All faults are off by default."""
+    import asyncio
+    import logging
+
+    from recorder.server import ServerConfig
+
+    host, port = parse_listen(listen)
+    config = ServerConfig(
+        token_lifetime=token_lifetime, identity_window=identity_window, idle_timeout=idle_timeout,
+        idle_close_code=idle_close_code, agent_reply_delay=agent_reply_delay,
+        agent_close_after_messages=agent_close_after_messages, agent_close_after_seconds=agent_close_after_seconds,
+        response_delays_ms=parse_delay(delays), drop_rate=drop_rate, sequence_fault=sequence_fault,
+        sequence_fault_rate=sequence_fault_rate, close_after=close_after, close_code=close_code,
+        unknown_subscription_rate=unknown_subscription_rate, seed=seed)
+    if not is_loopback(host):
+        click.echo(f"warning: listening on {host}, which is not a loopback address: "
+                   "anyone who can reach it can use this fake server", err=True)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        asyncio.run(_serve(config, host, port))
+    except OSError as e:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+async def _serve(config, host: str, port: int) -> None:
+    import asyncio
+    import signal
+
+    from recorder.server import DEFAULT_ACCOUNT, MessagingServer
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with MessagingServer(config, host, port) as server:
+        click.echo(f"mwtap serve: WebSocket {server.url(DEFAULT_ACCOUNT)}")
+        click.echo(f"mwtap serve: IDP       POST {server.idp_url(DEFAULT_ACCOUNT)}/signup")
+        click.echo("(any account id works in both paths; Ctrl-C to stop)")
+        await stop.wait()
+    click.echo("mwtap serve: stopped")
