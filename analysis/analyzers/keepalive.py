@@ -1,0 +1,73 @@
+"""Keep-alive: the client's silences (any client message, ping or pong resets the clock)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from analysis.engine import Analyzer
+from analysis.frame import Frame
+
+
+@dataclass(slots=True)
+class _Silence:
+    last: float
+    activities: int = 0
+    longest: float = 0.0
+    longest_start: float | None = None
+    over_limit: int = 0
+
+
+class Keepalive(Analyzer):
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.rows = ctx.rows("keepalive")
+        self.limit = self.config.keepalive_limit_s
+        self.conns: dict[str, _Silence] = {}
+
+    def open(self, rec: dict) -> None:
+        self.conns[rec["conn"]] = _Silence(rec["t"])
+
+    def message(self, frame: Frame) -> None:
+        rec = frame.rec
+        if rec["dir"] == "c2s":
+            self._activity(rec["conn"], rec["t"], rec.get("n"))
+
+    def ping(self, rec: dict) -> None:
+        if rec.get("dir") == "c2s":
+            self._activity(rec["conn"], rec["t"], None)
+
+    pong = ping
+
+    def _activity(self, conn: str, t: float, frame: int | None) -> None:
+        state = self.conns[conn]
+        gap = t - state.last
+        if gap > state.longest or gap > self.limit:
+            self._gap(conn, state, t, frame, gap, "")
+        state.last = t
+        state.activities += 1
+
+    def _gap(self, conn: str, state: _Silence, t: float, frame: int | None, gap: float, how: str,
+             at_capture_end: bool = False) -> None:
+        if gap > state.longest:
+            state.longest = gap
+            state.longest_start = state.last
+        if gap > self.limit:
+            state.over_limit += 1
+            self.ctx.violation("keepalive-gap", conn, t, frame,
+                               f"client silent for {gap:.1f} s{how} (limit {self.limit:g} s)",
+                               at_capture_end=at_capture_end)
+
+    def close(self, rec: dict, at_capture_end: bool) -> None:
+        conn, t = rec["conn"], rec["t"]
+        state = self.conns.pop(conn)
+        silence = t - state.last
+        by_server = rec.get("by") == "server"
+        how = (" before the server closed the connection" if by_server
+               else " until the capture ended" if at_capture_end else " before the close")
+        self._gap(conn, state, t, None, silence, how, at_capture_end)
+        if self.rows is not None:
+            self.rows({"conn": conn, "t": t, "client_activities": state.activities,
+                       "longest_gap_s": state.longest, "longest_gap_start": state.longest_start,
+                       "gaps_over_limit": state.over_limit, "silence_before_close_s": silence,
+                       "closed_by_server_after_silence": by_server and silence > self.limit,
+                       "at_capture_end": at_capture_end})

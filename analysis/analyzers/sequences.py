@@ -1,0 +1,319 @@
+"""Messaging events: per-dialog sequence gaps, duplicates and regressions; whether and how fast the
+consumer acknowledged (ACCEPT, READ) each message of another participant; publishing to closed
+conversations."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from analysis.engine import Analyzer
+from analysis.frame import (Frame, as_list, is_conversation_notification, is_messaging_notification,
+                            messaging_changes, type_is)
+from analysis.identity import header_token, init_connection_token
+from analysis.rules import INFO
+
+CONTENT_EVENTS = frozenset({"ContentEvent", "RichContentEvent"})
+CHAT_STATE = "ChatStateEvent"
+SEEN_KEPT = 1024      # recent sequences per dialog, for duplicates and own-echo matching
+ECHOES_KEPT = 1024    # published sequences per connection still waiting for their notification
+HISTORY_SLACK_S = 1.0  # events stamped this long before the subscribe are history replay
+READ_WAIT_S = 300.0   # how long an accepted message waits for its READ (bounds memory)
+
+
+@dataclass(slots=True)
+class _Dialog:
+    subscribed_t: float | None = None
+    last: int | None = None
+    seen: dict[int, str | None] = field(default_factory=dict)  # sequence -> originator
+
+
+@dataclass(slots=True)
+class _Expect:
+    """A message of another participant, waiting for the consumer's ACCEPT and READ."""
+    dialog: str
+    seq: int
+    t: float
+    originator: str | None
+    row: dict | None
+    accept_t: float | None = None
+    read_t: float | None = None
+    reported: bool = False
+    done: bool = False
+
+
+@dataclass(slots=True)
+class _SeqConn:
+    own_ids: set[str] = field(default_factory=set)
+    dialogs: dict[str, _Dialog] = field(default_factory=dict)
+    publishes: dict[str, tuple] = field(default_factory=dict)  # request id -> (dialog, event type)
+    closes: dict[str, tuple] = field(default_factory=dict)     # request id -> (conversations, dialogs)
+    echoes: set[tuple[str, int]] = field(default_factory=set)  # (dialog, seq) of own published events
+    awaiting: dict[tuple[str, int], _Expect] = field(default_factory=dict)
+    closed: bool = False
+
+
+class Sequences(Analyzer):
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.rows = ctx.rows("sequences")
+        self.conns: dict[str, _SeqConn] = {}
+        # Closed conversations and dialogs (ids are global: a reconnect still publishes to them).
+        self.closed_conversations: dict[str, float] = {}
+        self.closed_dialogs: dict[str, float] = {}
+
+    def open(self, rec: dict) -> None:
+        state = self.conns[rec["conn"]] = _SeqConn()
+        token = header_token(rec)
+        if token is not None and token.sub:
+            state.own_ids.add(token.sub)
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def request(self, frame: Frame) -> None:
+        type_ = frame.rec.get("type")
+        if type_ is None:
+            return
+        if type_is(type_, "PublishEvent"):
+            self._publish(frame)
+        elif type_is(type_, "SubscribeMessagingEvents"):
+            body = frame.body
+            if isinstance(body, dict) and isinstance(body.get("dialogId"), str):
+                self.conns[frame.rec["conn"]].dialogs[body["dialogId"]] = _Dialog(frame.rec["t"])
+        elif type_is(type_, "UpdateConversationField"):
+            self._close_request(frame)
+        elif type_is(type_, "InitConnection"):
+            token = init_connection_token(frame.payload)
+            if token is not None and token.sub:
+                self.conns[frame.rec["conn"]].own_ids.add(token.sub)
+
+    def _publish(self, frame: Frame) -> None:
+        rec, body = frame.rec, frame.body
+        if not isinstance(body, dict):
+            return
+        state = self.conns[rec["conn"]]
+        dialog, conversation, event = body.get("dialogId"), body.get("conversationId"), body.get("event")
+        event = event if isinstance(event, dict) else {}
+        event_type = event.get("type")
+        if event_type != CHAT_STATE:
+            closed = [f"dialog {dialog!r} closed {rec['t'] - self.closed_dialogs[dialog]:.1f} s earlier"
+                      if dialog in self.closed_dialogs else None,
+                      f"conversation {conversation!r} closed {rec['t'] - self.closed_conversations[conversation]:.1f}"
+                      " s earlier" if conversation in self.closed_conversations else None]
+            closed = [c for c in closed if c]
+            if closed:
+                self.ctx.violation("publish-after-close", rec["conn"], rec["t"], rec.get("n"),
+                                   f"{event_type} published to {closed[0]}")
+        if event_type == "AcceptStatusEvent" and event.get("status") in ("ACCEPT", "READ"):
+            for seq in as_list(event.get("sequenceList")):
+                expect = state.awaiting.get((dialog, seq))
+                if expect is not None:
+                    self._acknowledged(state, expect, event["status"], rec["t"])
+        if rec.get("id") is not None:
+            state.publishes[rec["id"]] = (dialog, event_type)
+
+    def _acknowledged(self, state: _SeqConn, expect: _Expect, status: str, t: float) -> None:
+        if status == "ACCEPT":
+            expect.accept_t = expect.accept_t or t
+        else:
+            expect.read_t = expect.read_t or t
+        if expect.read_t is not None or expect.row is None:
+            self._finalize(state, expect)
+
+    def _close_request(self, frame: Frame) -> None:
+        body = frame.body
+        if not isinstance(body, dict) or frame.rec.get("id") is None:
+            return
+        conversation = body.get("conversationId")
+        conversations, dialogs = [], []
+        for item in as_list(body.get("conversationField")):
+            if not isinstance(item, dict):
+                continue
+            name = item.get("field")
+            if name in ("ConversationStateField", "Stage") and item.get("conversationState") == "CLOSE":
+                conversations.append(conversation)
+                dialogs.append(conversation)
+            elif name == "DialogChange" and isinstance(item.get("dialog"), dict):
+                if item["dialog"].get("state") == "CLOSE":
+                    dialogs.append(item["dialog"].get("dialogId"))
+        if conversations or dialogs:
+            self.conns[frame.rec["conn"]].closes[frame.rec["id"]] = (conversations, dialogs)
+
+    # -- responses --------------------------------------------------------------------------------
+
+    def response(self, frame: Frame) -> None:
+        rec = frame.rec
+        state = self.conns[rec["conn"]]
+        req_id = rec.get("reqId")
+        code = rec.get("code")
+        ok = code.__class__ is int and code < 400
+        publish = state.publishes.pop(req_id, None)
+        if publish is not None:
+            body = frame.body
+            seq = body.get("sequence") if isinstance(body, dict) else None
+            if ok and publish[1] != CHAT_STATE and seq.__class__ is int:
+                self._own_published(state, publish[0], seq)
+            return
+        close = state.closes.pop(req_id, None)
+        if close is not None and ok:
+            for conversation in close[0]:
+                self._mark(self.closed_conversations, conversation, rec["t"])
+            for dialog in close[1]:
+                self._mark(self.closed_dialogs, dialog, rec["t"])
+
+    def _own_published(self, state: _SeqConn, dialog: str, seq: int) -> None:
+        """The echo of an own event tells the consumer's own originatorId, whichever comes first."""
+        d = state.dialogs.get(dialog)
+        originator = d.seen.get(seq) if d is not None else None
+        if originator is not None:
+            state.own_ids.add(originator)
+            return
+        if len(state.echoes) >= ECHOES_KEPT:
+            state.echoes.clear()
+        state.echoes.add((dialog, seq))
+
+    @staticmethod
+    def _mark(closed: dict, key, t: float) -> None:
+        if isinstance(key, str):
+            closed.setdefault(key, t)
+
+    # -- notifications ----------------------------------------------------------------------------
+
+    def notification(self, frame: Frame) -> None:
+        type_ = frame.rec.get("type")
+        if is_messaging_notification(type_):
+            state = self.conns[frame.rec["conn"]]
+            for change in messaging_changes(type_, frame.body):
+                self._change(state, frame.rec, change)
+        elif is_conversation_notification(type_) and (
+                "CLOSE" in frame.rec.get("text", "") or self.closed_dialogs or self.closed_conversations):
+            self._conversation_changes(frame)
+
+    def _conversation_changes(self, frame: Frame) -> None:
+        body = frame.body
+        if not isinstance(body, dict):
+            return
+        t = frame.rec["t"]
+        for change in as_list(body.get("changes")):
+            result = change.get("result") if isinstance(change, dict) and change.get("type") == "UPSERT" else None
+            details = result.get("conversationDetails") if isinstance(result, dict) else None
+            if not isinstance(details, dict) or not isinstance(result.get("convId"), str):
+                continue
+            conversation, state, stage = result["convId"], details.get("state"), details.get("stage")
+            self._set_closed(self.closed_dialogs, conversation, state, t)
+            self._set_closed(self.closed_conversations, conversation, stage or state, t)
+            for dialog in as_list(details.get("dialogs")):
+                if isinstance(dialog, dict) and isinstance(dialog.get("dialogId"), str):
+                    self._set_closed(self.closed_dialogs, dialog["dialogId"], dialog.get("state"), t)
+
+    @staticmethod
+    def _set_closed(closed: dict, key: str, state, t: float) -> None:
+        if state == "CLOSE":
+            closed.setdefault(key, t)
+        elif state == "OPEN":
+            closed.pop(key, None)
+
+    def _change(self, state: _SeqConn, rec: dict, change: dict) -> None:
+        dialog = change.get("dialogId")
+        if not isinstance(dialog, str):
+            return
+        d = state.dialogs.get(dialog)
+        if d is None:
+            d = state.dialogs[dialog] = _Dialog()
+        seq = change.get("sequence")
+        seq = seq if seq.__class__ is int else None
+        originator = change.get("originatorId") or change.get("originatorPId")
+        meta = change.get("originatorMetadata")
+        role = meta.get("role") if isinstance(meta, dict) else None
+        if originator is not None and (role == "CONSUMER" or (seq is not None and (dialog, seq) in state.echoes)):
+            state.own_ids.add(originator)
+            state.echoes.discard((dialog, seq))
+        own = originator in state.own_ids
+        event = change.get("event")
+        event = event if isinstance(event, dict) else {}
+        event_type = event.get("type")
+        stamp = change.get("serverTimestamp")
+        history = (d.subscribed_t is not None and isinstance(stamp, (int, float))
+                   and stamp / 1000.0 < d.subscribed_t - HISTORY_SLACK_S)
+        if seq is not None:
+            self._check_sequence(d, rec, dialog, seq, originator)
+        row = None
+        if self.rows is not None:
+            row = {"conn": rec["conn"], "t": rec["t"], "frame": rec.get("n"), "dialog_id": dialog,
+                   "conversation_id": change.get("conversationId"), "sequence": seq, "event_type": event_type,
+                   "status": event.get("status") or event.get("chatState"), "originator_id": originator,
+                   "originator_role": role, "own": own, "history": history, "accept_ms": None, "read_ms": None}
+        if seq is not None and not own and not history and event_type in CONTENT_EVENTS:
+            expect = _Expect(dialog, seq, rec["t"], originator, row)
+            state.awaiting[(dialog, seq)] = expect
+            self.ctx.timers.at(rec["t"] + self.config.accept_timeout_s, self._accept_due, rec["conn"], state,
+                               expect, rec.get("n"))
+        elif row is not None:
+            self.rows(row)
+
+    def _check_sequence(self, d: _Dialog, rec: dict, dialog: str, seq: int, originator) -> None:
+        last = d.last
+        if last is None or seq == last + 1:
+            d.last = seq
+        elif seq > last + 1:
+            missing = f"{last + 1}" if seq == last + 2 else f"{last + 1}-{seq - 1}"
+            self.ctx.violation("sequence-gap", rec["conn"], rec["t"], rec.get("n"),
+                               f"dialog {dialog!r}: sequence {seq} after {last} (missing {missing})")
+            d.last = seq
+        elif seq in d.seen:
+            self.ctx.violation("sequence-duplicate", rec["conn"], rec["t"], rec.get("n"),
+                               f"dialog {dialog!r}: sequence {seq} delivered again")
+        else:
+            self.ctx.violation("sequence-regression", rec["conn"], rec["t"], rec.get("n"),
+                               f"dialog {dialog!r}: sequence {seq} after {last}")
+        seen = d.seen
+        seen[seq] = originator
+        if len(seen) > SEEN_KEPT:
+            del seen[next(iter(seen))]
+
+    def _accept_due(self, deadline: float, conn: str, state: _SeqConn, expect: _Expect, n) -> None:
+        if expect.done or state.closed:
+            return
+        if expect.accept_t is None and expect.read_t is None and expect.originator not in state.own_ids:
+            expect.reported = True
+            self.ctx.violation("missing-accept", conn, deadline, n,
+                               f"no ACCEPT for sequence {expect.seq} of dialog {expect.dialog!r} "
+                               f"from {expect.originator} within {self.config.accept_timeout_s:g} s")
+        # An accepted message waits for its READ only if the rows want it, and not forever.
+        if expect.row is None or expect.accept_t is None:
+            self._finalize(state, expect)
+        else:
+            self.ctx.timers.at(expect.t + READ_WAIT_S, self._read_due, state, expect)
+
+    def _read_due(self, deadline: float, state: _SeqConn, expect: _Expect) -> None:
+        if not expect.done:
+            self._finalize(state, expect)
+
+    def _finalize(self, state: _SeqConn, expect: _Expect) -> None:
+        expect.done = True
+        state.awaiting.pop((expect.dialog, expect.seq), None)
+        row = expect.row
+        if row is not None:
+            if expect.accept_t is not None:
+                row["accept_ms"] = (expect.accept_t - expect.t) * 1000.0
+            if expect.read_t is not None:
+                row["read_ms"] = (expect.read_t - expect.t) * 1000.0
+            self.rows(row)
+
+    def close(self, rec: dict, at_capture_end: bool) -> None:
+        conn, t = rec["conn"], rec["t"]
+        state = self.conns.pop(conn)
+        state.closed = True
+        for expect in list(state.awaiting.values()):
+            if (expect.accept_t is None and expect.read_t is None and not expect.reported
+                    and expect.originator not in state.own_ids):
+                waited = t - expect.t
+                if at_capture_end:
+                    self.ctx.violation("missing-accept", conn, t, None,
+                                       f"sequence {expect.seq} of dialog {expect.dialog!r} still without ACCEPT "
+                                       f"when the capture ended ({waited:.1f} s after it arrived)", INFO,
+                                       at_capture_end=True)
+                else:
+                    self.ctx.violation("missing-accept", conn, t, None,
+                                       f"connection closed {waited:.1f} s after sequence {expect.seq} of dialog "
+                                       f"{expect.dialog!r} arrived, without an ACCEPT")
+            self._finalize(state, expect)

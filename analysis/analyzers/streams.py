@@ -1,0 +1,162 @@
+"""Subscription streams: cqm conversation-metadata streams keyed by the subscriptionId of the
+subscribe response, messaging-event streams keyed by the dialogId of ms.SubscribeMessagingEvents."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from analysis.engine import Analyzer
+from analysis.frame import Frame, is_messaging_notification, messaging_changes, type_is
+from analysis.rules import INFO
+
+CONVERSATIONS = "conversations"
+MESSAGING = "messaging-events"
+
+
+@dataclass(slots=True)
+class _Stream:
+    kind: str
+    key: str
+    request_type: str | None = None
+    t_request: float | None = None
+    request_frame: int | None = None
+    t_confirmed: float | None = None
+    notifications: int = 0
+    t_first: float | None = None
+    t_last: float | None = None
+    t_unsubscribed: float | None = None
+    after_unsubscribe: int = 0
+
+
+@dataclass(slots=True)
+class _StreamConn:
+    pending: dict[str, tuple] = field(default_factory=dict)  # request id -> what its response confirms
+    streams: dict[str, _Stream] = field(default_factory=dict)  # subscriptionId -> stream
+    dialogs: dict[str, _Stream] = field(default_factory=dict)  # dialogId -> stream
+    unknown: set[str] = field(default_factory=set)  # reported once each
+
+
+class Streams(Analyzer):
+    def __init__(self, ctx):
+        super().__init__(ctx)
+        self.rows = ctx.rows("streams")
+        self.conns: dict[str, _StreamConn] = {}
+
+    def open(self, rec: dict) -> None:
+        self.conns[rec["conn"]] = _StreamConn()
+
+    def request(self, frame: Frame) -> None:
+        rec = frame.rec
+        type_, req_id = rec.get("type"), rec.get("id")
+        if type_ is None or req_id is None or not type_.endswith(("ExConversations", "MessagingEvents")):
+            return
+        pending = self.conns[rec["conn"]].pending
+        if type_is(type_, "UnsubscribeExConversations"):
+            pending[req_id] = ("unsubscribe", rec.get("subscriptionId"))
+        elif type_is(type_, "SubscribeExConversations"):
+            pending[req_id] = (CONVERSATIONS, type_, rec["t"], rec.get("n"), None)
+        elif type_is(type_, "SubscribeMessagingEvents"):
+            body = frame.body
+            dialog = body.get("dialogId") if isinstance(body, dict) else None
+            if isinstance(dialog, str):
+                pending[req_id] = (MESSAGING, type_, rec["t"], rec.get("n"), dialog)
+
+    def response(self, frame: Frame) -> None:
+        rec = frame.rec
+        state = self.conns[rec["conn"]]
+        action = state.pending.pop(rec.get("reqId"), None)
+        code = rec.get("code")
+        if action is None or code.__class__ is not int or code >= 400:
+            return
+        t = rec["t"]
+        if action[0] == "unsubscribe":
+            stream = state.streams.get(action[1])
+            if stream is not None:
+                stream.t_unsubscribed = t
+            return
+        kind, type_, t_request, request_frame, dialog = action
+        if kind == CONVERSATIONS:
+            key = rec.get("subscriptionId")
+            if key is None:
+                return
+            stream = state.streams.get(key)  # notifications may have come before this response
+            if stream is None:
+                stream = state.streams[key] = _Stream(kind, key)
+        else:
+            previous = state.dialogs.get(dialog)
+            if previous is not None:
+                self._row(rec["conn"], previous, t)
+            stream = state.dialogs[dialog] = _Stream(kind, dialog)
+        stream.request_type, stream.t_request, stream.request_frame, stream.t_confirmed = (
+            type_, t_request, request_frame, t)
+
+    def notification(self, frame: Frame) -> None:
+        rec = frame.rec
+        state = self.conns[rec["conn"]]
+        sid = rec.get("subscriptionId")
+        if sid is not None:
+            stream = state.streams.get(sid)
+            if stream is None:
+                if any(p[0] == CONVERSATIONS for p in state.pending.values()):
+                    stream = state.streams[sid] = _Stream(CONVERSATIONS, sid)
+                else:
+                    self._unknown(state, rec, sid, f"notification for unknown subscription {sid!r}", None)
+                    return
+            self._count(stream, rec)
+        elif is_messaging_notification(rec.get("type")):
+            dialogs = {c.get("dialogId") for c in messaging_changes(rec["type"], frame.body)}
+            for dialog in dialogs:
+                if not isinstance(dialog, str):
+                    continue
+                stream = state.dialogs.get(dialog)
+                if stream is None:
+                    self._unknown(state, rec, dialog, f"messaging events for dialog {dialog!r} that was not "
+                                                      "subscribed on this connection", INFO)
+                else:
+                    self._count(stream, rec)
+
+    def _count(self, stream: _Stream, rec: dict) -> None:
+        t = rec["t"]
+        stream.notifications += 1
+        if stream.t_first is None:
+            stream.t_first = t
+        stream.t_last = t
+        if stream.t_unsubscribed is not None:
+            stream.after_unsubscribe += 1
+            if stream.after_unsubscribe == 1:
+                self.ctx.violation("notification-after-unsubscribe", rec["conn"], t, rec.get("n"),
+                                   f"notification for subscription {stream.key!r} "
+                                   f"{t - stream.t_unsubscribed:.3f} s after it was unsubscribed "
+                                   "(reported once per subscription)")
+
+    def _unknown(self, state: _StreamConn, rec: dict, key: str, message: str, severity: str | None) -> None:
+        if key not in state.unknown:
+            state.unknown.add(key)
+            self.ctx.violation("unknown-subscription", rec["conn"], rec["t"], rec.get("n"),
+                               message + " (reported once per connection)", severity)
+
+    def close(self, rec: dict, at_capture_end: bool) -> None:
+        state = self.conns.pop(rec["conn"])
+        for stream in [*state.streams.values(), *state.dialogs.values()]:
+            self._row(rec["conn"], stream, rec["t"])
+
+    def _row(self, conn: str, stream: _Stream, t_end: float) -> None:
+        if self.rows is None:
+            return
+        start = stream.t_confirmed if stream.t_confirmed is not None else stream.t_first
+        end = stream.t_unsubscribed if stream.t_unsubscribed is not None else t_end
+        span = end - start if start is not None else 0.0
+        self.rows({
+            "conn": conn, "t": stream.t_request if stream.t_request is not None else stream.t_first,
+            "kind": stream.kind,
+            "subscription_id": stream.key if stream.kind == CONVERSATIONS else None,
+            "dialog_id": stream.key if stream.kind == MESSAGING else None,
+            "request_type": stream.request_type, "request_frame": stream.request_frame,
+            "t_confirmed": stream.t_confirmed, "notifications": stream.notifications,
+            "first_notification_delay_ms": ((stream.t_first - stream.t_request) * 1000.0
+                                            if stream.t_first is not None and stream.t_request is not None else None),
+            "t_first": stream.t_first, "t_last": stream.t_last,
+            "rate_per_min": stream.notifications * 60.0 / span if span > 0 else None,
+            "t_unsubscribed": stream.t_unsubscribed, "unsubscribed": stream.t_unsubscribed is not None,
+            "after_unsubscribe": stream.after_unsubscribe,
+        })

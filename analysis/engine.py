@@ -1,0 +1,213 @@
+"""The sans-I/O protocol engine: fed capture records one at a time, it keeps per-connection state
+and hands each record to small analyzers, each owning one concern and one output table."""
+
+from __future__ import annotations
+
+import heapq
+from typing import Callable, Iterable, Protocol
+
+from analysis.capture import CLOSE, DROP, MSG, OPEN, PING, PONG, REFUSED
+from analysis.config import Config
+from analysis.frame import NOTIFICATION, REQ, RESP, Frame
+from analysis.rules import RULES, Violation
+
+TABLES = ("frames", "pairs", "streams", "sequences", "keepalive", "connections", "reconnects", "violations")
+
+
+class Sink(Protocol):
+    """Receives finished rows. `wants(table)` is asked once per table, so rows nobody wants
+    (the per-frame table in `mwtap analyze`) are never built."""
+    def wants(self, table: str) -> bool: ...
+    def add(self, table: str, row: dict) -> None: ...
+
+
+class Timers:
+    """Deadlines (request timeouts, accept timeouts), fired by the capture's own clock."""
+
+    def __init__(self) -> None:
+        self.heap: list = []
+        self._seq = 0
+
+    def at(self, deadline: float, callback: Callable[..., None], *args) -> None:
+        self._seq += 1
+        heapq.heappush(self.heap, (deadline, self._seq, callback, args))
+
+    def run_until(self, now: float) -> None:
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            deadline, _, callback, args = heapq.heappop(heap)
+            callback(deadline, *args)
+
+
+class Context:
+    """What analyzers share: the config, the timers, the row sink and the violation callback."""
+
+    def __init__(self, config: Config, sink: Sink | None, on_violation: Callable[[Violation], None] | None):
+        self.config = config
+        self.timers = Timers()
+        self._sink = sink
+        self._on_violation = on_violation
+        self._violation_rows = self.rows("violations")
+        self.violation_count = 0
+
+    def rows(self, table: str) -> Callable[[dict], None] | None:
+        """The function that takes rows of `table`, or None when nobody wants them."""
+        sink = self._sink
+        if sink is None or not sink.wants(table):
+            return None
+        return lambda row: sink.add(table, row)
+
+    def violation(self, rule: str, conn: str | None, t: float, frame: int | None, message: str,
+                  severity: str | None = None, at_capture_end: bool = False) -> None:
+        severity = self.config.severity.get(rule) or severity or RULES[rule]
+        v = Violation(rule, severity, conn, t, frame, message, at_capture_end)
+        self.violation_count += 1
+        if self._on_violation is not None:
+            self._on_violation(v)
+        if self._violation_rows is not None:
+            self._violation_rows(v.as_row())
+
+
+class Analyzer:
+    """Base of the analyzers; the engine calls only the hooks a subclass overrides."""
+    HOOKS = ("open", "refused", "message", "request", "response", "notification", "ping", "pong", "close")
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        self.config = ctx.config
+
+    def open(self, rec: dict) -> None: ...
+    def refused(self, rec: dict) -> None: ...
+    def message(self, frame: Frame) -> None: ...
+    def request(self, frame: Frame) -> None: ...
+    def response(self, frame: Frame) -> None: ...
+    def notification(self, frame: Frame) -> None: ...
+    def ping(self, rec: dict) -> None: ...
+    def pong(self, rec: dict) -> None: ...
+
+    def close(self, rec: dict, at_capture_end: bool) -> None:
+        """The connection ended (`at_capture_end`: it was still open when the capture ended)."""
+
+
+def default_analyzers() -> list[type[Analyzer]]:
+    from analysis.analyzers import ANALYZERS
+    return list(ANALYZERS)
+
+
+class Engine:
+    """Feed capture records with `feed`, then call `finish` once.
+
+    Violations go to `on_violation` the moment they are detected; finished rows go to `sink`.
+    """
+
+    def __init__(self, config: Config | None = None, sink: Sink | None = None,
+                 on_violation: Callable[[Violation], None] | None = None,
+                 analyzers: Iterable[type[Analyzer]] | None = None):
+        self.config = config or Config()
+        self.ctx = Context(self.config, sink, on_violation)
+        from analysis.analyzers.framing import Framing
+        self.framing = Framing(self.ctx)
+        self.analyzers = [cls(self.ctx) for cls in (analyzers or default_analyzers())]
+        hooks = {name: [getattr(a, name) for a in self.analyzers
+                        if getattr(type(a), name) is not getattr(Analyzer, name)] for name in Analyzer.HOOKS}
+        self._hooks = hooks
+        self._by_category = {REQ: hooks["request"], RESP: hooks["response"], NOTIFICATION: hooks["notification"],
+                             None: []}
+        self._on_message = hooks["message"]
+        self._dispatch = {MSG: self._msg, OPEN: self._open, CLOSE: self._close, PING: self._ping,
+                          PONG: self._pong, REFUSED: self._refused, DROP: self._drop}
+        self.open_conns: dict[str, float] = {}
+        self.closed_conns: set[str] = set()
+        self.last_t: float | None = None
+        self.frames = 0
+        self.dropped_records = 0
+        self.drops = 0
+        self.malformed_records = 0
+        self.records_after_close = 0
+
+    def feed(self, rec: dict) -> None:
+        t = rec.get("t")
+        if t.__class__ is not float and (t.__class__ is not int):
+            self.malformed_records += 1
+            return
+        if self.last_t is None or t > self.last_t:
+            self.last_t = t
+            heap = self.ctx.timers.heap
+            if heap and heap[0][0] <= t:
+                self.ctx.timers.run_until(t)
+        handler = self._dispatch.get(rec.get("rec"))
+        if handler is not None:
+            handler(rec)
+
+    def finish(self) -> None:
+        """End of capture: close what is still open (the analyzers mark what that leaves pending)."""
+        t = self.last_t if self.last_t is not None else 0.0
+        for conn in list(self.open_conns):
+            self._end(conn, {"rec": CLOSE, "t": t, "conn": conn, "code": None, "reason": None, "by": None}, True)
+
+    def _known_conn(self, rec: dict) -> str | None:
+        """The record's connection, opened implicitly if the capture missed its open record."""
+        conn = rec.get("conn")
+        if conn.__class__ is not str:
+            self.malformed_records += 1
+            return None
+        if conn not in self.open_conns:
+            if conn in self.closed_conns:
+                self.records_after_close += 1
+                return None
+            self._open({"rec": OPEN, "t": rec["t"], "conn": conn, "implicit": True})
+        return conn
+
+    def _msg(self, rec: dict) -> None:
+        if self._known_conn(rec) is None:
+            return
+        if rec.get("dir") not in ("c2s", "s2c"):
+            self.malformed_records += 1
+            return
+        self.frames += 1
+        frame = self.framing.classify(rec)
+        for hook in self._on_message:
+            hook(frame)
+        for hook in self._by_category[frame.category]:
+            hook(frame)
+
+    def _open(self, rec: dict) -> None:
+        conn = rec.get("conn")
+        if conn.__class__ is not str or conn in self.open_conns:
+            self.malformed_records += 1
+            return
+        self.closed_conns.discard(conn)
+        self.open_conns[conn] = rec["t"]
+        for hook in self._hooks["open"]:
+            hook(rec)
+
+    def _close(self, rec: dict) -> None:
+        conn = self._known_conn(rec)
+        if conn is not None:
+            self._end(conn, rec, False)
+
+    def _end(self, conn: str, rec: dict, at_capture_end: bool) -> None:
+        del self.open_conns[conn]
+        self.closed_conns.add(conn)
+        for hook in self._hooks["close"]:
+            hook(rec, at_capture_end)
+
+    def _ping(self, rec: dict) -> None:
+        if self._known_conn(rec) is not None:
+            for hook in self._hooks["ping"]:
+                hook(rec)
+
+    def _pong(self, rec: dict) -> None:
+        if self._known_conn(rec) is not None:
+            for hook in self._hooks["pong"]:
+                hook(rec)
+
+    def _refused(self, rec: dict) -> None:
+        for hook in self._hooks["refused"]:
+            hook(rec)
+
+    def _drop(self, rec: dict) -> None:
+        self.drops += 1
+        count = rec.get("count")
+        if isinstance(count, int):
+            self.dropped_records += count

@@ -1,0 +1,46 @@
+"""Latency percentiles from a bounded structure: a log-bucket histogram with <= 1 % relative error."""
+
+from __future__ import annotations
+
+import math
+
+GROWTH = 1.02  # bucket i holds (GROWTH**i, GROWTH**(i+1)]; its geometric midpoint is within 0.995 %
+_LOG_GROWTH = math.log(GROWTH)
+
+
+class LogHistogram:
+    """Counts values (milliseconds) in logarithmic buckets; memory grows with the value range, not the count."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, int] = {}
+        self.non_positive = 0
+        self.count = 0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def add(self, value: float) -> None:
+        self.count += 1
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+        if value <= 0:
+            self.non_positive += 1
+            return
+        index = math.floor(math.log(value) / _LOG_GROWTH)
+        self.buckets[index] = self.buckets.get(index, 0) + 1
+
+    def percentile(self, q: float) -> float | None:
+        """Nearest-rank percentile (q in 0..100), within 1 % of the exact value."""
+        if self.count == 0:
+            return None
+        rank = max(1, math.ceil(q / 100.0 * self.count))
+        if rank <= self.non_positive:
+            return self.min
+        seen = self.non_positive
+        for index in sorted(self.buckets):
+            seen += self.buckets[index]
+            if seen >= rank:
+                estimate = GROWTH ** (index + 0.5)
+                return min(max(estimate, self.min), self.max)
+        return self.max

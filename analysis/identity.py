@@ -1,0 +1,88 @@
+"""Who a connection is: its token fingerprint (from the redaction marker or the raw token),
+the JWT `sub` when the token is visible, and the client host."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from analysis.frame import as_list
+from analysis.redact import fingerprint, fingerprints
+
+CONSUMER_AUTHENTICATION = ".ams.headers.ConsumerAuthentication"
+
+
+@dataclass(slots=True)
+class Token:
+    fingerprint: str
+    sub: str | None = None
+
+
+def token_of(credential: str) -> Token | None:
+    """A token from a redacted marker or a raw JWT (whose `sub` is then readable)."""
+    found = fingerprints(credential)
+    if found:
+        return Token(found[0])
+    credential = credential.strip()
+    if not credential:
+        return None
+    return Token(fingerprint(credential), jwt_sub(credential))
+
+
+def jwt_sub(token: str) -> str | None:
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        return None
+    sub = claims.get("sub") if isinstance(claims, dict) else None
+    return sub if isinstance(sub, str) else None
+
+
+def header_token(open_rec: dict) -> Token | None:
+    """The token of the Authorization header of the WebSocket upgrade ("jwt <token>")."""
+    for pair in open_rec.get("request_headers") or ():
+        if isinstance(pair, list) and len(pair) == 2 and str(pair[0]).lower() == "authorization":
+            value = str(pair[1])
+            scheme, _, credential = value.partition(" ")
+            return token_of(credential if credential else scheme)
+    return None
+
+
+def url_token(url: Any) -> Token | None:
+    """A token carried in the URL path or query (v2 consumer URLs put it in the path)."""
+    if not isinstance(url, str):
+        return None
+    found = fingerprints(url)
+    if found:
+        return Token(found[0])
+    for segment in urlsplit(url).path.split("/"):
+        if segment.startswith("eyJ") and segment.count(".") == 2:
+            return token_of(segment)
+    return None
+
+
+def init_connection_token(payload: Any) -> Token | None:
+    """The jwt of the ConsumerAuthentication header object of an InitConnection request."""
+    if not isinstance(payload, dict):
+        return None
+    for header in as_list(payload.get("headers")):
+        if isinstance(header, dict) and header.get("type") == CONSUMER_AUTHENTICATION:
+            jwt = header.get("jwt")
+            if isinstance(jwt, str):
+                return token_of(jwt)
+    return None
+
+
+def client_host(open_rec: dict) -> str | None:
+    client = open_rec.get("client")
+    if not isinstance(client, str):
+        return None
+    host, _, _ = client.rpartition(":")
+    return host or client

@@ -1,0 +1,100 @@
+"""Entry points: `analyze` (aggregate summary, bounded memory) and `load` (pandas tables for notebooks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from analysis.capture import Damage
+from analysis.config import Config
+from analysis.engine import TABLES, Engine, Sink
+from analysis.reader import CaptureSet, Paths
+from analysis.summary import Summary
+from analysis.tables import COLUMNS
+
+
+def run(captures: CaptureSet, config: Config, sink: Sink | None, on_violation=None) -> Engine:
+    engine = Engine(config, sink, on_violation)
+    feed = engine.feed
+    for rec in captures.records():
+        feed(rec)
+    engine.finish()
+    return engine
+
+
+def analyze(paths: Paths, config: Config | None = None) -> tuple[dict, list[Damage]]:
+    """The summary of one or more captures (what `mwtap analyze --format json` prints) and the damaged lines."""
+    config = config or Config()
+    captures = CaptureSet(paths)
+    summary = Summary(config.max_violations)
+    engine = run(captures, config, summary)
+    return summary.result(engine, captures), captures.damage
+
+
+class _Rows:
+    """Keeps every row (notebooks want them) and passes the aggregated tables on to the summary."""
+
+    def __init__(self, summary: Summary):
+        self.tables: dict[str, list[dict]] = {name: [] for name in TABLES}
+        self.summary = summary
+
+    def wants(self, table: str) -> bool:
+        return True
+
+    def add(self, table: str, row: dict) -> None:
+        self.tables[table].append(row)
+        if table != "frames":
+            self.summary.add(table, row)
+
+
+@dataclass
+class Capture:
+    """The tables of one analysis (columns: docs/analysis.md) and its summary."""
+    frames: Any
+    pairs: Any
+    streams: Any
+    sequences: Any
+    keepalive: Any
+    connections: Any
+    reconnects: Any
+    violations: Any
+    damage: list[Damage] = field(default_factory=list)
+    _summary: dict = field(default_factory=dict, repr=False)
+
+    def summary(self) -> dict:
+        """The same dict `mwtap analyze --format json` prints."""
+        return self._summary
+
+
+def load(paths: Paths, **config) -> Capture:
+    """Analyse one capture path or a list of them into pandas DataFrames.
+
+    Keyword arguments are `Config` fields (e.g. `response_timeout_s=10`).
+    """
+    cfg = Config.from_options(**config)
+    captures = CaptureSet(paths)
+    summary = Summary(cfg.max_violations)
+    rows = _Rows(summary)
+    engine = run(captures, cfg, rows)
+    tables = {name: to_frame(name, rows.tables[name]) for name in TABLES}
+    return Capture(**tables, damage=captures.damage, _summary=summary.result(engine, captures))
+
+
+def to_frame(table: str, rows: list[dict]):
+    import pandas as pd
+    columns = COLUMNS[table]
+    df = pd.DataFrame.from_records(rows, columns=[name for name, _ in columns])
+    for name, kind in columns:
+        if kind == "time":
+            df[name] = pd.to_datetime(pd.to_numeric(df[name], errors="coerce"), unit="s", utc=True)
+        elif kind == "float":
+            df[name] = pd.to_numeric(df[name], errors="coerce").astype("float64")
+        elif kind == "int":
+            df[name] = pd.to_numeric(df[name], errors="coerce").astype("Int64")
+        elif kind == "bool":
+            df[name] = df[name].astype("boolean")
+        else:
+            df[name] = df[name].astype("string")
+    if "t" in df.columns and len(df):
+        df = df.sort_values("t", kind="stable", ignore_index=True)
+    return df

@@ -1,0 +1,165 @@
+"""The aggregate summary (`mwtap analyze`, `Capture.summary()`): built from finished rows with
+bounded memory (per connection, per subscription and per request type; never per frame)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from analysis.histogram import LogHistogram
+from analysis.rules import SEVERITIES
+
+if TYPE_CHECKING:
+    from analysis.engine import Engine
+    from analysis.reader import CaptureSet
+
+DAMAGE_LISTED = 100
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+class Summary:
+    """A sink that aggregates every table except `frames`."""
+
+    def __init__(self, max_violations: int = 1000):
+        self.max_violations = max_violations
+        self.connections: list[dict] = []
+        self.refused = 0
+        self.max_gap: dict[str, float] = {}
+        self.requests = dict.fromkeys(("total", "answered", "unanswered", "open_at_end", "late",
+                                       "orphan_responses", "error_responses"), 0)
+        self.latency: dict[str, LogHistogram] = {}
+        self.subscriptions: list[dict] = []
+        self.messaging = dict.fromkeys(("events", "sequenced", "from_others", "accepted", "read"), 0)
+        self.accept = LogHistogram()
+        self.reconnects = dict.fromkeys(("total", "after_token_close", "fresh_token", "same_token"), 0)
+        self.violations: dict[str, list[dict]] = {s: [] for s in SEVERITIES}
+        self.violation_counts: dict[str, dict[str, int]] = {}
+        self.violations_total = 0
+
+    def wants(self, table: str) -> bool:
+        return table != "frames"
+
+    def add(self, table: str, row: dict) -> None:
+        getattr(self, "_" + table)(row)
+
+    def _pairs(self, row: dict) -> None:
+        status, requests = row["status"], self.requests
+        if status == "orphan":
+            requests["orphan_responses"] += 1
+            return
+        requests["total"] += 1
+        if status == "answered":
+            requests["answered"] += 1
+            histogram = self.latency.get(row["type"])
+            if histogram is None:
+                histogram = self.latency[row["type"]] = LogHistogram()
+            histogram.add(row["latency_ms"])
+            if row["error"]:
+                requests["error_responses"] += 1
+        else:
+            requests["unanswered" if status == "unanswered" else "open_at_end"] += 1
+        if row["late"]:
+            requests["late"] += 1
+
+    def _connections(self, row: dict) -> None:
+        if row["state"] == "refused":
+            self.refused += 1
+        else:
+            self.connections.append(row)
+
+    def _keepalive(self, row: dict) -> None:
+        self.max_gap[row["conn"]] = row["longest_gap_s"]
+
+    def _streams(self, row: dict) -> None:
+        self.subscriptions.append({
+            "conn": row["conn"], "kind": row["kind"], "subscription_id": row["subscription_id"],
+            "dialog_id": row["dialog_id"], "request_type": row["request_type"],
+            "notifications": row["notifications"], "unsubscribed": row["unsubscribed"],
+            "first_notification_delay_ms": _ms(row["first_notification_delay_ms"]),
+            "after_unsubscribe": row["after_unsubscribe"],
+        })
+
+    def _sequences(self, row: dict) -> None:
+        messaging = self.messaging
+        messaging["events"] += 1
+        if row["sequence"] is not None:
+            messaging["sequenced"] += 1
+        if row["accept_ms"] is not None:
+            messaging["accepted"] += 1
+            self.accept.add(row["accept_ms"])
+        if row["read_ms"] is not None:
+            messaging["read"] += 1
+        if row["sequence"] is not None and not row["own"] and not row["history"] and \
+                row["event_type"] in ("ContentEvent", "RichContentEvent"):
+            messaging["from_others"] += 1
+
+    def _reconnects(self, row: dict) -> None:
+        self.reconnects["total"] += 1
+        if row["prev_close_code"] in (4401, 4407):
+            self.reconnects["after_token_close"] += 1
+            if row["fresh_token"] is True:
+                self.reconnects["fresh_token"] += 1
+            elif row["fresh_token"] is False:
+                self.reconnects["same_token"] += 1
+
+    def _violations(self, row: dict) -> None:
+        self.violations_total += 1
+        counts = self.violation_counts.setdefault(row["rule"], {})
+        counts[row["severity"]] = counts.get(row["severity"], 0) + 1
+        kept = self.violations[row["severity"]]
+        if len(kept) < self.max_violations:
+            kept.append(row)
+
+    def result(self, engine: Engine, captures: CaptureSet | None = None) -> dict:
+        damage = captures.damage if captures else []
+        unknown = captures.unknown_records if captures else {}
+        listed = [v for severity in SEVERITIES for v in self.violations[severity]][:self.max_violations]
+        notes = []
+        if engine.drops:
+            notes.append(f"capture is incomplete: the recorder lost {engine.dropped_records} record(s) "
+                         f"({engine.drops} drop record(s))")
+        if unknown:
+            notes.append("ignored unknown record kinds: " + ", ".join(f"{k} ({n})" for k, n in sorted(unknown.items())))
+        if engine.malformed_records:
+            notes.append(f"ignored {engine.malformed_records} record(s) without a usable t, conn or dir")
+        if engine.records_after_close:
+            notes.append(f"ignored {engine.records_after_close} record(s) of connections already closed")
+        if damage:
+            notes.append(f"skipped {len(damage)} damaged line(s)")
+        return {
+            "capture": {
+                "files": [c.path for c in captures.files] if captures else [],
+                "frames": engine.frames, "connections": len(self.connections), "refused": self.refused,
+                "damaged_lines": len(damage), "damage": [str(d) for d in damage[:DAMAGE_LISTED]],
+                "incomplete": bool(engine.drops), "dropped_records": engine.dropped_records,
+                "unknown_records": unknown, "notes": notes,
+            },
+            "connections": [self._connection(row) for row in self.connections],
+            "requests": dict(self.requests),
+            "latency": {type_: {"count": h.count, "p50_ms": _ms(h.percentile(50)), "p90_ms": _ms(h.percentile(90)),
+                                "p99_ms": _ms(h.percentile(99)), "max_ms": _ms(h.max)}
+                        for type_, h in sorted(self.latency.items(), key=lambda kv: (-kv[1].count, str(kv[0])))},
+            "subscriptions": self.subscriptions,
+            "messaging": {**self.messaging, "accept_p50_ms": _ms(self.accept.percentile(50)),
+                          "accept_p90_ms": _ms(self.accept.percentile(90))},
+            "reconnects": dict(self.reconnects),
+            "violation_counts": self.violation_counts,
+            "violations_total": self.violations_total,
+            "violations_omitted": self.violations_total - len(listed),
+            "violations": [{"rule": v["rule"], "severity": v["severity"], "conn": v["conn"], "t": v["t"],
+                            "frame": v["frame"], "message": v["message"], "at_capture_end": v["at_capture_end"]}
+                           for v in listed],
+        }
+
+    def _connection(self, row: dict) -> dict:
+        gap = self.max_gap.get(row["conn"])
+        return {
+            "conn": row["conn"], "url": row["url"], "client": row["client"], "state": row["state"],
+            "opened_at": row["opened_at"], "closed_at": row["closed_at"], "close_code": row["close_code"],
+            "close_reason": row["close_reason"], "closed_by": row["closed_by"], "frames_c2s": row["frames_c2s"],
+            "frames_s2c": row["frames_s2c"], "pings_c2s": row["pings_c2s"],
+            "max_client_gap_s": None if gap is None else round(gap, 3),
+            "chain": row["chain"], "prev_conn": row["prev_conn"],
+        }
