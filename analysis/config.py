@@ -26,6 +26,13 @@ class Config:
     severity: dict[str, str] = field(default_factory=dict)
     """Per-rule severity overrides, e.g. {"keepalive-gap": "error"}."""
 
+    def __post_init__(self) -> None:
+        from analysis.rules import RULES, SEVERITIES
+        for rule, severity in self.severity.items():
+            if rule not in RULES or severity not in SEVERITIES:
+                raise ValueError(f"severity override {rule}={severity}: unknown rule or severity "
+                                 f"(severities: {', '.join(SEVERITIES)})")
+
     @classmethod
     def from_options(cls, **options) -> "Config":
         """A Config from keyword options, ignoring those left at None (unset CLI options)."""

@@ -3,7 +3,7 @@ and hands each record to small analyzers, each owning one concern and one output
 
 from __future__ import annotations
 
-import heapq
+from collections import deque
 from typing import Callable, Iterable, Protocol
 
 from analysis.capture import CLOSE, DROP, MSG, OPEN, PING, PONG, REFUSED
@@ -15,28 +15,40 @@ TABLES = ("frames", "pairs", "streams", "sequences", "keepalive", "connections",
 
 
 class Sink(Protocol):
-    """Receives finished rows. `wants(table)` is asked once per table, so rows nobody wants
-    (the per-frame table in `mwtap analyze`) are never built."""
-    def wants(self, table: str) -> bool: ...
-    def add(self, table: str, row: dict) -> None: ...
+    """Receives finished rows. `adder(table)` is asked once per table and returns the function
+    taking its rows, or None: rows nobody wants (the per-frame table in `mwtap analyze`) are never built."""
+    def adder(self, table: str) -> Callable[[dict], None] | None: ...
 
 
 class Timers:
-    """Deadlines (request timeouts, accept timeouts), fired by the capture's own clock."""
+    """Deadlines (request timeouts, accept timeouts), fired by the capture's own clock.
+
+    Deadlines are "now + a fixed delay", so each delay keeps a FIFO queue that is in deadline
+    order (up to the few milliseconds a capture's clock may step back): cheaper than a heap.
+    """
 
     def __init__(self) -> None:
-        self.heap: list = []
-        self._seq = 0
+        self.queues: dict[float, deque] = {}
+        self.next_due = float("inf")
 
-    def at(self, deadline: float, callback: Callable[..., None], *args) -> None:
-        self._seq += 1
-        heapq.heappush(self.heap, (deadline, self._seq, callback, args))
+    def after(self, now: float, delay: float, callback: Callable[..., None], *args) -> None:
+        queue = self.queues.get(delay)
+        if queue is None:
+            queue = self.queues[delay] = deque()
+        deadline = now + delay
+        queue.append((deadline, callback, args))
+        if deadline < self.next_due:
+            self.next_due = deadline
 
     def run_until(self, now: float) -> None:
-        heap = self.heap
-        while heap and heap[0][0] <= now:
-            deadline, _, callback, args = heapq.heappop(heap)
-            callback(deadline, *args)
+        next_due = float("inf")
+        for queue in self.queues.values():
+            while queue and queue[0][0] <= now:
+                deadline, callback, args = queue.popleft()
+                callback(deadline, *args)
+            if queue and queue[0][0] < next_due:
+                next_due = queue[0][0]
+        self.next_due = next_due
 
 
 class Context:
@@ -52,10 +64,7 @@ class Context:
 
     def rows(self, table: str) -> Callable[[dict], None] | None:
         """The function that takes rows of `table`, or None when nobody wants them."""
-        sink = self._sink
-        if sink is None or not sink.wants(table):
-            return None
-        return lambda row: sink.add(table, row)
+        return None if self._sink is None else self._sink.adder(table)
 
     def violation(self, rule: str, conn: str | None, t: float, frame: int | None, message: str,
                   severity: str | None = None, at_capture_end: bool = False) -> None:
@@ -88,6 +97,10 @@ class Analyzer:
     def close(self, rec: dict, at_capture_end: bool) -> None:
         """The connection ended (`at_capture_end`: it was still open when the capture ended)."""
 
+    def stats(self) -> dict:
+        """Aggregates the analyzer keeps itself (sections of the summary)."""
+        return {}
+
 
 def default_analyzers() -> list[type[Analyzer]]:
     from analysis.analyzers import ANALYZERS
@@ -105,15 +118,15 @@ class Engine:
                  analyzers: Iterable[type[Analyzer]] | None = None):
         self.config = config or Config()
         self.ctx = Context(self.config, sink, on_violation)
+        self._timers = self.ctx.timers
         from analysis.analyzers.framing import Framing
         self.framing = Framing(self.ctx)
         self.analyzers = [cls(self.ctx) for cls in (analyzers or default_analyzers())]
         hooks = {name: [getattr(a, name) for a in self.analyzers
                         if getattr(type(a), name) is not getattr(Analyzer, name)] for name in Analyzer.HOOKS}
         self._hooks = hooks
-        self._by_category = {REQ: hooks["request"], RESP: hooks["response"], NOTIFICATION: hooks["notification"],
-                             None: []}
-        self._on_message = hooks["message"]
+        self._routes = {category: tuple(hooks["message"] + hooks[name]) for category, name in
+                        ((REQ, "request"), (RESP, "response"), (NOTIFICATION, "notification"), (None, "message"))}
         self._dispatch = {MSG: self._msg, OPEN: self._open, CLOSE: self._close, PING: self._ping,
                           PONG: self._pong, REFUSED: self._refused, DROP: self._drop}
         self.open_conns: dict[str, float] = {}
@@ -132,9 +145,8 @@ class Engine:
             return
         if self.last_t is None or t > self.last_t:
             self.last_t = t
-            heap = self.ctx.timers.heap
-            if heap and heap[0][0] <= t:
-                self.ctx.timers.run_until(t)
+            if t >= self._timers.next_due:
+                self._timers.run_until(t)
         handler = self._dispatch.get(rec.get("rec"))
         if handler is not None:
             handler(rec)
@@ -144,6 +156,12 @@ class Engine:
         t = self.last_t if self.last_t is not None else 0.0
         for conn in list(self.open_conns):
             self._end(conn, {"rec": CLOSE, "t": t, "conn": conn, "code": None, "reason": None, "by": None}, True)
+
+    def stats(self) -> dict:
+        merged: dict = {}
+        for analyzer in self.analyzers:
+            merged.update(analyzer.stats())
+        return merged
 
     def _known_conn(self, rec: dict) -> str | None:
         """The record's connection, opened implicitly if the capture missed its open record."""
@@ -159,16 +177,14 @@ class Engine:
         return conn
 
     def _msg(self, rec: dict) -> None:
-        if self._known_conn(rec) is None:
+        if rec.get("conn") not in self.open_conns and self._known_conn(rec) is None:
             return
         if rec.get("dir") not in ("c2s", "s2c"):
             self.malformed_records += 1
             return
         self.frames += 1
         frame = self.framing.classify(rec)
-        for hook in self._on_message:
-            hook(frame)
-        for hook in self._by_category[frame.category]:
+        for hook in self._routes[frame.category]:
             hook(frame)
 
     def _open(self, rec: dict) -> None:

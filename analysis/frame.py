@@ -36,8 +36,10 @@ class Frame:
 
     @property
     def body(self) -> Any:
-        payload = self.payload
-        return payload.get("body") if isinstance(payload, dict) else None
+        payload = self._payload
+        if payload is _UNPARSED:
+            payload = self._payload = parse_payload(self.rec)
+        return payload.get("body") if payload.__class__ is dict else None
 
 
 def parse_payload(rec: dict) -> Any:

@@ -38,13 +38,16 @@ class _Rows:
         self.tables: dict[str, list[dict]] = {name: [] for name in TABLES}
         self.summary = summary
 
-    def wants(self, table: str) -> bool:
-        return True
+    def adder(self, table: str):
+        keep = self.tables[table].append
+        aggregate = self.summary.adder(table)
+        if aggregate is None:
+            return keep
 
-    def add(self, table: str, row: dict) -> None:
-        self.tables[table].append(row)
-        if table != "frames":
-            self.summary.add(table, row)
+        def add(row: dict) -> None:
+            keep(row)
+            aggregate(row)
+        return add
 
 
 @dataclass

@@ -20,7 +20,8 @@ def _ms(value: float | None) -> float | None:
 
 
 class Summary:
-    """A sink that aggregates every table except `frames`."""
+    """A sink that aggregates the tables with one row per connection, request or subscription
+    (messaging counts come from the analyzer itself: `Engine.stats()`)."""
 
     def __init__(self, max_violations: int = 1000):
         self.max_violations = max_violations
@@ -31,18 +32,14 @@ class Summary:
                                        "orphan_responses", "error_responses"), 0)
         self.latency: dict[str, LogHistogram] = {}
         self.subscriptions: list[dict] = []
-        self.messaging = dict.fromkeys(("events", "sequenced", "from_others", "accepted", "read"), 0)
-        self.accept = LogHistogram()
         self.reconnects = dict.fromkeys(("total", "after_token_close", "fresh_token", "same_token"), 0)
         self.violations: dict[str, list[dict]] = {s: [] for s in SEVERITIES}
         self.violation_counts: dict[str, dict[str, int]] = {}
         self.violations_total = 0
+        self.conn_violations: dict[str, dict[str, int]] = {}
 
-    def wants(self, table: str) -> bool:
-        return table != "frames"
-
-    def add(self, table: str, row: dict) -> None:
-        getattr(self, "_" + table)(row)
+    def adder(self, table: str):
+        return None if table in ("frames", "sequences") else getattr(self, "_" + table)
 
     def _pairs(self, row: dict) -> None:
         status, requests = row["status"], self.requests
@@ -81,20 +78,6 @@ class Summary:
             "after_unsubscribe": row["after_unsubscribe"],
         })
 
-    def _sequences(self, row: dict) -> None:
-        messaging = self.messaging
-        messaging["events"] += 1
-        if row["sequence"] is not None:
-            messaging["sequenced"] += 1
-        if row["accept_ms"] is not None:
-            messaging["accepted"] += 1
-            self.accept.add(row["accept_ms"])
-        if row["read_ms"] is not None:
-            messaging["read"] += 1
-        if row["sequence"] is not None and not row["own"] and not row["history"] and \
-                row["event_type"] in ("ContentEvent", "RichContentEvent"):
-            messaging["from_others"] += 1
-
     def _reconnects(self, row: dict) -> None:
         self.reconnects["total"] += 1
         if row["prev_close_code"] in (4401, 4407):
@@ -108,6 +91,9 @@ class Summary:
         self.violations_total += 1
         counts = self.violation_counts.setdefault(row["rule"], {})
         counts[row["severity"]] = counts.get(row["severity"], 0) + 1
+        if row["conn"] is not None:
+            per_conn = self.conn_violations.setdefault(row["conn"], {})
+            per_conn[row["severity"]] = per_conn.get(row["severity"], 0) + 1
         kept = self.violations[row["severity"]]
         if len(kept) < self.max_violations:
             kept.append(row)
@@ -116,6 +102,7 @@ class Summary:
         damage = captures.damage if captures else []
         unknown = captures.unknown_records if captures else {}
         listed = [v for severity in SEVERITIES for v in self.violations[severity]][:self.max_violations]
+        messaging = engine.stats()["messaging"]
         notes = []
         if engine.drops:
             notes.append(f"capture is incomplete: the recorder lost {engine.dropped_records} record(s) "
@@ -142,8 +129,7 @@ class Summary:
                                 "p99_ms": _ms(h.percentile(99)), "max_ms": _ms(h.max)}
                         for type_, h in sorted(self.latency.items(), key=lambda kv: (-kv[1].count, str(kv[0])))},
             "subscriptions": self.subscriptions,
-            "messaging": {**self.messaging, "accept_p50_ms": _ms(self.accept.percentile(50)),
-                          "accept_p90_ms": _ms(self.accept.percentile(90))},
+            "messaging": {k: _ms(v) if k.endswith("_ms") else v for k, v in messaging.items()},
             "reconnects": dict(self.reconnects),
             "violation_counts": self.violation_counts,
             "violations_total": self.violations_total,
@@ -162,4 +148,5 @@ class Summary:
             "frames_s2c": row["frames_s2c"], "pings_c2s": row["pings_c2s"],
             "max_client_gap_s": None if gap is None else round(gap, 3),
             "chain": row["chain"], "prev_conn": row["prev_conn"],
+            "violations": self.conn_violations.get(row["conn"], {}),
         }

@@ -72,7 +72,7 @@ class Pairs(Analyzer):
                 self.ctx.violation("reused-request-id", conn, t, req.n,
                                    f"request id {req_id!r} reused after it was answered (reported once per id)")
         if type_ not in self.no_response:
-            self.ctx.timers.at(t + self.timeout, self._timed_out, conn, state, req)
+            self.ctx.timers.after(t, self.timeout, self._timed_out, conn, state, req)
 
     def _check_init(self, state: _PairConn, rec: dict, req_id: str, type_: str | None) -> None:
         if type_is(type_, "InitConnection"):

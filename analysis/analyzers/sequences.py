@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from analysis.engine import Analyzer
 from analysis.frame import (Frame, as_list, is_conversation_notification, is_messaging_notification,
                             messaging_changes, type_is)
+from analysis.histogram import LogHistogram
 from analysis.identity import header_token, init_connection_token
 from analysis.rules import INFO
 
@@ -60,6 +61,12 @@ class Sequences(Analyzer):
         # Closed conversations and dialogs (ids are global: a reconnect still publishes to them).
         self.closed_conversations: dict[str, float] = {}
         self.closed_dialogs: dict[str, float] = {}
+        self.counts = dict.fromkeys(("events", "sequenced", "from_others", "accepted", "read"), 0)
+        self.accept_ms = LogHistogram()
+
+    def stats(self) -> dict:
+        return {"messaging": {**self.counts, "accept_p50_ms": self.accept_ms.percentile(50),
+                              "accept_p90_ms": self.accept_ms.percentile(90)}}
 
     def open(self, rec: dict) -> None:
         state = self.conns[rec["conn"]] = _SeqConn()
@@ -113,9 +120,13 @@ class Sequences(Analyzer):
 
     def _acknowledged(self, state: _SeqConn, expect: _Expect, status: str, t: float) -> None:
         if status == "ACCEPT":
-            expect.accept_t = expect.accept_t or t
-        else:
-            expect.read_t = expect.read_t or t
+            if expect.accept_t is None:
+                expect.accept_t = t
+                self.counts["accepted"] += 1
+                self.accept_ms.add((t - expect.t) * 1000.0)
+        elif expect.read_t is None:
+            expect.read_t = t
+            self.counts["read"] += 1
         if expect.read_t is not None or expect.row is None:
             self._finalize(state, expect)
 
@@ -234,7 +245,10 @@ class Sequences(Analyzer):
         stamp = change.get("serverTimestamp")
         history = (d.subscribed_t is not None and isinstance(stamp, (int, float))
                    and stamp / 1000.0 < d.subscribed_t - HISTORY_SLACK_S)
+        counts = self.counts
+        counts["events"] += 1
         if seq is not None:
+            counts["sequenced"] += 1
             self._check_sequence(d, rec, dialog, seq, originator)
         row = None
         if self.rows is not None:
@@ -243,9 +257,10 @@ class Sequences(Analyzer):
                    "status": event.get("status") or event.get("chatState"), "originator_id": originator,
                    "originator_role": role, "own": own, "history": history, "accept_ms": None, "read_ms": None}
         if seq is not None and not own and not history and event_type in CONTENT_EVENTS:
+            counts["from_others"] += 1
             expect = _Expect(dialog, seq, rec["t"], originator, row)
             state.awaiting[(dialog, seq)] = expect
-            self.ctx.timers.at(rec["t"] + self.config.accept_timeout_s, self._accept_due, rec["conn"], state,
+            self.ctx.timers.after(rec["t"], self.config.accept_timeout_s, self._accept_due, rec["conn"], state,
                                expect, rec.get("n"))
         elif row is not None:
             self.rows(row)
@@ -282,7 +297,7 @@ class Sequences(Analyzer):
         if expect.row is None or expect.accept_t is None:
             self._finalize(state, expect)
         else:
-            self.ctx.timers.at(expect.t + READ_WAIT_S, self._read_due, state, expect)
+            self.ctx.timers.after(expect.t, READ_WAIT_S, self._read_due, state, expect)
 
     def _read_due(self, deadline: float, state: _SeqConn, expect: _Expect) -> None:
         if not expect.done:

@@ -1,0 +1,137 @@
+"""Generate a synthetic, realistic capture of about N frames: concurrent consumers subscribing,
+chatting with an agent, acknowledging messages, keeping alive (GetClock and WS pings), and
+reconnecting (after 4401 with a fresh token, after 1006 with the same one).
+
+    python benchmarks/gen_capture.py OUT.jsonl[.gz] --frames 1000000 [--clients 200] [--seed 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import random
+from typing import Iterator
+
+from analysis.synth import T0, CaptureBuilder
+
+
+def consumer(b: CaptureBuilder, rng: random.Random, client: int, clock: list[float]) -> Iterator[None]:
+    """One consumer's life, one exchange per step; `clock[0]` is the shared capture time."""
+    generation = 0
+    token = f"token-{client}-0"
+    while True:
+        conn = f"conn-{client}-{generation}"
+        host = f"10.0.{client // 250}.{client % 250}:{40000 + generation}"
+        b.open(conn, clock[0], token=token, client=host)
+        ids = iter(range(1, 10**9))
+        sub, dialog, seq, me = f"sub-{conn}", f"dialog-{client}-{generation}", 0, f"consumer-{client}"
+
+        def request(type_: str, body: dict | None, resp_type: str, resp_body=None, code: int = 200) -> None:
+            req_id = str(next(ids))
+            frame = {"kind": "req", "id": req_id, "type": type_}
+            if body is not None:
+                frame["body"] = body
+            b.c2s(conn, clock[0], frame)
+            resp = {"kind": "resp", "reqId": req_id, "code": code, "type": resp_type}
+            if resp_body is not None:
+                resp["body"] = resp_body
+            b.s2c(conn, clock[0] + rng.uniform(0.005, 0.2), resp)
+
+        def event(sequence: int, originator: str, role: str, body: dict) -> None:
+            b.s2c(conn, clock[0] + 0.01, {"kind": "notification", "type": "ms.MessagingEventNotification", "body": {
+                "changes": [{"sequence": sequence, "originatorId": originator,
+                             "originatorMetadata": {"id": originator, "role": role},
+                             "serverTimestamp": int(clock[0] * 1000), "dialogId": dialog, "event": body}]}})
+
+        request("cqm.SubscribeExConversations", {"minLastUpdatedTime": 0, "convState": ["OPEN"]},
+                "cqm.SubscribeExConversationsResponse", {"subscriptionId": sub})
+        b.s2c(conn, clock[0] + 0.25, {"kind": "notification", "type": "cqm.ExConversationChangeNotification",
+                                      "body": {"subscriptionId": sub, "changes": [{"type": "UPSERT", "result": {
+                                          "convId": dialog, "conversationDetails": {
+                                              "participants": [{"id": "agent-1", "role": "ASSIGNED_AGENT"},
+                                                               {"id": f"consumer-{client}", "role": "CONSUMER"}],
+                                              "state": "OPEN", "startTs": 1}, "lastUpdateTime": 1}}]}})
+        yield
+        request("ms.SubscribeMessagingEvents", {"dialogId": dialog, "fromSeq": 0}, "GenericSubscribeResponse", {})
+        yield
+        for _ in range(rng.randint(20, 400)):
+            roll = rng.random()
+            if roll < 0.3:  # agent message, then ACCEPT and READ with their echoes
+                message = seq
+                event(seq, "agent-1", "ASSIGNED_AGENT", {"type": "ContentEvent", "contentType": "text/plain",
+                                                         "message": "agent says " + "x" * rng.randint(5, 120)})
+                seq += 1
+                clock[0] += 0.03  # the consumer acknowledges after the message arrived
+                for status in ("ACCEPT", "READ"):
+                    accept = {"type": "AcceptStatusEvent", "status": status, "sequenceList": [message]}
+                    request("ms.PublishEvent", {"dialogId": dialog, "event": accept},
+                            "ms.PublishEventResponse", {"sequence": seq})
+                    event(seq, me, "CONSUMER", accept)
+                    seq += 1
+            elif roll < 0.45:  # consumer message and its echo
+                content = {"type": "ContentEvent", "contentType": "text/plain",
+                           "message": "hello " + "y" * rng.randint(5, 200)}
+                request("ms.PublishEvent", {"dialogId": dialog, "event": content},
+                        "ms.PublishEventResponse", {"sequence": seq})
+                event(seq, me, "CONSUMER", content)
+                seq += 1
+            elif roll < 0.6:  # agent typing
+                b.s2c(conn, clock[0], {"kind": "notification", "type": "ms.MessagingEventNotification", "body": {
+                    "changes": [{"originatorId": "agent-1", "dialogId": dialog,
+                                 "event": {"type": "ChatStateEvent", "chatState": rng.choice(["COMPOSING", "PAUSE"])}}]}})
+            elif roll < 0.75:
+                request("GetClock", None, "GetClock$Response", {"currentTime": int(clock[0] * 1000)})
+            elif roll < 0.85:
+                b.ping(conn, clock[0])
+                b.ping(conn, clock[0] + 0.002, from_client=False, pong=True)
+            elif roll < 0.93:  # conversation metadata update
+                b.s2c(conn, clock[0], {"kind": "notification", "type": "cqm.ExConversationChangeNotification",
+                                       "body": {"subscriptionId": sub, "changes": [{"type": "UPSERT", "result": {
+                                           "convId": dialog, "conversationDetails": {"state": "OPEN", "startTs": 1,
+                                                                                     "ttr": {"ttrType": "NORMAL",
+                                                                                             "value": 3600}}}}]}})
+            else:  # consumer typing
+                request("ms.PublishEvent", {"dialogId": dialog, "event": {"type": "ChatStateEvent",
+                                                                          "chatState": "COMPOSING"}},
+                        "ms.PublishEventResponse", {"sequence": 0})
+            yield
+        ending = rng.random()
+        if ending < 0.4:
+            b.close(conn, clock[0], 4401, "token expired", "server")
+            token = f"token-{client}-{generation + 1}"
+        elif ending < 0.7:
+            b.close(conn, clock[0], 1006, None, "server")
+        else:
+            b.close(conn, clock[0], 1000, "bye", "client")
+        generation += 1
+        for _ in range(rng.randint(3, 30)):  # wait a few steps before reconnecting
+            yield
+
+
+def generate(out, frames: int, clients: int, seed: int) -> None:
+    rng = random.Random(seed)
+    b = CaptureBuilder(out, recording=f"synthetic-{seed}")
+    clock = [T0]
+    lives = [consumer(b, rng, c, clock) for c in range(clients)]
+    while True:
+        for life in lives:
+            clock[0] += rng.uniform(0.0005, 0.004) * 200 / clients
+            next(life)
+            if sum(b.counters.values()) >= frames:
+                return
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out")
+    parser.add_argument("--frames", type=int, default=100_000)
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    opener = gzip.open if args.out.endswith(".gz") else open
+    with opener(args.out, "wb") as f:
+        generate(f, args.frames, args.clients, args.seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""`mwtap analyze`: check captures against the protocol and summarise them (no mitmproxy imported)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+FAIL_EXIT = 3
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+@click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="never", show_default=True,
+              help=f"Exit with status {FAIL_EXIT} when a violation at or above this severity exists.")
+@click.option("--response-timeout", "response_timeout_s", type=float, help="Seconds before unanswered-request [30].")
+@click.option("--keepalive-limit", "keepalive_limit_s", type=float, help="Longest allowed client silence, s [60].")
+@click.option("--min-reconnect-delay", "min_reconnect_delay_s", type=float, help="fast-reconnect below this, s [1].")
+@click.option("--accept-timeout", "accept_timeout_s", type=float, help="Seconds before missing-accept [10].")
+@click.option("--max-violations", type=int, help="Violations listed in the output, errors first [1000].")
+def analyze(paths: tuple[str, ...], fmt: str, fail_on: str, **options) -> None:
+    """Analyse one or more captures (.jsonl or .jsonl.gz; rotated parts and several recordings are
+    merged by time) and report violations of the Messaging Window protocol."""
+    import orjson
+
+    from analysis import Config, analyze as run_analysis
+    from analysis.render import render
+    from analysis.rules import SEVERITY_RANK
+
+    summary, damage = run_analysis(list(paths), Config.from_options(**options))
+    for d in damage:
+        click.echo(str(d), err=True)
+    if fmt == "json":
+        sys.stdout.buffer.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+    else:
+        click.echo(render(summary, markdown=fmt == "markdown"), nl=False)
+    if fail_on != "never":
+        limit = SEVERITY_RANK[fail_on]
+        if any(SEVERITY_RANK[sev] <= limit for sevs in summary["violation_counts"].values() for sev in sevs):
+            sys.exit(FAIL_EXIT)

@@ -1,0 +1,467 @@
+"""Every violation rule: a capture that triggers it and one that must not (frames from the catalog fixtures)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from analysis import Config, Engine, LiveChecker, RULES
+from analysis.synth import CaptureBuilder
+from conftest import SPEC
+
+FIXTURES = [json.loads(line) for line in (SPEC / "fixtures.jsonl").read_text().splitlines()]
+
+
+def fixture(source: str, type_: str | None = None, **changes) -> dict:
+    """A documented frame (by source text and type), copied, with top-level keys changed."""
+    for item in FIXTURES:
+        frame = item["frame"]
+        if source in item["source"] and (type_ is None or frame.get("type") == type_):
+            return {**copy.deepcopy(frame), **changes}
+    raise LookupError(source)
+
+
+GET_CLOCK = fixture("D-PO keep-alive")                                     # id "1", ".GetClock"
+SUBSCRIBE = fixture("D-TUT conversation-metadata.md", "cqm.SubscribeExConversations")  # id "33"
+SUBSCRIBED = fixture("D-TUT conversation-metadata.md", "cqm.SubscribeExConversationsResponse", reqId="33")
+SID = SUBSCRIBED["body"]["subscriptionId"]
+CQM_NOTIFICATION = fixture("D-TUT conversation-metadata.md (participantsPId", body={"subscriptionId": SID,
+                                                                                     "changes": []})
+UNSUBSCRIBE = fixture("D-REF unsubscribe", body={"subscriptionId": SID}, id="40", kind="req")
+STRING_OK = fixture("D-TUT post-conversation-survey-pcs.md", "StringResponse", reqId="40")
+AGENT_MESSAGE = fixture("D-TUT get-messages.md", "ms.MessagingEventNotification")  # sequence 0 from an agent
+DIALOG = AGENT_MESSAGE["body"]["changes"][0]["dialogId"]
+SUBSCRIBE_EVENTS = fixture("D-TUT get-messages.md", "ms.SubscribeMessagingEvents")  # id "22", fromSeq 0
+SUBSCRIBED_EVENTS = fixture("D-TUT get-messages.md", ".ams.GenericSubscribeResponse")  # reqId "22"
+ACCEPT = fixture("D-TUT read-and-accept-events.md")                      # id 2, ACCEPT sequenceList [3]
+PUBLISH_TEXT = fixture("D-GS", "ms.PublishEvent")                         # id 2
+PUBLISHED = fixture("D-TUT post-conversation-survey-pcs.md", "ms.PublishEventResponse")  # reqId "4", sequence 4
+TYPING = fixture("typing (no sequence")
+CLOSE_CONVERSATION = fixture("D-REF close-conversation.md")              # id "0", conversationId "id"
+
+
+def event(sequence: int | None, originator: str = "agent-1", role: str = "ASSIGNED_AGENT", dialog: str = DIALOG,
+          event_type: str = "ContentEvent", **extra) -> dict:
+    """A messaging notification shaped like the get-messages fixture."""
+    frame = copy.deepcopy(AGENT_MESSAGE)
+    change = frame["body"]["changes"][0]
+    change.update(originatorId=originator, originatorMetadata={"id": originator, "role": role}, dialogId=dialog,
+                  **extra)
+    if sequence is None:
+        del change["sequence"]
+    else:
+        change["sequence"] = sequence
+    if event_type != "ContentEvent":
+        change["event"] = {"type": event_type, "chatState": "COMPOSING"}
+    return frame
+
+
+def accept(seq, req_id: str, status: str = "ACCEPT", dialog: str = DIALOG) -> dict:
+    frame = copy.deepcopy(ACCEPT)
+    frame["id"] = req_id
+    frame["body"]["dialogId"] = dialog
+    frame["body"]["event"].update(status=status, sequenceList=seq)
+    return frame
+
+
+def response(req_id: str, code=200, type_: str = "StringResponse", **extra) -> dict:
+    return {"kind": "resp", "reqId": req_id, "code": code, "type": type_, **extra}
+
+
+def run(b: CaptureBuilder, **config) -> list:
+    found = []
+    engine = Engine(Config(**config), on_violation=found.append)
+    for rec in b.records[1:]:
+        engine.feed(rec)
+    engine.finish()
+    return found
+
+
+def rules(b: CaptureBuilder, **config) -> list[str]:
+    return [v.rule for v in run(b, **config)]
+
+
+def session(token: str | None = "tok") -> CaptureBuilder:
+    b = CaptureBuilder()
+    b.open("c", 0.0, token=token)
+    return b
+
+
+def subscribed_to_events(b: CaptureBuilder, t: float = 0.1) -> None:
+    b.c2s("c", t, SUBSCRIBE_EVENTS)
+    b.s2c("c", t + 0.01, SUBSCRIBED_EVENTS)
+
+
+def test_every_rule_has_a_test_here():
+    source = open(__file__).read()
+    assert [rule for rule in RULES if f"def test_{rule.replace('-', '_')}" not in source] == []
+
+
+def test_invalid_json():
+    b = session()
+    b.c2s("c", 1, "{not json")
+    b.c2s("c", 2, "[1, 2]")
+    b.c2s("c", 3, GET_CLOCK)
+    b.s2c("c", 3.1, response("1"))
+    found = run(b)
+    assert [(v.rule, v.frame) for v in found] == [("invalid-json", 0), ("invalid-json", 1)]
+    assert "array" in found[1].message
+
+
+def test_binary_frame():
+    b = session()
+    b.c2s("c", 1, b"\x00\x01", binary=True)
+    b.c2s("c", 2, GET_CLOCK)
+    b.s2c("c", 2.1, response("1"))
+    assert rules(b) == ["binary-frame"]
+
+
+def test_missing_kind():
+    b = session()
+    b.c2s("c", 1, fixture("D-REF close-conversationttr.md"))      # documented request without kind: info
+    b.s2c("c", 1.1, {"reqId": "0", "code": 200, "type": "StringResponse"})  # server response without kind
+    b.c2s("c", 2, {"type": "GetClock"})                           # no kind and no id
+    found = [(v.rule, v.severity) for v in run(b)]
+    assert found == [("missing-kind", "info"), ("missing-kind", "warning"), ("missing-kind", "warning"),
+                     ("request-without-id", "error")]
+
+
+def test_missing_kind_not_reported_with_kind():
+    b = session()
+    b.c2s("c", 1, GET_CLOCK)
+    b.s2c("c", 1.1, response("1"))
+    assert rules(b) == []
+
+
+def test_unknown_kind():
+    b = session()
+    b.c2s("c", 1, {**GET_CLOCK, "kind": "request"})
+    b.c2s("c", 2, {"kind": 5})
+    b.c2s("c", 3, {**GET_CLOCK, "id": "2"})
+    b.s2c("c", 3.1, response("2"))
+    assert rules(b) == ["unknown-kind", "unknown-kind"]
+
+
+def test_missing_type():
+    b = session()
+    b.c2s("c", 1, {"kind": "req", "id": "1"})
+    b.s2c("c", 1.1, {"kind": "resp", "reqId": "1", "code": 200})
+    assert [(v.rule, v.severity) for v in run(b)] == [("missing-type", "error"), ("missing-type", "warning")]
+
+
+def test_request_without_id():
+    b = session()
+    b.c2s("c", 1, {"kind": "req", "type": "GetClock"})
+    b.c2s("c", 2, {"kind": "req", "type": "GetClock", "id": ""})
+    b.c2s("c", 3, fixture("D-GS getting-started.md"))  # numeric id 1 is an id
+    b.s2c("c", 3.1, fixture("D-GS (request id was numeric 1)"))
+    assert rules(b) == ["request-without-id", "request-without-id"]
+
+
+def test_duplicate_request_id():
+    b = session()
+    b.c2s("c", 1, GET_CLOCK)
+    b.c2s("c", 2, GET_CLOCK)
+    b.s2c("c", 2.1, response("1"))
+    b.s2c("c", 2.2, response("1"))
+    assert rules(b) == ["duplicate-request-id"]  # both answered: no orphan, no unanswered
+
+
+def test_reused_request_id():
+    b = session()
+    for t in (1, 2, 3):  # MWS sends every GetClock with id 1: reported once
+        b.c2s("c", t, GET_CLOCK)
+        b.s2c("c", t + 0.1, response("1"))
+    assert [(v.rule, v.severity) for v in run(b)] == [("reused-request-id", "info")]
+
+
+def test_orphan_response():
+    b = session()
+    b.s2c("c", 1, response("99"))
+    b.c2s("c", 2, GET_CLOCK)
+    b.s2c("c", 2.1, response("1"))
+    b.s2c("c", 2.2, response("1"))  # answered twice
+    found = run(b)
+    assert [v.rule for v in found] == ["orphan-response", "orphan-response"]
+    assert "never sent" in found[0].message and "second time" in found[1].message
+
+
+def test_unanswered_request():
+    b = session()
+    b.c2s("c", 1, GET_CLOCK)
+    b.c2s("c", 31.5, {**GET_CLOCK, "id": "2"})   # the capture's clock passes the 30 s deadline of id 1
+    b.c2s("c", 40, {**GET_CLOCK, "id": "3"})
+    b.close("c", 45)                              # ids 2 and 3 die with the connection
+    found = run(b)
+    assert [(v.rule, v.severity, v.frame, v.t) for v in found] == [
+        ("unanswered-request", "error", 0, 31.0), ("unanswered-request", "warning", 1, 45),
+        ("unanswered-request", "warning", 2, 45)]
+
+
+def test_unanswered_request_at_capture_end_is_marked():
+    b = session()
+    b.c2s("c", 1, GET_CLOCK)
+    found = run(b)
+    assert [(v.rule, v.severity, v.at_capture_end) for v in found] == [("unanswered-request", "info", True)]
+    assert "capture ended" in found[0].message
+
+
+def test_unanswered_request_not_reported_when_answered_in_time_or_keepalive():
+    b = session()
+    b.c2s("c", 1, GET_CLOCK)
+    b.s2c("c", 29, response("1"))
+    b.c2s("c", 30, {"kind": "req", "id": "2", "type": "KeepAlive"})  # documented as "do nothing"
+    b.close("c", 31)
+    assert rules(b) == []
+
+
+def test_invalid_response_code():
+    b = session()
+    for i, code in enumerate(["200", 700, None, True, 200.0, 404]):
+        b.c2s("c", i + 1, {**GET_CLOCK, "id": str(i)})
+        resp = response(str(i), code)
+        if code is None:
+            del resp["code"]
+        b.s2c("c", i + 1.1, resp)
+    found = run(b)
+    assert [v.rule for v in found] == ["invalid-response-code"] * 5  # 404 is a valid (error) code
+    assert "no code" in found[2].message
+
+
+def test_unknown_subscription():
+    b = session()
+    b.c2s("c", 1, SUBSCRIBE)
+    b.s2c("c", 1.1, SUBSCRIBED)
+    b.s2c("c", 1.2, CQM_NOTIFICATION)
+    b.s2c("c", 1.3, {**CQM_NOTIFICATION, "type": "aam.ExConversationChangeNotification"})
+    b.s2c("c", 1.4, {**CQM_NOTIFICATION, "type": ".ams.aam.ExConversationChangeNotification"})
+    b.s2c("c", 2, {**CQM_NOTIFICATION, "body": {"subscriptionId": "other", "changes": []}})
+    b.s2c("c", 3, {**CQM_NOTIFICATION, "body": {"subscriptionId": "other", "changes": []}})
+    b.s2c("c", 4, event(0, dialog="never-subscribed"))
+    found = [(v.rule, v.severity) for v in run(b) if v.rule != "missing-accept"]
+    assert found == [("unknown-subscription", "warning"), ("unknown-subscription", "info")]
+
+
+def test_notification_after_unsubscribe():
+    b = session()
+    b.c2s("c", 1, SUBSCRIBE)
+    b.s2c("c", 1.1, SUBSCRIBED)
+    b.c2s("c", 2, UNSUBSCRIBE)
+    b.s2c("c", 2.05, CQM_NOTIFICATION)  # in flight before the unsubscribe response: fine
+    b.s2c("c", 2.1, STRING_OK)
+    b.s2c("c", 3, CQM_NOTIFICATION)
+    b.s2c("c", 4, CQM_NOTIFICATION)
+    found = run(b)
+    assert [(v.rule, v.frame) for v in found] == [("notification-after-unsubscribe", 5)]
+
+
+def test_keepalive_gap():
+    b = session()
+    b.c2s("c", 10, GET_CLOCK)
+    b.s2c("c", 10.1, response("1"))
+    b.ping("c", 80)                       # 70 s of client silence: the server's messages do not count
+    b.ping("c", 100, from_client=False)   # a server ping is not client activity
+    b.close("c", 170, 1000, "idle", "server")
+    found = run(b)
+    assert [(v.rule, round(v.t)) for v in found] == [("keepalive-gap", 80), ("keepalive-gap", 170)]
+    assert "server closed" in found[1].message
+
+
+def test_keepalive_gap_not_reported_with_pings_and_get_clock():
+    b = session()
+    for i, t in enumerate(range(50, 400, 50)):
+        if i % 2:
+            b.ping("c", t)
+        else:
+            b.c2s("c", t, {**GET_CLOCK, "id": str(i)})
+            b.s2c("c", t + 0.1, response(str(i)))
+    b.close("c", 400)
+    assert rules(b) == []
+
+
+def test_request_before_init():
+    init = fixture("D-TUT avoid-websocket-headers.md")  # id "0"
+    b = session(token=None)
+    b.c2s("c", 1, init)
+    b.c2s("c", 1.01, GET_CLOCK)           # allowed before the InitConnection response
+    b.c2s("c", 1.02, SUBSCRIBE)           # not allowed
+    b.s2c("c", 1.1, response("0"))
+    b.s2c("c", 1.2, response("1"))
+    b.s2c("c", 1.3, SUBSCRIBED)
+    b.c2s("c", 2, {**SUBSCRIBE, "id": "34"})  # after the response: fine
+    b.s2c("c", 2.1, {**SUBSCRIBED, "reqId": "34"})
+    found = run(b)
+    assert [(v.rule, v.frame) for v in found] == [("request-before-init", 2)]
+
+
+def test_request_before_init_not_reported_with_authorization_header():
+    b = session(token="tok")
+    b.c2s("c", 1, SUBSCRIBE)
+    b.s2c("c", 1.1, SUBSCRIBED)
+    assert rules(b) == []
+
+
+def _reconnect(code: int, by: str, delay: float, token_after: str) -> CaptureBuilder:
+    b = CaptureBuilder()
+    b.open("a", 0.0, token="tok-1", client="10.0.0.1:5000")
+    b.c2s("a", 1, GET_CLOCK)
+    b.s2c("a", 1.1, response("1"))
+    b.close("a", 2, code, "x", by)
+    b.open("b", 2 + delay, token=token_after, client="10.0.0.1:5001")
+    b.close("b", 3 + delay)
+    return b
+
+
+def test_token_not_refreshed():
+    assert rules(_reconnect(4401, "server", 5, "tok-1")) == ["token-not-refreshed"]
+    assert rules(_reconnect(4407, "server", 5, "tok-1")) == ["token-not-refreshed"]
+
+
+def test_token_not_refreshed_not_reported_with_fresh_token():
+    assert rules(_reconnect(4401, "server", 0.1, "tok-2")) == []  # fast, but with a fresh token: fine
+
+
+def test_fast_reconnect():
+    found = run(_reconnect(1006, "server", 0.2, "tok-1"))
+    assert [v.rule for v in found] == ["fast-reconnect"] and found[0].conn == "b"
+    assert rules(_reconnect(1011, "server", 0.5, "tok-1"), min_reconnect_delay_s=0.4) == []
+
+
+def test_fast_reconnect_not_reported_after_a_wait_or_client_close():
+    assert rules(_reconnect(1006, "server", 2.0, "tok-1")) == []
+    assert rules(_reconnect(1000, "client", 0.1, "tok-1")) == []
+
+
+def test_sequence_gap():
+    b = session()
+    subscribed_to_events(b)
+    for t, seq in ((1, 0), (2, 1), (2.5, None), (3, 4)):  # a chat-state event carries no sequence
+        b.s2c("c", t, event(seq, originator="me", role="CONSUMER"))
+    found = run(b)
+    assert [v.rule for v in found] == ["sequence-gap"] and "missing 2-3" in found[0].message
+
+
+def test_sequence_duplicate():
+    b = session()
+    subscribed_to_events(b)
+    for t, seq in ((1, 0), (2, 1), (3, 1)):
+        b.s2c("c", t, event(seq, originator="me", role="CONSUMER"))
+    assert rules(b) == ["sequence-duplicate"]
+
+
+def test_sequence_replay_after_resubscribe_is_not_a_duplicate():
+    b = session()
+    subscribed_to_events(b)
+    for t, seq in ((1, 0), (2, 1), (3, 2)):
+        b.s2c("c", t, event(seq, originator="me", role="CONSUMER"))
+    b.c2s("c", 4, {**SUBSCRIBE_EVENTS, "id": "23", "body": {"dialogId": DIALOG, "fromSeq": 1}})
+    b.s2c("c", 4.1, {**SUBSCRIBED_EVENTS, "reqId": "23"})
+    for t, seq in ((5, 1), (5.1, 2), (6, 3)):
+        b.s2c("c", t, event(seq, originator="me", role="CONSUMER"))
+    assert rules(b) == []
+
+
+def test_sequence_regression():
+    b = session()
+    subscribed_to_events(b)
+    for t, seq in ((1, 5), (2, 6), (3, 4)):
+        b.s2c("c", t, event(seq, originator="me", role="CONSUMER"))
+    assert rules(b) == ["sequence-regression"]
+
+
+def test_missing_accept():
+    b = session()
+    subscribed_to_events(b)
+    b.s2c("c", 1, event(0))
+    b.s2c("c", 2, event(1))
+    b.c2s("c", 3, accept(1, "a1"))     # a single sequence sent bare, not as [1]: still counts
+    b.s2c("c", 3.1, response("a1", type_="ms.PublishEventResponse", body={"sequence": 2}))
+    b.c2s("c", 20, GET_CLOCK)          # the capture's clock passes 1 + 10 s
+    b.s2c("c", 20.1, response("1"))
+    found = run(b)
+    assert [(v.rule, v.t) for v in found] == [("missing-accept", 11.0)]
+    assert "sequence 0" in found[0].message
+
+
+def test_missing_accept_not_reported_for_own_or_history_or_acknowledged():
+    b = session()
+    subscribed_to_events(b, t=100.0)
+    b.s2c("c", 101, event(0, serverTimestamp=50_000))   # history replay: sent before the subscribe
+    b.s2c("c", 102, event(1, originator="me", role="CONSUMER"))
+    b.c2s("c", 103, PUBLISH_TEXT)                        # own text: learned from the publish response
+    b.s2c("c", 103.1, response("2", type_="ms.PublishEventResponse", body={"sequence": 2}))
+    b.s2c("c", 103.2, event(2, originator="me-unmarked", role=None))
+    b.s2c("c", 104, event(3))
+    b.c2s("c", 104.5, accept([3], "r1", status="READ"))  # READ without ACCEPT also acknowledges
+    b.s2c("c", 104.6, response("r1", type_="ms.PublishEventResponse", body={"sequence": 4}))
+    b.s2c("c", 104.7, event(4, originator="me", role="CONSUMER", event_type="AcceptStatusEvent"))
+    b.s2c("c", 105, event(None, event_type="ChatStateEvent"))
+    b.close("c", 130)
+    assert rules(b, keepalive_limit_s=1000) == []
+
+
+def test_publish_after_close():
+    b = session()
+    closing = fixture("D-TUT conversation-metadata.md (participantsPId")
+    closing["body"]["changes"][0]["result"].update(convId=DIALOG)
+    closing["body"]["changes"][0]["result"]["conversationDetails"]["state"] = "CLOSE"
+    b.c2s("c", 1, SUBSCRIBE)
+    b.s2c("c", 1.1, SUBSCRIBED)
+    b.s2c("c", 2, {**closing, "body": {**closing["body"], "subscriptionId": SID}})
+    publish = copy.deepcopy(PUBLISH_TEXT)
+    publish["body"]["dialogId"] = DIALOG
+    b.c2s("c", 3, publish)
+    b.s2c("c", 3.1, response("2", 400))
+    found = run(b)
+    assert [(v.rule, v.frame) for v in found] == [("publish-after-close", 3)]
+
+
+def test_publish_after_close_request_and_not_for_chat_state_or_survey_dialog():
+    b = session()
+    b.c2s("c", 1, CLOSE_CONVERSATION)   # conversationField as an array
+    b.s2c("c", 1.1, response("0"))
+    chat_state = fixture("D-TUT post-conversation-survey-pcs.md", "ms.PublishEvent", id="7")
+    chat_state["body"].update(dialogId="id", conversationId="id",
+                              event={"type": "ChatStateEvent", "chatState": "GONE"})
+    b.c2s("c", 2, chat_state)
+    b.s2c("c", 2.1, response("7", type_="ms.PublishEventResponse", body={"sequence": 0}))
+    text = copy.deepcopy(PUBLISH_TEXT)
+    text["body"]["dialogId"] = "id"
+    b.c2s("c", 3, text)
+    b.s2c("c", 3.1, response("2", 400))
+    # PCS: the MAIN dialog closes (DialogChange sent bare, not in an array), the survey dialog stays open
+    b.c2s("c", 4, fixture("D-TUT post-conversation-survey-pcs.md", "cm.UpdateConversationField", id="8"))
+    b.s2c("c", 4.1, response("8"))
+    survey = fixture("D-TUT post-conversation-survey-pcs.md", "ms.PublishEvent", id="9")
+    survey["body"]["dialogId"] = "__YOUR_POST_SURVEY_DIALOG_ID__"
+    b.c2s("c", 5, survey)
+    b.s2c("c", 5.1, response("9", type_="ms.PublishEventResponse", body={"sequence": 5}))
+    found = run(b)
+    assert [(v.rule, v.frame) for v in found] == [("publish-after-close", 4)]
+
+
+def test_live_checker_reports_when_detected_not_at_the_end():
+    b = session()
+    b.c2s("c", 1, "garbage")
+    b.c2s("c", 2, GET_CLOCK)
+    b.c2s("c", 40, {**GET_CLOCK, "id": "2"})
+    seen = []
+    checker = LiveChecker(Config(), seen.append)
+    fed = []
+    for rec in b.records[1:]:
+        checker.feed(rec)
+        fed.append([v.rule for v in seen])
+    assert fed[1] == ["invalid-json"]                                  # right after the bad frame
+    assert fed[3] == ["invalid-json", "unanswered-request"]            # once the clock passes 2 + 30 s
+    checker.finish()
+    assert [v.at_capture_end for v in seen] == [False, False, True]
+
+
+def test_severity_override_and_unknown_rule():
+    b = session()
+    b.c2s("c", 1, "garbage")
+    assert [v.severity for v in run(b, severity={"invalid-json": "warning"})] == ["warning"]
+    with pytest.raises(ValueError):
+        Config(severity={"no-such-rule": "error"})
