@@ -1,0 +1,53 @@
+"""`mwtap demo`: a whole recorded and analysed session on 127.0.0.1, no account needed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the capture and the analysis [./mwtap-demo-YYYYmmdd-HHMMSS].")
+@click.option("--duration", type=float, default=20.0, show_default=True, help="Seconds the consumers run.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Seed of the server's injected fault.")
+def demo(out_dir: Path | None, duration: float, seed: int) -> None:
+    """Run the built-in Messaging Window server, the recorder in front of it and eight scripted
+    consumers (five misbehave on purpose), then analyse the capture.
+
+    The server's idle timeout and token lifetime are shortened so that keep-alive and token
+    problems happen within the run; the analysis is given the same limits."""
+    import asyncio
+
+    import orjson
+
+    from analysis import analyze
+    from analysis.config import Config
+    from analysis.render import render
+    from recorder.demo import DemoSettings, run_demo
+
+    out_dir = out_dir or Path(f"mwtap-demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = DemoSettings(duration=duration, seed=seed)
+
+    def started(server, proxy) -> None:
+        click.echo(f"server    {server.url()}")
+        click.echo(f"recorder  127.0.0.1:{proxy.port} -> {out_dir / 'capture.jsonl'}")
+        click.echo(f"running {len(settings.consumers())} consumers for {duration:g} s ...")
+
+    results = asyncio.run(run_demo(out_dir, settings, on_start=started))
+    for name, stats in results.items():
+        codes = ", ".join(str(c) for c in stats.close_codes)
+        click.echo(f"  {name:16} {stats.connections} connection(s), close codes {codes}")
+
+    summary, damage = analyze([str(out_dir / "capture.jsonl")], Config(**settings.analysis_options()))
+    text = render(summary)
+    (out_dir / "analysis.txt").write_text(text)
+    (out_dir / "analysis.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    click.echo()
+    click.echo(text, nl=False)
+    click.echo()
+    click.echo(f"capture:  {out_dir / 'capture.jsonl'}")
+    click.echo(f"analysis: {out_dir / 'analysis.txt'}, {out_dir / 'analysis.json'}")
