@@ -41,14 +41,11 @@ class Timers:
             self.next_due = deadline
 
     def run_until(self, now: float) -> None:
-        next_due = float("inf")
-        for queue in self.queues.values():
+        for queue in list(self.queues.values()):  # callbacks may add a queue
             while queue and queue[0][0] <= now:
                 deadline, callback, args = queue.popleft()
                 callback(deadline, *args)
-            if queue and queue[0][0] < next_due:
-                next_due = queue[0][0]
-        self.next_due = next_due
+        self.next_due = min((q[0][0] for q in self.queues.values() if q), default=float("inf"))
 
 
 class Context:

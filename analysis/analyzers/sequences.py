@@ -127,7 +127,7 @@ class Sequences(Analyzer):
         elif expect.read_t is None:
             expect.read_t = t
             self.counts["read"] += 1
-        if expect.read_t is not None or expect.row is None:
+        if expect.read_t is not None:
             self._finalize(state, expect)
 
     def _close_request(self, frame: Frame) -> None:
@@ -293,8 +293,8 @@ class Sequences(Analyzer):
             self.ctx.violation("missing-accept", conn, deadline, n,
                                f"no ACCEPT for sequence {expect.seq} of dialog {expect.dialog!r} "
                                f"from {expect.originator} within {self.config.accept_timeout_s:g} s")
-        # An accepted message waits for its READ only if the rows want it, and not forever.
-        if expect.row is None or expect.accept_t is None:
+        # An accepted message waits for its READ, but not forever (bounded memory).
+        if expect.accept_t is None:
             self._finalize(state, expect)
         else:
             self.ctx.timers.after(expect.t, READ_WAIT_S, self._read_due, state, expect)
