@@ -24,6 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 TOKEN_CLOSE_CODES = (4401, 4407)
 KEEPALIVES = ("ping", "getclock")
+RECEIPT_TASK = "mwtap-consumer-receipt"
 
 
 @dataclass
@@ -324,6 +325,10 @@ class ScriptedConsumer:
         if not self.conversation_closed.is_set():
             if not self.config.close_conversation:
                 return
+            receipts = [t for t in self.tasks if t.get_name() == RECEIPT_TASK]
+            if receipts:  # the last answer is shown (READ) before the consumer closes
+                with contextlib.suppress(TimeoutError):
+                    await self._wait(asyncio.wait(receipts), self.config.request_timeout)
             await self._request("cm.UpdateConversationField", {
                 "conversationId": self.conversation_id,
                 "conversationField": [{"field": "ConversationStateField", "conversationState": "CLOSE"}]})
@@ -463,7 +468,7 @@ class ScriptedConsumer:
         elif event.get("type") == "ContentEvent" and sequence not in self.seen_sequences:
             self.seen_sequences.add(sequence)
             self.stats.agent_messages += 1
-            self._spawn(self._acknowledge(sequence))
+            self._spawn(self._acknowledge(sequence)).set_name(RECEIPT_TASK)
 
     async def _acknowledge(self, sequence: int) -> None:
         with contextlib.suppress(Disconnected):
