@@ -124,11 +124,11 @@ class Engine:
         self._hooks = hooks
         self._routes = {category: tuple(hooks["message"] + hooks[name]) for category, name in
                         ((REQ, "request"), (RESP, "response"), (NOTIFICATION, "notification"), (None, "message"))}
-        self._dispatch = {MSG: self._msg, OPEN: self._open, CLOSE: self._close, PING: self._ping,
+        self._dispatch = {OPEN: self._open, CLOSE: self._close, PING: self._ping,
                           PONG: self._pong, REFUSED: self._refused, DROP: self._drop}
         self.open_conns: dict[str, float] = {}
         self.closed_conns: set[str] = set()
-        self.last_t: float | None = None
+        self.last_t = float("-inf")
         self.frames = 0
         self.dropped_records = 0
         self.drops = 0
@@ -137,20 +137,24 @@ class Engine:
 
     def feed(self, rec: dict) -> None:
         t = rec.get("t")
-        if t.__class__ is not float and (t.__class__ is not int):
+        if t.__class__ is not float and t.__class__ is not int:
             self.malformed_records += 1
             return
-        if self.last_t is None or t > self.last_t:
+        if t > self.last_t:
             self.last_t = t
             if t >= self._timers.next_due:
                 self._timers.run_until(t)
-        handler = self._dispatch.get(rec.get("rec"))
+        kind = rec.get("rec")
+        if kind == MSG:  # the hot path: most records are messages
+            self._msg(rec)
+            return
+        handler = self._dispatch.get(kind)
         if handler is not None:
             handler(rec)
 
     def finish(self) -> None:
         """End of capture: close what is still open (the analyzers mark what that leaves pending)."""
-        t = self.last_t if self.last_t is not None else 0.0
+        t = self.last_t if self.open_conns else 0.0
         for conn in list(self.open_conns):
             self._end(conn, {"rec": CLOSE, "t": t, "conn": conn, "code": None, "reason": None, "by": None}, True)
 

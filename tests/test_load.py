@@ -113,3 +113,11 @@ def test_load_takes_config_keywords(two_recordings):
     assert "keepalive-gap" in set(cap.violations.rule)
     with pytest.raises(TypeError):
         analysis.load(two_recordings, no_such_option=1)
+
+
+def test_every_column_is_documented():
+    from conftest import REPO
+    doc = (REPO / "docs" / "analysis.md").read_text()
+    for table, columns in COLUMNS.items():
+        section = doc.split(f"### `{table}`")[1].split("###")[0]
+        assert [name for name, _ in columns if f"`{name}`" not in section] == [], table

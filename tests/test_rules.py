@@ -465,3 +465,12 @@ def test_severity_override_and_unknown_rule():
     assert [v.severity for v in run(b, severity={"invalid-json": "warning"})] == ["warning"]
     with pytest.raises(ValueError):
         Config(severity={"no-such-rule": "error"})
+
+
+def test_every_rule_is_documented_with_its_default_severity():
+    from conftest import REPO
+    doc = (REPO / "docs" / "analysis.md").read_text()
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[2] for line in doc.splitlines()
+            if line.startswith("| `") and line.split("|")[1].strip(" `") in RULES}
+    assert set(rows) == set(RULES)
+    assert [rule for rule, severity in RULES.items() if not rows[rule].strip().startswith(severity)] == []
