@@ -1,0 +1,65 @@
+"""Reconnect chains: each client's connections as bars, labelled with their close code and side,
+and the gap before each reconnect."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.plots._figure import ALERT_COLOR, date_axis, new_figure, no_data, short, shown_of, utc
+
+TOKEN_CLOSE_CODES = (4401, 4407)
+
+
+def chain_summary(connections: pd.DataFrame) -> pd.DataFrame:
+    """One row per chain: chain, connections, first open and last end, most connections first."""
+    opened = connections[connections.state != "refused"]
+    ends = opened.closed_at.fillna(opened.opened_at + pd.to_timedelta(opened.duration_s, unit="s"))
+    table = pd.DataFrame({"chain": opened.chain, "opened_at": opened.opened_at, "end": ends})
+    chains = table.groupby("chain").agg(connections=("chain", "size"), first=("opened_at", "min"),
+                                        last=("end", "max")).reset_index()
+    return chains.sort_values(["connections", "first"], ascending=[False, True], ignore_index=True)
+
+
+def plot_reconnects(cap, *, max_chains: int = 20):
+    """The `max_chains` chains with the most connections, one row each: a bar per connection
+    (red edge: closed by the server) with its close code, and the delay before each reconnect."""
+    title = "Reconnect chains"
+    chains = chain_summary(cap.connections)
+    if chains.empty:
+        return no_data(title, "no connections")
+    shown = chains.head(max_chains)
+    fig = new_figure(12, 1.5 + 0.45 * len(shown))
+    ax = fig.add_subplot()
+    conns = cap.connections[cap.connections.chain.isin(shown.chain)]
+    delays = cap.reconnects.set_index("conn").delay_s
+    for y, chain in enumerate(shown.chain):
+        _chain_row(ax, y, conns[conns.chain == chain].sort_values("opened_at"), delays)
+    ax.set_yticks(range(len(shown)), [f"{short(c, 14)} ({n})" for c, n in zip(shown.chain, shown.connections)],
+                  fontsize=8)
+    ax.set_ylim(len(shown) - 0.5, -0.5)
+    ax.set_ylabel("chain (first connection, connections)")
+    date_axis(ax)
+    ax.grid(True, axis="x", alpha=0.3)
+    reconnects = int(chains.connections.sum() - len(chains))
+    ax.set_title(f"{title}: {shown_of(len(shown), len(chains), 'chains')}, {reconnects:,} reconnects "
+                 "\n(label: close code and side; orange: closed with 4401/4407; red edge: closed by the server)")
+    return fig
+
+
+def _chain_row(ax, y: int, conns: pd.DataFrame, delays: pd.Series) -> None:
+    starts = utc(conns.opened_at)
+    ends = utc(conns.closed_at.fillna(conns.opened_at + pd.to_timedelta(conns.duration_s, unit="s")))
+    by_server = (conns.closed_by == "server").fillna(False).to_numpy()
+    token_close = conns.close_code.isin(TOKEN_CLOSE_CODES).fillna(False).to_numpy()
+    labels = [f"{code} {by}" for code, by in zip(conns.close_code.astype(object).fillna("?"),
+                                                  conns.closed_by.astype(object).fillna("?"))]
+    labels = ["open at end" if state == "open-at-end" else label for state, label in zip(conns.state, labels)]
+    ax.barh([y] * len(conns), ends - starts, left=starts, height=0.6,
+            color=["#ffbb78" if t else "#aec7e8" for t in token_close],
+            edgecolor=[ALERT_COLOR if s else "black" for s in by_server], gid="connection")
+    for start, end, conn, label in zip(starts, ends, conns.conn, labels):
+        ax.text(end, y, f"{label} ", ha="right", va="center", fontsize=7, gid="close-code")
+        delay = delays.get(conn)
+        if delay is not None and pd.notna(delay):
+            ax.annotate(f"+{delay:.1f} s", (start, y - 0.3), xytext=(0, 2), textcoords="offset points",
+                        ha="right", va="bottom", fontsize=6, color="dimgrey", gid="gap")

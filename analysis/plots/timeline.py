@@ -1,0 +1,114 @@
+"""Connection timelines: every frame as a tick (client above, server below), WebSocket pings,
+client silences over the keep-alive limit, violations and the close, one row per connection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.plots._figure import (ALERT_COLOR, C2S_COLOR, DEFAULT_KEEPALIVE_LIMIT_S, S2C_COLOR, date_axis,
+                                    new_figure, no_data, short, utc)
+from analysis.plots.activity import client_silences, pings_of
+
+LABELLED_VIOLATIONS = 12  # more than this on one row are drawn without their rule names
+C2S_ROW, S2C_ROW = 1.0, 0.0
+
+
+def worst_connections(cap, n: int = 1) -> list[str]:
+    """The `n` connections with the most violations (then the most frames)."""
+    conns = cap.connections[cap.connections.state != "refused"]
+    if conns.empty:
+        return []
+    counts = cap.violations.conn.value_counts()
+    ranked = pd.DataFrame({"conn": conns.conn.to_numpy(),
+                           "violations": conns.conn.map(counts).fillna(0).to_numpy(),
+                           "frames": (conns.frames_c2s.fillna(0) + conns.frames_s2c.fillna(0)).to_numpy()})
+    ranked = ranked.sort_values(["violations", "frames", "conn"], ascending=[False, False, True], kind="stable")
+    return ranked.conn.head(n).tolist()
+
+
+def plot_timeline(cap, conns=None, *, limit_s: float = DEFAULT_KEEPALIVE_LIMIT_S, pings=None,
+                  max_connections: int = 6):
+    """The timeline of one connection id or a list of them (default: the connections with the most
+    violations), stacked, at most `max_connections`. `pings` defaults to those read from the capture files."""
+    title = "Connection timeline"
+    if conns is None:
+        conns = worst_connections(cap, max_connections)
+    elif isinstance(conns, str):
+        conns = [conns]
+    known = set(cap.connections.conn.dropna())
+    conns = [c for c in conns if c in known][:max_connections]
+    if not conns:
+        return no_data(title, "no connection to show")
+    pings = pings_of(cap) if pings is None else pings
+    silences = client_silences(cap, pings)
+    fig = new_figure(12, 1.0 + 2.2 * len(conns))
+    axes = np.atleast_1d(fig.subplots(len(conns), 1, squeeze=False)[:, 0])
+    for ax, conn in zip(axes, conns):
+        _connection_row(ax, cap, conn, pings[pings.conn == conn], silences[silences.conn == conn], limit_s)
+    axes[0].legend(handles=_legend(axes[0], limit_s), fontsize="x-small", loc="upper left",
+                   bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(f"{title}{'s' if len(conns) > 1 else ''} (keep-alive limit {limit_s:g} s)")
+    return fig
+
+
+def _connection_row(ax, cap, conn: str, pings, silences, limit_s: float) -> None:
+    row = cap.connections[cap.connections.conn == conn].iloc[0]
+    frames = cap.frames[cap.frames.conn == conn]
+    for direction, y, color in (("c2s", C2S_ROW, C2S_COLOR), ("s2c", S2C_ROW, S2C_COLOR)):
+        times = utc(frames.t[frames.dir == direction])
+        ax.vlines(times, y - 0.3, y + 0.3, color=color, linewidth=0.8, gid=f"frames-{direction}")
+        sent = pings[pings.dir == direction]
+        ax.plot(utc(sent.t), np.full(len(sent), y + 0.4), "v", color="green", markersize=4, gid=f"pings-{direction}")
+    for gap in silences[silences.silence_s > limit_s].itertuples():
+        start, end = pd.to_datetime([gap.start, gap.end], unit="s").to_numpy()
+        limit_at = pd.to_datetime(gap.start + limit_s, unit="s").to_numpy()
+        ax.axvspan(start, end, color=ALERT_COLOR, alpha=0.15, gid="silence-over-limit")
+        ax.axvline(limit_at, color=ALERT_COLOR, linestyle="--", linewidth=1, gid="keepalive-limit")
+        ax.text(limit_at, 1.75, f" silent {gap.silence_s:.0f} s", color=ALERT_COLOR, fontsize=7, va="top")
+    _violations(ax, cap.violations[cap.violations.conn == conn], frames)
+    _ends(ax, row)
+    ax.set_ylim(-0.8, 1.8)
+    ax.set_yticks([S2C_ROW, C2S_ROW], ["server→client", "client→server"])
+    ax.set_title(f"{short(conn, 40)}  ({row.frames_c2s} c2s, {row.frames_s2c} s2c frames, "
+                 f"{row.pings_c2s} client pings)", fontsize=9, loc="left")
+    date_axis(ax)
+
+
+def _violations(ax, violations, frames) -> None:
+    if violations.empty:
+        return
+    direction = violations[["frame"]].merge(frames[["frame", "dir"]], on="frame", how="left").dir
+    direction = direction.fillna("").to_numpy(dtype=object)
+    # on the row of the frame it concerns; between the rows when it concerns no frame (a close, a gap)
+    y = np.select([direction == "c2s", direction == "s2c"], [C2S_ROW, S2C_ROW], 0.5)
+    times = utc(violations.t)
+    ax.plot(times, y, "X", color=ALERT_COLOR, markersize=8, markeredgecolor="black", markeredgewidth=0.5,
+            gid="violations")
+    if len(violations) <= LABELLED_VIOLATIONS:
+        for i, (t, y_, rule) in enumerate(zip(times, y, violations.rule)):  # staggered: they often coincide
+            ax.annotate(rule, (t, y_), xytext=(4, -11 - 8 * (i % 3)), textcoords="offset points", fontsize=7,
+                        color=ALERT_COLOR)
+
+
+def _ends(ax, row) -> None:
+    if pd.notna(row.opened_at):
+        ax.axvline(utc([row.opened_at])[0], color="black", linewidth=1.5, gid="open")
+    if pd.notna(row.closed_at):
+        closed = utc([row.closed_at])[0]
+        ax.axvline(closed, color="black", linewidth=1.5, gid="close")
+        reason = f" {short(row.close_reason, 24)}" if pd.notna(row.close_reason) and row.close_reason else ""
+        ax.text(closed, -0.75, f"close {row.close_code}{reason}\nby {row.closed_by} ", ha="right", va="bottom",
+                fontsize=8, gid="close-label")
+
+
+def _legend(ax, limit_s: float) -> list:
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    return [Line2D([], [], color=C2S_COLOR, marker="|", linestyle="none", label="client frame"),
+            Line2D([], [], color=S2C_COLOR, marker="|", linestyle="none", label="server frame"),
+            Line2D([], [], color="green", marker="v", linestyle="none", label="WebSocket ping/pong"),
+            Patch(color=ALERT_COLOR, alpha=0.15, label=f"client silence > {limit_s:g} s"),
+            Line2D([], [], color=ALERT_COLOR, linestyle="--", label=f"keep-alive limit ({limit_s:g} s) reached"),
+            Line2D([], [], color=ALERT_COLOR, marker="X", linestyle="none", label="violation"),
+            Line2D([], [], color="black", label="open / close")]
