@@ -81,6 +81,8 @@ class RecordingProxy:
         addresses = master.addons.get("proxyserver").listen_addrs()
         if not ready.event.is_set() or not addresses:
             await self._stop()
+            if self.recorder.written == 0:  # nothing recorded: leave no capture that blocks a retry
+                self.out.unlink(missing_ok=True)
             raise OSError(f"mitmproxy could not listen on {self.listen_host}:{self.listen_port} ({self.mode})")
         self.port = addresses[0][1]
         return self

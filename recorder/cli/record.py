@@ -1,0 +1,101 @@
+"""`mwtap record`: relay WebSocket traffic through mitmproxy and write it to a capture."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import click
+
+from analysis.capture import DEFAULT_MAX_PAYLOAD
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(f"expected HOST:PORT (PORT 0 picks a free one), not {value!r}", param_hint="--listen")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command()
+@click.option("--upstream", metavar="URL", help="The WebSocket server to relay to: ws://HOST:PORT or wss://HOST:PORT "
+              "(reverse proxy; clients connect to --listen instead).")
+@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT",
+              help="Where the proxy listens; port 0 picks a free port (printed).")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Capture file to create (JSONL, mode 0600; never overwritten).")
+@click.option("--mode", metavar="MODE", help="A mitmproxy mode instead of --upstream, e.g. 'regular' "
+              "(clients use the proxy as their HTTP proxy).")
+@click.option("--rotate-mb", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Start a new part (OUT.partN.jsonl) every N MiB; 0 = one file.")
+@click.option("--no-redact", is_flag=True, help="Keep tokens and cookies in the capture (redacted by default).")
+@click.option("--max-payload", type=click.IntRange(min=0), default=DEFAULT_MAX_PAYLOAD, show_default=True,
+              metavar="BYTES", help="Bytes kept of each message; longer ones are truncated (size keeps the length).")
+def record(upstream: str | None, listen: str, out: Path, mode: str | None, rotate_mb: int, no_redact: bool,
+           max_payload: int) -> None:
+    """Relay WebSocket connections through mitmproxy and record every frame to OUT.
+
+    Stop with Ctrl-C (or SIGTERM): everything is flushed and a summary is printed.
+    """
+    if (upstream is None) == (mode is None):
+        raise click.UsageError("give --upstream URL (reverse proxy) or --mode MODE, not both")
+    host, port = parse_listen(listen)
+    if not is_loopback(host):
+        click.echo(f"mwtap record: warning: listening on {host}, not loopback: anyone who reaches it can use "
+                   f"the proxy", err=True)
+    if no_redact:
+        click.echo("mwtap record: warning: --no-redact: tokens and cookies are written to the capture in clear",
+                   err=True)
+    if out.exists():
+        raise click.ClickException(f"{out}: exists; mwtap never overwrites a capture")
+
+    import asyncio
+
+    from mitmproxy.exceptions import OptionsError
+
+    try:
+        asyncio.run(_run(upstream, out, host, port, mode, not no_redact, rotate_mb, max_payload))
+    except (OptionsError, OSError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str | None, redact: bool,
+               rotate_mb: int, max_payload: int) -> None:
+    import asyncio
+    import logging
+    import signal
+
+    from recorder.proxy import RecordingProxy
+
+    handler = logging.StreamHandler()
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("mwtap record: %(levelname)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    proxy = RecordingProxy(upstream, out, listen_host=host, listen_port=port, mode=mode, redact=redact,
+                           rotate_mb=rotate_mb, max_payload=max_payload)
+    async with proxy:
+        target = upstream if upstream else f"mode {mode}"
+        click.echo(f"mwtap record: listening on {host}:{proxy.port} -> {target}; writing {out}")
+        await stop.wait()
+    recorder = proxy.recorder
+    parts = len(recorder.writer.paths) if recorder.writer else 1
+    more = f" (+{parts - 1} rotated parts)" if parts > 1 else ""
+    click.echo(f"mwtap record: stopped; {recorder.messages} messages, {recorder.written} records written to "
+               f"{out}{more}; {recorder.dropped} dropped")
