@@ -112,6 +112,13 @@ async def new_conversation(client: RawClient, request_id: str = "setup-conv") ->
     return response["body"]["conversationId"]
 
 
+async def conversation_update(client: RawClient, predicate=lambda details: True) -> dict:
+    """The `conversationDetails` of the next conversation UPSERT whose details match `predicate`."""
+    frame = await client.next(lambda f: "ExConversation" in f.get("type", "") and f["body"]["changes"]
+                              and predicate(f["body"]["changes"][0]["result"]["conversationDetails"]))
+    return frame["body"]["changes"][0]["result"]["conversationDetails"]
+
+
 def publish(request_id, conversation_id: str, event: dict) -> dict:
     return {"kind": "req", "id": request_id, "type": "ms.PublishEvent",
             "body": {"dialogId": conversation_id, "event": event}}
@@ -275,18 +282,16 @@ def test_conversation_lifecycle_with_agent():
                 "conversationId": conversation_id,
                 "conversationField": {"field": "ConversationStateField", "conversationState": "CLOSE"}}})
             assert closed["code"] == 200
-            state = await client.next(lambda f: "ExConversation" in f.get("type", "") and f["body"]["changes"]
-                                      and f["body"]["changes"][0]["result"]["conversationDetails"]["state"] == "CLOSE")
-            assert state["body"]["changes"][0]["result"]["conversationDetails"]["closeReason"] == "CONSUMER"
+            state = await conversation_update(client, lambda details: details["state"] == "CLOSE")
+            assert state["closeReason"] == "CONSUMER"
             refused = await client.request(publish(5, conversation_id, text("too late")))
             assert refused["code"] == 400 and isinstance(refused["body"], str)
             csat = await client.request({"id": 6, "type": "cm.UpdateConversationField", "body": {
                 "conversationId": conversation_id, "conversationField": [
                     {"field": "CSATRate", "csatRate": 4, "csatResolutionConfirmation": True, "status": "FILLED"}]}})
             assert csat["code"] == 200
-            rated = await client.next(lambda f: "ExConversation" in f.get("type", "") and f["body"]["changes"]
-                                      and "csat" in f["body"]["changes"][0]["result"]["conversationDetails"])
-            assert rated["body"]["changes"][0]["result"]["conversationDetails"]["csat"]["csatRate"] == 4
+            rated = await conversation_update(client, lambda details: "csat" in details)
+            assert rated["csat"]["csatRate"] == 4
             await client.close()
 
             # a new connection of the same identity sees the conversation and its history from fromSeq
@@ -316,9 +321,8 @@ def test_agent_closes_after_configured_messages():
                 await client.request(publish(f"t{n}", conversation_id, text(f"message {n}")))
                 await client.next(lambda f: f.get("type") == "ms.MessagingEventNotification"
                                   and f["body"]["changes"][0]["event"].get("message", "").startswith("You said"))
-            closed = await client.next(lambda f: "ExConversation" in f.get("type", "") and f["body"]["changes"]
-                                       and f["body"]["changes"][0]["result"]["conversationDetails"]["state"] == "CLOSE")
-            assert closed["body"]["changes"][0]["result"]["conversationDetails"]["closeReason"] == "AGENT"
+            closed = await conversation_update(client, lambda details: details["state"] == "CLOSE")
+            assert closed["closeReason"] == "AGENT"
             await client.close()
 
     run(scenario())

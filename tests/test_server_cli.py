@@ -78,3 +78,10 @@ def test_option_parsers():
     assert parse_listen("127.0.0.1:0") == ("127.0.0.1", 0)
     assert parse_listen("[::1]:9000") == ("::1", 9000)
     assert parse_delay(("ms.PublishEvent=500", "GetClock=0")) == {"ms.PublishEvent": 500, "GetClock": 0}
+
+
+def test_importing_the_command_does_not_load_websockets():
+    code = ("import sys, recorder.cli.serve; "
+            "print('websockets' in sys.modules, 'recorder.server.app' in sys.modules)")
+    result = subprocess.run([str(BIN / "python"), "-c", code], capture_output=True, text=True, timeout=30)
+    assert result.stdout.split() == ["False", "False"], result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from recorder.server import MessagingServer, ServerConfig
-from test_server import FAST, RawClient, new_conversation, publish, run, signup, text
+from test_server import FAST, RawClient, conversation_update, new_conversation, publish, run, signup, text
 
 
 async def open_client(server: MessagingServer) -> RawClient:
@@ -92,7 +92,7 @@ def test_unknown_subscription_notifications():
             client = await open_client(server)
             subscribed = await client.request({"id": 1, "type": "cqm.SubscribeExConversations", "body": {}})
             await new_conversation(client)
-            await client.next(lambda f: "ExConversation" in f.get("type", "") and f["body"]["changes"])
+            await conversation_update(client)
             await client.request({"id": 2, "type": "GetClock"})
             ids = [f["body"]["subscriptionId"] for f in client.notifications("ExConversation")]
             issued = subscribed["body"]["subscriptionId"]
@@ -108,9 +108,8 @@ def test_agent_closes_after_configured_time():
             client = await open_client(server)
             await client.request({"id": 1, "type": "cqm.SubscribeExConversations", "body": {}})
             await new_conversation(client)
-            closed = await client.next(lambda f: "ExConversation" in f.get("type", "") and f["body"]["changes"]
-                                       and f["body"]["changes"][0]["result"]["conversationDetails"]["state"] == "CLOSE")
-            assert closed["body"]["changes"][0]["result"]["conversationDetails"]["closeReason"] == "AGENT"
+            closed = await conversation_update(client, lambda details: details["state"] == "CLOSE")
+            assert closed["closeReason"] == "AGENT"
             await client.close()
 
     run(scenario())

@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
-
 import click
 
+from recorder.cli.record import is_loopback, parse_listen
 from recorder.server.config import DEFAULT_PORT, SEQUENCE_FAULTS
-
-LOOPBACK_NAMES = ("localhost",)
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    host, sep, port = value.rpartition(":")
-    if not sep:
-        host, port = value, str(DEFAULT_PORT)
-    host = host.strip("[]") or "127.0.0.1"
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise click.BadParameter(f"{value!r}: expected HOST:PORT with a port from 0 to 65535")
-    return host, int(port)
 
 
 def parse_delay(values: tuple[str, ...]) -> dict[str, int]:
@@ -29,15 +16,6 @@ def parse_delay(values: tuple[str, ...]) -> dict[str, int]:
             raise click.BadParameter(f"{value!r}: expected REQUEST_TYPE=MILLISECONDS, e.g. ms.PublishEvent=500")
         delays[request_type] = int(ms)
     return delays
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @click.command()
