@@ -269,6 +269,23 @@ def test_keepalive_gap():
     assert "server closed" in found[1].message
 
 
+def test_keepalive_gap_when_server_enforces_limit_on_its_own_clock():
+    # The server closes at its limit; the capture sees the silence a little shorter.
+    b = session()
+    b.c2s("c", 10, GET_CLOCK)
+    b.s2c("c", 10.1, response("1"))
+    b.close("c", 10 + 59.5, 1000, "idle", "server")
+    assert [v.rule for v in run(b)] == ["keepalive-gap"]
+
+
+def test_keepalive_gap_not_reported_for_client_close_just_under_limit():
+    b = session()
+    b.c2s("c", 10, GET_CLOCK)
+    b.s2c("c", 10.1, response("1"))
+    b.close("c", 10 + 59.5)
+    assert rules(b) == []
+
+
 def test_keepalive_gap_not_reported_with_pings_and_get_clock():
     b = session()
     for i, t in enumerate(range(50, 400, 50)):

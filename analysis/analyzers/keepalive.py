@@ -7,6 +7,10 @@ from dataclasses import dataclass
 from analysis.engine import Analyzer
 from analysis.frame import Frame
 
+SERVER_CLOSE_TOLERANCE = 0.98
+"""A server close after a silence of at least this share of the limit is a keep-alive gap: the
+server enforced the limit on its own clock, and the capture sees the silence a few ms shorter."""
+
 
 @dataclass(slots=True)
 class _Silence:
@@ -47,11 +51,11 @@ class Keepalive(Analyzer):
         state.activities += 1
 
     def _gap(self, conn: str, state: _Silence, t: float, frame: int | None, gap: float, how: str,
-             at_capture_end: bool = False) -> None:
+             at_capture_end: bool = False, limit: float | None = None) -> None:
         if gap > state.longest:
             state.longest = gap
             state.longest_start = state.last
-        if gap > self.limit:
+        if gap > (self.limit if limit is None else limit):
             state.over_limit += 1
             self.ctx.violation("keepalive-gap", conn, t, frame,
                                f"client silent for {gap:.1f} s{how} (limit {self.limit:g} s)",
@@ -64,10 +68,11 @@ class Keepalive(Analyzer):
         by_server = rec.get("by") == "server"
         how = (" before the server closed the connection" if by_server
                else " until the capture ended" if at_capture_end else " before the close")
-        self._gap(conn, state, t, None, silence, how, at_capture_end)
+        limit = self.limit * SERVER_CLOSE_TOLERANCE if by_server else self.limit
+        self._gap(conn, state, t, None, silence, how, at_capture_end, limit)
         if self.rows is not None:
             self.rows({"conn": conn, "t": t, "client_activities": state.activities,
                        "longest_gap_s": state.longest, "longest_gap_start": state.longest_start,
                        "gaps_over_limit": state.over_limit, "silence_before_close_s": silence,
-                       "closed_by_server_after_silence": by_server and silence > self.limit,
+                       "closed_by_server_after_silence": by_server and silence > limit,
                        "at_capture_end": at_capture_end})
