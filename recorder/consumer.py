@@ -78,7 +78,8 @@ class ConsumerStats:
     connections: int = 0
     reconnects: int = 0
     close_codes: list[int | None] = field(default_factory=list)
-    """Close code of every connection, the consumer's own final 1000 included (None: never opened)."""
+    """Close code of every connection, the consumer's own final 1000 included (None: the connection
+    could not be opened, or was given up after a request went unanswered)."""
     requests_sent: int = 0
     responses: int = 0
     error_responses: int = 0
@@ -145,12 +146,13 @@ class ScriptedConsumer:
 
     async def run(self) -> ConsumerStats:
         token: str | None = None
+        previous: str | None = None
         reused_once = False
         failures = 0
         while True:
             try:
                 if token is None:
-                    token = await self._fetch_token(None)
+                    token = await self._refresh_token(previous) if previous else await self._fetch_token(None)
                 await self._session(token)
                 self.stats.completed = True
                 return self.stats
@@ -167,7 +169,7 @@ class ScriptedConsumer:
                 if code == 4401 and self.config.reuse_token_after_4401 and not reused_once:
                     reused_once = True
                 else:
-                    token = await self._refresh_token(token)
+                    previous, token = token, None
                 continue
             delay = 0.0 if self.config.reconnect_immediately else min(
                 self.config.reconnect_delay * 2 ** failures, self.config.reconnect_delay_max)

@@ -70,6 +70,7 @@ def serve(listen, token_lifetime, identity_window, idle_timeout, idle_close_code
         click.echo(f"warning: listening on {host}, which is not a loopback address: "
                    "anyone who can reach it can use this fake server", err=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection is ours
     try:
         asyncio.run(_serve(config, host, port))
     except OSError as e:
