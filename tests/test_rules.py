@@ -402,6 +402,27 @@ def test_missing_accept():
     assert "sequence 0" in found[0].message
 
 
+def test_missing_accept_when_read_comes_without_accept():
+    b = session()
+    subscribed_to_events(b, t=100.0)
+    b.s2c("c", 101, event(0))
+    b.c2s("c", 101.5, accept([0], "r1", status="READ"))
+    b.s2c("c", 101.6, response("r1", type_="ms.PublishEventResponse", body={"sequence": 1}))
+    b.close("c", 130)
+    found = run(b, keepalive_limit_s=1000)
+    assert [(v.rule, v.severity, v.frame) for v in found] == [("missing-accept", "warning", 3)]  # the READ frame
+    assert "without an ACCEPT" in found[0].message
+
+
+def test_missing_accept_is_info_when_client_closes_within_the_timeout():
+    b = session()
+    subscribed_to_events(b, t=100.0)
+    b.s2c("c", 101, event(0))
+    b.close("c", 102)
+    found = run(b, keepalive_limit_s=1000)
+    assert [(v.rule, v.severity) for v in found] == [("missing-accept", "info")]
+
+
 def test_missing_accept_not_reported_for_own_or_history_or_acknowledged():
     b = session()
     subscribed_to_events(b, t=100.0)
@@ -411,8 +432,10 @@ def test_missing_accept_not_reported_for_own_or_history_or_acknowledged():
     b.s2c("c", 103.1, response("2", type_="ms.PublishEventResponse", body={"sequence": 2}))
     b.s2c("c", 103.2, event(2, originator="me-unmarked", role=None))
     b.s2c("c", 104, event(3))
-    b.c2s("c", 104.5, accept([3], "r1", status="READ"))  # READ without ACCEPT also acknowledges
-    b.s2c("c", 104.6, response("r1", type_="ms.PublishEventResponse", body={"sequence": 4}))
+    b.c2s("c", 104.4, accept([3], "r0"))
+    b.s2c("c", 104.45, response("r0", type_="ms.PublishEventResponse", body={"sequence": 4}))
+    b.c2s("c", 104.5, accept([3], "r1", status="READ"))
+    b.s2c("c", 104.6, response("r1", type_="ms.PublishEventResponse", body={"sequence": 5}))
     b.s2c("c", 104.7, event(4, originator="me", role="CONSUMER", event_type="AcceptStatusEvent"))
     b.s2c("c", 105, event(None, event_type="ChatStateEvent"))
     b.close("c", 130)

@@ -114,11 +114,12 @@ class Sequences(Analyzer):
             for seq in as_list(event.get("sequenceList")):
                 expect = state.awaiting.get((dialog, seq))
                 if expect is not None:
-                    self._acknowledged(state, expect, event["status"], rec["t"])
+                    self._acknowledged(rec, state, expect, event["status"])
         if rec.get("id") is not None:
             state.publishes[rec["id"]] = (dialog, event_type)
 
-    def _acknowledged(self, state: _SeqConn, expect: _Expect, status: str, t: float) -> None:
+    def _acknowledged(self, rec: dict, state: _SeqConn, expect: _Expect, status: str) -> None:
+        t = rec["t"]
         if status == "ACCEPT":
             if expect.accept_t is None:
                 expect.accept_t = t
@@ -127,6 +128,11 @@ class Sequences(Analyzer):
         elif expect.read_t is None:
             expect.read_t = t
             self.counts["read"] += 1
+            if expect.accept_t is None and not expect.reported and expect.originator not in state.own_ids:
+                expect.reported = True
+                self.ctx.violation("missing-accept", rec["conn"], t, rec.get("n"),
+                                   f"READ published for sequence {expect.seq} of dialog {expect.dialog!r} "
+                                   f"from {expect.originator} without an ACCEPT before it")
         if expect.read_t is not None:
             self._finalize(state, expect)
 
@@ -288,11 +294,12 @@ class Sequences(Analyzer):
     def _accept_due(self, deadline: float, conn: str, state: _SeqConn, expect: _Expect, n) -> None:
         if expect.done or state.closed:
             return
-        if expect.accept_t is None and expect.read_t is None and expect.originator not in state.own_ids:
+        if expect.accept_t is None and expect.originator not in state.own_ids:
             expect.reported = True
+            read = " (a READ was sent)" if expect.read_t is not None else ""
             self.ctx.violation("missing-accept", conn, deadline, n,
                                f"no ACCEPT for sequence {expect.seq} of dialog {expect.dialog!r} "
-                               f"from {expect.originator} within {self.config.accept_timeout_s:g} s")
+                               f"from {expect.originator} within {self.config.accept_timeout_s:g} s{read}")
         # An accepted message waits for its READ, but not forever (bounded memory).
         if expect.accept_t is None:
             self._finalize(state, expect)
@@ -319,16 +326,12 @@ class Sequences(Analyzer):
         state = self.conns.pop(conn)
         state.closed = True
         for expect in list(state.awaiting.values()):
-            if (expect.accept_t is None and expect.read_t is None and not expect.reported
-                    and expect.originator not in state.own_ids):
+            if expect.accept_t is None and not expect.reported and expect.originator not in state.own_ids:
+                # Still within its allowance: the client closed (or the capture ended) before the deadline.
                 waited = t - expect.t
-                if at_capture_end:
-                    self.ctx.violation("missing-accept", conn, t, None,
-                                       f"sequence {expect.seq} of dialog {expect.dialog!r} still without ACCEPT "
-                                       f"when the capture ended ({waited:.1f} s after it arrived)", INFO,
-                                       at_capture_end=True)
-                else:
-                    self.ctx.violation("missing-accept", conn, t, None,
-                                       f"connection closed {waited:.1f} s after sequence {expect.seq} of dialog "
-                                       f"{expect.dialog!r} arrived, without an ACCEPT")
+                ended = "the capture ended" if at_capture_end else "the connection closed"
+                self.ctx.violation("missing-accept", conn, t, None,
+                                   f"{ended} {waited:.1f} s after sequence {expect.seq} of dialog "
+                                   f"{expect.dialog!r} arrived, before any ACCEPT", INFO,
+                                   at_capture_end=at_capture_end)
             self._finalize(state, expect)
