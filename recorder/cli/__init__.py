@@ -14,6 +14,7 @@ COMMANDS = {
     "serve": "recorder.cli.serve:serve",
     "demo": "recorder.cli.demo:demo",
     "analyze": "recorder.cli.analyze:analyze",
+    "report": "recorder.cli.report:report",
 }
 
 

@@ -1,0 +1,79 @@
+"""`mwtap report`: a capture's analysis as one self-contained HTML file (or Markdown)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+REPORT_MODE = 0o600  # a report holds payloads: only its owner reads it
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Report file ('-': standard output)  [default: report.html, report.md for markdown]")
+@click.option("--format", "fmt", type=click.Choice(["html", "markdown"]), default="html", show_default=True)
+@click.option("--keepalive-limit", "keepalive_limit_s", type=float, help="Longest allowed client silence, s [60].")
+@click.option("--response-timeout", "response_timeout_s", type=float, help="Seconds before unanswered-request [30].")
+def report(paths: tuple[str, ...], output: str | None, fmt: str, **options) -> None:
+    """Analyse captures and write a report: summary, violations by rule linked to their frames,
+    latency, slowest requests with payloads, connections, reconnects, keep-alive and streams."""
+    import matplotlib
+    matplotlib.use("Agg")
+
+    from analysis import Config, load
+    from analysis.report import build_report, render_html, render_markdown
+    from analysis.report.content import STAGES
+
+    config = Config.from_options(**options)
+    output = output or ("report.md" if fmt == "markdown" else "report.html")
+    with _Progress(len(STAGES) + 1) as progress:
+        progress("analysing")
+        cap = load(list(paths), **{k: v for k, v in options.items() if v is not None})
+        for d in cap.damage:
+            click.echo(str(d), err=True)
+        built = build_report(cap, keepalive_limit_s=config.keepalive_limit_s, progress=progress)
+    text = render_markdown(built) if fmt == "markdown" else render_html(built)
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    _write_private(output, text)
+    click.echo(f"report written to {output}", err=True)
+
+
+def _write_private(path: str, text: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, REPORT_MODE)
+        os.fchmod(fd, REPORT_MODE)  # also when the file existed with another mode
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:
+        raise click.ClickException(f"{path}: cannot write the report ({e.strerror})") from None
+
+
+class _Progress:
+    """A progress bar on stderr, only when stdout and stderr are terminals; called with each stage."""
+
+    def __init__(self, steps: int):
+        self.bar = (click.progressbar(length=steps, label="report", file=sys.stderr, show_eta=False,
+                                      item_show_func=lambda stage: stage)
+                    if sys.stderr.isatty() and sys.stdout.isatty() else None)
+        self.started = False
+
+    def __enter__(self) -> "_Progress":
+        if self.bar is not None:
+            self.bar.__enter__()
+        return self
+
+    def __call__(self, stage: str) -> None:
+        if self.bar is not None:
+            self.bar.update(1 if self.started else 0, stage)
+            self.bar.render_progress()
+            self.started = True
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.__exit__(*exc)
