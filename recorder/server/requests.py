@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from recorder.server.conversations import Conversation, ConversationStore, Sink, as_list
+from recorder.server.conversations import MESSAGING_NOTIFICATION, Conversation, ConversationStore, Sink, as_list
 
 ERROR_TYPE = "StringResponse"
 
@@ -120,7 +120,7 @@ class Dispatcher:
             raise RequestError(400, "fromSeq must be an integer", request.id)
         history = self.store.history(conversation.dialog, from_seq)
         if history:
-            session.sink.notify({"kind": "notification", "type": "ms.MessagingEventNotification",
+            session.sink.notify({"kind": "notification", "type": MESSAGING_NOTIFICATION,
                                  "body": {"changes": history}})
         self.store.subscribe_events(session.sink, conversation.dialog)
         return {}
@@ -183,7 +183,7 @@ class Dispatcher:
             rate = field.get("csatRate")
             if not isinstance(rate, int) or not 1 <= rate <= 5:
                 raise RequestError(400, "csatRate must be an integer from 1 to 5", request_id)
-            self.store.update(conversation, csat={k: v for k, v in field.items()})
+            self.store.update(conversation, csat=dict(field))
             return False
         if name == "TTRField":
             self.store.update(conversation, ttr={"ttrType": field.get("ttrType"), "value": field.get("value")})
