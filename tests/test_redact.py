@@ -1,0 +1,102 @@
+"""analysis.redact: secrets replaced by fingerprint markers, nothing else touched."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analysis.redact import (fingerprint, fingerprints, marker, redact_header_value, redact_headers, redact_text,
+                             redact_url, redaction_info)
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhYmMifQ.c2lnbmF0dXJlLWJ5dGVz"
+
+
+def mark(secret: str) -> str:
+    return f"[redacted sha256:{hashlib.sha256(secret.encode()).hexdigest()[:12]}]"
+
+
+def init_connection(jwt: str) -> dict:
+    return {"kind": "req", "id": "0", "type": "InitConnection",
+            "headers": [{"type": ".ams.headers.ClientProperties", "os": "LINUX"},
+                        {"type": ".ams.headers.ConsumerAuthentication", "jwt": jwt}]}
+
+
+def test_marker_is_the_documented_fingerprint():
+    assert marker("s3cret") == mark("s3cret") == f"[redacted sha256:{fingerprint('s3cret')}]"
+    assert fingerprints(f"a {marker('x')} b {marker('y')}") == [fingerprint("x"), fingerprint("y")]
+    assert fingerprints("no marker [redacted sha256:xyz]") == []
+
+
+def test_authorization_keeps_the_scheme_and_cookies_lose_every_value():
+    assert redact_header_value("Authorization", f"jwt {JWT}") == f"jwt {mark(JWT)}"
+    assert redact_header_value("authorization", "Bearer opaque-123") == f"Bearer {mark('opaque-123')}"
+    assert redact_header_value("Authorization", "lonetoken") == mark("lonetoken")
+    assert redact_header_value("Cookie", "a=1; sid=xyz; flag") == f"a={mark('1')}; sid={mark('xyz')}; flag"
+    assert redact_header_value("Set-Cookie", "sid=xyz; Path=/; HttpOnly") == f"sid={mark('xyz')}; Path=/; HttpOnly"
+    assert redact_header_value("X-Custom", f"v={JWT}") == f"v={mark(JWT)}"
+    assert redact_header_value("Host", "example.com") == "example.com"
+    pairs = [["Host", "h"], ["Authorization", f"JWT {JWT}"], ["Cookie", "a=b"]]
+    assert redact_headers(pairs) == [["Host", "h"], ["Authorization", f"JWT {mark(JWT)}"], ["Cookie", f"a={mark('b')}"]]
+
+
+def test_redacting_twice_changes_nothing_more():
+    once = redact_header_value("Authorization", f"jwt {JWT}")
+    assert redact_header_value("Authorization", once) == once
+    cookie = redact_header_value("Cookie", "a=1")
+    assert redact_header_value("Cookie", cookie) == cookie
+    text = redact_text(json.dumps(init_connection("opaque")))
+    assert redact_text(text) == text
+
+
+def test_urls_lose_jwts_and_credential_parameters():
+    url = f"ws://h:1/ws_api/account/1/messaging/consumer/{JWT}?v=2&access_token=a%2Fb&room=7#frag"
+    assert redact_url(url) == (f"ws://h:1/ws_api/account/1/messaging/consumer/{mark(JWT)}"
+                               f"?v=2&access_token={mark('a/b')}&room=7#frag")
+    for name in ("token", "jwt", "auth", "X-Auth-Token", "sessionId", "api_key"):
+        assert redact_url(f"ws://h/p?{name}=v4lue&x=1") == f"ws://h/p?{name}={mark('v4lue')}&x=1"
+    plain = "ws://h/p?v=3&room=1"
+    assert redact_url(plain) is plain
+
+
+def test_text_payloads():
+    text = json.dumps({"kind": "req", "id": "1", "type": "X", "body": {"t": JWT, "u": JWT}})
+    assert redact_text(text) == text.replace(JWT, mark(JWT))
+    opaque = json.dumps(init_connection("not-a-jwt-but-secret"))
+    assert redact_text(opaque) == opaque.replace("not-a-jwt-but-secret", mark("not-a-jwt-but-secret"))
+    escaped = json.dumps(init_connection("a/b")).replace("a/b", "a\\/b")  # valid JSON, escaped otherwise
+    out = redact_text(escaped)
+    assert json.loads(out)["headers"][1]["jwt"] == mark("a/b") and "a\\/b" not in out
+    single = json.dumps({**init_connection("x"), "headers": init_connection("solo")["headers"][1]})
+    assert mark("solo") in redact_text(single)
+    other = json.dumps({"type": "Other", "headers": [{"type": ".ams.headers.ConsumerAuthentication", "jwt": "keep"}]})
+    assert redact_text(other) is other
+    plain = '{"kind":"req","id":"1","type":"GetClock"}'
+    assert redact_text(plain) is plain
+    assert redact_text("InitConnection ConsumerAuthentication {broken") == "InitConnection ConsumerAuthentication {broken"
+
+
+def test_redaction_info():
+    assert redaction_info(True)["enabled"] is True and redaction_info(True)["fingerprint"] == "sha256/12"
+    assert redaction_info(False) == {"enabled": False, "fingerprint": "sha256/12", "applied_to": []}
+
+
+TOKEN = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF, exclude_characters=";,\"\\&#"),
+                min_size=8, max_size=80)
+
+
+@settings(max_examples=200, deadline=None)
+@given(TOKEN)
+def test_no_8_char_piece_of_a_token_survives(token):
+    outputs = [
+        redact_text(json.dumps(init_connection(token), ensure_ascii=False)),
+        redact_text(json.dumps(init_connection(token))),
+        redact_header_value("Authorization", f"jwt {token}"),
+        redact_header_value("Cookie", f"sid={token}"),
+        redact_url(f"ws://h/p?token={token}"),
+    ]
+    pieces = {token[i:i + 8] for i in range(len(token) - 7)}
+    for out in outputs:
+        assert not [p for p in pieces if p in out], out
