@@ -10,11 +10,16 @@ from analysis.plots._figure import ALERT_COLOR, date_axis, new_figure, no_data, 
 TOKEN_CLOSE_CODES = (4401, 4407)
 
 
+def connection_ends(conns: pd.DataFrame) -> pd.Series:
+    """When each connection ended: its close, or the end of the capture for those still open."""
+    ends = conns.opened_at + pd.to_timedelta(conns.duration_s, unit="s")
+    return conns.closed_at.fillna(ends.astype(conns.closed_at.dtype))
+
+
 def chain_summary(connections: pd.DataFrame) -> pd.DataFrame:
     """One row per chain: chain, connections, first open and last end, most connections first."""
     opened = connections[connections.state != "refused"]
-    ends = opened.closed_at.fillna(opened.opened_at + pd.to_timedelta(opened.duration_s, unit="s"))
-    table = pd.DataFrame({"chain": opened.chain, "opened_at": opened.opened_at, "end": ends})
+    table = pd.DataFrame({"chain": opened.chain, "opened_at": opened.opened_at, "end": connection_ends(opened)})
     chains = table.groupby("chain").agg(connections=("chain", "size"), first=("opened_at", "min"),
                                         last=("end", "max")).reset_index()
     return chains.sort_values(["connections", "first"], ascending=[False, True], ignore_index=True)
@@ -48,7 +53,7 @@ def plot_reconnects(cap, *, max_chains: int = 20):
 
 def _chain_row(ax, y: int, conns: pd.DataFrame, delays: pd.Series) -> None:
     starts = utc(conns.opened_at)
-    ends = utc(conns.closed_at.fillna(conns.opened_at + pd.to_timedelta(conns.duration_s, unit="s")))
+    ends = utc(connection_ends(conns))
     by_server = (conns.closed_by == "server").fillna(False).to_numpy()
     token_close = conns.close_code.isin(TOKEN_CLOSE_CODES).fillna(False).to_numpy()
     labels = [f"{code} {by}" for code, by in zip(conns.close_code.astype(object).fillna("?"),

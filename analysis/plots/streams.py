@@ -57,7 +57,7 @@ def plot_streams(cap, *, max_streams: int = 10):
         row = streams.loc[index]
         key = row.subscription_id if pd.notna(row.subscription_id) else row.dialog_id
         times = utc(notes.t[notes.stream == index].sort_values())
-        line, = streams_ax.step(times, np.arange(1, len(times) + 1), where="post",
+        line, = streams_ax.step(times, np.arange(1, len(times) + 1), where="post", gid="stream",
                                 label=f"{short(row.kind, 16)} {short(key, 22)} "
                                       f"on {short(row.conn, 10)}")
         for when, marker in ((row.t, "o"), (row.t_unsubscribed, "s")):

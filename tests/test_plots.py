@@ -1,0 +1,169 @@
+"""The plots of analysis.plots on the notebooks' sample capture, an empty capture and 10,000 connections."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+import analysis
+from analysis import plots
+from analysis.synth import CaptureBuilder
+from conftest import REPO
+
+SAMPLE = REPO / "notebooks" / "data" / "sample.jsonl"
+ALL_PLOTS = [plots.plot_latency, plots.plot_timeline, plots.plot_streams, plots.plot_reconnects,
+             plots.plot_keepalive]
+
+
+@pytest.fixture(scope="module")
+def cap():
+    return analysis.load(SAMPLE)
+
+
+@pytest.fixture
+def empty_cap(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    CaptureBuilder().write(path)
+    return analysis.load(path)
+
+
+def by_gid(fig: Figure, gid: str) -> list:
+    return fig.findobj(lambda artist: artist.get_gid() == gid)
+
+
+def texts(fig: Figure) -> str:
+    return "\n".join(t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text") and a is not fig))
+
+
+def titles(fig: Figure) -> str:
+    return " ".join([ax.get_title(loc) for ax in fig.axes for loc in ("left", "center")]
+                    + [fig._suptitle.get_text() if fig._suptitle else ""])
+
+
+def test_latency_cdf_per_type_and_percentile_table(cap):
+    fig = plots.plot_latency(cap)
+    curves, table = fig.axes
+    answered = cap.pairs[cap.pairs.status == "answered"]
+    assert len(curves.get_lines()) == answered.type.nunique()
+    assert curves.get_xscale() == "log" and "ms" in curves.get_xlabel()
+    assert "latency" in titles(fig).lower()
+    cells = {cell.get_text().get_text() for cell in table.tables[0].get_celld().values()}
+    top = answered.type.value_counts()
+    assert top.index[0] in cells and f"{top.iloc[0]:,}" in cells
+    for line in curves.get_lines():  # each CDF ends at 1 at the type's slowest request
+        assert line.get_ydata()[-1] == pytest.approx(1.0)
+
+
+def test_latency_percentiles_match_the_data(cap):
+    table = plots.latency_percentiles(cap.pairs).set_index("type")
+    clock = cap.pairs[(cap.pairs.type == "GetClock") & (cap.pairs.status == "answered")].latency_ms
+    assert table.loc["GetClock", "count"] == len(clock)
+    assert table.loc["GetClock", "p50_ms"] == pytest.approx(clock.median())
+    assert table.loc["GetClock", "max_ms"] == pytest.approx(clock.max())
+
+
+def test_worst_connections_have_the_most_violations(cap):
+    counts = cap.violations.conn.value_counts()
+    worst = plots.worst_connections(cap, 3)
+    assert [counts[c] for c in worst] == sorted(counts, reverse=True)[:3]
+
+
+def test_timeline_of_a_connection_with_a_long_silence(cap):
+    conn = cap.violations[cap.violations.rule == "keepalive-gap"].conn.iloc[0]
+    fig = plots.plot_timeline(cap, conn)
+    assert len(fig.axes) == 1
+    frames = cap.frames[cap.frames.conn == conn]
+    for direction in ("c2s", "s2c"):
+        drawn, = by_gid(fig, f"frames-{direction}")
+        assert len(drawn.get_segments()) == (frames.dir == direction).sum()
+    row = cap.connections.set_index("conn").loc[conn]
+    pings, = by_gid(fig, "pings-c2s")
+    assert len(pings.get_xdata()) == row.pings_c2s
+    marks, = by_gid(fig, "violations")
+    assert len(marks.get_xdata()) == (cap.violations.conn == conn).sum()
+    gaps = cap.keepalive.set_index("conn").loc[conn].gaps_over_limit
+    assert gaps >= 1 and len(by_gid(fig, "keepalive-limit")) == gaps == len(by_gid(fig, "silence-over-limit"))
+    close, = by_gid(fig, "close-label")
+    assert f"close {row.close_code}" in close.get_text() and f"by {row.closed_by}" in close.get_text()
+    assert "keep-alive limit 60 s" in titles(fig)
+
+
+def test_timeline_stacks_a_reconnect_chain_and_follows_the_limit(cap):
+    chain = cap.connections.chain.value_counts().index[0]
+    conns = cap.connections[cap.connections.chain == chain].conn.tolist()
+    fig = plots.plot_timeline(cap, conns, limit_s=20)
+    assert len(fig.axes) == len(conns) == 3
+    silences = plots.client_silences(cap)
+    over = silences[silences.conn.isin(conns) & (silences.silence_s > 20)]
+    assert len(over) > 1 and len(by_gid(fig, "keepalive-limit")) == len(over)
+
+
+def test_streams_count_every_notification_and_mark_unsubscribe(cap):
+    notes = plots.stream_notifications(cap)
+    assert notes.groupby("stream").size().reindex(cap.streams.index, fill_value=0).tolist() == \
+        cap.streams.notifications.tolist()
+    fig = plots.plot_streams(cap, max_streams=30)
+    rate_ax, streams_ax = fig.axes
+    rate, = by_gid(fig, "rate")
+    finals = sorted(len(line.get_ydata()) and int(line.get_ydata()[-1]) for line in by_gid(fig, "stream"))
+    assert finals == sorted(cap.streams.notifications)
+    unsubscribed = cap.streams.unsubscribed.fillna(False).sum()
+    assert unsubscribed >= 1 and len(by_gid(fig, "unsubscribe")) == unsubscribed
+    assert "notifications / min" in rate_ax.get_ylabel()
+
+
+def test_streams_top_n_title_says_how_many(cap):
+    fig = plots.plot_streams(cap, max_streams=3)
+    assert f"top 3 of {len(cap.streams)} streams" in titles(fig)
+
+
+def test_reconnect_chains_bars_codes_and_gaps(cap):
+    fig = plots.plot_reconnects(cap)
+    bars = [p for c in by_gid(fig, "connection") for p in getattr(c, "patches", [c])]
+    assert len(bars) == (cap.connections.state != "refused").sum()
+    labels = [t.get_text().strip() for t in by_gid(fig, "close-code")]
+    assert "4401 server" in labels and "1006 server" in labels and "open at end" in labels
+    assert len(by_gid(fig, "gap")) == len(cap.reconnects)
+    assert "Reconnect chains" in titles(fig)
+
+
+def test_keepalive_histogram_and_limit(cap):
+    fig = plots.plot_keepalive(cap)
+    ax, = fig.axes
+    limit, = by_gid(fig, "keepalive-limit")
+    assert limit.get_xdata()[0] == 60
+    silences = plots.client_silences(cap)
+    assert (silences.silence_s > 60).sum() == cap.keepalive.gaps_over_limit.sum() >= 1
+    assert sum(bar.get_height() for bar in ax.containers[0]) == len(silences)
+    assert "s, log scale" in ax.get_xlabel()
+    limit, = by_gid(plots.plot_keepalive(cap, limit_s=15), "keepalive-limit")
+    assert limit.get_xdata()[0] == 15
+
+
+@pytest.mark.parametrize("plot", ALL_PLOTS, ids=lambda f: f.__name__)
+def test_empty_capture_says_no_data(empty_cap, plot, tmp_path):
+    fig = plot(empty_cap)
+    assert isinstance(fig, Figure)
+    assert "no " in texts(fig)
+    fig.savefig(tmp_path / "empty.png")
+
+
+def test_ten_thousand_connections_render_in_bounded_time(tmp_path):
+    path = tmp_path / "big.jsonl"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "gen_capture.py"), str(path), "--frames", "60000",
+                    "--clients", "10000"], check=True, timeout=60)
+    big = analysis.load(path)
+    assert (big.connections.state != "refused").sum() >= 10_000
+    for plot in ALL_PLOTS:
+        started = time.monotonic()
+        plot(big).savefig(tmp_path / f"{plot.__name__}.png", dpi=60)
+        assert time.monotonic() - started < 20, plot.__name__
+    fig = plots.plot_reconnects(big)
+    assert "top 20 of" in titles(fig)
+    curves = plots.plot_latency(big).axes[0]
+    assert all(len(line.get_xdata()) <= 400 for line in curves.get_lines())
