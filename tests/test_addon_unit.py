@@ -1,0 +1,123 @@
+"""recorder.addon.Recorder driven with mitmproxy's test flows: records, trimming, failures contained."""
+
+from __future__ import annotations
+
+import time
+
+from mitmproxy import http
+from mitmproxy.test import taddons, tflow
+from mitmproxy.websocket import WebSocketMessage
+from wsproto.frame_protocol import Opcode
+
+from analysis.capture import CaptureFile
+from recorder.addon import Recorder
+
+
+def ws_flow(*messages: WebSocketMessage) -> http.HTTPFlow:
+    flow = tflow.twebsocketflow(messages=False)
+    flow.websocket.messages.extend(messages)
+    return flow
+
+
+def text(content: bytes, from_client: bool = True) -> WebSocketMessage:
+    return WebSocketMessage(Opcode.TEXT, from_client, content, time.time())
+
+
+def run_messages(recorder: Recorder, flow: http.HTTPFlow, *messages: WebSocketMessage) -> None:
+    for message in messages:
+        flow.websocket.messages.append(message)
+        recorder.websocket_message(flow)
+
+
+def test_messages_are_numbered_recorded_and_trimmed(tmp_path):
+    seen: list[dict] = []
+    recorder = Recorder(observers=[seen.append])
+    with taddons.context(recorder) as tctx:
+        tctx.configure(recorder, mwtap_out=str(tmp_path / "c.jsonl"))
+        flow = ws_flow()
+        recorder.websocket_start(flow)
+        run_messages(recorder, flow, text(b'{"kind":"req","id":1,"type":"GetClock"}'), text(b"ok\xff", False),
+                     WebSocketMessage(Opcode.BINARY, True, b"\x00\x01", time.time()))
+        assert len(flow.websocket.messages) == 1  # trimmed, the last one kept for later addons
+        recorder.websocket_end(flow)
+        recorder.done()
+    kinds = [r["rec"] for r in seen]
+    assert kinds == ["open", "msg", "msg", "msg", "close"]
+    first, bad_utf8, binary = seen[1:4]
+    assert (first["n"], first["id"], first["type"]) == (0, "1", "GetClock")
+    assert (bad_utf8["n"], bad_utf8["utf8"], bad_utf8["b64"], bad_utf8["dir"]) == (1, False, "b2v/", "s2c")
+    assert (binary["op"], binary["b64"]) == ("binary", "AAE=")
+    assert seen[0]["url"] == "ws://example.com/ws" and seen[0]["status"] == 101
+    assert list(CaptureFile(str(tmp_path / "c.jsonl")).records()) == seen
+
+
+def test_a_failing_hook_is_counted_and_does_not_propagate(tmp_path, caplog):
+    recorder = Recorder()
+    with taddons.context(recorder) as tctx:
+        tctx.configure(recorder, mwtap_out=str(tmp_path / "c.jsonl"))
+        flow = ws_flow()
+        broken = [text(b"x"), text(b"y")]
+        for message in broken:
+            message.content = None  # type: ignore[assignment] - a message the recorder cannot handle
+        run_messages(recorder, flow, *broken, text(b"fine"))
+        assert len(flow.websocket.messages) == 1
+        recorder.done()
+    assert recorder.errors["_message"] == 2
+    assert sum("failed (logged once" in r.getMessage() for r in caplog.records) == 1
+    records = list(CaptureFile(str(tmp_path / "c.jsonl")).records())
+    assert [r["rec"] for r in records] == ["drop", "msg"] and records[0]["count"] == 2
+    assert records[1]["text"] == "fine" and records[1]["n"] == 2
+
+
+def test_observer_errors_never_break_recording(tmp_path):
+    def broken_observer(record: dict) -> None:
+        raise RuntimeError("checker bug")
+    recorder = Recorder(observers=[broken_observer])
+    with taddons.context(recorder) as tctx:
+        tctx.configure(recorder, mwtap_out=str(tmp_path / "c.jsonl"))
+        run_messages(recorder, ws_flow(), text(b"a"), text(b"b"))
+        recorder.done()
+    assert recorder.errors["observer"] == 2 and recorder.dropped == 0
+    assert [r["text"] for r in CaptureFile(str(tmp_path / "c.jsonl")).records()] == ["a", "b"]
+
+
+def test_refused_upgrade_recorded_once(tmp_path):
+    seen: list[dict] = []
+    recorder = Recorder(observers=[seen.append])
+    with taddons.context(recorder):
+        flow = tflow.twebsocketflow(messages=False)
+        flow.websocket = None
+        flow.response.status_code = 403
+        recorder.response(flow)
+        recorder.error(flow)
+        plain = tflow.tflow(resp=True)
+        recorder.response(plain)
+    assert [(r["rec"], r["status"], r["url"]) for r in seen] == [("refused", 403, "ws://example.com/ws")]
+
+
+def test_redaction_switch_and_header(tmp_path):
+    recorder = Recorder()
+    with taddons.context(recorder) as tctx:
+        tctx.configure(recorder, mwtap_out=str(tmp_path / "c.jsonl"), mwtap_redact=False)
+        jwt = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2ln"
+        run_messages(recorder, ws_flow(), text(jwt.encode()))
+        recorder.done()
+    capture = CaptureFile(str(tmp_path / "c.jsonl"))
+    assert [r["text"] for r in capture.records()] == [jwt]
+    assert capture.header["redaction"]["enabled"] is False and capture.header["mitmproxy"]
+
+
+def test_per_message_cost_is_small(tmp_path):
+    recorder = Recorder()
+    payload = b'{"kind":"req","id":"42","type":"ms.PublishEvent","body":{"dialogId":"d1","event":' \
+              b'{"type":"ContentEvent","contentType":"text/plain","message":"hello there"}}}'
+    with taddons.context(recorder) as tctx:
+        tctx.configure(recorder, mwtap_out=str(tmp_path / "c.jsonl"))
+        flow = ws_flow()
+        messages = [text(payload) for _ in range(5000)]
+        start = time.perf_counter()
+        run_messages(recorder, flow, *messages)
+        per_message = (time.perf_counter() - start) / len(messages)
+        recorder.done()
+    print(f"recorder cost: {per_message * 1e6:.1f} us/message")
+    assert per_message < 150e-6  # budget ~30 us; generous for a shared, slow machine
