@@ -15,6 +15,8 @@ COMMANDS = {
     "demo": "recorder.cli.demo:demo",
     "analyze": "recorder.cli.analyze:analyze",
     "report": "recorder.cli.report:report",
+    "replay": "recorder.cli.replay:replay",
+    "diff": "recorder.cli.diff:diff",
 }
 
 

@@ -1,0 +1,170 @@
+"""`mwtap replay`: send a recorded session again, to a target server (client side) or to a live
+client (`--as-server`), recording what happens."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+INTERRUPTED_EXIT = 130
+
+
+class InputError(click.ClickException):
+    """Bad input or a refused target: one line, exit status 2."""
+    exit_code = 2
+
+
+@click.command()
+@click.argument("capture", type=click.Path())
+@click.option("--target", metavar="URL", help="ws://HOST:PORT[/PATH?QUERY] to replay to (the recorded path and "
+                                              "query are used when it has none).")
+@click.option("--conn", "conn_ids", multiple=True, metavar="ID",
+              help="Replay only this recorded connection (id or unique prefix; repeatable). Default: all.")
+@click.option("--timing", type=click.Choice(["wait", "original", "fast"]), default="wait", show_default=True,
+              help="wait: send each frame once the target answered what the recorded client had seen; "
+                   "original: recorded gaps / --speed; fast: no pacing.")
+@click.option("--speed", type=click.FloatRange(min=0.001), default=1.0, show_default=True,
+              help="With --timing original: play this many times faster.")
+@click.option("--parallel", is_flag=True, help="Replay the connections at the same time (at their recorded "
+                                                "offsets with --timing original) instead of one after another.")
+@click.option("--fresh-ids", is_flag=True, help="Give every request a new unique id instead of the recorded one.")
+@click.option("--wait-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="Seconds to wait for a response, notification or assigned value before reporting it missing.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False), help="Capture of the replay (never overwritten).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--token", help="Token for the Authorization header and InitConnection.")
+@click.option("--token-env", metavar="NAME", help="Read the token from this environment variable.")
+@click.option("--token-command", metavar="CMD",
+              help="Shell command printing a fresh token; run again whenever one is needed (4401/4407). "
+                   "Its output is never logged.")
+@click.option("--allow-remote", is_flag=True, help="Allow a target that is not a loopback address.")
+@click.option("--as-server", is_flag=True, help="Play the recorded server side to live clients instead.")
+@click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT",
+              help="With --as-server: where to listen (port 0: any free port).")
+def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_timeout, out, fmt, token, token_env,
+           token_command, allow_remote, as_server, listen) -> None:
+    """Replay the session recorded in CAPTURE.
+
+    Client side (default): opens a WebSocket to --target per recorded connection and sends the
+    recorded client frames, byte for byte except for server-assigned values (conversation,
+    subscription and dialog ids, receipt sequences), which are rewritten to what the target assigned,
+    and tokens. Only loopback targets unless --allow-remote (host names must resolve to loopback
+    only). The replay is recorded to -o OUT; compare it with `mwtap diff CAPTURE OUT`.
+
+    Server side (--as-server): answers live clients with the recorded responses and notifications."""
+    from analysis.capture import CaptureError
+    from recorder.replay.plan import PlanError, load_plan
+    from recorder.replay.target import TargetError, check_target
+    from recorder.replay.tokens import TokenError, TokenSource
+
+    try:
+        plan = load_plan(capture).select(conn_ids)
+        if as_server:
+            _serve(plan, listen)
+            return
+        if not target:
+            raise InputError("--target URL is required (or --as-server)")
+        if not out:
+            raise InputError("-o OUT is required: the replay is recorded there")
+        check_target(target, allow_remote)
+        source = TokenSource.from_options(token, token_env, token_command)
+    except (CaptureError, PlanError, TargetError, TokenError) as e:
+        raise InputError(str(e)) from None
+    users = [c for c in plan.connections if c.uses_token]
+    if users and source is None:
+        how = "an Authorization header" if users[0].header_token else "an InitConnection jwt"
+        raise InputError(f"{capture}: connection {users[0].id} used a token ({how}); the capture holds only its "
+                         "redaction marker: give --token, --token-env or --token-command")
+    _announce(plan, target, timing, out)
+    result = _run_client(plan, target, out, source, timing=timing, speed=speed, parallel=parallel,
+                         fresh_ids=fresh_ids, wait_timeout=wait_timeout)
+    if fmt == "json":
+        import orjson
+        sys.stdout.buffer.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+    else:
+        click.echo(render_result(result), nl=False)
+    if result.interrupted:
+        click.echo("mwtap replay: interrupted; the capture holds what was replayed so far", err=True)
+        sys.exit(INTERRUPTED_EXIT)
+
+
+def _announce(plan, target: str, timing: str, out: str) -> None:
+    from recorder.replay.target import target_url
+
+    frames = sum(len(c.frames) for c in plan.connections)
+    click.echo(f"mwtap replay: {len(plan.connections)} connection(s), {frames} client frame(s) from {plan.path}, "
+               f"timing {timing}, recording to {out}", err=True)
+    for conn in plan.connections:
+        auth = "token in header" if conn.header_token else "token in InitConnection" if conn.init_tokens else "no token"
+        click.echo(f"  {conn.id}: {len(conn.frames)} frame(s), {conn.requests} request(s), {auth} "
+                   f"-> {target_url(target, conn.url)}", err=True)
+
+
+def _run_client(plan, target: str, out: str, source, **options):
+    import asyncio
+    import signal
+
+    from recorder.replay.client import ReplayOptions, Replayer
+    from recorder.replay.recording import ReplayRecording
+    from recorder.replay.tokens import TokenPool
+
+    tokens = TokenPool(source)
+    try:
+        recording = ReplayRecording(out, lambda: tokens.secrets)
+    except OSError as e:
+        reason = "file exists (mwtap never overwrites a capture)" if isinstance(e, FileExistsError) else e.strerror
+        raise InputError(f"cannot create {out}: {reason}") from None
+
+    async def main():
+        replayer = Replayer(plan, ReplayOptions(target, **options), tokens, recording,
+                            log=lambda line: click.echo(f"  {line}", err=True))
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, replayer.request_stop)
+        return await replayer.run()
+
+    return asyncio.run(main())
+
+
+def render_result(result) -> str:
+    lines = []
+    for c in result.connections:
+        codes = ", ".join(str(code) for code in c.close_codes) or "-"
+        lines.append(f"connection {c.recorded} -> {', '.join(c.replayed) or '(not connected)'}")
+        lines.append(f"  {c.frames_sent}/{c.frames_total} frames sent, {c.responses} responses, "
+                     f"{c.notifications} notifications, close {codes}, {c.reconnects} reconnect(s)")
+        lines.extend(f"  ! {event}" for event in c.events)
+    lines.append(f"substitutions: {len(result.substitutions)}")
+    if result.substitutions:
+        lines.append(f"  {'connection':10} {'frame':>5}  {'request':28} {'kind':8} recorded -> replayed")
+        for s in result.substitutions:
+            lines.append(f"  {s.conn[:10]:10} {s.n:>5}  {str(s.request_type):28} {s.kind:8} {s.recorded} -> {s.replayed}")
+    return "\n".join(lines) + "\n"
+
+
+def _serve(plan, listen: str) -> None:
+    import asyncio
+    import signal
+
+    from recorder.cli.serve import parse_listen
+    from recorder.replay.mock_server import MockServer
+
+    host, port = parse_listen(listen)
+
+    async def main():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with MockServer(plan, host, port) as server:
+            click.echo(f"mwtap replay --as-server: WebSocket {server.url()}")
+            click.echo(f"mwtap replay --as-server: IDP       POST {server.idp_url()}/signup")
+            click.echo(f"playing {len(plan.connections)} recorded connection(s) from {plan.path}; Ctrl-C to stop")
+            await stop.wait()
+        click.echo("mwtap replay --as-server: stopped")
+
+    try:
+        asyncio.run(main())
+    except OSError as e:
+        raise InputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None

@@ -1,0 +1,52 @@
+"""Where a replay may send: only the URL the user gave, and only to loopback unless allowed.
+
+A host name is resolved and EVERY address it resolves to must be loopback (127.0.0.0/8, ::1);
+otherwise the replay needs `--allow-remote`. The check runs before any connection is attempted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit, urlunsplit
+
+
+class TargetError(Exception):
+    """A target the replay refuses (one line)."""
+
+
+def target_url(target: str, recorded_url: str) -> str:
+    """The URL to open: the target's, with the recorded path and query when the target has no path."""
+    parts = urlsplit(target)
+    if parts.path not in ("", "/") or parts.query:
+        return target
+    recorded = urlsplit(recorded_url)
+    return urlunsplit((parts.scheme, parts.netloc, recorded.path or "/", recorded.query, ""))
+
+
+def check_target(target: str, allow_remote: bool) -> None:
+    parts = urlsplit(target)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise TargetError(f"--target {target!r}: expected ws://HOST:PORT[/PATH] or wss://…")
+    try:
+        parts.port
+    except ValueError:
+        raise TargetError(f"--target {target!r}: invalid port") from None
+    if allow_remote:
+        return
+    remote = [a for a in resolve(parts.hostname) if not ipaddress.ip_address(a).is_loopback]
+    if remote:
+        raise TargetError(f"--target {parts.hostname} is not a loopback address ({', '.join(remote)}); "
+                          "replaying to another host needs --allow-remote")
+
+
+def resolve(host: str) -> list[str]:
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise TargetError(f"--target {host}: cannot resolve the host name ({e.strerror})") from None
+    return sorted({info[4][0].split("%")[0] for info in infos})
