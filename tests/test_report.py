@@ -25,7 +25,7 @@ SECTIONS = ["summary", "violations", "latency", "slowest", "connections", "recon
             "frames"]
 # the sample's hostile agent message, as it appears in the JSON text of its frame
 HOSTILE = json.dumps('<script>alert("mwtap")</script><img src=x onerror=alert(1)>')[1:-1]
-RULES = ["invalid-json", "request-without-id", "keepalive-gap", "token-not-refreshed", "fast-reconnect",
+RULES = ["invalid-json", "binary-frame", "request-without-id", "keepalive-gap", "token-not-refreshed", "fast-reconnect",
          "unanswered-request", "orphan-response", "notification-after-unsubscribe"]
 
 
@@ -106,7 +106,7 @@ def test_markdown_variant(tmp_path):
     run = mwtap("report", SAMPLE, "--format", "markdown", "-o", out)
     assert run.returncode == 0, run.stderr
     md = out.read_text()
-    for title in ("Summary", "Violations (8)", "Latency", "Slowest requests", "Connections", "Reconnect chains",
+    for title in ("Summary", "Violations (9)", "Latency", "Slowest requests", "Connections", "Reconnect chains",
                   "Keep-alive", "Subscription streams", "Frames"):
         assert f"\n## {title}" in md
     assert html_lib.escape(HOSTILE, quote=False).replace("\\", "\\\\") in md and "<script" not in md

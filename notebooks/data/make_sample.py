@@ -100,12 +100,13 @@ class Consumer:
 
 
 def misbehaving(c: Consumer, t: float) -> None:
-    """Bad JSON, a request without id, a hostile payload, a long silence closed with 4401, a reconnect
+    """Bad JSON, a request without id, a binary frame, a hostile payload, a long silence closed with 4401, a reconnect
     with the same token, a dropped connection and a reconnect 0.3 s later."""
     c.connect(t)
     t = c.chat(t + 1, t + 40)
     c.b.c2s(c.conn, t, '{"kind":"req","type":"ms.PublishEvent","body":')
     c.b.c2s(c.conn, t + 1, {"kind": "req", "type": "GetClock"})
+    c.b.c2s(c.conn, t + 1.5, b"\x00\x01binary", binary=True)
     c.agent_message(t + 2, '<script>alert("mwtap")</script><img src=x onerror=alert(1)> & "quotes"')
     t += 2 + 95  # silent for longer than the keep-alive limit
     c.b.close(c.conn, t, 4401, "token expired", "server")
