@@ -149,6 +149,8 @@ class Recorder:
         self._schedule_flush()
 
     def done(self) -> None:
+        for conn in list(self._next_n):  # still open: mitmproxy ends them only after `done`
+            self._end(conn, {"rec": CLOSE, "t": time.time(), "conn": conn, "code": 1006, "reason": None, "by": None})
         if self._tick:
             self._tick.cancel()
             self._tick = None
@@ -250,17 +252,21 @@ class Recorder:
 
     @_guarded
     def websocket_end(self, flow: http.HTTPFlow) -> None:
+        if flow.id not in self._next_n:  # already closed by `done`
+            return
         ws = flow.websocket
-        self._next_n.pop(flow.id, None)
-        peer = flow.client_conn.peername
-        if self._conn_by_peer.get(peer) == flow.id:
-            del self._conn_by_peer[peer]
         reason = ws.close_reason
         if reason and self.redact:
             reason = redact_text(reason)
         by = None if ws.closed_by_client is None else ("client" if ws.closed_by_client else "server")
-        self._emit({"rec": CLOSE, "t": ws.timestamp_end or time.time(), "conn": flow.id,
-                    "code": ws.close_code, "reason": reason, "by": by})
+        self._end(flow.id, {"rec": CLOSE, "t": ws.timestamp_end or time.time(), "conn": flow.id,
+                            "code": ws.close_code, "reason": reason, "by": by})
+
+    def _end(self, conn: str, record: dict) -> None:
+        del self._next_n[conn]
+        for peer in [p for p, c in self._conn_by_peer.items() if c == conn]:
+            del self._conn_by_peer[peer]
+        self._emit(record)
         if self.writer:
             self.writer.flush()
 

@@ -65,7 +65,7 @@ def test_a_failing_hook_is_counted_and_does_not_propagate(tmp_path, caplog):
     assert recorder.errors["_message"] == 2
     assert sum("failed (logged once" in r.getMessage() for r in caplog.records) == 1
     records = list(CaptureFile(str(tmp_path / "c.jsonl")).records())
-    assert [r["rec"] for r in records] == ["drop", "msg"] and records[0]["count"] == 2
+    assert [r["rec"] for r in records] == ["drop", "msg", "close"] and records[0]["count"] == 2
     assert records[1]["text"] == "fine" and records[1]["n"] == 2
 
 
@@ -77,8 +77,10 @@ def test_observer_errors_never_break_recording(tmp_path):
         tctx.configure(recorder, mwtap_out=str(tmp_path / "c.jsonl"))
         run_messages(recorder, ws_flow(), text(b"a"), text(b"b"))
         recorder.done()
-    assert recorder.errors["observer"] == 2 and recorder.dropped == 0
-    assert [r["text"] for r in CaptureFile(str(tmp_path / "c.jsonl")).records()] == ["a", "b"]
+    assert recorder.errors["observer"] == 3 and recorder.dropped == 0  # 2 msg + the close at `done`
+    records = list(CaptureFile(str(tmp_path / "c.jsonl")).records())
+    assert [r.get("text") for r in records] == ["a", "b", None]
+    assert (records[-1]["rec"], records[-1]["code"], records[-1]["by"]) == ("close", 1006, None)
 
 
 def test_refused_upgrade_recorded_once(tmp_path):
@@ -103,7 +105,7 @@ def test_redaction_switch_and_header(tmp_path):
         run_messages(recorder, ws_flow(), text(jwt.encode()))
         recorder.done()
     capture = CaptureFile(str(tmp_path / "c.jsonl"))
-    assert [r["text"] for r in capture.records()] == [jwt]
+    assert [r["text"] for r in capture.records() if r["rec"] == "msg"] == [jwt]
     assert capture.header["redaction"]["enabled"] is False and capture.header["mitmproxy"]
 
 

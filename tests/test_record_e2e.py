@@ -317,3 +317,22 @@ def recorded_texts(data: bytes) -> list[str]:
     """Texts of the msg records; every complete line must parse (the last one may be cut)."""
     records = [json.loads(line) for line in data.split(b"\n")[:-1]]
     return [r["text"] for r in records if r["rec"] == "msg"]
+
+
+@pytest.mark.parametrize("kind", RECORDERS)
+def test_connection_open_at_stop_gets_a_close_record(kind, procs, tmp_path):
+    out = tmp_path / "stop.jsonl"
+    proc, server_port, proxy_port = start_recorder(procs, kind, out)
+
+    async def session():
+        async with serve(server_handler, "127.0.0.1", server_port, ping_interval=None):
+            async with connect(f"ws://127.0.0.1:{proxy_port}/open", proxy=None, ping_interval=None) as ws:
+                await ws.send("still here")
+                await asyncio.wait_for(ws.recv(), TIMEOUT)
+                assert await asyncio.to_thread(procs.stop, proc) == 0
+    asyncio.run(session())
+    records = list(CaptureFile(str(out)).records())
+    assert [r["rec"] for r in records] == ["open", "msg", "msg", "close"]
+    assert (records[-1]["code"], records[-1]["reason"], records[-1]["by"]) == (1006, None, None)
+    if kind == "mwtap":
+        assert "4 records written" in proc.log_path.read_text() and "0 dropped" in proc.log_path.read_text()
