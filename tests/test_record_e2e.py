@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -141,6 +142,15 @@ def start_recorder(procs: Processes, kind: str, out: Path, *extra: str):
     return proc, server_port, proxy_port
 
 
+@contextlib.asynccontextmanager
+async def client_through(server_port: int, proxy_port: int, path: str, **client_options):
+    """The test server on `server_port` and a client connected to it through the recorder."""
+    async with serve(server_handler, "127.0.0.1", server_port, ping_interval=None):
+        async with connect(f"ws://127.0.0.1:{proxy_port}/{path}", proxy=None, ping_interval=None,
+                           **client_options) as ws:
+            yield ws
+
+
 def by_path(records: list[dict]) -> dict[str, str]:
     """conn id -> first segment of the URL path of its open/refused record."""
     return {r["conn"]: r["url"].split("://", 1)[1].split("/")[1].split("?")[0]
@@ -257,12 +267,10 @@ def test_rotation_keeps_every_record(kind, procs, tmp_path):
     payloads = [base64.b64encode(os.urandom(48_000)).decode() for _ in range(40)]
 
     async def session():
-        async with serve(server_handler, "127.0.0.1", server_port, ping_interval=None):
-            async with connect(f"ws://127.0.0.1:{proxy_port}/rot", proxy=None, ping_interval=None,
-                               max_size=None) as ws:
-                for payload in payloads:
-                    await ws.send(payload)
-                    assert await asyncio.wait_for(ws.recv(), TIMEOUT) == payload
+        async with client_through(server_port, proxy_port, "rot", max_size=None) as ws:
+            for payload in payloads:
+                await ws.send(payload)
+                assert await asyncio.wait_for(ws.recv(), TIMEOUT) == payload
     asyncio.run(session())
     assert procs.stop(proc) == 0
     parts = sorted(tmp_path.glob("rot*.jsonl"), key=lambda p: (len(p.name), p.name))
@@ -285,17 +293,16 @@ def test_sigkill_leaves_readable_capture(kind, procs, tmp_path):
     proc, server_port, proxy_port = start_recorder(procs, kind, out)
 
     async def session():
-        async with serve(server_handler, "127.0.0.1", server_port, ping_interval=None):
-            async with connect(f"ws://127.0.0.1:{proxy_port}/k", proxy=None, ping_interval=None) as ws:
-                for i in range(50):
-                    await ws.send(f"before {i}")
-                    await asyncio.wait_for(ws.recv(), TIMEOUT)
-                await asyncio.sleep(1.0)  # idle: the recorder's periodic flush must have written all of it
-                assert recorded_texts(out.read_bytes()).count("before 49") == 2
-                sending = asyncio.create_task(flood(ws))
-                await asyncio.sleep(0.3)
-                os.killpg(proc.pid, signal.SIGKILL)
-                await asyncio.wait_for(sending, TIMEOUT)
+        async with client_through(server_port, proxy_port, "k") as ws:
+            for i in range(50):
+                await ws.send(f"before {i}")
+                await asyncio.wait_for(ws.recv(), TIMEOUT)
+            await asyncio.sleep(1.0)  # idle: the recorder's periodic flush must have written all of it
+            assert recorded_texts(out.read_bytes()).count("before 49") == 2
+            sending = asyncio.create_task(flood(ws))
+            await asyncio.sleep(0.3)
+            os.killpg(proc.pid, signal.SIGKILL)
+            await asyncio.wait_for(sending, TIMEOUT)
 
     async def flood(ws):
         try:
@@ -325,11 +332,10 @@ def test_connection_open_at_stop_gets_a_close_record(kind, procs, tmp_path):
     proc, server_port, proxy_port = start_recorder(procs, kind, out)
 
     async def session():
-        async with serve(server_handler, "127.0.0.1", server_port, ping_interval=None):
-            async with connect(f"ws://127.0.0.1:{proxy_port}/open", proxy=None, ping_interval=None) as ws:
-                await ws.send("still here")
-                await asyncio.wait_for(ws.recv(), TIMEOUT)
-                assert await asyncio.to_thread(procs.stop, proc) == 0
+        async with client_through(server_port, proxy_port, "open") as ws:
+            await ws.send("still here")
+            await asyncio.wait_for(ws.recv(), TIMEOUT)
+            assert await asyncio.to_thread(procs.stop, proc) == 0
     asyncio.run(session())
     records = list(CaptureFile(str(out)).records())
     assert [r["rec"] for r in records] == ["open", "msg", "msg", "close"]
