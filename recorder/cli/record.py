@@ -50,7 +50,7 @@ def record(upstream: str | None, listen: str, out: Path, mode: str | None, rotat
     Stop with Ctrl-C (or SIGTERM): everything is flushed and a summary is printed.
     """
     if (upstream is None) == (mode is None):
-        raise click.UsageError("give --upstream URL (reverse proxy) or --mode MODE, not both")
+        raise click.UsageError("give exactly one of --upstream URL (reverse proxy) and --mode MODE")
     host, port = parse_listen(listen)
     if not is_loopback(host):
         click.echo(f"mwtap record: warning: listening on {host}, not loopback: anyone who reaches it can use "
