@@ -52,12 +52,25 @@ class ClientFrame:
 
 
 @dataclass
+class ServerFrame:
+    """A recorded server frame, for the server-side replay."""
+    n: int
+    t: float
+    is_text: bool
+    data: bytes
+    kind: str | None
+    after: int | None
+    """Position in `frames` of the request it answers (responses) or that preceded it (others)."""
+
+
+@dataclass
 class RecordedConnection:
     id: str
     url: str
     t_open: float
     request_headers: list[list[str]]
     frames: list[ClientFrame] = field(default_factory=list)
+    server_frames: list[ServerFrame] = field(default_factory=list)
     learnable: dict[tuple, tuple[int, dict[Path, ValueKey]]] = field(default_factory=dict)
     """Match key of a recorded server frame -> (its n, its learnable values)."""
     requests: int = 0
@@ -134,18 +147,25 @@ class _ConnReading:
         self.answered: set[int] = set()
         self.requests_by_id: dict[str, list[int]] = {}
         self.notifications = conn.notifications
+        self.last_request: int | None = None
+        self.position_of_request: dict[int, int] = {}
 
     def message(self, rec: dict, known: dict[ValueKey, SourceRef]) -> None:
         payload = parse_payload(rec)
         if rec.get("dir") == C2S:
             self._client(rec, payload, known)
             return
+        after = self.last_request
         if rec.get("kind") == "resp":
             queue = self.requests_by_id.get(rec.get("reqId"))
             if queue:
-                self.answered.add(queue.pop(0))
+                index = queue.pop(0)
+                self.answered.add(index)
+                after = self.position_of_request[index]
         elif rec.get("kind") == "notification":
             self.notifications[rec.get("type")] += 1
+        self.conn.server_frames.append(ServerFrame(rec.get("n", 0), rec.get("t") or self.conn.t_open,
+                                                   rec.get("op") != "binary", payload_bytes(rec), rec.get("kind"), after))
         key = self.keys.key(rec, payload)
         if key is None:
             return
@@ -167,6 +187,7 @@ class _ConnReading:
                             payload_bytes(rec), payload, conn.requests if is_request else None,
                             frozenset(self.answered), Counter(self.notifications), echoed(payload, known))
         if is_request:
+            self.last_request = self.position_of_request[conn.requests] = len(conn.frames)
             self.requests_by_id.setdefault(rec["id"], []).append(conn.requests)
             self.keys.request_sent(rec["id"], conn.requests)
             conn.requests += 1

@@ -1,0 +1,217 @@
+"""The server-side replay: plays a recording's server side to live clients, with no real server.
+
+The k-th live connection plays the k-th recorded connection (later ones are closed with 1013).
+Each client request is matched to a recorded request of the same type and shape (its payload with
+ids and sequences masked; failing that, of the same type), in order. The mock then sends, relative
+to the moment the live request arrived, what the recording had after that request: its response
+(with the live request's `id` as `reqId`), the notifications that followed it before the next
+request, and a server close, each at its recorded offset. A request type that was answered before
+but has no unused recording left (a keep-alive sent more often) gets the last recorded response of
+its type; a type never recorded gets a 400 StringResponse.
+
+The IDP signup/authenticate endpoints answer a JWT-shaped token whose `sub` is the recorded
+consumer's id, so a client recognises its own echoed events as it did in the recording.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import re
+import time
+import uuid
+from urllib.parse import urlsplit
+
+import orjson
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from analysis.diff import shape
+from analysis.frame import messaging_changes, parse_payload
+from recorder.replay.plan import RecordedConnection, ReplayPlan, ServerFrame
+from recorder.server.app import IDP_PATH, json_response
+
+NO_MORE_CONNECTIONS = 1013
+_REQ_ID_RE = re.compile(r'("reqId"\s*:\s*)("(?:[^"\\]|\\.)*"|-?\d+)')
+_ACCOUNT_RE = re.compile(r"/account/([^/]+)/")
+
+
+def jwt_shaped(claims: dict) -> str:
+    """An unsigned token in JWT form (the mock accepts any token; clients may read `sub`)."""
+    def b64(data: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
+
+
+def recorded_consumer(plan: ReplayPlan) -> str | None:
+    """The consumer id of the recording: the originator of a change whose role is CONSUMER."""
+    for conn in plan.connections:
+        for frame in conn.server_frames:
+            payload = parse_payload({"text": frame.data.decode("utf-8", "replace")}) if frame.is_text else None
+            if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
+                continue
+            for change in messaging_changes(payload["type"], payload.get("body")):
+                meta = change.get("originatorMetadata")
+                if isinstance(meta, dict) and meta.get("role") == "CONSUMER" and isinstance(meta.get("id"), str):
+                    return meta["id"]
+    return None
+
+
+class ConnectionScript:
+    """The server side of one recorded connection, keyed by the client frames it follows."""
+
+    def __init__(self, conn: RecordedConnection):
+        self.conn = conn
+        self.unused: dict[tuple, list[int]] = {}
+        self.unused_by_type: dict[str | None, list[int]] = {}
+        for position, frame in enumerate(conn.frames):
+            if frame.request_index is not None:
+                self.unused.setdefault(_request_key(frame.type, frame.payload), []).append(position)
+                self.unused_by_type.setdefault(frame.type, []).append(position)
+        self.used: set[int] = set()
+        self.follows: dict[int | None, list[ServerFrame]] = {}
+        for server_frame in conn.server_frames:
+            self.follows.setdefault(server_frame.after, []).append(server_frame)
+        self.last_response: dict[str | None, ServerFrame] = {}
+        for server_frame in conn.server_frames:
+            if server_frame.kind == "resp" and server_frame.after is not None:
+                self.last_response[conn.frames[server_frame.after].type] = server_frame
+        close = conn.close or {}
+        self.close = close if close.get("by") == "server" and isinstance(close.get("code"), int) else None
+        requests = [p for p, f in enumerate(conn.frames) if f.request_index is not None]
+        self.close_after = requests[-1] if requests else None
+
+    def match(self, request_type: str | None, payload) -> int | None:
+        """Position of the recorded request a live one plays (consumed), or None."""
+        for candidates in (self.unused.get(_request_key(request_type, payload)), self.unused_by_type.get(request_type)):
+            while candidates:
+                position = candidates.pop(0)
+                if position not in self.used:
+                    self.used.add(position)
+                    return position
+        return None
+
+    def start_time(self, position: int | None) -> float:
+        return self.conn.t_open if position is None else self.conn.frames[position].t
+
+
+def _request_key(request_type: str | None, payload) -> tuple:
+    return request_type, shape(payload)
+
+
+class MockServer:
+    """`async with MockServer(plan) as server:` then point a client at `server.url()`."""
+
+    def __init__(self, plan: ReplayPlan, host: str = "127.0.0.1", port: int = 0):
+        self.plan = plan
+        self.host = host
+        self.port = port
+        self.consumer = recorded_consumer(plan) or str(uuid.uuid4())
+        self.connections = 0
+        self.unmatched: list[str] = []
+        """Types of live requests that had no recorded counterpart."""
+        self._server = None
+        self._tasks: set[asyncio.Task] = set()
+
+    def url(self) -> str:
+        recorded = urlsplit(self.plan.connections[0].url)
+        query = f"?{recorded.query}" if recorded.query else ""
+        return f"ws://{self.host}:{self.port}{recorded.path}{query}"
+
+    def idp_url(self) -> str:
+        match = _ACCOUNT_RE.search(urlsplit(self.plan.connections[0].url).path + "/")
+        return f"http://{self.host}:{self.port}/api/account/{match[1] if match else 'mwtap'}"
+
+    async def __aenter__(self) -> MockServer:
+        self._server = await serve(self._play, self.host, self.port, process_request=self._route,
+                                   ping_interval=None, max_size=None)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        self._server.close()
+        await self._server.wait_closed()
+
+    def _route(self, ws: ServerConnection, request: Request) -> Response | None:
+        if IDP_PATH.fullmatch(urlsplit(request.path).path) is None:
+            return None
+        now = int(time.time())
+        return json_response(200, {"jwt": jwt_shaped({"sub": self.consumer, "iss": "mwtap-replay-mock", "iat": now,
+                                                      "exp": now + 3600, "jti": uuid.uuid4().hex})})
+
+    async def _play(self, ws: ServerConnection) -> None:
+        index = self.connections
+        self.connections += 1
+        if index >= len(self.plan.connections):
+            await ws.close(NO_MORE_CONNECTIONS, "mwtap mock: no more recorded connections")
+            return
+        script = ConnectionScript(self.plan.connections[index])
+        tasks: set[asyncio.Task] = set()
+        self._follow(ws, script, None, None, tasks)
+        try:
+            async for message in ws:
+                self._answer(ws, script, message, tasks)
+        except ConnectionClosed:
+            pass
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    def _answer(self, ws: ServerConnection, script: ConnectionScript, message, tasks: set) -> None:
+        payload = parse_payload({"text": message}) if isinstance(message, str) else None
+        request_type = payload.get("type") if isinstance(payload, dict) else None
+        request_id = payload.get("id") if isinstance(payload, dict) else None
+        position = script.match(request_type, payload)
+        if position is not None:
+            self._follow(ws, script, position, request_id, tasks)
+            return
+        self.unmatched.append(str(request_type))
+        reused = script.last_response.get(request_type)
+        if reused is not None:
+            self._spawn(tasks, self._send_later(ws, [(0.0, reused)], request_id, None))
+            return
+        error = {"kind": "resp", "reqId": None if request_id is None else str(request_id), "type": "StringResponse",
+                 "code": 400, "body": f"mwtap mock: no recorded {request_type} request to answer"}
+        self._spawn(tasks, ws.send(orjson.dumps(error).decode()))
+
+    def _follow(self, ws: ServerConnection, script: ConnectionScript, position: int | None, request_id,
+                tasks: set) -> None:
+        """Schedules what the recording sent after the client frame at `position` (None: the open)."""
+        start = script.start_time(position)
+        frames = [(f.t - start, f) for f in script.follows.get(position, [])]
+        close = script.close if script.close is not None and script.close_after == position else None
+        if frames or close:
+            self._spawn(tasks, self._send_later(ws, frames, request_id,
+                                                None if close is None else (close["t"] - start, close)))
+
+    async def _send_later(self, ws: ServerConnection, frames: list[tuple[float, ServerFrame]],
+                          request_id, close: tuple[float, dict] | None) -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        with contextlib.suppress(ConnectionClosed):
+            for offset, frame in frames:
+                await asyncio.sleep(max(0.0, began + offset - loop.time()))
+                await ws.send(_with_req_id(frame, request_id))
+            if close is not None:
+                await asyncio.sleep(max(0.0, began + close[0] - loop.time()))
+                await ws.close(close[1]["code"], close[1].get("reason") or "")
+
+    def _spawn(self, tasks: set, coroutine) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        for registry in (tasks, self._tasks):
+            registry.add(task)
+            task.add_done_callback(registry.discard)
+
+
+def _with_req_id(frame: ServerFrame, request_id) -> str | bytes:
+    if not frame.is_text:
+        return frame.data
+    text = frame.data.decode("utf-8", "replace")
+    if frame.kind != "resp" or request_id is None:
+        return text
+    return _REQ_ID_RE.sub(lambda m: m.group(1) + orjson.dumps(str(request_id)).decode(), text, count=1)
