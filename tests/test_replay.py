@@ -1,0 +1,198 @@
+"""`mwtap replay` and `mwtap diff` end to end: a scripted consumer session recorded through the
+recorder, replayed to fresh built-in servers (`mwtap serve` subprocesses) and compared, all on
+127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from analysis.capture import CaptureFile
+from conftest import BIN, free_port, wait_port
+from recorder.consumer import ConsumerConfig, run_consumer
+from recorder.proxy import RecordingProxy
+from recorder.replay.plan import load_plan
+from recorder.server.app import MessagingServer
+from recorder.server.config import ServerConfig
+
+AGENT_REPLY_DELAY = "0.2"
+HEADER_CONSUMER = ConsumerConfig(auth="header", messages=2, message_interval=0.1, read_delay=0.1)
+INIT_CONSUMER = ConsumerConfig(auth="init", messages=2, message_interval=0.1, read_delay=0.1,
+                               keepalive="getclock", keepalive_interval=0.4)
+MWTAP = str(BIN / "mwtap")
+
+
+async def _record(out: Path) -> None:
+    # The recorded server skips sequence numbers now and then, so receipts need substitution too.
+    config = ServerConfig(agent_reply_delay=float(AGENT_REPLY_DELAY), sequence_fault="skip", sequence_fault_rate=0.3,
+                          seed=3)
+    async with MessagingServer(config) as server:
+        address = f"{server.host}:{server.port}"
+        async with RecordingProxy(f"ws://{address}", out) as proxy:
+            url = server.url().replace(address, f"127.0.0.1:{proxy.port}")
+            for consumer in (HEADER_CONSUMER, INIT_CONSUMER):
+                stats = await asyncio.wait_for(run_consumer(url, server.idp_url(), consumer), 30)
+                assert stats.completed and stats.error_responses == 0
+
+
+@pytest.fixture(scope="session")
+def recording(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("recorded") / "capture.jsonl"
+    asyncio.run(_record(out))
+    return out
+
+
+def token_command(port: int) -> str:
+    """A real command that fetches a fresh token from the target's IDP."""
+    code = ("import json,urllib.request as u;"
+            f"r=u.Request('http://127.0.0.1:{port}/api/account/mwtap/signup',method='POST',data=b'');"
+            "print(json.load(u.build_opener(u.ProxyHandler({})).open(r,timeout=10))['jwt'])")
+    return f"{sys.executable} -c \"{code}\""
+
+
+def start_server(procs, *args: str) -> int:
+    port = free_port()
+    proc = procs.start([MWTAP, "serve", "--listen", f"127.0.0.1:{port}", "--agent-reply-delay", AGENT_REPLY_DELAY,
+                        *args], "serve")
+    wait_port(port, proc=proc)
+    return port
+
+
+def mwtap(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([MWTAP, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def replay(recording: Path, port: int, out: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return mwtap("replay", recording, "--target", f"ws://127.0.0.1:{port}", "-o", out, "--token-command",
+                 token_command(port), "--format", "json", *args, timeout=timeout)
+
+
+def recorded_conversations(recording: Path) -> set[str]:
+    ids = set()
+    for rec in CaptureFile(str(recording)).records():
+        if rec.get("type") == "cm.RequestConversationResponse":
+            ids.add(json.loads(rec["text"])["body"]["conversationId"])
+    return ids
+
+
+@pytest.mark.parametrize("timing", ["wait", "original", "fast"])
+def test_replay_matches_the_recording_once_substituted(recording, procs, tmp_path, timing):
+    port = start_server(procs)
+    out = tmp_path / "replay.jsonl"
+    done = replay(recording, port, out, "--timing", timing, "--speed", "2")
+    assert done.returncode == 0, done.stderr
+    assert "2 connection(s)" in done.stderr and f"ws://127.0.0.1:{port}/ws_api/account/" in done.stderr
+    result = json.loads(done.stdout)
+    assert [c["frames_sent"] for c in result["connections"]] == [c["frames_total"] for c in result["connections"]]
+    assert result["tokens_fetched"] == 2  # one fresh identity per recorded identity
+    substituted = {s["recorded"] for s in result["substitutions"] if s["kind"] == "string"}
+    assert recorded_conversations(recording) <= substituted
+    assert any(s["kind"] == "sequence" for s in result["substitutions"])
+    header = CaptureFile(str(out))
+    records = list(header.records())
+    assert header.header["source"] == "replay" and header.header["mitmproxy"] is None
+    assert {r["replay_of"] for r in records if r["rec"] == "open"} == {c.id for c in load_plan(str(recording)).connections}
+    assert "eyJ" not in out.read_text()  # tokens only as redaction markers
+
+    compared = mwtap("diff", recording, out)
+    assert compared.returncode == 0, compared.stdout
+    assert "no differences" in compared.stdout
+
+
+def test_diff_reports_a_delayed_response(recording, procs, tmp_path):
+    port = start_server(procs, "--delay", "cm.ConsumerRequestConversation=1500")
+    out = tmp_path / "replay.jsonl"
+    assert replay(recording, port, out).returncode == 0
+    compared = mwtap("diff", recording, out, "--format", "json")
+    assert compared.returncode == 1
+    report = json.loads(compared.stdout)
+    latency = [d for d in report["differences"] if d["kind"] == "latency"]
+    assert [d["detail"]["type"] for d in latency] == ["cm.ConsumerRequestConversation"]
+    assert latency[0]["detail"]["replayed_ms"] >= 1400
+
+
+def test_diff_reports_dropped_responses(recording, procs, tmp_path):
+    port = start_server(procs, "--drop-rate", "0.1", "--seed", "5")
+    out = tmp_path / "replay.jsonl"
+    done = replay(recording, port, out, "--wait-timeout", "1", timeout=90)
+    assert done.returncode == 0, done.stderr
+    events = [e for c in json.loads(done.stdout)["connections"] for e in c["events"]]
+    assert any(e.startswith("no response to request") for e in events)
+    compared = mwtap("diff", recording, out)
+    assert compared.returncode == 1
+    assert "[missing-response]" in compared.stdout
+
+
+def test_diff_reports_a_wrong_code(recording, procs, tmp_path):
+    """The target is mwtap's own mock, playing a copy of the recording whose CSAT answer is a 500."""
+    tampered = tmp_path / "tampered.jsonl"
+    lines = recording.read_text().splitlines()
+    last_ok = max(i for i, line in enumerate(lines) if '\\"body\\":\\"OK\\"' in line and '"resp"' in line)
+    lines[last_ok] = lines[last_ok].replace('\\"code\\":200', '\\"code\\":500').replace('"code":200', '"code":500')
+    tampered.write_text("\n".join(lines) + "\n")
+    port = free_port()
+    mock = procs.start([MWTAP, "replay", "--as-server", str(tampered), "--listen", f"127.0.0.1:{port}"], "mock")
+    wait_port(port, proc=mock)
+    out = tmp_path / "replay.jsonl"
+    done = mwtap("replay", recording, "--target", f"ws://127.0.0.1:{port}", "-o", out, "--token", "not-a-real-token",
+                 "--wait-timeout", "2")
+    assert done.returncode == 0, done.stderr
+    compared = mwtap("diff", recording, out)
+    assert compared.returncode == 1
+    assert "code 200 -> 500" in compared.stdout
+
+
+def test_token_expiry_mid_replay_reconnects_with_a_fresh_token(recording, procs, tmp_path):
+    port = start_server(procs, "--token-lifetime", "1")
+    out = tmp_path / "replay.jsonl"
+    first = load_plan(str(recording)).connections[0].id
+    done = replay(recording, port, out, "--conn", first, "--timing", "original", "--speed", "0.4", timeout=90)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    (conn,) = result["connections"]
+    assert conn["reconnects"] >= 1 and 4401 in conn["close_codes"]
+    assert conn["frames_sent"] >= conn["frames_total"]  # everything sent, restore frames on top
+    assert result["tokens_fetched"] == 1 + conn["reconnects"]
+    assert any("fetched a fresh token" in e for e in conn["events"])
+    opens = [r for r in CaptureFile(str(out)).records() if r["rec"] == "open"]
+    assert len(opens) == 1 + conn["reconnects"] and {r["replay_of"] for r in opens} == {first}
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_the_capture(recording, procs, tmp_path):
+    port = start_server(procs)
+    out = tmp_path / "replay.jsonl"
+    proc = subprocess.Popen([MWTAP, "replay", str(recording), "--target", f"ws://127.0.0.1:{port}", "-o", str(out),
+                             "--token-command", token_command(port), "--timing", "original", "--speed", "0.05"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (not out.exists() or '"rec":"msg"' not in out.read_text()):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    records = list(CaptureFile(str(out)).records())
+    assert records[-1]["rec"] == "close" and records[-1]["reason"] == "replay interrupted"
+
+
+def test_scripted_consumer_completes_against_a_mock_of_the_recording(recording, procs):
+    plan = load_plan(str(recording))
+    for conn, consumer in zip(plan.connections, (HEADER_CONSUMER, INIT_CONSUMER)):
+        port = free_port()
+        mock = procs.start([MWTAP, "replay", "--as-server", str(recording), "--conn", conn.id,
+                            "--listen", f"127.0.0.1:{port}"], f"mock-{conn.id}")
+        wait_port(port, proc=mock)
+        ws_url = f"ws://127.0.0.1:{port}/ws_api/account/mwtap/messaging/consumer?v=3"
+        stats = asyncio.run(asyncio.wait_for(
+            run_consumer(ws_url, f"http://127.0.0.1:{port}/api/account/mwtap", consumer), 30))
+        assert stats.completed and stats.close_codes == [1000]
+        assert stats.error_responses == 0 and stats.request_timeouts == 0
+        assert stats.agent_messages == 3 and stats.conversations_closed == 1
+        procs.stop(mock)
