@@ -76,8 +76,17 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
         how = "an Authorization header" if users[0].header_token else "an InitConnection jwt"
         raise InputError(f"{capture}: connection {users[0].id} used a token ({how}); the capture holds only its "
                          "redaction marker: give --token, --token-env or --token-command")
+    from recorder.replay.recording import ReplayRecording
+    from recorder.replay.tokens import TokenPool
+
+    tokens = TokenPool(source)
+    try:
+        recording = ReplayRecording(out, lambda: tokens.secrets)
+    except OSError as e:
+        reason = "file exists (mwtap never overwrites a capture)" if isinstance(e, FileExistsError) else e.strerror
+        raise InputError(f"cannot create {out}: {reason}") from None
     _announce(plan, target, timing, out)
-    result = _run_client(plan, target, out, source, timing=timing, speed=speed, parallel=parallel,
+    result = _run_client(plan, target, tokens, recording, timing=timing, speed=speed, parallel=parallel,
                          fresh_ids=fresh_ids, wait_timeout=wait_timeout)
     if fmt == "json":
         import orjson
@@ -101,20 +110,11 @@ def _announce(plan, target: str, timing: str, out: str) -> None:
                    f"-> {target_url(target, conn.url)}", err=True)
 
 
-def _run_client(plan, target: str, out: str, source, **options):
+def _run_client(plan, target: str, tokens, recording, **options):
     import asyncio
     import signal
 
     from recorder.replay.client import ReplayOptions, Replayer
-    from recorder.replay.recording import ReplayRecording
-    from recorder.replay.tokens import TokenPool
-
-    tokens = TokenPool(source)
-    try:
-        recording = ReplayRecording(out, lambda: tokens.secrets)
-    except OSError as e:
-        reason = "file exists (mwtap never overwrites a capture)" if isinstance(e, FileExistsError) else e.strerror
-        raise InputError(f"cannot create {out}: {reason}") from None
 
     async def main():
         replayer = Replayer(plan, ReplayOptions(target, **options), tokens, recording,

@@ -1,0 +1,107 @@
+"""Error paths of `mwtap replay` and `mwtap diff`: one-line errors, exit status 2, no traceback,
+and a remote target refused before any connection is attempted."""
+
+from __future__ import annotations
+
+import subprocess
+
+from analysis.capture import dumps, header_record, message_record
+from analysis.redact import redaction_info
+from conftest import BIN
+from recorder.replay.target import TargetError, check_target, target_url
+
+import pytest
+
+MWTAP = str(BIN / "mwtap")
+URL = "ws://127.0.0.1:9/ws_api/account/mwtap/messaging/consumer?v=3"
+
+
+def run(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([MWTAP, *map(str, args)], capture_output=True, text=True, timeout=60)
+
+
+def write_capture(path, authorization: str | None = "jwt [redacted sha256:0123456789ab]") -> None:
+    headers = [["Host", "127.0.0.1:9"]] + ([["Authorization", authorization]] if authorization else [])
+    records = [
+        header_record(1.0, mwtap_version="0.1.0", mitmproxy_version=None, redaction=redaction_info(True),
+                      recording_id="r"),
+        {"rec": "open", "t": 1.0, "conn": "c1", "url": URL, "request_headers": headers, "status": 101},
+        message_record("c1", 1.1, 0, True, True, b'{"kind":"req","id":"1","type":"GetClock"}'),
+        {"rec": "close", "t": 1.2, "conn": "c1", "code": 1000, "reason": "", "by": "client"},
+    ]
+    path.write_bytes(b"".join(dumps(r) for r in records))
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess, *words: str) -> None:
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), done.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+def test_missing_capture(tmp_path):
+    assert_one_line_error(run("replay", tmp_path / "nope.jsonl", "--target", "ws://127.0.0.1:9", "-o",
+                              tmp_path / "out.jsonl", "--token", "x"), "nope.jsonl", "cannot open")
+
+
+def test_not_a_capture(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("hello\n")
+    assert_one_line_error(run("replay", bad, "--target", "ws://127.0.0.1:9", "-o", tmp_path / "o.jsonl"),
+                          "bad.jsonl:1")
+
+
+def test_capture_with_tokens_needs_a_token_option(tmp_path):
+    capture = tmp_path / "cap.jsonl"
+    write_capture(capture)
+    done = run("replay", capture, "--target", "ws://127.0.0.1:9", "-o", tmp_path / "out.jsonl")
+    assert_one_line_error(done, "Authorization header", "--token-command")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_remote_target_is_refused_before_connecting(tmp_path):
+    capture = tmp_path / "cap.jsonl"
+    write_capture(capture, authorization=None)
+    done = run("replay", capture, "--target", "ws://192.0.2.1:9", "-o", tmp_path / "out.jsonl")
+    assert_one_line_error(done, "192.0.2.1", "--allow-remote")
+    assert not (tmp_path / "out.jsonl").exists()
+    assert "connection(s)" not in done.stderr  # refused before announcing, let alone connecting
+
+
+def test_target_checks():
+    check_target("ws://127.0.0.1:1", allow_remote=False)
+    check_target("ws://127.3.4.5:1", allow_remote=False)
+    check_target("ws://[::1]:1", allow_remote=False)
+    check_target("ws://localhost:1", allow_remote=False)  # resolves to loopback addresses only
+    check_target("ws://192.0.2.1:1", allow_remote=True)
+    for bad in ("ws://192.0.2.1:1", "ws://[2001:db8::1]:1", "http://127.0.0.1:1", "ws://127.0.0.1:x"):
+        with pytest.raises(TargetError):
+            check_target(bad, allow_remote=False)
+    assert target_url("ws://127.0.0.1:5", URL) == "ws://127.0.0.1:5/ws_api/account/mwtap/messaging/consumer?v=3"
+    assert target_url("ws://127.0.0.1:5/other?v=9", URL) == "ws://127.0.0.1:5/other?v=9"
+
+
+def test_existing_output_is_never_overwritten(tmp_path):
+    capture = tmp_path / "cap.jsonl"
+    write_capture(capture, authorization=None)
+    out = tmp_path / "out.jsonl"
+    out.write_text("keep me\n")
+    assert_one_line_error(run("replay", capture, "--target", "ws://127.0.0.1:9", "-o", out), "exists")
+    assert out.read_text() == "keep me\n"
+
+
+def test_unknown_connection(tmp_path):
+    capture = tmp_path / "cap.jsonl"
+    write_capture(capture, authorization=None)
+    assert_one_line_error(run("replay", capture, "--conn", "zz", "--target", "ws://127.0.0.1:9", "-o",
+                              tmp_path / "o.jsonl"), "zz")
+
+
+def test_diff_input_errors(tmp_path):
+    capture = tmp_path / "cap.jsonl"
+    write_capture(capture)
+    assert_one_line_error(run("diff", capture, tmp_path / "missing.jsonl"), "missing.jsonl")
+    assert run("diff", capture, capture).returncode == 0
+    assert run("diff", capture).returncode == 2
