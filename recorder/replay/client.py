@@ -266,10 +266,10 @@ class ConnectionReplay:
 
     def _rewrite(self, frame: ClientFrame, text: str) -> str:
         text = self.r.store.rewrite(text, frame.needs, self.conn.id, frame.n, frame.type)
-        for fingerprint in self.conn.init_tokens:
-            recorded = marker_of(fingerprint)
-            if recorded in text:
-                text = text.replace(recorded, orjson.dumps(self.r.tokens.current[self.conn.identity]).decode()[1:-1])
+        for recorded in self.conn.init_jwts:
+            encoded = orjson.dumps(recorded).decode()
+            if encoded in text:
+                text = text.replace(encoded, orjson.dumps(self.r.tokens.current[self.conn.identity]).decode())
         return text
 
     def _fresh_id(self, text: str, frame: ClientFrame) -> tuple[str, str]:
@@ -407,10 +407,6 @@ class ConnectionReplay:
     def _event(self, line: str) -> None:
         self.result.events.append(line)
         self.r.log(f"{self.conn.id[:8]}: {line}")
-
-
-def marker_of(fingerprint: str) -> str:
-    return f"[redacted sha256:{fingerprint}]"
 
 
 def _address(address) -> str | None:

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from analysis.capture import C2S, CLOSE, MSG, OPEN, CaptureFile, payload_bytes
-from analysis.frame import parse_payload
-from analysis.identity import header_token, init_connection_token
+from analysis.frame import as_list, parse_payload
+from analysis.identity import CONSUMER_AUTHENTICATION, header_token, init_connection_token
 from recorder.replay.substitution import FrameKeys, Path, SourceRef, ValueKey, echoed, learnable
 
 RESTORE_TYPES = ("InitConnection", "SubscribeExConversations", "SubscribeMessagingEvents")
@@ -80,6 +80,8 @@ class RecordedConnection:
     """Fingerprint of the Authorization token, if the upgrade carried one."""
     init_tokens: set[str] = field(default_factory=set)
     """Fingerprints of InitConnection tokens."""
+    init_jwts: set[str] = field(default_factory=set)
+    """The recorded InitConnection jwt values as they are in the capture (redaction markers)."""
 
     @property
     def uses_token(self) -> bool:
@@ -182,6 +184,9 @@ class _ConnReading:
         token = init_connection_token(payload)
         if token is not None:
             conn.init_tokens.add(token.fingerprint)
+            conn.init_jwts.update(h["jwt"] for h in as_list(payload.get("headers"))
+                                  if isinstance(h, dict) and h.get("type") == CONSUMER_AUTHENTICATION
+                                  and isinstance(h.get("jwt"), str))
         is_request = rec.get("kind", "req") == "req" and isinstance(rec.get("id"), str)
         frame = ClientFrame(rec.get("n", len(conn.frames)), rec.get("t") or conn.t_open, rec.get("op") != "binary",
                             payload_bytes(rec), payload, conn.requests if is_request else None,
