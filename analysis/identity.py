@@ -3,15 +3,12 @@ the JWT `sub` when the token is visible, and the client host."""
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
-
 from analysis.frame import as_list
-from analysis.redact import fingerprint, fingerprints
+from analysis.redact import fingerprint, jwt_sub, marked_tokens
 
 CONSUMER_AUTHENTICATION = ".ams.headers.ConsumerAuthentication"
 
@@ -23,26 +20,15 @@ class Token:
 
 
 def token_of(credential: str) -> Token | None:
-    """A token from a redacted marker or a raw JWT (whose `sub` is then readable)."""
-    found = fingerprints(credential)
+    """A token from a redaction marker or a raw token; `sub` is the fingerprint of its JWT `sub`."""
+    found = marked_tokens(credential)
     if found:
-        return Token(found[0])
+        return Token(*found[0])
     credential = credential.strip()
     if not credential:
         return None
-    return Token(fingerprint(credential), jwt_sub(credential))
-
-
-def jwt_sub(token: str) -> str | None:
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        claims = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, orjson.JSONDecodeError):
-        return None
-    sub = claims.get("sub") if isinstance(claims, dict) else None
-    return sub if isinstance(sub, str) else None
+    sub = jwt_sub(credential)
+    return Token(fingerprint(credential), fingerprint(sub) if sub is not None else None)
 
 
 def header_token(open_rec: dict) -> Token | None:
@@ -59,9 +45,9 @@ def url_token(url: Any) -> Token | None:
     """A token carried in the URL path or query (v2 consumer URLs put it in the path)."""
     if not isinstance(url, str):
         return None
-    found = fingerprints(url)
+    found = marked_tokens(url)
     if found:
-        return Token(found[0])
+        return Token(*found[0])
     for segment in urlsplit(url).path.split("/"):
         if segment.startswith("eyJ") and segment.count(".") == 2:
             return token_of(segment)

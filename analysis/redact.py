@@ -10,6 +10,7 @@ for a cheap substring before it runs any regex or JSON parse.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from urllib.parse import unquote
@@ -17,7 +18,9 @@ from urllib.parse import unquote
 import orjson
 
 _MARKER_PREFIX = "[redacted sha256:"
-MARKER_RE = re.compile(r"\[redacted sha256:([0-9a-f]{12})\]")
+# A JWT's marker also carries the fingerprint of its `sub` claim, so the identity behind a
+# refreshed token can still be followed across reconnects.
+MARKER_RE = re.compile(r"\[redacted sha256:([0-9a-f]{12})(?: sub:([0-9a-f]{12}))?\]")
 
 # Three base64url segments, the first one a JSON object ("eyJ" is base64 of '{"'). The signature
 # may be empty (alg "none"). Matches are replaced whole.
@@ -37,14 +40,34 @@ def fingerprint(secret: str) -> str:
 
 
 def marker(secret: str) -> str:
-    return f"{_MARKER_PREFIX}{fingerprint(secret)}]"
+    sub = jwt_sub(secret)
+    identity = f" sub:{fingerprint(sub)}" if sub is not None else ""
+    return f"{_MARKER_PREFIX}{fingerprint(secret)}{identity}]"
+
+
+def jwt_sub(token: str) -> str | None:
+    """The `sub` claim of a JWT-shaped token, if it has one."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0].startswith("eyJ"):
+        return None
+    try:
+        claims = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        return None
+    sub = claims.get("sub") if isinstance(claims, dict) else None
+    return sub if isinstance(sub, str) else None
+
+
+def marked_tokens(text: str) -> list[tuple[str, str | None]]:
+    """(token fingerprint, sub fingerprint or None) of every redaction marker in `text`, in order."""
+    if _MARKER_PREFIX not in text:
+        return []
+    return [(token, sub or None) for token, sub in MARKER_RE.findall(text)]
 
 
 def fingerprints(text: str) -> list[str]:
-    """The fingerprints of every redaction marker in `text`, in order."""
-    if _MARKER_PREFIX not in text:
-        return []
-    return MARKER_RE.findall(text)
+    """The token fingerprints of every redaction marker in `text`, in order."""
+    return [token for token, _ in marked_tokens(text)]
 
 
 def redaction_info(enabled: bool) -> dict:

@@ -19,7 +19,7 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from analysis.capture import CaptureFile, payload_bytes
-from analysis.redact import fingerprint
+from analysis.redact import marker
 from conftest import BIN, REPO, Processes, free_port, wait_port
 
 RECORDERS = ["mwtap", "mitmdump"]
@@ -159,7 +159,7 @@ def by_path(records: list[dict]) -> dict[str, str]:
 
 def as_redacted(payload: bytes) -> bytes:
     for secret in SECRETS:
-        payload = payload.replace(secret.encode(), f"[redacted sha256:{fingerprint(secret)}]".encode())
+        payload = payload.replace(secret.encode(), marker(secret).encode())
     return payload
 
 
@@ -240,16 +240,16 @@ def test_tokens_redacted_with_fingerprints(recorded):
         assert not leaks, (secret, leaks)
     main_open = next(r for r in records if r["rec"] == "open" and "/messaging/consumer/" in r["url"])
     headers = dict(main_open["request_headers"])
-    assert headers["Authorization"] == f"jwt [redacted sha256:{fingerprint(JWT)}]"
-    assert f"session=[redacted sha256:{fingerprint(COOKIE)}]" in headers["Cookie"]
-    assert f"consumer/[redacted sha256:{fingerprint(JWT)}]?" in main_open["url"]
-    assert f"access_token=[redacted sha256:{fingerprint(QUERY_TOKEN)}]" in main_open["url"]
+    assert headers["Authorization"] == f"jwt {marker(JWT)}"
+    assert f"session={marker(COOKIE)}" in headers["Cookie"]
+    assert f"consumer/{marker(JWT)}?" in main_open["url"]
+    assert f"access_token={marker(QUERY_TOKEN)}" in main_open["url"]
     redacted = [r for r in records if r.get("redacted")]
     init = [r for r in redacted if r.get("type") == "InitConnection"]
-    assert len(init) == 2 and f"[redacted sha256:{fingerprint(INIT_JWT)}]" in init[0]["text"]
+    assert len(init) == 2 and marker(INIT_JWT) in init[0]["text"]
     assert init[0]["size"] == len(json.dumps(INIT))
     echo = [r for r in redacted if r.get("type") == "Echo"]
-    assert len(echo) == 2 and f"[redacted sha256:{fingerprint(JWT)}]" in echo[0]["text"]
+    assert len(echo) == 2 and marker(JWT) in echo[0]["text"]
 
 
 def test_capture_file_is_private_and_summary_printed(recorded):

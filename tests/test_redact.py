@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.redact import (fingerprint, fingerprints, marker, redact_header_value, redact_headers, redact_text,
+from analysis.redact import (fingerprint, fingerprints, marked_tokens, marker, redact_header_value, redact_headers, redact_text,
                              redact_url, redaction_info)
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhYmMifQ.c2lnbmF0dXJlLWJ5dGVz"
 
 
+def sha12(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
 def mark(secret: str) -> str:
-    return f"[redacted sha256:{hashlib.sha256(secret.encode()).hexdigest()[:12]}]"
+    """The documented marker; a JWT's also carries the fingerprint of its `sub` claim."""
+    identity = ""
+    if secret.startswith("eyJ") and secret.count(".") == 2:
+        claims = json.loads(base64.urlsafe_b64decode(secret.split(".")[1] + "=="))
+        identity = f" sub:{sha12(claims['sub'])}" if "sub" in claims else ""
+    return f"[redacted sha256:{sha12(secret)}{identity}]"
 
 
 def init_connection(jwt: str) -> dict:
@@ -28,6 +38,14 @@ def test_marker_is_the_documented_fingerprint():
     assert marker("s3cret") == mark("s3cret") == f"[redacted sha256:{fingerprint('s3cret')}]"
     assert fingerprints(f"a {marker('x')} b {marker('y')}") == [fingerprint("x"), fingerprint("y")]
     assert fingerprints("no marker [redacted sha256:xyz]") == []
+
+
+def test_jwt_marker_carries_the_sub_fingerprint_so_refreshed_tokens_can_be_linked():
+    refreshed = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhYmMiLCJpYXQiOjJ9.b3RoZXItc2ln"  # same sub "abc"
+    assert marker(JWT) == mark(JWT) and JWT not in marker(JWT)
+    assert marked_tokens(marker(JWT) + marker(refreshed)) == [(fingerprint(JWT), sha12("abc")),
+                                                               (fingerprint(refreshed), sha12("abc"))]
+    assert marked_tokens(marker("opaque")) == [(fingerprint("opaque"), None)]
 
 
 def test_authorization_keeps_the_scheme_and_cookies_lose_every_value():
