@@ -1,0 +1,71 @@
+"""`mwtap demo` end to end: real server, real recorder, real consumers, then the analysis of the
+capture, with the facts the demo's misbehaving consumers must produce."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+
+import pytest
+
+from analysis import load
+from conftest import BIN
+
+DURATION = 13.0  # past the demo's 9 s token lifetime, so every consumer meets a 4401
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    result = subprocess.run([str(BIN / "mwtap"), "demo", "-o", str(out), "--duration", str(DURATION)],
+                            capture_output=True, text=True, timeout=DURATION + 60, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return out, result.stdout, json.loads((out / "analysis.json").read_text())
+
+
+def test_demo_prints_where_everything_went(demo_run):
+    out, stdout, _ = demo_run
+    assert f"capture:  {out / 'capture.jsonl'}" in stdout
+    assert "Violations:" in stdout
+    assert stat.S_IMODE((out / "capture.jsonl").stat().st_mode) == 0o600
+
+
+def test_demo_capture_has_every_consumer_and_no_clear_token(demo_run):
+    out, _, summary = demo_run
+    text = (out / "capture.jsonl").read_text()
+    assert "eyJ" not in text  # the built-in IDP issues JWTs; only their redaction markers may be recorded
+    assert "[redacted sha256:" in text
+    assert summary["capture"]["damaged_lines"] == 0
+    assert summary["capture"]["connections"] >= 8
+    assert summary["requests"]["unanswered"] == 0
+    assert summary["requests"]["total"] == summary["requests"]["answered"] > 100
+
+
+def test_demo_misbehaviours_are_found(demo_run):
+    _, _, summary = demo_run
+    rules = {v["rule"] for v in summary["violations"] if v["severity"] != "info"}
+    assert {"duplicate-request-id", "keepalive-gap", "fast-reconnect", "token-not-refreshed",
+            "missing-accept", "sequence-gap"} <= rules
+    assert not rules & {"invalid-json", "orphan-response", "invalid-response-code", "request-before-init",
+                        "unknown-subscription", "sequence-regression", "publish-after-close"}
+
+
+def test_demo_violations_agree_with_the_connections(demo_run):
+    out, _, _ = demo_run
+    cap = load(out / "capture.jsonl", keepalive_limit_s=4.0, accept_timeout_s=3.0, response_timeout_s=5.0)
+    conns = cap.connections.set_index("conn")
+    gaps = cap.violations[cap.violations.rule == "keepalive-gap"]
+    # Each keep-alive gap ends in the server's idle close (code 1000, by the server).
+    assert set(conns.loc[gaps.conn, "closed_by"]) == {"server"}
+    assert set(conns.loc[gaps.conn, "close_code"]) == {1000}
+    # The stale token is used right after a 4401 and is refused again with 4401.
+    stale = cap.violations[cap.violations.rule == "token-not-refreshed"].conn
+    assert set(conns.loc[stale, "close_code"]) == {4401}
+    refreshed = cap.reconnects[cap.reconnects.prev_close_code == 4401]
+    assert refreshed.fresh_token.sum() >= 7  # the seven other consumers fetch a new token
+    # Every consumer publishes messages that the agent answers, and the pairs table sees them all.
+    published = cap.pairs[cap.pairs.type == "ms.PublishEvent"]
+    assert (published.code == 200).all() and len(published) > 50
