@@ -107,19 +107,3 @@ def test_redaction_switch_and_header(tmp_path):
     capture = CaptureFile(str(tmp_path / "c.jsonl"))
     assert [r["text"] for r in capture.records() if r["rec"] == "msg"] == [jwt]
     assert capture.header["redaction"]["enabled"] is False and capture.header["mitmproxy"]
-
-
-def test_per_message_cost_is_small(tmp_path):
-    recorder = Recorder()
-    payload = b'{"kind":"req","id":"42","type":"ms.PublishEvent","body":{"dialogId":"d1","event":' \
-              b'{"type":"ContentEvent","contentType":"text/plain","message":"hello there"}}}'
-    with taddons.context(recorder) as tctx:
-        tctx.configure(recorder, mwtap_out=str(tmp_path / "c.jsonl"))
-        flow = ws_flow()
-        messages = [text(payload) for _ in range(5000)]
-        start = time.perf_counter()
-        run_messages(recorder, flow, *messages)
-        per_message = (time.perf_counter() - start) / len(messages)
-        recorder.done()
-    print(f"recorder cost: {per_message * 1e6:.1f} us/message")
-    assert per_message < 150e-6  # budget ~30 us; generous for a shared, slow machine

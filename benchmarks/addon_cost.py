@@ -1,0 +1,62 @@
+"""CPU cost of the recorder addon per message, on mitmproxy's test flows (no sockets), next to
+a baseline addon that only counts, measured in the same run.
+
+    python benchmarks/addon_cost.py [--messages N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from mitmproxy.test import taddons, tflow
+from mitmproxy.websocket import WebSocketMessage
+from wsproto.frame_protocol import Opcode
+
+from recorder.addon import Recorder
+
+PAYLOAD = (b'{"kind":"req","id":"42","type":"ms.PublishEvent","body":{"dialogId":"d1","event":'
+           b'{"type":"ContentEvent","contentType":"text/plain","message":"hello there"}}}')
+
+
+class Counter:
+    def __init__(self):
+        self.messages = 0
+
+    def websocket_message(self, flow) -> None:
+        self.messages += 1
+        del flow.websocket.messages[:-1]
+
+
+def per_message_us(addon, n: int, configure: dict) -> float:
+    with taddons.context(addon) as tctx:
+        if configure:
+            tctx.configure(addon, **configure)
+        flow = tflow.twebsocketflow(messages=False)
+        messages = [WebSocketMessage(Opcode.TEXT, i % 2 == 0, PAYLOAD, time.time()) for i in range(n)]
+        start = time.perf_counter()
+        for message in messages:
+            flow.websocket.messages.append(message)
+            addon.websocket_message(flow)
+        elapsed = time.perf_counter() - start
+        if hasattr(addon, "done"):
+            addon.done()
+    return elapsed / n * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=50_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline = per_message_us(Counter(), args.messages, {})
+        recorder = per_message_us(Recorder(), args.messages, {"mwtap_out": str(Path(tmp) / "c.jsonl")})
+    print(f"messages            {args.messages}")
+    print(f"counting addon      {baseline:6.1f} us/message")
+    print(f"recorder addon      {recorder:6.1f} us/message  ({recorder / baseline:.1f}x the counting addon)")
+
+
+if __name__ == "__main__":
+    main()
