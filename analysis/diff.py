@@ -11,7 +11,7 @@ Masking (the documented default, extended with `ignore_fields`):
 * volatile fields (timestamps and signatures: `VOLATILE_KEYS`, keys ending in `Ts`/`Timestamp`)
   become `<volatile>`;
 * identifiers (values of `ID_KEYS` and any UUID-, JWT-, marker- or long-token-shaped string) become
-  `<id#N>`, N numbered by first appearance within each capture, so a replay that got other ids in
+  `<id#N>`, N numbered by first appearance within each connection, so a replay that got other ids in
   the same roles compares equal;
 * sequence numbers (`SEQUENCE_KEYS`) become `<seq>`.
 """
@@ -115,9 +115,12 @@ class ConnGroup:
     close_codes: list[int | None] = field(default_factory=list)
 
 
-def read_session(records: Iterable[dict], masker: Masker) -> list[ConnGroup]:
-    """Groups of a capture, in the order they opened (record order)."""
+def read_session(records: Iterable[dict], ignore_fields: Iterable[str] = ()) -> list[ConnGroup]:
+    """Groups of a capture, in the order they opened (record order). Identifiers are numbered per
+    group, so connections that ran in parallel do not shift each other's numbers."""
+    ignore = list(ignore_fields)
     groups: dict[str, ConnGroup] = {}
+    maskers: dict[str, Masker] = {}
     group_of: dict[str, ConnGroup] = {}
     waiting: dict[str, dict[str, list[Exchange]]] = {}
     for rec in records:
@@ -128,6 +131,7 @@ def read_session(records: Iterable[dict], masker: Masker) -> list[ConnGroup]:
         if kind == OPEN:
             key = rec.get("replay_of") if isinstance(rec.get("replay_of"), str) else conn
             group = groups.setdefault(key, ConnGroup(key))
+            maskers.setdefault(key, Masker(ignore))
             group.conns.append(conn)
             group_of[conn] = group
             waiting[conn] = {}
@@ -138,7 +142,7 @@ def read_session(records: Iterable[dict], masker: Masker) -> list[ConnGroup]:
         if kind == CLOSE:
             group.close_codes.append(rec.get("code"))
         elif kind == MSG:
-            _read_message(rec, group, waiting[conn], masker)
+            _read_message(rec, group, waiting[conn], maskers[group.key])
     return list(groups.values())
 
 
@@ -223,8 +227,8 @@ class DiffReport:
 def diff_sessions(recorded: Iterable[dict], replayed: Iterable[dict], ignore_fields: Iterable[str] = (),
                   latency_tolerance_ms: float = DEFAULT_LATENCY_TOLERANCE_MS) -> DiffReport:
     ignore = list(ignore_fields)
-    rec_groups = read_session(recorded, Masker(ignore))
-    rep_groups = read_session(replayed, Masker(ignore))
+    rec_groups = read_session(recorded, ignore)
+    rep_groups = read_session(replayed, ignore)
     report = DiffReport()
     latencies: dict[str, tuple[list[float], list[float]]] = {}
     for rec, rep in _pair_groups(rec_groups, rep_groups, report):
@@ -335,9 +339,9 @@ def render_text(report: DiffReport) -> str:
         lines.append(f"connection {key}: not replayed (skipped)")
     lines.append(f"{report.requests_compared} request(s) compared")
     if report.latency:
-        lines.append("latency (median ms)   recorded  replayed    change  n")
+        lines.append(f"latency (median ms) {'':14} recorded  replayed    change  n")
         for l in report.latency:
-            lines.append(f"  {l.type:<20} {l.recorded_ms:9.1f} {l.replayed_ms:9.1f} {l.change_ms:+9.1f}  {l.count}")
+            lines.append(f"  {l.type:<32} {l.recorded_ms:9.1f} {l.replayed_ms:9.1f} {l.change_ms:+9.1f}  {l.count}")
     if report.differences:
         lines.append(f"{len(report.differences)} difference(s):")
         lines.extend(f"  [{d.kind}] {d.conn}: {d.message}" for d in report.differences)
