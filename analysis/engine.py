@@ -140,7 +140,7 @@ class Engine:
         if t.__class__ is not float and t.__class__ is not int:
             self.malformed_records += 1
             return
-        if t > self.last_t:
+        if t > self.last_t:  # advance(t), inlined on the hot path
             self.last_t = t
             if t >= self._timers.next_due:
                 self._timers.run_until(t)
@@ -151,6 +151,13 @@ class Engine:
         handler = self._dispatch.get(kind)
         if handler is not None:
             handler(rec)
+
+    def advance(self, t: float) -> None:
+        """Let the clock reach `t` without a record (live checking): deadlines up to `t` fire."""
+        if t > self.last_t:
+            self.last_t = t
+            if t >= self._timers.next_due:
+                self._timers.run_until(t)
 
     def finish(self) -> None:
         """End of capture: close what is still open (the analyzers mark what that leaves pending)."""

@@ -22,6 +22,11 @@ class LiveChecker:
     def feed(self, rec: dict) -> None:
         self._engine.feed(rec)
 
+    def advance(self, t: float) -> None:
+        """Let time pass while no record arrives, so deadlines (unanswered requests, missing
+        accepts) fire on time."""
+        self._engine.advance(t)
+
     def finish(self) -> None:
         """End of the recording: report what is still pending on connections left open."""
         self._engine.finish()

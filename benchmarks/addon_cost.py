@@ -1,5 +1,5 @@
-"""CPU cost of the recorder addon per message, on mitmproxy's test flows (no sockets), next to
-a baseline addon that only counts, measured in the same run.
+"""CPU cost of the recorder addon per message, with and without live protocol checking, on
+mitmproxy's test flows (no sockets), next to a baseline addon that only counts, in the same run.
 
     python benchmarks/addon_cost.py [--messages N]
 """
@@ -15,6 +15,8 @@ from mitmproxy.test import taddons, tflow
 from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
+from analysis.config import Config
+from analysis.live import LiveChecker
 from recorder.addon import Recorder
 
 PAYLOAD = (b'{"kind":"req","id":"42","type":"ms.PublishEvent","body":{"dialogId":"d1","event":'
@@ -53,9 +55,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         baseline = per_message_us(Counter(), args.messages, {})
         recorder = per_message_us(Recorder(), args.messages, {"mwtap_out": str(Path(tmp) / "c.jsonl")})
+        checker = LiveChecker(Config(), lambda violation: None)
+        live = per_message_us(Recorder(observers=[checker.feed]), args.messages,
+                              {"mwtap_out": str(Path(tmp) / "live.jsonl")})
     print(f"messages            {args.messages}")
     print(f"counting addon      {baseline:6.1f} us/message")
     print(f"recorder addon      {recorder:6.1f} us/message  ({recorder / baseline:.1f}x the counting addon)")
+    print(f"recorder + live     {live:6.1f} us/message  (+{live - recorder:.1f} us for live checking)")
+    print("mitmproxy's own relay work is about 450-900 us/message on these machines (mitmproxy-notes.md §3, §5)")
 
 
 if __name__ == "__main__":

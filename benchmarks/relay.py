@@ -55,9 +55,10 @@ async def relay_rate(port: int, n: int) -> float:
 
 
 def proxy_command(kind: str, server_port: int, proxy_port: int, out: Path) -> list[str]:
-    if kind == "mwtap record":
+    if kind.startswith("mwtap record"):
+        live = ["--live"] if kind.endswith("--live") else []
         return [str(BIN / "mwtap"), "record", "--upstream", f"ws://127.0.0.1:{server_port}",
-                "--listen", f"127.0.0.1:{proxy_port}", "-o", str(out)]
+                "--listen", f"127.0.0.1:{proxy_port}", "-o", str(out), *live]
     return [str(BIN / "mitmdump"), "-q", "--listen-host", "127.0.0.1", "--listen-port", str(proxy_port),
             "--mode", f"reverse:http://127.0.0.1:{server_port}", "-s", str(REPO / "recorder" / "addon.py"),
             "--set", f"mwtap_out={out}"]
@@ -70,8 +71,9 @@ async def measure(kind: str, n: int, workdir: Path) -> float:
         if kind == "direct":
             return await relay_rate(server_port, n)
         proxy_port = free_port()
-        out = workdir / f"{kind.replace(' ', '-')}.jsonl"
-        with open(workdir / f"{kind.replace(' ', '-')}.log", "wb") as log:
+        name = kind.replace(" ", "-")
+        out = workdir / f"{name}.jsonl"
+        with open(workdir / f"{name}.log", "wb") as log:
             proc = subprocess.Popen(proxy_command(kind, server_port, proxy_port, out), stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -95,10 +97,11 @@ async def main() -> None:
           f"(python {sys.version.split()[0]}, mitmproxy {VERSION})")
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("direct", "mitmdump + addon", "mwtap record"):
+        for kind in ("direct", "mitmdump + addon", "mwtap record", "mwtap record --live"):
             rates[kind] = await measure(kind, n, Path(tmp))
             print(f"  {kind:18} {rates[kind]:10,.0f} msg/s")
     print(f"  ratio mwtap record / mitmdump + addon: {rates['mwtap record'] / rates['mitmdump + addon']:.2f}")
+    print(f"  ratio mwtap record --live / mwtap record: {rates['mwtap record --live'] / rates['mwtap record']:.2f}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     mitmdump -s recorder/addon.py --mode reverse:http://HOST:PORT --set mwtap_out=cap.jsonl
 
 Options: `mwtap_out` (capture path; nothing is written while empty), `mwtap_redact` (default
-true), `mwtap_rotate_mb` (0 = one file), `mwtap_max_payload` (bytes kept per message).
+true), `mwtap_rotate_mb` (0 = one file), `mwtap_max_payload` (bytes kept per message), and
+`mwtap_live` (report protocol violations as they happen; recorder/live.py).
 
 Hooks run on mitmproxy's event loop and every message waits for them, so the per-message path
 is kept small: build the record, redact only when a cheap substring check says so, append it to
@@ -27,6 +28,7 @@ from mitmproxy.version import VERSION as MITMPROXY_VERSION
 
 from analysis.capture import C2S, CLOSE, DEFAULT_MAX_PAYLOAD, OPEN, REFUSED, S2C, header_record, message_record
 from analysis.redact import redact_header_value, redact_headers, redact_text, redact_url, redaction_info
+from recorder.live import LiveCheck
 from recorder.pings import PingLogHandler
 from recorder.writer import CaptureWriter
 
@@ -281,4 +283,5 @@ class Recorder:
                     "payload": payload})
 
 
-addons = [Recorder()]
+_recorder = Recorder()
+addons = [_recorder, LiveCheck(_recorder)]

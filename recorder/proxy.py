@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from mitmproxy import options
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
@@ -19,6 +19,7 @@ from mitmproxy.master import Master
 
 from analysis.capture import DEFAULT_MAX_PAYLOAD
 from recorder.addon import Observer, Recorder
+from recorder.live import LiveCheck
 
 STARTUP_TIMEOUT = 20.0
 
@@ -52,7 +53,8 @@ class RecordingProxy:
 
     def __init__(self, upstream: str | None, out: Path | str, listen_host: str = "127.0.0.1", listen_port: int = 0,
                  mode: str | None = None, redact: bool = True, rotate_mb: int = 0,
-                 max_payload: int = DEFAULT_MAX_PAYLOAD, observers: Iterable[Observer] = ()):
+                 max_payload: int = DEFAULT_MAX_PAYLOAD, observers: Iterable[Observer] = (),
+                 live: Callable[[str], None] | None = None):
         if (upstream is None) == (mode is None):
             raise ValueError("give either upstream (ws://HOST:PORT) or mode, not both")
         self.mode = upstream_mode(upstream) if upstream is not None else mode
@@ -62,6 +64,9 @@ class RecordingProxy:
         self.settings = {"mwtap_out": str(self.out), "mwtap_redact": redact, "mwtap_rotate_mb": rotate_mb,
                          "mwtap_max_payload": max_payload}
         self.recorder = Recorder(observers)
+        self.live = LiveCheck(self.recorder, report=live) if live is not None else None
+        if self.live is not None:
+            self.settings["mwtap_live"] = True
         self.port: int | None = None
         self._master: Master | None = None
         self._task: asyncio.Task | None = None
@@ -71,7 +76,7 @@ class RecordingProxy:
         master = Master(opts)
         ready = _Ready()
         master.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig(),
-                          self.recorder, ready)
+                          self.recorder, *([self.live] if self.live else []), ready)
         opts.update(**self.settings)
         self._master = master
         self._task = asyncio.create_task(master.run())

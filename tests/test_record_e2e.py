@@ -40,12 +40,13 @@ INIT = {"kind": "req", "id": "0", "type": "InitConnection",
 BIG = json.dumps({"kind": "req", "id": "big", "type": "Echo", "body": {"pad": "abc" * 70_000}})
 
 
-def recorder_command(kind: str, server_port: int, proxy_port: int, out: Path, *extra: str) -> list[str]:
+def recorder_command(kind: str, server_port: int, proxy_port: int, out: Path, *extra: str,
+                     quiet: bool = True) -> list[str]:
     if kind == "mwtap":
         return [str(BIN / "mwtap"), "record", "--upstream", f"ws://127.0.0.1:{server_port}",
                 "--listen", f"127.0.0.1:{proxy_port}", "-o", str(out), *extra]
     sets = [arg for option in extra for arg in ("--set", option)]
-    return [str(BIN / "mitmdump"), "-q", "--listen-host", "127.0.0.1", "--listen-port", str(proxy_port),
+    return [str(BIN / "mitmdump"), *(["-q"] if quiet else []), "--listen-host", "127.0.0.1", "--listen-port", str(proxy_port),
             "--mode", f"reverse:http://127.0.0.1:{server_port}", "-s", str(REPO / "recorder" / "addon.py"),
             "--set", f"mwtap_out={out}", *sets]
 
@@ -135,9 +136,9 @@ async def run_session(server_port: int, proxy_port: int) -> Session:
     return session
 
 
-def start_recorder(procs: Processes, kind: str, out: Path, *extra: str):
+def start_recorder(procs: Processes, kind: str, out: Path, *extra: str, quiet: bool = True):
     server_port, proxy_port = free_port(), free_port()
-    proc = procs.start(recorder_command(kind, server_port, proxy_port, out, *extra), kind)
+    proc = procs.start(recorder_command(kind, server_port, proxy_port, out, *extra, quiet=quiet), kind)
     wait_port(proxy_port, proc=proc)
     return proc, server_port, proxy_port
 

@@ -43,8 +43,10 @@ def is_loopback(host: str) -> bool:
 @click.option("--no-redact", is_flag=True, help="Keep tokens and cookies in the capture (redacted by default).")
 @click.option("--max-payload", type=click.IntRange(min=0), default=DEFAULT_MAX_PAYLOAD, show_default=True,
               metavar="BYTES", help="Bytes kept of each message; longer ones are truncated (size keeps the length).")
+@click.option("--live", is_flag=True, help="Check the Messaging Window protocol while recording and print each "
+              "violation the moment it happens (time, connection, severity, rule, message).")
 def record(upstream: str | None, listen: str, out: Path, mode: str | None, rotate_mb: int, no_redact: bool,
-           max_payload: int) -> None:
+           max_payload: int, live: bool) -> None:
     """Relay WebSocket connections through mitmproxy and record every frame to OUT.
 
     Stop with Ctrl-C (or SIGTERM): everything is flushed and a summary is printed.
@@ -66,13 +68,13 @@ def record(upstream: str | None, listen: str, out: Path, mode: str | None, rotat
     from mitmproxy.exceptions import OptionsError
 
     try:
-        asyncio.run(_run(upstream, out, host, port, mode, not no_redact, rotate_mb, max_payload))
+        asyncio.run(_run(upstream, out, host, port, mode, not no_redact, rotate_mb, max_payload, live))
     except (OptionsError, OSError, ValueError) as e:
         raise click.ClickException(str(e)) from None
 
 
 async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str | None, redact: bool,
-               rotate_mb: int, max_payload: int) -> None:
+               rotate_mb: int, max_payload: int, live: bool) -> None:
     import asyncio
     import logging
     import signal
@@ -89,7 +91,8 @@ async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     proxy = RecordingProxy(upstream, out, listen_host=host, listen_port=port, mode=mode, redact=redact,
-                           rotate_mb=rotate_mb, max_payload=max_payload)
+                           rotate_mb=rotate_mb, max_payload=max_payload,
+                           live=(lambda line: click.echo(f"mwtap live: {line}")) if live else None)
     async with proxy:
         target = upstream if upstream else f"mode {mode}"
         click.echo(f"mwtap record: listening on {host}:{proxy.port} -> {target}; writing {out}")
@@ -99,3 +102,5 @@ async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str 
     more = f" (+{parts - 1} rotated parts)" if parts > 1 else ""
     click.echo(f"mwtap record: stopped; {recorder.messages} messages, {recorder.written} records written to "
                f"{out}{more}; {recorder.dropped} dropped")
+    if proxy.live is not None:
+        click.echo(f"mwtap record: {proxy.live.violations} protocol violation(s) reported live")

@@ -1,0 +1,71 @@
+"""Live protocol checking while recording: `mwtap record --live` and `mitmdump --set mwtap_live=true`
+report each violation the moment it happens, while the proxy keeps relaying."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from test_record_e2e import RECORDERS, TIMEOUT, client_through, start_recorder
+
+from analysis.config import Config
+from analysis.live import LiveChecker
+from analysis.synth import CaptureBuilder
+
+
+def live_option(kind: str) -> list[str]:
+    return ["--live"] if kind == "mwtap" else ["mwtap_live=true"]
+
+
+def wait_for_line(log_path, needle: str, timeout: float = TIMEOUT) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log_path.read_text(errors="replace").splitlines():
+            if needle in line:
+                return line
+        time.sleep(0.05)
+    raise AssertionError(f"no line with {needle!r} in {log_path}:\n{log_path.read_text(errors='replace')}")
+
+
+@pytest.mark.parametrize("kind", RECORDERS)
+def test_violations_are_reported_while_the_connection_is_open(procs, tmp_path, kind):
+    out = tmp_path / "cap.jsonl"
+    # mitmdump -q would hide the live lines (warnings of the `mwtap.live` logger).
+    proc, server_port, proxy_port = start_recorder(procs, kind, out, *live_option(kind), quiet=False)
+
+    async def session() -> None:
+        async with client_through(server_port, proxy_port, "live") as ws:
+            await ws.send("hello, not json")
+            await ws.recv()  # the test server echoes what it does not know
+            # Reported before the client does anything else: the connection is still open.
+            wait_for_line(proc.log_path, "invalid-json")
+            await ws.send(json.dumps({"kind": "req", "id": "d", "type": "NeverAnswered"}))
+            await ws.recv()
+            await ws.send(json.dumps({"kind": "req", "id": "d", "type": "NeverAnswered"}))
+            await ws.recv()
+            wait_for_line(proc.log_path, "duplicate-request-id")
+            await ws.send(json.dumps({"kind": "req", "id": "7", "type": "GetClock"}))
+            assert json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))["reqId"] == "7"  # still relaying
+
+    asyncio.run(session())
+    assert procs.stop(proc) == 0
+    line = wait_for_line(proc.log_path, "invalid-json")
+    assert " error   invalid-json: text message is not JSON" in line
+    if kind == "mwtap":
+        assert "protocol violation(s) reported live" in proc.log_path.read_text()
+
+
+def test_deadlines_fire_as_time_passes_without_records():
+    b = CaptureBuilder()
+    b.open("c", 100.0)
+    b.c2s("c", 100.5, {"kind": "req", "id": "1", "type": "GetClock"})
+    found = []
+    checker = LiveChecker(Config(response_timeout_s=30.0), found.append)
+    for rec in b.records[1:]:
+        checker.feed(rec)
+    checker.advance(120.0)
+    assert found == []
+    checker.advance(131.0)
+    assert [(v.rule, v.conn) for v in found] == [("unanswered-request", "c")]
