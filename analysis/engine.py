@@ -11,7 +11,8 @@ from analysis.config import Config
 from analysis.frame import NOTIFICATION, REQ, RESP, Frame
 from analysis.rules import RULES, Violation
 
-TABLES = ("frames", "pairs", "streams", "sequences", "keepalive", "connections", "reconnects", "violations")
+TABLES = ("frames", "pairs", "streams", "sequences", "keepalive", "silences", "pings", "connections", "reconnects",
+          "violations")
 
 
 class Sink(Protocol):

@@ -58,9 +58,12 @@ class Capture:
     streams: Any
     sequences: Any
     keepalive: Any
+    silences: Any
+    pings: Any
     connections: Any
     reconnects: Any
     violations: Any
+    config: Config = field(default_factory=Config)
     damage: list[Damage] = field(default_factory=list)
     _summary: dict = field(default_factory=dict, repr=False)
 
@@ -80,7 +83,7 @@ def load(paths: Paths, **config) -> Capture:
     rows = _Rows(summary)
     engine = run(captures, cfg, rows)
     tables = {name: to_frame(name, rows.tables[name]) for name in TABLES}
-    return Capture(**tables, damage=captures.damage, _summary=summary.result(engine, captures))
+    return Capture(**tables, config=cfg, damage=captures.damage, _summary=summary.result(engine, captures))
 
 
 def to_frame(table: str, rows: list[dict]):

@@ -39,7 +39,7 @@ class Summary:
         self.conn_violations: dict[str, dict[str, int]] = {}
 
     def adder(self, table: str):
-        return None if table in ("frames", "sequences") else getattr(self, "_" + table)
+        return getattr(self, "_" + table, None)  # tables it does not aggregate are not even built
 
     def _pairs(self, row: dict) -> None:
         status, requests = row["status"], self.requests

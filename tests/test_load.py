@@ -121,3 +121,23 @@ def test_every_column_is_documented():
     for table, columns in COLUMNS.items():
         section = doc.split(f"### `{table}`")[1].split("###")[0]
         assert [name for name, _ in columns if f"`{name}`" not in section] == [], table
+
+
+def test_silences_and_pings_tables(tmp_path):
+    b = CaptureBuilder()
+    b.open("c", 0.0)
+    b.c2s("c", 10.0, {"kind": "req", "id": "1", "type": "GetClock"})
+    b.s2c("c", 10.1, {"kind": "resp", "reqId": "1", "code": 200, "type": "GetClockResponse"})
+    b.ping("c", 80.0)
+    b.ping("c", 80.01, from_client=False, pong=True)
+    b.close("c", 100.0, by="server")
+    b.write(tmp_path / "c.jsonl")
+    cap = analysis.load(tmp_path / "c.jsonl", keepalive_limit_s=60)
+    silences = cap.silences
+    assert list(silences.silence_s.round(2)) == [10.0, 70.0, 20.0]
+    assert list(silences.over_limit) == [False, True, False]
+    assert list(silences.ended_by) == ["activity", "activity", "close"]
+    assert silences.start.iloc[1] == pd.Timestamp(10.0, unit="s", tz="UTC")
+    assert list(zip(cap.pings.rec, cap.pings.dir)) == [("ping", "c2s"), ("pong", "s2c")]
+    assert cap.config.keepalive_limit_s == 60
+    assert cap.keepalive.gaps_over_limit.iloc[0] == silences.over_limit.sum()

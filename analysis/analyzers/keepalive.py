@@ -1,4 +1,5 @@
-"""Keep-alive: the client's silences (any client message, ping or pong resets the clock)."""
+"""Keep-alive: the client's silences (any client message, ping or pong resets the clock), and the
+WebSocket pings and pongs themselves."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ class Keepalive(Analyzer):
     def __init__(self, ctx):
         super().__init__(ctx)
         self.rows = ctx.rows("keepalive")
+        self.silence_rows = ctx.rows("silences")
+        self.ping_rows = ctx.rows("pings")
         self.limit = self.config.keepalive_limit_s
         self.conns: dict[str, _Silence] = {}
 
@@ -37,6 +40,8 @@ class Keepalive(Analyzer):
             self._activity(rec["conn"], rec["t"], rec.get("n"))
 
     def ping(self, rec: dict) -> None:
+        if self.ping_rows is not None:
+            self.ping_rows({"conn": rec["conn"], "t": rec["t"], "rec": rec["rec"], "dir": rec.get("dir")})
         if rec.get("dir") == "c2s":
             self._activity(rec["conn"], rec["t"], None)
 
@@ -47,6 +52,9 @@ class Keepalive(Analyzer):
         gap = t - state.last
         if gap > state.longest or gap > self.limit:
             self._gap(conn, state, t, frame, gap, "")
+        if self.silence_rows is not None:
+            self.silence_rows({"conn": conn, "t": t, "start": state.last, "silence_s": gap,
+                               "over_limit": gap > self.limit, "ended_by": "activity"})
         state.last = t
         state.activities += 1
 
@@ -70,6 +78,10 @@ class Keepalive(Analyzer):
                else " until the capture ended" if at_capture_end else " before the close")
         limit = self.limit * SERVER_CLOSE_TOLERANCE if by_server else self.limit
         self._gap(conn, state, t, None, silence, how, at_capture_end, limit)
+        if self.silence_rows is not None:
+            self.silence_rows({"conn": conn, "t": t, "start": state.last, "silence_s": silence,
+                               "over_limit": silence > limit,
+                               "ended_by": "capture-end" if at_capture_end else "close"})
         if self.rows is not None:
             self.rows({"conn": conn, "t": t, "client_activities": state.activities,
                        "longest_gap_s": state.longest, "longest_gap_start": state.longest_start,

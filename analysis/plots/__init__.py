@@ -7,13 +7,11 @@ window: each function takes the Capture and returns a `matplotlib.figure.Figure`
     plots.plot_latency(cap).savefig("latency.png")
 """
 
-from analysis.plots.activity import client_silences, pings_of, read_pings
 from analysis.plots.keepalive import plot_keepalive
 from analysis.plots.latency import latency_percentiles, plot_latency
 from analysis.plots.reconnects import chain_summary, plot_reconnects
 from analysis.plots.streams import plot_streams, stream_notifications
 from analysis.plots.timeline import plot_timeline, worst_connections
 
-__all__ = ["chain_summary", "client_silences", "latency_percentiles", "pings_of", "plot_keepalive", "plot_latency",
-           "plot_reconnects", "plot_streams", "plot_timeline", "read_pings", "stream_notifications",
-           "worst_connections"]
+__all__ = ["chain_summary", "latency_percentiles", "plot_keepalive", "plot_latency", "plot_reconnects",
+           "plot_streams", "plot_timeline", "stream_notifications", "worst_connections"]

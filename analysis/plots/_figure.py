@@ -6,9 +6,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from analysis.config import Config
 
-DEFAULT_KEEPALIVE_LIMIT_S = Config().keepalive_limit_s
 C2S_COLOR = "#1f77b4"
 S2C_COLOR = "#ff7f0e"
 ALERT_COLOR = "#d62728"

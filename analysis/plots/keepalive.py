@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.plots._figure import ALERT_COLOR, DEFAULT_KEEPALIVE_LIMIT_S, new_figure, no_data
-from analysis.plots.activity import client_silences
+from analysis.plots._figure import ALERT_COLOR, new_figure, no_data
 
 BINS = 50
 MIN_S = 0.001  # log bins: shorter silences are counted in the first bin
 
 
-def plot_keepalive(cap, *, limit_s: float = DEFAULT_KEEPALIVE_LIMIT_S, silences=None):
-    """Histogram (log-log) of every client silence (open to first activity, between activities,
-    last activity to close), and each connection's longest, with the keep-alive limit drawn."""
+def plot_keepalive(cap, *, limit_s: float | None = None):
+    """Histogram (log-log) of every client silence (`cap.silences`: open to first activity, between
+    activities, last activity to close), and each connection's longest, with the keep-alive limit
+    drawn (default: the limit the capture was analysed with)."""
     title = "Client silences (keep-alive)"
-    silences = client_silences(cap) if silences is None else silences
+    limit_s = cap.config.keepalive_limit_s if limit_s is None else limit_s
+    silences = cap.silences
     if silences.empty:
         return no_data(title, "no client connections")
     values = np.maximum(silences.silence_s.to_numpy(dtype=float), MIN_S)

@@ -6,9 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.plots._figure import (ALERT_COLOR, C2S_COLOR, DEFAULT_KEEPALIVE_LIMIT_S, S2C_COLOR, date_axis,
-                                    new_figure, no_data, short, utc)
-from analysis.plots.activity import client_silences, pings_of
+from analysis.plots._figure import ALERT_COLOR, C2S_COLOR, S2C_COLOR, date_axis, new_figure, no_data, short, utc
 
 LABELLED_VIOLATIONS = 12  # more than this on one row are drawn without their rule names
 C2S_ROW, S2C_ROW = 1.0, 0.0
@@ -27,10 +25,9 @@ def worst_connections(cap, n: int = 1) -> list[str]:
     return ranked.conn.head(n).tolist()
 
 
-def plot_timeline(cap, conns=None, *, limit_s: float = DEFAULT_KEEPALIVE_LIMIT_S, pings=None,
-                  max_connections: int = 6):
+def plot_timeline(cap, conns=None, *, limit_s: float | None = None, max_connections: int = 6):
     """The timeline of one connection id or a list of them (default: the connections with the most
-    violations), stacked, at most `max_connections`. `pings` defaults to those read from the capture files."""
+    violations), stacked, at most `max_connections`; `limit_s` defaults to the capture's keep-alive limit."""
     title = "Connection timeline"
     if conns is None:
         conns = worst_connections(cap, max_connections)
@@ -40,8 +37,8 @@ def plot_timeline(cap, conns=None, *, limit_s: float = DEFAULT_KEEPALIVE_LIMIT_S
     conns = [c for c in conns if c in known][:max_connections]
     if not conns:
         return no_data(title, "no connection to show")
-    pings = pings_of(cap) if pings is None else pings
-    silences = client_silences(cap, pings)
+    limit_s = cap.config.keepalive_limit_s if limit_s is None else limit_s
+    pings, silences = cap.pings, cap.silences
     fig = new_figure(12, 1.0 + 2.2 * len(conns))
     axes = np.atleast_1d(fig.subplots(len(conns), 1, squeeze=False)[:, 0])
     for ax, conn in zip(axes, conns):
@@ -61,8 +58,8 @@ def _connection_row(ax, cap, conn: str, pings, silences, limit_s: float) -> None
         sent = pings[pings.dir == direction]
         ax.plot(utc(sent.t), np.full(len(sent), y + 0.4), "v", color="green", markersize=4, gid=f"pings-{direction}")
     for gap in silences[silences.silence_s > limit_s].itertuples():
-        start, end = pd.to_datetime([gap.start, gap.end], unit="s").to_numpy()
-        limit_at = pd.to_datetime(gap.start + limit_s, unit="s").to_numpy()
+        start, end = utc([gap.start, gap.t])
+        limit_at = utc([gap.start + pd.Timedelta(seconds=limit_s)])[0]
         ax.axvspan(start, end, color=ALERT_COLOR, alpha=0.15, gid="silence-over-limit")
         ax.axvline(limit_at, color=ALERT_COLOR, linestyle="--", linewidth=1, gid="keepalive-limit")
         ax.text(limit_at, 1.75, f" silent {gap.silence_s:.0f} s", color=ALERT_COLOR, fontsize=7, va="top")

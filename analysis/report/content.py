@@ -7,7 +7,6 @@ from typing import Callable
 import pandas as pd
 
 from analysis import plots
-from analysis.config import Config
 from analysis.report.model import Anchor, Code, Heading, Link, Plot, Report, Section, Table, anchor_id
 from analysis.rules import SEVERITIES, SEVERITY_RANK
 
@@ -23,10 +22,9 @@ STAGES = ("summary", "violations", "latency", "slowest requests", "connections",
           "streams", "frames")
 
 
-def build_report(cap, *, keepalive_limit_s: float = Config().keepalive_limit_s,
-                 progress: Callable[[str], None] | None = None) -> Report:
+def build_report(cap, *, progress: Callable[[str], None] | None = None) -> Report:
     """The report of a Capture; `progress(stage)` is called before each of `STAGES`."""
-    return _Builder(cap, keepalive_limit_s, progress or (lambda stage: None)).build()
+    return _Builder(cap, progress or (lambda stage: None)).build()
 
 
 def fmt_time(value) -> str:
@@ -54,8 +52,8 @@ def _payload(text) -> Code | None:
 
 
 class _Builder:
-    def __init__(self, cap, limit_s: float, progress: Callable[[str], None]):
-        self.cap, self.limit_s, self.progress = cap, limit_s, progress
+    def __init__(self, cap, progress: Callable[[str], None]):
+        self.cap, self.limit_s, self.progress = cap, cap.config.keepalive_limit_s, progress
         # Connection ids are untrusted strings: anchors use their position instead.
         self.conn_index = {conn: i for i, conn in enumerate(cap.connections.conn.dropna().unique())}
         self.targets: list[tuple[str, int]] = []  # frames linked from anywhere, in link order

@@ -23,18 +23,17 @@ def report(paths: tuple[str, ...], output: str | None, fmt: str, **options) -> N
     import matplotlib
     matplotlib.use("Agg")
 
-    from analysis import Config, load
+    from analysis import load
     from analysis.report import build_report, render_html, render_markdown
     from analysis.report.content import STAGES
 
-    config = Config.from_options(**options)
     output = output or ("report.md" if fmt == "markdown" else "report.html")
     with _Progress(len(STAGES) + 1) as progress:
         progress("analysing")
-        cap = load(list(paths), **{k: v for k, v in options.items() if v is not None})
+        cap = load(list(paths), **options)
         for d in cap.damage:
             click.echo(str(d), err=True)
-        built = build_report(cap, keepalive_limit_s=config.keepalive_limit_s, progress=progress)
+        built = build_report(cap, progress=progress)
     text = render_markdown(built) if fmt == "markdown" else render_html(built)
     if output == "-":
         click.echo(text, nl=False)
