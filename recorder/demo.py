@@ -31,7 +31,7 @@ class DemoSettings:
             agent_reply_delay=0.3,
             # The one injected fault: now and then a sequence number is skipped.
             sequence_fault="skip",
-            sequence_fault_rate=0.08,
+            sequence_fault_rate=0.03,
             seed=self.seed,
         )
 

@@ -82,6 +82,15 @@ def procs(tmp_path):
     p.stop_all()
 
 
+@pytest.fixture(scope="session")
+def sample_capture(tmp_path_factory) -> Path:
+    """The synthetic capture of tests/sample_capture.py, made once per test run."""
+    from sample_capture import generate
+    path = tmp_path_factory.mktemp("sample") / "sample.jsonl"
+    generate(path)
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _no_proxy_env(monkeypatch):
     # websockets >= 15 follows HTTP(S)_PROXY; every test talks to 127.0.0.1 directly.

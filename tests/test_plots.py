@@ -15,14 +15,13 @@ from analysis import plots
 from analysis.synth import CaptureBuilder
 from conftest import REPO
 
-SAMPLE = REPO / "notebooks" / "data" / "sample.jsonl"
 ALL_PLOTS = [plots.plot_latency, plots.plot_timeline, plots.plot_streams, plots.plot_reconnects,
              plots.plot_keepalive]
 
 
 @pytest.fixture(scope="module")
-def cap():
-    return analysis.load(SAMPLE)
+def cap(sample_capture):
+    return analysis.load(sample_capture)
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from matplotlib.image import imread
 from browser import chromium_binary, open_page
 from conftest import BIN, REPO
 
-SAMPLE = REPO / "notebooks" / "data" / "sample.jsonl"
 SECTIONS = ["summary", "violations", "latency", "slowest", "connections", "reconnects", "keepalive", "streams",
             "frames"]
 # the sample's hostile agent message, as it appears in the JSON text of its frame
@@ -35,9 +34,9 @@ def mwtap(*args, cwd=None, timeout=120) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def html_report(tmp_path_factory):
+def html_report(tmp_path_factory, sample_capture):
     out = tmp_path_factory.mktemp("report") / "report.html"
-    run = mwtap("report", SAMPLE, "-o", out)
+    run = mwtap("report", sample_capture, "-o", out)
     assert run.returncode == 0, run.stderr
     return out, run
 
@@ -69,20 +68,20 @@ def test_payloads_are_escaped_and_nothing_is_loaded_from_outside(html_report):
     assert "<link" not in html.lower() and "@import" not in html
 
 
-def test_report_file_is_private_and_progress_is_not_drawn_without_a_terminal(html_report, tmp_path):
+def test_report_file_is_private_and_progress_is_not_drawn_without_a_terminal(html_report, tmp_path, sample_capture):
     out, run = html_report
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert run.stdout == "" and run.stderr.strip() == f"report written to {out}"
     existing = tmp_path / "old.html"
     existing.write_text("old")
     existing.chmod(0o644)
-    assert mwtap("report", SAMPLE, "-o", existing).returncode == 0
+    assert mwtap("report", sample_capture, "-o", existing).returncode == 0
     assert stat.S_IMODE(existing.stat().st_mode) == 0o600 and "<!DOCTYPE html>" in existing.read_text()
 
 
-def test_progress_bar_on_a_terminal(tmp_path):
+def test_progress_bar_on_a_terminal(tmp_path, sample_capture):
     master, slave = os.openpty()
-    proc = subprocess.Popen([str(BIN / "mwtap"), "report", str(SAMPLE), "-o", str(tmp_path / "r.html")],
+    proc = subprocess.Popen([str(BIN / "mwtap"), "report", str(sample_capture), "-o", str(tmp_path / "r.html")],
                             stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, start_new_session=True)
     os.close(slave)
     seen = b""
@@ -101,9 +100,9 @@ def test_progress_bar_on_a_terminal(tmp_path):
     assert b"100%" in seen and b"frames" in seen and b"report written to" in seen
 
 
-def test_markdown_variant(tmp_path):
+def test_markdown_variant(tmp_path, sample_capture):
     out = tmp_path / "report.md"
-    run = mwtap("report", SAMPLE, "--format", "markdown", "-o", out)
+    run = mwtap("report", sample_capture, "--format", "markdown", "-o", out)
     assert run.returncode == 0, run.stderr
     md = out.read_text()
     for title in ("Summary", "Violations (9)", "Latency", "Slowest requests", "Connections", "Reconnect chains",
@@ -112,7 +111,7 @@ def test_markdown_variant(tmp_path):
     assert html_lib.escape(HOSTILE, quote=False).replace("\\", "\\\\") in md and "<script" not in md
     assert "| unanswered | 1 |" in md
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
-    to_stdout = mwtap("report", SAMPLE, "--format", "markdown", "-o", "-")
+    to_stdout = mwtap("report", sample_capture, "--format", "markdown", "-o", "-")
     assert to_stdout.stdout == md
 
 

@@ -1,19 +1,15 @@
-"""Write notebooks/data/sample.jsonl: a small synthetic capture with the things the notebooks show
-(violations, reconnects after 4401 and 1006, subscription streams, WebSocket pings, a hostile payload).
-
-    python notebooks/data/make_sample.py [OUT]
-"""
+"""A synthetic capture for the plot and report tests, with every thing they draw: violations,
+reconnects after 4401 and 1006, unsubscribed streams, WebSocket pings, long silences, a connection
+open at the end, and a hostile payload. (The notebooks run on a real `mwtap demo` capture.)"""
 
 from __future__ import annotations
 
 import random
-import sys
 import uuid
 from pathlib import Path
 
 from analysis.synth import T0, CaptureBuilder
 
-OUT = Path(__file__).with_name("sample.jsonl")
 LATENCY_MS = {"GetClock": 15, "ms.PublishEvent": 60, "cqm.SubscribeExConversations": 120,
               "ms.SubscribeMessagingEvents": 90, "cm.ConsumerRequestConversation": 250}
 
@@ -150,6 +146,3 @@ def generate(out: Path, seed: int = 6) -> None:
     b.records[1:] = sorted(b.records[1:], key=lambda r: r["t"])
     b.write(out)
 
-
-if __name__ == "__main__":
-    generate(Path(sys.argv[1]) if len(sys.argv) > 1 else OUT)
