@@ -4,6 +4,7 @@ capture, with the facts the demo's misbehaving consumers must produce."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import stat
 import subprocess
@@ -30,7 +31,12 @@ def test_demo_prints_where_everything_went(demo_run):
     out, stdout, _ = demo_run
     assert f"capture:  {out / 'capture.jsonl'}" in stdout
     assert "Violations:" in stdout
-    assert stat.S_IMODE((out / "capture.jsonl").stat().st_mode) == 0o600
+    assert f"report:   {out / 'report.html'}" in stdout
+    for name in ("capture.jsonl", "analysis.txt", "analysis.json", "report.html"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o600, name
+    report = (out / "report.html").read_text()
+    assert "token-not-refreshed" in report
+    assert not re.search(r"eyJ[\w-]+\.[\w-]+\.", report)  # no JWT (the plots' base64 may contain "eyJ")
 
 
 def test_demo_capture_has_every_consumer_and_no_clear_token(demo_run):

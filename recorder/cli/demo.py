@@ -23,9 +23,13 @@ def demo(out_dir: Path | None, duration: float, seed: int) -> None:
 
     import orjson
 
-    from analysis import analyze
-    from analysis.config import Config
+    import matplotlib
+    matplotlib.use("Agg")
+
+    from analysis import load
     from analysis.render import render
+    from analysis.report import build_report, render_html
+    from recorder.cli.report import write_private
     from recorder.demo import DemoSettings, run_demo
 
     out_dir = out_dir or Path(f"mwtap-demo-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -42,12 +46,14 @@ def demo(out_dir: Path | None, duration: float, seed: int) -> None:
         codes = ", ".join(str(c) for c in stats.close_codes)
         click.echo(f"  {name:16} {stats.connections} connection(s), close codes {codes}")
 
-    summary, damage = analyze([str(out_dir / "capture.jsonl")], Config(**settings.analysis_options()))
-    text = render(summary)
-    (out_dir / "analysis.txt").write_text(text)
-    (out_dir / "analysis.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    cap = load(out_dir / "capture.jsonl", **settings.analysis_options())
+    text = render(cap.summary())
+    write_private(out_dir / "analysis.txt", text)
+    write_private(out_dir / "analysis.json", orjson.dumps(cap.summary(), option=orjson.OPT_INDENT_2).decode())
+    write_private(out_dir / "report.html", render_html(build_report(cap)))
     click.echo()
     click.echo(text, nl=False)
     click.echo()
     click.echo(f"capture:  {out_dir / 'capture.jsonl'}")
     click.echo(f"analysis: {out_dir / 'analysis.txt'}, {out_dir / 'analysis.json'}")
+    click.echo(f"report:   {out_dir / 'report.html'}")

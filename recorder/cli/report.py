@@ -38,18 +38,19 @@ def report(paths: tuple[str, ...], output: str | None, fmt: str, **options) -> N
     if output == "-":
         click.echo(text, nl=False)
         return
-    _write_private(output, text)
+    write_private(output, text)
     click.echo(f"report written to {output}", err=True)
 
 
-def _write_private(path: str, text: str) -> None:
+def write_private(path, text: str) -> None:
+    """Write `text` to `path` readable by its owner only (0600, also when the file existed)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, REPORT_MODE)
         os.fchmod(fd, REPORT_MODE)  # also when the file existed with another mode
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
     except OSError as e:
-        raise click.ClickException(f"{path}: cannot write the report ({e.strerror})") from None
+        raise click.ClickException(f"{path}: cannot write ({e.strerror})") from None
 
 
 class _Progress:
