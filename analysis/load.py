@@ -8,6 +8,7 @@ from typing import Any
 from analysis.capture import Damage
 from analysis.config import Config
 from analysis.engine import TABLES, Engine, Sink
+from analysis.imports import SourceLimits
 from analysis.reader import CaptureSet, Paths
 from analysis.summary import Summary
 from analysis.tables import COLUMNS
@@ -26,9 +27,10 @@ def analyze(paths: Paths, config: Config | None = None) -> tuple[dict, list[Dama
     """The summary of one or more captures (what `mwtap analyze --format json` prints) and the damaged lines."""
     config = config or Config()
     captures = CaptureSet(paths)
+    limits = SourceLimits.of(capture.header for capture in captures.files)
     summary = Summary(config.max_violations)
-    engine = run(captures, config, summary)
-    return summary.result(engine, captures), captures.damage
+    engine = run(captures, limits.config(config), summary)
+    return limits.annotate(summary.result(engine, captures)), captures.damage
 
 
 class _Rows:
@@ -79,11 +81,13 @@ def load(paths: Paths, **config) -> Capture:
     """
     cfg = Config.from_options(**config)
     captures = CaptureSet(paths)
+    limits = SourceLimits.of(capture.header for capture in captures.files)
     summary = Summary(cfg.max_violations)
     rows = _Rows(summary)
-    engine = run(captures, cfg, rows)
+    engine = run(captures, limits.config(cfg), rows)
     tables = {name: to_frame(name, rows.tables[name]) for name in TABLES}
-    return Capture(**tables, config=cfg, damage=captures.damage, _summary=summary.result(engine, captures))
+    return Capture(**tables, config=cfg, damage=captures.damage,
+                   _summary=limits.annotate(summary.result(engine, captures)))
 
 
 def to_frame(table: str, rows: list[dict]):

@@ -8,7 +8,8 @@ import itertools
 import os
 from typing import Iterable, Iterator
 
-from analysis.capture import CaptureFile, Damage
+from analysis.capture import Damage
+from analysis.imports import open_capture
 
 Paths = str | os.PathLike | Iterable[str | os.PathLike]
 
@@ -24,7 +25,7 @@ class CaptureSet:
     def __init__(self, paths: Paths):
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
-        self.files = [CaptureFile(os.fspath(p)) for p in paths]
+        self.files = [open_capture(os.fspath(p)) for p in paths]  # captures, HAR or flow files
         self._streams = []
         for capture in self.files:
             records = capture.records()

@@ -1,0 +1,134 @@
+"""Inputs other than mwtap captures, read as captures: HAR files and mitmproxy flow files.
+
+`open_capture(path)` looks at the content (not the extension): an mwtap capture (JSONL header), a
+HAR (JSON object with `log.entries`) or a flow file (tnetstring), and returns an object with the
+interface of `analysis.capture.CaptureFile` (`path`, `header`, `damage`, `unknown_records`, `records()`).
+`SourceLimits` says what such inputs cannot show (close codes, pings) and adjusts the analysis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import os
+import zlib
+from dataclasses import dataclass, field
+from typing import IO, Iterable, Iterator
+
+import orjson
+
+from analysis.capture import CaptureError, CaptureFile, Damage
+from analysis.config import Config
+
+CAPTURE, HAR, FLOWS = "capture", "har", "flows"
+_HEAD = 1 << 16
+
+
+def open_binary(path: str) -> IO[bytes]:
+    """The file's bytes, gunzipped when it is gzip-compressed."""
+    if os.path.isdir(path):
+        raise CaptureError(f"{path}: is a directory, not a capture file")
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise CaptureError(f"{path}: cannot open ({e.strerror})") from e
+    if f.peek(2)[:2] == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=f)  # type: ignore[return-value]
+    return f
+
+
+def detect(path: str) -> str:
+    """`capture`, `har` or `flows`, from the first bytes of the file."""
+    with open_binary(path) as f:
+        try:
+            head = f.read(_HEAD)
+        except (EOFError, gzip.BadGzipFile, zlib.error):
+            return CAPTURE  # the capture reader reports the damage
+    body = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if body[:1].isdigit():
+        return FLOWS
+    if body[:1] != b"{":
+        return CAPTURE
+    try:
+        first = orjson.loads(body.split(b"\n", 1)[0])
+    except orjson.JSONDecodeError:
+        first = None
+    if isinstance(first, dict) and "rec" in first:
+        return CAPTURE
+    return HAR if isinstance(first, dict) and "log" in first or b'"log"' in head else CAPTURE
+
+
+@dataclass
+class ImportedFile:
+    """A HAR or flow file, read whole on the first `records()` (records are sorted by time across
+    connections, which needs them all); each connection's records keep their order."""
+    path: str
+    kind: str
+    header: dict | None = None
+    damage: list[Damage] = field(default_factory=list)
+    unknown_records: dict[str, int] = field(default_factory=dict)
+
+    def records(self) -> Iterator[dict]:
+        from analysis.imports.records import by_time
+        if self.kind == HAR:
+            from analysis.imports.har import HarReader
+            reader = HarReader(self.path, _text(self.path))
+            self.header, connections = reader.read()
+            self.damage.extend(reader.damage)
+        else:
+            from analysis.imports.flows import read_flows
+            self.header, connections = read_flows(self.path, self.damage)
+        return by_time(connections)
+
+
+def _text(path: str) -> str:
+    with open_binary(path) as f:
+        try:
+            data = f.read()
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            raise CaptureError(f"{path}: compressed stream damaged ({e})") from None
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", errors="replace").read()
+
+
+def open_capture(path: str) -> CaptureFile | ImportedFile:
+    kind = detect(path)
+    return CaptureFile(path) if kind == CAPTURE else ImportedFile(path, kind)
+
+
+@dataclass(frozen=True)
+class SourceLimits:
+    """What the inputs cannot show, as notes for the summary and severity changes for the rules that
+    would otherwise report the missing data as misbehaviour (docs/export.md, "What imports cannot show")."""
+    notes: tuple[str, ...] = ()
+    severity: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, headers: Iterable[dict | None]) -> "SourceLimits":
+        sources = [(h or {}).get("source") for h in headers]
+        har, flows = sources.count(HAR), sources.count(FLOWS)
+        if not har and not flows:
+            return cls()
+        every_file = har + flows == len(sources)
+        notes, severity = [], []
+        if har:
+            notes.append(f"close codes and pings not available (HAR, {har} file(s)): its connections end at "
+                         "capture end (an unanswered request may be one whose connection closed first), "
+                         "reconnect rules (token-not-refreshed, fast-reconnect) are not checked")
+        if flows:
+            notes.append(f"pings not available (flows, {flows} file(s))")
+        notes.append("keep-alive silences are counted from messages only"
+                     + (": keepalive-gap is info" if every_file else " in those files"))
+        if every_file:
+            severity.append(("keepalive-gap", "info"))
+        return cls(tuple(notes), tuple(severity))
+
+    def config(self, config: Config) -> Config:
+        """`config` with the severity changes, unless the user chose a severity for that rule."""
+        if not self.severity:
+            return config
+        return dataclasses.replace(config, severity={**dict(self.severity), **config.severity})
+
+    def annotate(self, summary: dict) -> dict:
+        summary["capture"]["notes"].extend(self.notes)
+        return summary

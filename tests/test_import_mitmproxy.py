@@ -1,0 +1,146 @@
+"""Imports of files written by mitmproxy itself: a HAR (`--set hardump=`) and a flow file (`-w`),
+recorded by one mitmdump while a second one (chained behind it) runs the mwtap addon, so all three
+saw the same traffic of the scripted consumer and the built-in server. Their analyses must agree."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+import analysis
+from analysis.capture import CaptureFile
+from conftest import BIN, REPO, Processes, free_port, wait_port
+from recorder.consumer import ConsumerConfig, run_consumer
+from recorder.server import MessagingServer, ServerConfig
+from test_server import FAST
+
+QUICK = dict(message_interval=0.05, read_delay=0.05, reply_timeout=5.0, request_timeout=5.0)
+TIMEOUT = 40
+
+
+async def traffic(server_port: int, proxy_port: int) -> list[list[int | None]]:
+    """Two consumers (header and InitConnection auth) and one refused upgrade, then a consumer whose
+    connections the server closes with 1011 (it reconnects), all through the proxy chain; returns the
+    consumers' close codes."""
+    async with MessagingServer(ServerConfig(**FAST), port=server_port) as server:
+        ws_url = server.url().replace(f":{server_port}/", f":{proxy_port}/")
+        header = run_consumer(ws_url, server.idp_url(), ConsumerConfig(**QUICK, messages=2, auth="header"))
+        init = run_consumer(ws_url, server.idp_url(), ConsumerConfig(**QUICK, messages=2, auth="init",
+                                                                     keepalive="getclock", keepalive_interval=0.2))
+        stats = list(await asyncio.gather(header, init))
+        with pytest.raises(InvalidStatus):
+            async with connect(f"ws://127.0.0.1:{proxy_port}/no/such/endpoint", proxy=None):
+                pass
+    async with MessagingServer(ServerConfig(**FAST, close_after=0.6, close_code=1011), port=server_port) as server:
+        stats.append(await run_consumer(ws_url, server.idp_url(), ConsumerConfig(
+            **QUICK, messages=None, duration=2.0, reconnect_delay=0.3)))
+        await asyncio.sleep(0.5)  # let the consumer's close reach the inner proxy before the server goes away
+    return [s.close_codes for s in stats]
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("chain")
+    procs = Processes(tmp)
+    server_port, inner_port, outer_port = free_port(), free_port(), free_port()
+    mitmdump = [str(BIN / "mitmdump"), "-q", "--listen-host", "127.0.0.1"]
+    inner = procs.start([*mitmdump, "--listen-port", str(inner_port), "--mode", f"reverse:http://127.0.0.1:{server_port}",
+                         "-s", str(REPO / "recorder" / "addon.py"), "--set", f"mwtap_out={tmp / 'cap.jsonl'}"], "inner")
+    outer = procs.start([*mitmdump, "--listen-port", str(outer_port), "--mode", f"reverse:http://127.0.0.1:{inner_port}",
+                         "-w", str(tmp / "flows.mitm"), "--set", f"hardump={tmp / 'traffic.har'}"], "outer")
+    try:
+        wait_port(inner_port, proc=inner)
+        wait_port(outer_port, proc=outer)
+        codes = asyncio.run(asyncio.wait_for(traffic(server_port, outer_port), TIMEOUT))
+    finally:
+        procs.stop(outer)  # the HAR is written when mitmdump exits
+        procs.stop(inner)
+        procs.stop_all()
+    return tmp, codes
+
+
+def pairs_of(cap) -> Counter:
+    p = cap.pairs
+    return Counter(zip(p.id.fillna(""), p.type.fillna(""), p.code.astype("float").fillna(-1), p.status))
+
+
+def test_flow_file_analysis_agrees_with_the_mwtap_capture(recorded):
+    tmp, codes = recorded
+    capture, flows = analysis.load(tmp / "cap.jsonl"), analysis.load(tmp / "flows.mitm")
+    assert pairs_of(flows) == pairs_of(capture) and sum(pairs_of(capture).values()) > 10
+    conns = lambda cap: sorted(zip(cap.connections.state, cap.connections.close_code.astype("float").fillna(-1),
+                                   cap.connections.closed_by.fillna("")))
+    assert conns(flows) == conns(capture)
+    assert sorted(c for c in flows.connections.close_code.dropna()) == sorted(c for cs in codes for c in cs if c)
+    assert (flows.connections.state == "refused").sum() == 1
+    violations = lambda cap: Counter(zip(cap.violations.rule, cap.violations.severity))
+    assert violations(flows) == violations(capture) and violations(capture)[("fast-reconnect", "warning")] == 2
+    notes = flows.summary()["capture"]["notes"]
+    assert any("pings not available (flows" in n for n in notes)
+
+
+def test_har_analysis_agrees_on_pairs_and_says_what_it_cannot_know(recorded):
+    tmp, _ = recorded
+    capture, har = analysis.load(tmp / "cap.jsonl"), analysis.load(tmp / "traffic.har")
+    assert pairs_of(har) == pairs_of(capture)
+    assert (har.connections.state == "open-at-end").sum() == (capture.connections.state == "closed").sum()
+    assert har.connections.close_code.isna().all()
+    assert (har.connections.state == "refused").sum() == 1
+    assert har.reconnects.empty and not capture.reconnects.empty  # no close codes: no reconnect chains
+    assert "fast-reconnect" in set(capture.violations.rule) and har.violations.empty
+    assert har.frames.op.tolist().count("text") == capture.frames.op.tolist().count("text")
+    out = subprocess.run([str(BIN / "mwtap"), "analyze", str(tmp / "traffic.har")], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "close codes and pings not available (HAR" in out.stdout
+
+
+def test_convert_writes_private_captures_without_tokens(recorded):
+    tmp, _ = recorded
+    raw = (tmp / "traffic.har").read_bytes()
+    assert b"eyJ" in raw  # the consumer's JWTs are in the HAR as mitmproxy wrote it
+    for name, source in (("traffic.har", "har"), ("flows.mitm", "flows")):
+        out = tmp / f"{name}.jsonl"
+        run = subprocess.run([str(BIN / "mwtap"), "convert", str(tmp / name), "-o", str(out)],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
+        data = out.read_bytes()
+        assert b"eyJ" not in data and b"[redacted sha256:" in data
+        capture = CaptureFile(str(out))
+        records = list(capture.records())
+        assert capture.header["source"] == source and capture.header["version"] == 1
+        assert (capture.header["mitmproxy"] is None) == (source == "har") or capture.header["mitmproxy"]
+        assert any(r["rec"] == "msg" and r.get("redacted") for r in records)
+        assert pairs_of(analysis.load(out)) == pairs_of(analysis.load(tmp / name))
+        again = subprocess.run([str(BIN / "mwtap"), "convert", str(tmp / name), "-o", str(out)],
+                               capture_output=True, text=True, timeout=60)
+        assert again.returncode == 1 and "exists" in again.stderr and "Traceback" not in again.stderr
+        forced = subprocess.run([str(BIN / "mwtap"), "convert", str(tmp / name), "-o", str(out), "--force"],
+                                capture_output=True, text=True, timeout=60)
+        assert forced.returncode == 0 and out.read_bytes() == data
+
+
+@pytest.mark.parametrize("name", ["flows.mitm", "traffic.har"])
+def test_truncated_files_are_read_up_to_the_damage(recorded, tmp_path, name):
+    tmp, _ = recorded
+    whole = (tmp / name).read_bytes()
+    cut = tmp_path / ("cut-" + name)
+    cut.write_bytes(whole[:len(whole) * 2 // 3])
+    full, part = analysis.load(tmp / name), analysis.load(cut)
+    assert 0 < len(part.connections) < len(full.connections) + 1 and len(part.frames) < len(full.frames)
+    assert [d.path for d in part.damage] == [str(cut)]
+    out = subprocess.run([str(BIN / "mwtap"), "analyze", "--format", "json", str(cut)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "Traceback" not in out.stderr
+    assert out.stderr.startswith(f"{cut}:") and "damaged" in out.stderr
+    assert orjson.loads(out.stdout)["capture"]["damaged_lines"] == 1
