@@ -17,6 +17,8 @@ from typing import Any, Iterator
 
 import orjson
 
+from analysis.frame import lift_body
+
 FORMAT = "mwtap-capture"
 VERSION = 1
 
@@ -73,6 +75,7 @@ def lift_index(payload: Any) -> dict:
         sid = body.get("subscriptionId")
         if isinstance(sid, str):
             out["subscriptionId"] = sid
+    out.update(lift_body(out.get("type"), body))
     return out
 
 

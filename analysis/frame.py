@@ -20,12 +20,13 @@ class Frame:
     `payload` parses the text on first use only: most analyzers work from the index fields the
     recorder lifted to the top level of the record.
     """
-    __slots__ = ("rec", "category", "_payload")
+    __slots__ = ("rec", "category", "_payload", "_lifted")
 
     def __init__(self, rec: dict, category: str | None, payload: Any = _UNPARSED):
         self.rec = rec
         self.category = category
         self._payload = payload
+        self._lifted = False
 
     @property
     def payload(self) -> Any:
@@ -40,6 +41,18 @@ class Frame:
         if payload is _UNPARSED:
             payload = self._payload = parse_payload(self.rec)
         return payload.get("body") if payload.__class__ is dict else None
+
+    def lifted(self, key: str) -> Any:
+        """A body index field (`dialogId`, `event`, `events`, …; see `lift_body`). Captures written
+        before these fields existed do not carry them: the payload is then parsed and lifted here,
+        by the same function the recorder uses, so both give the same values."""
+        rec = self.rec
+        value = rec.get(key)
+        if value is None and not self._lifted:
+            self._lifted = True
+            rec.update(lift_body(rec.get("type"), self.body))
+            value = rec.get(key)
+        return value
 
 
 def parse_payload(rec: dict) -> Any:
@@ -83,3 +96,45 @@ def messaging_changes(type_: str, body: Any) -> list[dict]:
 def type_is(type_: str | None, name: str) -> bool:
     """Whether a request type is `name` under any of its prefixes (cqm., .ams.aam., .ams.ms., …)."""
     return type_ is not None and (type_ == name or type_.endswith("." + name))
+
+
+def _scalar(value: Any) -> Any:
+    """A JSON string, number, boolean or null as it is; an object or array as null."""
+    return None if value.__class__ is dict or value.__class__ is list else value
+
+
+def _event_entry(change: dict) -> list:
+    """[dialogId, conversationId, sequence, event type, status, originator, role, serverTimestamp]."""
+    event = change.get("event")
+    if event.__class__ is not dict:
+        event = {}
+    meta = change.get("originatorMetadata")
+    dialog, sequence = change.get("dialogId"), change.get("sequence")
+    return [dialog if dialog.__class__ is str else None, _scalar(change.get("conversationId")),
+            sequence if sequence.__class__ is int else None, _scalar(event.get("type")),
+            _scalar(event.get("status") or event.get("chatState")),
+            _scalar(change.get("originatorId") or change.get("originatorPId")),
+            _scalar(meta.get("role")) if meta.__class__ is dict else None, _scalar(change.get("serverTimestamp"))]
+
+
+def lift_body(type_: Any, body: Any) -> dict:
+    """The body index fields of a message (docs/capture-format.md, "Body index fields")."""
+    out: dict[str, Any] = {}
+    if type_.__class__ is str and is_messaging_notification(type_):
+        out["events"] = [_event_entry(change) for change in messaging_changes(type_, body)]
+    if body.__class__ is not dict:
+        return out
+    for key in ("dialogId", "conversationId"):
+        value = body.get(key)
+        if value.__class__ is str:
+            out[key] = value
+    sequence = body.get("sequence")
+    if sequence.__class__ is int:
+        out["sequence"] = sequence
+    if type_is(type_, "PublishEvent"):
+        event = body.get("event")
+        if event.__class__ is not dict:
+            event = {}
+        out["event"] = [_scalar(event.get("type")), _scalar(event.get("status")),
+                        [s for s in as_list(event.get("sequenceList")) if _scalar(s) is not None]]
+    return out

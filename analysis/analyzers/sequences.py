@@ -7,8 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from analysis.engine import Analyzer
-from analysis.frame import (Frame, as_list, is_conversation_notification, is_messaging_notification,
-                            messaging_changes, type_is)
+from analysis.frame import Frame, as_list, is_conversation_notification, is_messaging_notification, type_is
 from analysis.histogram import LogHistogram
 from analysis.identity import header_token, init_connection_token
 from analysis.rules import INFO
@@ -83,9 +82,9 @@ class Sequences(Analyzer):
         if type_is(type_, "PublishEvent"):
             self._publish(frame)
         elif type_is(type_, "SubscribeMessagingEvents"):
-            body = frame.body
-            if isinstance(body, dict) and isinstance(body.get("dialogId"), str):
-                self.conns[frame.rec["conn"]].dialogs[body["dialogId"]] = _Dialog(frame.rec["t"])
+            dialog = frame.lifted("dialogId")
+            if dialog is not None:
+                self.conns[frame.rec["conn"]].dialogs[dialog] = _Dialog(frame.rec["t"])
         elif type_is(type_, "UpdateConversationField"):
             self._close_request(frame)
         elif type_is(type_, "InitConnection"):
@@ -94,14 +93,14 @@ class Sequences(Analyzer):
                 self.conns[frame.rec["conn"]].own_ids.add(token.sub)
 
     def _publish(self, frame: Frame) -> None:
-        rec, body = frame.rec, frame.body
-        if not isinstance(body, dict):
+        event = frame.lifted("event")
+        if event is None:  # the body is not an object
             return
+        rec = frame.rec
         state = self.conns[rec["conn"]]
-        dialog, conversation, event = body.get("dialogId"), body.get("conversationId"), body.get("event")
-        event = event if isinstance(event, dict) else {}
-        event_type = event.get("type")
-        if event_type != CHAT_STATE:
+        dialog, conversation = rec.get("dialogId"), rec.get("conversationId")
+        event_type, status, sequences = event
+        if event_type != CHAT_STATE and (self.closed_dialogs or self.closed_conversations):
             closed = [f"dialog {dialog!r} closed {rec['t'] - self.closed_dialogs[dialog]:.1f} s earlier"
                       if dialog in self.closed_dialogs else None,
                       f"conversation {conversation!r} closed {rec['t'] - self.closed_conversations[conversation]:.1f}"
@@ -110,11 +109,11 @@ class Sequences(Analyzer):
             if closed:
                 self.ctx.violation("publish-after-close", rec["conn"], rec["t"], rec.get("n"),
                                    f"{event_type} published to {closed[0]}")
-        if event_type == "AcceptStatusEvent" and event.get("status") in ("ACCEPT", "READ"):
-            for seq in as_list(event.get("sequenceList")):
+        if event_type == "AcceptStatusEvent" and status in ("ACCEPT", "READ"):
+            for seq in sequences:
                 expect = state.awaiting.get((dialog, seq))
                 if expect is not None:
-                    self._acknowledged(rec, state, expect, event["status"])
+                    self._acknowledged(rec, state, expect, status)
         if rec.get("id") is not None:
             state.publishes[rec["id"]] = (dialog, event_type)
 
@@ -165,10 +164,10 @@ class Sequences(Analyzer):
         ok = code.__class__ is int and code < 400
         publish = state.publishes.pop(req_id, None)
         if publish is not None:
-            body = frame.body
-            seq = body.get("sequence") if isinstance(body, dict) else None
-            if ok and publish[1] != CHAT_STATE and seq.__class__ is int:
-                self._own_published(state, publish[0], seq)
+            if ok and publish[1] != CHAT_STATE:
+                seq = frame.lifted("sequence")
+                if seq is not None:
+                    self._own_published(state, publish[0], seq)
             return
         close = state.closes.pop(req_id, None)
         if close is not None and ok:
@@ -199,8 +198,8 @@ class Sequences(Analyzer):
         type_ = frame.rec.get("type")
         if is_messaging_notification(type_):
             state = self.conns[frame.rec["conn"]]
-            for change in messaging_changes(type_, frame.body):
-                self._change(state, frame.rec, change)
+            for event in frame.lifted("events"):
+                self._change(state, frame.rec, event)
         elif is_conversation_notification(type_) and (
                 "CLOSE" in frame.rec.get("text", "") or self.closed_dialogs or self.closed_conversations):
             self._conversation_changes(frame)
@@ -229,26 +228,18 @@ class Sequences(Analyzer):
         elif state == "OPEN":
             closed.pop(key, None)
 
-    def _change(self, state: _SeqConn, rec: dict, change: dict) -> None:
-        dialog = change.get("dialogId")
-        if not isinstance(dialog, str):
+    def _change(self, state: _SeqConn, rec: dict, event: list) -> None:
+        """One entry of the `events` index field (see `analysis.frame.lift_body`)."""
+        dialog, conversation, seq, event_type, status, originator, role, stamp = event
+        if dialog is None:
             return
         d = state.dialogs.get(dialog)
         if d is None:
             d = state.dialogs[dialog] = _Dialog()
-        seq = change.get("sequence")
-        seq = seq if seq.__class__ is int else None
-        originator = change.get("originatorId") or change.get("originatorPId")
-        meta = change.get("originatorMetadata")
-        role = meta.get("role") if isinstance(meta, dict) else None
         if originator is not None and (role == "CONSUMER" or (seq is not None and (dialog, seq) in state.echoes)):
             state.own_ids.add(originator)
             state.echoes.discard((dialog, seq))
         own = originator in state.own_ids
-        event = change.get("event")
-        event = event if isinstance(event, dict) else {}
-        event_type = event.get("type")
-        stamp = change.get("serverTimestamp")
         history = (d.subscribed_t is not None and isinstance(stamp, (int, float))
                    and stamp / 1000.0 < d.subscribed_t - HISTORY_SLACK_S)
         counts = self.counts
@@ -259,8 +250,8 @@ class Sequences(Analyzer):
         row = None
         if self.rows is not None:
             row = {"conn": rec["conn"], "t": rec["t"], "frame": rec.get("n"), "dialog_id": dialog,
-                   "conversation_id": change.get("conversationId"), "sequence": seq, "event_type": event_type,
-                   "status": event.get("status") or event.get("chatState"), "originator_id": originator,
+                   "conversation_id": conversation, "sequence": seq, "event_type": event_type,
+                   "status": status, "originator_id": originator,
                    "originator_role": role, "own": own, "history": history, "accept_ms": None, "read_ms": None}
         if seq is not None and not own and not history and event_type in CONTENT_EVENTS:
             counts["from_others"] += 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from analysis.engine import Analyzer
-from analysis.frame import Frame, is_messaging_notification, messaging_changes, type_is
+from analysis.frame import Frame, is_messaging_notification, type_is
 from analysis.rules import INFO
 
 CONVERSATIONS = "conversations"
@@ -56,9 +56,8 @@ class Streams(Analyzer):
         elif type_is(type_, "SubscribeExConversations"):
             pending[req_id] = (CONVERSATIONS, type_, rec["t"], rec.get("n"), None)
         elif type_is(type_, "SubscribeMessagingEvents"):
-            body = frame.body
-            dialog = body.get("dialogId") if isinstance(body, dict) else None
-            if isinstance(dialog, str):
+            dialog = frame.lifted("dialogId")
+            if dialog is not None:
                 pending[req_id] = (MESSAGING, type_, rec["t"], rec.get("n"), dialog)
 
     def response(self, frame: Frame) -> None:
@@ -104,9 +103,8 @@ class Streams(Analyzer):
                     return
             self._count(stream, rec)
         elif is_messaging_notification(rec.get("type")):
-            dialogs = {c.get("dialogId") for c in messaging_changes(rec["type"], frame.body)}
-            for dialog in dialogs:
-                if not isinstance(dialog, str):
+            for dialog in dict.fromkeys(event[0] for event in frame.lifted("events")):
+                if dialog is None:
                     continue
                 stream = state.dialogs.get(dialog)
                 if stream is None:
