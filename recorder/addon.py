@@ -3,8 +3,11 @@
     mitmdump -s recorder/addon.py --mode reverse:http://HOST:PORT --set mwtap_out=cap.jsonl
 
 Options: `mwtap_out` (capture path; nothing is written while empty), `mwtap_redact` (default
-true), `mwtap_rotate_mb` (0 = one file), `mwtap_max_payload` (bytes kept per message), and
-`mwtap_live` (report protocol violations as they happen; recorder/live.py).
+true), `mwtap_rotate_mb` (0 = one file), `mwtap_max_payload` (bytes kept per message),
+`mwtap_force` (write into a world-writable directory anyway), and `mwtap_live` (report protocol
+violations as they happen; recorder/live.py). Add `--set connection_strategy=lazy` (what `mwtap
+record` uses) to have an unreachable upstream recorded as `refused`: with mitmproxy's default
+(eager) the client connection is closed before any request is read, so there is nothing to record.
 
 Hooks run on mitmproxy's event loop and every message waits for them, so the per-message path
 is kept small: build the record, redact only when a cheap substring check says so, append it to
@@ -17,10 +20,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
+import stat
 import time
 import uuid
 from collections import Counter
 from importlib.metadata import version as package_version
+from pathlib import Path
 from typing import Callable, Iterable
 
 from mitmproxy import ctx, exceptions, http
@@ -74,6 +80,20 @@ def _is_upgrade(request: http.Request) -> bool:
     return "websocket" in request.headers.get("upgrade", "").lower()
 
 
+def _check_private_directory(path: Path) -> None:
+    """Refuse a directory every user may write to (mode o+w, /tmp included): another user can plant
+    files there, e.g. a symlink named like the next rotated part, which the recorder would follow."""
+    directory = path.parent
+    try:
+        mode = os.stat(directory).st_mode
+    except OSError:
+        return  # creating the file reports the problem
+    if mode & stat.S_IWOTH:
+        raise exceptions.OptionsError(
+            f"mwtap_out: {directory} is writable by every user (mode {stat.S_IMODE(mode):o}); choose a private "
+            f"directory for {path.name}, or write there anyway with --force (mitmdump: --set mwtap_force=true)")
+
+
 class Recorder:
     """Records WebSocket connections; every record goes to the capture file and to `observers`."""
 
@@ -107,6 +127,8 @@ class Recorder:
         loader.add_option("mwtap_rotate_mb", int, 0, "mwtap: start a new capture part every N MiB (0 = never).")
         loader.add_option("mwtap_max_payload", int, DEFAULT_MAX_PAYLOAD,
                           "mwtap: bytes of each message kept in the capture (longer ones are truncated).")
+        loader.add_option("mwtap_force", bool, False,
+                          "mwtap: write the capture even into a world-writable directory (such as /tmp).")
         self._pings.install()
 
     def configure(self, updated: set[str]) -> None:
@@ -126,6 +148,8 @@ class Recorder:
             self.writer = None
         if not path:
             return
+        if not ctx.options.mwtap_force:
+            _check_private_directory(Path(path))
         self._started = time.time()
         try:
             self.writer = CaptureWriter(path, self._header, rotate_bytes=rotate_bytes)

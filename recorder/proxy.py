@@ -22,6 +22,7 @@ from recorder.addon import Observer, Recorder
 from recorder.live import LiveCheck
 
 STARTUP_TIMEOUT = 20.0
+CLOSE_TIMEOUT = 5.0  # seconds to wait for client connections to end after mitmproxy stopped
 
 
 def upstream_mode(upstream: str) -> str:
@@ -48,13 +49,14 @@ class RecordingProxy:
 
     `upstream` is ws://host:port or wss://host:port (reverse proxy); or give `mode`, any
     mitmproxy mode string such as "regular", with `upstream=None`. `recorder` is the addon (its
-    counters: messages, written, dropped, errors).
+    counters: messages, written, dropped, errors). `force` writes even into a world-writable
+    directory (refused otherwise, see the addon's `mwtap_force`).
     """
 
     def __init__(self, upstream: str | None, out: Path | str, listen_host: str = "127.0.0.1", listen_port: int = 0,
                  mode: str | None = None, redact: bool = True, rotate_mb: int = 0,
                  max_payload: int = DEFAULT_MAX_PAYLOAD, observers: Iterable[Observer] = (),
-                 live: Callable[[str], None] | None = None):
+                 live: Callable[[str], None] | None = None, force: bool = False):
         if (upstream is None) == (mode is None):
             raise ValueError("give either upstream (ws://HOST:PORT) or mode, not both")
         self.mode = upstream_mode(upstream) if upstream is not None else mode
@@ -62,7 +64,7 @@ class RecordingProxy:
         self.listen_host = listen_host
         self.listen_port = listen_port
         self.settings = {"mwtap_out": str(self.out), "mwtap_redact": redact, "mwtap_rotate_mb": rotate_mb,
-                         "mwtap_max_payload": max_payload}
+                         "mwtap_max_payload": max_payload, "mwtap_force": force}
         self.recorder = Recorder(observers)
         self.live = LiveCheck(self.recorder, report=live) if live is not None else None
         if self.live is not None:
@@ -77,7 +79,9 @@ class RecordingProxy:
         ready = _Ready()
         master.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig(),
                           self.recorder, *([self.live] if self.live else []), ready)
-        opts.update(**self.settings)
+        # lazy: the upstream is contacted once the upgrade request is read, so an unreachable one
+        # gives a flow with an error (a `refused` record) instead of a silently closed client.
+        opts.update(connection_strategy="lazy", **self.settings)
         self._master = master
         self._task = asyncio.create_task(master.run())
         waiter = asyncio.create_task(ready.event.wait())
@@ -101,6 +105,24 @@ class RecordingProxy:
         self._master.shutdown()
         try:
             await self._task
+            await self._end_connections()
         finally:
             self._master = None
             self._task = None
+
+    async def _end_connections(self) -> None:
+        """End the client connections mitmproxy leaves open after it stopped.
+
+        Left alone, `asyncio.run` cancels their tasks on exit and asyncio logs each cancellation
+        with a CancelledError traceback. Cancelling the client's I/O task is what mitmproxy's own
+        inactivity timeout does: the connection handler then finishes normally.
+        """
+        server = self._master.addons.get("proxyserver")
+        for handler in list(server.connections.values()):
+            io = handler.transports.get(handler.client)
+            if io is not None and io.handler is not None:
+                io.handler.cancel("recorder stopped")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_TIMEOUT
+        while server.connections and loop.time() < deadline:
+            await asyncio.sleep(0.01)

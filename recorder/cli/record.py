@@ -34,7 +34,7 @@ def is_loopback(host: str) -> bool:
               "(reverse proxy; clients connect to --listen instead).")
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT",
               help="Where the proxy listens; port 0 picks a free port (printed).")
-@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+@click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
               help="Capture file to create (JSONL, mode 0600; never overwritten).")
 @click.option("--mode", metavar="MODE", help="A mitmproxy mode instead of --upstream, e.g. 'regular' "
               "(clients use the proxy as their HTTP proxy).")
@@ -45,8 +45,10 @@ def is_loopback(host: str) -> bool:
               metavar="BYTES", help="Bytes kept of each message; longer ones are truncated (size keeps the length).")
 @click.option("--live", is_flag=True, help="Check the Messaging Window protocol while recording and print each "
               "violation the moment it happens (time, connection, severity, rule, message).")
+@click.option("--force", is_flag=True, help="Write OUT even into a directory every user may write to (such as "
+              "/tmp), which is refused otherwise.")
 def record(upstream: str | None, listen: str, out: Path, mode: str | None, rotate_mb: int, no_redact: bool,
-           max_payload: int, live: bool) -> None:
+           max_payload: int, live: bool, force: bool) -> None:
     """Relay WebSocket connections through mitmproxy and record every frame to OUT.
 
     Stop with Ctrl-C (or SIGTERM): everything is flushed and a summary is printed.
@@ -60,6 +62,8 @@ def record(upstream: str | None, listen: str, out: Path, mode: str | None, rotat
     if no_redact:
         click.echo("mwtap record: warning: --no-redact: tokens and cookies are written to the capture in clear",
                    err=True)
+    if out.is_dir():
+        raise click.ClickException(f"{out}: is a directory; -o names the capture file to create")
     if out.exists():
         raise click.ClickException(f"{out}: exists; mwtap never overwrites a capture")
 
@@ -68,13 +72,13 @@ def record(upstream: str | None, listen: str, out: Path, mode: str | None, rotat
     from mitmproxy.exceptions import OptionsError
 
     try:
-        asyncio.run(_run(upstream, out, host, port, mode, not no_redact, rotate_mb, max_payload, live))
+        asyncio.run(_run(upstream, out, host, port, mode, not no_redact, rotate_mb, max_payload, live, force))
     except (OptionsError, OSError, ValueError) as e:
         raise click.ClickException(str(e)) from None
 
 
 async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str | None, redact: bool,
-               rotate_mb: int, max_payload: int, live: bool) -> None:
+               rotate_mb: int, max_payload: int, live: bool, force: bool) -> None:
     import asyncio
     import logging
     import signal
@@ -92,7 +96,7 @@ async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str 
         loop.add_signal_handler(sig, stop.set)
     proxy = RecordingProxy(upstream, out, listen_host=host, listen_port=port, mode=mode, redact=redact,
                            rotate_mb=rotate_mb, max_payload=max_payload,
-                           live=(lambda line: click.echo(f"mwtap live: {line}")) if live else None)
+                           live=(lambda line: click.echo(f"mwtap live: {line}")) if live else None, force=force)
     async with proxy:
         target = upstream if upstream else f"mode {mode}"
         click.echo(f"mwtap record: listening on {host}:{proxy.port} -> {target}; writing {out}")

@@ -1,0 +1,100 @@
+"""Every mwtap command that reads or writes files, given a bad file: a one-line error naming the
+file and a non-zero exit, never a traceback (each a real subprocess)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from analysis.capture import dumps
+from analysis.synth import CaptureBuilder
+from conftest import BIN
+from recorder.cli import COMMANDS
+
+GET_CLOCK = {"kind": "req", "id": "1", "type": "GetClock"}
+
+
+def good_capture(path: Path) -> Path:
+    b = CaptureBuilder()
+    b.open("c1", 1.0, token=None)
+    b.c2s("c1", 1.1, GET_CLOCK)
+    b.close("c1", 2.0)
+    b.write(path)
+    return path
+
+
+def bad_input(kind: str, tmp_path: Path) -> Path:
+    path = tmp_path / f"{kind}.jsonl"
+    if kind == "missing":
+        return path
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "not-a-capture":
+        path.write_bytes(b"id,name\n1,alice\n")
+    elif kind == "newer-version":
+        path.write_bytes(dumps({"rec": "header", "t": 1.0, "format": "mwtap-capture", "version": 99,
+                                "recording": "r", "part": 1}))
+    return path
+
+
+INPUTS = ["missing", "directory", "empty", "not-a-capture", "newer-version"]
+
+# How each command takes an input file: arguments around BAD (the file under test).
+COMMAND_ARGS = {
+    "analyze": lambda bad, good, tmp: ["analyze", bad],
+    "analyze-second-file": lambda bad, good, tmp: ["analyze", good, bad],
+    "report": lambda bad, good, tmp: ["report", bad, "-o", tmp / "report.html"],
+    "replay": lambda bad, good, tmp: ["replay", bad, "--target", "ws://127.0.0.1:9", "-o", tmp / "replay.jsonl"],
+    "replay-as-server": lambda bad, good, tmp: ["replay", "--as-server", bad, "--listen", "127.0.0.1:0"],
+    "diff-recorded": lambda bad, good, tmp: ["diff", bad, good],
+    "diff-replayed": lambda bad, good, tmp: ["diff", good, bad],
+    "convert": lambda bad, good, tmp: ["convert", bad, "-o", tmp / "converted.jsonl"],
+    "export": lambda bad, good, tmp: ["export", bad, "--parquet", tmp / "parquet"],
+}
+AVAILABLE = [name for name in COMMAND_ARGS if name.split("-")[0] in COMMANDS
+             and (Path(__file__).parent.parent / (COMMANDS[name.split("-")[0]].split(":")[0].replace(".", "/") + ".py")).exists()]
+
+
+def run_mwtap(args: list) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "mwtap"), *map(str, args)], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess, name: str) -> None:
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode not in (0, None), done
+    assert "Traceback" not in done.stderr and "Traceback" not in done.stdout, done.stderr
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("Error: ") and name in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("kind", INPUTS)
+@pytest.mark.parametrize("command", AVAILABLE)
+def test_bad_input_file_is_a_one_line_error(command, kind, tmp_path):
+    bad = bad_input(kind, tmp_path)
+    good = good_capture(tmp_path / "good.jsonl")
+    assert_one_line_error(run_mwtap(COMMAND_ARGS[command](bad, good, tmp_path)), bad.name)
+
+
+def test_every_file_command_is_covered():
+    takes_no_file = {"serve", "demo", "record"}  # record's output is tested below
+    assert set(COMMANDS) - takes_no_file <= {name.split("-")[0] for name in COMMAND_ARGS}
+
+
+@pytest.mark.parametrize("out_kind", ["exists", "directory", "missing-directory"])
+def test_record_refuses_an_unusable_output_with_one_line(out_kind, tmp_path):
+    out = {"exists": tmp_path / "old.jsonl", "directory": tmp_path / "dir.jsonl",
+           "missing-directory": tmp_path / "nowhere" / "cap.jsonl"}[out_kind]
+    if out_kind == "exists":
+        good_capture(out)
+    elif out_kind == "directory":
+        out.mkdir()
+    before = out.read_bytes() if out_kind == "exists" else None
+    done = run_mwtap(["record", "--upstream", "ws://127.0.0.1:9", "--listen", "127.0.0.1:0", "-o", out])
+    assert_one_line_error(done, out.name)
+    if before is not None:
+        assert out.read_bytes() == before
