@@ -11,6 +11,9 @@ from analysis.config import Config
 from analysis.frame import NOTIFICATION, REQ, RESP, Frame
 from analysis.rules import RULES, Violation
 
+ROUTES_KEPT = 4096
+_CATEGORY_HOOKS = {REQ: "request", RESP: "response", NOTIFICATION: "notification"}
+
 TABLES = ("frames", "pairs", "streams", "sequences", "keepalive", "silences", "pings", "connections", "reconnects",
           "violations")
 
@@ -83,6 +86,11 @@ class Analyzer:
         self.ctx = ctx
         self.config = ctx.config
 
+    def wants(self, hook: str, direction: str, type_: str | None) -> bool:
+        """Whether the message hook `hook` ("message", "request", …) needs messages of this direction
+        and type. Asked once per combination (the engine routes by it), so it must not depend on state."""
+        return True
+
     def open(self, rec: dict) -> None: ...
     def refused(self, rec: dict) -> None: ...
     def message(self, frame: Frame) -> None: ...
@@ -119,12 +127,12 @@ class Engine:
         self._timers = self.ctx.timers
         from analysis.analyzers.framing import Framing
         self.framing = Framing(self.ctx)
+        self.classify = self.framing.classify
         self.analyzers = [cls(self.ctx) for cls in (analyzers or default_analyzers())]
         hooks = {name: [getattr(a, name) for a in self.analyzers
                         if getattr(type(a), name) is not getattr(Analyzer, name)] for name in Analyzer.HOOKS}
         self._hooks = hooks
-        self._routes = {category: tuple(hooks["message"] + hooks[name]) for category, name in
-                        ((REQ, "request"), (RESP, "response"), (NOTIFICATION, "notification"), (None, "message"))}
+        self._routes: dict[tuple, tuple] = {}  # (dir, category, type) -> the hooks that want such messages
         self._dispatch = {OPEN: self._open, CLOSE: self._close, PING: self._ping,
                           PONG: self._pong, REFUSED: self._refused, DROP: self._drop}
         self.open_conns: dict[str, float] = {}
@@ -146,12 +154,27 @@ class Engine:
             if t >= self._timers.next_due:
                 self._timers.run_until(t)
         kind = rec.get("rec")
-        if kind == MSG:  # the hot path: most records are messages
-            self._msg(rec)
+        if kind != MSG:
+            handler = self._dispatch.get(kind)
+            if handler is not None:
+                handler(rec)
             return
-        handler = self._dispatch.get(kind)
-        if handler is not None:
-            handler(rec)
+        # The hot path (most records are messages), inlined.
+        if rec.get("conn") not in self.open_conns and self._known_conn(rec) is None:
+            return
+        direction = rec.get("dir")
+        if direction != "c2s" and direction != "s2c":
+            self.malformed_records += 1
+            return
+        self.frames += 1
+        frame = self.classify(rec)
+        type_ = rec.get("type")
+        key = (direction, frame.category, type_ if type_.__class__ is str else None)
+        hooks = self._routes.get(key)
+        if hooks is None:
+            hooks = self._route(key)
+        for hook in hooks:
+            hook(frame)
 
     def advance(self, t: float) -> None:
         """Let the clock reach `t` without a record (live checking): deadlines up to `t` fire."""
@@ -185,16 +208,15 @@ class Engine:
             self._open({"rec": OPEN, "t": rec["t"], "conn": conn, "implicit": True})
         return conn
 
-    def _msg(self, rec: dict) -> None:
-        if rec.get("conn") not in self.open_conns and self._known_conn(rec) is None:
-            return
-        if rec.get("dir") not in ("c2s", "s2c"):
-            self.malformed_records += 1
-            return
-        self.frames += 1
-        frame = self.framing.classify(rec)
-        for hook in self._routes[frame.category]:
-            hook(frame)
+    def _route(self, key: tuple) -> tuple:
+        direction, category, type_ = key
+        names = ["message"] + ([] if category is None else [_CATEGORY_HOOKS[category]])
+        hooks = tuple(getattr(analyzer, name) for name in names for analyzer in self.analyzers
+                      if getattr(analyzer, name) in self._hooks[name] and analyzer.wants(name, direction, type_))
+        if len(self._routes) >= ROUTES_KEPT:  # a capture with endless distinct types: stay bounded
+            self._routes.clear()
+        self._routes[key] = hooks
+        return hooks
 
     def _open(self, rec: dict) -> None:
         conn = rec.get("conn")

@@ -20,17 +20,15 @@ def _ms(value: float | None) -> float | None:
 
 
 class Summary:
-    """A sink that aggregates the tables with one row per connection, request or subscription
-    (messaging counts come from the analyzer itself: `Engine.stats()`)."""
+    """A sink that aggregates the tables with one row per connection or subscription (request and
+    messaging counts and latencies come from the analyzers themselves: `Engine.stats()`, so no row
+    per request or per event is built for the summary)."""
 
     def __init__(self, max_violations: int = 1000):
         self.max_violations = max_violations
         self.connections: list[dict] = []
         self.refused = 0
         self.max_gap: dict[str, float] = {}
-        self.requests = dict.fromkeys(("total", "answered", "unanswered", "open_at_end", "late",
-                                       "orphan_responses", "error_responses"), 0)
-        self.latency: dict[str, LogHistogram] = {}
         self.subscriptions: list[dict] = []
         self.reconnects = dict.fromkeys(("total", "after_token_close", "fresh_token", "same_token"), 0)
         self.violations: dict[str, list[dict]] = {s: [] for s in SEVERITIES}
@@ -40,25 +38,6 @@ class Summary:
 
     def adder(self, table: str):
         return getattr(self, "_" + table, None)  # tables it does not aggregate are not even built
-
-    def _pairs(self, row: dict) -> None:
-        status, requests = row["status"], self.requests
-        if status == "orphan":
-            requests["orphan_responses"] += 1
-            return
-        requests["total"] += 1
-        if status == "answered":
-            requests["answered"] += 1
-            histogram = self.latency.get(row["type"])
-            if histogram is None:
-                histogram = self.latency[row["type"]] = LogHistogram()
-            histogram.add(row["latency_ms"])
-            if row["error"]:
-                requests["error_responses"] += 1
-        else:
-            requests["unanswered" if status == "unanswered" else "open_at_end"] += 1
-        if row["late"]:
-            requests["late"] += 1
 
     def _connections(self, row: dict) -> None:
         if row["state"] == "refused":
@@ -102,7 +81,9 @@ class Summary:
         damage = captures.damage if captures else []
         unknown = captures.unknown_records if captures else {}
         listed = [v for severity in SEVERITIES for v in self.violations[severity]][:self.max_violations]
-        messaging = engine.stats()["messaging"]
+        stats = engine.stats()
+        messaging: dict = stats["messaging"]
+        latency: dict[str | None, LogHistogram] = stats["latency"]
         notes = []
         if engine.drops:
             notes.append(f"capture is incomplete: the recorder lost {engine.dropped_records} record(s) "
@@ -124,10 +105,10 @@ class Summary:
                 "unknown_records": unknown, "notes": notes,
             },
             "connections": [self._connection(row) for row in self.connections],
-            "requests": dict(self.requests),
+            "requests": stats["requests"],
             "latency": {type_: {"count": h.count, "p50_ms": _ms(h.percentile(50)), "p90_ms": _ms(h.percentile(90)),
                                 "p99_ms": _ms(h.percentile(99)), "max_ms": _ms(h.max)}
-                        for type_, h in sorted(self.latency.items(), key=lambda kv: (-kv[1].count, str(kv[0])))},
+                        for type_, h in sorted(latency.items(), key=lambda kv: (-kv[1].count, str(kv[0])))},
             "subscriptions": self.subscriptions,
             "messaging": {k: _ms(v) if k.endswith("_ms") else v for k, v in messaging.items()},
             "reconnects": dict(self.reconnects),

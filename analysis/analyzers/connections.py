@@ -66,6 +66,9 @@ class Connections(Analyzer):
                 self._link(state)
                 return
 
+    def wants(self, hook: str, direction: str, type_: str | None) -> bool:
+        return hook != "request" or type_is(type_, "InitConnection")
+
     def message(self, frame: Frame) -> None:
         rec = frame.rec
         state = self.conns[rec["conn"]]

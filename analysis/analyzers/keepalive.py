@@ -34,10 +34,12 @@ class Keepalive(Analyzer):
     def open(self, rec: dict) -> None:
         self.conns[rec["conn"]] = _Silence(rec["t"])
 
+    def wants(self, hook: str, direction: str, type_: str | None) -> bool:
+        return direction == "c2s"  # only the client's activity counts
+
     def message(self, frame: Frame) -> None:
         rec = frame.rec
-        if rec["dir"] == "c2s":
-            self._activity(rec["conn"], rec["t"], rec.get("n"))
+        self._activity(rec["conn"], rec["t"], rec.get("n"))
 
     def ping(self, rec: dict) -> None:
         if self.ping_rows is not None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from analysis.engine import Analyzer
 from analysis.frame import Frame, type_is
+from analysis.histogram import LogHistogram
 from analysis.identity import header_token, url_token
 from analysis.rules import INFO, WARNING
 
@@ -42,6 +43,12 @@ class Pairs(Analyzer):
         self.no_response = frozenset(self.config.no_response_types)
         self.init_exempt = frozenset(self.config.init_exempt_types)
         self.conns: dict[str, _PairConn] = {}
+        self.counts = dict.fromkeys(("total", "answered", "unanswered", "open_at_end", "late", "orphan_responses",
+                                     "error_responses"), 0)
+        self.latency: dict[str | None, LogHistogram] = {}  # per request type
+
+    def stats(self) -> dict:
+        return {"requests": dict(self.counts), "latency": self.latency}
 
     def open(self, rec: dict) -> None:
         awaiting_init = (not rec.get("implicit") and header_token(rec) is None and url_token(rec.get("url")) is None)
@@ -105,6 +112,7 @@ class Pairs(Analyzer):
                    f"answers request id {req_id!r} a second time" if req_id in state.answered else
                    f"answers request id {req_id!r} that was never sent")
             self.ctx.violation("orphan-response", conn, t, rec.get("n"), f"response {why}")
+            self.counts["orphan_responses"] += 1
             self._row(conn, None, "orphan", rec, code)
             return
         if req.queued:
@@ -117,7 +125,19 @@ class Pairs(Analyzer):
             del answered[next(iter(answered))]
         if state.awaiting_init and req_id in state.init_ids and code is not None and code < 400:
             state.awaiting_init = False
-        self._row(conn, req, "answered", rec, code)
+        counts = self.counts
+        counts["total"] += 1
+        counts["answered"] += 1
+        if req.timed_out:
+            counts["late"] += 1
+        if code is not None and code >= 400:
+            counts["error_responses"] += 1
+        histogram = self.latency.get(req.type)
+        if histogram is None:
+            histogram = self.latency[req.type] = LogHistogram()
+        histogram.add((t - req.t) * 1000.0)
+        if self.rows is not None:
+            self._row(conn, req, "answered", rec, code)
 
     def close(self, rec: dict, at_capture_end: bool) -> None:
         conn, t = rec["conn"], rec["t"]
@@ -129,6 +149,10 @@ class Pairs(Analyzer):
 
     def _unanswered(self, conn: str, t: float, req: _Req, at_capture_end: bool) -> None:
         status = "open-at-end" if at_capture_end and not req.timed_out else "unanswered"
+        self.counts["total"] += 1
+        self.counts["open_at_end" if status == "open-at-end" else "unanswered"] += 1
+        if req.timed_out:
+            self.counts["late"] += 1
         if not req.timed_out and req.type not in self.no_response:
             waited = t - req.t
             if at_capture_end:

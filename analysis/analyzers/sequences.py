@@ -18,6 +18,7 @@ SEEN_KEPT = 1024      # recent sequences per dialog, for duplicates and own-echo
 ECHOES_KEPT = 1024    # published sequences per connection still waiting for their notification
 HISTORY_SLACK_S = 1.0  # events stamped this long before the subscribe are history replay
 READ_WAIT_S = 300.0   # how long an accepted message waits for its READ (bounds memory)
+REQUESTS = ("PublishEvent", "SubscribeMessagingEvents", "UpdateConversationField", "InitConnection")
 
 
 @dataclass(slots=True)
@@ -75,10 +76,15 @@ class Sequences(Analyzer):
 
     # -- requests ---------------------------------------------------------------------------------
 
+    def wants(self, hook: str, direction: str, type_: str | None) -> bool:
+        if hook == "request":
+            return any(type_is(type_, name) for name in REQUESTS)
+        if hook == "notification":
+            return is_messaging_notification(type_) or is_conversation_notification(type_)
+        return True
+
     def request(self, frame: Frame) -> None:
-        type_ = frame.rec.get("type")
-        if type_ is None:
-            return
+        type_ = frame.rec["type"]
         if type_is(type_, "PublishEvent"):
             self._publish(frame)
         elif type_is(type_, "SubscribeMessagingEvents"):

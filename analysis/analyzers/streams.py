@@ -45,10 +45,13 @@ class Streams(Analyzer):
     def open(self, rec: dict) -> None:
         self.conns[rec["conn"]] = _StreamConn()
 
+    def wants(self, hook: str, direction: str, type_: str | None) -> bool:
+        return hook != "request" or (type_ is not None and type_.endswith(("ExConversations", "MessagingEvents")))
+
     def request(self, frame: Frame) -> None:
         rec = frame.rec
-        type_, req_id = rec.get("type"), rec.get("id")
-        if type_ is None or req_id is None or not type_.endswith(("ExConversations", "MessagingEvents")):
+        type_, req_id = rec["type"], rec.get("id")
+        if req_id is None:
             return
         pending = self.conns[rec["conn"]].pending
         if type_is(type_, "UnsubscribeExConversations"):
@@ -103,7 +106,9 @@ class Streams(Analyzer):
                     return
             self._count(stream, rec)
         elif is_messaging_notification(rec.get("type")):
-            for dialog in dict.fromkeys(event[0] for event in frame.lifted("events")):
+            events = frame.lifted("events")
+            dialogs = (events[0][0],) if len(events) == 1 else dict.fromkeys(event[0] for event in events)
+            for dialog in dialogs:
                 if dialog is None:
                     continue
                 stream = state.dialogs.get(dialog)
