@@ -53,7 +53,7 @@ class _Scanner:
         try:
             value, self.pos = _decoder.raw_decode(self.text, self.pos)
         except json.JSONDecodeError as e:
-            ended = len(self.text[e.pos:].strip()) == 0 or e.pos >= len(self.text.rstrip())
+            ended = e.msg.startswith("Unterminated") or e.pos >= len(self.text.rstrip())
             raise _Damaged(e.pos, "truncated (file ends early)" if ended else f"invalid JSON ({e.msg})") from None
         return value
 
