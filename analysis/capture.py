@@ -37,6 +37,9 @@ C2S = "c2s"
 S2C = "s2c"
 
 DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
+# Largest |t| a reader accepts (year 2255): pandas' datetime64[ns] ends in 2262 and Python's
+# datetime in 9999, so a record stamped beyond is damaged rather than a crash later.
+MAX_TIME = 9e9
 
 
 class CaptureError(Exception):
@@ -178,12 +181,30 @@ class CaptureFile:
             if lineno == 1:
                 self.header = _check_header(self.path, rec)
                 continue
+            problem = _unusable(rec)
+            if problem is not None:
+                self.damage.append(Damage(self.path, lineno, problem))
+                continue
             if kind not in KNOWN_RECORDS:
                 self.unknown_records[kind] = self.unknown_records.get(kind, 0) + 1
                 continue
             if kind == HEADER:
                 continue
             yield rec
+
+
+def _unusable(rec: dict) -> str | None:
+    """Why a record that parsed cannot be analysed: a time beyond any calendar, or an identifier
+    field holding an array or object (identifiers are looked up in dicts and sets)."""
+    get = rec.get
+    t = get("t")
+    if (t.__class__ is float or t.__class__ is int) and not -MAX_TIME < t < MAX_TIME:
+        return f"time t={t} out of range"
+    try:
+        hash((get("conn"), get("kind"), get("type"), get("id"), get("reqId"), get("subscriptionId"), get("code")))
+    except TypeError:
+        return "an identifier field (conn, kind, type, id, reqId, subscriptionId, code) is an array or object"
+    return None
 
 
 def _check_header(path: str, rec: dict) -> dict:

@@ -12,7 +12,10 @@ LISTED = 20
 def _time(t) -> str:
     if not isinstance(t, (int, float)):
         return "-"
-    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    try:
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    except (OverflowError, OSError, ValueError):  # a damaged capture's time: NaN, or past year 9999
+        return str(t)
 
 
 def _cell(value) -> str:

@@ -1,0 +1,103 @@
+"""Property-based fuzzing of the capture reader: random bytes, truncated lines, wrong types in the
+fields of every record kind, deeply nested JSON, huge numbers, NaN/Infinity literals. Reading never
+raises anything but a one-line CaptureError (for a file that is not a capture at all), every
+damaged line is reported with its line number, and `analysis.analyze` still summarises the rest."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tempfile
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from analysis import analyze
+from analysis.capture import MAX_TIME, CaptureError, CaptureFile, dumps
+from test_fuzz_engine import DEFAULT_EXAMPLES, SOAK_EXAMPLES, fuzz_settings, junk, record
+
+HEADER = dumps({"rec": "header", "t": 1.0, "format": "mwtap-capture", "version": 1, "recording": "r", "part": 1})
+IDENTIFIERS = ("conn", "kind", "type", "id", "reqId", "subscriptionId", "code")
+
+wrong_typed = st.builds(lambda rec, key, value: {**rec, key: value}, record,
+                        st.sampled_from(["t", "conn", "rec", "n", "dir", "op", "size", "text", "b64", "url", "code",
+                                         "by", "count", "status", "request_headers"]), junk)
+damaged = st.one_of(
+    st.binary(min_size=1, max_size=60).map(lambda b: b.replace(b"\n", b" ")),
+    st.builds(lambda rec, cut: json.dumps(rec).encode()[:cut], record, st.integers(1, 60)),
+    st.integers(1, 3000).map(lambda depth: b"[" * depth + b"]" * depth),
+    st.sampled_from([b'{"rec":"msg","t":NaN}', b'{"rec":"msg","t":Infinity}', b'{"rec":"close","t":-Infinity}',
+                     b'{"rec":"open","t":1e400}', b'{"rec":"open","t":1e300,"conn":"c1"}',
+                     b'{"rec":"msg","t":1,"n":123456789012345678901234567890}', b"[]", b"null", b'"rec"',
+                     b'{"rec":5}', b"\xef\xbb\xbf{}"]),
+)
+# (line, whether its fields have the documented types, or it is damaged: what the engine is promised)
+line = st.one_of(record.map(lambda r: (json.dumps(r).encode(), True)),
+                 wrong_typed.map(lambda r: (json.dumps(r).encode(), False)),
+                 damaged.map(lambda b: (b, True)))
+
+
+def expected_problem(data: bytes) -> bool:
+    """Whether the reader must report this line (the contract, restated independently)."""
+    try:
+        rec = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return True
+    if not isinstance(rec, dict) or not isinstance(rec.get("rec"), str):
+        return True
+    t = rec.get("t")
+    if isinstance(t, (int, float)) and not isinstance(t, bool) and not -MAX_TIME < t < MAX_TIME:
+        return True
+    return any(isinstance(rec.get(key), (list, dict)) for key in IDENTIFIERS)
+
+
+def check_reader(lines: list[tuple[bytes, bool]], cut_last: bool, compress: bool) -> None:
+    data = HEADER + b"".join(line + b"\n" for line, _ in lines)
+    if cut_last and lines:
+        data = data[:-1]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / ("c.jsonl.gz" if compress else "c.jsonl")
+        path.write_bytes(gzip.compress(data) if compress else data)
+        capture = CaptureFile(str(path))
+        records = list(capture.records())
+        damaged_lines = [d.line for d in capture.damage]
+        assert damaged_lines == [n for n, (line, _) in enumerate(lines, 2) if expected_problem(line)]
+        assert all(str(d).startswith(f"{path}:{d.line}: ") for d in capture.damage)
+        mid_file_headers = sum(orjson.loads(line).get("rec") == "header" for line, _ in lines
+                               if not expected_problem(line))
+        assert len(records) + len(damaged_lines) + sum(capture.unknown_records.values()) + mid_file_headers \
+            == len(lines)
+        if all(documented for _, documented in lines):
+            summary, damage = analyze([str(path)])
+            assert summary["capture"]["damaged_lines"] == len(damage) == len(damaged_lines)
+
+
+lines_strategy = st.lists(line, max_size=30)
+
+
+@fuzz_settings(DEFAULT_EXAMPLES)
+@given(lines_strategy, st.booleans(), st.booleans())
+def test_reader_reports_every_damaged_line(lines, cut_last, compress):
+    check_reader(lines, cut_last, compress)
+
+
+@pytest.mark.soak
+@fuzz_settings(SOAK_EXAMPLES)
+@given(lines_strategy, st.booleans(), st.booleans())
+def test_reader_reports_every_damaged_line_soak(lines, cut_last, compress):
+    check_reader(lines, cut_last, compress)
+
+
+@fuzz_settings(DEFAULT_EXAMPLES)
+@given(st.binary(max_size=200), st.booleans())
+def test_any_bytes_are_a_capture_error_or_read(data, compress):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "x.jsonl"
+        path.write_bytes(gzip.compress(data)[:len(data) // 2 + 10] if compress else data)
+        try:
+            list(CaptureFile(str(path)).records())
+        except CaptureError as e:
+            assert "\n" not in str(e) and str(path) in str(e)
