@@ -17,6 +17,8 @@ COMMANDS = {
     "report": "recorder.cli.report:report",
     "replay": "recorder.cli.replay:replay",
     "diff": "recorder.cli.diff:diff",
+    "convert": "recorder.cli.convert:convert",
+    "export": "recorder.cli.export:export",
 }
 
 

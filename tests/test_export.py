@@ -1,0 +1,104 @@
+"""`mwtap export --parquet`: one Parquet file per table, 0600, row groups, no token, and the DuckDB
+query of docs/export.md runs on it."""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import stat
+import subprocess
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+import analysis
+from analysis.engine import TABLES
+from analysis.export import export_parquet
+from analysis.synth import CaptureBuilder
+from conftest import BIN, REPO
+
+JWT = ("eyJhbGciOiJIUzI1NiJ9." + base64.urlsafe_b64encode(b'{"sub":"export-user"}').decode().rstrip("=")
+       + ".ZXhwb3J0LXNpZ25hdHVyZQ")
+OPAQUE = "opaque-init-token-4Kq9"
+
+
+def unredacted_capture(path, connections: int = 30) -> None:
+    """A capture recorded with redaction off: tokens in the URL, the Authorization header, InitConnection."""
+    b = CaptureBuilder(redaction=False)
+    t = 1_795_600_000.0
+    for c in range(connections):
+        conn = f"conn-{c}"
+        b.record({"rec": "open", "t": t, "conn": conn, "url": f"ws://127.0.0.1:9000/consumer?token={JWT}",
+                  "client": f"10.0.0.{c}:5000", "server": "127.0.0.1:9000", "t_request": t,
+                  "request_headers": [["Authorization", f"jwt {JWT}"]], "status": 101, "response_headers": [],
+                  "extensions": None, "subprotocol": None, "tls": False})
+        b.c2s(conn, t + 0.01, {"kind": "req", "id": "0", "type": "InitConnection", "headers": [
+            {"type": ".ams.headers.ConsumerAuthentication", "jwt": OPAQUE}]})
+        b.s2c(conn, t + 0.02, {"kind": "resp", "reqId": "0", "code": 200, "type": "GenericResponse"})
+        for i in range(1, 40):
+            b.c2s(conn, t + 0.03 * i, {"kind": "req", "id": str(i), "type": "GetClock", "note": JWT})
+            b.s2c(conn, t + 0.03 * i + 0.005, {"kind": "resp", "reqId": str(i), "code": 200,
+                                                "type": "GetClockResponse"})
+        b.close(conn, t + 2, 4401, f"token {JWT} expired", "server")
+        t += 3
+    b.write(path)
+
+
+@pytest.fixture
+def exported(tmp_path):
+    capture = tmp_path / "plain.jsonl"
+    unredacted_capture(capture)
+    out = tmp_path / "parquet"
+    counts, damage = export_parquet(str(capture), str(out), row_group_rows=500)
+    return capture, out, counts
+
+
+def test_every_table_is_a_private_parquet_file_matching_the_analysis(exported):
+    capture, out, counts = exported
+    cap = analysis.load(capture)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o700
+    for table in TABLES:
+        path = out / f"{table}.parquet"
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        data = pq.read_table(path).to_pandas()
+        assert len(data) == counts[table] == len(getattr(cap, table)), table
+    pairs = pq.read_table(out / "pairs.parquet").to_pandas()
+    assert pairs.latency_ms.sum() == pytest.approx(cap.pairs.latency_ms.sum())
+    drift = [abs((a - b).total_seconds()) for a, b in zip(sorted(pairs.t), sorted(cap.pairs.t))]
+    assert max(drift) <= 1e-6  # microsecond timestamps
+    connections = pq.read_table(out / "connections.parquet").to_pandas()
+    assert set(connections.close_code) == {4401} and str(connections.t.dtype) == "datetime64[us, UTC]"
+
+
+def test_big_tables_are_written_in_row_groups(exported):
+    _, out, counts = exported
+    frames = pq.ParquetFile(out / "frames.parquet")
+    assert counts["frames"] > 2000 and frames.metadata.num_row_groups == -(-counts["frames"] // 500)
+
+
+def test_the_export_holds_no_token(exported):
+    capture, out, _ = exported
+    assert JWT in capture.read_text() and OPAQUE in capture.read_text()
+    seen = []
+    for table in TABLES:
+        for column in pq.read_table(out / f"{table}.parquet").to_pylist():
+            seen.extend(str(v) for v in column.values() if v is not None)
+    text = "\n".join(seen)
+    assert JWT not in text and OPAQUE not in text and "eyJ" not in text
+    assert "[redacted sha256:" in text
+    for path in out.iterdir():  # also not in the raw bytes (dictionary pages, statistics)
+        data = path.read_bytes()
+        assert JWT.encode() not in data and JWT[-20:].encode() not in data and OPAQUE.encode() not in data
+
+
+def test_cli_refuses_to_overwrite_and_the_documented_duckdb_query_runs(exported):
+    capture, out, _ = exported
+    again = subprocess.run([str(BIN / "mwtap"), "export", str(capture), "--parquet", str(out)],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "exists" in again.stderr and "Traceback" not in again.stderr
+    doc = (REPO / "docs" / "export.md").read_text()
+    [query] = re.findall(r"```sql\n(.*?)```", doc, re.S)
+    rows = duckdb.sql(query.replace("OUT_DIR", str(out))).fetchall()
+    assert rows and rows[0][0] == "GetClock" and rows[0][1] == 30 * 39
