@@ -12,6 +12,7 @@ NOTIFICATION = "notification"
 KINDS = frozenset({REQ, RESP, NOTIFICATION})
 
 _UNPARSED = object()
+BODY_INDEX_FIELDS = ("dialogId", "conversationId", "sequence", "event", "events")  # what `lift_body` adds
 
 
 class Frame:

@@ -1,57 +1,59 @@
 """Speed and memory of `mwtap analyze --format json` against a bare loop that only `orjson.loads`
-each line of the same capture. Each measurement runs in its own subprocess (peak RSS from
-ru_maxrss).
+each line of the same capture, on synthetic captures (benchmarks/gen_capture.py) with and without
+the body index fields (docs/capture-format.md). Each measurement runs in its own subprocess; the
+ratios compare runs made side by side (absolute times drift on shared machines, ratios hold).
 
-    python benchmarks/analyze.py [--frames 1000000] [--capture FILE] [--smoke]
+    python benchmarks/analyze.py [--frames 100000,1000000,5000000] [--capture FILE] [--smoke]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import sys
 import tempfile
-import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-BARE_LOOP = "import orjson, sys\nfor line in open(sys.argv[1], 'rb'):\n    orjson.loads(line)\n"
+from bench import Run, bare_loop, generate, line_count, mwtap_analyze
+
+TARGET_RATIO = 0.5
+TARGET_RSS_MB = 300
 
 
-def measure(args: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one subprocess."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) not in (0, 3):
-        raise SystemExit(f"{args[0]} failed with status {status}")
-    return elapsed, usage.ru_maxrss / 1024.0
+def row(name: str, lines: int, run: Run, bare: Run) -> str:
+    return (f"{name:26} {lines / run.wall_s:11,.0f} lines/s {run.wall_s:7.2f} s wall {run.cpu_s:7.2f} s cpu  "
+            f"ratio to bare {bare.wall_s / run.wall_s:5.2f} wall {bare.cpu_s / run.cpu_s:5.2f} cpu  "
+            f"peak RSS {run.rss_mb:6.1f} MB")
+
+
+def bench(capture: str, older: str | None) -> None:
+    lines = line_count(capture)
+    print(f"capture: {lines:,} lines, {os.path.getsize(capture) / 1e6:.1f} MB"
+          + (f" ({os.path.getsize(older) / 1e6:.1f} MB without body index fields)" if older else ""))
+    bare = bare_loop(capture)
+    analyze = mwtap_analyze(capture)
+    print(row("bare orjson loop", lines, bare, bare))
+    print(row("mwtap analyze", lines, analyze, bare))
+    if older:
+        bare_older = bare_loop(older)
+        print(row("mwtap analyze (older fmt)", lines, mwtap_analyze(older), bare_older))
+    print(f"speed ratio analyze/bare: {bare.wall_s / analyze.wall_s:.2f} wall, {bare.cpu_s / analyze.cpu_s:.2f} cpu "
+          f"(target >= {TARGET_RATIO}); peak RSS {analyze.rss_mb:.1f} MB (target < {TARGET_RSS_MB})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=1_000_000)
-    parser.add_argument("--capture", help="an existing capture instead of a generated one")
+    parser.add_argument("--frames", default="1000000", help="comma-separated capture sizes, in frames")
+    parser.add_argument("--capture", help="an existing capture instead of generated ones")
     parser.add_argument("--smoke", action="store_true", help="a tiny run (10,000 frames) to check the script works")
     args = parser.parse_args()
-    frames = 10_000 if args.smoke else args.frames
-    python = sys.executable
-    mwtap = str(Path(python).parent / "mwtap")
-    with tempfile.TemporaryDirectory() as tmp:
-        capture = args.capture
-        if capture is None:
-            capture = os.path.join(tmp, "capture.jsonl")
-            subprocess.run([python, str(HERE / "gen_capture.py"), capture, "--frames", str(frames)], check=True)
-        lines = sum(1 for _ in open(capture, "rb"))
-        size_mb = os.path.getsize(capture) / 1e6
-        bare_s, bare_rss = measure([python, "-c", BARE_LOOP, capture])
-        analyze_s, analyze_rss = measure([mwtap, "analyze", "--format", "json", capture])
-    print(f"capture: {lines} lines, {size_mb:.1f} MB")
-    print(f"bare orjson loop : {lines / bare_s:12,.0f} lines/s  {bare_s:7.2f} s  peak RSS {bare_rss:6.1f} MB")
-    print(f"mwtap analyze    : {lines / analyze_s:12,.0f} lines/s  {analyze_s:7.2f} s  peak RSS {analyze_rss:6.1f} MB")
-    print(f"speed ratio analyze/bare: {bare_s / analyze_s:.2f} (target >= 0.5)")
+    if args.capture:
+        bench(args.capture, None)
+        return
+    sizes = [10_000] if args.smoke else [int(n) for n in args.frames.split(",")]
+    for frames in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            capture = generate(os.path.join(tmp, "capture.jsonl"), frames)
+            older = generate(os.path.join(tmp, "older.jsonl"), frames, "--no-body-index")
+            bench(capture, older)
 
 
 if __name__ == "__main__":

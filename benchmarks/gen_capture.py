@@ -1,8 +1,13 @@
-"""Generate a synthetic, realistic capture of about N frames: concurrent consumers subscribing,
-chatting with an agent, acknowledging messages, keeping alive (GetClock and WS pings), and
-reconnecting (after 4401 with a fresh token, after 1006 with the same one).
+"""Generate a synthetic, realistic capture of about N frames: concurrent consumers requesting a
+conversation, subscribing, chatting with an agent, acknowledging messages, keeping alive (GetClock
+and WS pings), closing conversations, now and then an error response or a request the server never
+answers, and reconnecting (after 4401 with a fresh token, after 1006 with the same one).
 
     python benchmarks/gen_capture.py OUT.jsonl[.gz] --frames 1000000 [--clients 200] [--seed 1]
+                                     [--no-body-index]
+
+`--no-body-index` writes the capture as recorders before the body index fields wrote it
+(docs/capture-format.md), to measure the analysis on older captures.
 """
 
 from __future__ import annotations
@@ -12,7 +17,24 @@ import gzip
 import random
 from typing import Iterator
 
+import orjson
+
+from analysis.capture import dumps
+from analysis.frame import BODY_INDEX_FIELDS
 from analysis.synth import T0, CaptureBuilder
+
+
+class WithoutBodyIndex:
+    """A binary file wrapper that drops the body index fields from the msg records written to it."""
+
+    def __init__(self, out):
+        self.out = out
+
+    def write(self, line: bytes) -> None:
+        rec = orjson.loads(line)
+        for key in BODY_INDEX_FIELDS:
+            rec.pop(key, None)
+        self.out.write(dumps(rec))
 
 
 def consumer(b: CaptureBuilder, rng: random.Random, client: int, clock: list[float]) -> Iterator[None]:
@@ -43,6 +65,9 @@ def consumer(b: CaptureBuilder, rng: random.Random, client: int, clock: list[flo
                              "originatorMetadata": {"id": originator, "role": role},
                              "serverTimestamp": int(clock[0] * 1000), "dialogId": dialog, "event": body}]}})
 
+        if generation == 0 or rng.random() < 0.3:
+            request("cm.ConsumerRequestConversation", {"channelType": "MESSAGING", "ttrDefName": "NORMAL"},
+                    "cm.RequestConversationResponse", {"conversationId": dialog})
         request("cqm.SubscribeExConversations", {"minLastUpdatedTime": 0, "convState": ["OPEN"]},
                 "cqm.SubscribeExConversationsResponse", {"subscriptionId": sub})
         b.s2c(conn, clock[0] + 0.25, {"kind": "notification", "type": "cqm.ExConversationChangeNotification",
@@ -84,6 +109,13 @@ def consumer(b: CaptureBuilder, rng: random.Random, client: int, clock: list[flo
             elif roll < 0.85:
                 b.ping(conn, clock[0])
                 b.ping(conn, clock[0] + 0.002, from_client=False, pong=True)
+            elif roll < 0.86:  # a request that fails, or that the server never answers
+                if rng.random() < 0.8:
+                    request("ms.PublishEvent", {"dialogId": dialog, "event": {"type": "ChatStateEvent",
+                                                                              "chatState": "ACTIVE"}},
+                            "ms.PublishEventResponse", {"code": "ERR"}, code=400)
+                else:
+                    b.c2s(conn, clock[0], {"kind": "req", "id": str(next(ids)), "type": "GetClock"})
             elif roll < 0.93:  # conversation metadata update
                 b.s2c(conn, clock[0], {"kind": "notification", "type": "cqm.ExConversationChangeNotification",
                                        "body": {"subscriptionId": sub, "changes": [{"type": "UPSERT", "result": {
@@ -95,6 +127,13 @@ def consumer(b: CaptureBuilder, rng: random.Random, client: int, clock: list[flo
                                                                           "chatState": "COMPOSING"}},
                         "ms.PublishEventResponse", {"sequence": 0})
             yield
+        if rng.random() < 0.3:  # the consumer closes the conversation
+            request("cm.UpdateConversationField", {"conversationId": dialog, "conversationField": [
+                {"field": "ConversationStateField", "conversationState": "CLOSE"}]}, "cm.UpdateConversationFieldResponse")
+            b.s2c(conn, clock[0] + 0.05, {"kind": "notification", "type": "cqm.ExConversationChangeNotification",
+                                          "body": {"subscriptionId": sub, "changes": [{"type": "UPSERT", "result": {
+                                              "convId": dialog, "conversationDetails": {"state": "CLOSE",
+                                                                                        "startTs": 1}}}]}})
         ending = rng.random()
         if ending < 0.4:
             b.close(conn, clock[0], 4401, "token expired", "server")
@@ -127,10 +166,11 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--no-body-index", action="store_true", help="leave out the body index fields")
     args = parser.parse_args()
     opener = gzip.open if args.out.endswith(".gz") else open
     with opener(args.out, "wb") as f:
-        generate(f, args.frames, args.clients, args.seed)
+        generate(WithoutBodyIndex(f) if args.no_body_index else f, args.frames, args.clients, args.seed)
 
 
 if __name__ == "__main__":
