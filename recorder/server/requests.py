@@ -41,6 +41,8 @@ def parse_request(text: str) -> Request:
         frame = json.loads(text)
     except ValueError as e:
         raise RequestError(400, f"invalid JSON: {e}") from None
+    except RecursionError:
+        raise RequestError(400, "invalid JSON: nested too deeply") from None
     if not isinstance(frame, dict):
         raise RequestError(400, "a request must be a JSON object")
     request_id = frame.get("id")
