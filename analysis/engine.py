@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Protocol
 
 from analysis.capture import CLOSE, DROP, MSG, OPEN, PING, PONG, REFUSED
 from analysis.config import Config
-from analysis.frame import NOTIFICATION, REQ, RESP, Frame
+from analysis.frame import KINDS, NOTIFICATION, REQ, RESP, Frame
 from analysis.rules import RULES, Violation
 
 ROUTES_KEPT = 4096
@@ -127,7 +127,8 @@ class Engine:
         self._timers = self.ctx.timers
         from analysis.analyzers.framing import Framing
         self.framing = Framing(self.ctx)
-        self.classify = self.framing.classify
+        # Messages that skip Framing.classify; none when its per-frame table is wanted.
+        self._plain_kinds = KINDS if self.framing.rows is None else frozenset()
         self.analyzers = [cls(self.ctx) for cls in (analyzers or default_analyzers())]
         hooks = {name: [getattr(a, name) for a in self.analyzers
                         if getattr(type(a), name) is not getattr(Analyzer, name)] for name in Analyzer.HOOKS}
@@ -167,9 +168,14 @@ class Engine:
             self.malformed_records += 1
             return
         self.frames += 1
-        frame = self.classify(rec)
-        type_ = rec.get("type")
-        key = (direction, frame.category, type_ if type_.__class__ is str else None)
+        kind, type_ = rec.get("kind"), rec.get("type")
+        if kind in self._plain_kinds and type_.__class__ is str and (kind != REQ or rec.get("id")):
+            frame = Frame(rec, kind)  # a well-formed message: nothing for Framing to report
+        else:
+            frame = self.framing.classify(rec)
+            if type_.__class__ is not str:
+                type_ = None
+        key = (direction, frame.category, type_)
         hooks = self._routes.get(key)
         if hooks is None:
             hooks = self._route(key)

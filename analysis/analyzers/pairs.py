@@ -43,6 +43,7 @@ class Pairs(Analyzer):
         self.no_response = frozenset(self.config.no_response_types)
         self.init_exempt = frozenset(self.config.init_exempt_types)
         self.conns: dict[str, _PairConn] = {}
+        self._after = ctx.timers.after
         self.counts = dict.fromkeys(("total", "answered", "unanswered", "open_at_end", "late", "orphan_responses",
                                      "error_responses"), 0)
         self.latency: dict[str | None, LogHistogram] = {}  # per request type
@@ -79,7 +80,7 @@ class Pairs(Analyzer):
                 self.ctx.violation("reused-request-id", conn, t, req.n,
                                    f"request id {req_id!r} reused after it was answered (reported once per id)")
         if type_ not in self.no_response:
-            self.ctx.timers.after(t, self.timeout, self._timed_out, conn, state, req)
+            self._after(t, self.timeout, self._timed_out, conn, state, req)
 
     def _check_init(self, state: _PairConn, rec: dict, req_id: str, type_: str | None) -> None:
         if type_is(type_, "InitConnection"):

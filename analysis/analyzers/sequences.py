@@ -63,6 +63,7 @@ class Sequences(Analyzer):
         self.closed_dialogs: dict[str, float] = {}
         self.counts = dict.fromkeys(("events", "sequenced", "from_others", "accepted", "read"), 0)
         self.accept_ms = LogHistogram()
+        self._after = ctx.timers.after
 
     def stats(self) -> dict:
         return {"messaging": {**self.counts, "accept_p50_ms": self.accept_ms.percentile(50),
@@ -252,7 +253,15 @@ class Sequences(Analyzer):
         counts["events"] += 1
         if seq is not None:
             counts["sequenced"] += 1
-            self._check_sequence(d, rec, dialog, seq, originator)
+            last = d.last
+            if last is not None and seq != last + 1:
+                self._out_of_order(d, rec, dialog, seq, last)
+            else:
+                d.last = seq
+            seen = d.seen
+            seen[seq] = originator
+            if len(seen) > SEEN_KEPT:
+                del seen[next(iter(seen))]
         row = None
         if self.rows is not None:
             row = {"conn": rec["conn"], "t": rec["t"], "frame": rec.get("n"), "dialog_id": dialog,
@@ -263,16 +272,13 @@ class Sequences(Analyzer):
             counts["from_others"] += 1
             expect = _Expect(dialog, seq, rec["t"], originator, row)
             state.awaiting[(dialog, seq)] = expect
-            self.ctx.timers.after(rec["t"], self.config.accept_timeout_s, self._accept_due, rec["conn"], state,
-                               expect, rec.get("n"))
+            self._after(rec["t"], self.config.accept_timeout_s, self._accept_due, rec["conn"], state, expect,
+                        rec.get("n"))
         elif row is not None:
             self.rows(row)
 
-    def _check_sequence(self, d: _Dialog, rec: dict, dialog: str, seq: int, originator) -> None:
-        last = d.last
-        if last is None or seq == last + 1:
-            d.last = seq
-        elif seq > last + 1:
+    def _out_of_order(self, d: _Dialog, rec: dict, dialog: str, seq: int, last: int) -> None:
+        if seq > last + 1:
             missing = f"{last + 1}" if seq == last + 2 else f"{last + 1}-{seq - 1}"
             self.ctx.violation("sequence-gap", rec["conn"], rec["t"], rec.get("n"),
                                f"dialog {dialog!r}: sequence {seq} after {last} (missing {missing})")
@@ -283,10 +289,6 @@ class Sequences(Analyzer):
         else:
             self.ctx.violation("sequence-regression", rec["conn"], rec["t"], rec.get("n"),
                                f"dialog {dialog!r}: sequence {seq} after {last}")
-        seen = d.seen
-        seen[seq] = originator
-        if len(seen) > SEEN_KEPT:
-            del seen[next(iter(seen))]
 
     def _accept_due(self, deadline: float, conn: str, state: _SeqConn, expect: _Expect, n) -> None:
         if expect.done or state.closed:
