@@ -1,107 +1,113 @@
-"""Relay rate of one WebSocket connection: direct, through `mitmdump -s recorder/addon.py`, and
-through `mwtap record` (the lean in-process Master), measured in the same run.
+"""Relay rate of every configuration (relay_setup.CONFIGURATIONS) in the same run, with the proxy's
+CPU time per message, its memory at start, end and peak, and the frames lost.
 
-The client sends N small JSON requests client->server as fast as it can, then "END"; the server
-counts them and answers with the count. Rate = N / (time from first send to the answer).
+Each of `--connections` WebSocket connections floods GetClock requests as fast as it can while the
+server answers each at once; rate = messages relayed (requests + responses) / (start -> last
+response). The configurations run in turn, `--rounds` times (interleaved); figures are medians.
 
-    python benchmarks/relay.py            # 8000 messages per configuration
-    python benchmarks/relay.py --smoke    # 300 messages, a quick check that everything runs
+    python benchmarks/relay.py                              # 20,000 messages, 1 connection, 3 rounds
+    python benchmarks/relay.py --connections 20
+    python benchmarks/relay.py --messages 100000 --rounds 1  # the memory figure: a 100k-message session
+    python benchmarks/relay.py --smoke                       # 400 messages, 1 round: check that it runs
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import signal
-import subprocess
-import sys
+import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from websockets.asyncio.client import connect
-from websockets.asyncio.server import serve
+from relay_setup import CONFIGURATIONS, ServerCounts, captured, clean_environment, frames_lost, request, running
 
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-sys.path.insert(0, str(REPO / "tests"))
-from conftest import free_port, wait_port  # noqa: E402  (the tests' port helpers)
+RECV_TIMEOUT = 30.0  # seconds without a response before a connection gives up (the rest counts as lost)
 
 
-async def count_until_end(ws) -> None:
-    count = 0
-    async for message in ws:
-        if message == "END":
-            await ws.send(str(count))
-            return
-        count += 1
+async def flood(port: int, requests: int, start: asyncio.Event) -> tuple[int, int]:
+    """One connection: send `requests` requests without waiting; returns (sent, responses received)."""
+    from websockets.asyncio.client import connect
+    async with connect(f"ws://127.0.0.1:{port}/bench", proxy=None, ping_interval=None, compression=None,
+                       max_queue=None) as ws:
+        messages = [request(i) for i in range(requests)]
+        await start.wait()
 
+        async def send_all() -> None:
+            for message in messages:
+                await ws.send(message)
 
-async def relay_rate(port: int, n: int) -> float:
-    async with connect(f"ws://127.0.0.1:{port}/bench", proxy=None, ping_interval=None,
-                       compression=None, max_queue=None) as ws:
-        messages = [json.dumps({"kind": "req", "id": str(i), "type": "GetClock"}) for i in range(n)]
-        start = time.perf_counter()
-        for message in messages:
-            await ws.send(message)
-        await ws.send("END")
-        received = int(await ws.recv())
-        elapsed = time.perf_counter() - start
-    if received != n:
-        raise RuntimeError(f"server counted {received} of {n} messages")
-    return n / elapsed
-
-
-def proxy_command(kind: str, server_port: int, proxy_port: int, out: Path) -> list[str]:
-    if kind.startswith("mwtap record"):
-        live = ["--live"] if kind.endswith("--live") else []
-        return [str(BIN / "mwtap"), "record", "--upstream", f"ws://127.0.0.1:{server_port}",
-                "--listen", f"127.0.0.1:{proxy_port}", "-o", str(out), *live]
-    return [str(BIN / "mitmdump"), "-q", "--listen-host", "127.0.0.1", "--listen-port", str(proxy_port),
-            "--mode", f"reverse:http://127.0.0.1:{server_port}", "-s", str(REPO / "recorder" / "addon.py"),
-            "--set", f"mwtap_out={out}"]
-
-
-async def measure(kind: str, n: int, workdir: Path) -> float:
-    server_port = free_port()
-    async with serve(count_until_end, "127.0.0.1", server_port, ping_interval=None, compression=None,
-                     max_queue=None):
-        if kind == "direct":
-            return await relay_rate(server_port, n)
-        proxy_port = free_port()
-        name = kind.replace(" ", "-")
-        out = workdir / f"{name}.jsonl"
-        with open(workdir / f"{name}.log", "wb") as log:
-            proc = subprocess.Popen(proxy_command(kind, server_port, proxy_port, out), stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+        sender = asyncio.create_task(send_all())
+        received = 0
         try:
-            await asyncio.to_thread(wait_port, proxy_port, 30.0, proc)
-            return await relay_rate(proxy_port, n)
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
+            while received < requests:
+                await asyncio.wait_for(ws.recv(), RECV_TIMEOUT)
+                received += 1
+        except TimeoutError:
+            pass
+        await sender
+        return requests, received
+
+
+async def measure(kind: str, messages: int, connections: int, workdir: Path) -> dict:
+    counts = ServerCounts()
+    per_connection = messages // 2 // connections
+    async with running(kind, workdir, counts) as proxy:
+        start = asyncio.Event()
+        clients = [asyncio.create_task(flood(proxy.port, per_connection, start)) for _ in range(connections)]
+        await asyncio.sleep(0.5)  # all connected (the handshakes are not timed)
+        before = proxy.status()
+        t0 = time.perf_counter()
+        start.set()
+        results = await asyncio.gather(*clients)
+        elapsed = time.perf_counter() - t0
+        after = proxy.status()
+    sent, received = sum(r[0] for r in results), sum(r[1] for r in results)
+    capture = captured(proxy.out) if proxy.out else None
+    result = {"rate": (sent + received) / elapsed,
+              "lost": frames_lost(sent, received, counts, capture)}
+    if after:
+        result |= {"cpu_us": (after["cpu"] - before["cpu"]) / (sent + received) * 1e6,
+                   "rss_start": proxy.start["VmRSS"], "rss_end": after["VmRSS"], "peak": after["VmHWM"]}
+    return result
+
+
+def report(kind: str, runs: list[dict]) -> str:
+    line = f"  {kind:20} {statistics.median(r['rate'] for r in runs):9,.0f} msg/s"
+    if "cpu_us" in runs[0]:
+        growth = max(r["peak"] - r["rss_start"] for r in runs)
+        line += (f"  {statistics.median(r['cpu_us'] for r in runs):6.0f} us CPU/msg"
+                 f"  RSS {runs[-1]['rss_start']:5.1f} -> {runs[-1]['rss_end']:5.1f} MB,"
+                 f" peak {runs[-1]['peak']:5.1f} (+{growth:.1f})")
+    return line + f"  lost {sum(r['lost'] for r in runs)}"
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", "--messages", type=int, default=8000)
-    parser.add_argument("--smoke", action="store_true", help="300 messages: check that it runs")
+    parser.add_argument("--messages", type=int, default=20_000, help="messages relayed per configuration")
+    parser.add_argument("--connections", type=int, default=1, choices=(1, 20))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", nargs="*", choices=CONFIGURATIONS, default=CONFIGURATIONS)
+    parser.add_argument("--smoke", action="store_true", help="400 messages, 1 round: check that it runs")
     args = parser.parse_args()
-    n = 300 if args.smoke else args.messages
-    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-        os.environ.pop(var, None)
-    from mitmproxy.version import VERSION
-    print(f"relay rate, 1 connection, {n} small JSON messages client->server "
-          f"(python {sys.version.split()[0]}, mitmproxy {VERSION})")
-    rates = {}
+    messages, rounds = (400, 1) if args.smoke else (args.messages, args.rounds)
+    print(f"relay rate: {messages} messages over {args.connections} connection(s), {rounds} round(s) "
+          f"({clean_environment()})")
+    runs: dict[str, list[dict]] = {kind: [] for kind in args.only}
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("direct", "mitmdump + addon", "mwtap record", "mwtap record --live"):
-            rates[kind] = await measure(kind, n, Path(tmp))
-            print(f"  {kind:18} {rates[kind]:10,.0f} msg/s")
-    print(f"  ratio mwtap record / mitmdump + addon: {rates['mwtap record'] / rates['mitmdump + addon']:.2f}")
-    print(f"  ratio mwtap record --live / mwtap record: {rates['mwtap record --live'] / rates['mwtap record']:.2f}")
+        for _ in range(rounds):
+            for kind in args.only:
+                runs[kind].append(await measure(kind, messages, args.connections, Path(tmp)))
+    for kind in args.only:
+        print(report(kind, runs[kind]))
+    rate = {kind: statistics.median(r["rate"] for r in runs[kind]) for kind in args.only}
+    cpu = {kind: statistics.median(r["cpu_us"] for r in runs[kind]) for kind in args.only if kind != "direct"}
+    if {"mitmdump", "mitmdump -s addon"} <= rate.keys():
+        print(f"  addon cost: rate {1 - rate['mitmdump -s addon'] / rate['mitmdump']:+.1%},"
+              f" CPU/msg {cpu['mitmdump -s addon'] / cpu['mitmdump'] - 1:+.1%} (mitmdump -s addon vs mitmdump)")
+    if {"mwtap record", "mitmdump -s addon"} <= rate.keys():
+        print(f"  ratio mwtap record / mitmdump -s addon: {rate['mwtap record'] / rate['mitmdump -s addon']:.2f}")
+    print(f"  frames lost: {sum(r['lost'] for kind in args.only for r in runs[kind])}")
 
 
 if __name__ == "__main__":
