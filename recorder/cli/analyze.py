@@ -19,16 +19,24 @@ FAIL_EXIT = 3
 @click.option("--min-reconnect-delay", "min_reconnect_delay_s", type=float, help="fast-reconnect below this, s [1].")
 @click.option("--accept-timeout", "accept_timeout_s", type=float, help="Seconds before missing-accept [10].")
 @click.option("--max-violations", type=int, help="Violations listed in the output, errors first [1000].")
-def analyze(paths: tuple[str, ...], fmt: str, fail_on: str, **options) -> None:
+@click.option("--jobs", type=click.IntRange(min=1), help="Processes for many files [number of cores].")
+@click.option("--dask", "dask_address", metavar="SCHEDULER", help="Run on this Dask scheduler (pip install mwtap[dask]).")
+def analyze(paths: tuple[str, ...], fmt: str, fail_on: str, jobs: int | None, dask_address: str | None,
+            **options) -> None:
     """Analyse one or more captures (.jsonl or .jsonl.gz; rotated parts and several recordings are
     merged by time) and report violations of the Messaging Window protocol."""
     import orjson
 
-    from analysis import Config, analyze as run_analysis
+    from analysis import Config
+    from analysis.parallel import analyze as run_analysis
     from analysis.render import render
     from analysis.rules import SEVERITY_RANK
 
-    summary, damage = run_analysis(list(paths), Config.from_options(**options))
+    try:
+        summary, damage = run_analysis(list(paths), Config.from_options(**options), jobs=jobs,
+                                       dask_address=dask_address)
+    except (RuntimeError, OSError) as e:  # no dask, scheduler unreachable
+        raise click.ClickException(str(e)) from None
     for d in damage:
         click.echo(str(d), err=True)
     if fmt == "json":

@@ -1,0 +1,127 @@
+"""One partition analysed in a worker process: the engine as usual, but every row the summary needs
+is tagged with its place in the single-process run, so the merge can replay them in that order.
+
+Place of a row: (partition where it fires, record index in it, phase, timer delay, origin partition,
+sequence). Phase 0 is a deadline firing before the record, phase 1 the record itself. Deadlines
+left when the partition's records end fire in the single-process run at the next partition's first
+record (partitions are at least every timer delay apart): they are fired here by advancing the
+clock to the end of the whole input, and placed before that next partition's first record. Rows
+of connections still open at the end come after everything (`finish`), in partition order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from analysis.config import Config
+from analysis.engine import TABLES, Engine, Timers
+from analysis.histogram import LogHistogram
+from analysis.reader import CaptureSet
+from analysis.summary import Summary
+
+RECORD, DEADLINE = 1, 0
+BEFORE_FIRST = -1
+COUNTERS = ("frames", "drops", "dropped_records", "malformed_records", "records_after_close")
+
+
+class _TaggedRows:
+    """The sink: keeps the rows of the tables the summary aggregates, each with its place."""
+
+    def __init__(self, index: int):
+        self.index = index
+        self.rows: list[tuple[tuple, str, dict]] = []
+        self.place = (index, BEFORE_FIRST)  # (partition where rows fire, record index there)
+        self.delay: float | None = None  # of the deadline firing now; None while a record is handled
+        self.wanted = {table for table in TABLES if Summary().adder(table) is not None}
+
+    def adder(self, table: str):
+        if table not in self.wanted:
+            return None
+        rows = self.rows
+
+        def add(row: dict) -> None:
+            phase = RECORD if self.delay is None else DEADLINE
+            rows.append(((*self.place, phase, self.delay, self.index, len(rows)), table, row))
+        return add
+
+
+class _DeadlineTagger:
+    """Runs the engine's deadlines as `Timers.run_until` does, telling the sink which delay fires (it
+    orders deadlines firing at the same record). Installed on the engine's own `Timers`, since
+    analyzers keep its bound `after`."""
+
+    def __init__(self, timers: Timers, rows: _TaggedRows):
+        self.timers = timers
+        self.rows = rows
+        self.latest_fired = -math.inf
+        timers.run_until = self.run_until
+
+    def run_until(self, now: float) -> None:
+        queues, rows = self.timers.queues, self.rows
+        for delay, queue in list(queues.items()):  # callbacks may add a queue
+            while queue and queue[0][0] <= now:
+                deadline, callback, args = queue.popleft()
+                self.latest_fired = max(self.latest_fired, deadline)
+                rows.delay = delay
+                try:
+                    callback(deadline, *args)
+                finally:
+                    rows.delay = None
+        self.timers.next_due = min((q[0][0] for q in queues.values() if q), default=math.inf)
+
+
+@dataclass
+class PartitionResult:
+    index: int
+    rows: list[tuple[tuple, str, dict]]
+    counters: dict[str, int]
+    aggregates: list[dict]
+    """Per analyzer, its attributes that merge by addition: count dicts and latency histograms."""
+    files: list[tuple[int, str, list, dict]]
+    """(position in the input, path, damage, unknown record counts) per file."""
+    delays: list[float]
+    """Timer delays in the order the engine first used them."""
+    safe: bool = True
+    problems: list[str] = field(default_factory=list)
+
+
+def analyze_partition(index: int, files: list[tuple[int, str]], config: Config, end_t: float | None,
+                      next_t_min: float | None) -> PartitionResult:
+    """Analyse one partition. `end_t`: the last time of the whole input (None for the last partition);
+    `next_t_min`: the earliest time of the next partition."""
+    captures = CaptureSet([path for _, path in files])
+    rows = _TaggedRows(index)
+    engine = Engine(config, rows)
+    timers = _DeadlineTagger(engine.ctx.timers, rows)
+    feed = engine.feed
+    for i, rec in enumerate(captures.records()):
+        rows.place = (index, i)
+        feed(rec)
+    result = PartitionResult(index, rows.rows, {}, [], [], [])
+    if end_t is not None:
+        rows.place = (index + 1, BEFORE_FIRST)
+        timers.latest_fired = -math.inf
+        engine.advance(end_t)
+        if timers.latest_fired > next_t_min:
+            result.safe = False
+            result.problems.append(f"a deadline ({timers.latest_fired}) falls inside the next partition")
+    rows.place = (math.inf, index)
+    engine.finish()
+    result.counters = {name: getattr(engine, name) for name in COUNTERS}
+    result.aggregates = [_aggregates(analyzer) for analyzer in engine.analyzers]
+    result.files = [(position, capture.path, capture.damage, capture.unknown_records)
+                    for (position, _), capture in zip(files, captures.files)]
+    result.delays = list(timers.timers.queues)
+    return result
+
+
+def _aggregates(analyzer) -> dict:
+    out = {}
+    for name, value in vars(analyzer).items():
+        if isinstance(value, LogHistogram):
+            out[name] = value
+        elif isinstance(value, dict) and value and all(
+                isinstance(v, LogHistogram) or v.__class__ is int for v in value.values()):
+            out[name] = value
+    return out

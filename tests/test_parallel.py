@@ -1,0 +1,129 @@
+"""`mwtap analyze --jobs N` / `--dask`: the summary is identical (sort orders included) to the
+single-process run, on an input whose rules span files: rotated parts of one recording, a reconnect
+chain across recordings, deadlines firing after a recording's last record, connections still open
+at the end of the input."""
+
+from __future__ import annotations
+
+import subprocess
+
+import orjson
+import pytest
+
+import analysis
+from analysis import Config
+from analysis.parallel import analyze as analyze_parallel
+from analysis.parallel.plan import partitions, survey
+from analysis.synth import CaptureBuilder
+from conftest import BIN
+
+T = 1_795_600_000.0
+HOUR = 3600.0
+
+
+def consumer_session(b: CaptureBuilder, conn: str, t: float, token: str, *, requests: int = 12,
+                     unanswered: bool = False, close: tuple | None = (1000, "bye", "client")) -> float:
+    """A consumer: subscribe, GetClocks, one messaging event it never accepts, maybe an unanswered
+    request (its deadline fires later) and a close (None: still open when the capture ends)."""
+    b.open(conn, t, token=token, client=f"10.1.{len(conn)}.{hash(conn) % 200}:5000")
+    b.c2s(conn, t + 0.01, {"kind": "req", "id": "s", "type": "cqm.SubscribeExConversations", "body": {}})
+    b.s2c(conn, t + 0.05, {"kind": "resp", "reqId": "s", "code": 200, "type": "GenericSubscribeResponse",
+                           "body": {"subscriptionId": f"sub-{conn}"}})
+    for i in range(requests):
+        b.c2s(conn, t + 0.1 + i, {"kind": "req", "id": str(i), "type": "GetClock"})
+        b.s2c(conn, t + 0.13 + i + 0.01 * (i % 3), {"kind": "resp", "reqId": str(i), "code": 200 if i % 5 else 503,
+                                                     "type": "GetClockResponse"})
+    t += requests + 0.5
+    b.s2c(conn, t, {"kind": "notification", "type": "ms.MessagingEventNotification", "body": {"changes": [
+        {"sequence": 1, "originatorId": "agent-1", "originatorMetadata": {"id": "agent-1", "role": "ASSIGNED_AGENT"},
+         "serverTimestamp": int(t * 1000), "dialogId": f"dialog-{conn}",
+         "event": {"type": "ContentEvent", "message": "hi"}}]}})
+    if unanswered:
+        b.c2s(conn, t + 0.2, {"kind": "req", "id": "lost", "type": "cm.ConsumerRequestConversation"})
+    t += 1
+    if close:
+        b.close(conn, t, *close)
+    return t
+
+
+def write_recording(path, recording: str, t0: float, sessions, part: int = 1) -> None:
+    b = CaptureBuilder(t0=t0, recording=recording, part=part)
+    for session in sessions:
+        session(b)
+    b.write(path)
+
+
+@pytest.fixture(scope="module")
+def multi_file_input(tmp_path_factory):
+    d = tmp_path_factory.mktemp("multi")
+    files = []
+
+    def recording(name: str, t0: float, *sessions, part: int = 1, recording_id: str | None = None):
+        path = d / name
+        write_recording(path, recording_id or name, t0, sessions, part)
+        files.append(str(path))
+
+    # A: two rotated parts; a connection spans them, a 4401 and a reconnect with the same token.
+    recording("a.jsonl", T, lambda b: consumer_session(b, "a1", T, "tok-a", close=(4401, "expired", "server")),
+              lambda b: b.open("a2", T + 14, token="tok-a"), recording_id="rec-a")
+    recording("a.part2.jsonl", T + 14, lambda b: consumer_session(b, "a3", T + 15, "tok-a3", unanswered=True),
+              lambda b: b.c2s("a2", T + 15, {"kind": "req", "id": "1", "type": "GetClock"}),
+              lambda b: b.close("a2", T + 16, 1006, None, "client"), part=2, recording_id="rec-a")
+    # B: a request whose deadline passes only after B's last record, and a connection left open.
+    recording("b.jsonl", T + HOUR, lambda b: consumer_session(b, "b1", T + HOUR, "tok-b", unanswered=True),
+              lambda b: consumer_session(b, "b2", T + HOUR + 1, "tok-b2", close=None))
+    # C and D: D reconnects a token of C, so both go to one partition.
+    recording("c.jsonl", T + 2 * HOUR, lambda b: consumer_session(b, "c1", T + 2 * HOUR, "tok-c",
+                                                                  close=(1011, "restart", "server")))
+    recording("d.jsonl", T + 2 * HOUR + 30, lambda b: consumer_session(b, "d1", T + 2 * HOUR + 13.8, "tok-c",
+                                                                       unanswered=True, close=None))
+    # E: a gzip-free HAR-free plain late recording, listed before the others in the input.
+    recording("e.jsonl", T + 3 * HOUR, lambda b: consumer_session(b, "e1", T + 3 * HOUR, "tok-e", requests=40))
+    files.insert(0, files.pop())
+    return files
+
+
+def as_json(summary: dict) -> bytes:
+    return orjson.dumps(summary)
+
+
+def test_the_input_splits_into_partitions_that_keep_related_files_together(multi_file_input):
+    surveys = [survey(i, path) for i, path in enumerate(multi_file_input)]
+    plan = partitions(surveys, gap=600)
+    names = [[path.rsplit("/", 1)[1] for _, path in part.files] for part in plan]
+    assert names == [["a.jsonl", "a.part2.jsonl"], ["b.jsonl"], ["c.jsonl", "d.jsonl"], ["e.jsonl"]]
+    assert len(partitions(surveys, gap=2 * HOUR)) == 1  # recordings closer than the gap are not split
+
+
+def test_jobs_give_exactly_the_single_process_summary(multi_file_input):
+    config = Config(max_violations=5)  # the cap keeps the worst: the merge must keep the same ones
+    single, damage = analysis.analyze(multi_file_input, config)
+    rules = {v["rule"] for v in analysis.analyze(multi_file_input)[0]["violations"]}
+    assert {"token-not-refreshed", "unanswered-request", "missing-accept", "fast-reconnect"} <= rules
+    assert any(c["state"] == "open-at-end" for c in single["connections"])
+    for jobs in (2, 3):
+        parallel, parallel_damage = analyze_parallel(multi_file_input, config, jobs=jobs)
+        assert as_json(parallel) == as_json(single) and parallel_damage == damage
+
+
+def test_cli_jobs_1_and_jobs_2_print_the_same_json(multi_file_input):
+    outputs = [subprocess.run([str(BIN / "mwtap"), "analyze", "--format", "json", "--jobs", jobs, *multi_file_input],
+                              capture_output=True, timeout=120) for jobs in ("1", "2")]
+    assert [o.returncode for o in outputs] == [0, 0], outputs[1].stderr
+    assert outputs[0].stdout == outputs[1].stdout and b'"token-not-refreshed"' in outputs[0].stdout
+
+
+def test_a_bad_file_among_many_is_a_one_line_error(multi_file_input, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not a capture\n")
+    out = subprocess.run([str(BIN / "mwtap"), "analyze", "--jobs", "2", *multi_file_input, str(bad)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and out.stderr.count("\n") == 1 and str(bad) in out.stderr
+
+
+def test_dask_cluster_gives_the_single_process_summary(multi_file_input):
+    from distributed import LocalCluster
+    single, _ = analysis.analyze(multi_file_input)
+    with LocalCluster(n_workers=2, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
+        on_dask, _ = analyze_parallel(multi_file_input, dask_address=cluster.scheduler_address)
+    assert as_json(on_dask) == as_json(single)
