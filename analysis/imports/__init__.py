@@ -11,31 +11,18 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import io
-import os
 import zlib
 from dataclasses import dataclass, field
-from typing import IO, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import orjson
 
 from analysis.capture import CaptureError, CaptureFile, Damage
+from analysis.capture import _open as open_binary  # the capture reader's open: gunzips, one-line errors
 from analysis.config import Config
 
 CAPTURE, HAR, FLOWS = "capture", "har", "flows"
 _HEAD = 1 << 16
-
-
-def open_binary(path: str) -> IO[bytes]:
-    """The file's bytes, gunzipped when it is gzip-compressed."""
-    if os.path.isdir(path):
-        raise CaptureError(f"{path}: is a directory, not a capture file")
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise CaptureError(f"{path}: cannot open ({e.strerror})") from e
-    if f.peek(2)[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=f)  # type: ignore[return-value]
-    return f
 
 
 def detect(path: str) -> str:
