@@ -53,7 +53,7 @@ def analyze(paths: Paths, config: Config | None = None, *, jobs: int | None = No
         results = run_all(analyze_partition, [
             (i, part.files, analysis_config, end_t if i + 1 < len(plan) else None,
              plan[i + 1].t_min if i + 1 < len(plan) else None) for i, part in enumerate(plan)])
-    if not all(r.safe for r in results):
+    if not all(r.safe for r in results) or results[-1].last_t != end_t:  # (a damaged line may hold a later t)
         return analyze_here(paths, config)
     return limits.annotate(_merge(results, analysis_config)), _damage(results)
 

@@ -31,7 +31,7 @@ class _TaggedRows:
     def __init__(self, index: int):
         self.index = index
         self.rows: list[tuple[tuple, str, dict]] = []
-        self.place = (index, BEFORE_FIRST)  # (partition where rows fire, record index there)
+        self.partition, self.record = index, BEFORE_FIRST  # where rows fire: partition, record index there
         self.delay: float | None = None  # of the deadline firing now; None while a record is handled
         self.wanted = {table for table in TABLES if Summary().adder(table) is not None}
 
@@ -42,7 +42,7 @@ class _TaggedRows:
 
         def add(row: dict) -> None:
             phase = RECORD if self.delay is None else DEADLINE
-            rows.append(((*self.place, phase, self.delay, self.index, len(rows)), table, row))
+            rows.append(((self.partition, self.record, phase, self.delay, self.index, len(rows)), table, row))
         return add
 
 
@@ -82,6 +82,8 @@ class PartitionResult:
     """(position in the input, path, damage, unknown record counts) per file."""
     delays: list[float]
     """Timer delays in the order the engine first used them."""
+    last_t: float
+    """The latest time of the partition's records."""
     safe: bool = True
     problems: list[str] = field(default_factory=list)
 
@@ -96,17 +98,17 @@ def analyze_partition(index: int, files: list[tuple[int, str]], config: Config, 
     timers = _DeadlineTagger(engine.ctx.timers, rows)
     feed = engine.feed
     for i, rec in enumerate(captures.records()):
-        rows.place = (index, i)
+        rows.record = i
         feed(rec)
-    result = PartitionResult(index, rows.rows, {}, [], [], [])
+    result = PartitionResult(index, rows.rows, {}, [], [], [], engine.last_t)
     if end_t is not None:
-        rows.place = (index + 1, BEFORE_FIRST)
+        rows.partition, rows.record = index + 1, BEFORE_FIRST
         timers.latest_fired = -math.inf
         engine.advance(end_t)
         if timers.latest_fired > next_t_min:
             result.safe = False
             result.problems.append(f"a deadline ({timers.latest_fired}) falls inside the next partition")
-    rows.place = (math.inf, index)
+    rows.partition, rows.record = math.inf, index
     engine.finish()
     result.counters = {name: getattr(engine, name) for name in COUNTERS}
     result.aggregates = [_aggregates(analyzer) for analyzer in engine.analyzers]
