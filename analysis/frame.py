@@ -99,43 +99,52 @@ def type_is(type_: str | None, name: str) -> bool:
     return type_ is not None and (type_ == name or type_.endswith("." + name))
 
 
-def _scalar(value: Any) -> Any:
-    """A JSON string, number, boolean or null as it is; an object or array as null."""
-    return None if value.__class__ is dict or value.__class__ is list else value
+_CONTAINERS = frozenset({dict, list})
 
 
-def _event_entry(change: dict) -> list:
-    """[dialogId, conversationId, sequence, event type, status, originator, role, serverTimestamp]."""
-    event = change.get("event")
-    if event.__class__ is not dict:
-        event = {}
-    meta = change.get("originatorMetadata")
-    dialog, sequence = change.get("dialogId"), change.get("sequence")
-    return [dialog if dialog.__class__ is str else None, _scalar(change.get("conversationId")),
-            sequence if sequence.__class__ is int else None, _scalar(event.get("type")),
-            _scalar(event.get("status") or event.get("chatState")),
-            _scalar(change.get("originatorId") or change.get("originatorPId")),
-            _scalar(meta.get("role")) if meta.__class__ is dict else None, _scalar(change.get("serverTimestamp"))]
+def _scalars(values: list) -> list:
+    """The values with every object or array replaced by null (in place)."""
+    if not _CONTAINERS.isdisjoint(map(type, values)):
+        values[:] = [None if v.__class__ in _CONTAINERS else v for v in values]
+    return values
 
 
 def lift_body(type_: Any, body: Any) -> dict:
     """The body index fields of a message (docs/capture-format.md, "Body index fields")."""
     out: dict[str, Any] = {}
-    if type_.__class__ is str and is_messaging_notification(type_):
-        out["events"] = [_event_entry(change) for change in messaging_changes(type_, body)]
+    if type_.__class__ is not str:
+        type_ = None
+    elif is_messaging_notification(type_):
+        # One [dialogId, conversationId, sequence, event type, status, originator, role, serverTimestamp] per change.
+        out["events"] = events = []
+        for change in messaging_changes(type_, body):
+            event = change.get("event")
+            if event.__class__ is not dict:
+                event = {}
+            meta = change.get("originatorMetadata")
+            dialog, sequence = change.get("dialogId"), change.get("sequence")
+            events.append(_scalars([
+                dialog if dialog.__class__ is str else None, change.get("conversationId"),
+                sequence if sequence.__class__ is int else None, event.get("type"),
+                event.get("status") or event.get("chatState"), change.get("originatorId") or change.get("originatorPId"),
+                meta.get("role") if meta.__class__ is dict else None, change.get("serverTimestamp")]))
     if body.__class__ is not dict:
         return out
-    for key in ("dialogId", "conversationId"):
-        value = body.get(key)
-        if value.__class__ is str:
-            out[key] = value
-    sequence = body.get("sequence")
-    if sequence.__class__ is int:
-        out["sequence"] = sequence
-    if type_is(type_, "PublishEvent"):
+    value = body.get("dialogId")
+    if value.__class__ is str:
+        out["dialogId"] = value
+    value = body.get("conversationId")
+    if value.__class__ is str:
+        out["conversationId"] = value
+    value = body.get("sequence")
+    if value.__class__ is int:
+        out["sequence"] = value
+    if type_ is not None and type_.endswith("PublishEvent") and type_is(type_, "PublishEvent"):
         event = body.get("event")
         if event.__class__ is not dict:
             event = {}
-        out["event"] = [_scalar(event.get("type")), _scalar(event.get("status")),
-                        [s for s in as_list(event.get("sequenceList")) if _scalar(s) is not None]]
+        event_type, status = event.get("type"), event.get("status")
+        out["event"] = [None if event_type.__class__ in _CONTAINERS else event_type,
+                        None if status.__class__ in _CONTAINERS else status,
+                        [s for s in as_list(event.get("sequenceList")) if s is not None and s.__class__ not in _CONTAINERS]]
     return out

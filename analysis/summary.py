@@ -13,6 +13,12 @@ if TYPE_CHECKING:
     from analysis.reader import CaptureSet
 
 DAMAGE_LISTED = 100
+# What the summary keeps of each connection and subscription: tuples of these fields (a dict per
+# connection would cost several times the memory, and captures can hold many thousands).
+_CONNECTION_FIELDS = ("conn", "url", "client", "state", "opened_at", "closed_at", "close_code", "close_reason",
+                      "closed_by", "frames_c2s", "frames_s2c", "pings_c2s", "chain", "prev_conn")
+_SUBSCRIPTION_FIELDS = ("conn", "kind", "subscription_id", "dialog_id", "request_type", "notifications",
+                        "unsubscribed", "first_notification_delay_ms", "after_unsubscribe")
 
 
 def _ms(value: float | None) -> float | None:
@@ -26,10 +32,10 @@ class Summary:
 
     def __init__(self, max_violations: int = 1000):
         self.max_violations = max_violations
-        self.connections: list[dict] = []
+        self.connections: list[tuple] = []
         self.refused = 0
         self.max_gap: dict[str, float] = {}
-        self.subscriptions: list[dict] = []
+        self.subscriptions: list[tuple] = []
         self.reconnects = dict.fromkeys(("total", "after_token_close", "fresh_token", "same_token"), 0)
         self.violations: dict[str, list[dict]] = {s: [] for s in SEVERITIES}
         self.violation_counts: dict[str, dict[str, int]] = {}
@@ -43,19 +49,14 @@ class Summary:
         if row["state"] == "refused":
             self.refused += 1
         else:
-            self.connections.append(row)
+            self.connections.append(tuple(row[name] for name in _CONNECTION_FIELDS))
 
     def _keepalive(self, row: dict) -> None:
         self.max_gap[row["conn"]] = row["longest_gap_s"]
 
     def _streams(self, row: dict) -> None:
-        self.subscriptions.append({
-            "conn": row["conn"], "kind": row["kind"], "subscription_id": row["subscription_id"],
-            "dialog_id": row["dialog_id"], "request_type": row["request_type"],
-            "notifications": row["notifications"], "unsubscribed": row["unsubscribed"],
-            "first_notification_delay_ms": _ms(row["first_notification_delay_ms"]),
-            "after_unsubscribe": row["after_unsubscribe"],
-        })
+        self.subscriptions.append(tuple(_ms(row[name]) if name.endswith("_ms") else row[name]
+                                        for name in _SUBSCRIPTION_FIELDS))
 
     def _reconnects(self, row: dict) -> None:
         self.reconnects["total"] += 1
@@ -104,12 +105,12 @@ class Summary:
                 "incomplete": bool(engine.drops), "dropped_records": engine.dropped_records,
                 "unknown_records": unknown, "notes": notes,
             },
-            "connections": [self._connection(row) for row in self.connections],
+            "connections": [self._connection(dict(zip(_CONNECTION_FIELDS, values))) for values in self.connections],
             "requests": stats["requests"],
             "latency": {type_: {"count": h.count, "p50_ms": _ms(h.percentile(50)), "p90_ms": _ms(h.percentile(90)),
                                 "p99_ms": _ms(h.percentile(99)), "max_ms": _ms(h.max)}
                         for type_, h in sorted(latency.items(), key=lambda kv: (-kv[1].count, str(kv[0])))},
-            "subscriptions": self.subscriptions,
+            "subscriptions": [dict(zip(_SUBSCRIPTION_FIELDS, values)) for values in self.subscriptions],
             "messaging": {k: _ms(v) if k.endswith("_ms") else v for k, v in messaging.items()},
             "reconnects": dict(self.reconnects),
             "violation_counts": self.violation_counts,

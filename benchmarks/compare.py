@@ -10,9 +10,11 @@ subprocess, side by side in one run:
   reconnects, every rule), not only pairing.
 
 A tool that is not installed is skipped with a note. pandas and jq hold the whole capture in memory,
-so they are skipped above `--slurp-limit-mb` (they would need many GB).
+so they are skipped above `--slurp-limit-mb` (pandas needs ~10x the file size in RSS), and jq,
+which takes minutes on a 1M-frame capture, above `--jq-limit-mb`.
 
     python benchmarks/compare.py [--frames 1000000] [--capture FILE] [--smoke] [--slurp-limit-mb 600]
+                                 [--jq-limit-mb 100]
 """
 
 from __future__ import annotations
@@ -60,13 +62,15 @@ def missing_module(name: str) -> str | None:
     return None if importlib.util.find_spec(name) else f"python module {name} not installed"
 
 
-def tools(slurp_ok: bool) -> list[tuple[str, str | None, list[str]]]:
-    """(name, why it is skipped or None, command with {capture})."""
-    too_big = None if slurp_ok else "capture above --slurp-limit-mb (holds the whole file in memory)"
+def tools(size_mb: float, slurp_limit_mb: float, jq_limit_mb: float) -> list[tuple[str, str | None, list[str]]]:
+    """(name, why it is skipped or None, command without the capture path)."""
+    too_big = None if size_mb <= slurp_limit_mb else "capture above --slurp-limit-mb (holds the whole file in memory)"
+    too_slow = None if size_mb <= jq_limit_mb else "capture above --jq-limit-mb (jq -s takes minutes)"
     return [
         ("pandas read_json + merge", missing_module("pandas") or too_big, [PYTHON, "-c", PANDAS]),
         ("DuckDB SQL self-join", missing_module("duckdb"), [PYTHON, "-c", DUCKDB]),
-        ("jq -s pairing", (None if shutil.which("jq") else "jq not installed (apt-get install jq)") or too_big,
+        ("jq -s pairing", (None if shutil.which("jq") else "jq not installed (apt-get install jq)") or too_big
+         or too_slow,
          ["jq", "-s", "-c", JQ]),
     ]
 
@@ -76,14 +80,14 @@ def line(name: str, run: Run, mwtap: Run, bare: Run) -> str:
             f"{run.wall_s / mwtap.wall_s:6.2f}x mwtap's time  ({bare.wall_s / run.wall_s:.2f}x the bare loop's speed)")
 
 
-def compare(capture: str, slurp_limit_mb: float) -> None:
+def compare(capture: str, slurp_limit_mb: float, jq_limit_mb: float) -> None:
     size_mb = os.path.getsize(capture) / 1e6
     print(f"capture: {line_count(capture):,} lines, {size_mb:.1f} MB")
     bare = bare_loop(capture)
     mwtap = mwtap_analyze(capture)
     print(line("bare orjson loop", bare, mwtap, bare))
     print(line("mwtap analyze (all)", mwtap, mwtap, bare))
-    for name, skipped, command in tools(size_mb <= slurp_limit_mb):
+    for name, skipped, command in tools(size_mb, slurp_limit_mb, jq_limit_mb):
         if skipped:
             print(f"{name:26} skipped: {skipped}")
             continue
@@ -97,13 +101,14 @@ def main() -> None:
     parser.add_argument("--capture", help="an existing capture instead of generated ones")
     parser.add_argument("--smoke", action="store_true", help="a tiny run (10,000 frames) to check the script works")
     parser.add_argument("--slurp-limit-mb", type=float, default=600.0)
+    parser.add_argument("--jq-limit-mb", type=float, default=100.0)
     args = parser.parse_args()
     if args.capture:
-        compare(args.capture, args.slurp_limit_mb)
+        compare(args.capture, args.slurp_limit_mb, args.jq_limit_mb)
         return
     for frames in [10_000] if args.smoke else [int(n) for n in args.frames.split(",")]:
         with tempfile.TemporaryDirectory() as tmp:
-            compare(generate(os.path.join(tmp, "capture.jsonl"), frames), args.slurp_limit_mb)
+            compare(generate(os.path.join(tmp, "capture.jsonl"), frames), args.slurp_limit_mb, args.jq_limit_mb)
 
 
 if __name__ == "__main__":
