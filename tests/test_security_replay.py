@@ -59,3 +59,42 @@ def test_token_command_output_never_appears_anywhere(procs, tmp_path):
     for name, data in {"stdout": done.stdout, "stderr": done.stderr, "capture": out.read_bytes()}.items():
         pieces = [TOKEN[i:i + 8] for i in range(len(TOKEN) - 7) if TOKEN[i:i + 8].encode() in data]
         assert not pieces, (name, pieces)
+
+
+def test_replay_connects_to_the_checked_address_and_never_resolves_the_name_again(monkeypatch, tmp_path):
+    """A name that resolves to loopback at the check cannot redirect the replay later (DNS rebinding)."""
+    import asyncio
+
+    from recorder.replay.client import ReplayOptions, Replayer
+    from recorder.replay.mock_server import MockServer
+    from recorder.replay.plan import load_plan
+    from recorder.replay.recording import ReplayRecording
+    from recorder.replay.tokens import TokenPool, TokenSource
+
+    capture = tmp_path / "recorded.jsonl"
+    write_capture(capture)
+    plan = load_plan(capture)
+    resolving_to(monkeypatch, "127.0.0.1")
+    address = check_target("ws://rebinding.test:1", allow_remote=False)
+    assert address == "127.0.0.1"
+
+    def no_more_lookups(host, *args, **kw):
+        if host == "rebinding.test":
+            raise socket.gaierror(socket.EAI_NONAME, "looked up again")
+        return real_getaddrinfo(host, *args, **kw)
+    monkeypatch.undo()
+    real_getaddrinfo = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", no_more_lookups)
+
+    async def run():
+        async with MockServer(plan) as server:
+            target = f"ws://rebinding.test:{server.port}"
+            tokens = TokenPool(TokenSource(value="tok-pinned-0001"))
+            recording = ReplayRecording(tmp_path / "replayed.jsonl", lambda: tokens.secrets)
+            return await Replayer(plan, ReplayOptions(target, wait_timeout=2.0, address=address), tokens,
+                                  recording).run()
+
+    result = asyncio.run(asyncio.wait_for(run(), 30))
+    replayed = result.to_json()
+    assert "looked up again" not in str(replayed)
+    assert replayed["connections"][0]["frames_sent"] == 1, replayed

@@ -67,7 +67,7 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
             raise InputError("--target URL is required (or --as-server)")
         if not out:
             raise InputError("-o OUT is required: the replay is recorded there")
-        check_target(target, allow_remote)
+        address = check_target(target, allow_remote)
         source = TokenSource.from_options(token, token_env, token_command)
     except (CaptureError, PlanError, TargetError, TokenError) as e:
         raise InputError(str(e)) from None
@@ -87,7 +87,7 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
         raise InputError(f"cannot create {out}: {reason}") from None
     _announce(plan, target, timing, out)
     result = _run_client(plan, target, tokens, recording, timing=timing, speed=speed, parallel=parallel,
-                         fresh_ids=fresh_ids, wait_timeout=wait_timeout)
+                         fresh_ids=fresh_ids, wait_timeout=wait_timeout, address=address)
     if fmt == "json":
         import orjson
         sys.stdout.buffer.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))

@@ -53,6 +53,8 @@ class ReplayOptions:
     fresh_ids: bool = False
     wait_timeout: float = 5.0
     max_reconnects: int = 5
+    address: str | None = None
+    """Connect to this address (the one `check_target` approved) instead of resolving the target's name."""
 
     def __post_init__(self) -> None:
         if self.timing not in TIMINGS:
@@ -296,8 +298,10 @@ class ConnectionReplay:
         self.ws_id = str(uuid.uuid4())
         t_request = time.time()
         try:
+            pinned = {"host": self.options.address} if self.options.address else {}
             self.ws = await connect(url, additional_headers=headers, user_agent_header=user_agent, proxy=None,
-                                    ping_interval=None, max_size=None, open_timeout=self.options.wait_timeout * 2)
+                                    ping_interval=None, max_size=None, open_timeout=self.options.wait_timeout * 2,
+                                    **pinned)
         except (OSError, InvalidHandshake, TimeoutError) as e:
             status = e.response.status_code if isinstance(e, InvalidStatus) else None
             self.r.recording.writer.write({"rec": "refused", "t": time.time(), "conn": self.ws_id, "url": url,
