@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import re
 import subprocess
 import tempfile
@@ -43,6 +44,8 @@ def independent_copy(source: Path, target: Path, k: int) -> None:
 
 
 def timed(args: list[str]) -> tuple[float, bytes]:
+    """Wall seconds and standard output (worker processes are not children of the command, so
+    their CPU time is not reported)."""
     start = time.perf_counter()
     out = subprocess.run(args, capture_output=True, check=False)
     if out.returncode not in (0, 3):
@@ -64,11 +67,12 @@ def main() -> None:
             independent_copy(raw, Path(files[-1]), k)
             raw.unlink()
         command = [MWTAP, "analyze", "--format", "json"]
+        load = os.getloadavg()[0]
         one, single = timed([*command, "--jobs", "1", *files])
         many, parallel = timed([*command, "--jobs", str(args.jobs), *files])
     same = "identical" if single == parallel else "DIFFERENT"
-    print(f"{args.files} files x {args.frames:,} frames: --jobs 1 {one:.2f} s, --jobs {args.jobs} {many:.2f} s, "
-          f"speed-up {one / many:.2f}x; JSON {same}")
+    print(f"{args.files} files x {args.frames:,} frames: --jobs 1 {one:.2f} s, --jobs {args.jobs} {many:.2f} s; "
+          f"speed-up {one / many:.2f}x; JSON {same}; load average before {load:.1f} on {os.cpu_count()} cores")
     if single != parallel:
         raise SystemExit(1)
 

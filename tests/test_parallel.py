@@ -106,6 +106,19 @@ def test_jobs_give_exactly_the_single_process_summary(multi_file_input):
         assert as_json(parallel) == as_json(single) and parallel_damage == damage
 
 
+def test_recordings_far_apart_that_share_a_token_are_still_linked(multi_file_input, tmp_path):
+    """A consumer reconnecting a day later with the token of a 4401-closed connection of recording A:
+    the plan puts them apart by time, the runs show the shared token, and the result stays exact."""
+    late = tmp_path / "late.jsonl"
+    write_recording(late, "late", T + 24 * HOUR,
+                    [lambda b: consumer_session(b, "late1", T + 24 * HOUR, "tok-a3", requests=3)])
+    paths = [*multi_file_input, str(late)]
+    single, _ = analysis.analyze(paths)
+    [link] = [c for c in single["connections"] if c["conn"] == "late1"]
+    assert link["prev_conn"] == "a3"
+    assert as_json(analyze_parallel(paths, jobs=2)[0]) == as_json(single)
+
+
 def test_cli_jobs_1_and_jobs_2_print_the_same_json(multi_file_input):
     outputs = [subprocess.run([str(BIN / "mwtap"), "analyze", "--format", "json", "--jobs", jobs, *multi_file_input],
                               capture_output=True, timeout=120) for jobs in ("1", "2")]

@@ -4,14 +4,15 @@ the result exactly equal to the single-process run (docs/export.md, "Scale-out")
     summary, damage = analysis.parallel.analyze(paths, config, jobs=4)
     summary, damage = analysis.parallel.analyze(paths, config, dask_address="tcp://127.0.0.1:8786")
 
-1. Every file is surveyed in parallel (recording, time range, connection ids, tokens).
-2. Recordings that share an identity, or that are too close in time, form one partition
-   (`plan.partitions`); with fewer than two partitions the input is analysed in one process.
+1. Every file's recording and approximate time range are read (header, first record, last lines).
+2. Recordings too close in time form one partition (`plan.partitions`); with fewer than two
+   partitions the input is analysed in one process.
 3. Partitions are analysed in parallel (`run.analyze_partition`), their summary rows tagged with
    their place in the single-process order, then replayed in that order into one `Summary`;
    the analyzers' counts and histograms are added up.
-4. If a partition reports that its rows could not be placed exactly, the whole input is analysed
-   in one process instead.
+4. What the plan assumed is checked on the exact values the runs report (time gaps, deadlines, no
+   connection id, token or JWT `sub` in two partitions); if it does not hold, the whole input is
+   analysed in one process instead.
 """
 
 from __future__ import annotations
@@ -41,21 +42,44 @@ def analyze(paths: Paths, config: Config | None = None, *, jobs: int | None = No
     jobs = jobs or os.cpu_count() or 1
     if dask_address is None and (jobs == 1 or len(paths) == 1):
         return analyze_here(paths, config)
+    gap = max(config.reconnect_window_s, config.response_timeout_s, config.accept_timeout_s, READ_WAIT_S)
     with _Workers(jobs, dask_address) as run_all:
         surveys = run_all(survey, list(enumerate(paths)))
         limits = SourceLimits.of(s.header for s in surveys)
         analysis_config = limits.config(config)
-        gap = max(config.reconnect_window_s, config.response_timeout_s, config.accept_timeout_s, READ_WAIT_S)
         plan = partitions(surveys, gap)
         if len(plan) < 2:
             return analyze_here(paths, config)
+        last = len(plan) - 1
         end_t = plan[-1].t_max
-        results = run_all(analyze_partition, [
-            (i, part.files, analysis_config, end_t if i + 1 < len(plan) else None,
-             plan[i + 1].t_min if i + 1 < len(plan) else None) for i, part in enumerate(plan)])
-    if not all(r.safe for r in results) or results[-1].last_t != end_t:  # (a damaged line may hold a later t)
-        return analyze_here(paths, config)
+        results = run_all(analyze_partition, [(i, part.files, analysis_config, end_t if i < last else None)
+                                              for i, part in enumerate(plan)])
+        if not _independent(results, gap):
+            return analyze_here(paths, config)
+        exact_end = results[-1].t_max  # the planned end came from the last lines only
+        rerun = [i for i, r in enumerate(results[:-1]) if r.open_at_end and end_t != exact_end]
+        for i, result in zip(rerun, run_all(analyze_partition, [(i, plan[i].files, analysis_config, exact_end)
+                                                                 for i in rerun])):
+            results[i] = result
     return limits.annotate(_merge(results, analysis_config)), _damage(results)
+
+
+def _independent(results: list[PartitionResult], gap: float) -> bool:
+    """Whether the partitions really are what the plan assumed: apart by more than `gap`, every
+    deadline left at a partition's end before the next one starts, no shared identity."""
+    for before, after in zip(results, results[1:]):
+        if after.t_min - before.t_max <= gap or before.latest_fired > after.t_min:
+            return False
+    owner: dict[tuple, int] = {}
+    for r in results:
+        for _, table, row in r.rows:
+            if table != "connections":
+                continue
+            keys = [("conn", row["conn"]), ("token", row.get("token")), ("sub", row.get("sub"))]
+            for key in keys:
+                if key[1] is not None and owner.setdefault(key, r.index) != r.index:
+                    return False
+    return True
 
 
 class _Workers:
@@ -72,11 +96,15 @@ class _Workers:
             except ImportError:
                 raise RuntimeError("--dask needs dask.distributed (pip install 'mwtap[dask]')") from None
             self.client = Client(self.dask_address, set_as_default=False)
-            return lambda fn, tasks: self.client.gather(self.client.map(fn, *zip(*tasks), pure=False))
+            return lambda fn, tasks: self.client.gather([self.client.submit(fn, *args, pure=False) for args in tasks])
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
-        self.pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"))
-        return lambda fn, tasks: list(self.pool.map(fn, *zip(*tasks)))
+        # Workers fork from a clean server process that has the analysis imported: quick to start,
+        # and safe when the caller has threads (a plain fork is not).
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["analysis.parallel.run", "analysis.parallel.plan"])
+        self.pool = ProcessPoolExecutor(self.jobs, mp_context=context)
+        return lambda fn, tasks: [future.result() for future in [self.pool.submit(fn, *args) for args in tasks]]
 
     def __exit__(self, *exc) -> None:
         if self.dask_address is not None:

@@ -1,23 +1,25 @@
-"""Which files can be analysed apart: a cheap survey of each file, then partitions that no
-cross-connection rule can span (docs/export.md, "Scale-out").
+"""Which files can be analysed apart (docs/export.md, "Scale-out").
 
-A partition is a set of recordings (rotated parts of one recording stay together). Two recordings
-go to the same partition when they share a connection id, a token fingerprint or a JWT `sub`
-(reconnect chains, publish-after-close of one consumer), and partitions must follow each other in
-time with a gap of more than `reconnect_window_s` (host-linked reconnects) and of every timer delay,
-so that the single-process run would see them one after the other.
+A partition is a set of recordings (rotated parts of one recording always stay together), and
+partitions must follow each other in time with a gap of more than `reconnect_window_s`
+(host-linked reconnects) and of every timer delay, so that the single-process run sees them one
+after the other. Planning only looks at each file's header, first record and last lines; what it
+assumes (exact time gaps, no connection id, token or JWT `sub` shared between partitions) is
+checked on the exact values the partition runs report (`analysis.parallel`).
 """
 
 from __future__ import annotations
 
-import itertools
-import re
-from dataclasses import dataclass, field
+import gzip
+import os
+from dataclasses import dataclass
 
 import orjson
 
-from analysis.capture import CLOSE, MSG, OPEN, REFUSED, CaptureFile
-from analysis.identity import header_token, init_connection_token, url_token
+from analysis.capture import CaptureFile
+
+_TAIL = 1 << 16
+_BLOCK = 1 << 23
 
 
 @dataclass
@@ -27,112 +29,51 @@ class FileSurvey:
     path: str
     recording: str
     header: dict | None
-    t_min: float = float("inf")
-    t_max: float = float("-inf")
-    keys: set[str] = field(default_factory=set)
-
-
-# Capture lines as mwtap writes them start with `{"rec":KIND,"t":T`: the survey scans blocks of
-# lines with these patterns instead of parsing every line. A file with other lines (another
-# producer's key order) is parsed line by line.
-# (Patterns anchor on "\n" rather than on ^ with re.M: several times faster.)
-_TIME = re.compile(rb'\n\{"rec":"(?!header")[a-z]+","t":(-?[0-9][0-9.eE+-]*)[,}]')
-_HEADER = re.compile(rb'\n\{"rec":"header"')
-_CONNECTION = re.compile(rb'\n(\{"rec":"(?:open|close|refused)",[^\n]*)')
-_INIT = b'"type":"InitConnection"'  # the lifted field; inside a payload text the quotes are escaped
-_BLOCK = 1 << 23
+    t_first: float
+    """Time of the first record (an estimate of the earliest)."""
+    t_last: float
+    """Latest time among the last lines (an estimate of the latest)."""
 
 
 def survey(position: int, path: str) -> FileSurvey:
-    """One pass over a file: its recording, time range and the identities of its connections."""
-    from analysis.imports import CAPTURE, detect
-    if detect(path) == CAPTURE:
-        found = _scan(position, path)
-        if found is not None:
-            return found
-    return _parse(position, path)
-
-
-def _scan(position: int, path: str) -> FileSurvey | None:
-    """The survey of an mwtap capture from its line patterns, or None if a line does not fit them."""
-    from analysis.capture import _open
-    reader = CaptureFile(path)
-    next(reader.records(), None)  # reads and checks the header line
-    found = FileSurvey(position, path, _recording(reader.header, path), reader.header)
-    rest = b""
-    with _open(path) as f:
-        while True:
-            block = f.read(_BLOCK)
-            if not block:
-                break
-            block, _, rest = (rest + block).rpartition(b"\n")
-            if not _scan_block(found, b"\n" + block):
-                return None
-    return found if not rest.strip() else None
-
-
-def _scan_block(found: FileSurvey, block: bytes) -> bool:
-    times = _TIME.findall(block)
-    if len(times) + len(_HEADER.findall(block)) != block.count(b"\n"):  # one "\n" before each line
-        return False
-    if times:
-        values = list(map(float, times))
-        found.t_min, found.t_max = min(found.t_min, *values), max(found.t_max, *values)
-    for line in _CONNECTION.findall(block) + list(_lines_with(block, _INIT)):
-        try:
-            _identify(found.keys, orjson.loads(line))
-        except orjson.JSONDecodeError:
-            pass
-    return True
-
-
-def _lines_with(block: bytes, needle: bytes):
-    at = block.find(needle)
-    while at >= 0:
-        start, end = block.rfind(b"\n", 0, at) + 1, block.find(b"\n", at)
-        yield block[start:end]
-        at = block.find(needle, end)
-
-
-def _parse(position: int, path: str) -> FileSurvey:
-    from analysis.imports import open_capture
-    capture = open_capture(path)
+    from analysis.imports import CAPTURE, detect, open_capture
+    capture = CaptureFile(path) if detect(path) == CAPTURE else open_capture(path)
     records = capture.records()
     first = next(records, None)
-    found = FileSurvey(position, path, _recording(capture.header, path), capture.header)
-    for rec in itertools.chain([first] if first is not None else [], records):
-        t = rec.get("t")
-        if t.__class__ is float or t.__class__ is int:
-            found.t_min, found.t_max = min(found.t_min, t), max(found.t_max, t)
-        if rec.get("rec") in (OPEN, CLOSE, REFUSED) or rec.get("type") == "InitConnection":
-            _identify(found.keys, rec)
-    return found
+    recording = (capture.header or {}).get("recording")
+    recording = recording if isinstance(recording, str) else path
+    if isinstance(capture, CaptureFile):
+        t_first, t_last = _time(first), max(map(_time, _last_records(path)), default=-float("inf"))
+    else:  # HAR and flow files are read whole anyway
+        times = [_time(first), *map(_time, records)]
+        t_first, t_last = min(times), max(times)
+    return FileSurvey(position, path, recording, capture.header, t_first, t_last)
 
 
-def _recording(header: dict | None, path: str) -> str:
-    recording = (header or {}).get("recording")
-    return recording if isinstance(recording, str) else path
+def _time(rec: dict | None) -> float:
+    t = (rec or {}).get("t")
+    return t if isinstance(t, (int, float)) and not isinstance(t, bool) else -float("inf")
 
 
-def _identify(keys: set[str], rec: dict) -> None:
-    conn = rec.get("conn")
-    if isinstance(conn, str):
-        keys.add("conn:" + conn)
-    if rec.get("rec") == OPEN:
-        _add_token(keys, header_token(rec))
-        _add_token(keys, url_token(rec.get("url")))
-    elif rec.get("rec") == MSG and isinstance(rec.get("text"), str):
+def _last_records(path: str) -> list[dict]:
+    from analysis.capture import _open
+    with _open(path) as f:
+        if isinstance(f, gzip.GzipFile):
+            tail = b""
+            while block := f.read(_BLOCK):
+                tail = (tail + block)[-_TAIL:]
+        else:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - _TAIL))
+            tail = f.read()
+    records = []
+    for line in tail.split(b"\n")[1:]:
         try:
-            _add_token(keys, init_connection_token(orjson.loads(rec["text"])))
+            rec = orjson.loads(line)
         except orjson.JSONDecodeError:
-            pass
-
-
-def _add_token(keys: set[str], token) -> None:
-    if token is not None:
-        keys.add("token:" + token.fingerprint)
-        if token.sub:
-            keys.add("sub:" + token.sub)
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
+    return records
 
 
 @dataclass
@@ -145,29 +86,11 @@ class Partition:
 
 def partitions(surveys: list[FileSurvey], gap: float) -> list[Partition]:
     """Partitions in time order; each keeps its files in input order."""
-    groups: dict[str, list[FileSurvey]] = {}
+    recordings: dict[str, list[FileSurvey]] = {}
     for s in surveys:
-        groups.setdefault(s.recording, []).append(s)
-    parent = {name: name for name in groups}
-
-    def root(name: str) -> str:
-        while parent[name] != name:
-            parent[name] = parent[parent[name]]
-            name = parent[name]
-        return name
-
-    owner: dict[str, str] = {}
-    for name, files in groups.items():
-        for key in set().union(*(f.keys for f in files)):
-            if key in owner:
-                parent[root(name)] = root(owner[key])
-            else:
-                owner[key] = name
-    components: dict[str, list[FileSurvey]] = {}
-    for name, files in groups.items():
-        components.setdefault(root(name), []).extend(files)
-    spans = sorted(([min(f.t_min for f in files), max(f.t_max for f in files), files]
-                    for files in components.values()), key=lambda span: span[0])
+        recordings.setdefault(s.recording, []).append(s)
+    spans = sorted(([min(f.t_first for f in files), max(f.t_last for f in files), files]
+                    for files in recordings.values()), key=lambda span: span[0])
     merged: list[list] = []
     for span in spans:
         if merged and span[0] - merged[-1][1] <= gap:  # too close: one partition
@@ -175,5 +98,4 @@ def partitions(surveys: list[FileSurvey], gap: float) -> list[Partition]:
             merged[-1][2] = merged[-1][2] + span[2]
         else:
             merged.append(span)
-    return [Partition(sorted((f.position, f.path) for f in files), t_min, t_max)
-            for t_min, t_max, files in merged]
+    return [Partition(sorted((f.position, f.path) for f in files), t_min, t_max) for t_min, t_max, files in merged]

@@ -75,39 +75,45 @@ class _DeadlineTagger:
 class PartitionResult:
     index: int
     rows: list[tuple[tuple, str, dict]]
-    counters: dict[str, int]
-    aggregates: list[dict]
+    t_min: float
+    """The earliest and latest times of the partition's records."""
+    t_max: float
+    latest_fired: float = -math.inf
+    """The latest deadline that fired (those left at the end fire at the next partition's start)."""
+    open_at_end: bool = False
+    counters: dict[str, int] = field(default_factory=dict)
+    aggregates: list[dict] = field(default_factory=list)
     """Per analyzer, its attributes that merge by addition: count dicts and latency histograms."""
-    files: list[tuple[int, str, list, dict]]
+    files: list[tuple[int, str, list, dict]] = field(default_factory=list)
     """(position in the input, path, damage, unknown record counts) per file."""
-    delays: list[float]
+    delays: list[float] = field(default_factory=list)
     """Timer delays in the order the engine first used them."""
-    last_t: float
-    """The latest time of the partition's records."""
-    safe: bool = True
-    problems: list[str] = field(default_factory=list)
 
 
-def analyze_partition(index: int, files: list[tuple[int, str]], config: Config, end_t: float | None,
-                      next_t_min: float | None) -> PartitionResult:
-    """Analyse one partition. `end_t`: the last time of the whole input (None for the last partition);
-    `next_t_min`: the earliest time of the next partition."""
+def analyze_partition(index: int, files: list[tuple[int, str]], config: Config, end_t: float | None
+                      ) -> PartitionResult:
+    """Analyse one partition. `end_t`: the last time of the whole input (None for the last partition),
+    when connections still open at the end are closed."""
     captures = CaptureSet([path for _, path in files])
     rows = _TaggedRows(index)
     engine = Engine(config, rows)
     timers = _DeadlineTagger(engine.ctx.timers, rows)
     feed = engine.feed
+    t_min = math.inf
     for i, rec in enumerate(captures.records()):
         rows.record = i
+        t = rec.get("t")
+        if (t.__class__ is float or t.__class__ is int) and t < t_min:
+            t_min = t
         feed(rec)
-    result = PartitionResult(index, rows.rows, {}, [], [], [], engine.last_t)
+    result = PartitionResult(index, rows.rows, t_min=t_min, t_max=engine.last_t)
     if end_t is not None:
+        # Whatever is still pending fires now; the merge checks that it all falls before the next partition.
         rows.partition, rows.record = index + 1, BEFORE_FIRST
-        timers.latest_fired = -math.inf
-        engine.advance(end_t)
-        if timers.latest_fired > next_t_min:
-            result.safe = False
-            result.problems.append(f"a deadline ({timers.latest_fired}) falls inside the next partition")
+        engine.advance(math.inf)
+        engine.last_t = end_t
+    result.latest_fired = timers.latest_fired
+    result.open_at_end = bool(engine.open_conns)
     rows.partition, rows.record = math.inf, index
     engine.finish()
     result.counters = {name: getattr(engine, name) for name in COUNTERS}
