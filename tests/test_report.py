@@ -18,7 +18,7 @@ import pytest
 from matplotlib.image import imread
 
 from browser import chromium_binary, open_page
-from conftest import BIN, REPO
+from conftest import BIN
 
 SECTIONS = ["summary", "violations", "latency", "slowest", "connections", "reconnects", "keepalive", "streams",
             "frames"]

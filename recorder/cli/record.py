@@ -79,10 +79,9 @@ def record(upstream: str | None, listen: str, out: Path, mode: str | None, rotat
 
 async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str | None, redact: bool,
                rotate_mb: int, max_payload: int, live: bool, force: bool) -> None:
-    import asyncio
     import logging
-    import signal
 
+    from recorder.cli.signals import stop_event
     from recorder.proxy import RecordingProxy
 
     handler = logging.StreamHandler()
@@ -90,10 +89,7 @@ async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str 
     handler.setFormatter(logging.Formatter("mwtap record: %(levelname)s: %(message)s"))
     logging.getLogger().addHandler(handler)
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     proxy = RecordingProxy(upstream, out, listen_host=host, listen_port=port, mode=mode, redact=redact,
                            rotate_mb=rotate_mb, max_payload=max_payload,
                            live=(lambda line: click.echo(f"mwtap live: {line}")) if live else None, force=force)

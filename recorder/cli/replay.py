@@ -112,16 +112,14 @@ def _announce(plan, target: str, timing: str, out: str) -> None:
 
 def _run_client(plan, target: str, tokens, recording, **options):
     import asyncio
-    import signal
 
+    from recorder.cli.signals import on_stop_signal
     from recorder.replay.client import ReplayOptions, Replayer
 
     async def main():
         replayer = Replayer(plan, ReplayOptions(target, **options), tokens, recording,
                             log=lambda line: click.echo(f"  {line}", err=True))
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, replayer.request_stop)
+        on_stop_signal(replayer.request_stop)
         return await replayer.run()
 
     return asyncio.run(main())
@@ -145,18 +143,15 @@ def render_result(result) -> str:
 
 def _serve(plan, listen: str) -> None:
     import asyncio
-    import signal
 
     from recorder.cli.serve import parse_listen
+    from recorder.cli.signals import stop_event
     from recorder.replay.mock_server import MockServer
 
     host, port = parse_listen(listen)
 
     async def main():
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_event()
         async with MockServer(plan, host, port) as server:
             click.echo(f"mwtap replay --as-server: WebSocket {server.url()}")
             click.echo(f"mwtap replay --as-server: IDP       POST {server.idp_url()}/signup")

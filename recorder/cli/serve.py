@@ -78,15 +78,10 @@ def serve(listen, token_lifetime, identity_window, idle_timeout, idle_close_code
 
 
 async def _serve(config, host: str, port: int) -> None:
-    import asyncio
-    import signal
-
+    from recorder.cli.signals import stop_event
     from recorder.server import DEFAULT_ACCOUNT, MessagingServer
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     async with MessagingServer(config, host, port) as server:
         click.echo(f"mwtap serve: WebSocket {server.url(DEFAULT_ACCOUNT)}")
         click.echo(f"mwtap serve: IDP       POST {server.idp_url(DEFAULT_ACCOUNT)}/signup")
