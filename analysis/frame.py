@@ -45,15 +45,19 @@ class Frame:
 
     def lifted(self, key: str) -> Any:
         """A body index field (`dialogId`, `event`, `events`, …; see `lift_body`). Captures written
-        before these fields existed do not carry them: the payload is then parsed and lifted here,
-        by the same function the recorder uses, so both give the same values."""
+        before these fields existed do not carry them, and a damaged or hand-made capture may carry
+        them malformed: the payload is then parsed and lifted here, by the same function the
+        recorder uses, so every path gives the same values."""
         rec = self.rec
         value = rec.get(key)
-        if value is None and not self._lifted:
+        if value is not None and _VALID[key](value):
+            return value
+        if not self._lifted:
             self._lifted = True
+            for name in BODY_INDEX_FIELDS:
+                rec.pop(name, None)
             rec.update(lift_body(rec.get("type"), self.body))
-            value = rec.get(key)
-        return value
+        return rec.get(key)
 
 
 def parse_payload(rec: dict) -> Any:
@@ -107,6 +111,27 @@ def _scalars(values: list) -> list:
     if not _CONTAINERS.isdisjoint(map(type, values)):
         values[:] = [None if v.__class__ in _CONTAINERS else v for v in values]
     return values
+
+
+def _valid_event(value: Any) -> bool:
+    return (value.__class__ is list and len(value) == 3 and value[2].__class__ is list
+            and _CONTAINERS.isdisjoint(map(type, value[:2])) and _CONTAINERS.isdisjoint(map(type, value[2])))
+
+
+def _valid_events(value: Any) -> bool:
+    if value.__class__ is not list:
+        return False
+    for entry in value:
+        if entry.__class__ is not list or len(entry) != 8 or not _CONTAINERS.isdisjoint(map(type, entry)):
+            return False
+        dialog, sequence = entry[0], entry[2]
+        if (dialog is not None and dialog.__class__ is not str) or (sequence is not None and sequence.__class__ is not int):
+            return False
+    return True
+
+
+_VALID = {"dialogId": lambda value: value.__class__ is str, "conversationId": lambda value: value.__class__ is str,
+          "sequence": lambda value: value.__class__ is int, "event": _valid_event, "events": _valid_events}
 
 
 def lift_body(type_: Any, body: Any) -> dict:

@@ -125,3 +125,29 @@ def test_documented_frames_same_analysis_with_and_without_body_index(tmp_path):
 def test_message_record_lifts_the_documented_body_fields(payload, lifted):
     rec = message_record("c1", 1.0, 0, True, True, orjson.dumps(payload))
     assert {key: rec[key] for key in BODY_INDEX_FIELDS if key in rec} == lifted
+
+
+@pytest.mark.parametrize("bad", [
+    {"events": [["d9", None, "1", "ContentEvent", None, "agent-9", None, None]]},
+    {"events": [[{"d": 1}, None, 1, "ContentEvent", None, "agent-9", None, None]]},
+    {"events": [["d9", None, 1, ["ContentEvent"], None, {"id": 1}, None, None]]},
+    {"events": [["d9"]]}, {"events": "d9"}, {"events": [None]},
+    {"event": ["AcceptStatusEvent", "ACCEPT"]}, {"event": ["AcceptStatusEvent", "ACCEPT", [{"seq": 1}]]},
+    {"event": {"type": "AcceptStatusEvent"}}, {"dialogId": ["d9"]}, {"conversationId": {"id": "d9"}},
+    {"sequence": "7"}, {"sequence": True},
+])
+def test_malformed_body_index_fields_are_replaced_by_the_payloads(tmp_path, bad):
+    """A damaged or hand-made capture may carry the fields with other shapes: the analysis then
+    uses the payload, as for a capture without them (no crash, same results)."""
+    b = CaptureBuilder()
+    documented_conversation(b)
+    capture, damaged, older = tmp_path / "capture.jsonl", tmp_path / "damaged.jsonl", tmp_path / "older.jsonl"
+    b.write(capture)
+    without_body_index(capture, older)
+    with open(capture, "rb") as f, open(damaged, "wb") as out:
+        for line in f:
+            rec = orjson.loads(line)
+            if rec.get("rec") == "msg" and any(key in rec for key in bad):
+                rec.update(bad)
+            out.write(dumps(rec))
+    assert_same_analysis(damaged, older)

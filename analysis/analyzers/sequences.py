@@ -18,6 +18,7 @@ SEEN_KEPT = 1024      # recent sequences per dialog, for duplicates and own-echo
 ECHOES_KEPT = 1024    # published sequences per connection still waiting for their notification
 HISTORY_SLACK_S = 1.0  # events stamped this long before the subscribe are history replay
 READ_WAIT_S = 300.0   # how long an accepted message waits for its READ (bounds memory)
+_ID_TYPES = frozenset({str, type(None)})
 REQUESTS = ("PublishEvent", "SubscribeMessagingEvents", "UpdateConversationField", "InitConnection")
 
 
@@ -105,7 +106,11 @@ class Sequences(Analyzer):
             return
         rec = frame.rec
         state = self.conns[rec["conn"]]
+        # `event` is there, so the record was lifted: an absent dialogId / conversationId is absent
+        # from the payload too. Only a malformed one sends us to the payload.
         dialog, conversation = rec.get("dialogId"), rec.get("conversationId")
+        if dialog.__class__ not in _ID_TYPES or conversation.__class__ not in _ID_TYPES:
+            dialog, conversation = frame.lifted("dialogId"), frame.lifted("conversationId")
         event_type, status, sequences = event
         if event_type != CHAT_STATE and (self.closed_dialogs or self.closed_conversations):
             closed = [f"dialog {dialog!r} closed {rec['t'] - self.closed_dialogs[dialog]:.1f} s earlier"
