@@ -46,6 +46,19 @@ class CaptureError(Exception):
     """A file that cannot be read as a capture at all (one line, names the file)."""
 
 
+def ws_url(url: str) -> str:
+    """The `url` of an open record: mitmproxy and HAR show the upgrade as http(s)://, captures as ws(s)://."""
+    return "ws" + url[4:] if url.startswith("http") else url
+
+
+def host_port(host: str | None, port: int | None) -> str | None:
+    """`host:port` as captures write addresses (IPv6 hosts in brackets)."""
+    if not host:
+        return None
+    host = f"[{host}]" if ":" in host else host
+    return host if port is None else f"{host}:{port}"
+
+
 def dumps(record: dict) -> bytes:
     """One capture line, newline included."""
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
@@ -101,24 +114,29 @@ def message_record(conn: str, t: float, n: int, from_client: bool, is_text: bool
         "op": "text" if is_text else "binary",
         "size": len(content),
     }
-    if len(content) > max_payload:
-        content = content[:max_payload]
-        rec["truncated"] = True
     text = None
     if is_text:
         try:
             text = content.decode("utf-8")
         except UnicodeDecodeError:
             rec["utf8"] = False
+    index = None
+    if text is not None and (text[:1] == "{" or text.lstrip()[:1] == "{"):
+        try:
+            index = lift_index(orjson.loads(content))  # from the whole payload, even when it is truncated below
+        except orjson.JSONDecodeError:
+            pass
+    if len(content) > max_payload:
+        rec["truncated"] = True
+        content = content[:max_payload]
+        if text is not None:
+            text = content.decode("utf-8", "ignore")  # cut at a character boundary
     if text is None:
         rec["b64"] = base64.b64encode(content).decode("ascii")
         return rec
     rec["text"] = text
-    if text[:1] == "{" or text.lstrip()[:1] == "{":
-        try:
-            rec.update(lift_index(orjson.loads(content)))
-        except orjson.JSONDecodeError:
-            pass
+    if index:
+        rec.update(index)
     return rec
 
 

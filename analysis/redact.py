@@ -17,6 +17,8 @@ from urllib.parse import unquote
 
 import orjson
 
+from analysis.capture import DEFAULT_MAX_PAYLOAD, message_record
+
 _MARKER_PREFIX = "[redacted sha256:"
 # A JWT's marker also carries the fingerprint of its `sub` claim, so the identity behind a
 # refreshed token can still be followed across reconnects.
@@ -128,6 +130,28 @@ def _redact_init_connection(text: str) -> str:
     if reencode:
         return orjson.dumps(payload).decode()
     return out
+
+
+def redacted_message(conn: str, t: float, n: int, from_client: bool, is_text: bool, content: bytes,
+                     max_payload: int = DEFAULT_MAX_PAYLOAD) -> dict:
+    """A msg record (`analysis.capture.message_record`) with secrets redacted from a text payload.
+
+    Redaction runs on the whole payload before anything is lifted or truncated, so no index field
+    and no truncated tail can keep a piece of a token; `size` stays the length that was relayed.
+    """
+    if is_text and (b"eyJ" in content or b"ConsumerAuthentication" in content):
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None:
+            clean = redact_text(text)
+            if clean is not text:
+                record = message_record(conn, t, n, from_client, True, clean.encode("utf-8"), max_payload)
+                record["size"] = len(content)
+                record["redacted"] = True
+                return record
+    return message_record(conn, t, n, from_client, is_text, content, max_payload)
 
 
 def redact_url(url: str) -> str:

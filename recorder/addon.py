@@ -32,8 +32,10 @@ from typing import Callable, Iterable
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.version import VERSION as MITMPROXY_VERSION
 
-from analysis.capture import C2S, CLOSE, DEFAULT_MAX_PAYLOAD, OPEN, REFUSED, S2C, header_record, message_record
-from analysis.redact import redact_header_value, redact_headers, redact_text, redact_url, redaction_info
+from analysis.capture import (C2S, CLOSE, DEFAULT_MAX_PAYLOAD, OPEN, REFUSED, S2C, header_record, host_port,
+                              message_record, ws_url)
+from analysis.redact import (redact_header_value, redact_headers, redact_text, redact_url, redacted_message,
+                             redaction_info)
 from recorder.live import LiveCheck
 from recorder.pings import PingLogHandler
 from recorder.writer import CaptureWriter
@@ -59,16 +61,7 @@ def _guarded(hook: Callable) -> Callable:
 
 
 def _address(addr: tuple | None) -> str | None:
-    if not addr:
-        return None
-    host, port = addr[0], addr[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _ws_url(url: str) -> str:
-    if url.startswith("http"):
-        return "ws" + url[4:]
-    return url
+    return host_port(addr[0], addr[1]) if addr else None
 
 
 def _header_pairs(headers: http.Headers) -> list[list[str]]:
@@ -219,7 +212,7 @@ class Recorder:
         if flow.metadata.get(_REFUSED_MARK):
             return
         flow.metadata[_REFUSED_MARK] = True
-        url = _ws_url(flow.request.url)
+        url = ws_url(flow.request.url)
         self._emit({
             "rec": REFUSED, "t": time.time(), "conn": flow.id,
             "url": redact_url(url) if self.redact else url,
@@ -231,7 +224,7 @@ class Recorder:
     @_guarded
     def websocket_start(self, flow: http.HTTPFlow) -> None:
         request, response = flow.request, flow.response
-        url = _ws_url(request.url)
+        url = ws_url(request.url)
         request_headers = _header_pairs(request.headers)
         response_headers = _header_pairs(response.headers)
         if self.redact:
@@ -264,15 +257,9 @@ class Recorder:
     def _message(self, conn: str, message) -> None:
         n = self._next_n.get(conn, 0)
         self._next_n[conn] = n + 1
-        record = message_record(conn, message.timestamp, n, message.from_client, message.is_text,
-                                message.content, self.max_payload)
-        if self.redact:
-            text = record.get("text")
-            if text is not None:
-                clean = redact_text(text)
-                if clean is not text:
-                    record["text"] = clean
-                    record["redacted"] = True
+        build = redacted_message if self.redact else message_record
+        record = build(conn, message.timestamp, n, message.from_client, message.is_text, message.content,
+                       self.max_payload)
         self.messages += 1
         self._emit(record)
 

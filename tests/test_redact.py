@@ -118,3 +118,24 @@ def test_no_8_char_piece_of_a_token_survives(token):
     pieces = {token[i:i + 8] for i in range(len(token) - 7)}
     for out in outputs:
         assert not [p for p in pieces if p in out], out
+
+
+def test_message_records_keep_no_token_in_index_fields_or_a_truncated_tail():
+    from analysis.redact import redacted_message
+    payload = json.dumps({"kind": "req", "id": JWT, "type": "Echo", "body": {"conversationId": JWT}}).encode()
+    record = redacted_message("c", 1.0, 0, True, True, payload)
+    assert record["redacted"] and record["size"] == len(payload)
+    assert JWT not in json.dumps(record) and record["id"] == mark(JWT)
+    # The cut falls inside the token: the tail must not keep a piece of it.
+    cut = payload.index(JWT.encode()) + 20
+    truncated = redacted_message("c", 1.0, 0, True, True, payload, max_payload=cut)
+    assert truncated["truncated"] and truncated["size"] == len(payload)
+    tail = JWT[:20]
+    assert all(tail[i:i + 8] not in json.dumps(truncated) for i in range(len(tail) - 7))
+    assert truncated["type"] == "Echo"  # index fields come from the whole payload
+
+
+def test_truncated_text_is_cut_at_a_character_boundary():
+    from analysis.capture import message_record
+    record = message_record("c", 1.0, 0, True, True, "ééé".encode(), max_payload=3)
+    assert record["text"] == "é" and record["truncated"] and "utf8" not in record and record["size"] == 6

@@ -7,9 +7,10 @@ is imported only here, only when a flow file is read.
 
 from __future__ import annotations
 
-from analysis.capture import CaptureError, Damage
-from analysis.imports.records import (address, close_record, import_header, is_upgrade, open_record,
-                                      recording_id, redacted_message, refused_record)
+from analysis.capture import CaptureError, Damage, host_port
+from analysis.imports.records import (close_record, import_header, is_upgrade, open_record,
+                                      recording_id, refused_record)
+from analysis.redact import redacted_message
 
 
 def read_flows(path: str, damage: list[Damage]) -> tuple[dict, list[list[dict]]]:
@@ -46,7 +47,7 @@ def _pairs(headers) -> list[list[str]]:
 
 def _records(flow) -> list[dict] | None:
     request, response, ws = flow.request, flow.response, flow.websocket
-    client = address(*flow.client_conn.peername[:2]) if flow.client_conn.peername else None
+    client = host_port(*flow.client_conn.peername[:2]) if flow.client_conn.peername else None
     conn = flow.id  # the recorder uses the flow id too
     if ws is None:
         if not is_upgrade(_pairs(request.headers)):
@@ -57,7 +58,7 @@ def _records(flow) -> list[dict] | None:
                                error=flow.error.msg if flow.error else None)]
     server_addr = flow.server_conn.peername or flow.server_conn.address
     records = [open_record(conn, response.timestamp_end or request.timestamp_start, url=request.url, client=client,
-                           server=address(*server_addr[:2]) if server_addr else None,
+                           server=host_port(*server_addr[:2]) if server_addr else None,
                            t_request=request.timestamp_start, request_headers=_pairs(request.headers),
                            status=response.status_code, response_headers=_pairs(response.headers),
                            tls=bool(flow.client_conn.tls_established))]

@@ -15,9 +15,10 @@ from datetime import datetime
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
-from analysis.capture import Damage
-from analysis.imports.records import (address, connection_id, import_header, is_upgrade, open_record,
-                                      recording_id, redacted_message, refused_record)
+from analysis.capture import Damage, host_port
+from analysis.imports.records import (connection_id, import_header, is_upgrade, open_record,
+                                      recording_id, refused_record)
+from analysis.redact import redacted_message
 
 TEXT_OPCODE, BINARY_OPCODE = 1, 2
 _SPACE = re.compile(r"[ \t\n\r]*")
@@ -155,7 +156,7 @@ class HarReader:
         if messages:
             t_open = min(t_open, messages[0]["t"])
         parts = urlsplit(url)
-        server = address(entry.get("serverIPAddress"), _port(parts)) if entry.get("serverIPAddress") else None
+        server = host_port(entry.get("serverIPAddress"), _port(parts)) if entry.get("serverIPAddress") else None
         opened = open_record(conn, t_open, url=url, client=client, server=server, t_request=started,
                              request_headers=request_headers, status=status, response_headers=response_headers,
                              tls=parts.scheme in ("https", "wss"))

@@ -8,21 +8,8 @@ import heapq
 from importlib.metadata import PackageNotFoundError, version
 from typing import Iterable, Iterator
 
-from analysis.capture import CLOSE, OPEN, REFUSED, header_record, message_record
+from analysis.capture import CLOSE, OPEN, REFUSED, header_record, ws_url
 from analysis.redact import redact_header_value, redact_headers, redact_text, redact_url, redaction_info
-
-
-def ws_url(url: str) -> str:
-    """The WebSocket URL of an upgrade request (`http(s)://` as mitmproxy and HAR show it)."""
-    return "ws" + url[4:] if url.startswith("http") else url
-
-
-def address(host: str | None, port: int | None) -> str | None:
-    """`host:port` as in captures (IPv6 hosts in brackets)."""
-    if not host:
-        return None
-    host = f"[{host}]" if ":" in host else host
-    return host if port is None else f"{host}:{port}"
 
 
 def header_value(pairs: list[list[str]], name: str) -> str | None:
@@ -52,18 +39,6 @@ def refused_record(conn: str, t: float, *, url: str, client: str | None, status:
                    error: str | None) -> dict:
     return {"rec": REFUSED, "t": t, "conn": conn, "url": redact_url(ws_url(url)), "client": client,
             "status": status, "error": error}
-
-
-def redacted_message(conn: str, t: float, n: int, from_client: bool, is_text: bool, content: bytes) -> dict:
-    """A msg record with its text payload redacted the way the recorder does it."""
-    record = message_record(conn, t, n, from_client, is_text, content)
-    text = record.get("text")
-    if text is not None:
-        clean = redact_text(text)
-        if clean is not text:
-            record["text"] = clean
-            record["redacted"] = True
-    return record
 
 
 def close_record(conn: str, t: float, code: int | None, reason: str | None, by: str | None) -> dict:
