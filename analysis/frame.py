@@ -21,13 +21,14 @@ class Frame:
     `payload` parses the text on first use only: most analyzers work from the index fields the
     recorder lifted to the top level of the record.
     """
-    __slots__ = ("rec", "category", "_payload", "_lifted")
+    __slots__ = ("rec", "category", "_payload", "_lifted", "_checked")
 
     def __init__(self, rec: dict, category: str | None, payload: Any = _UNPARSED):
         self.rec = rec
         self.category = category
         self._payload = payload
         self._lifted = False
+        self._checked: str | None = None  # the last body index field found well-formed
 
     @property
     def payload(self) -> Any:
@@ -50,7 +51,10 @@ class Frame:
         recorder uses, so every path gives the same values."""
         rec = self.rec
         value = rec.get(key)
+        if key == self._checked:
+            return value
         if value is not None and _VALID[key](value):
+            self._checked = key
             return value
         if not self._lifted:
             self._lifted = True
