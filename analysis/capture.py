@@ -211,17 +211,55 @@ class CaptureFile:
             yield rec
 
 
+class _Absent:
+    """The value of a field a record does not carry."""
+
+
+_ABSENT = _Absent()
+_NONE = type(None)
+_STR, _INT = (str,), (int,)
+_OPT_STR, _OPT_INT, _OPT_LIST = (str, _NONE, _Absent), (int, _NONE, _Absent), (list, _NONE, _Absent)
+_MAYBE_STR, _MAYBE_INT = (str, _Absent), (int, _Absent)
+_ID = (str, _NONE, _Absent)
+# The type of every field the analysis reads, per record kind (docs/capture-format.md). A record
+# whose field has another type is a damaged line: reported, never analysed.
+_FIELD_TYPES: dict[str, tuple[tuple[str, tuple], ...]] = {
+    MSG: (("conn", _STR), ("n", _MAYBE_INT), ("dir", _STR), ("op", _MAYBE_STR), ("size", _MAYBE_INT),
+          ("text", _MAYBE_STR), ("b64", _MAYBE_STR), ("kind", _ID), ("type", _ID), ("id", _ID), ("reqId", _ID),
+          ("subscriptionId", _ID), ("code", (int, float, str, bool, _NONE, _Absent))),
+    OPEN: (("conn", _STR), ("url", _OPT_STR), ("client", _OPT_STR), ("request_headers", _OPT_LIST),
+           ("status", _OPT_INT)),
+    REFUSED: (("conn", _STR), ("url", _OPT_STR), ("client", _OPT_STR), ("status", _OPT_INT), ("error", _OPT_STR)),
+    PING: (("conn", _STR), ("dir", _OPT_STR)),
+    PONG: (("conn", _STR), ("dir", _OPT_STR)),
+    CLOSE: (("conn", _STR), ("code", _OPT_INT), ("reason", _OPT_STR), ("by", _OPT_STR)),
+    DROP: (("count", _OPT_INT), ("reason", _OPT_STR)),
+}
+
+
+_ID_CLASSES = frozenset({str, _NONE})
+_CODE_CLASSES = frozenset({int, float, str, bool, _NONE})
+
+
 def _unusable(rec: dict) -> str | None:
-    """Why a record that parsed cannot be analysed: a time beyond any calendar, or an identifier
-    field holding an array or object (identifiers are looked up in dicts and sets)."""
+    """Why a record that parsed cannot be analysed: a time beyond any calendar, or a field whose
+    type is not the documented one."""
     get = rec.get
     t = get("t")
     if (t.__class__ is float or t.__class__ is int) and not -MAX_TIME < t < MAX_TIME:
         return f"time t={t} out of range"
-    try:
-        hash((get("conn"), get("kind"), get("type"), get("id"), get("reqId"), get("subscriptionId"), get("code")))
-    except TypeError:
-        return "an identifier field (conn, kind, type, id, reqId, subscriptionId, code) is an array or object"
+    kind = get("rec")
+    if kind == MSG and (  # the same check as _FIELD_TYPES[MSG], unrolled for the most common record
+            get("conn").__class__ is str and get("dir").__class__ is str and get("n", 0).__class__ is int
+            and get("size", 0).__class__ is int and get("op", "").__class__ is str
+            and get("text", "").__class__ is str and get("b64", "").__class__ is str
+            and get("kind", "").__class__ in _ID_CLASSES and get("type", "").__class__ in _ID_CLASSES
+            and get("id", "").__class__ in _ID_CLASSES and get("reqId", "").__class__ in _ID_CLASSES
+            and get("subscriptionId", "").__class__ in _ID_CLASSES and get("code").__class__ in _CODE_CLASSES):
+        return None
+    for name, allowed in _FIELD_TYPES.get(kind, ()):
+        if get(name, _ABSENT).__class__ not in allowed:
+            return f"field {name!r} of a {get('rec')} record has the wrong type"
     return None
 
 
