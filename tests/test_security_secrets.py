@@ -1,7 +1,7 @@
 """Tokens never leak: a session carrying tokens everywhere the protocol puts them (Authorization
 header, Cookie, InitConnection jwt, the URL path of older API versions, the query string), recorded
 with rotation, then analysed and reported: no 8 consecutive characters of any token appear in any
-capture part, the HTML and Markdown reports or the analysis JSON, while the fingerprints still let
+capture part, the HTML and Markdown reports, the analysis JSON or the Parquet export, while the fingerprints still let
 `token-not-refreshed` be found (a reconnect with the same token after a 4401)."""
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+
+import pyarrow.parquet as pq
 
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
@@ -74,13 +76,18 @@ def test_no_token_substring_anywhere_and_token_not_refreshed_still_found(procs, 
     markdown = mwtap("analyze", "--format", "markdown", *parts)
     html = mwtap("report", *parts, "-o", tmp_path / "report.html")
     md_report = mwtap("report", "--format", "markdown", *parts, "-o", tmp_path / "report.md")
-    for done in (analysis, markdown, html, md_report):
+    export = mwtap("export", *parts, "--parquet", tmp_path / "parquet")
+    for done in (analysis, markdown, html, md_report, export):
         assert done.returncode == 0, done.stderr.decode()
     artifacts = {str(p): p.read_bytes() for p in parts}
     artifacts.update({"analyze json": analysis.stdout, "analyze markdown": markdown.stdout,
                       "report.html": (tmp_path / "report.html").read_bytes(),
                       "report.md": (tmp_path / "report.md").read_bytes(),
                       "recorder log": proc.log_path.read_bytes()})
+    tables = sorted((tmp_path / "parquet").glob("*.parquet"))
+    assert {p.stem for p in tables} >= {"frames", "pairs", "connections", "violations"}
+    artifacts.update({str(p): p.read_bytes() for p in tables})
+    artifacts.update({f"{p.stem} values": pq.read_table(p).to_pandas().to_csv().encode() for p in tables})
     for name, data in artifacts.items():
         assert not leaks(data), (name, leaks(data))
 
