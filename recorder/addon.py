@@ -8,6 +8,7 @@ true), `mwtap_rotate_mb` (0 = one file), `mwtap_max_payload` (bytes kept per mes
 violations as they happen; recorder/live.py). Add `--set connection_strategy=lazy` (what `mwtap
 record` uses) to have an unreachable upstream recorded as `refused`: with mitmproxy's default
 (eager) the client connection is closed before any request is read, so there is nothing to record.
+wss upstream with a private certificate: `--mode reverse:https://H:P --set ssl_verify_upstream_trusted_ca=ca.pem`.
 
 Hooks run on mitmproxy's event loop and every message waits for them, so the per-message path
 is kept small: build the record, redact only when a cheap substring check says so, append it to

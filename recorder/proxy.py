@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ssl
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -35,6 +36,24 @@ def upstream_mode(upstream: str) -> str:
     if not sep or scheme.lower() not in schemes or not rest.strip("/"):
         raise ValueError(f"upstream must be ws://HOST:PORT or wss://HOST:PORT, not {upstream!r}")
     return f"reverse:{schemes[scheme.lower()]}://{rest}"
+
+
+def upstream_tls_options(ca: str | Path | None, insecure: bool) -> dict:
+    """mitmproxy's options for trusting the upstream's certificate: the CA file in `ca` (PEM), or
+    none at all (`insecure`); neither keeps mitmproxy's default, the certifi bundle."""
+    if ca is not None and insecure:
+        raise ValueError("give either an upstream CA file or insecure, not both")
+    if insecure:
+        return {"ssl_insecure": True}
+    if ca is None:
+        return {}
+    try:  # mitmproxy reads the file only at the first upstream connection: check it now
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(ca))
+    except ssl.SSLError as e:
+        raise ValueError(f"{ca}: not a PEM certificate ({e.reason or e})") from None
+    except OSError as e:
+        raise ValueError(f"{ca}: {e.strerror or e}") from None
+    return {"ssl_verify_upstream_trusted_ca": str(ca)}
 
 
 class _Ready:
@@ -91,13 +110,16 @@ class RecordingProxy:
     `upstream` is ws://host:port or wss://host:port (reverse proxy); or give `mode`, any
     mitmproxy mode string such as "regular", with `upstream=None`. `recorder` is the addon (its
     counters: messages, written, dropped, errors). `force` writes even into a world-writable
-    directory (refused otherwise, see the addon's `mwtap_force`).
+    directory (refused otherwise, see the addon's `mwtap_force`). A wss upstream's certificate is
+    checked against the certifi bundle, or `upstream_ca` (a PEM file), or not at all with
+    `upstream_insecure`.
     """
 
     def __init__(self, upstream: str | None, out: Path | str, listen_host: str = "127.0.0.1", listen_port: int = 0,
                  mode: str | None = None, redact: bool = True, rotate_mb: int = 0,
                  max_payload: int = DEFAULT_MAX_PAYLOAD, observers: Iterable[Observer] = (),
-                 live: Callable[[str], None] | None = None, force: bool = False):
+                 live: Callable[[str], None] | None = None, force: bool = False,
+                 upstream_ca: str | Path | None = None, upstream_insecure: bool = False):
         if (upstream is None) == (mode is None):
             raise ValueError("give either upstream (ws://HOST:PORT) or mode, not both")
         self.mode = upstream_mode(upstream) if upstream is not None else mode
@@ -105,7 +127,8 @@ class RecordingProxy:
         self.listen_host = listen_host
         self.listen_port = listen_port
         self.settings = {"mwtap_out": str(self.out), "mwtap_redact": redact, "mwtap_rotate_mb": rotate_mb,
-                         "mwtap_max_payload": max_payload, "mwtap_force": force}
+                         "mwtap_max_payload": max_payload, "mwtap_force": force,
+                         **upstream_tls_options(upstream_ca, upstream_insecure)}
         self.recorder = Recorder(observers)
         self.live = LiveCheck(self.recorder, report=live) if live is not None else None
         if self.live is not None:

@@ -45,16 +45,21 @@ def is_loopback(host: str) -> bool:
               metavar="BYTES", help="Bytes kept of each message; longer ones are truncated (size keeps the length).")
 @click.option("--live", is_flag=True, help="Check the Messaging Window protocol while recording and print each "
               "violation the moment it happens (time, connection, severity, rule, message).")
+@click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+              help="Trust the wss upstream's certificate if signed by (or equal to) this PEM certificate.")
+@click.option("--upstream-insecure", is_flag=True, help="Do not verify the wss upstream's certificate at all.")
 @click.option("--force", is_flag=True, help="Write OUT even into a directory every user may write to (such as "
               "/tmp), which is refused otherwise.")
 def record(upstream: str | None, listen: str, out: Path, mode: str | None, rotate_mb: int, no_redact: bool,
-           max_payload: int, live: bool, force: bool) -> None:
+           max_payload: int, live: bool, force: bool, upstream_ca: Path | None, upstream_insecure: bool) -> None:
     """Relay WebSocket connections through mitmproxy and record every frame to OUT.
 
     Stop with Ctrl-C (or SIGTERM): everything is flushed and a summary is printed.
     """
     if (upstream is None) == (mode is None):
         raise click.UsageError("give exactly one of --upstream URL (reverse proxy) and --mode MODE")
+    if upstream_ca is not None and upstream_insecure:
+        raise click.UsageError("give at most one of --upstream-ca FILE and --upstream-insecure")
     host, port = parse_listen(listen)
     if not is_loopback(host):
         click.echo(f"mwtap record: warning: listening on {host}, not loopback: anyone who reaches it can use "
@@ -62,6 +67,9 @@ def record(upstream: str | None, listen: str, out: Path, mode: str | None, rotat
     if no_redact:
         click.echo("mwtap record: warning: --no-redact: tokens and cookies are written to the capture in clear",
                    err=True)
+    if upstream_insecure:
+        click.echo("mwtap record: warning: --upstream-insecure: the upstream's certificate is not verified; "
+                   "anyone between the proxy and the upstream can read and change the traffic", err=True)
     if out.is_dir():
         raise click.ClickException(f"{out}: is a directory; -o names the capture file to create")
     if out.exists():
@@ -72,13 +80,15 @@ def record(upstream: str | None, listen: str, out: Path, mode: str | None, rotat
     from mitmproxy.exceptions import OptionsError
 
     try:
-        asyncio.run(_run(upstream, out, host, port, mode, not no_redact, rotate_mb, max_payload, live, force))
+        asyncio.run(_run(upstream, out, host, port, mode, not no_redact, rotate_mb, max_payload, live, force,
+                         upstream_ca, upstream_insecure))
     except (OptionsError, OSError, ValueError) as e:
         raise click.ClickException(str(e)) from None
 
 
 async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str | None, redact: bool,
-               rotate_mb: int, max_payload: int, live: bool, force: bool) -> None:
+               rotate_mb: int, max_payload: int, live: bool, force: bool, upstream_ca: Path | None,
+               upstream_insecure: bool) -> None:
     import logging
 
     from recorder.cli.signals import stop_event
@@ -92,7 +102,8 @@ async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str 
     stop = stop_event()
     proxy = RecordingProxy(upstream, out, listen_host=host, listen_port=port, mode=mode, redact=redact,
                            rotate_mb=rotate_mb, max_payload=max_payload,
-                           live=(lambda line: click.echo(f"mwtap live: {line}")) if live else None, force=force)
+                           live=(lambda line: click.echo(f"mwtap live: {line}")) if live else None, force=force,
+                           upstream_ca=upstream_ca, upstream_insecure=upstream_insecure)
     async with proxy:
         target = upstream if upstream else f"mode {mode}"
         click.echo(f"mwtap record: listening on {host}:{proxy.port} -> {target}; writing {out}")
