@@ -88,7 +88,7 @@ def test_rotation_parts_each_with_header_and_no_record_lost(tmp_path):
     path = tmp_path / "c.jsonl"
     writer = CaptureWriter(path, header, rotate_bytes=10_000)
     for i in range(300):
-        writer.write({"rec": "msg", "n": i, "text": "y" * 100})
+        writer.write({"rec": "msg", "t": 1.0, "conn": "c", "dir": "c2s", "n": i, "text": "y" * 100})
     writer.close()
     assert writer.paths == [part_path(path, n) for n in range(1, len(writer.paths) + 1)]
     assert len(writer.paths) >= 3 and writer.paths[1].name == "c.part2.jsonl"
@@ -122,15 +122,15 @@ FAILING_DISK = textwrap.dedent("""
     writer = CaptureWriter(sys.argv[1], lambda part: {"rec": "header", "format": "mwtap-capture",
                                                        "version": 1, "part": part})
     for i in range(20):
-        writer.write({"rec": "msg", "n": i, "text": "z" * 100})
+        writer.write({"rec": "msg", "t": 1.0, "conn": "c", "dir": "c2s", "n": i, "text": "z" * 100})
     writer.flush()
     resource.setrlimit(resource.RLIMIT_FSIZE, (4000, hard))  # the disk is "full" from 4000 bytes on
     for i in range(20, 80):
-        writer.write({"rec": "msg", "n": i, "text": "z" * 100})
+        writer.write({"rec": "msg", "t": 1.0, "conn": "c", "dir": "c2s", "n": i, "text": "z" * 100})
         writer.flush()
     resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space again
     for i in range(80, 90):
-        writer.write({"rec": "msg", "n": i, "text": "z" * 100})
+        writer.write({"rec": "msg", "t": 1.0, "conn": "c", "dir": "c2s", "n": i, "text": "z" * 100})
     writer.close()
     print(json.dumps({"written": writer.written, "dropped": writer.dropped}))
 """)
