@@ -9,7 +9,6 @@ import os
 import stat
 import subprocess
 from collections import Counter
-from pathlib import Path
 
 import orjson
 import pytest
