@@ -105,19 +105,23 @@ TOKEN = st.text(st.characters(min_codepoint=33, max_codepoint=0x2FF, exclude_cha
                 min_size=8, max_size=80)
 
 
-@settings(max_examples=200, deadline=None)
-@given(TOKEN)
-def test_no_8_char_piece_of_a_token_survives(token):
-    outputs = [
+def redacted_everywhere(token: str) -> list[str]:
+    return [
         redact_text(json.dumps(init_connection(token), ensure_ascii=False)),
         redact_text(json.dumps(init_connection(token))),
         redact_header_value("Authorization", f"jwt {token}"),
         redact_header_value("Cookie", f"sid={token}"),
         redact_url(f"ws://h/p?token={token}"),
     ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(TOKEN)
+def test_no_8_char_piece_of_a_token_survives(token):
     pieces = {token[i:i + 8] for i in range(len(token) - 7)}
-    for out in outputs:
-        assert not [p for p in pieces if p in out], out
+    # A piece that the text around the token holds anyway (e.g. "onnectio" of "InitConnection") is no leak.
+    for out, around in zip(redacted_everywhere(token), redacted_everywhere("\x01" * 8)):
+        assert not [p for p in pieces if p in out and p not in around], out
 
 
 def test_message_records_keep_no_token_in_index_fields_or_a_truncated_tail():
