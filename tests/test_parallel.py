@@ -16,6 +16,7 @@ from analysis.parallel import analyze as analyze_parallel
 from analysis.parallel.plan import partitions, survey
 from analysis.synth import CaptureBuilder
 from conftest import BIN
+from recorder.dask_workers import DaskWorkers
 
 T = 1_795_600_000.0
 HOUR = 3600.0
@@ -138,5 +139,5 @@ def test_dask_cluster_gives_the_single_process_summary(multi_file_input):
     from distributed import LocalCluster
     single, _ = analysis.analyze(multi_file_input)
     with LocalCluster(n_workers=2, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
-        on_dask, _ = analyze_parallel(multi_file_input, dask_address=cluster.scheduler_address)
+        on_dask, _ = analyze_parallel(multi_file_input, workers=DaskWorkers(cluster.scheduler_address))
     assert as_json(on_dask) == as_json(single)

@@ -1,8 +1,9 @@
-"""`mwtap analyze` over many files on all local cores (ProcessPoolExecutor) or a Dask cluster, with
-the result exactly equal to the single-process run (docs/export.md, "Scale-out").
+"""`mwtap analyze` over many files on all local cores (ProcessPoolExecutor) or other workers (the
+Dask cluster of `recorder.dask_workers`: the network stays out of `analysis/`), with the result
+exactly equal to the single-process run (docs/export.md, "Scale-out").
 
     summary, damage = analysis.parallel.analyze(paths, config, jobs=4)
-    summary, damage = analysis.parallel.analyze(paths, config, dask_address="tcp://127.0.0.1:8786")
+    summary, damage = analysis.parallel.analyze(paths, config, workers=DaskWorkers("tcp://127.0.0.1:8786"))
 
 1. Every file's recording and approximate time range are read (header, first record, last lines).
 2. Recordings too close in time form one partition (`plan.partitions`); with fewer than two
@@ -18,7 +19,7 @@ the result exactly equal to the single-process run (docs/export.md, "Scale-out")
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Callable, Protocol
 
 from analysis.analyzers.sequences import READ_WAIT_S
 from analysis.config import Config
@@ -32,18 +33,20 @@ from analysis.summary import Summary
 
 
 def analyze(paths: Paths, config: Config | None = None, *, jobs: int | None = None,
-            dask_address: str | None = None) -> tuple[dict, list]:
-    """The summary of `paths` (what `analysis.analyze` returns) computed by `jobs` local processes
-    (default: the number of cores) or by the Dask scheduler at `dask_address`."""
+            workers: Workers | None = None) -> tuple[dict, list]:
+    """The summary of `paths` (what `analysis.analyze` returns) computed by `workers` (default:
+    `jobs` local processes, the number of cores unless given)."""
     from analysis.load import analyze as analyze_here
 
     config = config or Config()
     paths = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
     jobs = jobs or os.cpu_count() or 1
-    if dask_address is None and (jobs == 1 or len(paths) == 1):
-        return analyze_here(paths, config)
+    if workers is None:
+        if jobs == 1 or len(paths) == 1:
+            return analyze_here(paths, config)
+        workers = LocalWorkers(jobs)
     gap = max(config.reconnect_window_s, config.response_timeout_s, config.accept_timeout_s, READ_WAIT_S)
-    with _Workers(jobs, dask_address) as run_all:
+    with workers as run_all:
         surveys = run_all(survey, list(enumerate(paths)))
         limits = SourceLimits.of(s.header for s in surveys)
         analysis_config = limits.config(config)
@@ -82,21 +85,25 @@ def _independent(results: list[PartitionResult], gap: float) -> bool:
     return True
 
 
-class _Workers:
-    """`run_all(fn, [args, ...])` -> results in order, on local processes or a Dask cluster."""
+RunAll = Callable[[Callable, list[tuple]], list]
+"""`run_all(fn, [args, ...])` -> `[fn(*args), ...]` in order, computed wherever the workers are."""
 
-    def __init__(self, jobs: int, dask_address: str | None):
+
+class Workers(Protocol):
+    """A context manager giving a `RunAll` while it is open."""
+
+    def __enter__(self) -> RunAll: ...
+
+    def __exit__(self, *exc) -> None: ...
+
+
+class LocalWorkers:
+    """Local processes."""
+
+    def __init__(self, jobs: int):
         self.jobs = jobs
-        self.dask_address = dask_address
 
-    def __enter__(self) -> Callable:
-        if self.dask_address is not None:
-            try:
-                from distributed import Client
-            except ImportError:
-                raise RuntimeError("--dask needs dask.distributed (pip install 'mwtap[dask]')") from None
-            self.client = Client(self.dask_address, set_as_default=False)
-            return lambda fn, tasks: self.client.gather([self.client.submit(fn, *args, pure=False) for args in tasks])
+    def __enter__(self) -> RunAll:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
         # Workers fork from a clean server process that has the analysis imported: quick to start,
@@ -107,10 +114,7 @@ class _Workers:
         return lambda fn, tasks: [future.result() for future in [self.pool.submit(fn, *args) for args in tasks]]
 
     def __exit__(self, *exc) -> None:
-        if self.dask_address is not None:
-            self.client.close()
-        else:
-            self.pool.shutdown()
+        self.pool.shutdown()
 
 
 class _Files:

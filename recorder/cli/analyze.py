@@ -32,9 +32,11 @@ def analyze(paths: tuple[str, ...], fmt: str, fail_on: str, jobs: int | None, da
     from analysis.render import render
     from analysis.rules import SEVERITY_RANK
 
+    from recorder.dask_workers import DaskWorkers
+
+    workers = DaskWorkers(dask_address) if dask_address else None
     try:
-        summary, damage = run_analysis(list(paths), Config.from_options(**options), jobs=jobs,
-                                       dask_address=dask_address)
+        summary, damage = run_analysis(list(paths), Config.from_options(**options), jobs=jobs, workers=workers)
     except (RuntimeError, OSError) as e:  # no dask, scheduler unreachable
         raise click.ClickException(str(e)) from None
     for d in damage:
