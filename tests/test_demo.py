@@ -46,8 +46,13 @@ def test_demo_capture_has_every_consumer_and_no_clear_token(demo_run):
     assert "[redacted sha256:" in text
     assert summary["capture"]["damaged_lines"] == 0
     assert summary["capture"]["connections"] >= 8
-    assert summary["requests"]["unanswered"] == 0
-    assert summary["requests"]["total"] == summary["requests"]["answered"] > 100
+    requests = summary["requests"]
+    assert requests["answered"] > 100 and requests["orphan_responses"] == 0
+    # The server answers everything; only a request in flight when a token expired (4401) can miss
+    # its answer, and then the close came first: never a timeout on an open connection (an error).
+    token_closes = sum(c["close_code"] in (4401, 4407) for c in summary["connections"])
+    assert requests["unanswered"] <= 2 * token_closes and requests["late"] == 0
+    assert not [v for v in summary["violations"] if v["rule"] == "unanswered-request" and v["severity"] == "error"]
 
 
 def test_demo_misbehaviours_are_found(demo_run):
