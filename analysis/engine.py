@@ -3,7 +3,9 @@ and hands each record to small analyzers, each owning one concern and one output
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
+from operator import itemgetter
 from typing import Callable, Iterable, Protocol
 
 from analysis.capture import CLOSE, DROP, MSG, OPEN, PING, PONG, REFUSED
@@ -12,6 +14,7 @@ from analysis.frame import KINDS, NOTIFICATION, REQ, RESP, Frame
 from analysis.rules import RULES, Violation
 
 ROUTES_KEPT = 4096
+_deadline_of = itemgetter(0)
 _CATEGORY_HOOKS = {REQ: "request", RESP: "response", NOTIFICATION: "notification"}
 
 TABLES = ("frames", "pairs", "streams", "sequences", "keepalive", "silences", "pings", "connections", "reconnects",
@@ -27,8 +30,9 @@ class Sink(Protocol):
 class Timers:
     """Deadlines (request timeouts, accept timeouts), fired by the capture's own clock.
 
-    Deadlines are "now + a fixed delay", so each delay keeps a FIFO queue that is in deadline
-    order (up to the few milliseconds a capture's clock may step back): cheaper than a heap.
+    Deadlines are mostly "now + a fixed delay", so each delay keeps a queue in deadline order that
+    is almost always appended to at its end: cheaper than a heap. An earlier deadline (a clock
+    stepping back, a deadline re-armed for an older item) is inserted in its place.
     """
 
     def __init__(self) -> None:
@@ -40,7 +44,10 @@ class Timers:
         if queue is None:
             queue = self.queues[delay] = deque()
         deadline = now + delay
-        queue.append((deadline, callback, args))
+        if queue and deadline < queue[-1][0]:
+            queue.insert(bisect_right(queue, deadline, key=_deadline_of), (deadline, callback, args))
+        else:
+            queue.append((deadline, callback, args))
         if deadline < self.next_due:
             self.next_due = deadline
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import tracemalloc
 
 import pytest
 from test_record_e2e import RECORDERS, TIMEOUT, client_through, start_recorder
 
+from analysis.capture import message_record
 from analysis.config import Config
 from analysis.live import LiveChecker
 from analysis.synth import CaptureBuilder
@@ -69,3 +71,37 @@ def test_deadlines_fire_as_time_passes_without_records():
     assert found == []
     checker.advance(131.0)
     assert [(v.rule, v.conn) for v in found] == [("unanswered-request", "c")]
+
+
+def test_answered_requests_leave_no_state_behind_while_an_unanswered_one_still_times_out():
+    """A proxy checks live for days: memory must follow the requests still open, not all requests
+    of the last 30 s (the response timeout)."""
+    found = []
+    checker = LiveChecker(Config(response_timeout_s=30.0), found.append)
+    b = CaptureBuilder()
+    b.open("c", 100.0)
+    for rec in b.records[1:]:
+        checker.feed(rec)
+    checker.feed(message_record("c", 100.0, 0, True, True, b'{"kind":"req","id":"lost","type":"GetClock"}'))
+
+    def answered_requests(first: int, last: int) -> None:
+        for i in range(first, last):
+            t = 100.0 + i * 0.0005  # 60,000 requests in 30 s: all inside the timeout
+            checker.feed(message_record("c", t, 2 * i + 1, True, True,
+                                        b'{"kind":"req","id":"%d","type":"GetClock"}' % i))
+            checker.feed(message_record("c", t, 2 * i + 2, False, True,
+                                        b'{"kind":"resp","reqId":"%d","code":200,"type":"GetClockResponse",'
+                                        b'"body":{"currentTime":1}}' % i))
+
+    tracemalloc.start()
+    try:
+        answered_requests(0, 20_000)  # past the answered ids kept per connection (10,000)
+        before = tracemalloc.get_traced_memory()[0]
+        answered_requests(20_000, 60_000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert found == []
+    assert grown < 1_000_000, f"{grown:,} bytes kept for 40,000 answered requests"  # before: 19 MB
+    checker.advance(131.0)
+    assert [(v.rule, v.t, v.frame) for v in found] == [("unanswered-request", 130.0, 0)]

@@ -200,6 +200,22 @@ def test_unanswered_request():
         ("unanswered-request", "warning", 2, 45)]
 
 
+def test_unanswered_request_times_out_on_time_when_the_accept_timeout_is_the_same():
+    """Both deadlines then share one queue; the second request's deadline (armed when the first one
+    fires) is earlier than the accept deadline queued before it, and must not wait behind it."""
+    b = session()
+    subscribed_to_events(b)
+    b.c2s("c", 1, {**GET_CLOCK, "id": "r1"})
+    b.c2s("c", 3, {**GET_CLOCK, "id": "r2"})
+    b.s2c("c", 5, event(0))                               # wants an ACCEPT by 15
+    b.c2s("c", 5.5, accept([0], "a1"))
+    b.s2c("c", 5.6, response("a1", type_="ms.PublishEventResponse", body={"sequence": 1}))
+    b.c2s("c", 14, GET_CLOCK)                            # the clock passes r2's deadline, 13
+    b.s2c("c", 14.5, response("r2"))                     # late
+    b.s2c("c", 14.6, response("1"))
+    found = run(b, response_timeout_s=10, accept_timeout_s=10, keepalive_limit_s=1000)
+    assert [(v.rule, v.t) for v in found] == [("unanswered-request", 11), ("unanswered-request", 13)]
+
 def test_unanswered_request_at_capture_end_is_marked():
     b = session()
     b.c2s("c", 1, GET_CLOCK)

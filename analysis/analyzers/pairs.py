@@ -14,13 +14,13 @@ from analysis.rules import INFO, WARNING
 ANSWERED_IDS_KEPT = 10_000  # per connection, for `reused-request-id`
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # hashed by identity: a key of `Pairs.pending`
 class _Req:
     t: float
     n: int | None
     id: str
     type: str | None
-    answered: bool = False
+    conn: str
     timed_out: bool = False
     queued: list | None = None  # later requests with the same id, answered after this one
 
@@ -28,7 +28,6 @@ class _Req:
 @dataclass(slots=True)
 class _PairConn:
     awaiting_init: bool
-    closed: bool = False
     outstanding: dict[str, _Req] = field(default_factory=dict)
     answered: dict[str, None] = field(default_factory=dict)  # insertion-ordered, bounded
     reuse_reported: set[str] = field(default_factory=set)
@@ -44,6 +43,10 @@ class Pairs(Analyzer):
         self.init_exempt = frozenset(self.config.init_exempt_types)
         self.conns: dict[str, _PairConn] = {}
         self._after = ctx.timers.after
+        # Requests waiting for their response, in the order sent, with one timer armed for the oldest:
+        # an answered request costs nothing more, however long the timeout (live checking runs for days).
+        self.pending: dict[_Req, None] = {}
+        self._armed = False
         self.counts = dict.fromkeys(("total", "answered", "unanswered", "open_at_end", "late", "orphan_responses",
                                      "error_responses"), 0)
         self.latency: dict[str | None, LogHistogram] = {}  # per request type
@@ -64,7 +67,7 @@ class Pairs(Analyzer):
         state = self.conns[conn]
         if state.awaiting_init:
             self._check_init(state, rec, req_id, type_)
-        req = _Req(t, rec.get("n"), req_id, type_)
+        req = _Req(t, rec.get("n"), req_id, type_, conn)
         earlier = state.outstanding.get(req_id)
         if earlier is not None:
             self.ctx.violation("duplicate-request-id", conn, t, req.n,
@@ -80,7 +83,9 @@ class Pairs(Analyzer):
                 self.ctx.violation("reused-request-id", conn, t, req.n,
                                    f"request id {req_id!r} reused after it was answered (reported once per id)")
         if type_ not in self.no_response:
-            self._after(t, self.timeout, self._timed_out, conn, state, req)
+            self.pending[req] = None
+            if not self._armed:
+                self._arm(req)
 
     def _check_init(self, state: _PairConn, rec: dict, req_id: str, type_: str | None) -> None:
         if type_is(type_, "InitConnection"):
@@ -90,12 +95,26 @@ class Pairs(Analyzer):
             self.ctx.violation("request-before-init", rec["conn"], rec["t"], rec.get("n"),
                                f"{type_} sent {sent} on a connection without an Authorization header")
 
-    def _timed_out(self, deadline: float, conn: str, state: _PairConn, req: _Req) -> None:
-        if req.answered or state.closed:
-            return
-        req.timed_out = True
-        self.ctx.violation("unanswered-request", conn, deadline, req.n,
-                           f"{req.type} (id {req.id!r}) has no response after {self.timeout:g} s")
+    def _arm(self, req: _Req) -> None:
+        self._armed = True
+        self._after(req.t, self.timeout, self._due)
+
+    def _due(self, deadline: float) -> None:
+        """The oldest pending request's deadline passed: every request due by then timed out."""
+        self._armed = False
+        pending, timeout = self.pending, self.timeout
+        due = []
+        for req in pending:
+            if req.t + timeout > deadline:
+                break
+            due.append(req)
+        for req in due:
+            del pending[req]
+            req.timed_out = True
+            self.ctx.violation("unanswered-request", req.conn, req.t + timeout, req.n,
+                               f"{req.type} (id {req.id!r}) has no response after {timeout:g} s")
+        if pending:
+            self._arm(next(iter(pending)))
 
     def response(self, frame: Frame) -> None:
         rec = frame.rec
@@ -119,7 +138,7 @@ class Pairs(Analyzer):
         if req.queued:
             state.outstanding[req_id] = nxt = req.queued.pop(0)
             nxt.queued = req.queued or None
-        req.answered = True
+        self.pending.pop(req, None)
         answered = state.answered
         answered[req_id] = None
         if len(answered) > ANSWERED_IDS_KEPT:
@@ -143,9 +162,9 @@ class Pairs(Analyzer):
     def close(self, rec: dict, at_capture_end: bool) -> None:
         conn, t = rec["conn"], rec["t"]
         state = self.conns.pop(conn)
-        state.closed = True
         for first in state.outstanding.values():
             for req in [first, *(first.queued or ())]:
+                self.pending.pop(req, None)
                 self._unanswered(conn, t, req, at_capture_end)
 
     def _unanswered(self, conn: str, t: float, req: _Req, at_capture_end: bool) -> None:
