@@ -30,25 +30,28 @@ RESPONSE = json.dumps({"kind": "resp", "reqId": "7", "code": 200, "type": "GetCl
 PATH = "/ws_api/account/123/messaging/consumer?v=3"
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 (cert.pem, key.pem)."""
+def write_certificate(directory: Path, *names: x509.GeneralName) -> tuple[Path, Path]:
+    """A self-signed certificate whose subject alternative names are `names` (cert.pem, key.pem in `directory`)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mwtap test upstream")])
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
+            .add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
-    directory = tmp_path_factory.mktemp("tls")
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_path, key_path
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (cert.pem, key.pem)."""
+    return write_certificate(tmp_path_factory.mktemp("tls"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
 
 
 def server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
@@ -57,9 +60,10 @@ def server_context(certificate: tuple[Path, Path]) -> ssl.SSLContext:
     return context
 
 
-def start_wss_recorder(procs: Processes, out: Path, *extra: str) -> tuple[subprocess.Popen, int, int]:
+def start_wss_recorder(procs: Processes, out: Path, *extra: str,
+                       host: str = "127.0.0.1") -> tuple[subprocess.Popen, int, int]:
     server_port, proxy_port = free_port(), free_port()
-    proc = procs.start([str(BIN / "mwtap"), "record", "--upstream", f"wss://127.0.0.1:{server_port}",
+    proc = procs.start([str(BIN / "mwtap"), "record", "--upstream", f"wss://{host}:{server_port}",
                         "--listen", f"127.0.0.1:{proxy_port}", "-o", str(out), *extra], "mwtap")
     wait_port(proxy_port, proc=proc)
     return proc, server_port, proxy_port
