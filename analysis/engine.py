@@ -38,6 +38,9 @@ class Timers:
     def __init__(self) -> None:
         self.queues: dict[float, deque] = {}
         self.next_due = float("inf")
+        # When set, called as fire(delay, deadline, callback, args) instead of each callback
+        # (analysis.parallel tags the rows a deadline produces).
+        self.fire: Callable[[float, float, Callable[..., None], tuple], None] | None = None
 
     def after(self, now: float, delay: float, callback: Callable[..., None], *args) -> None:
         queue = self.queues.get(delay)
@@ -52,10 +55,14 @@ class Timers:
             self.next_due = deadline
 
     def run_until(self, now: float) -> None:
-        for queue in list(self.queues.values()):  # callbacks may add a queue
+        fire = self.fire
+        for delay, queue in list(self.queues.items()):  # callbacks may add a queue
             while queue and queue[0][0] <= now:
                 deadline, callback, args = queue.popleft()
-                callback(deadline, *args)
+                if fire is None:
+                    callback(deadline, *args)
+                else:
+                    fire(delay, deadline, callback, args)
         self.next_due = min((q[0][0] for q in self.queues.values() if q), default=float("inf"))
 
 

@@ -47,28 +47,23 @@ class _TaggedRows:
 
 
 class _DeadlineTagger:
-    """Runs the engine's deadlines as `Timers.run_until` does, telling the sink which delay fires (it
-    orders deadlines firing at the same record). Installed on the engine's own `Timers`, since
-    analyzers keep its bound `after`."""
+    """Fires the engine's deadlines for `Timers.run_until`, telling the sink which delay fires (it
+    orders deadlines firing at the same record). Installed as the `fire` hook of the engine's own
+    `Timers`, since analyzers keep its bound `after`."""
 
     def __init__(self, timers: Timers, rows: _TaggedRows):
         self.timers = timers
         self.rows = rows
         self.latest_fired = -math.inf
-        timers.run_until = self.run_until
+        timers.fire = self.fire
 
-    def run_until(self, now: float) -> None:
-        queues, rows = self.timers.queues, self.rows
-        for delay, queue in list(queues.items()):  # callbacks may add a queue
-            while queue and queue[0][0] <= now:
-                deadline, callback, args = queue.popleft()
-                self.latest_fired = max(self.latest_fired, deadline)
-                rows.delay = delay
-                try:
-                    callback(deadline, *args)
-                finally:
-                    rows.delay = None
-        self.timers.next_due = min((q[0][0] for q in queues.values() if q), default=math.inf)
+    def fire(self, delay: float, deadline: float, callback, args: tuple) -> None:
+        self.latest_fired = max(self.latest_fired, deadline)
+        self.rows.delay = delay
+        try:
+            callback(deadline, *args)
+        finally:
+            self.rows.delay = None
 
 
 @dataclass
