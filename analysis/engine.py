@@ -66,6 +66,17 @@ class Timers:
         self.next_due = min((q[0][0] for q in self.queues.values() if q), default=float("inf"))
 
 
+def keep_newest(entries: dict, limit: int) -> dict:
+    """`entries` while it holds at most 1.25 × `limit` entries, else a new dict of its newest `limit`.
+
+    Trimmed in batches: deleting the oldest entry of a dict one at a time leaves holes at its front
+    that every later `next(iter(entries))` walks over (+1.4 µs per answered request at 10,000 ids).
+    """
+    if len(entries) <= limit + limit // 4:
+        return entries
+    return dict(list(entries.items())[-limit:])
+
+
 class Context:
     """What analyzers share: the config, the timers, the row sink and the violation callback."""
 

@@ -177,6 +177,16 @@ def test_reused_request_id():
     assert [(v.rule, v.severity) for v in run(b)] == [("reused-request-id", "info")]
 
 
+def test_reused_request_id_is_found_among_the_last_10000_answered_ids():
+    b = session()
+    for i in range(13_000):  # past the batch trim at 12,500
+        b.c2s("c", 1 + i * 0.001, {**GET_CLOCK, "id": f"r{i}"})
+        b.s2c("c", 1 + i * 0.001, response(f"r{i}"))
+    b.c2s("c", 20, {**GET_CLOCK, "id": "r3000"})  # answered 10,000 requests ago
+    b.s2c("c", 20.1, response("r3000"))
+    assert rules(b) == ["reused-request-id"]
+
+
 def test_orphan_response():
     b = session()
     b.s2c("c", 1, response("99"))

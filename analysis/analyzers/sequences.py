@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from analysis.engine import Analyzer
+from analysis.engine import Analyzer, keep_newest
 from analysis.frame import Frame, as_list, is_conversation_notification, is_messaging_notification, type_is
 from analysis.histogram import LogHistogram
 from analysis.identity import header_token, init_connection_token
@@ -14,7 +14,7 @@ from analysis.rules import INFO
 
 CONTENT_EVENTS = frozenset({"ContentEvent", "RichContentEvent"})
 CHAT_STATE = "ChatStateEvent"
-SEEN_KEPT = 1024      # recent sequences per dialog, for duplicates and own-echo matching
+SEEN_KEPT = 1024      # recent sequences per dialog, at least (keep_newest): duplicates, own echoes
 ECHOES_KEPT = 1024    # published sequences per connection still waiting for their notification
 HISTORY_SLACK_S = 1.0  # events stamped this long before the subscribe are history replay
 READ_WAIT_S = 300.0   # how long an accepted message waits for its READ (bounds memory)
@@ -263,10 +263,8 @@ class Sequences(Analyzer):
                 self._out_of_order(d, rec, dialog, seq, last)
             else:
                 d.last = seq
-            seen = d.seen
-            seen[seq] = originator
-            if len(seen) > SEEN_KEPT:
-                del seen[next(iter(seen))]
+            d.seen[seq] = originator
+            d.seen = keep_newest(d.seen, SEEN_KEPT)
         row = None
         if self.rows is not None:
             row = {"conn": rec["conn"], "t": rec["t"], "frame": rec.get("n"), "dialog_id": dialog,
