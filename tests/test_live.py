@@ -105,3 +105,28 @@ def test_answered_requests_leave_no_state_behind_while_an_unanswered_one_still_t
     assert grown < 1_000_000, f"{grown:,} bytes kept for 40,000 answered requests"  # before: 19 MB
     checker.advance(131.0)
     assert [(v.rule, v.t, v.frame) for v in found] == [("unanswered-request", 130.0, 0)]
+
+
+def test_closed_connections_leave_bounded_state_behind():
+    """What a closed connection leaves for later rules (its id, its client keys for reconnect
+    linking) is bounded: a live check of short connections, each with its own token, for days."""
+    checker = LiveChecker(Config(), lambda violation: None)
+    b = CaptureBuilder()
+
+    def connections(first: int, last: int) -> None:
+        for i in range(first, last):
+            checker.feed(b.open(f"c{i}", 100.0 + i * 0.01, token=f"token-{i}"))
+            checker.feed(b.close(f"c{i}", 100.005 + i * 0.01))
+            b.records.clear()
+
+    tracemalloc.start()  # from the start: what is freed later must have been traced
+    try:
+        connections(0, 140_000)  # past the 100,000 ids and client keys kept (trimmed at 125,000)
+        before = tracemalloc.get_traced_memory()[0]
+        connections(140_000, 170_000)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    # A 30,000-connection window holds one batch trim: at most 5,000 more entries net (~110 B per
+    # connection); unbounded, every closed connection kept ~380 B.
+    assert grown / 30_000 < 200, f"{grown / 30_000:.0f} bytes kept per closed connection"

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from analysis.engine import Analyzer
+from analysis.engine import Analyzer, trim_oldest
 from analysis.frame import Frame, type_is
 from analysis.identity import Token, client_host, header_token, init_connection_token, url_token
 
 TOKEN_CLOSE_CODES = frozenset({4401, 4407})
+CLIENT_KEYS_KEPT = 100_000  # most recently closed client keys (token, sub, host) kept for linking
 
 
 @dataclass(slots=True)
@@ -53,7 +54,8 @@ class Connections(Analyzer):
         self.rows = ctx.rows("connections")
         self.reconnect_rows = ctx.rows("reconnects")
         self.conns: dict[str, _Conn] = {}
-        # The last closed connection per client key, for linking reconnects (bounded by clients).
+        # The last closed connection per client key, for linking reconnects; the most recently
+        # closed keys last (bounded by trim_oldest: a live check runs for days).
         self.last_closed: dict[tuple[str, str], _Closed] = {}
 
     def open(self, rec: dict) -> None:
@@ -111,8 +113,11 @@ class Connections(Analyzer):
         if not at_capture_end:
             closed = _Closed(state.conn, rec["t"], code, by, state.token.fingerprint if state.token else None,
                              state.chain or state.conn, state.attempt)
+            last_closed = self.last_closed
             for key in self._keys(state):
-                self.last_closed[key] = closed
+                last_closed.pop(key, None)
+                last_closed[key] = closed
+            trim_oldest(last_closed, CLIENT_KEYS_KEPT)
         if self.rows is not None:
             token = state.token
             self.rows({

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from analysis.engine import Analyzer, keep_newest
+from analysis.engine import Analyzer, trim_oldest
 from analysis.frame import Frame, type_is
 from analysis.histogram import LogHistogram
 from analysis.identity import header_token, url_token
 from analysis.rules import INFO, WARNING
 
-ANSWERED_IDS_KEPT = 10_000  # per connection, at least (see keep_newest), for `reused-request-id`
+ANSWERED_IDS_KEPT = 10_000  # per connection, at least (see trim_oldest), for `reused-request-id`
 
 
 @dataclass(slots=True, eq=False)  # hashed by identity: a key of `Pairs.pending`
@@ -29,7 +29,7 @@ class _Req:
 class _PairConn:
     awaiting_init: bool
     outstanding: dict[str, _Req] = field(default_factory=dict)
-    answered: dict[str, None] = field(default_factory=dict)  # insertion-ordered, bounded by keep_newest
+    answered: dict[str, None] = field(default_factory=dict)  # insertion-ordered, bounded by trim_oldest
     reuse_reported: set[str] = field(default_factory=set)
     init_ids: set[str] = field(default_factory=set)
 
@@ -140,7 +140,7 @@ class Pairs(Analyzer):
             nxt.queued = req.queued or None
         self.pending.pop(req, None)
         state.answered[req_id] = None
-        state.answered = keep_newest(state.answered, ANSWERED_IDS_KEPT)
+        trim_oldest(state.answered, ANSWERED_IDS_KEPT)
         if state.awaiting_init and req_id in state.init_ids and code is not None and code < 400:
             state.awaiting_init = False
         counts = self.counts

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from analysis.engine import Analyzer, keep_newest
+from analysis.engine import Analyzer, trim_oldest
 from analysis.frame import Frame, as_list, is_conversation_notification, is_messaging_notification, type_is
 from analysis.histogram import LogHistogram
 from analysis.identity import header_token, init_connection_token
@@ -14,9 +14,10 @@ from analysis.rules import INFO
 
 CONTENT_EVENTS = frozenset({"ContentEvent", "RichContentEvent"})
 CHAT_STATE = "ChatStateEvent"
-SEEN_KEPT = 1024      # recent sequences per dialog, at least (keep_newest): duplicates, own echoes
+SEEN_KEPT = 1024      # recent sequences per dialog, at least (trim_oldest): duplicates, own echoes
 ECHOES_KEPT = 1024    # published sequences per connection still waiting for their notification
 HISTORY_SLACK_S = 1.0  # events stamped this long before the subscribe are history replay
+CLOSED_IDS_KEPT = 100_000  # closed conversations, and closed dialogs, remembered (the earliest closed go first)
 READ_WAIT_S = 300.0   # how long an accepted message waits for its READ (bounds memory)
 _ID_TYPES = frozenset({str, type(None)})
 REQUESTS = ("PublishEvent", "SubscribeMessagingEvents", "UpdateConversationField", "InitConnection")
@@ -203,6 +204,7 @@ class Sequences(Analyzer):
     def _mark(closed: dict, key, t: float) -> None:
         if isinstance(key, str):
             closed.setdefault(key, t)
+            trim_oldest(closed, CLOSED_IDS_KEPT)
 
     # -- notifications ----------------------------------------------------------------------------
 
@@ -237,6 +239,7 @@ class Sequences(Analyzer):
     def _set_closed(closed: dict, key: str, state, t: float) -> None:
         if state == "CLOSE":
             closed.setdefault(key, t)
+            trim_oldest(closed, CLOSED_IDS_KEPT)
         elif state == "OPEN":
             closed.pop(key, None)
 
@@ -264,7 +267,7 @@ class Sequences(Analyzer):
             else:
                 d.last = seq
             d.seen[seq] = originator
-            d.seen = keep_newest(d.seen, SEEN_KEPT)
+            trim_oldest(d.seen, SEEN_KEPT)
         row = None
         if self.rows is not None:
             row = {"conn": rec["conn"], "t": rec["t"], "frame": rec.get("n"), "dialog_id": dialog,
