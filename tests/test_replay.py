@@ -49,10 +49,31 @@ def recording(tmp_path_factory) -> Path:
     return out
 
 
+async def _record_token_refreshes(out: Path) -> None:
+    """One consumer whose tokens live 1.5 s: it reconnects after 4401 with a token for the same
+    identity (signup with the old token) and carries on with its conversation."""
+    async with MessagingServer(ServerConfig(agent_reply_delay=float(AGENT_REPLY_DELAY), token_lifetime=1.5)) as server:
+        address = f"{server.host}:{server.port}"
+        async with RecordingProxy(f"ws://{address}", out) as proxy:
+            url = server.url().replace(address, f"127.0.0.1:{proxy.port}")
+            consumer = ConsumerConfig(auth="header", messages=6, message_interval=0.3, read_delay=0.1)
+            stats = await asyncio.wait_for(run_consumer(url, server.idp_url(), consumer), 60)
+            assert stats.completed and stats.reconnects >= 1 and len(stats.conversation_ids) == 1
+
+
+@pytest.fixture(scope="session")
+def refreshed_recording(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("recorded") / "refreshed.jsonl"
+    asyncio.run(_record_token_refreshes(out))
+    return out
+
+
 def token_command(port: int) -> str:
-    """A real command that fetches a fresh token from the target's IDP."""
-    code = ("import json,urllib.request as u;"
+    """A real command that fetches a token from the target's IDP; given the replay's previous token
+    for the identity, it asks for the same identity (as the scripted consumer does)."""
+    code = ("import json,os,urllib.request as u;"
             f"r=u.Request('http://127.0.0.1:{port}/api/account/mwtap/signup',method='POST',data=b'');"
+            "p=os.environ['MWTAP_PREVIOUS_TOKEN'];p and r.add_header('Authorization','jwt '+p);"
             "print(json.load(u.build_opener(u.ProxyHandler({})).open(r,timeout=10))['jwt'])")
     return f"{sys.executable} -c \"{code}\""
 
@@ -163,6 +184,25 @@ def test_token_expiry_mid_replay_reconnects_with_a_fresh_token(recording, procs,
     assert any("fetched a fresh token" in e for e in conn["events"])
     opens = [r for r in CaptureFile(str(out)).records() if r["rec"] == "open"]
     assert len(opens) == 1 + conn["reconnects"] and {r["replay_of"] for r in opens} == {first}
+
+
+def test_a_consumer_that_refreshed_its_token_stays_one_identity_in_the_replay(refreshed_recording, procs, tmp_path):
+    plan = load_plan(str(refreshed_recording))
+    assert len({c.header_token.fingerprint for c in plan.connections}) == len(plan.connections) > 1
+    assert len({c.identity for c in plan.connections}) == 1  # one JWT sub
+
+    port = start_server(procs)  # tokens that outlive the replay: no 4401 this time
+    out = tmp_path / "replay.jsonl"
+    done = replay(refreshed_recording, port, out)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["tokens_fetched"] == 1
+    compared = json.loads(mwtap("diff", refreshed_recording, out, "--format", "json").stdout)
+    # The replayed server knows the consumer of every connection, so every request is answered as
+    # recorded (a new identity per token got 404 for the conversation from the first reconnect on).
+    # What remains is what the recorded 4401s cut short.
+    assert {d["kind"] for d in compared["differences"]} <= {"close-code", "notifications"}
+    recorded_4401 = [c.id for c in plan.connections if (c.close or {}).get("code") == 4401]
+    assert [d["conn"] for d in compared["differences"] if d["kind"] == "close-code"] == recorded_4401
 
 
 def test_ctrl_c_stops_cleanly_and_keeps_the_capture(recording, procs, tmp_path):

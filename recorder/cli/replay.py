@@ -106,6 +106,8 @@ def _announce(plan, target: str, timing: str, out: str) -> None:
                f"timing {timing}, recording to {out}", err=True)
     for conn in plan.connections:
         auth = "token in header" if conn.header_token else "token in InitConnection" if conn.init_tokens else "no token"
+        if conn.uses_token:
+            auth += f" (identity {conn.identity})"
         click.echo(f"  {conn.id}: {len(conn.frames)} frame(s), {conn.requests} request(s), {auth} "
                    f"-> {target_url(target, conn.url)}", err=True)
 

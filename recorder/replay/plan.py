@@ -10,7 +10,7 @@ from typing import Any
 
 from analysis.capture import C2S, CLOSE, MSG, OPEN, CaptureFile, payload_bytes
 from analysis.frame import as_list, parse_payload
-from analysis.identity import CONSUMER_AUTHENTICATION, header_token, init_connection_token
+from analysis.identity import CONSUMER_AUTHENTICATION, Token, header_token, init_connection_token
 from recorder.replay.substitution import FrameKeys, Path, SourceRef, ValueKey, echoed, learnable
 
 RESTORE_TYPES = ("InitConnection", "SubscribeExConversations", "SubscribeMessagingEvents")
@@ -76,10 +76,10 @@ class RecordedConnection:
     requests: int = 0
     notifications: Counter = field(default_factory=Counter)
     close: dict | None = None
-    header_token: str | None = None
-    """Fingerprint of the Authorization token, if the upgrade carried one."""
-    init_tokens: set[str] = field(default_factory=set)
-    """Fingerprints of InitConnection tokens."""
+    header_token: Token | None = None
+    """The Authorization token (its fingerprint and JWT `sub`), if the upgrade carried one."""
+    init_tokens: dict[str, Token] = field(default_factory=dict)
+    """InitConnection tokens by fingerprint."""
     init_jwts: set[str] = field(default_factory=set)
     """The recorded InitConnection jwt values as they are in the capture (redaction markers)."""
 
@@ -89,8 +89,13 @@ class RecordedConnection:
 
     @property
     def identity(self) -> str | None:
-        """The recorded token this connection used (one fresh token is fetched per identity)."""
-        return self.header_token or next(iter(sorted(self.init_tokens)), None)
+        """Who the recorded client was (the replay uses one token per identity): `sub:<fingerprint>`
+        of its token's JWT `sub` when the capture shows one, so that a token the client refreshed
+        for the same consumer stays the same identity; else the token's fingerprint."""
+        token = self.header_token or (self.init_tokens[min(self.init_tokens)] if self.init_tokens else None)
+        if token is None:
+            return None
+        return f"sub:{token.sub}" if token.sub else token.fingerprint
 
 
 @dataclass
@@ -123,10 +128,8 @@ def load_plan(path: str) -> ReplayPlan:
         conn_id = rec.get("conn")
         kind = rec.get("rec")
         if kind == OPEN and isinstance(conn_id, str) and isinstance(rec.get("url"), str):
-            token = header_token(rec)
             connections[conn_id] = RecordedConnection(conn_id, rec["url"], rec.get("t") or 0.0,
-                                                      rec.get("request_headers") or [],
-                                                      header_token=token.fingerprint if token else None)
+                                                      rec.get("request_headers") or [], header_token=header_token(rec))
             state[conn_id] = _ConnReading(connections[conn_id])
         elif conn_id in state:
             if kind == MSG:
@@ -183,7 +186,7 @@ class _ConnReading:
                             "it cannot be resent")
         token = init_connection_token(payload)
         if token is not None:
-            conn.init_tokens.add(token.fingerprint)
+            conn.init_tokens[token.fingerprint] = token
             conn.init_jwts.update(h["jwt"] for h in as_list(payload.get("headers"))
                                   if isinstance(h, dict) and h.get("type") == CONSUMER_AUTHENTICATION
                                   and isinstance(h.get("jwt"), str))

@@ -16,8 +16,9 @@ class TokenError(Exception):
 
 
 class TokenSource:
-    """`await fetch(identity, reason)`: a token for the recorded identity (the fingerprint of the
-    token the recording used) because of `reason` ("initial", "4401" or "4407")."""
+    """`await fetch(identity, reason, previous)`: a token for the recorded identity
+    (`RecordedConnection.identity`) because of `reason` ("initial", "4401" or "4407"); `previous`
+    is the token the replay used for that identity until now (None at first)."""
 
     def __init__(self, value: str | None = None, command: str | None = None):
         if (value is None) == (command is None):
@@ -44,15 +45,17 @@ class TokenSource:
             return cls(command=token_command)
         return None
 
-    async def fetch(self, identity: str | None, reason: str) -> str:
-        token = self.value if self.value is not None else await asyncio.to_thread(self._run, identity, reason)
+    async def fetch(self, identity: str | None, reason: str, previous: str | None = None) -> str:
+        token = (self.value if self.value is not None
+                 else await asyncio.to_thread(self._run, identity, reason, previous))
         self.fetched += 1
         if token not in self.issued:
             self.issued.append(token)
         return token
 
-    def _run(self, identity: str | None, reason: str) -> str:
-        env = {**os.environ, "MWTAP_TOKEN_REASON": reason, "MWTAP_RECORDED_TOKEN": identity or ""}
+    def _run(self, identity: str | None, reason: str, previous: str | None) -> str:
+        env = {**os.environ, "MWTAP_TOKEN_REASON": reason, "MWTAP_RECORDED_TOKEN": identity or "",
+               "MWTAP_PREVIOUS_TOKEN": previous or ""}
         try:
             done = subprocess.run(self.command, shell=True, env=env, stdin=subprocess.DEVNULL,
                                   capture_output=True, timeout=COMMAND_TIMEOUT)
@@ -85,7 +88,7 @@ class TokenPool:
         if self.source is None:
             raise TokenError("the target asked for a fresh token; give --token, --token-env or --token-command")
         self.refreshes += 1
-        self.current[identity] = await self.source.fetch(identity, reason)
+        self.current[identity] = await self.source.fetch(identity, reason, self.current.get(identity))
         return self.current[identity]
 
     @property
