@@ -295,5 +295,28 @@ class Recorder:
                     "payload": payload})
 
 
-_recorder = Recorder()
+class ScriptRecorder(Recorder):
+    """The recorder as `mitmdump -s recorder/addon.py` hosts it. mitmdump prints a script's traceback
+    when its configure raises during startup, so an option refused then is logged as one line
+    instead (mitmdump exits on an error logged during startup); once running, it is raised, and
+    mitmproxy rejects the change."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._is_running = False
+
+    def configure(self, updated: set[str]) -> None:
+        try:
+            super().configure(updated)
+        except exceptions.OptionsError as e:
+            if self._is_running:
+                raise
+            log.error(str(e))
+
+    def running(self) -> None:
+        self._is_running = True
+        super().running()
+
+
+_recorder = ScriptRecorder()
 addons = [_recorder, LiveCheck(_recorder)]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
-from mitmproxy import http
+import pytest
+from mitmproxy import exceptions, http
 from mitmproxy.test import taddons, tflow
 from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
 
 from analysis.capture import CaptureFile
-from recorder.addon import Recorder
+from recorder.addon import Recorder, ScriptRecorder
 
 
 def ws_flow(*messages: WebSocketMessage) -> http.HTTPFlow:
@@ -107,3 +109,26 @@ def test_redaction_switch_and_header(tmp_path):
     capture = CaptureFile(str(tmp_path / "c.jsonl"))
     assert [r["text"] for r in capture.records() if r["rec"] == "msg"] == [jwt]
     assert capture.header["redaction"]["enabled"] is False and capture.header["mitmproxy"]
+
+
+def test_as_a_script_a_refused_option_is_logged_at_startup_and_rejected_once_running(tmp_path, caplog):
+    """mitmdump would print the script's traceback for an exception at startup (then exit on the
+    logged error); once running, mitmproxy must see the exception to reject the change."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    recorder = ScriptRecorder()
+
+    async def startup_then_running() -> None:  # `running` arms the flush tick on the event loop
+        with taddons.context(recorder) as tctx:
+            tctx.configure(recorder, mwtap_out=str(shared / "a.jsonl"))
+            assert recorder.writer is None and "writable by every user" in caplog.text
+            recorder.running()
+            with pytest.raises(exceptions.OptionsError, match="writable by every user"):
+                tctx.configure(recorder, mwtap_out=str(shared / "b.jsonl"))
+            tctx.configure(recorder, mwtap_out=str(tmp_path / "c.jsonl"))
+            assert recorder.writer is not None
+            recorder.done()
+
+    asyncio.run(startup_then_running())
+    assert not (shared / "a.jsonl").exists() and not (shared / "b.jsonl").exists()

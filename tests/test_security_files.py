@@ -48,8 +48,7 @@ def test_recorder_refuses_a_world_writable_directory(procs, shared_dir, kind):
     assert proc.wait(30) != 0
     log = proc.log_path.read_text()
     assert WORLD_WRITABLE in log and "--force" in log and "mwtap_force" in log
-    if kind == "mwtap":  # mitmdump shows every addon error with mitmproxy's script traceback
-        assert "Traceback" not in log
+    assert "Traceback" not in log
     assert not out.exists()
 
 
