@@ -222,12 +222,13 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_capture(recording, procs, tmp_path):
     assert records[-1]["rec"] == "close" and records[-1]["reason"] == "replay interrupted"
 
 
-def test_scripted_consumer_completes_against_a_mock_of_the_recording(recording, procs):
+def test_scripted_consumer_completes_against_a_mock_of_the_recording(recording, procs, tmp_path):
     plan = load_plan(str(recording))
     for conn, consumer in zip(plan.connections, (HEADER_CONSUMER, INIT_CONSUMER)):
         port = free_port()
+        out = tmp_path / f"live-{conn.id}.jsonl"
         mock = procs.start([MWTAP, "replay", "--as-server", str(recording), "--conn", conn.id,
-                            "--listen", f"127.0.0.1:{port}"], f"mock-{conn.id}")
+                            "--listen", f"127.0.0.1:{port}", "-o", str(out)], f"mock-{conn.id}")
         wait_port(port, proc=mock)
         ws_url = f"ws://127.0.0.1:{port}/ws_api/account/mwtap/messaging/consumer?v=3"
         stats = asyncio.run(asyncio.wait_for(
@@ -235,4 +236,17 @@ def test_scripted_consumer_completes_against_a_mock_of_the_recording(recording, 
         assert stats.completed and stats.close_codes == [1000]
         assert stats.error_responses == 0 and stats.request_timeouts == 0
         assert stats.agent_messages == 3 and stats.conversations_closed == 1
-        procs.stop(mock)
+        assert procs.stop(mock) == 0
+
+        # The live client's session, as the mock saw it: a capture like any other.
+        records = list(CaptureFile(str(out)).records())
+        (opened,) = [r for r in records if r["rec"] == "open"]
+        assert opened["replay_of"] == conn.id and opened["status"] == 101
+        sent = [r for r in records if r["rec"] == "msg" and r["dir"] == "c2s"]
+        received = [r for r in records if r["rec"] == "msg" and r["dir"] == "s2c"]
+        assert len(sent) == stats.requests_sent and len(received) == stats.responses + stats.notifications
+        assert [(r["code"], r["by"]) for r in records if r["rec"] == "close"] == [(1000, "client")]
+        assert "eyJ" not in out.read_text()  # the mock's tokens only as redaction markers
+        compared = json.loads(mwtap("diff", recording, out, "--format", "json").stdout)
+        assert compared["requests_compared"] >= conn.requests - 2  # keep-alive GetClocks follow the live clock
+        assert not [d for d in compared["differences"] if d["kind"].startswith("response")]

@@ -31,7 +31,8 @@ class InputError(click.ClickException):
 @click.option("--fresh-ids", is_flag=True, help="Give every request a new unique id instead of the recorded one.")
 @click.option("--wait-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
               help="Seconds to wait for a response, notification or assigned value before reporting it missing.")
-@click.option("-o", "--out", type=click.Path(dir_okay=False), help="Capture of the replay (never overwritten).")
+@click.option("-o", "--out", type=click.Path(dir_okay=False),
+              help="Capture of the replay (never overwritten); with --as-server, of the live clients' connections.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--token", help="Token for the Authorization header and InitConnection.")
 @click.option("--token-env", metavar="NAME", help="Read the token from this environment variable.")
@@ -52,7 +53,8 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
     and tokens. Only loopback targets unless --allow-remote (host names must resolve to loopback
     only). The replay is recorded to -o OUT; compare it with `mwtap diff CAPTURE OUT`.
 
-    Server side (--as-server): answers live clients with the recorded responses and notifications."""
+    Server side (--as-server): answers live clients with the recorded responses and notifications,
+    recording the live connections to -o OUT when given."""
     from analysis.capture import CaptureError
     from recorder.replay.plan import PlanError, load_plan
     from recorder.replay.target import TargetError, check_target
@@ -61,7 +63,7 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
     try:
         plan = load_plan(capture).select(conn_ids)
         if as_server:
-            _serve(plan, listen)
+            _serve(plan, listen, out)
             return
         if not target:
             raise InputError("--target URL is required (or --as-server)")
@@ -76,15 +78,10 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
         how = "an Authorization header" if users[0].header_token else "an InitConnection jwt"
         raise InputError(f"{capture}: connection {users[0].id} used a token ({how}); the capture holds only its "
                          "redaction marker: give --token, --token-env or --token-command")
-    from recorder.replay.recording import ReplayRecording
     from recorder.replay.tokens import TokenPool
 
     tokens = TokenPool(source)
-    try:
-        recording = ReplayRecording(out, lambda: tokens.secrets)
-    except OSError as e:
-        reason = "file exists (mwtap never overwrites a capture)" if isinstance(e, FileExistsError) else e.strerror
-        raise InputError(f"cannot create {out}: {reason}") from None
+    recording = _recording(out, lambda: tokens.secrets)
     _announce(plan, target, timing, out)
     result = _run_client(plan, target, tokens, recording, timing=timing, speed=speed, parallel=parallel,
                          fresh_ids=fresh_ids, wait_timeout=wait_timeout, address=address)
@@ -96,6 +93,17 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
     if result.interrupted:
         click.echo("mwtap replay: interrupted; the capture holds what was replayed so far", err=True)
         sys.exit(INTERRUPTED_EXIT)
+
+
+def _recording(out: str, secrets):
+    """The replay's capture at `out` (redacting the tokens `secrets()` lists), or a one-line error."""
+    from recorder.replay.recording import ReplayRecording
+
+    try:
+        return ReplayRecording(out, secrets)
+    except OSError as e:
+        reason = "file exists (mwtap never overwrites a capture)" if isinstance(e, FileExistsError) else e.strerror
+        raise InputError(f"cannot create {out}: {reason}") from None
 
 
 def _announce(plan, target: str, timing: str, out: str) -> None:
@@ -143,7 +151,7 @@ def render_result(result) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _serve(plan, listen: str) -> None:
+def _serve(plan, listen: str, out: str | None) -> None:
     import asyncio
 
     from recorder.cli.serve import parse_listen
@@ -154,12 +162,19 @@ def _serve(plan, listen: str) -> None:
 
     async def main():
         stop = stop_event()
-        async with MockServer(plan, host, port) as server:
-            click.echo(f"mwtap replay --as-server: WebSocket {server.url()}")
-            click.echo(f"mwtap replay --as-server: IDP       POST {server.idp_url()}/signup")
-            click.echo(f"playing {len(plan.connections)} recorded connection(s) from {plan.path}; Ctrl-C to stop")
-            await stop.wait()
-        click.echo("mwtap replay --as-server: stopped")
+        server = MockServer(plan, host, port)
+        if out:
+            server.recording = _recording(out, lambda: server.issued)
+        try:
+            async with server:
+                click.echo(f"mwtap replay --as-server: WebSocket {server.url()}")
+                click.echo(f"mwtap replay --as-server: IDP       POST {server.idp_url()}/signup")
+                click.echo(f"playing {len(plan.connections)} recorded connection(s) from {plan.path}; Ctrl-C to stop")
+                await stop.wait()
+        finally:
+            if server.recording is not None:
+                server.recording.finish()
+        click.echo("mwtap replay --as-server: stopped" + (f"; the live connections are in {out}" if out else ""))
 
     try:
         asyncio.run(main())

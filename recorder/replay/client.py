@@ -309,14 +309,9 @@ class ConnectionReplay:
                                            "replay_of": conn.id})
             self._event(f"cannot connect to {url}: {e or type(e).__name__}")
             return False
-        ws = self.ws
-        self.r.recording.open(
-            self.ws_id, conn.id, url, t_request, [[k, v] for k, v in ws.request.headers.raw_items()],
-            ws.response.status_code, [[k, v] for k, v in ws.response.headers.raw_items()],
-            _address(ws.local_address), _address(ws.remote_address),
-            ws.response.headers.get("Sec-WebSocket-Extensions"), ws.subprotocol)
+        self.r.recording.open(self.ws_id, conn.id, url, t_request, self.ws, "client")
         self.result.replayed.append(self.ws_id)
-        self.reader = asyncio.get_running_loop().create_task(self._read(ws, self.ws_id))
+        self.reader = asyncio.get_running_loop().create_task(self._read(self.ws, self.ws_id))
         return True
 
     def _headers(self, token: str | None) -> tuple[list[tuple[str, str]], str | None]:
@@ -383,14 +378,8 @@ class ConnectionReplay:
                 await self.r.notify()
         except ConnectionClosed:
             pass
-        protocol = ws.protocol
-        by = None
-        if protocol.close_rcvd is not None and (protocol.close_sent is None or protocol.close_rcvd_then_sent):
-            by = "server"
-        elif protocol.close_sent is not None:
-            by = "client"
         self.result.close_codes.append(ws.close_code)
-        self.r.recording.close(ws_id, ws.close_code, ws.close_reason, by)
+        self.r.recording.close(ws_id, ws, "client")
         await self.r.notify()
 
     def _received(self, rec: dict) -> None:
@@ -411,10 +400,3 @@ class ConnectionReplay:
     def _event(self, line: str) -> None:
         self.result.events.append(line)
         self.r.log(f"{self.conn.id[:8]}: {line}")
-
-
-def _address(address) -> str | None:
-    if not address:
-        return None
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

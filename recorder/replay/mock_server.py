@@ -11,6 +11,9 @@ its type; a type never recorded gets a 400 StringResponse.
 
 The IDP signup/authenticate endpoints answer a JWT-shaped token whose `sub` is the recorded
 consumer's id, so a client recognises its own echoed events as it did in the recording.
+
+Given a `ReplayRecording`, the mock records the live connections (what the client sent, what the
+mock answered, the closes), each `open` with `replay_of` the recorded connection it played.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from websockets.http11 import Request, Response
 from analysis.diff import shape
 from analysis.frame import messaging_changes, parse_payload
 from recorder.replay.plan import RecordedConnection, ReplayPlan, ServerFrame
+from recorder.replay.recording import ReplayRecording
 from recorder.server.app import IDP_PATH, json_response
 
 NO_MORE_CONNECTIONS = 1013
@@ -105,10 +109,14 @@ def _request_key(request_type: str | None, payload) -> tuple:
 class MockServer:
     """`async with MockServer(plan) as server:` then point a client at `server.url()`."""
 
-    def __init__(self, plan: ReplayPlan, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, plan: ReplayPlan, host: str = "127.0.0.1", port: int = 0,
+                 recording: ReplayRecording | None = None):
         self.plan = plan
         self.host = host
         self.port = port
+        self.recording = recording
+        self.issued: list[str] = []
+        """Tokens the IDP endpoints handed out (the recording redacts them)."""
         self.consumer = recorded_consumer(plan) or str(uuid.uuid4())
         self.connections = 0
         self.unmatched: list[str] = []
@@ -141,26 +149,46 @@ class MockServer:
         if IDP_PATH.fullmatch(urlsplit(request.path).path) is None:
             return None
         now = int(time.time())
-        return json_response(200, {"jwt": jwt_shaped({"sub": self.consumer, "iss": "mwtap-replay-mock", "iat": now,
-                                                      "exp": now + 3600, "jti": uuid.uuid4().hex})})
+        token = jwt_shaped({"sub": self.consumer, "iss": "mwtap-replay-mock", "iat": now, "exp": now + 3600,
+                            "jti": uuid.uuid4().hex})
+        self.issued.append(token)
+        return json_response(200, {"jwt": token})
 
     async def _play(self, ws: ServerConnection) -> None:
         index = self.connections
         self.connections += 1
-        if index >= len(self.plan.connections):
-            await ws.close(NO_MORE_CONNECTIONS, "mwtap mock: no more recorded connections")
-            return
-        script = ConnectionScript(self.plan.connections[index])
+        played = self.plan.connections[index] if index < len(self.plan.connections) else None
+        if self.recording is not None:
+            self.recording.open(str(ws.id), played.id if played else None,
+                                f"ws://{self.host}:{self.port}{ws.request.path}", time.time(), ws, "server")
+        try:
+            if played is None:
+                await ws.close(NO_MORE_CONNECTIONS, "mwtap mock: no more recorded connections")
+            else:
+                await self._play_recorded(ws, ConnectionScript(played))
+        finally:
+            if self.recording is not None:
+                await ws.wait_closed()
+                self.recording.close(str(ws.id), ws, "server")
+
+    async def _play_recorded(self, ws: ServerConnection, script: ConnectionScript) -> None:
         tasks: set[asyncio.Task] = set()
         self._follow(ws, script, None, None, tasks)
         try:
             async for message in ws:
+                if self.recording is not None:
+                    self.recording.message(str(ws.id), True, message)
                 self._answer(ws, script, message, tasks)
         except ConnectionClosed:
             pass
         finally:
             for task in tasks:
                 task.cancel()
+
+    async def _send(self, ws: ServerConnection, data: str | bytes) -> None:
+        await ws.send(data)
+        if self.recording is not None:
+            self.recording.message(str(ws.id), False, data)
 
     def _answer(self, ws: ServerConnection, script: ConnectionScript, message, tasks: set) -> None:
         payload = parse_payload({"text": message}) if isinstance(message, str) else None
@@ -177,7 +205,7 @@ class MockServer:
             return
         error = {"kind": "resp", "reqId": None if request_id is None else str(request_id), "type": "StringResponse",
                  "code": 400, "body": f"mwtap mock: no recorded {request_type} request to answer"}
-        self._spawn(tasks, ws.send(orjson.dumps(error).decode()))
+        self._spawn(tasks, self._send(ws, orjson.dumps(error).decode()))
 
     def _follow(self, ws: ServerConnection, script: ConnectionScript, position: int | None, request_id,
                 tasks: set) -> None:
@@ -196,7 +224,7 @@ class MockServer:
         with contextlib.suppress(ConnectionClosed):
             for offset, frame in frames:
                 await asyncio.sleep(max(0.0, began + offset - loop.time()))
-                await ws.send(_with_req_id(frame, request_id))
+                await self._send(ws, _with_req_id(frame, request_id))
             if close is not None:
                 await asyncio.sleep(max(0.0, began + close[0] - loop.time()))
                 await ws.close(close[1]["code"], close[1].get("reason") or "")

@@ -1,4 +1,5 @@
-"""The replay records itself in capture format v1 (header `source: "replay"`, `mitmproxy: null`).
+"""The replay records itself in capture format v1 (header `source: "replay"`, `mitmproxy: null`):
+the client-side replay its connections to the target, `--as-server` the live clients' connections.
 Every `open` record carries `replay_of`: the recorded connection it replays (docs/capture-format.md)."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Callable
 
-from analysis.capture import CLOSE, OPEN, header_record, message_record
+from analysis.capture import CLOSE, OPEN, header_record, host_port, message_record
 from analysis.redact import marker, redact_headers, redact_text, redact_url, redaction_info
 from recorder.writer import CaptureWriter
 
@@ -35,17 +36,18 @@ class ReplayRecording:
                 text = text.replace(secret, marker(secret))
         return text
 
-    def open(self, conn: str, replay_of: str, url: str, t_request: float, request_headers: list[list[str]],
-             status: int, response_headers: list[list[str]], client: str | None, server: str | None,
-             extensions: str | None, subprotocol: str | None) -> None:
+    def open(self, conn: str, replay_of: str | None, url: str, t_request: float, ws, side: str) -> None:
+        """An opened websockets connection (client or server side: `side` is "client" or "server")."""
         self._next_n[conn] = 0
+        ours, peer = _address(ws.local_address), _address(ws.remote_address)
         self.writer.write({
             "rec": OPEN, "t": time.time(), "conn": conn, "url": redact_url(self._clean(url)),
-            "client": client, "server": server, "t_request": t_request,
-            "request_headers": [[k, self._clean(v)] for k, v in redact_headers(request_headers)],
-            "status": status, "response_headers": redact_headers(response_headers),
-            "extensions": extensions, "subprotocol": subprotocol, "tls": url.startswith("wss:"),
-            "replay_of": replay_of,
+            "client": ours if side == "client" else peer, "server": peer if side == "client" else ours,
+            "t_request": t_request,
+            "request_headers": [[k, self._clean(v)] for k, v in redact_headers(list(ws.request.headers.raw_items()))],
+            "status": ws.response.status_code, "response_headers": redact_headers(list(ws.response.headers.raw_items())),
+            "extensions": ws.response.headers.get("Sec-WebSocket-Extensions"), "subprotocol": ws.subprotocol,
+            "tls": url.startswith("wss:"), "replay_of": replay_of,
         })
 
     def message(self, conn: str, from_client: bool, data: bytes | str) -> dict:
@@ -63,10 +65,22 @@ class ReplayRecording:
         self.writer.write(record)
         return record
 
-    def close(self, conn: str, code: int | None, reason: str | None, by: str | None) -> None:
-        self.writer.write({"rec": CLOSE, "t": time.time(), "conn": conn, "code": code,
+    def close(self, conn: str, ws, side: str) -> None:
+        """A closed websockets connection; `by` is the side that closed first (None: TCP died)."""
+        protocol, peer = ws.protocol, "server" if side == "client" else "client"
+        by = None
+        if protocol.close_rcvd is not None and (protocol.close_sent is None or protocol.close_rcvd_then_sent):
+            by = peer
+        elif protocol.close_sent is not None:
+            by = side
+        reason = ws.close_reason
+        self.writer.write({"rec": CLOSE, "t": time.time(), "conn": conn, "code": ws.close_code,
                            "reason": self._clean(reason) if reason else reason, "by": by})
         self.writer.flush()
 
     def finish(self) -> None:
         self.writer.close()
+
+
+def _address(address) -> str | None:
+    return host_port(address[0], address[1]) if address else None
