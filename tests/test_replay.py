@@ -51,8 +51,11 @@ def recording(tmp_path_factory) -> Path:
 
 async def _record_token_refreshes(out: Path) -> None:
     """One consumer whose tokens live 1.5 s: it reconnects after 4401 with a token for the same
-    identity (signup with the old token) and carries on with its conversation."""
-    async with MessagingServer(ServerConfig(agent_reply_delay=float(AGENT_REPLY_DELAY), token_lifetime=1.5)) as server:
+    identity (signup with the old token) and resubscribes from the sequence after the last it saw.
+    The server skips most sequence numbers, so the replay's numbering differs from the recording's."""
+    config = ServerConfig(agent_reply_delay=float(AGENT_REPLY_DELAY), token_lifetime=1.5, sequence_fault="skip",
+                          sequence_fault_rate=0.6, seed=5)
+    async with MessagingServer(config) as server:
         address = f"{server.host}:{server.port}"
         async with RecordingProxy(f"ws://{address}", out) as proxy:
             url = server.url().replace(address, f"127.0.0.1:{proxy.port}")
@@ -186,7 +189,7 @@ def test_token_expiry_mid_replay_reconnects_with_a_fresh_token(recording, procs,
     assert len(opens) == 1 + conn["reconnects"] and {r["replay_of"] for r in opens} == {first}
 
 
-def test_a_consumer_that_refreshed_its_token_stays_one_identity_in_the_replay(refreshed_recording, procs, tmp_path):
+def test_a_consumer_that_refreshed_its_token_stays_one_identity_and_resubscribes_in_step(refreshed_recording, procs, tmp_path):
     plan = load_plan(str(refreshed_recording))
     assert len({c.header_token.fingerprint for c in plan.connections}) == len(plan.connections) > 1
     assert len({c.identity for c in plan.connections}) == 1  # one JWT sub
@@ -195,7 +198,11 @@ def test_a_consumer_that_refreshed_its_token_stays_one_identity_in_the_replay(re
     out = tmp_path / "replay.jsonl"
     done = replay(refreshed_recording, port, out)
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["tokens_fetched"] == 1
+    result = json.loads(done.stdout)
+    assert result["tokens_fetched"] == 1
+    # Resubscribing from "last sequence seen + 1" follows the replayed numbering.
+    assert any(s["request_type"] == "ms.SubscribeMessagingEvents" and s["kind"] == "sequence"
+               for s in result["substitutions"])
     compared = json.loads(mwtap("diff", refreshed_recording, out, "--format", "json").stdout)
     # The replayed server knows the consumer of every connection, so every request is answered as
     # recorded (a new identity per token got 404 for the conversation from the first reconnect on).

@@ -3,7 +3,8 @@ later echoed, and what the target assigned in its place during the replay.
 
 A value is learnable when it is a string under an id key or shaped like an identifier
 (`analysis.diff.is_identifier`), or the `sequence` of a messaging change (receipts echo it in
-`sequenceList`). Recorded and replayed server frames are matched by `FrameKeys`: a response by the
+`sequenceList`; a resubscription derives `fromSeq`, the last sequence seen + 1, or
+`newerThanSequence`, the last sequence seen, from it). Recorded and replayed server frames are matched by `FrameKeys`: a response by the
 request it answers (its position in the connection), a notification by its type, its shape (the
 payload with every volatile value masked) and its ordinal among notifications of that shape.
 """
@@ -26,6 +27,9 @@ SourceRef = tuple[str, int]
 Path = tuple
 
 _SEQUENCE_LIST_RE = re.compile(r'("sequenceList"\s*:\s*)(\[[^\]]*\]|-?\d+)')
+DERIVED_SEQUENCES = {"fromSeq": 1, "newerThanSequence": 0}
+"""Fields holding a sequence the client saw, plus this offset."""
+_DERIVED_RE = re.compile(r'("(fromSeq|newerThanSequence)"\s*:\s*)(-?\d+)')
 _INT_RE = re.compile(r"-?\d+")
 
 
@@ -78,6 +82,9 @@ def echoed(payload: Any, known: dict[ValueKey, SourceRef]) -> dict[ValueKey, Sou
             for number in as_list(value):
                 if _is_int(number) and ("q", number) in known:
                     needs[("q", number)] = known[("q", number)]
+        elif key in DERIVED_SEQUENCES and _is_int(value) and ("q", value - DERIVED_SEQUENCES[key]) in known:
+            seen = value - DERIVED_SEQUENCES[key]
+            needs[("q", seen)] = known[("q", seen)]
     return needs
 
 
@@ -143,7 +150,14 @@ class SubstitutionStore:
         if numbers:
             text = _SEQUENCE_LIST_RE.sub(lambda m: m.group(1) + _INT_RE.sub(
                 lambda d: str(numbers.get(int(d.group(0)), d.group(0))), m.group(2)), text)
+            text = _DERIVED_RE.sub(lambda m: _derived(m, numbers), text)
         return text
+
+
+def _derived(match: re.Match, numbers: dict[int, int]) -> str:
+    offset = DERIVED_SEQUENCES[match.group(2)]
+    seen = int(match.group(3)) - offset
+    return match.group(0) if seen not in numbers else f"{match.group(1)}{numbers[seen] + offset}"
 
 
 def _is_int(value: Any) -> bool:
