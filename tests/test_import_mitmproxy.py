@@ -8,6 +8,7 @@ import asyncio
 import os
 import stat
 import subprocess
+import tracemalloc
 from collections import Counter
 
 import orjson
@@ -17,6 +18,7 @@ from websockets.exceptions import InvalidStatus
 
 import analysis
 from analysis.capture import CaptureFile
+from analysis.imports import open_capture
 from conftest import BIN, REPO, Processes, free_port, wait_port
 from recorder.consumer import ConsumerConfig, run_consumer
 from recorder.server import MessagingServer, ServerConfig
@@ -157,3 +159,43 @@ def test_truncated_files_are_read_up_to_the_damage(recorded, tmp_path, name):
     assert out.returncode == 0 and "Traceback" not in out.stderr
     assert out.stderr.startswith(f"{cut}:") and "damaged" in out.stderr
     assert orjson.loads(out.stdout)["capture"]["damaged_lines"] == 1
+
+
+def write_flow_file(path, flows: int, messages: int, padding: int) -> None:
+    """`flows` WebSocket flows one after another (10 s apart), each with `messages` messages."""
+    from mitmproxy import io
+    from mitmproxy.test import tflow
+    from mitmproxy.websocket import WebSocketMessage
+    from wsproto.frame_protocol import Opcode
+
+    pad = b"x" * padding
+    with open(path, "wb") as f:
+        writer = io.FlowWriter(f)
+        for i in range(flows):
+            flow = tflow.twebsocketflow(messages=False, close_code=1000)
+            t = 1_795_544_000.0 + i * 10.0
+            flow.request.timestamp_start, flow.response.timestamp_end = t, t + 0.001
+            flow.websocket.messages = [
+                WebSocketMessage(Opcode.TEXT, j % 2 == 0, b'{"kind":"req","id":"%d","pad":"%s"}' % (j, pad),
+                                 t + 0.01 * (j + 1)) for j in range(messages)]
+            flow.websocket.timestamp_end = t + 1.0
+            writer.add(flow)
+
+
+def test_a_flow_file_is_read_flow_by_flow_not_whole(tmp_path):
+    path = tmp_path / "many.mitm"
+    write_flow_file(path, flows=400, messages=25, padding=1000)  # ~10 MB of payloads
+    tracemalloc.start()
+    try:
+        capture = open_capture(str(path))
+        times: list[float] = []
+        opens = 0
+        for rec in capture.records():
+            times.append(rec["t"])
+            opens += rec["rec"] == "open"
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert opens == 400 and len(times) == 400 * 27 and times == sorted(times)
+    assert capture.damage == []
+    assert peak < 4_000_000, f"peak {peak:,} bytes"  # read whole, the records alone take ~13 MB

@@ -48,8 +48,9 @@ def detect(path: str) -> str:
 
 @dataclass
 class ImportedFile:
-    """A HAR or flow file, read whole on the first `records()` (records are sorted by time across
-    connections, which needs them all); each connection's records keep their order."""
+    """A HAR or flow file whose records come in time order across connections, each connection's
+    records in their own order. A HAR is read whole on the first `records()` (it is one JSON
+    document); a flow file is indexed first, then read while its records are iterated."""
     path: str
     kind: str
     header: dict | None = None
@@ -57,16 +58,16 @@ class ImportedFile:
     unknown_records: dict[str, int] = field(default_factory=dict)
 
     def records(self) -> Iterator[dict]:
-        from analysis.imports.records import by_time
         if self.kind == HAR:
             from analysis.imports.har import HarReader
+            from analysis.imports.records import by_time
             reader = HarReader(self.path, _text(self.path))
             self.header, connections = reader.read()
             self.damage.extend(reader.damage)
-        else:
-            from analysis.imports.flows import read_flows
-            self.header, connections = read_flows(self.path, self.damage)
-        return by_time(connections)
+            return by_time(connections)
+        from analysis.imports.flows import read_flows
+        self.header, records = read_flows(self.path, self.damage)
+        return records
 
 
 def _text(path: str) -> str:

@@ -3,9 +3,16 @@
 WebSocket flows become connections with their messages and close (code, reason, side); upgrades that
 did not become WebSockets become `refused` records. Flow files have no pings. Needs mitmproxy, which
 is imported only here, only when a flow file is read.
+
+Two passes, so that memory follows the connections open at a time, not the file: the first notes
+where each flow starts in the file and when it opened; the second merges the flows' records by time,
+reading each flow again (by seeking to it) only when the merge reaches its opening.
 """
 
 from __future__ import annotations
+
+import heapq
+from typing import Iterator
 
 from analysis.capture import CaptureError, Damage, host_port
 from analysis.imports.records import (close_record, import_header, is_upgrade, open_record,
@@ -13,31 +20,66 @@ from analysis.imports.records import (close_record, import_header, is_upgrade, o
 from analysis.redact import redacted_message
 
 
-def read_flows(path: str, damage: list[Damage]) -> tuple[dict, list[list[dict]]]:
-    """(header, records per connection) of a flow file; damage (truncation) is appended to `damage`."""
+def read_flows(path: str, damage: list[Damage]) -> tuple[dict, Iterator[dict]]:
+    """(header, records of all connections in time order) of a flow file; damage (truncation) is
+    appended to `damage`. The records are read while they are iterated."""
     try:
-        from mitmproxy import http, io
-        from mitmproxy.exceptions import FlowReadException
         from mitmproxy.version import VERSION
     except ImportError:
         raise CaptureError(f"{path}: reading mitmproxy flow files needs mitmproxy (pip install mitmproxy)") from None
-    connections = []
+    index = _index(path, damage)
+    start = min((opened for opened, _, _ in index), default=0.0)
+    return (import_header(start, source="flows", mitmproxy_version=VERSION, recording=recording_id("flows", path)),
+            _merged(path, index))
+
+
+def _index(path: str, damage: list[Damage]) -> list[tuple[float, int, int]]:
+    """(time of the first record, position in the file, byte offset) of every flow that gives records,
+    in time order (file order among equal times, as a merge of the flows in file order has it)."""
+    from mitmproxy import io
+    from mitmproxy.exceptions import FlowReadException
+
+    index = []
     with open(path, "rb") as f:
         flows, position = 0, 0
         try:
             for flow in io.FlowReader(f).stream():
+                opened = _opened(flow)
+                if opened is not None:
+                    index.append((opened, flows, position))
                 flows += 1
                 position = f.tell()
-                if isinstance(flow, http.HTTPFlow):
-                    records = _records(flow)
-                    if records:
-                        connections.append(records)
         except FlowReadException as e:
             damage.append(Damage(path, flows + 1, f"flow file damaged at byte {position} ({e}); "
                                                   f"read {flows} flow(s) before it"))
-    start = min((c[0]["t"] for c in connections), default=0.0)
-    return import_header(start, source="flows", mitmproxy_version=VERSION,
-                         recording=recording_id("flows", path)), connections
+    index.sort()
+    return index
+
+
+def _merged(path: str, index: list[tuple[float, int, int]]) -> Iterator[dict]:
+    """The flows' records merged by time (as `records.by_time` merges them), each flow read when
+    the merge reaches its first record."""
+    from mitmproxy import io
+
+    heads: list[tuple[float, int, dict, Iterator[dict]]] = []  # (t, flow's position in the file, record, rest)
+    waiting = iter(index)
+    upcoming = next(waiting, None)
+    with open(path, "rb") as f:
+        while heads or upcoming is not None:
+            while upcoming is not None and (not heads or upcoming[0] <= heads[0][0]):
+                _, order, offset = upcoming
+                f.seek(offset)
+                records = iter(_records(next(io.FlowReader(f).stream())))
+                first = next(records)
+                heapq.heappush(heads, (first["t"], order, first, records))
+                upcoming = next(waiting, None)
+            _, order, record, records = heads[0]
+            yield record
+            following = next(records, None)
+            if following is None:
+                heapq.heappop(heads)
+            else:
+                heapq.heapreplace(heads, (following["t"], order, following, records))
 
 
 def _pairs(headers) -> list[list[str]]:
@@ -45,19 +87,31 @@ def _pairs(headers) -> list[list[str]]:
             for name, value in headers.fields]
 
 
-def _records(flow) -> list[dict] | None:
+def _opened(flow) -> float | None:
+    """The time of a flow's first record; None for a flow that gives none (not a WebSocket upgrade)."""
+    from mitmproxy import http
+
+    if not isinstance(flow, http.HTTPFlow):
+        return None
+    request, response = flow.request, flow.response
+    if flow.websocket is not None:
+        return response.timestamp_end or request.timestamp_start
+    if not is_upgrade(_pairs(request.headers)):
+        return None
+    return (response.timestamp_end if response else None) or request.timestamp_end or request.timestamp_start
+
+
+def _records(flow) -> list[dict]:
+    """The records of a flow `_opened` gives a time for."""
     request, response, ws = flow.request, flow.response, flow.websocket
     client = host_port(*flow.client_conn.peername[:2]) if flow.client_conn.peername else None
     conn = flow.id  # the recorder uses the flow id too
     if ws is None:
-        if not is_upgrade(_pairs(request.headers)):
-            return None
-        t = (response.timestamp_end if response else None) or request.timestamp_end or request.timestamp_start
-        return [refused_record(conn, t, url=request.url, client=client,
+        return [refused_record(conn, _opened(flow), url=request.url, client=client,
                                status=response.status_code if response else None,
                                error=flow.error.msg if flow.error else None)]
     server_addr = flow.server_conn.peername or flow.server_conn.address
-    records = [open_record(conn, response.timestamp_end or request.timestamp_start, url=request.url, client=client,
+    records = [open_record(conn, _opened(flow), url=request.url, client=client,
                            server=host_port(*server_addr[:2]) if server_addr else None,
                            t_request=request.timestamp_start, request_headers=_pairs(request.headers),
                            status=response.status_code, response_headers=_pairs(response.headers),
