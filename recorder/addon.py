@@ -39,7 +39,7 @@ from analysis.redact import (redact_header_value, redact_headers, redact_text, r
                              redaction_info)
 from recorder.live import LiveCheck
 from recorder.pings import PingLogHandler
-from recorder.writer import CaptureWriter
+from recorder.writer import CaptureWriter, creation_problem
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +148,7 @@ class Recorder:
         try:
             self.writer = CaptureWriter(path, self._header, rotate_bytes=rotate_bytes)
         except OSError as e:
-            reason = "file exists (mwtap never overwrites a capture)" if isinstance(e, FileExistsError) \
-                else e.strerror
-            raise exceptions.OptionsError(f"mwtap_out: cannot create {path}: {reason}") from None
+            raise exceptions.OptionsError(f"mwtap_out: cannot create {path}: {creation_problem(e)}") from None
 
     def _header(self, part: int) -> dict:
         return header_record(self._started if part == 1 else time.time(), mwtap_version=package_version("mwtap"),

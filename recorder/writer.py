@@ -41,6 +41,11 @@ def part_path(path: Path, part: int) -> Path:
     return path.with_name(f"{path.name}.part{part}")
 
 
+def creation_problem(error: OSError) -> str:
+    """Why a capture could not be created, for a one-line error."""
+    return "file exists (mwtap never overwrites a capture)" if isinstance(error, FileExistsError) else error.strerror
+
+
 def _create(path: Path, exclusive: bool) -> int:
     flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
     fd = os.open(path, flags, 0o600)

@@ -98,12 +98,12 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
 def _recording(out: str, secrets):
     """The replay's capture at `out` (redacting the tokens `secrets()` lists), or a one-line error."""
     from recorder.replay.recording import ReplayRecording
+    from recorder.writer import creation_problem
 
     try:
         return ReplayRecording(out, secrets)
     except OSError as e:
-        reason = "file exists (mwtap never overwrites a capture)" if isinstance(e, FileExistsError) else e.strerror
-        raise InputError(f"cannot create {out}: {reason}") from None
+        raise InputError(f"cannot create {out}: {creation_problem(e)}") from None
 
 
 def _announce(plan, target: str, timing: str, out: str) -> None:
