@@ -105,3 +105,20 @@ def test_diff_input_errors(tmp_path):
     assert_one_line_error(run("diff", capture, tmp_path / "missing.jsonl"), "missing.jsonl")
     assert run("diff", capture, capture).returncode == 0
     assert run("diff", capture).returncode == 2
+
+
+def test_connections_of_one_identity_starting_together_share_one_fresh_token(tmp_path):
+    """--parallel starts a consumer's recorded reconnects at once: one token command run, one identity."""
+    import asyncio
+
+    from recorder.replay.tokens import TokenPool, TokenSource
+
+    runs = tmp_path / "runs"
+    pool = TokenPool(TokenSource(command=f"echo run >> {runs}; echo token-$$"))  # $$: this run's shell
+
+    async def start_together() -> list[str]:
+        return await asyncio.gather(*(pool.get("sub:0123456789ab") for _ in range(3)), pool.get("sub:other"))
+
+    tokens = asyncio.run(start_together())
+    assert len(set(tokens[:3])) == 1 and tokens[3] != tokens[0]
+    assert runs.read_text().count("run") == 2

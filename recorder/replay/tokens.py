@@ -76,12 +76,14 @@ class TokenPool:
         self.source = source
         self.current: dict[str | None, str] = {}
         self.refreshes = 0
+        self._first: dict[str | None, asyncio.Lock] = {}  # connections of one identity starting together
 
     async def get(self, identity: str | None) -> str:
         if self.source is None:
             raise TokenError("this connection used a token; give --token, --token-env or --token-command")
-        if identity not in self.current:
-            self.current[identity] = await self.source.fetch(identity, "initial")
+        async with self._first.setdefault(identity, asyncio.Lock()):
+            if identity not in self.current:
+                self.current[identity] = await self.source.fetch(identity, "initial")
         return self.current[identity]
 
     async def refresh(self, identity: str | None, reason: str) -> str:
