@@ -27,6 +27,7 @@ MARKER_RE = re.compile(r"\[redacted sha256:([0-9a-f]{12})(?: sub:([0-9a-f]{12}))
 # Three base64url segments, the first one a JSON object ("eyJ" is base64 of '{"'). The signature
 # may be empty (alg "none"). Matches are replaced whole.
 JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_JWT_BYTES_RE = re.compile(JWT_RE.pattern.encode("ascii"))  # in binary and non-UTF-8 payloads
 
 # Query parameter names that carry credentials (matched as substrings, case-insensitively).
 _SECRET_PARAM_RE = re.compile(r"token|jwt|auth|secret|passw|session|apikey|api_key|signature|credential",
@@ -78,7 +79,7 @@ def redaction_info(enabled: bool) -> dict:
         "enabled": enabled,
         "fingerprint": "sha256/12",
         "applied_to": ["Authorization", "Cookie", "InitConnection jwt",
-                       "JWT-shaped strings in URLs and text payloads"] if enabled else [],
+                       "JWT-shaped strings in URLs and payloads"] if enabled else [],
     }
 
 
@@ -134,24 +135,34 @@ def _redact_init_connection(text: str) -> str:
 
 def redacted_message(conn: str, t: float, n: int, from_client: bool, is_text: bool, content: bytes,
                      max_payload: int = DEFAULT_MAX_PAYLOAD) -> dict:
-    """A msg record (`analysis.capture.message_record`) with secrets redacted from a text payload.
+    """A msg record (`analysis.capture.message_record`) with secrets redacted from its payload: a
+    text payload as `redact_text` does, the bytes of a binary or non-UTF-8 one by JWT shape.
 
     Redaction runs on the whole payload before anything is lifted or truncated, so no index field
     and no truncated tail can keep a piece of a token; `size` stays the length that was relayed.
     """
-    if is_text and (b"eyJ" in content or b"ConsumerAuthentication" in content):
+    if b"eyJ" in content or (is_text and b"ConsumerAuthentication" in content):
+        clean = _redacted_bytes(content, is_text)
+        if clean is not content:
+            record = message_record(conn, t, n, from_client, is_text, clean, max_payload)
+            record["size"] = len(content)
+            record["redacted"] = True
+            return record
+    return message_record(conn, t, n, from_client, is_text, content, max_payload)
+
+
+def _redacted_bytes(content: bytes, is_text: bool) -> bytes:
+    """`content` itself when it holds no secret."""
+    if is_text:
         try:
             text = content.decode("utf-8")
         except UnicodeDecodeError:
-            text = None
-        if text is not None:
+            pass
+        else:
             clean = redact_text(text)
-            if clean is not text:
-                record = message_record(conn, t, n, from_client, True, clean.encode("utf-8"), max_payload)
-                record["size"] = len(content)
-                record["redacted"] = True
-                return record
-    return message_record(conn, t, n, from_client, is_text, content, max_payload)
+            return content if clean is text else clean.encode("utf-8")
+    out = _JWT_BYTES_RE.sub(lambda m: marker(m.group(0).decode("ascii")).encode("ascii"), content)
+    return content if out == content else out
 
 
 def redact_url(url: str) -> str:

@@ -143,3 +143,13 @@ def test_truncated_text_is_cut_at_a_character_boundary():
     from analysis.capture import message_record
     record = message_record("c", 1.0, 0, True, True, "ééé".encode(), max_payload=3)
     assert record["text"] == "é" and record["truncated"] and "utf8" not in record and record["size"] == 6
+
+
+def test_binary_and_non_utf8_payloads_lose_their_jwts():
+    from analysis.redact import redacted_message
+    for is_text, payload in ((False, b"\x00\x01" + JWT.encode() + b"\xff"), (True, b"\xff " + JWT.encode())):
+        record = redacted_message("c", 1.0, 0, True, is_text, payload)
+        assert record["redacted"] and record["size"] == len(payload) and "text" not in record
+        assert base64.b64decode(record["b64"]) == payload.replace(JWT.encode(), mark(JWT).encode())
+    plain = b"\x00\x01 no token here eyJ"
+    assert "redacted" not in redacted_message("c", 1.0, 0, True, False, plain)

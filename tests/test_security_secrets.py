@@ -1,5 +1,6 @@
 """Tokens never leak: a session carrying tokens everywhere the protocol puts them (Authorization
-header, Cookie, InitConnection jwt, the URL path of older API versions, the query string), recorded
+header, Cookie, InitConnection jwt, the URL path of older API versions, the query string, a binary
+frame), recorded
 with rotation, then analysed and reported: no 8 consecutive characters of any token appear in any
 capture part, the HTML and Markdown reports, the analysis JSON or the Parquet export, while the fingerprints still let
 `token-not-refreshed` be found (a reconnect with the same token after a 4401)."""
@@ -7,6 +8,7 @@ capture part, the HTML and Markdown reports, the analysis JSON or the Parquet ex
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import subprocess
 
@@ -16,12 +18,14 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
+from analysis.capture import CaptureFile
 from conftest import BIN
 from test_record_e2e import COOKIE, INIT, JWT, QUERY_TOKEN, SECRETS, TIMEOUT, start_recorder
 
 URL_PATH = f"ws_api/account/123/messaging/consumer/{JWT}?v=3&access_token={QUERY_TOKEN}"
 HEADERS = {"Authorization": f"jwt {JWT}", "Cookie": f"session={COOKIE}; theme=dark"}
 PADDING = "p" * 200_000
+BINARY = b"\x00\x01token " + JWT.encode() + b" \xff\xfe"
 
 
 async def expiring_echo(ws) -> None:
@@ -41,6 +45,8 @@ async def session(server_port: int, proxy_port: int) -> None:
             async with connect(f"ws://127.0.0.1:{proxy_port}/{URL_PATH}", proxy=None, ping_interval=None,
                                additional_headers=HEADERS, max_size=None) as ws:
                 await ws.send(json.dumps(INIT))
+                await asyncio.wait_for(ws.recv(), TIMEOUT)
+                await ws.send(BINARY)  # a binary frame carrying the token, echoed back
                 await asyncio.wait_for(ws.recv(), TIMEOUT)
                 for i in range(8 if attempt == 0 else 1):  # enough for several 1 MiB parts
                     await ws.send(json.dumps({"kind": "req", "id": f"e{i}", "type": "Echo",
@@ -90,6 +96,10 @@ def test_no_token_substring_anywhere_and_token_not_refreshed_still_found(procs, 
     artifacts.update({f"{p.stem} values": pq.read_table(p).to_pandas().to_csv().encode() for p in tables})
     for name, data in artifacts.items():
         assert not leaks(data), (name, leaks(data))
+    binary = [rec for p in parts for rec in CaptureFile(str(p)).records() if rec.get("op") == "binary"]
+    assert len(binary) == 4 and all(rec["redacted"] and rec["size"] == len(BINARY) for rec in binary)
+    for rec in binary:  # base64 in the capture: looked at decoded
+        assert not leaks(base64.b64decode(rec["b64"])), rec
 
     summary = json.loads(analysis.stdout)
     assert summary["violation_counts"]["token-not-refreshed"]
