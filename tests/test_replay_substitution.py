@@ -55,3 +55,20 @@ def test_a_sequence_the_client_never_saw_is_left_as_recorded():
     text = orjson.dumps(frame).decode()
     assert store.rewrite(text, echoed(frame, known), "conn", 3, frame["type"]) == text
     assert store.made == []
+
+
+def test_sequences_count_per_dialog():
+    """Two dialogs may both have a recorded sequence 5, numbered differently by the target."""
+    store = SubstitutionStore()
+    known = {}
+    for dialog, replayed in (("dialog-1", 3), ("dialog-2", 7)):
+        change = {**NOTIFICATION["body"]["changes"][0], "dialogId": dialog}
+        note = {**NOTIFICATION, "body": {"changes": [change]}}
+        values = learnable({"kind": "notification", "type": note["type"]}, note)
+        store.learn((dialog, 1), values, {**note, "body": {"changes": [{**change, "sequence": replayed}]}})
+        known.update({key: (dialog, 1) for key in values.values()})
+    for dialog, expected in (("dialog-1", 3), ("dialog-2", 7)):
+        receipt = {"kind": "req", "id": "10", "type": "ms.PublishEvent",
+                   "body": {"dialogId": dialog, "event": {"type": "AcceptStatusEvent", "status": "ACCEPT",
+                                                          "sequenceList": [5]}}}
+        assert rewritten(store, known, receipt)["body"]["event"]["sequenceList"] == [expected]

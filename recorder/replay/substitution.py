@@ -20,8 +20,8 @@ import orjson
 from analysis.diff import ID_KEYS, is_identifier, shape
 from analysis.frame import as_list, is_messaging_notification
 
-ValueKey = tuple[str, Any]
-"""("s", string) or ("q", sequence number)."""
+ValueKey = tuple
+"""("s", string) or ("q", dialog id or None, sequence number): sequences count per dialog."""
 SourceRef = tuple[str, int]
 """(recorded connection id, index `n` of the recorded server frame)."""
 Path = tuple
@@ -68,23 +68,25 @@ def learnable(rec: dict, payload: Any) -> dict[Path, ValueKey]:
             if isinstance(body, dict) else []
         for path, change in changes:
             if isinstance(change, dict) and _is_int(change.get("sequence")):
-                found[path + ("sequence",)] = ("q", change["sequence"])
+                found[path + ("sequence",)] = ("q", _dialog(change), change["sequence"])
     return found
 
 
 def echoed(payload: Any, known: dict[ValueKey, SourceRef]) -> dict[ValueKey, SourceRef]:
     """The learnable values a client frame carries, with the server frame each came from."""
     needs: dict[ValueKey, SourceRef] = {}
+    dialog = _dialog(payload.get("body")) if isinstance(payload, dict) else None
     for _, key, value in _walk(payload):
         if isinstance(value, str) and ("s", value) in known:
             needs[("s", value)] = known[("s", value)]
         elif key == "sequenceList":
             for number in as_list(value):
-                if _is_int(number) and ("q", number) in known:
-                    needs[("q", number)] = known[("q", number)]
-        elif key in DERIVED_SEQUENCES and _is_int(value) and ("q", value - DERIVED_SEQUENCES[key]) in known:
-            seen = value - DERIVED_SEQUENCES[key]
-            needs[("q", seen)] = known[("q", seen)]
+                if _is_int(number) and ("q", dialog, number) in known:
+                    needs[("q", dialog, number)] = known[("q", dialog, number)]
+        elif key in DERIVED_SEQUENCES and _is_int(value):
+            seen = ("q", dialog, value - DERIVED_SEQUENCES[key])
+            if seen in known:
+                needs[seen] = known[seen]
     return needs
 
 
@@ -123,7 +125,7 @@ class SubstitutionStore:
     def learn(self, source: SourceRef, recorded: dict[Path, ValueKey], payload: Any) -> None:
         for path, value_key in recorded.items():
             new = value_at(payload, path)
-            if new is not None and type(new) is type(value_key[1]):
+            if new is not None and type(new) is type(value_key[-1]):
                 self.values[value_key] = new
         self.matched.add(source)
 
@@ -135,7 +137,7 @@ class SubstitutionStore:
         """`text` with every learned value replaced textually (all other bytes unchanged)."""
         numbers: dict[int, int] = {}
         for value_key in needs:
-            kind, old = value_key
+            kind, old = value_key[0], value_key[-1]
             new = self.values.get(value_key)
             if new is None or new == old:
                 continue
@@ -158,6 +160,12 @@ def _derived(match: re.Match, numbers: dict[int, int]) -> str:
     offset = DERIVED_SEQUENCES[match.group(2)]
     seen = int(match.group(3)) - offset
     return match.group(0) if seen not in numbers else f"{match.group(1)}{numbers[seen] + offset}"
+
+
+def _dialog(body: Any) -> str | None:
+    """The dialog a messaging change or a request body is about."""
+    dialog = body.get("dialogId") if isinstance(body, dict) else None
+    return dialog if isinstance(dialog, str) else None
 
 
 def _is_int(value: Any) -> bool:
