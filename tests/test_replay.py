@@ -229,6 +229,24 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_capture(recording, procs, tmp_path):
     assert records[-1]["rec"] == "close" and records[-1]["reason"] == "replay interrupted"
 
 
+def test_two_consumers_against_one_mock_each_get_their_recorded_identity(recording, procs):
+    """A signup gets the next recorded consumer: each client recognises its own echoed messages (a
+    shared identity made the second one ACCEPT its own texts as the agent's)."""
+    port = free_port()
+    mock = procs.start([MWTAP, "replay", "--as-server", str(recording), "--listen", f"127.0.0.1:{port}"], "mock")
+    wait_port(port, proc=mock)
+    ws_url = f"ws://127.0.0.1:{port}/ws_api/account/mwtap/messaging/consumer?v=3"
+    consumers = []
+    for consumer in (HEADER_CONSUMER, INIT_CONSUMER):
+        stats = asyncio.run(asyncio.wait_for(
+            run_consumer(ws_url, f"http://127.0.0.1:{port}/api/account/mwtap", consumer), 30))
+        assert stats.completed and stats.close_codes == [1000] and stats.error_responses == 0
+        assert stats.agent_messages == stats.accepts_sent == 3
+        consumers.append(stats.consumer_id)
+    assert len(set(consumers)) == 2
+    assert procs.stop(mock) == 0
+
+
 def test_scripted_consumer_completes_against_a_mock_of_the_recording(recording, procs, tmp_path):
     plan = load_plan(str(recording))
     for conn, consumer in zip(plan.connections, (HEADER_CONSUMER, INIT_CONSUMER)):

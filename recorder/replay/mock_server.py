@@ -1,6 +1,8 @@
 """The server-side replay: plays a recording's server side to live clients, with no real server.
 
-The k-th live connection plays the k-th recorded connection (later ones are closed with 1013).
+A live connection plays the first recorded connection not played yet, of the consumer its
+Authorization token names when the mock's IDP issued that token, else of any consumer; when none is
+left it is closed with 1013.
 Each client request is matched to a recorded request of the same type and shape (its payload with
 ids and sequences masked; failing that, of the same type), in order. The mock then sends, relative
 to the moment the live request arrived, what the recording had after that request: its response
@@ -9,8 +11,11 @@ request, and a server close, each at its recorded offset. A request type that wa
 but has no unused recording left (a keep-alive sent more often) gets the last recorded response of
 its type; a type never recorded gets a 400 StringResponse.
 
-The IDP signup/authenticate endpoints answer a JWT-shaped token whose `sub` is the recorded
-consumer's id, so a client recognises its own echoed events as it did in the recording.
+The IDP signup/authenticate endpoints answer a JWT-shaped token whose `sub` is a recorded consumer's
+id, so a client recognises its own echoed events as it did in the recording: a signup with the
+Authorization of a token the mock issued keeps that consumer (as a real IDP extends an identity),
+any other signup gets the next recorded consumer, in the order they first connected (the last
+one again once every consumer is taken).
 
 Given a `ReplayRecording`, the mock records the live connections (what the client sent, what the
 mock answered, the closes), each `open` with `replay_of` the recorded connection it played.
@@ -50,17 +55,27 @@ def jwt_shaped(claims: dict) -> str:
     return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(claims)}."
 
 
-def recorded_consumer(plan: ReplayPlan) -> str | None:
-    """The consumer id of the recording: the originator of a change whose role is CONSUMER."""
+def recorded_consumers(plan: ReplayPlan) -> list[str]:
+    """The consumer id of each recorded connection (the originator of a change whose role is
+    CONSUMER); connections of one recorded identity share what any of them shows."""
+    shown = {conn.id: _consumer_shown(conn) for conn in plan.connections}
+    by_identity: dict[str | None, str] = {}
     for conn in plan.connections:
-        for frame in conn.server_frames:
-            payload = parse_payload({"text": frame.data.decode("utf-8", "replace")}) if frame.is_text else None
-            if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
-                continue
-            for change in messaging_changes(payload["type"], payload.get("body")):
-                meta = change.get("originatorMetadata")
-                if isinstance(meta, dict) and meta.get("role") == "CONSUMER" and isinstance(meta.get("id"), str):
-                    return meta["id"]
+        if shown[conn.id] is not None and conn.identity is not None:
+            by_identity.setdefault(conn.identity, shown[conn.id])
+    fallback = next((c for c in shown.values() if c is not None), None) or str(uuid.uuid4())
+    return [by_identity.get(conn.identity) or shown[conn.id] or fallback for conn in plan.connections]
+
+
+def _consumer_shown(conn: RecordedConnection) -> str | None:
+    for frame in conn.server_frames:
+        payload = parse_payload({"text": frame.data.decode("utf-8", "replace")}) if frame.is_text else None
+        if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
+            continue
+        for change in messaging_changes(payload["type"], payload.get("body")):
+            meta = change.get("originatorMetadata")
+            if isinstance(meta, dict) and meta.get("role") == "CONSUMER" and isinstance(meta.get("id"), str):
+                return meta["id"]
     return None
 
 
@@ -117,8 +132,12 @@ class MockServer:
         self.recording = recording
         self.issued: list[str] = []
         """Tokens the IDP endpoints handed out (the recording redacts them)."""
-        self.consumer = recorded_consumer(plan) or str(uuid.uuid4())
-        self.connections = 0
+        self.consumers = recorded_consumers(plan)
+        """The consumer each recorded connection was, by position in the plan."""
+        self._signup_order = list(dict.fromkeys(self.consumers))
+        self._signups = 0
+        self._consumer_of_token: dict[str, str] = {}
+        self.unplayed = list(range(len(plan.connections)))
         self.unmatched: list[str] = []
         """Types of live requests that had no recorded counterpart."""
         self._server = None
@@ -148,16 +167,29 @@ class MockServer:
     def _route(self, ws: ServerConnection, request: Request) -> Response | None:
         if IDP_PATH.fullmatch(urlsplit(request.path).path) is None:
             return None
+        consumer = self._consumer_of_token.get(_bearer(request))
+        if consumer is None:
+            consumer = self._signup_order[min(self._signups, len(self._signup_order) - 1)]
+            self._signups += 1
         now = int(time.time())
-        token = jwt_shaped({"sub": self.consumer, "iss": "mwtap-replay-mock", "iat": now, "exp": now + 3600,
+        token = jwt_shaped({"sub": consumer, "iss": "mwtap-replay-mock", "iat": now, "exp": now + 3600,
                             "jti": uuid.uuid4().hex})
         self.issued.append(token)
+        self._consumer_of_token[token] = consumer
         return json_response(200, {"jwt": token})
 
+    def _next_recorded(self, request: Request) -> RecordedConnection | None:
+        """The recorded connection a live one plays (taken), or None when all are played."""
+        consumer = self._consumer_of_token.get(_bearer(request))
+        mine = [i for i in self.unplayed if self.consumers[i] == consumer]
+        if not (mine or self.unplayed):
+            return None
+        index = (mine or self.unplayed)[0]
+        self.unplayed.remove(index)
+        return self.plan.connections[index]
+
     async def _play(self, ws: ServerConnection) -> None:
-        index = self.connections
-        self.connections += 1
-        played = self.plan.connections[index] if index < len(self.plan.connections) else None
+        played = self._next_recorded(ws.request)
         if self.recording is not None:
             self.recording.open(str(ws.id), played.id if played else None,
                                 f"ws://{self.host}:{self.port}{ws.request.path}", time.time(), ws, "server")
@@ -234,6 +266,12 @@ class MockServer:
         for registry in (tasks, self._tasks):
             registry.add(task)
             task.add_done_callback(registry.discard)
+
+
+def _bearer(request: Request) -> str | None:
+    """The token of a request's Authorization header ("jwt <token>", "Bearer <token>")."""
+    value = request.headers.get("Authorization")
+    return value.split(" ", 1)[-1].strip() if value else None
 
 
 def _with_req_id(frame: ServerFrame, request_id) -> str | bytes:
