@@ -181,10 +181,10 @@ class MockServer:
     def _next_recorded(self, request: Request) -> RecordedConnection | None:
         """The recorded connection a live one plays (taken), or None when all are played."""
         consumer = self._consumer_of_token.get(_bearer(request))
-        mine = [i for i in self.unplayed if self.consumers[i] == consumer]
-        if not (mine or self.unplayed):
+        candidates = [i for i in self.unplayed if self.consumers[i] == consumer] or self.unplayed
+        if not candidates:
             return None
-        index = (mine or self.unplayed)[0]
+        index = candidates[0]
         self.unplayed.remove(index)
         return self.plan.connections[index]
 
