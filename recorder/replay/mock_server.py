@@ -1,8 +1,12 @@
 """The server-side replay: plays a recording's server side to live clients, with no real server.
 
-A live connection plays the first recorded connection not played yet, of the consumer its
-Authorization token names when the mock's IDP issued that token, else of any consumer; when none is
-left it is closed with 1013.
+A live connection plays the first recorded connection not played yet, of the consumer its token
+names when the mock's IDP issued that token, else of any consumer; when none is left it is closed
+with 1013. The token is the upgrade's Authorization header; without one, the choice waits for the
+client's first message and takes the jwt of its ConsumerAuthentication header if it is an
+InitConnection (a client that cannot set WebSocket headers). The wait ends early, choosing without
+a token, when an unplayed recording's server would have sent or closed before its client spoke.
+What the played recording sent after its open is timed from the live upgrade.
 Each client request is matched to a recorded request of the same type and shape (its payload with
 ids and sequences masked; failing that, of the same type), in order. The mock then sends, relative
 to the moment the live request arrived, what the recording had after that request: its response
@@ -38,7 +42,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from analysis.diff import shape
-from analysis.frame import messaging_changes, parse_payload
+from analysis.frame import messaging_changes, parse_payload, type_is
+from analysis.identity import Token, init_connection_token, token_of
+from analysis.redact import fingerprint
 from recorder.replay.plan import RecordedConnection, ReplayPlan, ServerFrame
 from recorder.replay.recording import ReplayRecording
 from recorder.server.app import IDP_PATH, json_response
@@ -77,6 +83,15 @@ def _consumer_shown(conn: RecordedConnection) -> str | None:
             if isinstance(meta, dict) and meta.get("role") == "CONSUMER" and isinstance(meta.get("id"), str):
                 return meta["id"]
     return None
+
+
+def _first_unprompted(conn: RecordedConnection) -> float | None:
+    """Seconds after its open at which the recorded server sent or closed before any client request."""
+    times = [frame.t for frame in conn.server_frames if frame.after is None]
+    close = conn.close or {}
+    if not conn.requests and close.get("by") == "server" and isinstance(close.get("t"), (int, float)):
+        times.append(close["t"])
+    return min(times) - conn.t_open if times else None
 
 
 class ConnectionScript:
@@ -137,7 +152,9 @@ class MockServer:
         self._signup_order = list(dict.fromkeys(self.consumers))
         self._signups = 0
         self._consumer_of_token: dict[str, str] = {}
+        """Consumer of each token the IDP endpoints issued, by token fingerprint."""
         self.unplayed = list(range(len(plan.connections)))
+        self._first_unprompted = [_first_unprompted(conn) for conn in plan.connections]
         self.unmatched: list[str] = []
         """Types of live requests that had no recorded counterpart."""
         self._server = None
@@ -167,7 +184,7 @@ class MockServer:
     def _route(self, ws: ServerConnection, request: Request) -> Response | None:
         if IDP_PATH.fullmatch(urlsplit(request.path).path) is None:
             return None
-        consumer = self._consumer_of_token.get(_bearer(request))
+        consumer = self._consumer_of(_header_token(request))
         if consumer is None:
             consumer = self._signup_order[min(self._signups, len(self._signup_order) - 1)]
             self._signups += 1
@@ -175,12 +192,15 @@ class MockServer:
         token = jwt_shaped({"sub": consumer, "iss": "mwtap-replay-mock", "iat": now, "exp": now + 3600,
                             "jti": uuid.uuid4().hex})
         self.issued.append(token)
-        self._consumer_of_token[token] = consumer
+        self._consumer_of_token[fingerprint(token)] = consumer
         return json_response(200, {"jwt": token})
 
-    def _next_recorded(self, request: Request) -> RecordedConnection | None:
+    def _consumer_of(self, token: Token | None) -> str | None:
+        return None if token is None else self._consumer_of_token.get(token.fingerprint)
+
+    def _next_recorded(self, token: Token | None) -> RecordedConnection | None:
         """The recorded connection a live one plays (taken), or None when all are played."""
-        consumer = self._consumer_of_token.get(_bearer(request))
+        consumer = self._consumer_of(token)
         candidates = [i for i in self.unplayed if self.consumers[i] == consumer] or self.unplayed
         if not candidates:
             return None
@@ -189,24 +209,43 @@ class MockServer:
         return self.plan.connections[index]
 
     async def _play(self, ws: ServerConnection) -> None:
-        played = self._next_recorded(ws.request)
+        opened, opened_loop = time.time(), asyncio.get_running_loop().time()
+        token, first = _header_token(ws.request), None
+        if token is None and self.unplayed:
+            first = await self._first_message(ws)
+            token = _init_connection_token(first)
+        played = self._next_recorded(token)
         if self.recording is not None:
             self.recording.open(str(ws.id), played.id if played else None,
-                                f"ws://{self.host}:{self.port}{ws.request.path}", time.time(), ws, "server")
+                                f"ws://{self.host}:{self.port}{ws.request.path}", opened, ws, "server", t=opened)
+            if first is not None:
+                self.recording.message(str(ws.id), True, first)
         try:
             if played is None:
                 await ws.close(NO_MORE_CONNECTIONS, "mwtap mock: no more recorded connections")
             else:
-                await self._play_recorded(ws, ConnectionScript(played))
+                await self._play_recorded(ws, ConnectionScript(played), first, opened_loop)
         finally:
             if self.recording is not None:
                 await ws.wait_closed()
                 self.recording.close(str(ws.id), ws, "server")
 
-    async def _play_recorded(self, ws: ServerConnection, script: ConnectionScript) -> None:
-        tasks: set[asyncio.Task] = set()
-        self._follow(ws, script, None, None, tasks)
+    async def _first_message(self, ws: ServerConnection) -> str | bytes | None:
+        """The client's first message, or None when it closed or an unplayed recording's server
+        would have spoken first."""
+        waits = [t for t in map(self._first_unprompted.__getitem__, self.unplayed) if t is not None]
         try:
+            return await asyncio.wait_for(ws.recv(), min(waits, default=None))
+        except (TimeoutError, ConnectionClosed):
+            return None
+
+    async def _play_recorded(self, ws: ServerConnection, script: ConnectionScript, first: str | bytes | None,
+                             opened_loop: float) -> None:
+        tasks: set[asyncio.Task] = set()
+        self._follow(ws, script, None, None, tasks, asyncio.get_running_loop().time() - opened_loop)
+        try:
+            if first is not None:
+                self._answer(ws, script, first, tasks)
             async for message in ws:
                 if self.recording is not None:
                     self.recording.message(str(ws.id), True, message)
@@ -240,9 +279,10 @@ class MockServer:
         self._spawn(tasks, self._send(ws, orjson.dumps(error).decode()))
 
     def _follow(self, ws: ServerConnection, script: ConnectionScript, position: int | None, request_id,
-                tasks: set) -> None:
-        """Schedules what the recording sent after the client frame at `position` (None: the open)."""
-        start = script.start_time(position)
+                tasks: set, late: float = 0.0) -> None:
+        """Schedules what the recording sent after the client frame at `position` (None: the open),
+        which happened `late` seconds ago."""
+        start = script.start_time(position) + late
         frames = [(f.t - start, f) for f in script.follows.get(position, [])]
         close = script.close if script.close is not None and script.close_after == position else None
         if frames or close:
@@ -268,10 +308,18 @@ class MockServer:
             task.add_done_callback(registry.discard)
 
 
-def _bearer(request: Request) -> str | None:
+def _header_token(request: Request) -> Token | None:
     """The token of a request's Authorization header ("jwt <token>", "Bearer <token>")."""
     value = request.headers.get("Authorization")
-    return value.split(" ", 1)[-1].strip() if value else None
+    return token_of(value.split(" ", 1)[-1]) if value else None
+
+
+def _init_connection_token(message: str | bytes | None) -> Token | None:
+    """The ConsumerAuthentication jwt of an InitConnection request."""
+    payload = parse_payload({"text": message}) if isinstance(message, str) else None
+    request_type = payload.get("type") if isinstance(payload, dict) else None
+    is_init = isinstance(request_type, str) and type_is(request_type, "InitConnection")
+    return init_connection_token(payload) if is_init else None
 
 
 def _with_req_id(frame: ServerFrame, request_id) -> str | bytes:

@@ -36,12 +36,14 @@ class ReplayRecording:
                 text = text.replace(secret, marker(secret))
         return text
 
-    def open(self, conn: str, replay_of: str | None, url: str, t_request: float, ws, side: str) -> None:
-        """An opened websockets connection (client or server side: `side` is "client" or "server")."""
+    def open(self, conn: str, replay_of: str | None, url: str, t_request: float, ws, side: str,
+             t: float | None = None) -> None:
+        """An opened websockets connection (client or server side: `side` is "client" or "server"),
+        opened at `t` (default: now)."""
         self._next_n[conn] = 0
         ours, peer = _address(ws.local_address), _address(ws.remote_address)
         self.writer.write({
-            "rec": OPEN, "t": time.time(), "conn": conn, "url": redact_url(self._clean(url)),
+            "rec": OPEN, "t": time.time() if t is None else t, "conn": conn, "url": redact_url(self._clean(url)),
             "client": ours if side == "client" else peer, "server": peer if side == "client" else ours,
             "t_request": t_request,
             "request_headers": [[k, self._clean(v)] for k, v in redact_headers(list(ws.request.headers.raw_items()))],
