@@ -5,8 +5,9 @@ names when the mock's IDP issued that token, else of any consumer; when none is 
 with 1013. The token is the upgrade's Authorization header; without one, the choice waits for the
 client's first message and takes the jwt of its ConsumerAuthentication header if it is an
 InitConnection (a client that cannot set WebSocket headers). The wait ends early, choosing without
-a token, when an unplayed recording's server would have sent or closed before its client spoke.
-What the played recording sent after its open is timed from the live upgrade.
+a token, when an unplayed recording's server sent or closed before its client's first request, at
+that recorded offset. What the played recording sent after its open is timed from the live upgrade,
+and the `open` record keeps the upgrade's time.
 Each client request is matched to a recorded request of the same type and shape (its payload with
 ids and sequences masked; failing that, of the same type), in order. The mock then sends, relative
 to the moment the live request arrived, what the recording had after that request: its response
@@ -232,7 +233,7 @@ class MockServer:
 
     async def _first_message(self, ws: ServerConnection) -> str | bytes | None:
         """The client's first message, or None when it closed or an unplayed recording's server
-        would have spoken first."""
+        spoke before its client's first request."""
         waits = [t for t in map(self._first_unprompted.__getitem__, self.unplayed) if t is not None]
         try:
             return await asyncio.wait_for(ws.recv(), min(waits, default=None))
