@@ -3,7 +3,9 @@ each proxy, the proxy's memory and CPU time from /proc, and counting the frames 
 
 Every configuration relays ws://127.0.0.1:PORT to a server in the benchmark's own process:
 "direct" (no proxy, the limit), plain mitmdump, mitmdump with the mwtap addon, `mwtap record`,
-`mwtap record --live`, and mitmdump saving flows with `-w FILE`.
+`mwtap record --live`, and mitmdump saving flows with `-w FILE`; and, for relay_instructions.py,
+"mitmdump -s trim": mitmdump hosting a script whose addon only trims the message list (what hosting
+any script costs).
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def proxy_command(kind: str, server_port: int, proxy_port: int, out: Path) -> li
                 "--listen", f"127.0.0.1:{proxy_port}", "-o", str(out), *live]
     extra = {"mitmdump": [], "mitmdump -s addon": ["-s", str(REPO / "recorder" / "addon.py"),
                                                    "--set", f"mwtap_out={out}"],
+             "mitmdump -s trim": ["-s", str(REPO / "benchmarks" / "trim_addon.py")],
              "mitmdump -w FILE": ["-w", str(out)]}[kind]
     return [str(BIN / "mitmdump"), "-q", "--listen-host", "127.0.0.1", "--listen-port", str(proxy_port),
             "--mode", f"reverse:http://127.0.0.1:{server_port}", *extra]
@@ -94,8 +97,10 @@ class Proxy:
 
 
 @contextlib.asynccontextmanager
-async def running(kind: str, workdir: Path, counts: ServerCounts):
-    """Starts the GetClock server and the configuration's proxy; yields a Proxy; stops both."""
+async def running(kind: str, workdir: Path, counts: ServerCounts, wrapper: tuple[str, ...] = (),
+                  start_timeout: float = 60.0):
+    """Starts the GetClock server and the configuration's proxy (its command after `wrapper`, e.g.
+    valgrind's); yields a Proxy; stops both."""
     server_port = free_port()
     from websockets.asyncio.server import serve
     async with serve(lambda ws: serve_getclock(counts, ws), "127.0.0.1", server_port, ping_interval=None,
@@ -107,16 +112,16 @@ async def running(kind: str, workdir: Path, counts: ServerCounts):
         name = kind.replace(" ", "_").replace("-", "") + f"_{time.monotonic_ns()}"  # a new capture every run
         out = workdir / (f"{name}.mitm" if kind == "mitmdump -w FILE" else f"{name}.jsonl")
         with open(workdir / f"{name}.log", "wb") as log:
-            proc = subprocess.Popen(proxy_command(kind, server_port, proxy_port, out), stdout=log,
+            proc = subprocess.Popen([*wrapper, *proxy_command(kind, server_port, proxy_port, out)], stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         proxy = Proxy(proxy_port, proc, out if kind in CAPTURING else None)
         try:
-            await asyncio.to_thread(wait_port, proxy_port, 60.0, proc)
+            await asyncio.to_thread(wait_port, proxy_port, start_timeout, proc)
             proxy.start = proxy.status()
             yield proxy
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
-            await asyncio.to_thread(proc.wait, 60)
+            await asyncio.to_thread(proc.wait, start_timeout)
 
 
 def captured(out: Path) -> Counter:

@@ -14,7 +14,7 @@ CONFIGURATIONS = ("direct", "mitmdump", "mitmdump -s addon", "mwtap record", "mw
 TIMEOUT = 55.0
 
 
-def run_all(commands: dict[str, list[str]]) -> dict[str, str]:
+def run_all(commands: dict[str, list[str]], timeout: float = TIMEOUT) -> dict[str, str]:
     """Runs the scripts side by side (the smoke sizes are tiny); their output by name."""
     running = {name: subprocess.Popen([sys.executable, str(BENCHMARKS / args[0]), *args[1:]], text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -22,7 +22,7 @@ def run_all(commands: dict[str, list[str]]) -> dict[str, str]:
     outputs = {}
     try:
         for name, proc in running.items():
-            outputs[name] = proc.communicate(timeout=TIMEOUT)[0]
+            outputs[name] = proc.communicate(timeout=timeout)[0]
             assert proc.returncode == 0, f"{name} failed:\n{outputs[name]}"
     finally:
         for proc in running.values():
@@ -46,3 +46,15 @@ def test_benchmark_scripts_print_their_figures_and_lose_no_frame():
             assert re.search(rf"^  {re.escape(kind)} .*RSS +[\d.]+ -> +[\d.]+ MB", out["rate"], re.M), out["rate"]
     assert re.search(r"ratio mwtap record / mitmdump -s addon: [\d.]+$", out["rate"], re.M), out["rate"]
     assert re.search(r"^recorder addon +[\d.]+ us/message", out["cost"], re.M), out["cost"]
+
+
+def test_instruction_counts_are_printed_for_every_configuration():
+    out = run_all({"instructions": ["relay_instructions.py", "--smoke"]}, timeout=150.0)["instructions"]
+    per_message = {}
+    for kind in ("mitmdump", "mitmdump -s trim", "mitmdump -s addon", "mwtap record"):
+        found = re.search(rf"^  {re.escape(kind)} +([\d,]+) instructions/msg", out, re.M)
+        assert found, out
+        per_message[kind] = int(found.group(1).replace(",", ""))
+    assert re.search(r"^  mitmdump -s addon .* [+-][\d.]+% vs mitmdump$", out, re.M), out
+    assert per_message["mwtap record"] < per_message["mitmdump"], out  # the lean relay's whole point
+    assert re.search(r"^\s*frames lost: 0$", out, re.M), out
