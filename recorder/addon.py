@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.net.http.url import default_port, hostport
 from mitmproxy.version import VERSION as MITMPROXY_VERSION
 
 from analysis.capture import (C2S, CLOSE, DEFAULT_MAX_PAYLOAD, OPEN, REFUSED, S2C, header_record, host_port,
@@ -63,6 +64,16 @@ def _guarded(hook: Callable) -> Callable:
 
 def _address(addr: tuple | None) -> str | None:
     return host_port(addr[0], addr[1]) if addr else None
+
+
+def _authority(request: http.Request) -> str:
+    """`host[:port]` of the request's target, an IPv6 host in brackets (mitmproxy's own forms leave
+    it bare: `request.url`, and the Host header it writes in reverse mode)."""
+    return host_port(request.host, None if request.port == default_port(request.scheme) else request.port)
+
+
+def _request_url(request: http.Request) -> str:
+    return ws_url(f"{request.scheme}://{_authority(request)}{request.path}")
 
 
 def _header_pairs(headers: http.Headers) -> list[list[str]]:
@@ -198,6 +209,14 @@ class Recorder:
     # -- hooks -----------------------------------------------------------------------------------
 
     @_guarded
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Bracket an IPv6 upstream in the Host header: in reverse mode mitmproxy (11, 12) writes it as
+        `::1:9000`, which is not a valid Host (RFC 9110 §7.2 takes the URI's bracketed form)."""
+        request = flow.request
+        if ":" in request.host and request.host_header == hostport(request.scheme, request.host, request.port):
+            request.host_header = _authority(request)
+
+    @_guarded
     def response(self, flow: http.HTTPFlow) -> None:
         if flow.websocket is None and _is_upgrade(flow.request):
             self._refused(flow)
@@ -211,7 +230,7 @@ class Recorder:
         if flow.metadata.get(_REFUSED_MARK):
             return
         flow.metadata[_REFUSED_MARK] = True
-        url = ws_url(flow.request.url)
+        url = _request_url(flow.request)
         self._emit({
             "rec": REFUSED, "t": time.time(), "conn": flow.id,
             "url": redact_url(url) if self.redact else url,
@@ -223,7 +242,7 @@ class Recorder:
     @_guarded
     def websocket_start(self, flow: http.HTTPFlow) -> None:
         request, response = flow.request, flow.response
-        url = ws_url(request.url)
+        url = _request_url(request)
         request_headers = _header_pairs(request.headers)
         response_headers = _header_pairs(response.headers)
         if self.redact:

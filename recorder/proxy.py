@@ -20,8 +20,9 @@ from mitmproxy import exceptions, hooks, options
 from mitmproxy.addonmanager import AddonManager, safecall
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 from mitmproxy.master import Master
+from mitmproxy.net import server_spec
 
-from analysis.capture import DEFAULT_MAX_PAYLOAD
+from analysis.capture import DEFAULT_MAX_PAYLOAD, host_port
 from recorder.addon import Observer, Recorder
 from recorder.live import LiveCheck
 
@@ -30,12 +31,17 @@ CLOSE_TIMEOUT = 5.0  # seconds to wait for client connections to end after mitmp
 
 
 def upstream_mode(upstream: str) -> str:
-    """mitmproxy's reverse mode for a ws:// or wss:// upstream (mitmproxy rejects `reverse:ws://`)."""
+    """mitmproxy's reverse mode for a ws:// or wss:// upstream (mitmproxy rejects `reverse:ws://`),
+    checked here with mitmproxy's own parser: a bad one would fail only inside mitmproxy's startup."""
     scheme, sep, rest = upstream.partition("://")
     schemes = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
-    if not sep or scheme.lower() not in schemes or not rest.strip("/"):
-        raise ValueError(f"upstream must be ws://HOST:PORT or wss://HOST:PORT, not {upstream!r}")
-    return f"reverse:{schemes[scheme.lower()]}://{rest}"
+    server = f"{schemes[scheme.lower()]}://{rest}" if sep and scheme.lower() in schemes else ""
+    try:
+        server_spec.parse(server, default_scheme="https")
+    except ValueError:
+        raise ValueError(f"upstream must be ws://HOST:PORT or wss://HOST:PORT (an IPv6 address in brackets: "
+                         f"ws://[::1]:PORT), not {upstream!r}") from None
+    return f"reverse:{server}"
 
 
 def upstream_tls_options(ca: str | Path | None, insecure: bool) -> dict:
@@ -157,7 +163,8 @@ class RecordingProxy:
             await self._stop()
             if self.recorder.written == 0:  # nothing recorded: leave no capture that blocks a retry
                 self.out.unlink(missing_ok=True)
-            raise OSError(f"mitmproxy could not listen on {self.listen_host}:{self.listen_port} ({self.mode})")
+            listen = host_port(self.listen_host, self.listen_port)
+            raise OSError(f"mitmproxy could not listen on {listen} ({self.mode})")
         self.port = addresses[0][1]
         return self
 

@@ -1,4 +1,4 @@
-"""Shared helpers for tests that run real processes on 127.0.0.1."""
+"""Shared helpers for tests that run real processes on loopback (127.0.0.1, and ::1 where asked)."""
 
 from __future__ import annotations
 
@@ -17,23 +17,25 @@ SPEC = REPO.parent / "shared" / "spec"
 BIN = Path(sys.executable).parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on `host` (a loopback address: 127.0.0.1 or ::1)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None) -> None:
+def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = None,
+              host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            with socket.create_connection((host, port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+    raise TimeoutError(f"nothing listening on {host} port {port} after {timeout}s")
 
 
 class Processes:

@@ -7,16 +7,21 @@ from pathlib import Path
 
 import click
 
-from analysis.capture import DEFAULT_MAX_PAYLOAD
+from analysis.capture import DEFAULT_MAX_PAYLOAD, host_port
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
 
 def parse_listen(value: str) -> tuple[str, int]:
+    """HOST:PORT, or [IPV6]:PORT: an IPv6 address needs its brackets (in ::1:8080 the port is ambiguous)."""
     host, sep, port = value.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or int(port) > 65535:
-        raise click.BadParameter(f"expected HOST:PORT (PORT 0 picks a free one), not {value!r}", param_hint="--listen")
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535 or (":" in host) != bracketed \
+            or "[" in host or "]" in host:
+        raise click.BadParameter(f"expected HOST:PORT or [IPV6]:PORT (PORT 0 picks a free one), not {value!r}",
+                                 param_hint="--listen")
     return host, int(port)
 
 
@@ -106,7 +111,7 @@ async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str 
                            upstream_ca=upstream_ca, upstream_insecure=upstream_insecure)
     async with proxy:
         target = upstream if upstream else f"mode {mode}"
-        click.echo(f"mwtap record: listening on {host}:{proxy.port} -> {target}; writing {out}")
+        click.echo(f"mwtap record: listening on {host_port(host, proxy.port)} -> {target}; writing {out}")
         await stop.wait()
     recorder = proxy.recorder
     parts = len(recorder.writer.paths) if recorder.writer else 1

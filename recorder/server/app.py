@@ -19,6 +19,7 @@ from websockets.asyncio.server import serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from analysis.capture import host_port
 from recorder.server.agent import Agent
 from recorder.server.auth import TokenIssuer
 from recorder.server.config import ServerConfig
@@ -57,11 +58,11 @@ class MessagingServer:
         self._server = None
 
     def url(self, account: str = DEFAULT_ACCOUNT) -> str:
-        return f"ws://{self._authority()}/ws_api/account/{account}/messaging/consumer?v=3"
+        return f"ws://{host_port(self.host, self.port)}/ws_api/account/{account}/messaging/consumer?v=3"
 
     def idp_url(self, account: str = DEFAULT_ACCOUNT) -> str:
         """Base of the IDP endpoints: POST `{idp_url}/signup` or `{idp_url}/authenticate`."""
-        return f"http://{self._authority()}/api/account/{account}"
+        return f"http://{host_port(self.host, self.port)}/api/account/{account}"
 
     async def __aenter__(self) -> MessagingServer:
         self._server = await serve(
@@ -76,11 +77,8 @@ class MessagingServer:
         await self._server.wait_closed()
         await self.agent.stop()
 
-    def _authority(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
     async def _serve_connection(self, ws: ActivityTrackingConnection) -> None:
-        peer = "%s:%s" % ws.remote_address[:2]
+        peer = host_port(*ws.remote_address[:2])
         log.info("connection from %s", peer)
         await ClientSession(ws, self).run()
         self.close_codes.append(ws.close_code)
