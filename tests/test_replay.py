@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from analysis.capture import CaptureFile
+from analysis.capture import CaptureFile, host_port
 from conftest import BIN, free_port, wait_port
 from recorder.consumer import ConsumerConfig, run_consumer
 from recorder.proxy import RecordingProxy
@@ -71,11 +71,11 @@ def refreshed_recording(tmp_path_factory) -> Path:
     return out
 
 
-def token_command(port: int) -> str:
+def token_command(port: int, host: str = "127.0.0.1") -> str:
     """A real command that fetches a token from the target's IDP; given the replay's previous token
     for the identity, it asks for the same identity (as the scripted consumer does)."""
     code = ("import json,os,urllib.request as u;"
-            f"r=u.Request('http://127.0.0.1:{port}/api/account/mwtap/signup',method='POST',data=b'');"
+            f"r=u.Request('http://{host_port(host, port)}/api/account/mwtap/signup',method='POST',data=b'');"
             "p=os.environ['MWTAP_PREVIOUS_TOKEN'];p and r.add_header('Authorization','jwt '+p);"
             "print(json.load(u.build_opener(u.ProxyHandler({})).open(r,timeout=10))['jwt'])")
     return f"{sys.executable} -c \"{code}\""

@@ -75,8 +75,8 @@ def test_replay_connects_to_the_checked_address_and_never_resolves_the_name_agai
     write_capture(capture)
     plan = load_plan(capture)
     resolving_to(monkeypatch, "127.0.0.1")
-    address = check_target("ws://rebinding.test:1", allow_remote=False)
-    assert address == "127.0.0.1"
+    addresses = check_target("ws://rebinding.test:1", allow_remote=False)
+    assert addresses == ["127.0.0.1"]
 
     def no_more_lookups(host, *args, **kw):
         if host == "rebinding.test":
@@ -91,7 +91,7 @@ def test_replay_connects_to_the_checked_address_and_never_resolves_the_name_agai
             target = f"ws://rebinding.test:{server.port}"
             tokens = TokenPool(TokenSource(value="tok-pinned-0001"))
             recording = ReplayRecording(tmp_path / "replayed.jsonl", lambda: tokens.secrets)
-            return await Replayer(plan, ReplayOptions(target, wait_timeout=2.0, address=address), tokens,
+            return await Replayer(plan, ReplayOptions(target, wait_timeout=2.0, addresses=addresses), tokens,
                                   recording).run()
 
     result = asyncio.run(asyncio.wait_for(run(), 30))

@@ -69,7 +69,7 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
             raise InputError("--target URL is required (or --as-server)")
         if not out:
             raise InputError("-o OUT is required: the replay is recorded there")
-        address = check_target(target, allow_remote)
+        addresses = check_target(target, allow_remote)
         source = TokenSource.from_options(token, token_env, token_command)
     except (CaptureError, PlanError, TargetError, TokenError) as e:
         raise InputError(str(e)) from None
@@ -84,7 +84,7 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
     recording = _recording(out, lambda: tokens.secrets)
     _announce(plan, target, timing, out)
     result = _run_client(plan, target, tokens, recording, timing=timing, speed=speed, parallel=parallel,
-                         fresh_ids=fresh_ids, wait_timeout=wait_timeout, address=address)
+                         fresh_ids=fresh_ids, wait_timeout=wait_timeout, addresses=addresses)
     if fmt == "json":
         import orjson
         sys.stdout.buffer.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
@@ -154,6 +154,7 @@ def render_result(result) -> str:
 def _serve(plan, listen: str, out: str | None) -> None:
     import asyncio
 
+    from analysis.capture import host_port
     from recorder.cli.serve import parse_listen
     from recorder.cli.signals import stop_event
     from recorder.replay.mock_server import MockServer
@@ -179,4 +180,4 @@ def _serve(plan, listen: str, out: str | None) -> None:
     try:
         asyncio.run(main())
     except OSError as e:
-        raise InputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+        raise InputError(f"cannot listen on {host_port(host, port)}: {e.strerror or e}") from None

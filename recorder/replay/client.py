@@ -53,14 +53,32 @@ class ReplayOptions:
     fresh_ids: bool = False
     wait_timeout: float = 5.0
     max_reconnects: int = 5
-    address: str | None = None
-    """Connect to this address (the one `check_target` approved) instead of resolving the target's name."""
+    addresses: list[str] = field(default_factory=list)
+    """Connect to these addresses (the ones `check_target` approved) instead of resolving the target's name."""
 
     def __post_init__(self) -> None:
         if self.timing not in TIMINGS:
             raise ValueError(f"timing must be one of {TIMINGS}, not {self.timing!r}")
         if self.speed <= 0:
             raise ValueError("speed must be positive")
+
+
+async def connect_checked(url: str, addresses: list[str], **options) -> ClientConnection:
+    """Opens `url` at the first of `addresses` that accepts the TCP connection, trying them in order;
+    the name in `url` is not resolved (it is still sent as the Host). No addresses: the name is
+    resolved as usual. Only a connection that could not be made moves on to the next address: once
+    one is made, its handshake's outcome (a refusal, a timeout) is the result, as for any client."""
+    if not addresses:
+        return await connect(url, **options)
+    failures: list[OSError] = []
+    for address in addresses:
+        try:
+            return await connect(url, host=address, **options)
+        except TimeoutError:
+            raise
+        except OSError as e:
+            failures.append(e)
+    raise failures[0] if len(failures) == 1 else OSError("; ".join(str(e) for e in failures))
 
 
 @dataclass
@@ -298,10 +316,9 @@ class ConnectionReplay:
         self.ws_id = str(uuid.uuid4())
         t_request = time.time()
         try:
-            pinned = {"host": self.options.address} if self.options.address else {}
-            self.ws = await connect(url, additional_headers=headers, user_agent_header=user_agent, proxy=None,
-                                    ping_interval=None, max_size=None, open_timeout=self.options.wait_timeout * 2,
-                                    **pinned)
+            self.ws = await connect_checked(url, self.options.addresses, additional_headers=headers,
+                                            user_agent_header=user_agent, proxy=None, ping_interval=None,
+                                            max_size=None, open_timeout=self.options.wait_timeout * 2)
         except (OSError, InvalidHandshake, TimeoutError) as e:
             status = e.response.status_code if isinstance(e, InvalidStatus) else None
             self.r.recording.writer.write({"rec": "refused", "t": time.time(), "conn": self.ws_id, "url": url,

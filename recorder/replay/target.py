@@ -2,8 +2,9 @@
 
 A host name is resolved and EVERY address it resolves to must be loopback (127.0.0.0/8, ::1);
 otherwise the replay needs `--allow-remote`. The check runs before any connection is attempted,
-and the replay then connects to the address that was checked, never resolving the name again (a
-name that later resolves elsewhere cannot redirect it).
+and the replay then connects to the addresses that were checked, never resolving the name again (a
+name that later resolves elsewhere cannot redirect it). It tries them in order, as any client tries
+the addresses of a name: a server listening on only one of 127.0.0.1 and ::1 is still reached.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ def target_url(target: str, recorded_url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, recorded.path or "/", recorded.query, ""))
 
 
-def check_target(target: str, allow_remote: bool) -> str | None:
-    """Refuse a target the replay may not send to; returns the checked loopback address to connect
-    to (None with `allow_remote`: the name is resolved as usual)."""
+def check_target(target: str, allow_remote: bool) -> list[str]:
+    """Refuse a target the replay may not send to; returns the checked loopback addresses to connect
+    to, in the order to try them (none with `allow_remote`: the name is resolved as usual)."""
     parts = urlsplit(target)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise TargetError(f"--target {target!r}: expected ws://HOST:PORT[/PATH] or wss://…")
@@ -37,13 +38,13 @@ def check_target(target: str, allow_remote: bool) -> str | None:
     except ValueError:
         raise TargetError(f"--target {target!r}: invalid port") from None
     if allow_remote:
-        return None
+        return []
     addresses = resolve(parts.hostname)
     remote = [a for a in addresses if not ipaddress.ip_address(a).is_loopback]
     if remote:
         raise TargetError(f"--target {parts.hostname} is not a loopback address ({', '.join(remote)}); "
                           "replaying to another host needs --allow-remote")
-    return addresses[0]
+    return addresses
 
 
 def resolve(host: str) -> list[str]:
