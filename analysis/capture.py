@@ -59,6 +59,13 @@ def host_port(host: str | None, port: int | None) -> str | None:
     return host if port is None else f"{host}:{port}"
 
 
+def request_url(scheme: str, host: str, port: int, path: str) -> str:
+    """The `url` of an open record from an upgrade request's parts: an IPv6 host in brackets (where
+    mitmproxy's `request.url` leaves `ws://::1:PORT`), the scheme's default port left out."""
+    default = 443 if scheme in ("https", "wss") else 80
+    return ws_url(f"{scheme}://{host_port(host, None if port == default else port)}{path}")
+
+
 def dumps(record: dict) -> bytes:
     """One capture line, newline included."""
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)

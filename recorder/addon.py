@@ -35,7 +35,7 @@ from mitmproxy.net.http.url import default_port, hostport
 from mitmproxy.version import VERSION as MITMPROXY_VERSION
 
 from analysis.capture import (C2S, CLOSE, DEFAULT_MAX_PAYLOAD, OPEN, REFUSED, S2C, header_record, host_port,
-                              message_record, ws_url)
+                              message_record, request_url)
 from analysis.redact import (redact_header_value, redact_headers, redact_text, redact_url, redacted_message,
                              redaction_info)
 from recorder.live import LiveCheck
@@ -70,10 +70,6 @@ def _authority(request: http.Request) -> str:
     """`host[:port]` of the request's target, an IPv6 host in brackets (mitmproxy's own forms leave
     it bare: `request.url`, and the Host header it writes in reverse mode)."""
     return host_port(request.host, None if request.port == default_port(request.scheme) else request.port)
-
-
-def _request_url(request: http.Request) -> str:
-    return ws_url(f"{request.scheme}://{_authority(request)}{request.path}")
 
 
 def _header_pairs(headers: http.Headers) -> list[list[str]]:
@@ -230,7 +226,8 @@ class Recorder:
         if flow.metadata.get(_REFUSED_MARK):
             return
         flow.metadata[_REFUSED_MARK] = True
-        url = _request_url(flow.request)
+        request = flow.request
+        url = request_url(request.scheme, request.host, request.port, request.path)
         self._emit({
             "rec": REFUSED, "t": time.time(), "conn": flow.id,
             "url": redact_url(url) if self.redact else url,
@@ -242,7 +239,7 @@ class Recorder:
     @_guarded
     def websocket_start(self, flow: http.HTTPFlow) -> None:
         request, response = flow.request, flow.response
-        url = _request_url(request)
+        url = request_url(request.scheme, request.host, request.port, request.path)
         request_headers = _header_pairs(request.headers)
         response_headers = _header_pairs(response.headers)
         if self.redact:

@@ -91,16 +91,19 @@ def recorder_on_v6(procs: Processes, kind: str, server_port: int, out: Path) -> 
         port = int(pasteable[1])
     else:
         port = free_port(V6)
+        saving = (["-s", str(REPO / "recorder" / "addon.py"), "--set", f"mwtap_out={out}"] if kind == "mitmdump"
+                  else ["-w", str(out.with_suffix(".flows"))])
         proc = procs.start([str(BIN / "mitmdump"), "-q", "--listen-host", V6, "--listen-port", str(port),
-                            "--mode", f"reverse:http://[::1]:{server_port}", "-s", str(REPO / "recorder" / "addon.py"),
-                            "--set", f"mwtap_out={out}", "--set", "connection_strategy=lazy"], kind)
+                            "--mode", f"reverse:http://[::1]:{server_port}", *saving,
+                            "--set", "connection_strategy=lazy"], kind)
     wait_port(port, proc=proc, host=V6, timeout=TIMEOUT)
     return port, proc
 
 
-@pytest.fixture(scope="module", params=["mwtap", "mitmdump"])
+@pytest.fixture(scope="module", params=["mwtap", "mitmdump", "mitmdump -w"])
 def recorded(request, tmp_path_factory):
-    """A scripted consumer session through the recorder, all on [::1]: (capture, server port)."""
+    """A scripted consumer session through the recorder, all on [::1]: (capture, server port, kind).
+    With `mitmdump -w`, the capture is mitmproxy's flow file converted by `mwtap convert`."""
     tmp = tmp_path_factory.mktemp(f"v6-{request.param}")
     procs = Processes(tmp)
     try:
@@ -109,23 +112,28 @@ def recorded(request, tmp_path_factory):
         proxy_port, recorder = recorder_on_v6(procs, request.param, server_port, out)
         consume(f"ws://[::1]:{proxy_port}{WS_PATH}", idp_url)
         assert procs.stop(recorder) == 0, recorder.log_path.read_text()
-        yield out, server_port
+        if request.param == "mitmdump -w":
+            converted = mwtap("convert", out.with_suffix(".flows"), "-o", out)
+            assert converted.returncode == 0, converted.stderr
+        yield out, server_port, request.param
     finally:
         procs.stop_all()
 
 
 def test_open_record_addresses_are_bracketed(recorded):
-    out, server_port = recorded
+    out, server_port, kind = recorded
     [opened] = open_records(out)
     assert opened["url"] == f"ws://[::1]:{server_port}{WS_PATH}"
     assert opened["server"] == f"[::1]:{server_port}"
     assert re.fullmatch(r"\[::1\]:\d+", opened["client"])
-    # mitmproxy's reverse mode writes the upstream's Host bare (`::1:PORT`); the recorder brackets it
-    assert dict(opened["request_headers"])["Host"] == f"[::1]:{server_port}"
+    # mitmproxy's reverse mode writes the upstream's Host bare (`::1:PORT`); the recorder brackets it,
+    # an imported flow file shows what mitmproxy sent
+    host = f"[::1]:{server_port}" if kind != "mitmdump -w" else f"::1:{server_port}"
+    assert dict(opened["request_headers"])["Host"] == host
 
 
 def test_analyze_reads_the_ipv6_capture(recorded):
-    out, server_port = recorded
+    out, server_port, _ = recorded
     done = mwtap("analyze", out, "--format", "json")
     assert done.returncode == 0, done.stderr
     [connection] = json.loads(done.stdout)["connections"]
@@ -135,7 +143,7 @@ def test_analyze_reads_the_ipv6_capture(recorded):
 
 
 def test_replay_to_an_ipv6_target(recorded, procs, tmp_path):
-    out, _ = recorded
+    out, _, _ = recorded
     port, _, _, _ = start_serve(procs, "target")
     replayed = tmp_path / "replayed.jsonl"
     done = mwtap("replay", out, "--target", f"ws://[::1]:{port}", "-o", replayed, "--token-command",
@@ -155,7 +163,7 @@ def test_replay_as_server_on_ipv6(procs, tmp_path):
     mock = procs.start([str(BIN / "mwtap"), "replay", "--as-server", str(capture), "--listen", f"[::1]:{port}"],
                        "as-server")
     wait_port(port, proc=mock, host=V6)
-    assert f":{port}/" in wait_for_line(mock.log_path, r"WebSocket (\S+)")[1]
+    assert wait_for_line(mock.log_path, r"WebSocket (\S+)")[1].startswith(f"ws://[::1]:{port}/")
     done = mwtap("replay", capture, "--target", f"ws://[::1]:{port}", "-o", tmp_path / "replayed.jsonl",
                  "--token", "tok-v6", "--format", "json", "--wait-timeout", "2")
     assert done.returncode == 0, done.stderr

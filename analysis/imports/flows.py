@@ -14,7 +14,7 @@ from __future__ import annotations
 import heapq
 from typing import Iterator
 
-from analysis.capture import CaptureError, Damage, host_port
+from analysis.capture import CaptureError, Damage, host_port, request_url
 from analysis.imports.records import (close_record, import_header, is_upgrade, open_record,
                                       recording_id, refused_record)
 from analysis.redact import redacted_message
@@ -106,12 +106,13 @@ def _records(flow) -> list[dict]:
     request, response, ws = flow.request, flow.response, flow.websocket
     client = host_port(*flow.client_conn.peername[:2]) if flow.client_conn.peername else None
     conn = flow.id  # the recorder uses the flow id too
+    url = request_url(request.scheme, request.host, request.port, request.path)
     if ws is None:
-        return [refused_record(conn, _opened(flow), url=request.url, client=client,
+        return [refused_record(conn, _opened(flow), url=url, client=client,
                                status=response.status_code if response else None,
                                error=flow.error.msg if flow.error else None)]
     server_addr = flow.server_conn.peername or flow.server_conn.address
-    records = [open_record(conn, _opened(flow), url=request.url, client=client,
+    records = [open_record(conn, _opened(flow), url=url, client=client,
                            server=host_port(*server_addr[:2]) if server_addr else None,
                            t_request=request.timestamp_start, request_headers=_pairs(request.headers),
                            status=response.status_code, response_headers=_pairs(response.headers),

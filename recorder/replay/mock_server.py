@@ -42,6 +42,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from analysis.capture import host_port
 from analysis.diff import shape
 from analysis.frame import messaging_changes, parse_payload, type_is
 from analysis.identity import Token, init_connection_token, token_of
@@ -164,11 +165,11 @@ class MockServer:
     def url(self) -> str:
         recorded = urlsplit(self.plan.connections[0].url)
         query = f"?{recorded.query}" if recorded.query else ""
-        return f"ws://{self.host}:{self.port}{recorded.path}{query}"
+        return f"ws://{host_port(self.host, self.port)}{recorded.path}{query}"
 
     def idp_url(self) -> str:
         match = _ACCOUNT_RE.search(urlsplit(self.plan.connections[0].url).path + "/")
-        return f"http://{self.host}:{self.port}/api/account/{match[1] if match else 'mwtap'}"
+        return f"http://{host_port(self.host, self.port)}/api/account/{match[1] if match else 'mwtap'}"
 
     async def __aenter__(self) -> MockServer:
         self._server = await serve(self._play, self.host, self.port, process_request=self._route,
@@ -218,7 +219,7 @@ class MockServer:
         played = self._next_recorded(token)
         if self.recording is not None:
             self.recording.open(str(ws.id), played.id if played else None,
-                                f"ws://{self.host}:{self.port}{ws.request.path}", opened, ws, "server", t=opened)
+                                f"ws://{host_port(self.host, self.port)}{ws.request.path}", opened, ws, "server", t=opened)
             if first is not None:
                 self.recording.message(str(ws.id), True, first)
         try:
