@@ -5,10 +5,12 @@ from __future__ import annotations
 import gzip
 import json
 import subprocess
+import zlib
 
+import orjson
 import pytest
 
-from analysis.capture import dumps
+from analysis.capture import CaptureFile, dumps
 from analysis.synth import CaptureBuilder
 from conftest import BIN
 
@@ -104,6 +106,26 @@ def test_gzip_and_truncated_gzip(tmp_path):
     result = mwtap(str(cut), "--format", "json")
     assert result.returncode == 0 and "compressed stream damaged" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_damaged_gzip_gives_every_line_before_the_damage(tmp_path):
+    b = CaptureBuilder()
+    b.open("c1", 1.0)
+    for i in range(20_000):  # ~2.5 MB of lines: many reads of the reader's buffer
+        b.c2s("c1", 1.0 + i / 1000, {"kind": "req", "id": str(i), "type": "GetClock"})
+    data = b"".join(dumps(r) for r in b.records)
+    compressed = gzip.compress(data)
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(compressed[:len(compressed) * 2 // 3])
+    decompressible = zlib.decompressobj(wbits=31).decompress(cut.read_bytes())
+    complete_lines = decompressible.count(b"\n")
+    assert 1000 < complete_lines < len(b.records) - 1000
+    capture = CaptureFile(str(cut))
+    records = list(capture.records())
+    assert len(records) == complete_lines - 1  # every whole line but the header, nothing lost
+    assert records[-1] == orjson.loads(decompressible.split(b"\n")[complete_lines - 1])
+    [damage] = capture.damage
+    assert damage.line == complete_lines + 1 and "compressed stream damaged" in damage.problem
 
 
 def test_unknown_records_and_drop_are_noted(tmp_path):

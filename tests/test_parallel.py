@@ -51,7 +51,7 @@ def write_recording(path, recording: str, t0: float, sessions, part: int = 1) ->
     b = CaptureBuilder(t0=t0, recording=recording, part=part)
     for session in sessions:
         session(b)
-    b.write(path)
+    b.write(path, gz=str(path).endswith(".gz"))
 
 
 @pytest.fixture(scope="module")
@@ -73,12 +73,12 @@ def multi_file_input(tmp_path_factory):
     # B: a request whose deadline passes only after B's last record, and a connection left open.
     recording("b.jsonl", T + HOUR, lambda b: consumer_session(b, "b1", T + HOUR, "tok-b", unanswered=True),
               lambda b: consumer_session(b, "b2", T + HOUR + 1, "tok-b2", close=None))
-    # C and D: D reconnects a token of C, so both go to one partition.
-    recording("c.jsonl", T + 2 * HOUR, lambda b: consumer_session(b, "c1", T + 2 * HOUR, "tok-c",
+    # C and D: D reconnects a token of C, so both go to one partition. C is gzipped.
+    recording("c.jsonl.gz", T + 2 * HOUR, lambda b: consumer_session(b, "c1", T + 2 * HOUR, "tok-c",
                                                                   close=(1011, "restart", "server")))
     recording("d.jsonl", T + 2 * HOUR + 30, lambda b: consumer_session(b, "d1", T + 2 * HOUR + 13.8, "tok-c",
                                                                        unanswered=True, close=None))
-    # E: a gzip-free HAR-free plain late recording, listed before the others in the input.
+    # E: a plain late recording, listed before the others in the input.
     recording("e.jsonl", T + 3 * HOUR, lambda b: consumer_session(b, "e1", T + 3 * HOUR, "tok-e", requests=40))
     files.insert(0, files.pop())
     return files
@@ -92,7 +92,7 @@ def test_the_input_splits_into_partitions_that_keep_related_files_together(multi
     surveys = [survey(i, path) for i, path in enumerate(multi_file_input)]
     plan = partitions(surveys, gap=600)
     names = [[path.rsplit("/", 1)[1] for _, path in part.files] for part in plan]
-    assert names == [["a.jsonl", "a.part2.jsonl"], ["b.jsonl"], ["c.jsonl", "d.jsonl"], ["e.jsonl"]]
+    assert names == [["a.jsonl", "a.part2.jsonl"], ["b.jsonl"], ["c.jsonl.gz", "d.jsonl"], ["e.jsonl"]]
     assert len(partitions(surveys, gap=2 * HOUR)) == 1  # recordings closer than the gap are not split
 
 

@@ -10,7 +10,6 @@ checked on the exact values the partition runs report (`analysis.parallel`).
 
 from __future__ import annotations
 
-import gzip
 import os
 from dataclasses import dataclass
 
@@ -56,9 +55,9 @@ def _time(rec: dict | None) -> float:
 
 
 def _last_records(path: str) -> list[dict]:
-    from analysis.capture import _open
+    from analysis.capture import _open, is_gzip
     with _open(path) as f:
-        if isinstance(f, gzip.GzipFile):
+        if is_gzip(f):
             tail = b""
             while block := f.read(_BLOCK):
                 tail = (tail + block)[-_TAIL:]
