@@ -88,12 +88,12 @@ def signup(port: int) -> str:
 
 
 async def live_session(port: int, sends: list[dict | str], *, first_after: float = 0.0,
-                       quiet: float = 1.5) -> list[tuple[float, dict]]:
+                       quiet: float = 1.5, path: str = WS_PATH) -> list[tuple[float, dict]]:
     """Connects without an Authorization header, sends `sends` (the first after `first_after`
     seconds), and returns what the mock sent until `quiet` seconds passed without a frame, each
     with its seconds since the connection opened."""
     received = []
-    async with connect(f"ws://127.0.0.1:{port}{WS_PATH}", proxy=None, open_timeout=10) as ws:
+    async with connect(f"ws://127.0.0.1:{port}{path}", proxy=None, open_timeout=10) as ws:
         opened = time.monotonic()
         await asyncio.sleep(first_after)
         for frame in sends:
@@ -186,3 +186,16 @@ def test_what_the_recording_sent_before_any_request_is_timed_from_the_upgrade(pr
     silent = asyncio.run(asyncio.wait_for(live_session(port, [], quiet=UNPROMPTED_AFTER + 1.5), 30))
     assert consumers_shown(silent) == {"consumer-a"}
     assert UNPROMPTED_AFTER - 0.1 <= silent[0][0] < UNPROMPTED_AFTER + 0.6
+
+
+def test_a_token_in_the_url_path_chooses_at_the_upgrade(procs, tmp_path):
+    """A v2 consumer URL carries the token in its path: the mock chooses that token's consumer at
+    the upgrade, with no first message to wait for."""
+    recording = tmp_path / "recorded.jsonl"
+    write_unprompted_capture(recording, ["consumer-a", "consumer-b"])
+    port = start_mock(procs, recording, tmp_path / "live.jsonl")
+    signup(port)
+    token_b = signup(port)
+    path = f"/ws_api/account/mwtap/messaging/consumer/{token_b}?v=2"
+    frames = asyncio.run(asyncio.wait_for(live_session(port, [], quiet=UNPROMPTED_AFTER + 1.5, path=path), 30))
+    assert consumers_shown(frames) == {"consumer-b"}

@@ -2,8 +2,8 @@
 
 A live connection plays the first recorded connection not played yet, of the consumer its token
 names when the mock's IDP issued that token, else of any consumer; when none is left it is closed
-with 1013. The token is the upgrade's Authorization header; without one, the choice waits for the
-client's first message and takes the jwt of its ConsumerAuthentication header if it is an
+with 1013. The token is the upgrade's Authorization header, or the token in its URL path (v2
+consumer URLs); without either, the choice waits for the client's first message and takes the jwt of its ConsumerAuthentication header if it is an
 InitConnection (a client that cannot set WebSocket headers). The wait ends early, choosing without
 a token, when an unplayed recording's server sent or closed before its client's first request, at
 that recorded offset. What the played recording sent after its open is timed from the live upgrade,
@@ -45,7 +45,7 @@ from websockets.http11 import Request, Response
 from analysis.capture import host_port
 from analysis.diff import shape
 from analysis.frame import messaging_changes, parse_payload, type_is
-from analysis.identity import Token, init_connection_token, token_of
+from analysis.identity import Token, init_connection_token, token_of, url_token
 from analysis.redact import fingerprint
 from recorder.replay.plan import RecordedConnection, ReplayPlan, ServerFrame
 from recorder.replay.recording import ReplayRecording
@@ -212,7 +212,7 @@ class MockServer:
 
     async def _play(self, ws: ServerConnection) -> None:
         opened, opened_loop = time.time(), asyncio.get_running_loop().time()
-        token, first = _header_token(ws.request), None
+        token, first = _header_token(ws.request) or url_token(ws.request.path), None
         if token is None and self.unplayed:
             first = await self._first_message(ws)
             token = _init_connection_token(first)
