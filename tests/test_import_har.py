@@ -4,14 +4,18 @@ seconds), read by content whatever its name, redacted like the recorder, and tru
 from __future__ import annotations
 
 import base64
+import gzip
+import heapq
 import json
 import subprocess
+import tracemalloc
+from datetime import datetime
 
 import pytest
 
 import analysis
 from analysis.capture import CaptureError
-from analysis.imports import detect
+from analysis.imports import detect, open_capture
 from analysis.redact import fingerprint, marker
 from conftest import BIN
 
@@ -124,3 +128,122 @@ def test_json_that_is_neither_har_nor_capture_is_refused_in_one_line(tmp_path):
         analysis.load(other)
     out = subprocess.run([str(BIN / "mwtap"), "analyze", str(other)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and out.stderr.count("\n") == 1 and str(other) in out.stderr
+
+
+def write_har(path, entries: int, messages: int, padding: int, *, apart: float = 10.0) -> None:
+    """`entries` WebSocket entries (`apart` seconds apart, in file order), each with `messages` text
+    messages 0.01 s apart, one a line (indent) so that damage has a line to name."""
+    pad = "x" * padding
+    har = {"log": {"version": "1.2", "creator": {"name": "WebInspector", "version": "537.36"}, "entries": [
+        entry(WS_URL, 101, [message("send" if j % 2 == 0 else "receive", T0 + i * apart + 0.01 * (j + 1),
+                                    {"kind": "req", "id": f"{i}-{j}", "pad": pad}) for j in range(messages)],
+              started=T0 + i * apart)
+        for i in range(entries)]}}
+    path.write_text(json.dumps(har, indent=1))
+
+
+def test_a_har_is_read_entry_by_entry_not_whole(tmp_path):
+    path = tmp_path / "many.har"
+    write_har(path, entries=400, messages=25, padding=1000)
+    assert path.stat().st_size > 10_000_000
+    tracemalloc.start()
+    try:
+        capture = open_capture(str(path))
+        records = capture.records()  # the first pass, which fills in the header
+        indexing = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        seen = [(rec["t"], rec["rec"]) for rec in records]
+        merging = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    times = [t for t, _ in seen]
+    assert len(seen) == 400 * 26 and [kind for _, kind in seen].count("open") == 400 and times == sorted(times)
+    assert capture.damage == [] and capture.header["source"] == "har"
+    # read whole: a 28 MB peak (the text, the JSON, the records)
+    assert indexing < 4_000_000 and merging < 4_000_000, f"peaks {indexing:,} and {merging:,} bytes"
+
+
+def mixed_har() -> bytes:
+    """Connections open at the same time with messages at equal times, entries out of time order, a
+    refused upgrade, a page load, non-ASCII and invalid UTF-8 text, a BOM, an entry larger than what
+    is read at a time, and ~2 MB in all (so that entries straddle what is read at a time)."""
+    entries = []
+    for i in range(60):
+        started = T0 + (i * 7 % 60) * 0.02  # out of file order; messages of several at equal times
+        texts = [f"{i}.{j} h\u00e9llo \U0001F600 ~BAD~ " + "y" * 3000 for j in range(10)]
+        entries.append(entry(WS_URL + f"&c={i}", 101, [
+            {"type": "send" if j % 3 else "receive", "time": round(started + 0.02 * (j % 4), 2), "opcode": 1, "data": t}
+            for j, t in enumerate(texts)], started=started))
+    entries.insert(5, entry("https://va.msg.liveperson.net/index.html", 200, None, upgrade=False))
+    entries.insert(9, entry("wss://va.msg.liveperson.net/forbidden", 403, None, started=T0 + 1.0))
+    entries.insert(20, entry(WS_URL + "&c=big", 101, [message("send", T0 + 0.5, "z" * 600_000)], started=T0 + 0.4))
+    har = {"log": {"version": "1.2", "creator": {"name": "WebInspector", "version": "537.36"}, "entries": entries}}
+    return b"\xef\xbb\xbf" + json.dumps(har, indent=1, ensure_ascii=False).encode().replace(b"~BAD~", b"\xff\xfe")
+
+
+def reference(data: bytes) -> list[tuple]:
+    """(t, kind, url or direction, text) of every record, from the whole file read at once and merged
+    by time as a live capture orders them (connections in file order at equal times)."""
+    connections = []
+    for found in json.loads(data.decode("utf-8-sig", "replace"))["log"]["entries"]:
+        url, started = found["request"]["url"], datetime.fromisoformat(found["startedDateTime"]).timestamp()
+        if found["response"]["status"] != 101:
+            if url.startswith("wss:"):
+                connections.append([(started, "refused", url, None)])
+            continue
+        msgs = [(m["time"], "msg", "c2s" if m["type"] == "send" else "s2c", m["data"])
+                for m in found["_webSocketMessages"]]
+        opened = min(started + found["time"] / 1000, msgs[0][0])
+        connections.append([(opened, "open", url, None), *msgs])
+    return list(heapq.merge(*connections, key=lambda r: r[0]))
+
+
+def summary(rec: dict) -> tuple:
+    if rec["rec"] == "msg":
+        return rec["t"], "msg", rec["dir"], rec["text"]
+    return rec["t"], rec["rec"], rec["url"], None
+
+
+@pytest.mark.parametrize("name", ["mixed.har", "mixed.har.gz"])
+def test_records_and_their_order_are_those_of_the_whole_file(tmp_path, name):
+    data = mixed_har()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    capture = open_capture(str(path))
+    records = capture.records()
+    assert capture.header["source"] == "har" and capture.header["t"] == T0  # known before the first record
+    got = [summary(rec) for rec in records]
+    assert got == reference(data) and len(got) == 60 * 11 + 2 + 1  # and the refused upgrade
+    assert "h\u00e9llo \U0001F600 \ufffd\ufffd" in got[1][3]  # invalid UTF-8 replaced, as before
+    assert capture.damage == []
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damage_names_its_line_and_byte_and_every_entry_before_it_is_kept(tmp_path, damage):
+    path = tmp_path / "damaged.har"
+    write_har(path, entries=40, messages=30, padding=1000)  # ~1.3 MB, entry 30 well past the first read
+    data = path.read_bytes()
+    if damage == "truncated":
+        at = data.index(b"30-15") + 100  # in the padding of entry 30's 16th message
+        path.write_bytes(data[:at])
+        offset = data.rindex(b'"data": ', 0, at) + len(b'"data": ')  # where the cut string starts
+        problem = "truncated (file ends early)"
+    else:
+        at = offset = data.index(b'"time"', data.index(b"29-29"))  # in entry 30, where its second key starts
+        path.write_bytes(data[:at] + b"@@" + data[at:])
+        problem = "invalid JSON (Expecting property name enclosed in double quotes)"
+    records = list((capture := open_capture(str(path))).records())
+    assert sum(r["rec"] == "open" for r in records) == 30 and len(records) == 30 * 31
+    assert [(d.line, d.problem) for d in capture.damage] == [
+        (data[:at].count(b"\n") + 1, f"HAR damaged at byte {offset}: {problem}; read 30 connection(s) before it")]
+
+
+def test_an_unparseable_url_does_not_stop_the_import(tmp_path):
+    path = tmp_path / "bracket.har"
+    har = chrome_har()
+    har["log"]["entries"][1]["request"]["url"] = "wss://[va.msg.liveperson.net/ws_api"  # urlsplit: ValueError
+    path.write_text(json.dumps(har))
+    records = list((capture := open_capture(str(path))).records())
+    opened = [r for r in records if r["rec"] == "open"]
+    assert [r["url"] for r in opened] == ["wss://[va.msg.liveperson.net/ws_api", WS_URL]
+    assert opened[0]["tls"] and len(records) == 1 + 4 + 1 + 2 and capture.damage == []

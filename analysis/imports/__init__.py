@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import io
 import zlib
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import orjson
 
-from analysis.capture import CaptureError, CaptureFile, Damage
+from analysis.capture import CaptureFile, Damage
 from analysis.capture import _open as open_binary  # the capture reader's open: gunzips, one-line errors
 from analysis.config import Config
 
@@ -49,8 +48,10 @@ def detect(path: str) -> str:
 @dataclass
 class ImportedFile:
     """A HAR or flow file whose records come in time order across connections, each connection's
-    records in their own order. A HAR is read whole on the first `records()` (it is one JSON
-    document); a flow file is indexed first, then read while its records are iterated."""
+    records in their own order. `records()` indexes the file (where each connection is, when it
+    opens; `header` and the file's damage are then known), and the records are read while they are
+    iterated, each connection when the merge reaches it: memory follows the connections open at a
+    time, not the file."""
     path: str
     kind: str
     header: dict | None = None
@@ -59,24 +60,11 @@ class ImportedFile:
 
     def records(self) -> Iterator[dict]:
         if self.kind == HAR:
-            from analysis.imports.har import HarReader
-            from analysis.imports.records import by_time
-            reader = HarReader(self.path, _text(self.path))
-            self.header, connections = reader.read()
-            self.damage.extend(reader.damage)
-            return by_time(connections)
-        from analysis.imports.flows import read_flows
-        self.header, records = read_flows(self.path, self.damage)
+            from analysis.imports.har import read_har as read
+        else:
+            from analysis.imports.flows import read_flows as read
+        self.header, records = read(self.path, self.damage)
         return records
-
-
-def _text(path: str) -> str:
-    with open_binary(path) as f:
-        try:
-            data = f.read()
-        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-            raise CaptureError(f"{path}: compressed stream damaged ({e})") from None
-    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8-sig", errors="replace").read()
 
 
 def open_capture(path: str) -> CaptureFile | ImportedFile:

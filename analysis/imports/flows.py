@@ -11,11 +11,10 @@ reading each flow again (by seeking to it) only when the merge reaches its openi
 
 from __future__ import annotations
 
-import heapq
 from typing import Iterator
 
 from analysis.capture import CaptureError, Damage, host_port, request_url
-from analysis.imports.records import (close_record, import_header, is_upgrade, open_record,
+from analysis.imports.records import (by_time, close_record, import_header, is_upgrade, open_record,
                                       recording_id, refused_record)
 from analysis.redact import redacted_message
 
@@ -57,29 +56,15 @@ def _index(path: str, damage: list[Damage]) -> list[tuple[float, int, int]]:
 
 
 def _merged(path: str, index: list[tuple[float, int, int]]) -> Iterator[dict]:
-    """The flows' records merged by time (as `records.by_time` merges them), each flow read when
-    the merge reaches its first record."""
+    """The flows' records merged by time, each flow read when the merge reaches its first record."""
     from mitmproxy import io
 
-    heads: list[tuple[float, int, dict, Iterator[dict]]] = []  # (t, flow's position in the file, record, rest)
-    waiting = iter(index)
-    upcoming = next(waiting, None)
     with open(path, "rb") as f:
-        while heads or upcoming is not None:
-            while upcoming is not None and (not heads or upcoming[0] <= heads[0][0]):
-                _, order, offset = upcoming
-                f.seek(offset)
-                records = iter(_records(next(io.FlowReader(f).stream())))
-                first = next(records)
-                heapq.heappush(heads, (first["t"], order, first, records))
-                upcoming = next(waiting, None)
-            _, order, record, records = heads[0]
-            yield record
-            following = next(records, None)
-            if following is None:
-                heapq.heappop(heads)
-            else:
-                heapq.heapreplace(heads, (following["t"], order, following, records))
+        def flow_at(offset: int) -> list[dict]:
+            f.seek(offset)
+            return _records(next(io.FlowReader(f).stream()))
+
+        yield from by_time(index, flow_at)
 
 
 def _pairs(headers) -> list[list[str]]:

@@ -2,61 +2,131 @@
 Playwright, HTTP Toolkit) as capture records.
 
 HAR has no close codes and no pings: connections have no close record (they end at capture end).
-The file is read entry by entry, so a truncated HAR gives every entry before the damage.
+
+Two passes, so that memory follows the connections open at a time, not the file (a HAR is one JSON
+document, but each element of `log.entries` is one connection): the first streams the file, decoding
+one entry at a time, and notes where each entry that gives records starts and ends and when its first
+record is; the second merges the entries' records by time, reading an entry again (by seeking to it)
+only when the merge reaches its first record. An entry is read whole, so one WebSocket connection
+with all its messages is the unit of memory. A truncated or damaged HAR gives every entry before
+the damage.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import gzip
 import json
 import re
+import tempfile
+import zlib
 from datetime import datetime
-from typing import Any, Iterator
-from urllib.parse import urlsplit
+from typing import Any, BinaryIO, Callable, Iterator
+from urllib.parse import SplitResult, urlsplit
 
-from analysis.capture import Damage, host_port
-from analysis.imports.records import (connection_id, import_header, is_upgrade, open_record,
+from analysis.capture import CaptureError, Damage, host_port, is_gzip
+from analysis.capture import _open as open_binary  # the capture reader's open: gunzips, one-line errors
+from analysis.imports.records import (by_time, connection_id, import_header, is_upgrade, open_record,
                                       recording_id, refused_record)
 from analysis.redact import redacted_message
 
 TEXT_OPCODE, BINARY_OPCODE = 1, 2
 _SPACE = re.compile(r"[ \t\n\r]*")
+_BOM = b"\xef\xbb\xbf"
+_CHUNK = 1 << 18
+# Text that must follow a decoded value before it counts as complete: a number or literal at the
+# end of what was read may go on in the next chunk, and an error there may be the chunk's end.
+_LOOKAHEAD = 32
 _decoder = json.JSONDecoder()
+
+# (time of its first record, position in the file, (position, byte offset, length in bytes))
+Entry = tuple[float, int, tuple[int, int, int]]
+Connection = tuple[float, Callable[[], list[dict]]]  # (time of its first record, what builds its records)
+Payload = tuple[float, bool, bool, bytes]  # (time, from client, is text, content)
+
+
+def read_har(path: str, damage: list[Damage]) -> tuple[dict, Iterator[dict]]:
+    """(header, records of all connections in time order) of a HAR; damage is appended to `damage`.
+    The records are read while they are iterated."""
+    reader = HarReader(path)
+    header, index = reader.index()
+    damage.extend(reader.damage)
+    return header, reader.merged(index)
 
 
 class _Damaged(Exception):
-    def __init__(self, pos: int, problem: str):
+    def __init__(self, offset: int, line: int, problem: str):
         super().__init__(problem)
-        self.pos = pos
+        self.offset = offset
+        self.line = line
         self.problem = problem
 
 
-class _Scanner:
-    """Walks a JSON document, decoding only the values asked for."""
+class _Stream:
+    """A JSON document walked while it is read in chunks, decoding only the values asked for, each
+    with its byte extent in the file.
 
-    def __init__(self, text: str):
-        self.text = text
+    What was read is kept as latin-1 text, one character a byte, so positions are byte offsets: JSON's
+    structure is ASCII, and UTF-8 puts no byte below 0x80 inside a multi-byte character, so the text
+    has the same structure and extents as the UTF-8 one. Values are then decoded from their bytes as
+    UTF-8 (invalid bytes replaced). Only the unread rest of the current value is kept, so the buffer is
+    a chunk or the largest value asked for (which it grows to geometrically, in linear time)."""
+
+    def __init__(self, f: BinaryIO):
+        self.f = f
+        head = f.read(len(_BOM))
+        self.base = len(_BOM) if head == _BOM else 0  # byte offset of text[0]
+        self.text = "" if self.base else head.decode("latin-1")
+        self.pos = 0  # in `text`
+        self.lines = 0  # newlines before text[0]
+        self.ended = False
+
+    def _more(self) -> None:
+        """Read on, at least as much again as the value being decoded holds, dropping what is done."""
+        data = self.f.read(max(_CHUNK, len(self.text) - self.pos))
+        self.ended = not data
+        self.lines += self.text.count("\n", 0, self.pos)
+        self.base += self.pos
+        self.text = self.text[self.pos:] + data.decode("latin-1")
         self.pos = 0
 
+    def damaged(self, pos: int, problem: str) -> _Damaged:
+        return _Damaged(self.base + pos, self.lines + self.text.count("\n", 0, pos) + 1, problem)
+
     def _next(self) -> str:
-        self.pos = _SPACE.match(self.text, self.pos).end()
-        return self.text[self.pos:self.pos + 1]
+        while True:
+            self.pos = _SPACE.match(self.text, self.pos).end()
+            if self.pos < len(self.text) or self.ended:
+                return self.text[self.pos:self.pos + 1]
+            self._more()
 
     def _expect(self, char: str) -> None:
         found = self._next()
         if found != char:
-            raise _Damaged(self.pos, f"expected {char!r}, found {found!r}" if found else "truncated (file ends early)")
+            raise self.damaged(self.pos, f"expected {char!r}, found {found!r}" if found
+                               else "truncated (file ends early)")
         self.pos += 1
 
-    def value(self) -> Any:
+    def value(self) -> tuple[Any, int, bytes]:
+        """(the next value, its byte offset, its bytes)."""
         self._next()
-        try:
-            value, self.pos = _decoder.raw_decode(self.text, self.pos)
-        except json.JSONDecodeError as e:
-            ended = e.msg.startswith("Unterminated") or e.pos >= len(self.text.rstrip())
-            raise _Damaged(e.pos, "truncated (file ends early)" if ended else f"invalid JSON ({e.msg})") from None
-        return value
+        while True:
+            try:
+                value, end = _decoder.raw_decode(self.text, self.pos)
+            except json.JSONDecodeError as e:
+                unterminated = e.msg.startswith("Unterminated")
+                if not self.ended and (unterminated or e.pos + _LOOKAHEAD >= len(self.text)):
+                    self._more()
+                    continue
+                ended = unterminated or e.pos >= len(self.text.rstrip())
+                raise self.damaged(e.pos, "truncated (file ends early)" if ended
+                                   else f"invalid JSON ({e.msg})") from None
+            if self.ended or end + _LOOKAHEAD < len(self.text):
+                break
+            self._more()
+        data, start, self.pos = self.text[self.pos:end].encode("latin-1"), self.base + self.pos, end
+        return value if data.isascii() else decoded(data), start, data
 
     def keys(self) -> Iterator[str]:
         """The keys of an object; the caller consumes each value before asking for the next key."""
@@ -65,7 +135,7 @@ class _Scanner:
             self.pos += 1
             return
         while True:
-            key = self.value()
+            key, _, _ = self.value()
             self._expect(":")
             yield key
             if self._next() == ",":
@@ -74,7 +144,8 @@ class _Scanner:
             self._expect("}")
             return
 
-    def items(self) -> Iterator[Any]:
+    def items(self) -> Iterator[tuple[Any, int, bytes]]:
+        """The values of an array, as `value()` gives them."""
         self._expect("[")
         if self._next() == "]":
             self.pos += 1
@@ -88,52 +159,84 @@ class _Scanner:
             return
 
 
+def decoded(data: bytes) -> Any:
+    """The JSON value `data` holds, read as UTF-8 with invalid bytes replaced."""
+    return _decoder.decode(data.decode("utf-8", "replace"))
+
+
 class HarReader:
-    """The WebSocket connections of one HAR file (`read()`), with `header` and `damage` filled in."""
+    """The WebSocket connections of one HAR file: `index()` (with `damage` filled in), then `merged()`."""
 
-    def __init__(self, path: str, text: str):
+    def __init__(self, path: str):
         self.path = path
-        self.text = text
         self.damage: list[Damage] = []
-        self.creator: dict = {}
+        self.creator: Any = {}
+        # A compressed file is not read again (seeking back in it decompresses it again from its start):
+        # the entries that give records are copied to a temporary file as they are indexed.
+        self._copy: BinaryIO | None = None
 
-    def read(self) -> tuple[dict, list[list[dict]]]:
-        connections = []
-        scanner = _Scanner(self.text)
-        try:
-            for index, entry in enumerate(self._entries(scanner)):
-                records = self._connection(index, entry) if isinstance(entry, dict) else None
-                if records:
-                    connections.append(records)
-        except _Damaged as e:
-            line = self.text.count("\n", 0, e.pos) + 1
-            self.damage.append(Damage(self.path, line, f"HAR damaged at character {e.pos}: {e.problem}; "
-                                                       f"read {len(connections)} connection(s) before it"))
+    def index(self) -> tuple[dict, list[Entry]]:
+        """(header, the entries that give records, in time order and file order among equal times)."""
+        index: list[Entry] = []
+        with open_binary(self.path) as f:
+            self._copy = tempfile.TemporaryFile() if is_gzip(f) else None
+            try:
+                for position, (entry, offset, data) in enumerate(self._entries(f)):
+                    found = self._connection(position, entry, self.damage) if isinstance(entry, dict) else None
+                    if found:
+                        if self._copy:
+                            offset = self._copy.tell()
+                            self._copy.write(data)
+                        index.append((found[0], position, (position, offset, len(data))))
+            except _Damaged as e:
+                self.damage.append(Damage(self.path, e.line, f"HAR damaged at byte {e.offset}: {e.problem}; "
+                                                             f"read {len(index)} connection(s) before it"))
+            except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+                if self._copy:
+                    self._copy.close()
+                raise CaptureError(f"{self.path}: compressed stream damaged ({e})") from None
+        index.sort()
         creator = self.creator if isinstance(self.creator, dict) else {}
         mitmproxy = creator.get("version") if creator.get("name") == "mitmproxy" else None
-        start = min((c[0]["t"] for c in connections), default=0.0)
-        header = import_header(start, source="har", mitmproxy_version=mitmproxy,
-                               recording=recording_id("har", self.path))
-        return header, connections
+        header = import_header(min((t for t, _, _ in index), default=0.0), source="har",
+                               mitmproxy_version=mitmproxy, recording=recording_id("har", self.path))
+        return header, index
 
-    def _entries(self, scanner: _Scanner) -> Iterator[Any]:
+    def merged(self, index: list[Entry]) -> Iterator[dict]:
+        """The records of the entries `index()` gave, merged by time; each entry is read again (from the
+        file, or from the copy of a compressed one) when the merge reaches its first record."""
+        with self._copy or open_binary(self.path) as f:
+            def entry_at(where: tuple[int, int, int]) -> list[dict]:
+                position, offset, length = where
+                f.seek(offset)
+                return self._connection(position, decoded(f.read(length)), [])[1]()  # its damage is known
+
+            yield from by_time(index, entry_at)
+
+    def _entries(self, f: BinaryIO) -> Iterator[tuple[Any, int, bytes]]:
+        """The elements of `log.entries` (and of any later `log.entries`), as `_Stream.value()` gives them;
+        `log.creator` is kept."""
+        stream = _Stream(f)
         found = False
-        for key in scanner.keys():
+        for key in stream.keys():
             if key != "log":
-                scanner.value()
+                stream.value()
                 continue
-            for log_key in scanner.keys():
+            for log_key in stream.keys():
                 if log_key == "entries":
                     found = True
-                    yield from scanner.items()
+                    yield from stream.items()
                 elif log_key == "creator":
-                    self.creator = scanner.value()
+                    self.creator = stream.value()[0]
                 else:
-                    scanner.value()
+                    stream.value()
         if not found:
-            raise _Damaged(scanner.pos, "no log.entries array")
+            raise stream.damaged(stream.pos, "no log.entries array")
 
-    def _connection(self, index: int, entry: dict) -> list[dict] | None:
+    def _connection(self, index: int, entry: dict, damage: list[Damage]) -> Connection | None:
+        """(time of the first record, what builds the records) of an entry, None for an entry that gives
+        no records; what is wrong in it is appended to `damage`. The records are built only when asked
+        for: the index needs the time alone."""
         request, response = _dict(entry.get("request")), _dict(entry.get("response"))
         request_headers, response_headers = _pairs(request.get("headers")), _pairs(response.get("headers"))
         status = response.get("status") if isinstance(response.get("status"), int) else None
@@ -143,38 +246,44 @@ class HarReader:
         url = request.get("url") if isinstance(request.get("url"), str) else ""
         started = _epoch(entry.get("startedDateTime"))
         if started is None:
-            self.damage.append(Damage(self.path, 0, f"entry {index}: no usable startedDateTime, skipped"))
+            damage.append(Damage(self.path, 0, f"entry {index}: no usable startedDateTime, skipped"))
             return None
         conn = connection_id("har", index, entry.get("startedDateTime"), url)
         client = entry.get("_clientAddress") if isinstance(entry.get("_clientAddress"), str) else None
         if not websocket:
-            return [refused_record(conn, started, url=url, client=client, status=status or None,
-                                   error=response.get("_error"))]
-        messages = self._messages(index, conn, entry.get("_webSocketMessages"))
+            return started, lambda: [refused_record(conn, started, url=url, client=client, status=status or None,
+                                                    error=response.get("_error"))]
+        payloads = self._payloads(index, entry.get("_webSocketMessages"), damage)
         duration = entry.get("time") if isinstance(entry.get("time"), (int, float)) else 0
         t_open = started + max(duration, 0) / 1000
-        if messages:
-            t_open = min(t_open, messages[0]["t"])
-        parts = urlsplit(url)
-        server = host_port(entry.get("serverIPAddress"), _port(parts)) if entry.get("serverIPAddress") else None
-        opened = open_record(conn, t_open, url=url, client=client, server=server, t_request=started,
-                             request_headers=request_headers, status=status, response_headers=response_headers,
-                             tls=parts.scheme in ("https", "wss"))
-        return [opened, *messages]
+        if payloads:
+            t_open = min(t_open, payloads[0][0])
 
-    def _messages(self, index: int, conn: str, messages: Any) -> list[dict]:
-        records = []
+        def records() -> list[dict]:
+            parts = _split(url)
+            server = host_port(entry.get("serverIPAddress"), _port(parts)) if entry.get("serverIPAddress") else None
+            opened = open_record(conn, t_open, url=url, client=client, server=server, t_request=started,
+                                 request_headers=request_headers, status=status, response_headers=response_headers,
+                                 tls=parts.scheme in ("https", "wss"))
+            messages = [redacted_message(conn, t, n, from_client, is_text, content)
+                        for n, (t, from_client, is_text, content) in enumerate(payloads)]
+            return [opened, *messages]
+
+        return t_open, records
+
+    def _payloads(self, index: int, messages: Any, damage: list[Damage]) -> list[Payload]:
+        payloads = []
         for i, message in enumerate(messages if isinstance(messages, list) else []):
-            built = _message(conn, len(records), message)
-            if isinstance(built, str):
-                self.damage.append(Damage(self.path, 0, f"entry {index} message {i}: {built}, skipped"))
+            found = _payload(message)
+            if isinstance(found, str):
+                damage.append(Damage(self.path, 0, f"entry {index} message {i}: {found}, skipped"))
             else:
-                records.append(built)
-        return records
+                payloads.append(found)
+        return payloads
 
 
-def _message(conn: str, n: int, message: Any) -> dict | str:
-    """The msg record of one `_webSocketMessages` item, or what is wrong with it."""
+def _payload(message: Any) -> Payload | str:
+    """(time, from client, is text, content) of one `_webSocketMessages` item, or what is wrong with it."""
     if not isinstance(message, dict) or message.get("type") not in ("send", "receive"):
         return "not a send/receive message"
     t, opcode, data = message.get("time"), message.get("opcode"), message.get("data")
@@ -187,7 +296,7 @@ def _message(conn: str, n: int, message: Any) -> dict | str:
             content = base64.b64decode(data, validate=True)
         except binascii.Error:
             return "binary data is not base64"
-    return redacted_message(conn, float(t), n, message["type"] == "send", opcode == TEXT_OPCODE, content)
+    return float(t), message["type"] == "send", opcode == TEXT_OPCODE, content
 
 
 def _dict(value: Any) -> dict:
@@ -208,7 +317,14 @@ def _epoch(started: Any) -> float | None:
         return None
 
 
-def _port(parts) -> int | None:
+def _split(url: str) -> SplitResult:
+    try:
+        return urlsplit(url)
+    except ValueError:  # a bracket that is not an IPv6 host: the scheme alone
+        return urlsplit(url.partition("//")[0])
+
+
+def _port(parts: SplitResult) -> int | None:
     try:
         return parts.port or {"http": 80, "ws": 80, "https": 443, "wss": 443}.get(parts.scheme)
     except ValueError:

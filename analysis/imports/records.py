@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import heapq
 from importlib.metadata import PackageNotFoundError, version
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from analysis.capture import CLOSE, OPEN, REFUSED, header_record, ws_url
 from analysis.redact import redact_header_value, redact_headers, redact_text, redact_url, redaction_info
+
+Where = TypeVar("Where")
 
 
 def header_value(pairs: list[list[str]], name: str) -> str | None:
@@ -69,6 +71,28 @@ def connection_id(*parts: object) -> str:
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
 
 
-def by_time(connections: Iterable[list[dict]]) -> Iterator[dict]:
-    """Records of all connections in time order, each connection's own order kept (like a live capture)."""
-    return heapq.merge(*connections, key=lambda rec: rec["t"])
+def by_time(index: Iterable[tuple[float, int, Where]], load: Callable[[Where], Iterable[dict]]) -> Iterator[dict]:
+    """Records of all connections in time order, each connection's own order kept and connections in
+    file order at equal times (like a live capture, and as `heapq.merge` of them all would give). Each
+    connection is read (`load(where)`) only when the merge reaches its first record, so memory follows
+    the connections open at a time.
+
+    `index`: (time of a connection's first record, its position in the file, where it is), sorted;
+    `load(where)` gives that connection's records (at least one)."""
+    heads: list[tuple[float, int, dict, Iterator[dict]]] = []  # (t, connection's position, record, rest)
+    waiting = iter(index)
+    upcoming = next(waiting, None)
+    while heads or upcoming is not None:
+        while upcoming is not None and (not heads or upcoming[0] <= heads[0][0]):
+            _, order, where = upcoming
+            records = iter(load(where))
+            first = next(records)
+            heapq.heappush(heads, (first["t"], order, first, records))
+            upcoming = next(waiting, None)
+        _, order, record, records = heads[0]
+        yield record
+        following = next(records, None)
+        if following is None:
+            heapq.heappop(heads)
+        else:
+            heapq.heapreplace(heads, (following["t"], order, following, records))
