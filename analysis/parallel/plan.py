@@ -43,7 +43,7 @@ def survey(position: int, path: str) -> FileSurvey:
     recording = recording if isinstance(recording, str) else path
     if isinstance(capture, CaptureFile):
         t_first, t_last = _time(first), max(map(_time, _last_records(path)), default=-float("inf"))
-    else:  # HAR and flow files are read whole anyway
+    else:  # HAR and flow files: their records, read one connection at a time
         times = [_time(first), *map(_time, records)]
         t_first, t_last = min(times), max(times)
     return FileSurvey(position, path, recording, capture.header, t_first, t_last)
