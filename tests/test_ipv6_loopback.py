@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from websockets.asyncio.client import connect
 
 from analysis.capture import CaptureFile
 from conftest import BIN, REPO, Processes, free_port, wait_port
@@ -227,3 +228,28 @@ def test_replay_reports_every_checked_address_when_all_refuse(tmp_path):
     assert connection["replayed"] == [] and opened == []
     [event] = connection["events"]
     assert "cannot connect" in event and f"('127.0.0.1', {port})" in event and f"('::1', {port}" in event, event
+
+
+def test_regular_mode_records_an_ipv6_client_and_server(procs, tmp_path):
+    """`--mode regular`: the client uses the recorder as its HTTP proxy, all on [::1]."""
+    server_port, ws_url, _, _ = start_serve(procs)
+    out = tmp_path / "capture.jsonl"
+    recorder = procs.start([str(BIN / "mwtap"), "record", "--mode", "regular", "--listen", "[::1]:0", "-o", str(out)],
+                           "record")
+    listening = wait_for_line(recorder.log_path, r"listening on \[::1\]:(\d+)", timeout=TIMEOUT)
+    proxy_port = int(listening[1])
+    wait_port(proxy_port, proc=recorder, host=V6, timeout=TIMEOUT)
+
+    async def get_clock() -> dict:
+        async with connect(ws_url, proxy=f"http://[::1]:{proxy_port}", open_timeout=TIMEOUT) as ws:
+            await ws.send(json.dumps({"kind": "req", "id": "1", "type": "GetClock"}))
+            return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+
+    assert asyncio.run(get_clock())["code"] == 200
+    assert procs.stop(recorder) == 0, recorder.log_path.read_text()
+    [opened] = open_records(out)
+    assert opened["url"] == ws_url and opened["server"] == f"[::1]:{server_port}"
+    assert re.fullmatch(r"\[::1\]:\d+", opened["client"])
+    assert dict(opened["request_headers"])["Host"] == f"[::1]:{server_port}"  # as the client wrote it
+    frames = [r for r in CaptureFile(str(out)).records() if r["rec"] == "msg"]
+    assert [(f["dir"], f.get("id"), f.get("reqId")) for f in frames] == [("c2s", "1", None), ("s2c", None, "1")]
