@@ -14,6 +14,7 @@ import os
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator
+from urllib.parse import SplitResult, urlsplit
 
 import orjson
 
@@ -63,7 +64,16 @@ def request_url(scheme: str, host: str, port: int, path: str) -> str:
     """The `url` of an open record from an upgrade request's parts: an IPv6 host in brackets (where
     mitmproxy's `request.url` leaves `ws://::1:PORT`), the scheme's default port left out."""
     default = 443 if scheme in ("https", "wss") else 80
-    return ws_url(f"{scheme}://{host_port(host, None if port == default else port)}{path}")
+    return ws_url(f"{scheme}://{host_port(host, None if port == default else port) or ''}{path}")
+
+
+def split_url(url: str) -> SplitResult:
+    """`urlsplit` of a recorded URL, which may be anything (a HAR's `wss://[host/…`): where urlsplit
+    refuses a stray bracket in the host, the URL is split with its brackets escaped."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return urlsplit(url.replace("[", "%5B").replace("]", "%5D"))
 
 
 def dumps(record: dict) -> bytes:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
-
+from analysis.capture import split_url
 from analysis.frame import as_list
 from analysis.redact import fingerprint, jwt_sub, marked_tokens
 
@@ -48,7 +47,7 @@ def url_token(url: Any) -> Token | None:
     found = marked_tokens(url)
     if found:
         return Token(*found[0])
-    for segment in urlsplit(url).path.split("/"):
+    for segment in split_url(url).path.split("/"):
         if segment.startswith("eyJ") and segment.count(".") == 2:
             return token_of(segment)
     return None

@@ -247,3 +247,12 @@ def test_an_unparseable_url_does_not_stop_the_import(tmp_path):
     opened = [r for r in records if r["rec"] == "open"]
     assert [r["url"] for r in opened] == ["wss://[va.msg.liveperson.net/ws_api", WS_URL]
     assert opened[0]["tls"] and len(records) == 1 + 4 + 1 + 2 and capture.damage == []
+    # ... and what reads the url later (identity, the mock's URLs) takes it too, imported or converted
+    converted = tmp_path / "bracket.jsonl"
+    mwtap = str(BIN / "mwtap")
+    assert subprocess.run([mwtap, "convert", str(path), "-o", str(converted)], timeout=60).returncode == 0
+    for source in (path, converted):
+        done = subprocess.run([mwtap, "analyze", str(source), "--format", "json"], capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        assert [c["url"] for c in json.loads(done.stdout)["connections"]][0] == "wss://[va.msg.liveperson.net/ws_api"

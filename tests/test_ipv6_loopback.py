@@ -22,7 +22,7 @@ from recorder.replay.client import ReplayOptions, Replayer
 from recorder.replay.mock_server import MockServer
 from recorder.replay.plan import load_plan
 from recorder.replay.recording import ReplayRecording
-from recorder.replay.target import check_target
+from recorder.replay.target import TargetError, check_target
 from recorder.replay.tokens import TokenPool, TokenSource
 from test_replay import HEADER_CONSUMER, mwtap, token_command
 from test_replay_cli import write_capture
@@ -179,6 +179,9 @@ def test_checked_addresses_of_literals_and_names(monkeypatch):
     assert check_target("ws://[::1]:1", allow_remote=True) == []  # --allow-remote: resolved as usual
     resolving_to(monkeypatch, "::1", "127.0.0.1")
     assert check_target("ws://dual.test:1", allow_remote=False) == ["127.0.0.1", V6]
+    for typo in ("ws://[::1:9", "ws://::1:9"):  # a lost bracket is one line that shows the form
+        with pytest.raises(TargetError, match=re.escape("ws://[::1]:PORT")):
+            check_target(typo, allow_remote=False)
 
 
 def refused_on(host: str, port: int) -> bool:

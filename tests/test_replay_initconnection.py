@@ -199,3 +199,25 @@ def test_a_token_in_the_url_path_chooses_at_the_upgrade(procs, tmp_path):
     path = f"/ws_api/account/mwtap/messaging/consumer/{token_b}?v=2"
     frames = asyncio.run(asyncio.wait_for(live_session(port, [], quiet=UNPROMPTED_AFTER + 1.5, path=path), 30))
     assert consumers_shown(frames) == {"consumer-b"}
+
+
+def test_a_client_that_leaves_before_speaking_takes_no_recording(procs, tmp_path):
+    """A probe that opens the WebSocket and closes without a message (a health check, a client that
+    gave up) leaves every recorded connection to the clients that speak."""
+    recording = tmp_path / "recorded.jsonl"
+    write_unprompted_capture(recording, ["consumer-a", "consumer-b"])
+    out = tmp_path / "live.jsonl"
+    port = start_mock(procs, recording, out)
+    token_a = signup(port)
+    signup(port)
+
+    async def probe() -> None:
+        async with connect(f"ws://127.0.0.1:{port}{WS_PATH}", proxy=None, open_timeout=10):
+            pass
+
+    asyncio.run(asyncio.wait_for(probe(), 30))
+    frames = asyncio.run(asyncio.wait_for(live_session(port, [documented_init(token_a)], first_after=0.1), 30))
+    assert consumers_shown(frames) == {"consumer-a"}
+    procs.stop_all()  # the mock writes its capture as it stops
+    opens = [r for r in CaptureFile(str(out)).records() if r["rec"] == "open"]
+    assert [r["replay_of"] for r in opens] == [None, "conn-consumer-a"]

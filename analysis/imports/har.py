@@ -23,9 +23,9 @@ import tempfile
 import zlib
 from datetime import datetime
 from typing import Any, BinaryIO, Callable, Iterator
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult
 
-from analysis.capture import CaptureError, Damage, host_port, is_gzip
+from analysis.capture import CaptureError, Damage, host_port, is_gzip, split_url
 from analysis.capture import _open as open_binary  # the capture reader's open: gunzips, one-line errors
 from analysis.imports.records import (by_time, connection_id, import_header, is_upgrade, open_record,
                                       recording_id, refused_record)
@@ -260,7 +260,7 @@ class HarReader:
             t_open = min(t_open, payloads[0][0])
 
         def records() -> list[dict]:
-            parts = _split(url)
+            parts = split_url(url)
             server = host_port(entry.get("serverIPAddress"), _port(parts)) if entry.get("serverIPAddress") else None
             opened = open_record(conn, t_open, url=url, client=client, server=server, t_request=started,
                                  request_headers=request_headers, status=status, response_headers=response_headers,
@@ -315,13 +315,6 @@ def _epoch(started: Any) -> float | None:
         return datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
-
-
-def _split(url: str) -> SplitResult:
-    try:
-        return urlsplit(url)
-    except ValueError:  # a bracket that is not an IPv6 host: the scheme alone
-        return urlsplit(url.partition("//")[0])
 
 
 def _port(parts: SplitResult) -> int | None:

@@ -42,7 +42,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from analysis.capture import host_port
+from analysis.capture import host_port, split_url
 from analysis.diff import shape
 from analysis.frame import messaging_changes, parse_payload, type_is
 from analysis.identity import Token, init_connection_token, token_of, url_token
@@ -163,12 +163,12 @@ class MockServer:
         self._tasks: set[asyncio.Task] = set()
 
     def url(self) -> str:
-        recorded = urlsplit(self.plan.connections[0].url)
+        recorded = split_url(self.plan.connections[0].url)
         query = f"?{recorded.query}" if recorded.query else ""
         return f"ws://{host_port(self.host, self.port)}{recorded.path}{query}"
 
     def idp_url(self) -> str:
-        match = _ACCOUNT_RE.search(urlsplit(self.plan.connections[0].url).path + "/")
+        match = _ACCOUNT_RE.search(split_url(self.plan.connections[0].url).path + "/")
         return f"http://{host_port(self.host, self.port)}/api/account/{match[1] if match else 'mwtap'}"
 
     async def __aenter__(self) -> MockServer:
@@ -212,11 +212,14 @@ class MockServer:
 
     async def _play(self, ws: ServerConnection) -> None:
         opened, opened_loop = time.time(), asyncio.get_running_loop().time()
-        token, first = _header_token(ws.request) or url_token(ws.request.path), None
+        token, first, left = _header_token(ws.request) or url_token(ws.request.path), None, False
         if token is None and self.unplayed:
-            first = await self._first_message(ws)
+            try:
+                first = await self._first_message(ws)
+            except ConnectionClosed:
+                left = True  # closed before it spoke: it plays nothing, takes nothing
             token = _init_connection_token(first)
-        played = self._next_recorded(token)
+        played = None if left else self._next_recorded(token)
         if self.recording is not None:
             self.recording.open(str(ws.id), played.id if played else None,
                                 f"ws://{host_port(self.host, self.port)}{ws.request.path}", opened, ws, "server", t=opened)
@@ -233,12 +236,12 @@ class MockServer:
                 self.recording.close(str(ws.id), ws, "server")
 
     async def _first_message(self, ws: ServerConnection) -> str | bytes | None:
-        """The client's first message, or None when it closed or an unplayed recording's server
-        spoke before its client's first request."""
+        """The client's first message, or None when an unplayed recording's server spoke before its
+        client's first request (ConnectionClosed when the client left first)."""
         waits = [t for t in map(self._first_unprompted.__getitem__, self.unplayed) if t is not None]
         try:
             return await asyncio.wait_for(ws.recv(), min(waits, default=None))
-        except (TimeoutError, ConnectionClosed):
+        except TimeoutError:
             return None
 
     async def _play_recorded(self, ws: ServerConnection, script: ConnectionScript, first: str | bytes | None,

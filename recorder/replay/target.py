@@ -13,6 +13,8 @@ import ipaddress
 import socket
 from urllib.parse import urlsplit, urlunsplit
 
+from analysis.capture import split_url
+
 
 class TargetError(Exception):
     """A target the replay refuses (one line)."""
@@ -23,16 +25,21 @@ def target_url(target: str, recorded_url: str) -> str:
     parts = urlsplit(target)
     if parts.path not in ("", "/") or parts.query:
         return target
-    recorded = urlsplit(recorded_url)
+    recorded = split_url(recorded_url)
     return urlunsplit((parts.scheme, parts.netloc, recorded.path or "/", recorded.query, ""))
 
 
 def check_target(target: str, allow_remote: bool) -> list[str]:
     """Refuse a target the replay may not send to; returns the checked loopback addresses to connect
     to, in the order to try them (none with `allow_remote`: the name is resolved as usual)."""
-    parts = urlsplit(target)
+    expected = (f"--target {target!r}: expected ws://HOST:PORT[/PATH] or wss://… "
+                "(an IPv6 address in brackets: ws://[::1]:PORT)")
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # a bracket without its pair
+        raise TargetError(expected) from None
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise TargetError(f"--target {target!r}: expected ws://HOST:PORT[/PATH] or wss://…")
+        raise TargetError(expected)
     try:
         parts.port
     except ValueError:
