@@ -33,6 +33,7 @@ _JWT_BYTES_RE = re.compile(JWT_RE.pattern.encode("ascii"))  # in binary and non-
 _SECRET_PARAM_RE = re.compile(r"token|jwt|auth|secret|passw|session|apikey|api_key|signature|credential",
                               re.IGNORECASE)
 
+_USERINFO_RE = re.compile(r"(?P<before>[A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):(?P<password>[^/?#@]+)@")
 _AUTH_HEADERS = frozenset({"authorization", "proxy-authorization"})
 _CONSUMER_AUTH = ".ams.headers.ConsumerAuthentication"
 
@@ -166,11 +167,15 @@ def _redacted_bytes(content: bytes, is_text: bool) -> bytes:
 
 
 def redact_url(url: str) -> str:
-    """A URL with JWT-shaped strings (path and query) and credential query parameters replaced.
+    """A URL with its userinfo password, JWT-shaped strings (path and query) and credential query
+    parameters replaced.
 
     The marker is inserted as is (not percent-encoded), so the result is for reading, not for
     sending."""
     out = _replace_jwts(url)
+    userinfo = _USERINFO_RE.match(out)
+    if userinfo and not _is_marker(userinfo["password"]):
+        out = f"{userinfo['before']}:{marker(unquote(userinfo['password']))}@{out[userinfo.end():]}"
     query_start = out.find("?")
     if query_start < 0 or not _SECRET_PARAM_RE.search(out, query_start):
         return out

@@ -75,8 +75,10 @@ def test_urls_lose_jwts_and_credential_parameters():
                                f"?v=2&access_token={mark('a/b')}&room=7#frag")
     for name in ("token", "jwt", "auth", "X-Auth-Token", "sessionId", "api_key"):
         assert redact_url(f"ws://h/p?{name}=v4lue&x=1") == f"ws://h/p?{name}={mark('v4lue')}&x=1"
-    plain = "ws://h/p?v=3&room=1"
-    assert redact_url(plain) is plain
+    assert redact_url("wss://bob:pa%40ss@h:1/p?v=3") == f"wss://bob:{mark('pa@ss')}@h:1/p?v=3"
+    assert redact_url(redact_url("wss://bob:pw@h/p")) == redact_url("wss://bob:pw@h/p")  # marked once
+    for plain in ("ws://h/p?v=3&room=1", "ws://bob@h/p", "ws://[::1]:9000/p?x=a:b@c"):
+        assert redact_url(plain) is plain
 
 
 def test_text_payloads():

@@ -155,11 +155,14 @@ def _serve(plan, listen: str, out: str | None) -> None:
     import asyncio
 
     from analysis.capture import host_port
-    from recorder.cli.serve import parse_listen
+    from recorder.cli.record import is_loopback, parse_listen
     from recorder.cli.signals import stop_event
     from recorder.replay.mock_server import MockServer
 
     host, port = parse_listen(listen)
+    if not is_loopback(host):
+        click.echo(f"mwtap replay --as-server: warning: listening on {host}, not loopback: anyone who reaches it "
+                   "is played the recording", err=True)
 
     async def main():
         stop = stop_event()
