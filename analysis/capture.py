@@ -305,7 +305,7 @@ def _open(path: str) -> io.BufferedReader:
 
 
 def is_gzip(f: io.BufferedReader) -> bool:
-    """Whether a file `_open` returned reads a gzip stream (which cannot seek from its end)."""
+    """Whether a file `_open` returned reads a gzip stream (whose size is known only by reading it all)."""
     return isinstance(f.raw, _Gunzipped)
 
 

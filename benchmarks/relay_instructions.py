@@ -1,5 +1,5 @@
 """Instructions the proxy executes per relayed message, counted by valgrind's callgrind: a figure
-that does not drift with the neighbours on a shared machine (the same run twice agrees to ~0.1 %),
+that does not drift with the neighbours on a shared machine (two runs agree to 0.1–0.3 %),
 unlike rates and CPU seconds.
 
 Each configuration runs under `valgrind --tool=callgrind --instr-atstart=no` (started at near full

@@ -9,6 +9,7 @@ import heapq
 import json
 import subprocess
 import tracemalloc
+import zlib
 from datetime import datetime
 
 import pytest
@@ -256,3 +257,54 @@ def test_an_unparseable_url_does_not_stop_the_import(tmp_path):
                               timeout=60)
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
         assert [c["url"] for c in json.loads(done.stdout)["connections"]][0] == "wss://[va.msg.liveperson.net/ws_api"
+
+
+def test_a_damaged_har_gz_keeps_every_entry_before_the_damage(tmp_path):
+    plain = tmp_path / "session.har"
+    write_har(plain, entries=40, messages=30, padding=1000)
+    compressed = gzip.compress(plain.read_bytes())
+    cut = tmp_path / "cut.har.gz"
+    cut.write_bytes(compressed[:len(compressed) * 2 // 3])
+    decompressible = zlib.decompressobj(wbits=31).decompress(cut.read_bytes())
+    whole_entries = decompressible.count(b'"startedDateTime"') - 1  # the last one is cut
+    records = list((capture := open_capture(str(cut))).records())
+    assert 10 < whole_entries < 40 and sum(r["rec"] == "open" for r in records) == whole_entries
+    [damage] = capture.damage
+    assert "compressed stream damaged" in damage.problem and f"read {whole_entries} connection(s)" in damage.problem
+
+    crc = tmp_path / "crc.har.gz"  # the document whole, the stream's trailer not
+    crc.write_bytes(compressed[:-8] + bytes(8))
+    records = list((capture := open_capture(str(crc))).records())
+    assert sum(r["rec"] == "open" for r in records) == 40
+    assert ["compressed stream damaged" in d.problem for d in capture.damage] == [True]
+
+
+def test_an_integer_too_long_for_json_is_damage_not_a_crash(tmp_path):
+    har = chrome_har()
+    har["log"]["entries"][3]["time"] = "TOO_LONG"
+    path = tmp_path / "long.har"
+    path.write_text(json.dumps(har).replace('"TOO_LONG"', "9" * 5000))
+    done = subprocess.run([str(BIN / "mwtap"), "analyze", str(path), "--format", "json"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert "invalid JSON (an integer of over 4,300 digits); read 2 connection(s)" in done.stderr
+    read = json.loads(done.stdout)["capture"]  # the entries before the damage: an upgrade and a refused one
+    assert (read["connections"], read["refused"], read["frames"]) == (1, 1, 4)
+
+
+def test_a_har_gz_leaves_no_token_in_clear_on_disk(tmp_path, monkeypatch):
+    """A .har.gz's connections wait for the merge in a temporary file: redacted records, not the HAR."""
+    from analysis.imports import har as har_module
+    copies = []
+
+    def visible_copy():
+        copies.append(open(tmp_path / f"copy{len(copies)}", "w+b"))
+        return copies[-1]
+
+    monkeypatch.setattr(har_module.tempfile, "TemporaryFile", visible_copy)
+    path = tmp_path / "session.har.gz"
+    path.write_bytes(gzip.compress(json.dumps(chrome_har()).encode()))
+    records = list(open_capture(str(path)).records())
+    assert len(copies) == 1 and sum(r["rec"] == "open" for r in records) == 2
+    written = (tmp_path / "copy0").read_bytes()
+    assert written and JWT.encode() not in written and marker(JWT).encode() in written

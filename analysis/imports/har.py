@@ -25,7 +25,9 @@ from datetime import datetime
 from typing import Any, BinaryIO, Callable, Iterator
 from urllib.parse import SplitResult
 
-from analysis.capture import CaptureError, Damage, host_port, is_gzip, split_url
+import orjson
+
+from analysis.capture import CaptureError, Damage, dumps, host_port, is_gzip, split_url
 from analysis.capture import _open as open_binary  # the capture reader's open: gunzips, one-line errors
 from analysis.imports.records import (by_time, connection_id, import_header, is_upgrade, open_record,
                                       recording_id, refused_record)
@@ -40,7 +42,7 @@ _CHUNK = 1 << 18
 _LOOKAHEAD = 32
 _decoder = json.JSONDecoder()
 
-# (time of its first record, position in the file, (position, byte offset, length in bytes))
+# (time of its first record, its index in log.entries, (that index, byte offset, length in bytes))
 Entry = tuple[float, int, tuple[int, int, int]]
 Connection = tuple[float, Callable[[], list[dict]]]  # (time of its first record, what builds its records)
 Payload = tuple[float, bool, bool, bytes]  # (time, from client, is text, content)
@@ -71,7 +73,8 @@ class _Stream:
     structure is ASCII, and UTF-8 puts no byte below 0x80 inside a multi-byte character, so the text
     has the same structure and extents as the UTF-8 one. Values are then decoded from their bytes as
     UTF-8 (invalid bytes replaced). Only the unread rest of the current value is kept, so the buffer is
-    a chunk or the largest value asked for (which it grows to geometrically, in linear time)."""
+    a chunk, or up to twice the largest value asked for (it grows geometrically: linear time).
+    For a `.har.gz` the offsets are those of the decompressed document."""
 
     def __init__(self, f: BinaryIO):
         self.f = f
@@ -81,18 +84,26 @@ class _Stream:
         self.pos = 0  # in `text`
         self.lines = 0  # newlines before text[0]
         self.ended = False
+        self.broken: str | None = None  # why a compressed stream ended early
 
     def _more(self) -> None:
-        """Read on, at least as much again as the value being decoded holds, dropping what is done."""
-        data = self.f.read(max(_CHUNK, len(self.text) - self.pos))
-        self.ended = not data
+        """Read on, at least as much again as the value being decoded holds, dropping what is done.
+        One `read1` at a time, so that what a damaged compressed stream gave before its damage is kept."""
+        wanted, chunks = max(_CHUNK, len(self.text) - self.pos), []
+        try:
+            while wanted > 0 and (data := self.f.read1(wanted)):
+                chunks.append(data)
+                wanted -= len(data)
+            self.ended = not chunks
+        except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            self.ended, self.broken = True, f"compressed stream damaged ({e})"
         self.lines += self.text.count("\n", 0, self.pos)
         self.base += self.pos
-        self.text = self.text[self.pos:] + data.decode("latin-1")
+        self.text = self.text[self.pos:] + b"".join(chunks).decode("latin-1")
         self.pos = 0
 
     def damaged(self, pos: int, problem: str) -> _Damaged:
-        return _Damaged(self.base + pos, self.lines + self.text.count("\n", 0, pos) + 1, problem)
+        return _Damaged(self.base + pos, self.lines + self.text.count("\n", 0, pos) + 1, self.broken or problem)
 
     def _next(self) -> str:
         while True:
@@ -122,6 +133,10 @@ class _Stream:
                 ended = unterminated or e.pos >= len(self.text.rstrip())
                 raise self.damaged(e.pos, "truncated (file ends early)" if ended
                                    else f"invalid JSON ({e.msg})") from None
+            except ValueError:  # json's limit on integer digits
+                raise self.damaged(self.pos, "invalid JSON (an integer of over 4,300 digits)") from None
+            except RecursionError:
+                raise self.damaged(self.pos, "invalid JSON (nested too deeply)") from None
             if self.ended or end + _LOOKAHEAD < len(self.text):
                 break
             self._more()
@@ -172,7 +187,7 @@ class HarReader:
         self.damage: list[Damage] = []
         self.creator: Any = {}
         # A compressed file is not read again (seeking back in it decompresses it again from its start):
-        # the entries that give records are copied to a temporary file as they are indexed.
+        # the records of its entries are written, redacted, to a temporary file as they are indexed.
         self._copy: BinaryIO | None = None
 
     def index(self) -> tuple[dict, list[Entry]]:
@@ -184,17 +199,21 @@ class HarReader:
                 for position, (entry, offset, data) in enumerate(self._entries(f)):
                     found = self._connection(position, entry, self.damage) if isinstance(entry, dict) else None
                     if found:
+                        where = (position, offset, len(data))
                         if self._copy:
-                            offset = self._copy.tell()
-                            self._copy.write(data)
-                        index.append((found[0], position, (position, offset, len(data))))
+                            lines = b"".join(map(dumps, found[1]()))
+                            where = (position, self._copy.tell(), len(lines))
+                            self._copy.write(lines)
+                        index.append((found[0], position, where))
             except _Damaged as e:
                 self.damage.append(Damage(self.path, e.line, f"HAR damaged at byte {e.offset}: {e.problem}; "
                                                              f"read {len(index)} connection(s) before it"))
-            except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+            except BaseException as e:
                 if self._copy:
                     self._copy.close()
-                raise CaptureError(f"{self.path}: compressed stream damaged ({e})") from None
+                if isinstance(e, (EOFError, gzip.BadGzipFile, zlib.error)):  # nothing readable at all
+                    raise CaptureError(f"{self.path}: compressed stream damaged ({e})") from None
+                raise
         index.sort()
         creator = self.creator if isinstance(self.creator, dict) else {}
         mitmproxy = creator.get("version") if creator.get("name") == "mitmproxy" else None
@@ -204,11 +223,13 @@ class HarReader:
 
     def merged(self, index: list[Entry]) -> Iterator[dict]:
         """The records of the entries `index()` gave, merged by time; each entry is read again (from the
-        file, or from the copy of a compressed one) when the merge reaches its first record."""
+        file, or its records from the copy of a compressed one) when the merge reaches its first record."""
         with self._copy or open_binary(self.path) as f:
             def entry_at(where: tuple[int, int, int]) -> list[dict]:
                 position, offset, length = where
                 f.seek(offset)
+                if self._copy:
+                    return [orjson.loads(line) for line in f.read(length).splitlines()]
                 return self._connection(position, decoded(f.read(length)), [])[1]()  # its damage is known
 
             yield from by_time(index, entry_at)
@@ -232,6 +253,8 @@ class HarReader:
                     stream.value()
         if not found:
             raise stream.damaged(stream.pos, "no log.entries array")
+        if stream.broken:  # the document was whole, the compressed stream after it was not
+            raise stream.damaged(stream.pos, stream.broken)
 
     def _connection(self, index: int, entry: dict, damage: list[Damage]) -> Connection | None:
         """(time of the first record, what builds the records) of an entry, None for an entry that gives

@@ -66,8 +66,9 @@ class ReplayOptions:
 async def connect_checked(url: str, addresses: list[str], **options) -> ClientConnection:
     """Opens `url` at the first of `addresses` that accepts the TCP connection, trying them in order;
     the name in `url` is not resolved (it is still sent as the Host). No addresses: the name is
-    resolved as usual. Only a connection that could not be made moves on to the next address: once
-    one is made, its handshake's outcome (a refusal, a timeout) is the result, as for any client."""
+    resolved as usual. Only an OSError before the WebSocket handshake (TCP refused or unreachable, or
+    a failed TLS handshake) moves on to the next address: once one is made, the WebSocket handshake's
+    outcome (a refusal, a timeout) is the result, as for any client."""
     if not addresses:
         return await connect(url, **options)
     failures: list[OSError] = []
