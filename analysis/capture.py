@@ -60,11 +60,17 @@ def host_port(host: str | None, port: int | None) -> str | None:
     return host if port is None else f"{host}:{port}"
 
 
-def request_url(scheme: str, host: str, port: int, path: str) -> str:
-    """The `url` of an open record from an upgrade request's parts: an IPv6 host in brackets (where
-    mitmproxy's `request.url` leaves `ws://::1:PORT`), the scheme's default port left out."""
+def authority(scheme: str, host: str, port: int) -> str:
+    """`host[:port]` as a URL or Host header has it: an IPv6 host in brackets, the scheme's default
+    port left out."""
     default = 443 if scheme in ("https", "wss") else 80
-    return ws_url(f"{scheme}://{host_port(host, None if port == default else port) or ''}{path}")
+    return host_port(host, None if port == default else port) or ""
+
+
+def request_url(scheme: str, host: str, port: int, path: str) -> str:
+    """The `url` of an open record from an upgrade request's parts (where mitmproxy's `request.url`
+    leaves an IPv6 host bare: `ws://::1:PORT`)."""
+    return ws_url(f"{scheme}://{authority(scheme, host, port)}{path}")
 
 
 def split_url(url: str) -> SplitResult:

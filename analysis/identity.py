@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
 from analysis.capture import split_url
 from analysis.frame import as_list
 from analysis.redact import fingerprint, jwt_sub, marked_tokens

@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from mitmproxy import ctx, exceptions, http
-from mitmproxy.net.http.url import default_port, hostport
+from mitmproxy.net.http.url import hostport
 from mitmproxy.version import VERSION as MITMPROXY_VERSION
 
-from analysis.capture import (C2S, CLOSE, DEFAULT_MAX_PAYLOAD, OPEN, REFUSED, S2C, header_record, host_port,
-                              message_record, request_url)
+from analysis.capture import (C2S, CLOSE, DEFAULT_MAX_PAYLOAD, OPEN, REFUSED, S2C, authority, header_record,
+                              host_port, message_record, request_url)
 from analysis.redact import (redact_header_value, redact_headers, redact_text, redact_url, redacted_message,
                              redaction_info)
 from recorder.live import LiveCheck
@@ -64,12 +64,6 @@ def _guarded(hook: Callable) -> Callable:
 
 def _address(addr: tuple | None) -> str | None:
     return host_port(addr[0], addr[1]) if addr else None
-
-
-def _authority(request: http.Request) -> str:
-    """`host[:port]` of the request's target, an IPv6 host in brackets (mitmproxy's own forms leave
-    it bare: `request.url`, and the Host header it writes in reverse mode)."""
-    return host_port(request.host, None if request.port == default_port(request.scheme) else request.port)
 
 
 def _header_pairs(headers: http.Headers) -> list[list[str]]:
@@ -210,7 +204,7 @@ class Recorder:
         `::1:9000`, which is not a valid Host (RFC 9110 §7.2 takes the URI's bracketed form)."""
         request = flow.request
         if ":" in request.host and request.host_header == hostport(request.scheme, request.host, request.port):
-            request.host_header = _authority(request)
+            request.host_header = authority(request.scheme, request.host, request.port)
 
     @_guarded
     def response(self, flow: http.HTTPFlow) -> None:

@@ -3,8 +3,9 @@
 A live connection plays the first recorded connection not played yet, of the consumer its token
 names when the mock's IDP issued that token, else of any consumer; when none is left it is closed
 with 1013. The token is the upgrade's Authorization header, or the token in its URL path (v2
-consumer URLs); without either, the choice waits for the client's first message and takes the jwt of its ConsumerAuthentication header if it is an
-InitConnection (a client that cannot set WebSocket headers). The wait ends early, choosing without
+consumer URLs); without either, the choice waits for the client's first message and takes the jwt
+of its ConsumerAuthentication header if it is an InitConnection (a client that cannot set
+WebSocket headers). The wait ends early, choosing without
 a token, when an unplayed recording's server sent or closed before its client's first request, at
 that recorded offset. What the played recording sent after its open is timed from the live upgrade,
 and the `open` record keeps the upgrade's time.
