@@ -3,7 +3,7 @@
 A lean `Master` holding only the addons a WebSocket relay needs (core, proxyserver, next_layer,
 tlsconfig) and the Recorder, with a leaner hook dispatch (`_LeanAddons`): mitmdump visits about
 35 addons twice per message, so this relays about twice as many messages per second
-(benchmarks/README.md, mitmproxy-notes.md §4/§5).
+(benchmarks/README.md).
 
 mitmproxy keeps one global `ctx.master`: run one RecordingProxy per process at a time.
 """

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SPEC = REPO.parent / "shared" / "spec"
+DATA = REPO / "tests" / "data"  # LivePerson's documented example frames, kept with the tests
 BIN = Path(sys.executable).parent
 
 

@@ -15,9 +15,9 @@ import analysis
 from analysis.capture import dumps, message_record
 from analysis.frame import BODY_INDEX_FIELDS
 from analysis.synth import CaptureBuilder
-from conftest import REPO, SPEC
+from conftest import DATA, REPO
 
-FIXTURES = [json.loads(line) for line in (SPEC / "fixtures.jsonl").read_text().splitlines()]
+FIXTURES = [json.loads(line) for line in (DATA / "documented_frames.jsonl").read_text().splitlines()]
 TABLES_COMPARED = ("frames", "pairs", "streams", "sequences", "keepalive", "connections", "reconnects", "violations")
 
 

@@ -20,14 +20,14 @@ from analysis.capture import CaptureFile
 from analysis.frame import messaging_changes
 from analysis.redact import jwt_sub, marker
 from analysis.synth import T0, CaptureBuilder
-from conftest import BIN, SPEC, Processes, free_port, wait_port
+from conftest import BIN, DATA, Processes, free_port, wait_port
 from recorder.consumer import ConsumerConfig, run_consumer
 from recorder.replay.plan import load_plan
 
 MWTAP = str(BIN / "mwtap")
 WS_PATH = "/ws_api/account/mwtap/messaging/consumer?v=3"
 INIT_CONSUMER = ConsumerConfig(auth="init", messages=2, message_interval=0.1, read_delay=0.1)
-DOCUMENTED_INIT = next(json.loads(line)["frame"] for line in (SPEC / "fixtures.jsonl").read_text().splitlines()
+DOCUMENTED_INIT = next(json.loads(line)["frame"] for line in (DATA / "documented_frames.jsonl").read_text().splitlines()
                        if '"InitConnection"' in line)
 
 

@@ -9,9 +9,9 @@ import pytest
 
 from analysis import Config, Engine, LiveChecker, RULES
 from analysis.synth import CaptureBuilder
-from conftest import SPEC
+from conftest import DATA
 
-FIXTURES = [json.loads(line) for line in (SPEC / "fixtures.jsonl").read_text().splitlines()]
+FIXTURES = [json.loads(line) for line in (DATA / "documented_frames.jsonl").read_text().splitlines()]
 
 
 def fixture(source: str, type_: str | None = None, **changes) -> dict:

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from conftest import SPEC
+from conftest import DATA
 from recorder.server import MessagingServer, ServerConfig
 from recorder.server.agent import AGENT_ID
 
@@ -146,7 +146,7 @@ DOCUMENTED_RESPONSE_TYPES = {
 
 
 def documented_requests() -> list[dict]:
-    lines = (SPEC / "fixtures.jsonl").read_text().splitlines()
+    lines = (DATA / "documented_frames.jsonl").read_text().splitlines()
     return [json.loads(line)["frame"] for line in lines if json.loads(line)["group"] == "requests"]
 
 
