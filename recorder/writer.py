@@ -1,8 +1,8 @@
 """CaptureWriter: the buffered, rotating, never-raising JSONL writer of a capture.
 
 Records are encoded with `analysis.capture.dumps` into an in-memory buffer and written with
-`os.write` on a file created 0600 (`O_EXCL` for the first part: an existing capture is never
-overwritten). The buffer is written out when it reaches 1 MiB, when a record arrives at least
+`os.write` on a file created 0600 with `O_EXCL | O_NOFOLLOW`, every part alike: an existing
+file is never overwritten, and a symbolic link is never followed. The buffer is written out when it reaches 1 MiB, when a record arrives at least
 `flush_interval` after the last write, and whenever the owner calls `flush()` (the recorder does so
 on every close, every 250 ms from its event loop while data is pending, and at exit).
 
@@ -13,7 +13,11 @@ so readers see one damaged line and nothing else.
 
 Rotation: with `rotate_bytes`, a part that reached the size is closed and the next one is opened:
 `cap.jsonl`, `cap.part2.jsonl`, `cap.part3.jsonl`, ... Every part starts with its own header
-(same `recording` id, `part` = N).
+(same `recording` id, `part` = N). When the next name is taken (a file or a link someone left
+there), that name is skipped with a warning and the part goes to the next free number, which its
+header's `part` carries too: part numbers may then have a gap, nothing is overwritten and nothing
+is lost. Only when no name is free (or the file cannot be created) does the writer stay on the
+current part.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ log = logging.getLogger(__name__)
 
 BUFFER_BYTES = 1 << 20
 FLUSH_INTERVAL = 0.2
+PART_NAMES_TRIED = 100  # taken names skipped at one rotation before staying on the current part
 
 
 def part_path(path: Path, part: int) -> Path:
@@ -46,10 +51,10 @@ def creation_problem(error: OSError) -> str:
     return "file exists (mwtap never overwrites a capture)" if isinstance(error, FileExistsError) else error.strerror
 
 
-def _create(path: Path, exclusive: bool) -> int:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_EXCL if exclusive else os.O_TRUNC)
-    fd = os.open(path, flags, 0o600)
-    os.fchmod(fd, 0o600)  # an existing file (later parts only) keeps its mode otherwise
+def _create(path: Path) -> int:
+    """A new file of mode 0600; FileExistsError if the name is taken, by a file or a link."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)  # exactly 0600 whatever the umask
     return fd
 
 
@@ -72,7 +77,7 @@ class CaptureWriter:
         self.dropped = 0
         self.part = 1
         self.paths = [self.path]
-        self._fd: int | None = _create(self.path, exclusive=True)
+        self._fd: int | None = _create(self.path)
         self._lines: list[bytes] = []
         self._buffered = 0
         self._file_bytes = 0
@@ -192,17 +197,30 @@ class CaptureWriter:
 
     def _rotate(self) -> None:
         self.flush()
-        try:
-            fd = _create(part_path(self.path, self.part + 1), exclusive=False)
-        except OSError as e:
-            log.error("mwtap: cannot open the next part of %s (%s); staying on part %d", self.path, e, self.part)
+        taken = []
+        for part in range(self.part + 1, self.part + 1 + PART_NAMES_TRIED):
+            try:
+                fd = _create(part_path(self.path, part))
+                break
+            except FileExistsError:
+                taken.append(part_path(self.path, part).name)
+            except OSError as e:
+                log.error("mwtap: cannot open the next part of %s (%s); staying on part %d", self.path, e, self.part)
+                self.rotate_bytes = 0
+                return
+        else:
+            log.error("mwtap: the next %d part names of %s are taken; staying on part %d", PART_NAMES_TRIED,
+                      self.path, self.part)
             self.rotate_bytes = 0
             return
+        if taken:
+            log.warning("mwtap: %s already exist (never overwritten); part %d goes to %s", ", ".join(taken), part,
+                        part_path(self.path, part).name)
         if self._fd is not None:
             os.close(self._fd)
         self._fd = fd
-        self.part += 1
-        self.paths.append(part_path(self.path, self.part))
+        self.part = part
+        self.paths.append(part_path(self.path, part))
         self._file_bytes = 0
         self._header_due = True
         self._torn = False

@@ -153,3 +153,27 @@ def test_write_failure_drops_counts_and_reports_once(tmp_path):
     assert len(msgs) == counts["written"] == 90 - counts["dropped"]
     assert msgs[:20] == list(range(20)) and msgs[-10:] == list(range(80, 90))
     assert len(capture.damage) <= 1  # at most the one line the failure cut in two
+
+
+def test_rotation_never_overwrites_or_follows_a_link_it_skips_to_a_free_name(tmp_path, caplog):
+    path = tmp_path / "c.jsonl"
+    victim = tmp_path / "older-capture.jsonl"
+    victim.write_bytes(b"an older capture\n")
+    part_path(path, 2).symlink_to(victim)  # a link planted where part 2 goes
+    part_path(path, 3).write_bytes(b"a file of someone else\n")
+    writer = CaptureWriter(path, header, rotate_bytes=10_000)
+    for i in range(300):
+        writer.write({"rec": "msg", "t": 1.0, "conn": "c", "dir": "c2s", "n": i, "text": "y" * 100})
+    writer.close()
+    assert victim.read_bytes() == b"an older capture\n" and part_path(path, 2).is_symlink()
+    assert part_path(path, 3).read_bytes() == b"a file of someone else\n"
+    assert writer.paths[:2] == [path, part_path(path, 4)] and len(writer.paths) >= 3
+    seen = []
+    for part in writer.paths:
+        records = lines(part)
+        number = int(part.name.split(".part")[1].split(".")[0]) if part != path else 1
+        assert records[0] == header(number) and stat.S_IMODE(os.stat(part).st_mode) == 0o600
+        seen += [r["n"] for r in records[1:]]
+    assert seen == list(range(300)) and writer.dropped == 0
+    skipped = [r.getMessage() for r in caplog.records if "never overwritten" in r.getMessage()]
+    assert len(skipped) == 1 and "c.part2.jsonl" in skipped[0] and "c.part3.jsonl" in skipped[0]
