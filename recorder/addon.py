@@ -4,11 +4,19 @@
 
 Options: `mwtap_out` (capture path; nothing is written while empty), `mwtap_redact` (default
 true), `mwtap_rotate_mb` (0 = one file), `mwtap_max_payload` (bytes kept per message),
-`mwtap_force` (write into a world-writable directory anyway), and `mwtap_live` (report protocol
-violations as they happen; recorder/live.py). Add `--set connection_strategy=lazy` (what `mwtap
-record` uses) to have an unreachable upstream recorded as `refused`: with mitmproxy's default
-(eager) the client connection is closed before any request is read, so there is nothing to record.
+`mwtap_force` (write into a world-writable directory anyway), `mwtap_live` (report protocol
+violations as they happen; recorder/live.py) and `mwtap_trim_messages` (see below). Add `--set
+connection_strategy=lazy` (what `mwtap record` uses) to have an unreachable upstream recorded as
+`refused`: with mitmproxy's default (eager) the client connection is closed before any request is
+read, so there is nothing to record.
 wss upstream with a private certificate: `--mode reverse:https://H:P --set ssl_verify_upstream_trusted_ca=ca.pem`.
+
+mitmproxy keeps every message of a connection in `flow.websocket.messages` until the flow is
+released; its flow file (`-w`), HAR dump (`hardump`), web UI and other scripts read that list.
+The recorder leaves it whole unless `mwtap_trim_messages` is set, which keeps only the latest
+message (memory flat over long connections). It cannot see who else reads the list, so only the
+host that knows every addon sets it: `mwtap record`'s lean master does; under mitmdump it is off
+unless the user turns it on.
 
 Hooks run on mitmproxy's event loop and every message waits for them, so the per-message path
 is kept small: build the record, redact only when a cheap substring check says so, append it to
@@ -97,6 +105,7 @@ class Recorder:
         self.writer: CaptureWriter | None = None
         self.redact = True
         self.max_payload = DEFAULT_MAX_PAYLOAD
+        self.trim_messages = False
         self.recording_id = uuid.uuid4().hex
         self._started = time.time()
         self.messages = 0
@@ -124,6 +133,9 @@ class Recorder:
                           "mwtap: bytes of each message kept in the capture (longer ones are truncated).")
         loader.add_option("mwtap_force", bool, False,
                           "mwtap: write the capture even into a world-writable directory (such as /tmp).")
+        loader.add_option("mwtap_trim_messages", bool, False,
+                          "mwtap: keep only the latest message in flow.websocket.messages (flat memory); only "
+                          "when nothing else reads them: flow files (-w), hardump, mitmweb, other scripts.")
         self._pings.install()
 
     def configure(self, updated: set[str]) -> None:
@@ -132,6 +144,8 @@ class Recorder:
             self.redact = options.mwtap_redact
         if "mwtap_max_payload" in updated:
             self.max_payload = options.mwtap_max_payload
+        if "mwtap_trim_messages" in updated:
+            self.trim_messages = options.mwtap_trim_messages
         if "mwtap_rotate_mb" in updated and self.writer:
             self.writer.rotate_bytes = options.mwtap_rotate_mb << 20
         if "mwtap_out" in updated:
@@ -260,7 +274,8 @@ class Recorder:
         try:
             self._message(flow.id, messages[-1])
         finally:
-            del messages[:-1]  # keep memory flat; later addons still read messages[-1]
+            if self.trim_messages:
+                del messages[:-1]  # later addons still read messages[-1]
 
     @_guarded
     def _message(self, conn: str, message) -> None:

@@ -134,6 +134,7 @@ class RecordingProxy:
         self.listen_port = listen_port
         self.settings = {"mwtap_out": str(self.out), "mwtap_redact": redact, "mwtap_rotate_mb": rotate_mb,
                          "mwtap_max_payload": max_payload, "mwtap_force": force,
+                         "mwtap_trim_messages": True,  # no addon of the lean master reads past messages
                          **upstream_tls_options(upstream_ca, upstream_insecure)}
         self.recorder = Recorder(observers)
         self.live = LiveCheck(self.recorder, report=live) if live is not None else None

@@ -17,7 +17,7 @@ from recorder.addon import Recorder, ScriptRecorder
 
 def ws_flow(*messages: WebSocketMessage) -> http.HTTPFlow:
     flow = tflow.twebsocketflow(messages=False)
-    flow.websocket.messages.extend(messages)
+    flow.websocket.messages[:] = messages  # twebsocketflow comes with messages of its own
     return flow
 
 
@@ -31,16 +31,18 @@ def run_messages(recorder: Recorder, flow: http.HTTPFlow, *messages: WebSocketMe
         recorder.websocket_message(flow)
 
 
-def test_messages_are_numbered_recorded_and_trimmed(tmp_path):
+@pytest.mark.parametrize("trim", [False, True])
+def test_messages_are_numbered_recorded_and_trimmed_only_when_asked(tmp_path, trim):
     seen: list[dict] = []
     recorder = Recorder(observers=[seen.append])
     with taddons.context(recorder) as tctx:
-        tctx.configure(recorder, mwtap_out=str(tmp_path / "c.jsonl"))
+        tctx.configure(recorder, mwtap_out=str(tmp_path / "c.jsonl"), mwtap_trim_messages=trim)
         flow = ws_flow()
         recorder.websocket_start(flow)
         run_messages(recorder, flow, text(b'{"kind":"req","id":1,"type":"GetClock"}'), text(b"ok\xff", False),
                      WebSocketMessage(Opcode.BINARY, True, b"\x00\x01", time.time()))
-        assert len(flow.websocket.messages) == 1  # trimmed, the last one kept for later addons
+        # trimmed, the last one kept for later addons; else whole for -w, hardump, mitmweb
+        assert len(flow.websocket.messages) == (1 if trim else 3)
         recorder.websocket_end(flow)
         recorder.done()
     kinds = [r["rec"] for r in seen]
@@ -62,7 +64,7 @@ def test_a_failing_hook_is_counted_and_does_not_propagate(tmp_path, caplog):
         for message in broken:
             message.content = None  # type: ignore[assignment] - a message the recorder cannot handle
         run_messages(recorder, flow, *broken, text(b"fine"))
-        assert len(flow.websocket.messages) == 1
+        assert len(flow.websocket.messages) == 3
         recorder.done()
     assert recorder.errors["_message"] == 2
     assert sum("failed (logged once" in r.getMessage() for r in caplog.records) == 1

@@ -343,3 +343,39 @@ def test_connection_open_at_stop_gets_a_close_record(kind, procs, tmp_path):
     assert (records[-1]["code"], records[-1]["reason"], records[-1]["by"]) == (1006, None, None)
     if kind == "mwtap":
         assert "4 records written" in proc.log_path.read_text() and "0 dropped" in proc.log_path.read_text()
+
+
+def test_mitmdump_flow_file_and_har_keep_every_message_and_agree_with_the_capture(procs, tmp_path):
+    """The recorder leaves mitmproxy's own features whole: -w and hardump hold every message."""
+    from mitmproxy import io
+
+    out, flows, har = tmp_path / "cap.jsonl", tmp_path / "flows.mitm", tmp_path / "x.har"
+    server_port, proxy_port = free_port(), free_port()
+    command = recorder_command("mitmdump", server_port, proxy_port, out) + ["-w", str(flows), "--set",
+                                                                           f"hardump={har}"]
+    proc = procs.start(command, "mitmdump")
+    wait_port(proxy_port, proc=proc)
+
+    async def session():
+        async with serve(server_handler, "127.0.0.1", server_port, ping_interval=None):
+            for path in ("one", "two"):
+                async with connect(f"ws://127.0.0.1:{proxy_port}/{path}", proxy=None, ping_interval=None) as ws:
+                    for i in range(30):
+                        await ws.send(f"{path} {i}" if i % 3 else f"{path} {i}".encode())
+                        await asyncio.wait_for(ws.recv(), TIMEOUT)
+    asyncio.run(session())
+    assert procs.stop(proc) == 0, proc.log_path.read_text()
+    records = list(CaptureFile(str(out)).records())
+    paths = by_path(records)
+    captured = {path: [(r["dir"] == "c2s", payload_bytes(r)) for r in records
+                       if r["rec"] == "msg" and paths[r["conn"]] == path] for path in ("one", "two")}
+    assert [len(frames) for frames in captured.values()] == [60, 60]
+    with flows.open("rb") as f:
+        in_flows = {flow.request.path.strip("/"): [(m.from_client, m.content) for m in flow.websocket.messages]
+                    for flow in io.FlowReader(f).stream()}
+    assert in_flows == captured
+    entries = json.loads(har.read_text())["log"]["entries"]
+    in_har = {e["request"]["url"].rsplit("/", 1)[1]: [
+        (m["type"] == "send", m["data"].encode() if m["opcode"] == 1 else base64.b64decode(m["data"]))
+        for m in e["_webSocketMessages"]] for e in entries}
+    assert in_har == captured
