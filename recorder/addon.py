@@ -109,6 +109,8 @@ class Recorder:
         self.recording_id = uuid.uuid4().hex
         self._started = time.time()
         self.messages = 0
+        self.unrelayed = 0  # messages that arrived after the capture was closed, not relayed
+        self.stopped = False
         self.errors: Counter[str] = Counter()
         self._next_n: dict[str, int] = {}
         self._conn_by_peer: dict[object, str] = {}
@@ -182,8 +184,12 @@ class Recorder:
         self._schedule_flush()
 
     def done(self) -> None:
-        for conn in list(self._next_n):  # still open: mitmproxy ends them only after `done`
+        """Close the capture. mitmproxy ends the connections still open only after `done` and keeps
+        relaying meanwhile; from here on the recorder stops what it could no longer record (see
+        websocket_message), so the capture holds every message the proxy relayed."""
+        for conn in list(self._next_n):
             self._end(conn, {"rec": CLOSE, "t": time.time(), "conn": conn, "code": 1006, "reason": None, "by": None})
+        self.stopped = True
         if self._tick:
             self._tick.cancel()
             self._tick = None
@@ -195,6 +201,8 @@ class Recorder:
 
     def _emit(self, record: dict) -> None:
         """The one way out for every record: the capture file, then the observers."""
+        if self.stopped:
+            return
         if self.writer:
             self.writer.write(record)
         for observer in self.observers:
@@ -224,6 +232,8 @@ class Recorder:
     def response(self, flow: http.HTTPFlow) -> None:
         if flow.websocket is None and _is_upgrade(flow.request):
             self._refused(flow)
+        elif flow.websocket is not None and self.stopped:
+            flow.kill()  # an upgrade completing while the proxy stops: it could not be recorded
 
     @_guarded
     def error(self, flow: http.HTTPFlow) -> None:
@@ -271,6 +281,10 @@ class Recorder:
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         messages = flow.websocket.messages
+        if self.stopped:  # the capture is closed: relayed, the message would be missing from it
+            messages[-1].drop()
+            self.unrelayed += 1
+            return
         try:
             self._message(flow.id, messages[-1])
         finally:

@@ -7,6 +7,7 @@ import time
 
 import pytest
 from mitmproxy import exceptions, http
+from mitmproxy.flow import Error
 from mitmproxy.test import taddons, tflow
 from mitmproxy.websocket import WebSocketMessage
 from wsproto.frame_protocol import Opcode
@@ -134,3 +135,25 @@ def test_as_a_script_a_refused_option_is_logged_at_startup_and_rejected_once_run
 
     asyncio.run(startup_then_running())
     assert not (shared / "a.jsonl").exists() and not (shared / "b.jsonl").exists()
+
+
+def test_after_done_nothing_is_relayed_that_the_capture_could_not_hold(tmp_path):
+    recorder = Recorder()
+    with taddons.context(recorder) as tctx:
+        tctx.configure(recorder, mwtap_out=str(tmp_path / "c.jsonl"))
+        flow = ws_flow()
+        recorder.websocket_start(flow)
+        run_messages(recorder, flow, text(b"before"))
+        recorder.done()
+        late = text(b"after")
+        run_messages(recorder, flow, late)
+        recorder.websocket_end(flow)
+        upgrade = tflow.twebsocketflow(messages=False)
+        assert upgrade.error is None
+        recorder.response(upgrade)
+    assert late.dropped and recorder.unrelayed == 1  # mitmproxy does not forward a dropped message
+    assert upgrade.error.msg == Error.KILLED_MESSAGE  # a 101 that would open an unrecorded connection
+    records = list(CaptureFile(str(tmp_path / "c.jsonl")).records())
+    assert [(r["rec"], r.get("text"), r.get("by")) for r in records] == [("open", None, None), ("msg", "before", None),
+                                                                       ("close", None, None)]
+    assert (recorder.written, recorder.dropped) == (3, 0)

@@ -116,7 +116,9 @@ async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str 
     recorder = proxy.recorder
     parts = len(recorder.writer.paths) if recorder.writer else 1
     more = f" (+{parts - 1} rotated parts)" if parts > 1 else ""
+    unrelayed = (f"; {recorder.unrelayed} messages that arrived while stopping were not relayed"
+                 if recorder.unrelayed else "")
     click.echo(f"mwtap record: stopped; {recorder.messages} messages, {recorder.written} records written to "
-               f"{out}{more}; {recorder.dropped} dropped")
+               f"{out}{more}; {recorder.dropped} dropped{unrelayed}")
     if proxy.live is not None:
         click.echo(f"mwtap record: {proxy.live.violations} protocol violation(s) reported live")
