@@ -38,7 +38,7 @@ class Failures(logging.Handler):
 @pytest.fixture(scope="module")
 def server():
     failures = Failures()
-    for name in ("websockets", "mwtap.serve", "asyncio"):
+    for name in ("websockets", "aiohttp", "mwtap.serve", "asyncio"):
         logging.getLogger(name).addHandler(failures)
     loop = asyncio.new_event_loop()
     ready = threading.Event()
@@ -56,7 +56,7 @@ def server():
     yield holder["server"], failures
     loop.call_soon_threadsafe(holder["stop"].set)
     thread.join(20)
-    for name in ("websockets", "mwtap.serve", "asyncio"):
+    for name in ("websockets", "aiohttp", "mwtap.serve", "asyncio"):
         logging.getLogger(name).removeHandler(failures)
 
 

@@ -24,8 +24,9 @@ def run(coroutine, timeout: float = 30.0):
     return asyncio.run(asyncio.wait_for(coroutine, timeout))
 
 
-def http_post(url: str, authorization: str | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(url, method="POST", data=b"")
+def http_post(url: str, authorization: str | None = None, body: dict | None = None) -> tuple[int, dict]:
+    request = urllib.request.Request(url, method="POST", data=b"" if body is None else json.dumps(body).encode())
+    request.add_header("Content-Type", "application/json")
     if authorization:
         request.add_header("Authorization", authorization)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -336,14 +337,14 @@ def test_idp_endpoints_issue_jwt_shaped_tokens():
             token = await signup(server)
             header, payload, signature = token.split(".")
             claims = jwt_payload(token)
-            assert claims["exp"] - claims["iat"] == 120 and len(claims["sub"]) == 36
+            assert round(claims["exp"] - claims["iat"]) == 120 and len(claims["sub"]) == 36
             extended = await signup(server, previous=token)
             assert extended != token and jwt_payload(extended)["sub"] == claims["sub"]
             base = server.idp_url()
             status, _ = await asyncio.to_thread(http_post, base + "/signup", "jwt not-a-token")
             assert status == 401
-            status, body = await asyncio.to_thread(http_post, base + "/authenticate?authCode=alice")
-            again = await asyncio.to_thread(http_post, base + "/authenticate?authCode=alice")
+            status, body = await asyncio.to_thread(http_post, base + "/authenticate", None, {"authCode": "alice"})
+            again = await asyncio.to_thread(http_post, base + "/authenticate", None, {"authCode": "alice"})
             assert status == 200 and jwt_payload(body["jwt"])["sub"] == jwt_payload(again[1]["jwt"])["sub"]
             assert "unauth" not in jwt_payload(body["jwt"])
             status, _ = await asyncio.to_thread(http_post, base + "/authenticate")
@@ -425,7 +426,8 @@ def test_token_expiry_closes_with_4401_and_identity_window_with_4407():
             extended = await RawClient.open(server, await signup(server, previous=token))
             assert (await extended.request({"id": 1, "type": "GetClock"}))["code"] == 200
             await extended.close()
-            authenticated = (await asyncio.to_thread(http_post, server.idp_url() + "/authenticate?authCode=bob"))[1]
+            authenticated = (await asyncio.to_thread(http_post, server.idp_url() + "/authenticate", None,
+                                                     {"authCode": "bob"}))[1]
             client = await RawClient.open(server, authenticated["jwt"])
             await asyncio.sleep(1.5)
             assert (await client.request({"id": 2, "type": "GetClock"}))["code"] == 200
@@ -520,5 +522,33 @@ def test_other_accounts_conversations_are_not_reachable():
             assert listing["body"]["changes"] == []
             await alice.close()
             await bob.close()
+
+    run(scenario())
+
+
+def test_conversation_details_carry_back_what_the_consumer_asked_for():
+    """LivePerson's browser SDK compares `conversationDetails.skillId` with the skill it asked for."""
+    asked = {"skillId": "1234", "campaignInfo": {"campaignId": 418732213, "engagementId": 425842913},
+             "conversationContext": {"type": "SharkContext", "lang": "en-US", "visitorId": "v1"},
+             "channelType": "MESSAGING", "ttrDefName": None}
+
+    async def scenario():
+        async with MessagingServer(ServerConfig(**FAST)) as server:
+            client = await RawClient.open(server, await signup(server))
+            await client.request({"id": 1, "type": "cqm.SubscribeExConversations", "body": {"convState": ["OPEN"]}})
+            created = await client.request({"id": 2, "type": "cm.ConsumerRequestConversation", "body": asked})
+            assert created["code"] == 200
+            details = await conversation_update(client)
+            assert details["skillId"] == "1234" and details["campaignInfo"] == asked["campaignInfo"]
+            assert details["context"] == asked["conversationContext"]
+            joined = await conversation_update(client, lambda d: len(d["participants"]) == 2)
+            assert joined["skillId"] == "1234"  # every later change of the conversation carries it too
+            numeric = await client.request({"id": 3, "type": "cm.ConsumerRequestConversation", "body": {"skillId": 77}})
+            assert numeric["code"] == 200
+            assert (await conversation_update(client, lambda d: d.get("skillId") == "77"))["skillId"] == "77"
+            for bad in ({"skillId": ["x"]}, {"campaignInfo": "x"}, {"conversationContext": 5}):
+                refused = await client.request({"id": "bad", "type": "cm.ConsumerRequestConversation", "body": bad})
+                assert refused["code"] == 400 and isinstance(refused["body"], str), bad
+            await client.close()
 
     run(scenario())

@@ -49,11 +49,21 @@ def parse_delay(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--unknown-subscription-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Fault: share of conversation notifications followed by one for a subscription never issued.")
 @click.option("--seed", type=int, default=None, help="Seed of the fault RNG, for repeatable runs.")
+@click.option("--max-outbox", type=click.IntRange(1), default=1000, show_default=True,
+              help="Limit: frames waiting for one client; a client that lets more pile up is closed with 1013.")
+@click.option("--max-subscriptions", type=click.IntRange(1), default=100, show_default=True,
+              help="Limit: conversation subscriptions per connection; more are answered 429.")
+@click.option("--max-conversations", type=click.IntRange(1), default=100, show_default=True,
+              help="Limit: conversations kept per consumer (the oldest closed one makes room; all open: 429).")
+@click.option("--retention", type=click.FloatRange(0), default=600.0, show_default=True,
+              help="Seconds a consumer's conversations are kept after its last connection closed.")
 def serve(listen, token_lifetime, identity_window, idle_timeout, idle_close_code, agent_reply_delay,
           agent_close_after_messages, agent_close_after_seconds, delays, drop_rate, sequence_fault,
-          sequence_fault_rate, close_after, close_code, unknown_subscription_rate, seed) -> None:
-    """Run the built-in Messaging Window server: consumer WebSocket, IDP (signup/authenticate) and a
-    built-in agent, with optional fault injection. All faults are off by default."""
+          sequence_fault_rate, close_after, close_code, unknown_subscription_rate, seed,
+          max_outbox, max_subscriptions, max_conversations, retention) -> None:
+    """Run the built-in Messaging Window server: consumer WebSocket and IDP (signup/authenticate, with
+    CORS) on one port, and a built-in agent, with optional fault injection. All faults are off by
+    default; the limits bound the server's memory whatever clients do."""
     import asyncio
     import logging
 
@@ -66,12 +76,13 @@ def serve(listen, token_lifetime, identity_window, idle_timeout, idle_close_code
         agent_close_after_messages=agent_close_after_messages, agent_close_after_seconds=agent_close_after_seconds,
         response_delays_ms=parse_delay(delays), drop_rate=drop_rate, sequence_fault=sequence_fault,
         sequence_fault_rate=sequence_fault_rate, close_after=close_after, close_code=close_code,
-        unknown_subscription_rate=unknown_subscription_rate, seed=seed)
+        unknown_subscription_rate=unknown_subscription_rate, seed=seed, max_outbox=max_outbox,
+        max_subscriptions=max_subscriptions, max_conversations=max_conversations, retention=retention)
     if not is_loopback(host):
         click.echo(f"warning: listening on {host}, which is not a loopback address: "
                    "anyone who can reach it can use this fake server", err=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection is ours
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)  # one line per connection is ours
     try:
         asyncio.run(_serve(config, host, port))
     except OSError as e:
@@ -85,7 +96,8 @@ async def _serve(config, host: str, port: int) -> None:
     stop = stop_event()
     async with MessagingServer(config, host, port) as server:
         click.echo(f"mwtap serve: WebSocket {server.url(DEFAULT_ACCOUNT)}")
-        click.echo(f"mwtap serve: IDP       POST {server.idp_url(DEFAULT_ACCOUNT)}/signup")
+        click.echo(f"mwtap serve: IDP       POST {server.idp_url(DEFAULT_ACCOUNT)}/signup "
+                   "(also /authenticate, /anonymous/authorize, /app/{connector}/authenticate)")
         click.echo("(any account id works in both paths; Ctrl-C to stop)")
         await stop.wait()
     click.echo("mwtap serve: stopped")

@@ -2,7 +2,7 @@
 
 Per conversation one task works through the consumer's messages in order: ACCEPT, READ,
 COMPOSING, (reply delay), PAUSE, answer. It may close the conversation after N answers or after
-a time, when configured.
+a time, when configured. The task ends when the conversation closes or is forgotten.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class Agent:
         store.on_created.append(self._joined)
         store.on_change.append(self._heard)
         store.on_closed.append(self._ended)
+        store.on_forgotten.append(self._ended)
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -55,7 +56,7 @@ class Agent:
     async def _serve(self, conversation: Conversation, inbox: asyncio.Queue) -> None:
         config = self.config
         await asyncio.sleep(config.agent_join_delay)
-        if conversation.state != "OPEN":
+        if conversation.state != "OPEN" or self.inboxes.get(conversation.id) is not inbox:
             return
         self.store.add_participant(conversation, AGENT_ID, "ASSIGNED_AGENT")
         if config.agent_greeting:

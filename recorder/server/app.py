@@ -1,40 +1,40 @@
-"""The built-in Messaging Window server: WebSocket endpoint and IDP endpoints on one port.
+"""The built-in Messaging Window server: WebSocket endpoint and IDP endpoints on one port (aiohttp).
 
-* `GET  /ws_api/account/{account}/messaging/consumer?v=3` — the consumer WebSocket.
-* `POST /api/account/{account}/signup` — a new unauthenticated identity, `{"jwt": …}`; with
-  `Authorization: jwt <previous token>` the identity of that token is extended (same `sub`).
-* `POST /api/account/{account}/authenticate?authCode=X` — an authenticated identity for X.
-The HTTP requests must not carry a body (websockets' HTTP parser refuses bodies).
+* `GET /ws_api/account/{account}/messaging/consumer?v=3` — the consumer WebSocket.
+* the IDP calls of `recorder.server.idp` (signup, authenticate, the anonymous flow), with CORS.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http
 import json
 import logging
 import re
-from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import serve
+from aiohttp import web
 from websockets.datastructures import Headers
-from websockets.http11 import Request, Response
+from websockets.http11 import Response
 
 from analysis.capture import host_port
 from recorder.server.agent import Agent
 from recorder.server.auth import TokenIssuer
 from recorder.server.config import ServerConfig
-from recorder.server.connection import ActivityTrackingConnection, ClientSession, header_token
+from recorder.server.connection import CLOSE_TIMEOUT, ClientSession
 from recorder.server.conversations import ConversationStore
 from recorder.server.faults import Faults
+from recorder.server.idp import MAX_BODY, IdentityProvider, error, http_errors
 from recorder.server.requests import Dispatcher
 
 log = logging.getLogger("mwtap.serve")
 DEFAULT_ACCOUNT = "mwtap"
-WS_PATH = re.compile(r"/ws_api/account/([^/]+)/messaging/consumer/?")
+WS_ROUTE = "/ws_api/account/{account}/messaging/consumer"
 IDP_PATH = re.compile(r"/api/account/([^/]+)/(signup|authenticate)/?")
+"""The classic IDP paths; the replay mock (a websockets server) answers them with `json_response`."""
 
 
 def json_response(status: int, payload: dict) -> Response:
+    """A websockets HTTP response (for the replay mock's IDP answers)."""
     body = json.dumps(payload).encode()
     headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body))),
                        ("Connection", "close")])
@@ -49,13 +49,14 @@ class MessagingServer:
         self.host = host
         self.port = port
         self.faults = Faults(self.config)
-        self.store = ConversationStore(self.faults)
+        self.store = ConversationStore(self.faults, self.config.retention)
         self.agent = Agent(self.store, self.config)
         self.issuer = TokenIssuer(self.config.token_lifetime, self.config.identity_window)
-        self.dispatcher = Dispatcher(self.store)
+        self.dispatcher = Dispatcher(self.store, self.config)
+        self.sessions: set[ClientSession] = set()
         self.close_codes: list[int | None] = []
         """The close code of every finished client connection, in order."""
-        self._server = None
+        self._runner: web.AppRunner | None = None
 
     def url(self, account: str = DEFAULT_ACCOUNT) -> str:
         return f"ws://{host_port(self.host, self.port)}/ws_api/account/{account}/messaging/consumer?v=3"
@@ -65,44 +66,41 @@ class MessagingServer:
         return f"http://{host_port(self.host, self.port)}/api/account/{account}"
 
     async def __aenter__(self) -> MessagingServer:
-        self._server = await serve(
-            self._serve_connection, self.host, self.port, process_request=self._route,
-            create_connection=ActivityTrackingConnection, ping_interval=None,
-            max_size=self.config.max_message_size)
-        self.port = self._server.sockets[0].getsockname()[1]
+        app = web.Application(client_max_size=MAX_BODY, middlewares=[http_errors])
+        app.router.add_get(WS_ROUTE, self._consumer_socket)
+        app.router.add_get(WS_ROUTE + "/", self._consumer_socket)
+        IdentityProvider(self.issuer).add_routes(app)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=CLOSE_TIMEOUT)
+        await self._runner.setup()
+        try:
+            await web.TCPSite(self._runner, self.host, self.port).start()
+        except BaseException:
+            await self._runner.cleanup()
+            raise
+        self.port = self._runner.addresses[0][1]
         return self
 
     async def __aexit__(self, *exc) -> None:
-        self._server.close()
-        await self._server.wait_closed()
+        for session in list(self.sessions):
+            session.close_soon(1001, "server stopping")
+        await self._runner.cleanup()
         await self.agent.stop()
 
-    async def _serve_connection(self, ws: ActivityTrackingConnection) -> None:
-        peer = host_port(*ws.remote_address[:2])
+    async def _consumer_socket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=self.config.max_message_size, timeout=CLOSE_TIMEOUT)
+        if not ws.can_prepare(request):
+            return error(426, "this is the consumer WebSocket: connect with a WebSocket upgrade request",
+                         {"Upgrade": "websocket"})
+        await ws.prepare(request)
+        peer = host_port(*request.transport.get_extra_info("peername")[:2])
         log.info("connection from %s", peer)
-        await ClientSession(ws, self).run()
-        self.close_codes.append(ws.close_code)
-        log.info("connection from %s closed with %s", peer, ws.close_code)
-
-    def _route(self, ws: ActivityTrackingConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path)
-        if (match := IDP_PATH.fullmatch(path.path)) is not None:
-            if request.method != "POST":
-                return json_response(405, {"error": "use POST"})
-            return self._idp(request, match[1], match[2], parse_qs(path.query))
-        if (match := WS_PATH.fullmatch(path.path)) is not None and request.method == "GET":
-            ws.account = match[1]
-            return None
-        return json_response(404, {"error": f"no such endpoint: {request.method} {path.path}"})
-
-    def _idp(self, request: Request, account: str, action: str, query: dict[str, list[str]]) -> Response:
-        if action == "authenticate":
-            auth_code = query.get("authCode", [""])[0]
-            if not auth_code:
-                return json_response(400, {"error": "authenticate needs ?authCode="})
-            return json_response(200, {"jwt": self.issuer.authenticate(account, auth_code)})
-        previous = header_token(request.headers.get("Authorization"))
-        token = self.issuer.signup(account, previous or None)
-        if token is None:
-            return json_response(401, {"error": "unknown token in Authorization header"})
-        return json_response(200, {"jwt": token})
+        session = ClientSession(ws, request, request.match_info["account"], self)
+        self.sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            self.sessions.discard(session)
+        code = session.close_code if session.close_code is not None else ws.close_code
+        self.close_codes.append(code)
+        log.info("connection from %s closed with %s", peer, code)
+        return ws

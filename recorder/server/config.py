@@ -26,6 +26,19 @@ class ServerConfig:
     max_message_size: int = 1 << 20
     """Larger incoming messages are refused by closing with 1009."""
 
+    # Limits (bound the server's memory whatever a client does; see docs/serve.md)
+    max_outbox: int = 1000
+    """Frames waiting to be sent to one connection; a client that lets more pile up (it does not
+    read) is closed with 1013 and its frames are dropped."""
+    max_subscriptions: int = 100
+    """Conversation-metadata subscriptions per connection; more are answered 429."""
+    max_conversations: int = 100
+    """Conversations kept per consumer: a new one evicts the oldest closed one (DELETE change);
+    when all are open, the request is answered 429."""
+    retention: float = 600.0
+    """Seconds a consumer's conversations are kept after its last connection closed; then they are
+    forgotten, open ones too, and the agent stops working on them."""
+
     # Built-in agent
     agent_greeting: str | None = "Hello, this is the mwtap agent. How can I help?"
     agent_join_delay: float = 0.1
@@ -57,6 +70,9 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.sequence_fault is not None and self.sequence_fault not in SEQUENCE_FAULTS:
             raise ValueError(f"sequence_fault must be one of {SEQUENCE_FAULTS}, not {self.sequence_fault!r}")
+        for name in ("max_outbox", "max_subscriptions", "max_conversations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         for name in ("drop_rate", "sequence_fault_rate", "unknown_subscription_rate"):
             rate = getattr(self, name)
             if not 0.0 <= rate <= 1.0:

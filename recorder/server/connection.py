@@ -11,8 +11,14 @@ Choices (the protocol documents none of them):
 * Idle: no frame at all from the client (data, ping, pong) for `idle_timeout` -> close with
   `idle_close_code` (default 1000), reason "idle timeout". The server sends no pings of its own,
   so client pongs never hide idleness.
-* A binary frame -> close 1003; a message over `max_message_size` -> close 1009 (websockets).
+* A binary frame -> close 1003; a message over `max_message_size` -> close 1009; invalid UTF-8
+  -> 1007, a broken frame -> 1002 (aiohttp).
 * Notifications caused by a request are sent after its response.
+* A client that does not read: once `max_outbox` frames wait for it, its frames are dropped and
+  the socket is closed with 1013 (Try Again Later); if the close frame cannot be written within
+  CLOSE_TIMEOUT the TCP connection is aborted. 1013 rather than 1008: LivePerson's own client code
+  treats 1008 as a token error and would fetch a new token; any code but 4401/4407 means "wait a
+  little and reconnect" in the Messaging Window API's close-code rules.
 """
 
 from __future__ import annotations
@@ -23,8 +29,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
+from aiohttp import WSMsgType, web
 
 from recorder.server.auth import CLOSE_TOKEN, Identity
 from recorder.server.requests import ERROR_TYPE, Request, RequestError, Session, parse_request, response
@@ -35,24 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("mwtap.serve")
 UNAUTHENTICATED_TYPES = ("GetClock", ".GetClock")
 CONSUMER_AUTHENTICATION = ".ams.headers.ConsumerAuthentication"
-
-
-class ActivityTrackingConnection(ServerConnection):
-    """A websockets server connection that remembers when the client last sent any frame.
-
-    websockets answers pings itself and never shows them to the handler, so frames are observed
-    here, where every parsed frame passes."""
-
-    account: str
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.last_activity = self.loop.time()
-
-    def process_event(self, event) -> None:
-        if self.request is not None:
-            self.last_activity = self.loop.time()
-        super().process_event(event)
+CLOSE_SLOW_READER = 1013
+CLOSE_TIMEOUT = 5.0
+"""Seconds a close handshake may take before the TCP connection is aborted."""
 
 
 def header_token(authorization: str | None) -> str | None:
@@ -64,8 +54,13 @@ def header_token(authorization: str | None) -> str | None:
 
 
 class ClientSession:
-    def __init__(self, ws: ActivityTrackingConnection, server: MessagingServer):
+    """One consumer socket: `ws` is prepared (pings reach `run`: autoping is off so that they count
+    as activity)."""
+
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, account: str, server: MessagingServer):
         self.ws = ws
+        self.request = request
+        self.account = account
         self.server = server
         self.config = server.config
         self.faults = server.faults
@@ -76,35 +71,58 @@ class ClientSession:
         self.auth_timer: asyncio.Task | None = None
         self.closing: set[asyncio.Task] = set()
         """Close handshakes in progress; unlike `tasks` they are not cancelled when the session ends."""
+        self.close_code: int | None = None
+        """The code the server closed with, when it closed first."""
+        self.last_activity = asyncio.get_running_loop().time()
 
     def notify(self, frame: dict) -> None:
         if self.held is not None:
             self.held.append(frame)
         else:
-            self.outbox.put_nowait(frame)
+            self._send(frame)
+
+    def _send(self, frame: dict) -> None:
+        if self.close_code is not None:
+            return
+        if self.outbox.qsize() >= self.config.max_outbox:
+            self.outbox = asyncio.Queue()  # what it would not read is dropped with it
+            self.close_soon(CLOSE_SLOW_READER, f"over {self.config.max_outbox} frames unread")
+            return
+        self.outbox.put_nowait(frame)
 
     async def run(self) -> None:
         self._spawn(self._write())
         self._spawn(self._watch_idle())
         if self.config.close_after is not None:
             self._spawn(self._close_later(self.config.close_after, self.config.close_code, "closed by fault injection"))
-        token = header_token(self.ws.request.headers.get("Authorization"))
+        token = header_token(self.request.headers.get("Authorization"))
         if token is None:
             self.auth_timer = self._spawn(self._close_later(self.config.init_timeout, CLOSE_TOKEN, "no InitConnection"))
         else:
             self._authenticate(token)
+        loop = asyncio.get_running_loop()
         try:
             async for message in self.ws:
-                if isinstance(message, bytes):
-                    await self.ws.close(1003, "binary frames are not supported")
+                self.last_activity = loop.time()
+                if message.type is WSMsgType.TEXT:
+                    self._handle(message.data)
+                elif message.type is WSMsgType.PING:
+                    await self.ws.pong(message.data)
+                elif message.type is WSMsgType.BINARY:
+                    self.close_soon(1003, "binary frames are not supported")
                     break
-                self._handle(message)
-        except ConnectionClosed:
+                elif message.type is WSMsgType.ERROR:
+                    break
+        except ConnectionError:
             pass
         finally:
             for task in self.tasks:
                 task.cancel()
             self.server.store.forget(self)
+            if self.identity is not None:
+                self.server.store.detach(self.identity.sub)
+        if self.closing:
+            await asyncio.wait(self.closing)
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -112,7 +130,7 @@ class ClientSession:
         try:
             request = parse_request(text)
         except RequestError as e:
-            self.outbox.put_nowait(response(e.request_id, ERROR_TYPE, e.code, e.message))
+            self._send(response(e.request_id, ERROR_TYPE, e.code, e.message))
             return
         if request.type == "InitConnection":
             self._init_connection(request)
@@ -128,7 +146,7 @@ class ClientSession:
         if self.identity is None and request.type not in UNAUTHENTICATED_TYPES:
             return response(request.id, ERROR_TYPE, 401,
                             "not authenticated: send InitConnection (and wait for its response) or an Authorization header")
-        session = Session(account=self.ws.account, consumer=self.identity.sub if self.identity else "", sink=self)
+        session = Session(account=self.account, consumer=self.identity.sub if self.identity else "", sink=self)
         try:
             response_type, body = self.server.dispatcher.answer(session, request)
             return response(request.id, response_type, 200, body)
@@ -165,9 +183,9 @@ class ClientSession:
         if on_sent is not None:
             on_sent()
         if not self.faults.drop_response():
-            self.outbox.put_nowait(frame)
+            self._send(frame)
         for notification in held:
-            self.outbox.put_nowait(notification)
+            self._send(notification)
 
     # -- authentication ------------------------------------------------------------------------
 
@@ -179,16 +197,19 @@ class ClientSession:
     def _valid_identity(self, token: str) -> Identity | None:
         """The identity of `token`, or None after starting to close the socket with 4401/4407."""
         identity = self.server.issuer.identity(token)
-        if identity is None or identity.account != self.ws.account:
-            self._close_soon(CLOSE_TOKEN, "unknown token")
+        if identity is None or identity.account != self.account:
+            self.close_soon(CLOSE_TOKEN, "unknown token")
             return None
         code = identity.close_code_at(time.time())
         if code is not None:
-            self._close_soon(code, "token expired" if code == CLOSE_TOKEN else "identity must be extended")
+            self.close_soon(code, "token expired" if code == CLOSE_TOKEN else "identity must be extended")
             return None
         return identity
 
     def _accept(self, identity: Identity) -> None:
+        if self.identity is not None:
+            self.server.store.detach(self.identity.sub)
+        self.server.store.attach(identity.sub)
         self.identity = identity
         if self.auth_timer is not None:
             self.auth_timer.cancel()
@@ -208,24 +229,37 @@ class ClientSession:
         try:
             while True:
                 frame = await self.outbox.get()
-                await self.ws.send(json.dumps(frame, separators=(",", ":")))
-        except ConnectionClosed:
+                await self.ws.send_str(json.dumps(frame, separators=(",", ":")))
+        except ConnectionError:
             pass
 
     async def _watch_idle(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            remaining = self.ws.last_activity + self.config.idle_timeout - loop.time()
+            remaining = self.last_activity + self.config.idle_timeout - loop.time()
             if remaining <= 0:
-                self._close_soon(self.config.idle_close_code, "idle timeout")
+                self.close_soon(self.config.idle_close_code, "idle timeout")
                 return
             await asyncio.sleep(remaining)
 
     async def _close_later(self, delay: float, code: int, reason: str) -> None:
         await asyncio.sleep(max(0.0, delay))
-        self._close_soon(code, reason)
+        self.close_soon(code, reason)
 
-    def _close_soon(self, code: int, reason: str) -> None:
-        task = asyncio.get_running_loop().create_task(self.ws.close(code, reason))
+    def close_soon(self, code: int, reason: str) -> None:
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        task = asyncio.get_running_loop().create_task(self._close(code, reason))
         self.closing.add(task)
         task.add_done_callback(self.closing.discard)
+
+    async def _close(self, code: int, reason: str) -> None:
+        """Closes with `code`; aborts the TCP connection when the close frame cannot be written
+        (a client that does not read)."""
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.ws.close(code=code, message=reason.encode())
+        except (TimeoutError, ConnectionError):
+            if self.request.transport is not None:
+                self.request.transport.abort()

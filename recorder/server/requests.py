@@ -2,7 +2,9 @@
 
 Every request gets a response `{"kind":"resp","reqId":<id as string>,"type","code","body"}`.
 Errors use type `StringResponse`, a 4xx code and a string body: 400 for malformed requests and
-unknown types, 401 before authentication, 404 for unknown conversations/dialogs/subscriptions.
+unknown types, 401 before authentication, 404 for unknown conversations/dialogs/subscriptions,
+429 past a limit (subscriptions per connection, conversations per consumer; LivePerson documents 429
+as its rate-limit answer).
 When no id can be read (invalid JSON, no `id`), the error response has no `reqId`.
 """
 
@@ -14,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from recorder.server.config import ServerConfig
 from recorder.server.conversations import MESSAGING_NOTIFICATION, Conversation, ConversationStore, Sink, as_list
 
 ERROR_TYPE = "StringResponse"
@@ -78,8 +81,9 @@ class Session:
 class Dispatcher:
     """Answers authenticated requests; `answer` returns (response type, body) or raises RequestError."""
 
-    def __init__(self, store: ConversationStore):
+    def __init__(self, store: ConversationStore, config: ServerConfig):
         self.store = store
+        self.config = config
 
     def answer(self, session: Session, request: Request) -> tuple[str, object]:
         entry = HANDLERS.get(request.type)
@@ -98,6 +102,10 @@ class Dispatcher:
 
     def subscribe_conversations(self, session: Session, request: Request) -> object:
         body = _body(request, required=False)
+        limit = self.config.max_subscriptions
+        if self.store.subscriptions_of(session.sink, session.consumer) >= limit:
+            raise RequestError(429, f"too many conversation subscriptions on this connection (limit {limit}): "
+                                    "unsubscribe one first", request.id)
         notification = request.type.replace("SubscribeExConversations", "ExConversationChangeNotification")
         subscription_id = self.store.subscribe_metadata(session.sink, session.consumer, notification)
         self.store.initial_listing(subscription_id, body)
@@ -112,7 +120,13 @@ class Dispatcher:
     def request_conversation(self, session: Session, request: Request) -> object:
         body = _body(request, required=False)
         ttr = body.get("ttrDefName")
-        conversation = self.store.create(session.account, session.consumer, ttr if isinstance(ttr, str) else None)
+        requested = _requested_details(body, request.id)
+        limit = self.config.max_conversations
+        if not self.store.make_room(session.consumer, limit):
+            raise RequestError(429, f"too many open conversations for this consumer (limit {limit}): "
+                                    "close one first", request.id)
+        conversation = self.store.create(session.account, session.consumer, ttr if isinstance(ttr, str) else None,
+                                         requested)
         return {"conversationId": conversation.id}
 
     def subscribe_events(self, session: Session, request: Request) -> object:
@@ -214,6 +228,24 @@ def _body(request: Request, required: bool = True) -> dict:
     if not isinstance(request.body, dict):
         raise RequestError(400, "body must be an object", request.id)
     return request.body
+
+
+def _requested_details(body: dict, request_id: str) -> dict:
+    """The `conversationDetails` fields a conversation request sets: `skillId` (a string, as
+    LivePerson sends it back), `campaignInfo` and `conversationContext` (as `context`)."""
+    details = {}
+    skill = body.get("skillId")
+    if skill is not None:
+        if isinstance(skill, bool) or not isinstance(skill, (str, int)):
+            raise RequestError(400, "skillId must be a string or an integer", request_id)
+        details["skillId"] = str(skill)
+    for name, detail in (("campaignInfo", "campaignInfo"), ("conversationContext", "context")):
+        value = body.get(name)
+        if value is not None:
+            if not isinstance(value, dict):
+                raise RequestError(400, f"{name} must be an object", request_id)
+            details[detail] = value
+    return details
 
 
 def _field(request: Request, name: str):
