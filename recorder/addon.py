@@ -48,6 +48,7 @@ from analysis.redact import (redact_header_value, redact_headers, redact_text, r
                              redaction_info)
 from recorder.live import LiveCheck
 from recorder.pings import PingLogHandler
+from recorder.protocol_errors import failed_by_proxy
 from recorder.writer import CaptureWriter, creation_problem
 
 log = logging.getLogger(__name__)
@@ -310,8 +311,11 @@ class Recorder:
         if reason and self.redact:
             reason = redact_text(reason)
         by = None if ws.closed_by_client is None else ("client" if ws.closed_by_client else "server")
-        self._end(flow.id, {"rec": CLOSE, "t": ws.timestamp_end or time.time(), "conn": flow.id,
-                            "code": ws.close_code, "reason": reason, "by": by})
+        record = {"rec": CLOSE, "t": ws.timestamp_end or time.time(), "conn": flow.id, "code": ws.close_code,
+                  "reason": reason, "by": by}
+        if by is not None and failed_by_proxy(ws.close_code, ws.close_reason):
+            record.update(by="proxy", protocol_error_by=by)  # mitmproxy reports it as that peer's close
+        self._end(flow.id, record)
 
     def _end(self, conn: str, record: dict) -> None:
         del self._next_n[conn]
