@@ -5,22 +5,29 @@ header or InitConnection), conversation-metadata subscription, continue the open
 request one, subscribe to its messaging events, ACCEPT and (after `read_delay`) READ every agent
 message, send texts with chat states, keep alive, close the conversation and send CSAT.
 On 4401/4407 it asks the IDP for a token for the same identity (signup with the old token) and
-reconnects at once; on any other close it waits with exponential backoff and reconnects.
-Misbehaviours for exercising the analyzer are switched on in `ConsumerConfig`.
+reconnects at once; on any other close it waits with exponential backoff and reconnects. One
+that never connected (no token, nothing listening) gives up at once, saying why in `stats.error`.
+Misbehaviours for exercising the analyzer are switched on in `ConsumerConfig` (named in
+`MISBEHAVIOURS`). Tokens come from the IDP's signup call, or from any `TokenFetch`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import itertools
 import json
+import re
+import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Awaitable, Callable
+from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from analysis.redact import jwt_sub
 
 TOKEN_CLOSE_CODES = (4401, 4407)
 KEEPALIVES = ("ping", "getclock")
@@ -64,11 +71,29 @@ class ConsumerConfig:
     reuse_request_id: bool = False
     """Send each text with the id of its COMPOSING chat state, while that one is still in flight."""
 
+    def misbehaving(self, names) -> ConsumerConfig:
+        """This config with the misbehaviours `names` (keys of MISBEHAVIOURS) switched on."""
+        return replace(self, **{MISBEHAVIOURS[name][0]: True for name in names})
+
     def __post_init__(self) -> None:
         if self.auth not in ("header", "init"):
             raise ValueError(f"auth must be 'header' or 'init', not {self.auth!r}")
         if self.keepalive not in KEEPALIVES:
             raise ValueError(f"keepalive must be one of {KEEPALIVES}, not {self.keepalive!r}")
+
+
+MISBEHAVIOURS = {
+    "no-keepalive": ("no_keepalive", "never pings nor sends GetClock, so a server's idle timeout closes it "
+                                     "(keepalive-gap)"),
+    "stale-token": ("reuse_token_after_4401", "after a 4401, reconnects once with the same token "
+                                              "(token-not-refreshed)"),
+    "skip-accept": ("skip_accept", "sends READ but never ACCEPT for the agent's messages (missing-accept)"),
+    "reuse-request-id": ("reuse_request_id", "sends each text with the id of its COMPOSING chat state while that "
+                                             "is unanswered (duplicate-request-id)"),
+    "reconnect-immediately": ("reconnect_immediately", "reconnects without waiting after a close other than "
+                                                       "4401/4407 (fast-reconnect)"),
+}
+"""Name -> (ConsumerConfig field, what the consumer then does and the analysis rule it trips)."""
 
 
 @dataclass
@@ -96,6 +121,8 @@ class ConsumerStats:
     csat_sent: int = 0
     completed: bool = False
     """True when the consumer finished its script and closed the socket itself."""
+    error: str | None = None
+    """Why the last attempt to get a token or open a connection failed (never holds a token)."""
 
 
 class Disconnected(Exception):
@@ -108,17 +135,69 @@ class RequestTimeout(Exception):
     pass
 
 
-async def run_consumer(ws_url: str, idp_url: str, config: ConsumerConfig | None = None, *,
+class TokenUnavailable(OSError):
+    """No token could be had; the message says why and never holds a token."""
+
+
+TokenFetch = Callable[[str | None, str], Awaitable[str]]
+"""`await fetch(previous, reason)`: a token. `previous` is the token the server refused (None at
+first), `reason` is "initial", "4401" or "4407". Raises TokenUnavailable."""
+
+_WS_ACCOUNT = re.compile(r"/ws_api/account/([^/]+)/")
+_IDP_ACCOUNT = re.compile(r"/api/account/([^/]+)(?:/signup)?/?")
+
+
+def idp_url_for(url: str) -> str | None:
+    """The IDP base (`http[s]://HOST/api/account/ACCOUNT`) of the server a consumer WebSocket URL
+    (ws[s]://HOST/ws_api/account/ACCOUNT/…) or an IDP URL points to, the built-in server's layout
+    (one port for both); None when the URL names no account."""
+    parts = urlsplit(url)
+    scheme = {"ws": "http", "wss": "https", "http": "http", "https": "https"}.get(parts.scheme)
+    match = None
+    if scheme and parts.netloc:
+        match = _WS_ACCOUNT.match(parts.path) if parts.scheme.startswith("ws") else _IDP_ACCOUNT.fullmatch(parts.path)
+    return f"{scheme}://{parts.netloc}/api/account/{match[1]}" if match else None
+
+
+def signup(idp_url: str, previous: str | None = None, timeout: float = 5.0) -> str:
+    """A token from the IDP's signup call (`POST {idp_url}/signup`, no body): a new identity, or
+    with `previous` (sent as `Authorization: jwt …`) the same identity extended."""
+    url = f"{idp_url.rstrip('/')}/signup"
+    request = urllib.request.Request(url, method="POST", data=b"")
+    if previous is not None:
+        request.add_header("Authorization", f"jwt {previous}")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=timeout) as reply:
+            answer = json.load(reply)
+    except urllib.error.HTTPError as e:
+        raise TokenUnavailable(f"POST {url}: {e}") from None
+    except (OSError, ValueError) as e:  # URLError's text wraps the reason in <urlopen error …>
+        raise TokenUnavailable(f"POST {url}: {getattr(e, 'reason', e)}") from None
+    token = answer.get("jwt") if isinstance(answer, dict) else None
+    if not isinstance(token, str) or not token:
+        raise TokenUnavailable(f"POST {url}: the answer holds no jwt")
+    return token
+
+
+def signup_tokens(idp_url: str, timeout: float) -> TokenFetch:
+    async def fetch(previous: str | None, reason: str) -> str:
+        return await asyncio.to_thread(signup, idp_url, previous, timeout)
+    return fetch
+
+
+async def run_consumer(ws_url: str, tokens: str | TokenFetch, config: ConsumerConfig | None = None, *,
                        stop: asyncio.Event | None = None) -> ConsumerStats:
     """Runs one scripted consumer until its script is done, `stop` is set or reconnects run out.
-    `idp_url` is the IDP base, e.g. `http://127.0.0.1:8765/api/account/mwtap` (POST `/signup`)."""
-    return await ScriptedConsumer(ws_url, idp_url, config or ConsumerConfig(), stop or asyncio.Event()).run()
+    `tokens` is the IDP base, e.g. `http://127.0.0.1:8765/api/account/mwtap` (POST `/signup`), or
+    a TokenFetch."""
+    return await ScriptedConsumer(ws_url, tokens, config or ConsumerConfig(), stop or asyncio.Event()).run()
 
 
 class ScriptedConsumer:
-    def __init__(self, ws_url: str, idp_url: str, config: ConsumerConfig, stop: asyncio.Event):
+    def __init__(self, ws_url: str, tokens: str | TokenFetch, config: ConsumerConfig, stop: asyncio.Event):
         self.ws_url = ws_url
-        self.idp_url = idp_url.rstrip("/")
+        self.fetch_token = signup_tokens(tokens, config.request_timeout) if isinstance(tokens, str) else tokens
         self.config = config
         self.stop = stop
         self.stats = ConsumerStats()
@@ -147,21 +226,26 @@ class ScriptedConsumer:
     async def run(self) -> ConsumerStats:
         token: str | None = None
         previous: str | None = None
+        reason = "initial"
         reused_once = False
         failures = 0
         while True:
             try:
                 if token is None:
-                    token = await self._refresh_token(previous) if previous else await self._fetch_token(None)
+                    token = await (self._refresh_token(previous, reason) if previous
+                                   else self._fetch_token(None, reason))
                 await self._session(token)
                 self.stats.completed = True
                 return self.stats
             except Disconnected as closed:
                 self.stats.close_codes.append(closed.code)
                 code = closed.code
-            except (OSError, InvalidHandshake, TimeoutError, RequestTimeout):
+            except (OSError, InvalidHandshake, TimeoutError, RequestTimeout) as e:
                 self.stats.close_codes.append(None)
+                self.stats.error = str(e) or type(e).__name__
                 code = None
+                if not self.stats.connections:  # never connected: nothing to resume, say so at once
+                    return self.stats
             if self.stats.reconnects >= self.config.max_reconnects or self.stop.is_set() or self._past_deadline():
                 return self.stats
             self.stats.reconnects += 1
@@ -169,7 +253,7 @@ class ScriptedConsumer:
                 if code == 4401 and self.config.reuse_token_after_4401 and not reused_once:
                     reused_once = True
                 else:
-                    previous, token = token, None
+                    previous, token, reason = token, None, str(code)
                 continue
             delay = 0.0 if self.config.reconnect_immediately else min(
                 self.config.reconnect_delay * 2 ** failures, self.config.reconnect_delay_max)
@@ -200,26 +284,18 @@ class ScriptedConsumer:
 
     # -- tokens --------------------------------------------------------------------------------
 
-    async def _refresh_token(self, previous: str | None) -> str:
+    async def _refresh_token(self, previous: str, reason: str) -> str:
+        """A token for the identity of `previous`, else for a new identity."""
         try:
-            return await self._fetch_token(previous)
+            return await self._fetch_token(previous, reason)
         except OSError:
-            return await self._fetch_token(None)
+            return await self._fetch_token(None, reason)
 
-    async def _fetch_token(self, previous: str | None) -> str:
-        token = await asyncio.to_thread(self._post_signup, previous)
+    async def _fetch_token(self, previous: str | None, reason: str) -> str:
+        token = await self.fetch_token(previous, reason)
         self.stats.tokens_fetched += 1
-        payload = token.split(".")[1]
-        self.stats.consumer_id = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"]
+        self.stats.consumer_id = jwt_sub(token)
         return token
-
-    def _post_signup(self, previous: str | None) -> str:
-        request = urllib.request.Request(f"{self.idp_url}/signup", method="POST", data=b"")
-        if previous is not None:
-            request.add_header("Authorization", f"jwt {previous}")
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(request, timeout=self.config.request_timeout) as reply:
-            return json.load(reply)["jwt"]
 
     # -- one connection ------------------------------------------------------------------------
 

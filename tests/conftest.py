@@ -38,6 +38,29 @@ def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen | None = 
     raise TimeoutError(f"nothing listening on {host} port {port} after {timeout}s")
 
 
+def run_on_terminal(args: list, timeout: float = 90.0) -> tuple[int, bytes]:
+    """Runs `args` with stdout and stderr on a pseudo-terminal: (exit status, what it showed)."""
+    import select
+
+    leader, follower = os.openpty()
+    proc = subprocess.Popen([str(a) for a in args], stdin=subprocess.DEVNULL, stdout=follower, stderr=follower,
+                            start_new_session=True)
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([leader], [], [], 1)[0]:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal closed: the process is done
+                break
+            if not chunk:
+                break
+            seen += chunk
+    os.close(leader)
+    return proc.wait(30), seen
+
+
 class Processes:
     """Starts subprocesses and always stops them (SIGTERM, then SIGKILL)."""
 

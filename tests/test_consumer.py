@@ -6,7 +6,7 @@ import asyncio
 from collections import Counter
 
 from analysis.capture import CaptureFile
-from recorder.consumer import ConsumerConfig, ConsumerStats, run_consumer
+from recorder.consumer import ConsumerConfig, ConsumerStats, idp_url_for, run_consumer, signup
 from recorder.server import MessagingServer, ServerConfig
 from test_server import FAST, run
 
@@ -157,3 +157,51 @@ def test_consumer_through_the_recording_proxy(tmp_path):
     responses = [r for r in records if r["rec"] == "msg" and r["dir"] == "s2c" and r.get("kind") == "resp"]
     assert len(responses) == len(requests) == stats.requests_sent
     assert [r["code"] for r in records if r["rec"] == "close"] == [1000]
+
+
+def test_a_consumer_that_never_connects_gives_up_at_once_saying_why():
+    """Nothing listens: the consumer returns within a second with the failed call in `error` (it
+    used to retry ten times with backoff, about a minute, and kept no reason)."""
+    from conftest import free_port
+
+    port = free_port()
+
+    async def scenario():
+        started = asyncio.get_running_loop().time()
+        stats = await run_consumer(f"ws://127.0.0.1:{port}/ws_api/account/a/messaging/consumer?v=3",
+                                   f"http://127.0.0.1:{port}/api/account/a", ConsumerConfig(**QUICK))
+        return stats, asyncio.get_running_loop().time() - started
+
+    stats, elapsed = run(scenario())
+    assert elapsed < 5 and stats.connections == 0 and stats.close_codes == [None] and not stats.completed
+    assert stats.error.startswith(f"POST http://127.0.0.1:{port}/api/account/a/signup: ")
+
+
+def test_tokens_from_a_token_fetch_with_the_refused_token_and_the_reason():
+    """A TokenFetch instead of the IDP URL (what `mwtap consume --token-command` uses): asked once
+    at first, then after each 4401 with the token the server refused."""
+    calls = []
+
+    async def scenario():
+        async with MessagingServer(ServerConfig(**FAST, token_lifetime=1.5)) as server:
+            async def fetch(previous, reason):
+                calls.append((previous, reason))
+                return await asyncio.to_thread(signup, server.idp_url(), previous)
+            return await run_consumer(server.url(), fetch, ConsumerConfig(**{**QUICK, "message_interval": 0.5}, messages=4))
+
+    stats = run(scenario())
+    assert stats.completed and 4401 in stats.close_codes and len(stats.conversation_ids) == 1
+    assert calls[0] == (None, "initial") and len(calls) == stats.tokens_fetched >= 2
+    assert all(reason == "4401" and previous for previous, reason in calls[1:])
+    assert len({previous for previous, _ in calls[1:]}) == len(calls) - 1  # each refresh names the token refused
+
+
+def test_idp_url_for_the_built_in_server_layout():
+    assert idp_url_for("ws://127.0.0.1:8080/ws_api/account/A1/messaging/consumer?v=3") == \
+        "http://127.0.0.1:8080/api/account/A1"
+    assert idp_url_for("wss://[::1]:443/ws_api/account/A1/messaging/consumer") == "https://[::1]:443/api/account/A1"
+    assert idp_url_for("http://127.0.0.1:8765/api/account/mwtap/signup") == "http://127.0.0.1:8765/api/account/mwtap"
+    assert idp_url_for("http://127.0.0.1:8765/api/account/mwtap/") == "http://127.0.0.1:8765/api/account/mwtap"
+    for no_account in ("ws://127.0.0.1:8080/", "http://127.0.0.1/api/account/a/authenticate", "ftp://h/api/account/a",
+                       "ws:///ws_api/account/a/x"):
+        assert idp_url_for(no_account) is None, no_account

@@ -6,19 +6,16 @@ from __future__ import annotations
 import html as html_lib
 import io
 import json
-import os
 import re
-import select
 import stat
 import subprocess
-import time
 
 import numpy as np
 import pytest
 from matplotlib.image import imread
 
 from browser import chromium_binary, open_page
-from conftest import BIN
+from conftest import BIN, run_on_terminal
 
 SECTIONS = ["summary", "violations", "latency", "slowest", "connections", "reconnects", "keepalive", "streams",
             "frames"]
@@ -80,23 +77,8 @@ def test_report_file_is_private_and_progress_is_not_drawn_without_a_terminal(htm
 
 
 def test_progress_bar_on_a_terminal(tmp_path, sample_capture):
-    master, slave = os.openpty()
-    proc = subprocess.Popen([str(BIN / "mwtap"), "report", str(sample_capture), "-o", str(tmp_path / "r.html")],
-                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, start_new_session=True)
-    os.close(slave)
-    seen = b""
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if select.select([master], [], [], 1)[0]:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the terminal closed: the process is done
-                break
-            if not chunk:
-                break
-            seen += chunk
-    os.close(master)
-    assert proc.wait(30) == 0
+    code, seen = run_on_terminal([BIN / "mwtap", "report", sample_capture, "-o", tmp_path / "r.html"])
+    assert code == 0
     assert b"100%" in seen and b"frames" in seen and b"report written to" in seen
 
 

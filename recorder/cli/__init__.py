@@ -12,6 +12,8 @@ from analysis.capture import CaptureError
 COMMANDS = {
     "record": "recorder.cli.record:record",
     "serve": "recorder.cli.serve:serve",
+    "consume": "recorder.cli.consume:consume",
+    "token": "recorder.cli.consume:token",
     "demo": "recorder.cli.demo:demo",
     "analyze": "recorder.cli.analyze:analyze",
     "report": "recorder.cli.report:report",
