@@ -84,7 +84,8 @@ def as_list(value: Any) -> list:
 
 
 def is_conversation_notification(type_: str | None) -> bool:
-    """cqm. / aam. / .ams.aam. ExConversationChangeNotification (catalog §12.2)."""
+    """cqm. / aam. / .ams.aam. ExConversationChangeNotification (the tutorials, the API reference page
+    and the v2 spelling of the same notification)."""
     return type_ is not None and type_.endswith("ExConversationChangeNotification")
 
 
@@ -105,6 +106,66 @@ def messaging_changes(type_: str, body: Any) -> list[dict]:
 def type_is(type_: str | None, name: str) -> bool:
     """Whether a request type is `name` under any of its prefixes (cqm., .ams.aam., .ams.ms., …)."""
     return type_ is not None and (type_ == name or type_.endswith("." + name))
+
+
+def request_name(type_: str) -> str:
+    """A type without its prefix: `cqm.SubscribeExConversations` -> `SubscribeExConversations`,
+    `.GetClock$Response` -> `GetClock$Response`."""
+    return type_.rpartition(".")[2]
+
+
+# Response types that name the request they answer (Messaging Window API — API reference pages and
+# tutorials, with the v2 and brand-side spellings of the same types): response name -> request names.
+_NAMED_RESPONSES = {response: requests for responses, requests in (
+    (("RequestConversationResponse", "RequestConversation$Response"),
+     ("ConsumerRequestConversation", "AgentRequestConversation")),
+    (("PublishEventResponse", "PublishEvent$Response"), ("PublishEvent",)),
+    (("SubscribeExConversationsResponse", "SubscribeExConversations$Response"), ("SubscribeExConversations",)),
+    (("GenerateURLResponse", "BaseGenerateURLResponse"), ("GenerateURLForUploadFile", "GenerateURLForDownloadFile")),
+    (("GetClockResponse", "GetClock$Response"), ("GetClock",)),
+    (("QueryMessages$Response",), ("QueryMessages",)),
+    (("GetUserProfile$Response",), ("GetUserProfile",)),
+) for response in responses}
+# The generic subscribe response answers any subscription request (messaging events, unsubscribes,
+# and on the brand side routing tasks, agent states, subscription updates).
+_GENERIC_SUBSCRIBE = frozenset({"GenericSubscribeResponse", "GenericSubscribe$Response"})
+# A string response answers requests whose success has no body of its own (UpdateConversationField,
+# UnsubscribeExConversations, InitConnection, ...), and as an error (4xx/5xx) any request.
+_STRING_RESPONSES = frozenset({"StringResponse", "ReqBody$StringResp", "StringResp"})
+_TYPED_SUCCESS = frozenset({request for names in _NAMED_RESPONSES.values() for request in names
+                            if request != "GetClock"}) | {"SubscribeMessagingEvents"}
+_answers_cache: dict[tuple, bool] = {}
+
+
+def can_answer(response_type: Any, code: Any, request_type: Any) -> bool:
+    """Whether a response of this type (and code) can answer a request of this type.
+
+    Only a response type that names its request (or is a string or generic subscribe response)
+    rules requests out: an undocumented or missing type answers anything, as does any response to
+    a request without a type.
+    """
+    if response_type.__class__ is not str or request_type.__class__ is not str:
+        return True
+    error = code.__class__ is not int or code >= 400
+    key = (response_type, error, request_type)
+    found = _answers_cache.get(key)
+    if found is None:
+        found = _can_answer(response_type, error, request_type)
+        if len(_answers_cache) >= 4096:  # endless distinct types: stay bounded
+            _answers_cache.clear()
+        _answers_cache[key] = found
+    return found
+
+
+def _can_answer(response_type: str, error: bool, request_type: str) -> bool:
+    response, request = request_name(response_type), request_name(request_type)
+    if response in _NAMED_RESPONSES:
+        return request in _NAMED_RESPONSES[response]
+    if response in _GENERIC_SUBSCRIBE:
+        return "subscri" in request.lower()
+    if response in _STRING_RESPONSES:
+        return error or request not in _TYPED_SUCCESS
+    return True
 
 
 _CONTAINERS = frozenset({dict, list})

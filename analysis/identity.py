@@ -8,7 +8,7 @@ from typing import Any
 
 from analysis.capture import split_url
 from analysis.frame import as_list
-from analysis.redact import fingerprint, jwt_sub, marked_tokens
+from analysis.redact import JWT_RE, fingerprint, jwt_sub, marked_tokens
 
 CONSUMER_AUTHENTICATION = ".ams.headers.ConsumerAuthentication"
 
@@ -39,6 +39,21 @@ def header_token(open_rec: dict) -> Token | None:
             scheme, _, credential = value.partition(" ")
             return token_of(credential if credential else scheme)
     return None
+
+
+def other_token_header(open_rec: dict) -> str | None:
+    """The name of an upgrade header other than Authorization (and cookies) that carries a token
+    (its redaction marker, or a JWT in an unredacted capture): a client that sent its token where
+    the API does not look for it."""
+    for pair in open_rec.get("request_headers") or ():
+        if isinstance(pair, list) and len(pair) == 2:
+            name, value = str(pair[0]), str(pair[1])
+            if name.lower() not in _NOT_TOKEN_HEADERS and (marked_tokens(value) or JWT_RE.search(value)):
+                return name
+    return None
+
+
+_NOT_TOKEN_HEADERS = frozenset({"authorization", "cookie"})
 
 
 def url_token(url: Any) -> Token | None:

@@ -21,12 +21,13 @@ RULES: dict[str, str] = {
     "duplicate-request-id": ERROR,
     "reused-request-id": INFO,
     "orphan-response": WARNING,
-    "unanswered-request": ERROR,      # warning when the connection closed before the timeout
+    "response-type-mismatch": WARNING,
+    "unanswered-request": ERROR,      # warning when the connection closed before the timeout, info when the client closed it
     "invalid-response-code": ERROR,
     "unknown-subscription": WARNING,  # info for messaging events of a dialog never subscribed
     "notification-after-unsubscribe": WARNING,
     "keepalive-gap": WARNING,
-    "request-before-init": ERROR,
+    "request-before-init": ERROR,     # warning when the server answered the early request 2xx
     "token-not-refreshed": ERROR,
     "fast-reconnect": WARNING,
     "sequence-gap": WARNING,

@@ -198,16 +198,106 @@ def test_orphan_response():
     assert "never sent" in found[0].message and "second time" in found[1].message
 
 
+def test_response_type_mismatch():
+    b = session()
+    b.c2s("c", 1, SUBSCRIBE_EVENTS)                                                 # id "22"
+    b.s2c("c", 1.1, response("22", type_="ms.PublishEventResponse", body={"sequence": 1}))
+    b.s2c("c", 1.2, SUBSCRIBED_EVENTS)                                              # the real answer
+    found = run(b)
+    assert [(v.rule, v.severity, v.frame) for v in found] == [("response-type-mismatch", "warning", 1)]
+    assert "ms.PublishEventResponse (reqId '22') cannot answer request 0 (ms.SubscribeMessagingEvents)" in \
+        found[0].message
+
+
+def test_response_type_mismatch_not_reported_for_documented_variants_and_generic_types():
+    b = session()
+    answers = [(SUBSCRIBE_EVENTS, ".ams.GenericSubscribeResponse"), (SUBSCRIBE_EVENTS, "GenericSubscribeResponse"),
+               (SUBSCRIBE, "cqm.SubscribeExConversationsResponse"), (GET_CLOCK, ".GetClock$Response"),
+               (GET_CLOCK, "GetClockResponse"), (GET_CLOCK, "StringResponse"), (CLOSE_CONVERSATION, "StringResponse"),
+               (CLOSE_CONVERSATION, ".ReqBody$StringResp"), (UNSUBSCRIBE, "StringResponse"),
+               (PUBLISH_TEXT, ".ams.ms.PublishEvent$Response"), (PUBLISH_TEXT, "SomeUndocumentedResponse"),
+               ({**PUBLISH_TEXT, "type": ".ams.ms.PublishEvent"}, "ms.PublishEventResponse"),
+               ({"kind": "req", "id": "u", "type": "ms.GenerateURLForUploadFile"}, "ms.BaseGenerateURLResponse"),
+               ({"kind": "req", "id": "u", "type": "routing.SubscribeRoutingTasks"}, ".ams.GenericSubscribe$Response"),
+               ({"kind": "req", "id": "u", "type": "userprofile.SetUserProfile"}, "StringResponse")]
+    for i, (request, type_) in enumerate(answers):
+        b.c2s("c", i + 1, {**request, "id": f"r{i}"})
+        b.s2c("c", i + 1.1, {"kind": "resp", "reqId": f"r{i}", "code": 200, "type": type_})
+    b.c2s("c", 50, {**PUBLISH_TEXT, "id": "e"})
+    b.s2c("c", 50.1, response("e", 400, body="Bad Request"))  # an error comes as a string response to anything
+    assert rules(b) == []
+
+
+def test_pairing_by_response_type_with_a_reused_id():
+    """LivePerson's post-conversation-survey tutorial reuses id 2 for a subscription, a chat state
+    publish and a dialog close: each response answers the request its type names."""
+    b = session()
+    b.c2s("c", 1, {**SUBSCRIBE_EVENTS, "id": "2"})                    # answered later
+    chat_state = fixture("D-TUT post-conversation-survey-pcs.md", "ms.PublishEvent", id="2")
+    b.c2s("c", 2, chat_state)
+    b.s2c("c", 2.1, response("2", type_="ms.PublishEventResponse", body={"sequence": 0}))
+    b.c2s("c", 3, fixture("D-TUT post-conversation-survey-pcs.md", "cm.UpdateConversationField", id="2"))
+    b.s2c("c", 3.1, response("2"))                                    # StringResponse: the close
+    b.s2c("c", 4, {**SUBSCRIBED_EVENTS, "reqId": "2"})
+    pairs = []
+    engine = Engine(Config(), sink=_Table("pairs", pairs), on_violation=(found := []).append)
+    for rec in b.records[1:]:
+        engine.feed(rec)
+    engine.finish()
+    assert [(v.rule, v.frame) for v in found] == [("duplicate-request-id", 1), ("duplicate-request-id", 3)]
+    assert all("request 0 (ms.SubscribeMessagingEvents)" in v.message for v in found)
+    assert [(p["type"], p["response_type"], round(p["latency_ms"])) for p in pairs] == [
+        ("ms.PublishEvent", "ms.PublishEventResponse", 100), ("cm.UpdateConversationField", "StringResponse", 100),
+        ("ms.SubscribeMessagingEvents", ".ams.GenericSubscribeResponse", 3000)]
+
+
+class _Table:
+    """A sink keeping the rows of one table."""
+
+    def __init__(self, table: str, rows: list):
+        self.table, self.kept = table, rows
+
+    def adder(self, table: str):
+        return self.kept.append if table == self.table else None
+
+
+def test_numeric_ids_pair_with_string_req_ids():
+    b = session()
+    for t, id_ in ((1, 0), (2, 1)):                                   # a public client counts from 0
+        b.c2s("c", t, {"kind": "req", "id": id_, "type": "GetClock"})
+        b.s2c("c", t + 0.1, {"kind": "resp", "reqId": str(id_), "code": 200, "type": "GetClockResponse"})
+    assert rules(b) == []
+
+
+def test_capitalised_jwt_scheme_is_an_authorization_header():
+    b = CaptureBuilder()
+    b.open("c", 0.0, token=None)["request_headers"].append(["Authorization", "JWT [redacted sha256:0123456789ab]"])
+    b.c2s("c", 1, SUBSCRIBE)
+    b.s2c("c", 1.1, SUBSCRIBED)
+    assert rules(b) == []
+
+
 def test_unanswered_request():
     b = session()
     b.c2s("c", 1, GET_CLOCK)
     b.c2s("c", 31.5, {**GET_CLOCK, "id": "2"})   # the capture's clock passes the 30 s deadline of id 1
     b.c2s("c", 40, {**GET_CLOCK, "id": "3"})
-    b.close("c", 45)                              # ids 2 and 3 die with the connection
+    b.close("c", 45, 1011, "", "server")          # ids 2 and 3 die with the connection the server closed
     found = run(b)
     assert [(v.rule, v.severity, v.frame, v.t) for v in found] == [
         ("unanswered-request", "error", 0, 31.0), ("unanswered-request", "warning", 1, 45),
         ("unanswered-request", "warning", 2, 45)]
+
+
+def test_unanswered_request_is_info_when_the_client_hangs_up_without_waiting():
+    """A client closing its conversation and its socket at once (a real client does): the close
+    request is left unanswered by the client's own choice."""
+    b = session()
+    b.c2s("c", 1, CLOSE_CONVERSATION)
+    b.close("c", 1.001)
+    found = run(b)
+    assert [(v.rule, v.severity, v.frame) for v in found] == [("unanswered-request", "info", 0)]
+    assert "the client closed the connection 0.0 s after" in found[0].message
 
 
 def test_unanswered_request_times_out_on_time_when_the_accept_timeout_is_the_same():
@@ -324,19 +414,54 @@ def test_keepalive_gap_not_reported_with_pings_and_get_clock():
     assert rules(b) == []
 
 
+INIT = fixture("D-TUT avoid-websocket-headers.md")  # id "0"
+
+
 def test_request_before_init():
-    init = fixture("D-TUT avoid-websocket-headers.md")  # id "0"
+    """The verdict follows what the server did with the early request: refused or never answered
+    is an error; answered 2xx (LivePerson's browser SDK subscribes 0.6 ms after its InitConnection
+    and the server answers) a warning that the documentation allows rejecting it."""
     b = session(token=None)
-    b.c2s("c", 1, init)
+    b.c2s("c", 1, INIT)
+    b.c2s("c", 1.0006, SUBSCRIBE)         # not allowed, answered 200 below: warning
     b.c2s("c", 1.01, GET_CLOCK)           # allowed before the InitConnection response
-    b.c2s("c", 1.02, SUBSCRIBE)           # not allowed
+    b.c2s("c", 1.02, {**SUBSCRIBE, "id": "35"})  # refused: error
     b.s2c("c", 1.1, response("0"))
     b.s2c("c", 1.2, response("1"))
     b.s2c("c", 1.3, SUBSCRIBED)
+    b.s2c("c", 1.4, response("35", 401, body="not authenticated"))
     b.c2s("c", 2, {**SUBSCRIBE, "id": "34"})  # after the response: fine
     b.s2c("c", 2.1, {**SUBSCRIBED, "reqId": "34"})
     found = run(b)
-    assert [(v.rule, v.frame) for v in found] == [("request-before-init", 2)]
+    assert [(v.rule, v.severity, v.frame) for v in found] == [("request-before-init", "warning", 1),
+                                                              ("request-before-init", "error", 3)]
+    assert "answered it 200" in found[0].message and "refused with 401" in found[1].message
+
+
+def test_request_before_init_never_answered_is_an_error_at_the_timeout_and_at_the_close():
+    b = session(token=None)
+    b.c2s("c", 1, INIT)
+    b.c2s("c", 1.001, fixture("D-TUT post-conversation-survey-pcs.md", "cm.ConsumerRequestConversation"))
+    b.c2s("c", 1.05, {**SUBSCRIBE, "id": "0x"})
+    b.s2c("c", 1.1, response("0"))
+    b.c2s("c", 31.03, GET_CLOCK)          # the clock passes the timeout of the request conversation
+    b.close("c", 31.04, 1011, "", "server")  # and the connection ends under the subscribe
+    b.open("d", 50, token=None)
+    b.c2s("d", 51, INIT)
+    b.c2s("d", 51.001, SUBSCRIBE)         # the capture ends before the answer: info
+    found = [(v.rule, v.severity, v.frame, v.at_capture_end) for v in run(b) if v.rule == "request-before-init"]
+    assert found == [("request-before-init", "error", 1, False), ("request-before-init", "error", 2, False),
+                     ("request-before-init", "info", 1, True)]
+
+
+def test_request_before_init_without_init_connection_names_a_token_sent_in_another_header():
+    b = CaptureBuilder()
+    b.open("c", 0.0, token=None)["request_headers"].append(["X-LP-Token", "[redacted sha256:0123456789ab]"])
+    b.c2s("c", 1, SUBSCRIBE)
+    b.s2c("c", 1.1, response("33", 401, body="not authenticated"))
+    found = run(b)
+    assert [(v.rule, v.severity) for v in found] == [("request-before-init", "error")]
+    assert "without InitConnection" in found[0].message and "'X-LP-Token'" in found[0].message
 
 
 def test_request_before_init_not_reported_with_authorization_header():
@@ -468,6 +593,39 @@ def test_missing_accept_not_reported_for_own_or_history_or_acknowledged():
     assert rules(b, keepalive_limit_s=1000) == []
 
 
+def test_missing_accept_explicit_role_wins_over_the_published_sequence():
+    """The PCS tutorial: the consumer's publish is answered with sequence 4, and the agent's ACCEPT
+    carries sequence 4. The agent stays the agent: its unacknowledged messages are reported."""
+    b = session()
+    subscribed_to_events(b)
+    b.s2c("c", 1, event(0))
+    b.c2s("c", 2, fixture("D-TUT post-conversation-survey-pcs.md", "ms.PublishEvent", id="4",
+                          body={**PUBLISH_TEXT["body"], "dialogId": DIALOG}))
+    b.s2c("c", 2.1, fixture("D-TUT post-conversation-survey-pcs.md", "ms.PublishEventResponse"))  # sequence 4
+    b.s2c("c", 2.2, event(3, originator="me", role="CONSUMER"))
+    b.s2c("c", 2.3, event(4, event_type="AcceptStatusEvent"))     # the agent's, at the published sequence
+    b.c2s("c", 20, GET_CLOCK)
+    b.s2c("c", 20.1, response("1"))
+    found = [(v.rule, v.t) for v in run(b) if v.rule == "missing-accept"]
+    assert found == [("missing-accept", 11.0)]
+
+
+def test_messaging_events_while_the_subscription_is_unanswered_belong_to_it():
+    b = session()
+    b.c2s("c", 0.1, SUBSCRIBE_EVENTS)
+    b.s2c("c", 0.2, event(0, originator="me", role="CONSUMER"))  # replayed before the response
+    b.s2c("c", 0.3, SUBSCRIBED_EVENTS)
+    b.s2c("c", 0.4, event(1, originator="me", role="CONSUMER"))
+    streams = []
+    engine = Engine(Config(), sink=_Table("streams", streams), on_violation=(found := []).append)
+    for rec in b.records[1:]:
+        engine.feed(rec)
+    engine.finish()
+    assert found == []
+    assert [(s["dialog_id"], s["notifications"], s["request_frame"], s["t_confirmed"]) for s in streams] == [
+        (DIALOG, 2, 0, 0.3)]
+
+
 def test_publish_after_close():
     b = session()
     closing = fixture("D-TUT conversation-metadata.md (participantsPId")
@@ -523,6 +681,26 @@ def test_live_checker_reports_when_detected_not_at_the_end():
     assert fed[3] == ["invalid-json", "unanswered-request"]            # once the clock passes 2 + 30 s
     checker.finish()
     assert [v.at_capture_end for v in seen] == [False, False, True]
+
+
+def test_live_checker_judges_an_early_request_when_its_answer_or_its_deadline_comes():
+    b = session(token=None)
+    b.c2s("c", 1, INIT)
+    b.c2s("c", 1.0006, SUBSCRIBE)
+    b.c2s("c", 1.001, {**SUBSCRIBE, "id": "never"})
+    b.s2c("c", 1.1, response("0"))
+    b.s2c("c", 1.2, SUBSCRIBED)
+    seen = []
+    checker = LiveChecker(Config(), seen.append)
+    verdicts = []
+    for rec in b.records[1:]:
+        checker.feed(rec)
+        verdicts.append([(v.rule, v.severity) for v in seen])
+    assert verdicts[3] == []                                           # not judged when sent
+    assert verdicts[5] == [("request-before-init", "warning")]         # judged by its answer
+    checker.advance(31.002)                                           # no record: the clock alone passes 1.001 + 30 s
+    assert [(v.rule, v.severity) for v in seen[1:]] == [("unanswered-request", "error"),
+                                                        ("request-before-init", "error")]
 
 
 def test_severity_override_and_unknown_rule():

@@ -1,15 +1,20 @@
-"""Request/response pairing: latency, unanswered requests, orphan and error responses, request ids,
-response codes, and requests sent before the InitConnection response."""
+"""Request/response pairing: latency, unanswered requests, orphan and error responses, responses
+of a type that cannot answer their request, request ids, response codes, and requests sent before
+the InitConnection response.
+
+A response is paired with the oldest outstanding request of its `reqId` that its type can answer
+(`analysis.frame.can_answer`): with a reused id, a publish response answers the publish, not an
+older subscription still waiting under the same id."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from analysis.engine import Analyzer, trim_oldest
-from analysis.frame import Frame, type_is
+from analysis.frame import Frame, can_answer, type_is
 from analysis.histogram import LogHistogram
-from analysis.identity import header_token, url_token
-from analysis.rules import INFO, WARNING
+from analysis.identity import header_token, other_token_header, url_token
+from analysis.rules import ERROR, INFO, WARNING
 
 ANSWERED_IDS_KEPT = 10_000  # per connection, at least (see trim_oldest), for `reused-request-id`
 
@@ -22,7 +27,8 @@ class _Req:
     type: str | None
     conn: str
     timed_out: bool = False
-    queued: list | None = None  # later requests with the same id, answered after this one
+    queued: list | None = None  # later requests with the same id, outstanding with this one
+    early: str | None = None  # sent before the InitConnection response: what the verdict says of it
 
 
 @dataclass(slots=True)
@@ -32,6 +38,7 @@ class _PairConn:
     answered: dict[str, None] = field(default_factory=dict)  # insertion-ordered, bounded by trim_oldest
     reuse_reported: set[str] = field(default_factory=set)
     init_ids: set[str] = field(default_factory=set)
+    token_header: str | None = None  # a token sent in a header the API does not read
 
 
 class Pairs(Analyzer):
@@ -56,7 +63,8 @@ class Pairs(Analyzer):
 
     def open(self, rec: dict) -> None:
         awaiting_init = (not rec.get("implicit") and header_token(rec) is None and url_token(rec.get("url")) is None)
-        self.conns[rec["conn"]] = _PairConn(awaiting_init)
+        self.conns[rec["conn"]] = _PairConn(awaiting_init,
+                                            token_header=other_token_header(rec) if awaiting_init else None)
 
     def request(self, frame: Frame) -> None:
         rec = frame.rec
@@ -65,9 +73,9 @@ class Pairs(Analyzer):
             return
         conn, t, type_ = rec["conn"], rec["t"], rec.get("type")
         state = self.conns[conn]
-        if state.awaiting_init:
-            self._check_init(state, rec, req_id, type_)
         req = _Req(t, rec.get("n"), req_id, type_, conn)
+        if state.awaiting_init:
+            self._check_init(state, req)
         earlier = state.outstanding.get(req_id)
         if earlier is not None:
             self.ctx.violation("duplicate-request-id", conn, t, req.n,
@@ -87,13 +95,21 @@ class Pairs(Analyzer):
             if not self._armed:
                 self._arm(req)
 
-    def _check_init(self, state: _PairConn, rec: dict, req_id: str, type_: str | None) -> None:
-        if type_is(type_, "InitConnection"):
-            state.init_ids.add(req_id)
-        elif type_ not in self.init_exempt:
+    def _check_init(self, state: _PairConn, req: _Req) -> None:
+        """An early request is judged by what the server did with it: its response, or its absence
+        at the response timeout or the close (the API reference says such requests are rejected)."""
+        if type_is(req.type, "InitConnection"):
+            state.init_ids.add(req.id)
+        elif req.type not in self.init_exempt:
             sent = "before the InitConnection response" if state.init_ids else "without InitConnection"
-            self.ctx.violation("request-before-init", rec["conn"], rec["t"], rec.get("n"),
-                               f"{type_} sent {sent} on a connection without an Authorization header")
+            where = f" (its token was in header {state.token_header!r})" if state.token_header else ""
+            req.early = f"{req.type} sent {sent} on a connection without an Authorization header{where}"
+            if req.type in self.no_response:  # no answer to wait for
+                self._early(req, req.t, "", None)
+
+    def _early(self, req: _Req, t: float, outcome: str, severity: str | None, at_capture_end: bool = False) -> None:
+        self.ctx.violation("request-before-init", req.conn, t, req.n, req.early + outcome, severity,
+                           at_capture_end=at_capture_end)
 
     def _arm(self, req: _Req) -> None:
         self._armed = True
@@ -113,6 +129,8 @@ class Pairs(Analyzer):
             req.timed_out = True
             self.ctx.violation("unanswered-request", req.conn, req.t + timeout, req.n,
                                f"{req.type} (id {req.id!r}) has no response after {timeout:g} s")
+            if req.early:
+                self._early(req, req.t + timeout, f", and no response after {timeout:g} s", ERROR)
         if pending:
             self._arm(next(iter(pending)))
 
@@ -126,23 +144,34 @@ class Pairs(Analyzer):
             code = None
         req_id = rec.get("reqId")
         state = self.conns[conn]
-        req = state.outstanding.pop(req_id, None) if req_id is not None else None
-        if req is None:
+        head = state.outstanding.get(req_id) if req_id is not None else None
+        if head is None:
             why = ("has no reqId" if req_id is None else
                    f"answers request id {req_id!r} a second time" if req_id in state.answered else
                    f"answers request id {req_id!r} that was never sent")
             self.ctx.violation("orphan-response", conn, t, rec.get("n"), f"response {why}")
-            self.counts["orphan_responses"] += 1
-            self._row(conn, None, "orphan", rec, code)
+            self._orphan(conn, rec, code)
             return
-        if req.queued:
-            state.outstanding[req_id] = nxt = req.queued.pop(0)
-            nxt.queued = req.queued or None
+        req = self._answered(state, head, rec.get("type"), code)
+        if req is None:
+            waiting = [head, *(head.queued or ())]
+            named = ", ".join(f"request {r.n} ({r.type})" for r in waiting)
+            self.ctx.violation("response-type-mismatch", conn, t, rec.get("n"),
+                               f"{rec.get('type')} (reqId {req_id!r}) cannot answer {named}, "
+                               f"outstanding with that id; left unpaired")
+            self._orphan(conn, rec, code)
+            return
         self.pending.pop(req, None)
         state.answered[req_id] = None
         trim_oldest(state.answered, ANSWERED_IDS_KEPT)
         if state.awaiting_init and req_id in state.init_ids and code is not None and code < 400:
             state.awaiting_init = False
+        if req.early and not req.timed_out:  # a late answer: judged at the timeout already
+            if code is not None and code < 400:
+                self._early(req, req.t, f"; this server answered it {code}, but the API reference allows "
+                                        "rejecting such requests", WARNING)
+            else:
+                self._early(req, req.t, f"; refused with {code if code is not None else 'an invalid code'}", ERROR)
         counts = self.counts
         counts["total"] += 1
         counts["answered"] += 1
@@ -157,15 +186,38 @@ class Pairs(Analyzer):
         if self.rows is not None:
             self._row(conn, req, "answered", rec, code)
 
+    @staticmethod
+    def _answered(state: _PairConn, head: _Req, response_type, code) -> _Req | None:
+        """Take the oldest outstanding request with the head's id that the response can answer."""
+        queued = head.queued
+        if can_answer(response_type, code, head.type):
+            if queued:
+                state.outstanding[head.id] = nxt = queued.pop(0)
+                nxt.queued = queued or None
+            else:
+                del state.outstanding[head.id]
+            return head
+        for i, req in enumerate(queued or ()):
+            if can_answer(response_type, code, req.type):
+                del queued[i]
+                head.queued = queued or None
+                return req
+        return None
+
+    def _orphan(self, conn: str, rec: dict, code: int | None) -> None:
+        self.counts["orphan_responses"] += 1
+        self._row(conn, None, "orphan", rec, code)
+
     def close(self, rec: dict, at_capture_end: bool) -> None:
         conn, t = rec["conn"], rec["t"]
         state = self.conns.pop(conn)
+        by_client = rec.get("by") == "client"
         for first in state.outstanding.values():
             for req in [first, *(first.queued or ())]:
                 self.pending.pop(req, None)
-                self._unanswered(conn, t, req, at_capture_end)
+                self._unanswered(conn, t, req, at_capture_end, by_client)
 
-    def _unanswered(self, conn: str, t: float, req: _Req, at_capture_end: bool) -> None:
+    def _unanswered(self, conn: str, t: float, req: _Req, at_capture_end: bool, by_client: bool) -> None:
         status = "open-at-end" if at_capture_end and not req.timed_out else "unanswered"
         self.counts["total"] += 1
         self.counts["open_at_end" if status == "open-at-end" else "unanswered"] += 1
@@ -177,10 +229,17 @@ class Pairs(Analyzer):
                 self.ctx.violation("unanswered-request", conn, t, req.n,
                                    f"{req.type} (id {req.id!r}) still unanswered when the capture ended "
                                    f"({waited:.1f} s after it was sent)", INFO, at_capture_end=True)
-            else:
-                self.ctx.violation("unanswered-request", conn, t, req.n,
-                                   f"{req.type} (id {req.id!r}) unanswered when the connection closed "
-                                   f"{waited:.1f} s after it was sent", WARNING)
+                if req.early:
+                    self._early(req, t, ", still unanswered when the capture ended", INFO, at_capture_end=True)
+                return
+            # The client that hangs up without waiting chose not to know the answer: worth knowing
+            # (info); a server that closes on a pending request dropped it (warning).
+            closer = "the client closed the connection" if by_client else "the connection closed"
+            self.ctx.violation("unanswered-request", conn, t, req.n,
+                               f"{req.type} (id {req.id!r}) unanswered when {closer} "
+                               f"{waited:.1f} s after it was sent", INFO if by_client else WARNING)
+            if req.early:
+                self._early(req, t, f", and unanswered when {closer}", ERROR)
         self._row(conn, req, status, None, None)
 
     def _row(self, conn: str, req: _Req | None, status: str, resp: dict | None, code: int | None) -> None:

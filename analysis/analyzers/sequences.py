@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from analysis.engine import Analyzer, trim_oldest
-from analysis.frame import Frame, as_list, is_conversation_notification, is_messaging_notification, type_is
+from analysis.frame import (Frame, as_list, can_answer, is_conversation_notification, is_messaging_notification,
+                            type_is)
 from analysis.histogram import LogHistogram
 from analysis.identity import header_token, init_connection_token
 from analysis.rules import INFO
@@ -27,7 +28,8 @@ REQUESTS = ("PublishEvent", "SubscribeMessagingEvents", "UpdateConversationField
 class _Dialog:
     subscribed_t: float | None = None
     last: int | None = None
-    seen: dict[int, str | None] = field(default_factory=dict)  # sequence -> originator
+    # sequence -> its originator when that may be the consumer (no role, or role CONSUMER), else None
+    seen: dict[int, str | None] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -172,17 +174,16 @@ class Sequences(Analyzer):
     def response(self, frame: Frame) -> None:
         rec = frame.rec
         state = self.conns[rec["conn"]]
-        req_id = rec.get("reqId")
-        code = rec.get("code")
+        req_id, code, type_ = rec.get("reqId"), rec.get("code"), rec.get("type")
         ok = code.__class__ is int and code < 400
-        publish = state.publishes.pop(req_id, None)
-        if publish is not None:
+        if req_id in state.publishes and can_answer(type_, code, "ms.PublishEvent"):
+            publish = state.publishes.pop(req_id)
             if ok and publish[1] != CHAT_STATE:
                 seq = frame.lifted("sequence")
                 if seq is not None:
                     self._own_published(state, publish[0], seq)
             return
-        close = state.closes.pop(req_id, None)
+        close = state.closes.pop(req_id, None) if can_answer(type_, code, "cm.UpdateConversationField") else None
         if close is not None and ok:
             for conversation in close[0]:
                 self._mark(self.closed_conversations, conversation, rec["t"])
@@ -251,9 +252,14 @@ class Sequences(Analyzer):
         d = state.dialogs.get(dialog)
         if d is None:
             d = state.dialogs[dialog] = _Dialog()
-        if originator is not None and (role == "CONSUMER" or (seq is not None and (dialog, seq) in state.echoes)):
-            state.own_ids.add(originator)
+        # An explicit role wins over the sequence a publish response returned: the tutorials show an
+        # agent's ACCEPT at the sequence the consumer's own publish was answered with.
+        echo = seq is not None and (dialog, seq) in state.echoes
+        if echo:
             state.echoes.discard((dialog, seq))
+        maybe_own = role is None or role == "CONSUMER"
+        if originator is not None and (role == "CONSUMER" or (echo and maybe_own)):
+            state.own_ids.add(originator)
         own = originator in state.own_ids
         history = (d.subscribed_t is not None and isinstance(stamp, (int, float))
                    and stamp / 1000.0 < d.subscribed_t - HISTORY_SLACK_S)
@@ -266,7 +272,7 @@ class Sequences(Analyzer):
                 self._out_of_order(d, rec, dialog, seq, last)
             else:
                 d.last = seq
-            d.seen[seq] = originator
+            d.seen[seq] = originator if maybe_own else None
             trim_oldest(d.seen, SEEN_KEPT)
         row = None
         if self.rows is not None:

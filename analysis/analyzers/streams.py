@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from analysis.engine import Analyzer
-from analysis.frame import Frame, is_messaging_notification, type_is
+from analysis.frame import Frame, can_answer, is_messaging_notification, type_is
 from analysis.rules import INFO
 
 CONVERSATIONS = "conversations"
@@ -30,7 +30,9 @@ class _Stream:
 
 @dataclass(slots=True)
 class _StreamConn:
-    pending: dict[str, tuple] = field(default_factory=dict)  # request id -> what its response confirms
+    # request id -> (what, request type, t, frame, key) per outstanding request, in the order sent:
+    # what its response confirms (a response takes the oldest its type can answer, as in Pairs)
+    pending: dict[str, list[tuple]] = field(default_factory=dict)
     streams: dict[str, _Stream] = field(default_factory=dict)  # subscriptionId -> stream
     dialogs: dict[str, _Stream] = field(default_factory=dict)  # dialogId -> stream
     unknown: set[str] = field(default_factory=set)  # reported once each
@@ -53,30 +55,38 @@ class Streams(Analyzer):
         type_, req_id = rec["type"], rec.get("id")
         if req_id is None:
             return
-        pending = self.conns[rec["conn"]].pending
         if type_is(type_, "UnsubscribeExConversations"):
-            pending[req_id] = ("unsubscribe", rec.get("subscriptionId"))
+            action = ("unsubscribe", type_, rec["t"], rec.get("n"), rec.get("subscriptionId"))
         elif type_is(type_, "SubscribeExConversations"):
-            pending[req_id] = (CONVERSATIONS, type_, rec["t"], rec.get("n"), None)
-        elif type_is(type_, "SubscribeMessagingEvents"):
-            dialog = frame.lifted("dialogId")
-            if dialog is not None:
-                pending[req_id] = (MESSAGING, type_, rec["t"], rec.get("n"), dialog)
+            action = (CONVERSATIONS, type_, rec["t"], rec.get("n"), None)
+        elif type_is(type_, "SubscribeMessagingEvents") and frame.lifted("dialogId") is not None:
+            action = (MESSAGING, type_, rec["t"], rec.get("n"), rec["dialogId"])
+        else:
+            return
+        self.conns[rec["conn"]].pending.setdefault(req_id, []).append(action)
 
     def response(self, frame: Frame) -> None:
         rec = frame.rec
         state = self.conns[rec["conn"]]
-        action = state.pending.pop(rec.get("reqId"), None)
-        code = rec.get("code")
-        if action is None or code.__class__ is not int or code >= 400:
+        req_id, code = rec.get("reqId"), rec.get("code")
+        actions = state.pending.get(req_id)
+        if not actions:
+            return
+        answered = next((i for i, action in enumerate(actions) if can_answer(rec.get("type"), code, action[1])), None)
+        if answered is None:
+            return
+        action = actions.pop(answered)
+        if not actions:
+            del state.pending[req_id]
+        if code.__class__ is not int or code >= 400:
             return
         t = rec["t"]
-        if action[0] == "unsubscribe":
-            stream = state.streams.get(action[1])
+        kind, type_, t_request, request_frame, key = action
+        if kind == "unsubscribe":
+            stream = state.streams.get(key)
             if stream is not None:
                 stream.t_unsubscribed = t
             return
-        kind, type_, t_request, request_frame, dialog = action
         if kind == CONVERSATIONS:
             key = rec.get("subscriptionId")
             if key is None:
@@ -85,10 +95,12 @@ class Streams(Analyzer):
             if stream is None:
                 stream = state.streams[key] = _Stream(kind, key)
         else:
-            previous = state.dialogs.get(dialog)
-            if previous is not None:
+            previous = state.dialogs.get(key)
+            if previous is not None and (previous.t_request, previous.request_frame) != (t_request, request_frame):
                 self._row(rec["conn"], previous, t)
-            stream = state.dialogs[dialog] = _Stream(kind, dialog)
+                previous = None
+            # The events that came while this subscription was unanswered are already counted on it.
+            stream = state.dialogs[key] = previous or _Stream(kind, key)
         stream.request_type, stream.t_request, stream.request_frame, stream.t_confirmed = (
             type_, t_request, request_frame, t)
 
@@ -99,7 +111,7 @@ class Streams(Analyzer):
         if sid is not None:
             stream = state.streams.get(sid)
             if stream is None:
-                if any(p[0] == CONVERSATIONS for p in state.pending.values()):
+                if any(p[0] == CONVERSATIONS for actions in state.pending.values() for p in actions):
                     stream = state.streams[sid] = _Stream(CONVERSATIONS, sid)
                 else:
                     self._unknown(state, rec, sid, f"notification for unknown subscription {sid!r}", None)
@@ -113,10 +125,23 @@ class Streams(Analyzer):
                     continue
                 stream = state.dialogs.get(dialog)
                 if stream is None:
+                    stream = self._pending_dialog(state, dialog)
+                if stream is None:
                     self._unknown(state, rec, dialog, f"messaging events for dialog {dialog!r} that was not "
                                                       "subscribed on this connection", INFO)
                 else:
                     self._count(stream, rec)
+
+    @staticmethod
+    def _pending_dialog(state: _StreamConn, dialog: str) -> _Stream | None:
+        """The stream of an unanswered SubscribeMessagingEvents for the dialog: events may come
+        before the subscribe response (as conversation notifications may)."""
+        for actions in state.pending.values():
+            for kind, type_, t_request, request_frame, key in actions:
+                if kind == MESSAGING and key == dialog:
+                    stream = state.dialogs[dialog] = _Stream(kind, dialog, type_, t_request, request_frame)
+                    return stream
+        return None
 
     def _count(self, stream: _Stream, rec: dict) -> None:
         t = rec["t"]
