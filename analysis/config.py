@@ -10,7 +10,8 @@ class Config:
     response_timeout_s: float = 30.0
     """A request without a response after this long is `unanswered-request`."""
     keepalive_limit_s: float = 60.0
-    """A client silence longer than this is `keepalive-gap` (the protocol says: a message every 60 s)."""
+    """A client silence longer than this is `keepalive-gap` (Messaging Window API — Protocol Overview, Keep
+    Alive: a message every 60 seconds)."""
     min_reconnect_delay_s: float = 1.0
     """A reconnect sooner than this after a close other than 4401/4407 is `fast-reconnect`."""
     accept_timeout_s: float = 10.0

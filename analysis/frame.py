@@ -75,7 +75,8 @@ def parse_payload(rec: dict) -> Any:
 
 
 def as_list(value: Any) -> list:
-    """An array field: a single element sent bare counts as a one-element array (protocol overview)."""
+    """An array field: a single element sent bare counts as a one-element array (Messaging Window API —
+    Protocol Overview, Single Element Arrays)."""
     if isinstance(value, list):
         return value
     if value is None:
