@@ -14,7 +14,7 @@ from collections import defaultdict
 import pytest
 
 from analysis.redact import jwt_sub
-from conftest import BIN, REPO, free_port, run_on_terminal, wait_port
+from conftest import BIN, REPO, Processes, free_port, run_on_terminal, wait_port
 
 MWTAP = str(BIN / "mwtap")
 IDLE_TIMEOUT = 3.0
@@ -45,37 +45,38 @@ def run(args: list[str], timeout: float = 60, **kw) -> subprocess.CompletedProce
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """`mwtap serve` with a short idle timeout and token lifetime."""
-    from conftest import Processes
-
     procs = Processes(tmp_path_factory.mktemp("serve"))
     port = free_port()
-    serve = procs.start([MWTAP, "serve", "--listen", f"127.0.0.1:{port}", "--idle-timeout", str(IDLE_TIMEOUT),
-                         "--token-lifetime", str(TOKEN_LIFETIME), "--agent-reply-delay", "0.2"], "serve")
-    wait_port(port, proc=serve)
-    yield port
-    procs.stop_all()
+    try:
+        serve = procs.start([MWTAP, "serve", "--listen", f"127.0.0.1:{port}", "--idle-timeout", str(IDLE_TIMEOUT),
+                             "--token-lifetime", str(TOKEN_LIFETIME), "--agent-reply-delay", "0.2"], "serve")
+        wait_port(port, proc=serve)
+        yield port
+    finally:
+        procs.stop_all()
 
 
 @pytest.fixture(scope="module")
 def recorded(served, tmp_path_factory):
     """Every run of RUNS at once through `mwtap record`; (consume results, analysis JSON)."""
-    from conftest import Processes
-
     tmp = tmp_path_factory.mktemp("record")
     procs = Processes(tmp)
     port = free_port()
     capture = tmp / "capture.jsonl"
-    record = procs.start([MWTAP, "record", "--upstream", f"ws://127.0.0.1:{served}", "--listen",
-                          f"127.0.0.1:{port}", "-o", str(capture)], "record")
-    wait_port(port, proc=record)
-    consumers = {account: procs.start([MWTAP, "consume", consumer_url(port, account), "--duration", str(DURATION),
-                                       "--keepalive-interval", "1", *args], account)
-                 for account, (args, _) in RUNS.items()}
-    results = {}
-    for account, proc in consumers.items():
-        proc.wait(DURATION + 30)
-        results[account] = (proc.returncode, proc.log_path.read_text())
-    assert procs.stop(record) == 0
+    try:
+        record = procs.start([MWTAP, "record", "--upstream", f"ws://127.0.0.1:{served}", "--listen",
+                              f"127.0.0.1:{port}", "-o", str(capture)], "record")
+        wait_port(port, proc=record)
+        consumers = {account: procs.start([MWTAP, "consume", consumer_url(port, account), "--duration",
+                                           str(DURATION), "--keepalive-interval", "1", *args], account)
+                     for account, (args, _) in RUNS.items()}
+        results = {}
+        for account, proc in consumers.items():
+            proc.wait(DURATION + 30)
+            results[account] = (proc.returncode, proc.log_path.read_text())
+        assert procs.stop(record) == 0
+    finally:
+        procs.stop_all()
     analysis = run(["analyze", str(capture), "--format", "json", "--keepalive-limit", str(IDLE_TIMEOUT),
                     "--accept-timeout", "3"])
     assert analysis.returncode == 0, analysis.stderr
@@ -83,7 +84,7 @@ def recorded(served, tmp_path_factory):
 
 
 def test_each_misbehaviour_trips_its_rule_and_only_on_its_own_connections(recorded):
-    results, summary = recorded
+    _, summary = recorded
     account_of = {c["conn"]: re.search(r"/account/([^/]+)/", c["url"])[1] for c in summary["connections"]}
     rules = defaultdict(set)
     for v in summary["violations"]:
@@ -95,7 +96,7 @@ def test_each_misbehaviour_trips_its_rule_and_only_on_its_own_connections(record
 
 
 def test_each_run_prints_a_summary_and_exits_0(recorded):
-    results, summary = recorded
+    results, _ = recorded
     for account, (code, output) in results.items():
         assert code == 0, output
         assert re.search(rf"mwtap consume: 1 consumer\(s\) -> ws://127\.0\.0\.1:\d+/ws_api/account/{account}/", output)
