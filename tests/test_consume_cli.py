@@ -8,7 +8,9 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
+import time
 from collections import defaultdict
 
 import pytest
@@ -139,6 +141,23 @@ def test_progress_is_shown_on_a_terminal(served):
     assert code == 0
     assert re.search(rb"\r\x1b\[K +\d+ s  1 connection\(s\), \d+ request\(s\) sent", seen), seen
     assert b"closes       1000 x1" in seen
+
+
+def test_ctrl_c_wraps_up_and_prints_the_summary(served, procs, tmp_path):
+    """SIGINT once the consumer has its token: it wraps up, closes its socket itself and the summary
+    is printed, exit 0."""
+    fetched = tmp_path / "fetched"
+    command = f"{MWTAP} token {shlex.quote(consumer_url(served))} && touch {fetched}"
+    proc = procs.start([MWTAP, "consume", consumer_url(served), "--duration", "60", "--token-command", command],
+                       "consume")
+    deadline = time.monotonic() + 30
+    while not fetched.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(20) == 0
+    output = proc.log_path.read_text()
+    assert "tokens from --token-command" in output and "1 finished their script" in output, output
+    assert re.search(r"closes +1000 x1\n", output) and "Traceback" not in output, output
 
 
 def test_token_prints_a_token_and_extends_the_previous_identity(served):
