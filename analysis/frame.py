@@ -145,16 +145,17 @@ def can_answer(response_type: Any, code: Any, request_type: Any) -> bool:
     rules requests out: an undocumented or missing type answers anything, as does any response to
     a request without a type.
     """
+    key = (response_type, request_type, code)
+    try:
+        return _answers_cache[key]
+    except (KeyError, TypeError):  # not asked yet, or an unhashable value from a malformed frame
+        pass
     if response_type.__class__ is not str or request_type.__class__ is not str:
         return True
-    error = code.__class__ is not int or code >= 400
-    key = (response_type, error, request_type)
-    found = _answers_cache.get(key)
-    if found is None:
-        found = _can_answer(response_type, error, request_type)
-        if len(_answers_cache) >= 4096:  # endless distinct types: stay bounded
-            _answers_cache.clear()
-        _answers_cache[key] = found
+    found = _can_answer(response_type, code.__class__ is not int or code >= 400, request_type)
+    if len(_answers_cache) >= 4096:  # endless distinct types and codes: stay bounded
+        _answers_cache.clear()
+    _answers_cache[key] = found
     return found
 
 

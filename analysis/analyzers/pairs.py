@@ -152,7 +152,11 @@ class Pairs(Analyzer):
             self.ctx.violation("orphan-response", conn, t, rec.get("n"), f"response {why}")
             self._orphan(conn, rec, code)
             return
-        req = self._answered(state, head, rec.get("type"), code)
+        if head.queued is None and can_answer(rec.get("type"), code, head.type):  # the common case, inlined
+            del state.outstanding[req_id]
+            req = head
+        else:
+            req = self._answered(state, head, rec.get("type"), code)
         if req is None:
             waiting = [head, *(head.queued or ())]
             named = ", ".join(f"request {r.n} ({r.type})" for r in waiting)

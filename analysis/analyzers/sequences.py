@@ -183,8 +183,10 @@ class Sequences(Analyzer):
                 if seq is not None:
                     self._own_published(state, publish[0], seq)
             return
-        close = state.closes.pop(req_id, None) if can_answer(type_, code, "cm.UpdateConversationField") else None
-        if close is not None and ok:
+        if req_id not in state.closes or not can_answer(type_, code, "cm.UpdateConversationField"):
+            return
+        close = state.closes.pop(req_id)
+        if ok:
             for conversation in close[0]:
                 self._mark(self.closed_conversations, conversation, rec["t"])
             for dialog in close[1]:
