@@ -626,6 +626,16 @@ def test_messaging_events_while_the_subscription_is_unanswered_belong_to_it():
         (DIALOG, 2, 0, 0.3)]
 
 
+
+def test_messaging_events_of_a_refused_subscription_are_not_subscribed_after_its_answer():
+    b = session()
+    b.c2s("c", 0.1, SUBSCRIBE_EVENTS)
+    b.s2c("c", 0.2, event(0, originator="me", role="CONSUMER"))  # before the answer: belongs to the request
+    b.s2c("c", 0.3, {**SUBSCRIBED_EVENTS, "code": 403, "type": "StringResponse", "body": "forbidden"})
+    b.s2c("c", 0.4, event(1, originator="me", role="CONSUMER"))
+    assert [(v.rule, v.severity, v.frame) for v in run(b)] == [("unknown-subscription", "info", 3)]
+
+
 def test_publish_after_close():
     b = session()
     closing = fixture("D-TUT conversation-metadata.md (participantsPId")

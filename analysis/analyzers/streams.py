@@ -78,10 +78,14 @@ class Streams(Analyzer):
         action = actions.pop(answered)
         if not actions:
             del state.pending[req_id]
-        if code.__class__ is not int or code >= 400:
-            return
         t = rec["t"]
         kind, type_, t_request, request_frame, key = action
+        if code.__class__ is not int or code >= 400:
+            # A refused subscription does not keep the events that came before its answer.
+            stream = state.dialogs.get(key) if kind == MESSAGING else None
+            if stream is not None and (stream.t_request, stream.request_frame) == (t_request, request_frame):
+                self._row(rec["conn"], state.dialogs.pop(key), t)
+            return
         if kind == "unsubscribe":
             stream = state.streams.get(key)
             if stream is not None:
