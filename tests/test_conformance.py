@@ -1,9 +1,9 @@
 """Verdicts on what real clients do, and on LivePerson's own published frames.
 
-* Each behaviour of a real consumer client that the analysis once judged wrongly, as a scripted
-  client (plain `websockets` code, the real client's frames and timing) through a real
-  `mwtap record` in front of a real `mwtap serve` (subprocesses), then `mwtap analyze --format json`:
-  the exact verdicts on each client's connection.
+* Each real-client behaviour of docs/analysis.md ("Real clients: the verdict each behaviour
+  gets"), as a scripted client (plain `websockets` code, the real client's frames and timing)
+  through a real `mwtap record` in front of a real `mwtap serve` (subprocesses), then
+  `mwtap analyze --format json`: the exact verdicts on each client's connection.
 * The frames of LivePerson's post-conversation-survey tutorial, in the tutorial's order, as a
   capture: the exact verdicts, the pairs, and what each verdict names.
 """
