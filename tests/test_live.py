@@ -130,3 +130,36 @@ def test_closed_connections_leave_bounded_state_behind():
     # A 30,000-connection window holds one batch trim: at most 5,000 more entries net (~110 B per
     # connection); unbounded, every closed connection kept ~380 B.
     assert grown / 30_000 < 200, f"{grown / 30_000:.0f} bytes kept per closed connection"
+
+
+def test_live_and_offline_agree_on_a_client_that_pipelines_after_init_connection(procs, tmp_path):
+    """`mwtap record --live` in front of `mwtap serve`, LivePerson's browser SDK subscribing 0.6 ms
+    after its InitConnection: the live line (printed once the subscription is answered) says what
+    `mwtap analyze` of the same capture says."""
+    import subprocess
+
+    from conftest import BIN, free_port, wait_port
+    from test_conformance import pipelined, run_clients, sdk_subscribes_0_6_ms_after_init_connection
+
+    mwtap = str(BIN / "mwtap")
+    for attempt in range(3):  # a capture where the recorder saw the answer first shows no pipelining
+        serve_port, record_port = free_port(), free_port()
+        serve = procs.start([mwtap, "serve", "--listen", f"127.0.0.1:{serve_port}"], f"serve{attempt}")
+        wait_port(serve_port, proc=serve)
+        out = tmp_path / f"cap{attempt}.jsonl"
+        record = procs.start([mwtap, "record", "--live", "--upstream", f"ws://127.0.0.1:{serve_port}", "--listen",
+                              f"127.0.0.1:{record_port}", "-o", str(out)], f"record{attempt}")
+        wait_port(record_port, proc=record)
+        asyncio.run(run_clients(serve_port, record_port, [sdk_subscribes_0_6_ms_after_init_connection]))
+        assert procs.stop(record) == 0
+        procs.stop(serve)
+        if pipelined(out, "sdk-subscribes-0-6-ms-after-init-connection"):
+            break
+    else:
+        pytest.fail("the recorder never saw the subscription before the InitConnection answer")
+    live = wait_for_line(record.log_path, "request-before-init")
+    analysis = subprocess.run([mwtap, "analyze", str(out), "--format", "json"], capture_output=True, text=True,
+                              timeout=60)
+    offline = json.loads(analysis.stdout)["violations"]
+    assert [(v["rule"], v["severity"]) for v in offline] == [("request-before-init", "warning")]
+    assert f" warning request-before-init: {offline[0]['message']}" in live
