@@ -1,4 +1,5 @@
-"""Every violation rule: a capture that triggers it and one that must not (frames from the catalog fixtures)."""
+"""Every violation rule: a capture that triggers it and one that must not (LivePerson's documented
+example frames, tests/data/documented_frames.jsonl)."""
 
 from __future__ import annotations
 
