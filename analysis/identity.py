@@ -11,6 +11,7 @@ from analysis.frame import as_list
 from analysis.redact import JWT_RE, fingerprint, jwt_sub, marked_tokens
 
 CONSUMER_AUTHENTICATION = ".ams.headers.ConsumerAuthentication"
+_NOT_TOKEN_HEADERS = frozenset({"authorization", "cookie"})  # read elsewhere, or not tokens
 
 
 @dataclass(slots=True)
@@ -51,9 +52,6 @@ def other_token_header(open_rec: dict) -> str | None:
             if name.lower() not in _NOT_TOKEN_HEADERS and (marked_tokens(value) or JWT_RE.search(value)):
                 return name
     return None
-
-
-_NOT_TOKEN_HEADERS = frozenset({"authorization", "cookie"})
 
 
 def url_token(url: Any) -> Token | None:
