@@ -5,7 +5,10 @@ Connections are paired by the `replay_of` field that `mwtap replay` puts on its 
 replays); without it, connections are paired in the order they opened. Within a pair, requests
 are aligned by order and type (difflib over the request types), and for each aligned pair the
 response code, type and masked body are compared. Notifications are compared as counts per type
-and stream, close codes per connection, latency as the median per request type.
+and stream, close codes per connection, latency as the median per request type, and the analysis
+(`mwtap analyze`'s rules, default settings) as the count of findings per rule and connection: a
+rule that fired a different number of times in the replay (not at all, or where the recording had
+none) is a difference, so a replay that did not reproduce what the recording showed says so.
 
 Masking (the documented default, extended with `ignore_fields`):
 * volatile fields (timestamps and signatures: `VOLATILE_KEYS`, keys ending in `Ts`/`Timestamp`)
@@ -49,7 +52,7 @@ def is_identifier(value: str) -> bool:
                 or _TOKEN_RE.fullmatch(value))
 
 
-def _is_volatile(key: str) -> bool:
+def is_volatile(key: str) -> bool:
     return key in VOLATILE_KEYS or key.endswith(VOLATILE_SUFFIXES)
 
 
@@ -69,8 +72,8 @@ class Masker:
         return f"<id#{number}>"
 
     def mask(self, value: Any, path: tuple[str, ...] = (), key: str | None = None) -> Any:
-        if key is not None and (_is_volatile(key) or self._ignored(path)):
-            return "<volatile>" if _is_volatile(key) else "<ignored>"
+        if key is not None and (is_volatile(key) or self._ignored(path)):
+            return "<volatile>" if is_volatile(key) else "<ignored>"
         if isinstance(value, dict):
             return {k: self.mask(v, path + (k,), k) for k, v in value.items()}
         if isinstance(value, list):
@@ -113,17 +116,26 @@ class ConnGroup:
     exchanges: list[Exchange] = field(default_factory=list)
     notifications: Counter = field(default_factory=Counter)
     close_codes: list[int | None] = field(default_factory=list)
+    findings: Counter = field(default_factory=Counter)
+    """Analysis findings per rule."""
 
 
 def read_session(records: Iterable[dict], ignore_fields: Iterable[str] = ()) -> list[ConnGroup]:
     """Groups of a capture, in the order they opened (record order). Identifiers are numbered per
-    group, so connections that ran in parallel do not shift each other's numbers."""
+    group, so connections that ran in parallel do not shift each other's numbers. The records are
+    analysed on the way (`analysis.engine`); findings on a connection outside every group (a refused
+    one) are not counted."""
+    from analysis.engine import Engine
+
+    findings: Counter = Counter()
+    engine = Engine(on_violation=lambda v: findings.update(((v.conn, v.rule),)))
     ignore = list(ignore_fields)
     groups: dict[str, ConnGroup] = {}
     maskers: dict[str, Masker] = {}
     group_of: dict[str, ConnGroup] = {}
     waiting: dict[str, dict[str, list[Exchange]]] = {}
     for rec in records:
+        engine.feed(rec)
         conn = rec.get("conn")
         if not isinstance(conn, str):
             continue
@@ -143,6 +155,10 @@ def read_session(records: Iterable[dict], ignore_fields: Iterable[str] = ()) -> 
             group.close_codes.append(rec.get("code"))
         elif kind == MSG:
             _read_message(rec, group, waiting[conn], maskers[group.key])
+    engine.finish()
+    for (conn, rule), count in findings.items():
+        if conn in group_of:
+            group_of[conn].findings[rule] += count
     return list(groups.values())
 
 
@@ -183,7 +199,7 @@ def _stream(type_: str | None, masked: dict) -> str:
 class Difference:
     kind: str
     """response-code, response-type, response-body, missing-response, extra-response, missing-request,
-    extra-request, notifications, close-code, latency, missing-connection, extra-connection"""
+    extra-request, notifications, close-code, finding, latency, missing-connection, extra-connection"""
     conn: str
     message: str
     detail: dict = field(default_factory=dict)
@@ -283,6 +299,12 @@ def _compare_group(rec: ConnGroup, rep: ConnGroup, report: DiffReport, latencies
                 "notifications", conn, f"{type_} on {stream}: {before} recorded, {after} replayed "
                                        f"({abs(after - before)} {what})",
                 {"type": type_, "stream": stream, "recorded": before, "replayed": after}))
+    for rule in sorted(set(rec.findings) | set(rep.findings)):
+        before, after = rec.findings.get(rule, 0), rep.findings.get(rule, 0)
+        if before != after:
+            report.differences.append(Difference(
+                "finding", conn, f"analysis: {rule} {before} recorded, {after} replayed",
+                {"rule": rule, "recorded": before, "replayed": after}))
     rec_close = rec.close_codes[-1] if rec.close_codes else None
     rep_close = rep.close_codes[-1] if rep.close_codes else None
     if rec_close != rep_close:

@@ -51,10 +51,38 @@ def test_same_session_with_other_ids_and_timestamps_matches():
 
 def test_response_code_body_notifications_and_close_are_reported():
     report = diff_sessions(session(CONV_A), session(CONV_B, code=500, note_count=0, close=1011, message="other"))
-    assert kinds(report) == ["close-code", "notifications", "response-code"]
+    assert kinds(report) == ["close-code", "finding", "finding", "notifications", "response-code"]
     (notes,) = [d for d in report.differences if d.kind == "notifications"]
     assert notes.detail == {"type": "ms.MessagingEventNotification", "stream": "dialog <id#1>", "recorded": 1,
                             "replayed": 0}
+    # The message that did not come is the one the recorded client never accepted.
+    assert {d.detail["rule"]: (d.detail["recorded"], d.detail["replayed"])
+            for d in report.differences if d.kind == "finding"} == {"missing-accept": (1, 0),
+                                                                    "unknown-subscription": (1, 0)}
+
+
+def two_publishes(conn: str, second_sent_after_first_answered: bool, replay_of: str | None = None) -> list:
+    """Two ms.PublishEvent requests with the same id, the second sent while the first is in flight
+    or after its answer: the frames are the same, only their order differs."""
+    def publish(n: int) -> tuple:
+        return True, {"kind": "req", "id": "7", "type": "ms.PublishEvent", "body": {"dialogId": CONV_A, "n": n}}
+    answer = (False, {"kind": "resp", "reqId": "7", "type": "ms.PublishEventResponse", "code": 200, "body": {}})
+    frames = [publish(1), answer, publish(2), answer] if second_sent_after_first_answered else \
+        [publish(1), publish(2), answer, answer]
+    open_rec = {"rec": "open", "t": 100.0, "conn": conn, "url": "ws://x/", "replay_of": replay_of}
+    records = [open_rec] + [message_record(conn, 100.0 + 0.001 * (n + 1), n, from_client, True, orjson.dumps(p))
+                            for n, (from_client, p) in enumerate(frames)]
+    return records + [{"rec": "close", "t": 100.1, "conn": conn, "code": 1000, "by": "client"}]
+
+
+def test_a_rule_that_fired_only_in_the_recording_is_a_difference():
+    recorded = two_publishes("rec", second_sent_after_first_answered=False)
+    report = diff_sessions(recorded, two_publishes("rep", second_sent_after_first_answered=True, replay_of="rec"))
+    findings = [d for d in report.differences if d.kind == "finding"]
+    assert [(d.conn, d.detail["rule"], d.detail["recorded"], d.detail["replayed"]) for d in findings] == [
+        ("rec", "duplicate-request-id", 1, 0), ("rec", "reused-request-id", 0, 1)]
+    assert report.differs and kinds(report) == ["finding", "finding"]
+    assert not diff_sessions(recorded, two_publishes("rep", False, replay_of="rec")).differs
 
 
 def test_extra_request_is_aligned_by_type():

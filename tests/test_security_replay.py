@@ -4,9 +4,12 @@ its log lines or its capture."""
 
 from __future__ import annotations
 
+import http.server
 import socket
 import subprocess
+import threading
 
+import orjson
 import pytest
 
 from conftest import BIN, free_port, wait_port
@@ -98,3 +101,51 @@ def test_replay_connects_to_the_checked_address_and_never_resolves_the_name_agai
     replayed = result.to_json()
     assert "looked up again" not in str(replayed)
     assert replayed["connections"][0]["frames_sent"] == 1, replayed
+
+
+class Redirecting(http.server.BaseHTTPRequestHandler):
+    """Answers every request (the WebSocket upgrade) with a redirect; counts them."""
+    protocol_version = "HTTP/1.1"  # websockets reads no HTTP/1.0 answer
+    status = 302
+    location = "ws://elsewhere.example:8765/ws"
+    requests: list[str] = []
+
+    def do_GET(self):
+        self.requests.append(self.path)
+        self.send_response(self.status)
+        self.send_header("Location", self.location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("status, location", [
+    (302, "ws://elsewhere.example:8765/ws"),      # another host: once a traceback and a 0-byte capture
+    (301, "ws://127.0.0.1:{port}/other/path"),    # the same host and port: websockets would follow it
+])
+def test_a_redirect_answering_the_upgrade_is_refused_never_followed(tmp_path, status, location):
+    capture = tmp_path / "recorded.jsonl"
+    write_capture(capture)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    port = server.server_address[1]
+    Redirecting.status, Redirecting.location, Redirecting.requests = status, location.format(port=port), []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        out = tmp_path / "replayed.jsonl"
+        done = subprocess.run([str(BIN / "mwtap"), "replay", str(capture), "--target", f"ws://127.0.0.1:{port}",
+                               "-o", str(out), "--token", TOKEN], capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    (refusal,) = [line for line in done.stderr.splitlines() if "cannot connect" in line]
+    assert f"HTTP {status}" in refusal and "not followed" in refusal
+    assert done.stderr.strip().splitlines()[-1].startswith("mwtap replay: could not send everything")
+    assert len(Redirecting.requests) == 1  # the redirect was not followed, even to the same host
+    header, refused = (orjson.loads(line) for line in out.read_bytes().splitlines())
+    assert header["rec"] == "header" and header["source"] == "replay"
+    assert refused["rec"] == "refused" and refused["status"] == status
+    assert location.format(port=port) in refused["error"]

@@ -8,6 +8,8 @@ import sys
 import click
 
 INTERRUPTED_EXIT = 130
+INCOMPLETE_EXIT = 1
+"""A connection could not be made or frames were left unsent."""
 
 
 class InputError(click.ClickException):
@@ -93,6 +95,14 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
     if result.interrupted:
         click.echo("mwtap replay: interrupted; the capture holds what was replayed so far", err=True)
         sys.exit(INTERRUPTED_EXIT)
+    incomplete = result.incomplete
+    if incomplete:
+        unsent = sum(c.frames_unsent for c in incomplete)
+        not_made = sum(1 for c in incomplete if not c.replayed)
+        click.echo(f"mwtap replay: could not send everything: {unsent} of "
+                   f"{sum(c.frames_total for c in result.connections)} frame(s) unsent, {not_made} of "
+                   f"{len(result.connections)} connection(s) not made (see above; the capture is in {out})", err=True)
+        sys.exit(INCOMPLETE_EXIT)
 
 
 def _recording(out: str, secrets):

@@ -63,18 +63,26 @@ class ReplayOptions:
             raise ValueError("speed must be positive")
 
 
+class connect_without_redirects(connect):
+    """websockets' `connect` that never follows a redirect: only the URL the user gave is contacted,
+    so a 3xx answer to the upgrade is a refusal (InvalidStatus) like any other."""
+
+    def process_redirect(self, exc: Exception) -> Exception:
+        return exc
+
+
 async def connect_checked(url: str, addresses: list[str], **options) -> ClientConnection:
     """Opens `url` at the first of `addresses` that accepts the TCP connection, trying them in order;
     the name in `url` is not resolved (it is still sent as the Host). No addresses: the name is
     resolved as usual. Only an OSError before the WebSocket handshake (TCP refused or unreachable, or
     a failed TLS handshake) moves on to the next address: once one is made, the WebSocket handshake's
-    outcome (a refusal, a timeout) is the result, as for any client."""
+    outcome (a refusal, a redirect, a timeout) is the result, as for any client."""
     if not addresses:
-        return await connect(url, **options)
+        return await connect_without_redirects(url, **options)
     failures: list[OSError] = []
     for address in addresses:
         try:
-            return await connect(url, host=address, **options)
+            return await connect_without_redirects(url, host=address, **options)
         except TimeoutError:
             raise
         except OSError as e:
@@ -88,6 +96,8 @@ class ConnectionResult:
     replayed: list[str] = field(default_factory=list)
     frames_total: int = 0
     frames_sent: int = 0
+    frames_unsent: int = 0
+    """Recorded frames never sent: the connection could not be made, or ended before its last frame."""
     responses: int = 0
     notifications: int = 0
     close_codes: list[int | None] = field(default_factory=list)
@@ -102,6 +112,11 @@ class ReplayResult:
     substitutions: list[Substitution]
     tokens_fetched: int
     interrupted: bool
+
+    @property
+    def incomplete(self) -> list[ConnectionResult]:
+        """The recorded connections that could not be made or whose frames were not all sent."""
+        return [c for c in self.connections if not c.replayed or c.frames_unsent]
 
     def to_json(self) -> dict:
         return {"interrupted": self.interrupted, "tokens_fetched": self.tokens_fetched,
@@ -152,7 +167,12 @@ class Replayer:
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float,
                        also: Callable[[], bool] = lambda: False) -> bool:
-        """Waits until `predicate()` (or `also()` or stop), at most `timeout`; returns `predicate()`."""
+        """Waits until `predicate()` (or `also()` or stop), at most `timeout`; returns `predicate()`.
+        When it already holds, returns without yielding to the event loop: frames the recorded client
+        sent back to back leave together, before the reader can take in what the target answered
+        meanwhile (a request sent while another with its id is in flight stays in flight)."""
+        if predicate() or also() or self.stop.is_set():
+            return predicate()
         async with self.changed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait_for(lambda: predicate() or also() or self.stop.is_set()),
@@ -165,7 +185,7 @@ class ConnectionReplay:
         self.r = replayer
         self.options = replayer.options
         self.conn = conn
-        self.result = ConnectionResult(conn.id, frames_total=len(conn.frames))
+        self.result = ConnectionResult(conn.id, frames_total=len(conn.frames), frames_unsent=len(conn.frames))
         self.keys = FrameKeys()
         self.sent_requests: set[int] = set()
         self.answered: set[int] = set()
@@ -205,6 +225,7 @@ class ConnectionReplay:
                     return
                 continue
             index += 1
+            self.result.frames_unsent = len(frames) - index
         if not self.r.stop.is_set():
             await self._drain(start)
 
@@ -322,10 +343,12 @@ class ConnectionReplay:
                                             max_size=None, open_timeout=self.options.wait_timeout * 2)
         except (OSError, InvalidHandshake, TimeoutError) as e:
             status = e.response.status_code if isinstance(e, InvalidStatus) else None
-            self.r.recording.writer.write({"rec": "refused", "t": time.time(), "conn": self.ws_id, "url": url,
-                                           "client": None, "status": status, "error": str(e) or type(e).__name__,
-                                           "replay_of": conn.id})
-            self._event(f"cannot connect to {url}: {e or type(e).__name__}")
+            error = str(e) or type(e).__name__
+            location = e.response.headers.get("Location") if isinstance(e, InvalidStatus) else None
+            if location is not None and 300 <= status < 400:
+                error += f" (a redirect to {location}: not followed)"
+            error = self.r.recording.refused(self.ws_id, conn.id, url, status, error)
+            self._event(f"cannot connect to {self.r.recording.clean_url(url)}: {error}")
             return False
         self.r.recording.open(self.ws_id, conn.id, url, t_request, self.ws, "client")
         self.result.replayed.append(self.ws_id)

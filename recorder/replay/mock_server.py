@@ -23,6 +23,13 @@ Authorization of a token the mock issued keeps that consumer (as a real IDP exte
 any other signup gets the next recorded consumer, in the order they first connected (the last
 one again once every consumer is taken).
 
+Timestamps move to the replay's clock: every epoch-millisecond number under a timestamp key
+(`serverTimestamp`, `currentTime`, `lastUpdateTime`, keys ending in `Ts` or `Timestamp`) is shifted
+by as much as the live moment a played frame follows (the live request, or the upgrade) is later
+than its recorded counterpart. What was live in the recording is live to the client under test (an
+analysis of the mock's capture tells live messages from history by these stamps), what was
+history stays as far in the past, and stamps played after one request keep their recorded gaps.
+
 Given a `ReplayRecording`, the mock records the live connections (what the client sent, what the
 mock answered, the closes), each `open` with `replay_of` the recorded connection it played.
 """
@@ -44,7 +51,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from analysis.capture import host_port, split_url
-from analysis.diff import shape
+from analysis.diff import is_volatile, shape
 from analysis.frame import messaging_changes, parse_payload, type_is
 from analysis.identity import Token, init_connection_token, token_of, url_token
 from analysis.redact import fingerprint
@@ -55,6 +62,8 @@ from recorder.server.app import IDP_PATH, json_response
 NO_MORE_CONNECTIONS = 1013
 _REQ_ID_RE = re.compile(r'("reqId"\s*:\s*)("(?:[^"\\]|\\.)*"|-?\d+)')
 _ACCOUNT_RE = re.compile(r"/account/([^/]+)/")
+_EPOCH_MS_RE = re.compile(r'"([A-Za-z_]\w*)"(\s*:\s*)(\d{12,14})(?![\d.eE])')
+"""A key and an integer that reads as milliseconds since 1970 (years 2001 to 5138)."""
 
 
 def jwt_shaped(claims: dict) -> str:
@@ -278,7 +287,7 @@ class MockServer:
         self.unmatched.append(str(request_type))
         reused = script.last_response.get(request_type)
         if reused is not None:
-            self._spawn(tasks, self._send_later(ws, [(0.0, reused)], request_id, None))
+            self._spawn(tasks, self._send_later(ws, [(0.0, reused)], request_id, None, time.time() - reused.t))
             return
         error = {"kind": "resp", "reqId": None if request_id is None else str(request_id), "type": "StringResponse",
                  "code": 400, "body": f"mwtap mock: no recorded {request_type} request to answer"}
@@ -293,16 +302,18 @@ class MockServer:
         close = script.close if script.close is not None and script.close_after == position else None
         if frames or close:
             self._spawn(tasks, self._send_later(ws, frames, request_id,
-                                                None if close is None else (close["t"] - start, close)))
+                                                None if close is None else (close["t"] - start, close),
+                                                time.time() - start))
 
     async def _send_later(self, ws: ServerConnection, frames: list[tuple[float, ServerFrame]],
-                          request_id, close: tuple[float, dict] | None) -> None:
+                          request_id, close: tuple[float, dict] | None, shift: float) -> None:
+        """Sends `frames` at their offsets, stamped `shift` seconds later than recorded, then `close`."""
         loop = asyncio.get_running_loop()
         began = loop.time()
         with contextlib.suppress(ConnectionClosed):
             for offset, frame in frames:
                 await asyncio.sleep(max(0.0, began + offset - loop.time()))
-                await self._send(ws, _with_req_id(frame, request_id))
+                await self._send(ws, _as_played(frame, request_id, round(shift * 1000)))
             if close is not None:
                 await asyncio.sleep(max(0.0, began + close[0] - loop.time()))
                 await ws.close(close[1]["code"], close[1].get("reason") or "")
@@ -328,10 +339,21 @@ def _init_connection_token(message: str | bytes | None) -> Token | None:
     return init_connection_token(payload) if is_init else None
 
 
-def _with_req_id(frame: ServerFrame, request_id) -> str | bytes:
+def _as_played(frame: ServerFrame, request_id, shift_ms: int) -> str | bytes:
+    """A recorded server frame as the mock sends it: answering the live request's id, its
+    timestamps `shift_ms` later; every other byte as recorded."""
     if not frame.is_text:
         return frame.data
-    text = frame.data.decode("utf-8", "replace")
+    text = shift_timestamps(frame.data.decode("utf-8", "replace"), shift_ms)
     if frame.kind != "resp" or request_id is None:
         return text
     return _REQ_ID_RE.sub(lambda m: m.group(1) + orjson.dumps(str(request_id)).decode(), text, count=1)
+
+
+def shift_timestamps(text: str, shift_ms: int) -> str:
+    """`text` with every epoch-millisecond value under a timestamp key moved by `shift_ms`."""
+    def shifted(m: re.Match) -> str:
+        if not is_volatile(m[1]):
+            return m[0]
+        return f'"{m[1]}"{m[2]}{int(m[3]) + shift_ms}'
+    return _EPOCH_MS_RE.sub(shifted, text)

@@ -10,7 +10,7 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Callable
 
-from analysis.capture import CLOSE, OPEN, header_record, host_port, message_record
+from analysis.capture import CLOSE, OPEN, REFUSED, header_record, host_port, message_record
 from analysis.redact import marker, redact_headers, redact_text, redact_url, redaction_info
 from recorder.writer import CaptureWriter
 
@@ -43,7 +43,7 @@ class ReplayRecording:
         self._next_n[conn] = 0
         ours, peer = _address(ws.local_address), _address(ws.remote_address)
         self.writer.write({
-            "rec": OPEN, "t": time.time() if t is None else t, "conn": conn, "url": redact_url(self._clean(url)),
+            "rec": OPEN, "t": time.time() if t is None else t, "conn": conn, "url": self.clean_url(url),
             "client": ours if side == "client" else peer, "server": peer if side == "client" else ours,
             "t_request": t_request,
             "request_headers": [[k, self._clean(v)] for k, v in redact_headers(list(ws.request.headers.raw_items()))],
@@ -51,6 +51,17 @@ class ReplayRecording:
             "extensions": ws.response.headers.get("Sec-WebSocket-Extensions"), "subprotocol": ws.subprotocol,
             "tls": url.startswith("wss:"), "replay_of": replay_of,
         })
+
+    def clean_url(self, url: str) -> str:
+        return redact_url(self._clean(url))
+
+    def refused(self, conn: str, replay_of: str, url: str, status: int | None, error: str) -> str:
+        """A connection the target refused (or that could not be made); returns `error` redacted."""
+        error = self._clean(redact_text(error))
+        self.writer.write({"rec": REFUSED, "t": time.time(), "conn": conn, "url": self.clean_url(url),
+                           "client": None, "status": status, "error": error, "replay_of": replay_of})
+        self.writer.flush()
+        return error
 
     def message(self, conn: str, from_client: bool, data: bytes | str) -> dict:
         """Records one message; returns the record (with its index fields)."""
@@ -75,8 +86,10 @@ class ReplayRecording:
             by = peer
         elif protocol.close_sent is not None:
             by = side
-        reason = ws.close_reason
-        self.writer.write({"rec": CLOSE, "t": time.time(), "conn": conn, "code": ws.close_code,
+        # The code and reason of the first close frame (docs/capture-format.md), not the peer's echo.
+        first = protocol.close_rcvd if by == peer else protocol.close_sent if by == side else None
+        code, reason = (first.code, first.reason) if first is not None else (ws.close_code, ws.close_reason)
+        self.writer.write({"rec": CLOSE, "t": time.time(), "conn": conn, "code": code,
                            "reason": self._clean(reason) if reason else reason, "by": by})
         self.writer.flush()
 
