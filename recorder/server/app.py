@@ -11,6 +11,7 @@ import http
 import json
 import logging
 import re
+from collections import Counter
 
 from aiohttp import web
 from websockets.datastructures import Headers
@@ -54,8 +55,8 @@ class MessagingServer:
         self.issuer = TokenIssuer(self.config.token_lifetime, self.config.identity_window)
         self.dispatcher = Dispatcher(self.store, self.config)
         self.sessions: set[ClientSession] = set()
-        self.close_codes: list[int | None] = []
-        """The close code of every finished client connection, in order."""
+        self.close_codes: Counter[int | None] = Counter()
+        """How many finished client connections closed with each code (a count: bounded memory)."""
         self._runner: web.AppRunner | None = None
 
     def url(self, account: str = DEFAULT_ACCOUNT) -> str:
@@ -101,6 +102,6 @@ class MessagingServer:
         finally:
             self.sessions.discard(session)
         code = session.close_code if session.close_code is not None else ws.close_code
-        self.close_codes.append(code)
+        self.close_codes[code] += 1
         log.info("connection from %s closed with %s", peer, code)
         return ws

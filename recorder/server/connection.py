@@ -104,8 +104,12 @@ class ClientSession:
         try:
             async for message in self.ws:
                 self.last_activity = loop.time()
-                if message.type is WSMsgType.TEXT:
+                if message.type is WSMsgType.TEXT and self.close_code is None:  # closing: no more answers
                     self._handle(message.data)
+                    if not self.outbox.empty():
+                        # let the writer flush before the next request of a pipelined burst: the
+                        # outbox then only grows while the client does not read
+                        await asyncio.sleep(0)
                 elif message.type is WSMsgType.PING:
                     await self.ws.pong(message.data)
                 elif message.type is WSMsgType.BINARY:
