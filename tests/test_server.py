@@ -552,3 +552,22 @@ def test_conversation_details_carry_back_what_the_consumer_asked_for():
             await client.close()
 
     run(scenario())
+
+
+def test_the_clients_close_code_is_echoed():
+    async def scenario():
+        async with MessagingServer(ServerConfig(**FAST)) as server:
+            client = await RawClient.open(server, await signup(server))
+            await client.ws.close(4000, "bye")
+            await client.reader
+            assert client.ws.protocol.close_rcvd.code == 4000
+            nocode = await RawClient.open(server, await signup(server))
+            await nocode.ws.close(1000)
+            await nocode.reader
+            assert nocode.ws.protocol.close_rcvd.code == 1000
+            async with asyncio.timeout(5):
+                while server.close_codes.total() < 2:
+                    await asyncio.sleep(0.05)
+            assert server.close_codes == {4000: 1, 1000: 1}
+
+    run(scenario())

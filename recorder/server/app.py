@@ -88,7 +88,8 @@ class MessagingServer:
         await self.agent.stop()
 
     async def _consumer_socket(self, request: web.Request) -> web.StreamResponse:
-        ws = web.WebSocketResponse(autoping=False, max_msg_size=self.config.max_message_size, timeout=CLOSE_TIMEOUT)
+        ws = web.WebSocketResponse(autoping=False, autoclose=False, max_msg_size=self.config.max_message_size,
+                                   timeout=CLOSE_TIMEOUT)
         if not ws.can_prepare(request):
             return error(426, "this is the consumer WebSocket: connect with a WebSocket upgrade request",
                          {"Upgrade": "websocket"})

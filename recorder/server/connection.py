@@ -24,6 +24,7 @@ Choices (the protocol documents none of them):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -54,8 +55,8 @@ def header_token(authorization: str | None) -> str | None:
 
 
 class ClientSession:
-    """One consumer socket: `ws` is prepared (pings reach `run`: autoping is off so that they count
-    as activity)."""
+    """One consumer socket: `ws` is prepared with autoping and autoclose off, so that pings reach
+    `run` (they count as activity) and the client's close code can be echoed."""
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request, account: str, server: MessagingServer):
         self.ws = ws
@@ -102,7 +103,8 @@ class ClientSession:
             self._authenticate(token)
         loop = asyncio.get_running_loop()
         try:
-            async for message in self.ws:
+            while True:
+                message = await self.ws.receive()
                 self.last_activity = loop.time()
                 if message.type is WSMsgType.TEXT and self.close_code is None:  # closing: no more answers
                     self._handle(message.data)
@@ -115,7 +117,10 @@ class ClientSession:
                 elif message.type is WSMsgType.BINARY:
                     self.close_soon(1003, "binary frames are not supported")
                     break
-                elif message.type is WSMsgType.ERROR:
+                elif message.type is WSMsgType.CLOSE:
+                    await self._echo_close(message.data, message.extra)
+                    break
+                elif message.type in (WSMsgType.ERROR, WSMsgType.CLOSING, WSMsgType.CLOSED):
                     break
         except ConnectionError:
             pass
@@ -228,6 +233,14 @@ class ClientSession:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
+
+    async def _echo_close(self, code: int, reason: str) -> None:
+        """Answers the client's close with its own code, as RFC 6455 suggests (aiohttp's autoclose
+        would answer 1000); a close without a code is answered 1000."""
+        if code in (0, 1005, 1006, 1015) or not 1000 <= code < 5000:
+            code, reason = 1000, ""
+        with contextlib.suppress(ConnectionError):
+            await self.ws.close(code=code, message=reason.encode())
 
     async def _write(self) -> None:
         try:
