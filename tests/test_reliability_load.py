@@ -196,3 +196,37 @@ def test_memory_stays_flat_over_10k_messages(procs, tmp_path):
 @pytest.mark.soak
 def test_memory_stays_flat_over_100k_messages(procs, tmp_path):
     run_memory(procs, tmp_path, soak_size(20_000, 100_000))
+
+
+def run_bursts(procs: Processes, tmp_path: Path, connections: int, messages: int) -> tuple[float, float]:
+    """RSS growth of `mwtap record` over a burst (every connection sends its 4 KiB messages at once) and
+    over a second, equal burst. mitmproxy reads ahead without backpressure while a message's hook is
+    pending, so a burst costs memory in proportion to its size; the second must reuse it."""
+    out = tmp_path / "bursts.jsonl"
+    proc, server_port, proxy_port = start_recorder(procs, "mwtap", out)
+    server = EchoServer()
+
+    async def burst(tag: str) -> None:
+        await asyncio.gather(*(converse(proxy_port, f"{tag}{k}", messages, pad=4096) for k in range(connections)))
+
+    async def session():
+        async with server.serve(server_port):
+            await converse(proxy_port, "warmup", 500, pad=4096, window=20)
+            before = rss_mb(proc.pid)
+            await burst("first")
+            first = rss_mb(proc.pid)
+            await burst("second")
+            return first - before, rss_mb(proc.pid) - first
+    first, second = asyncio.run(session())
+    assert procs.stop(proc) == 0
+    msgs = recorded_by_path(out)
+    assert sum(len(m) for path, m in msgs.items() if path != "warmup") == 4 * connections * messages
+    burst_mb = connections * messages * 4096 / 2**20
+    assert first < 2 * burst_mb + 15, (first, burst_mb)
+    assert second < max(10.0, 0.15 * first), (first, second)
+    return first, second
+
+
+@pytest.mark.soak
+def test_a_burst_costs_memory_in_proportion_to_its_size_once(procs, tmp_path):
+    run_bursts(procs, tmp_path, connections=soak_size(10, 50), messages=soak_size(200, 400))
