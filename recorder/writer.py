@@ -2,9 +2,10 @@
 
 Records are encoded with `analysis.capture.dumps` into an in-memory buffer and written with
 `os.write` on a file created 0600 with `O_EXCL | O_NOFOLLOW`, every part alike: an existing
-file is never overwritten, and a symbolic link is never followed. The buffer is written out when it reaches 1 MiB, when a record arrives at least
-`flush_interval` after the last write, and whenever the owner calls `flush()` (the recorder does so
-on every close, every 250 ms from its event loop while data is pending, and at exit).
+file is never overwritten, and a symbolic link is never followed. The buffer is written out when
+it reaches 1 MiB, when a record arrives at least `flush_interval` after the last write, and
+whenever the owner calls `flush()` (the recorder does so on every close, every 250 ms from its
+event loop while data is pending, and at exit).
 
 A failing write (disk full, file size limit) never raises: the failure is logged once, the records
 it lost are counted, and a `drop` record carrying the count is written as soon as writing works
