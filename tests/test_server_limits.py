@@ -262,3 +262,23 @@ def test_a_pipelining_client_that_reads_is_not_taken_for_one_that_does_not():
             await client.close()
 
     run(scenario())
+
+
+def test_events_per_conversation_are_limited_with_429():
+    async def scenario():
+        async with MessagingServer(ServerConfig(**FAST, max_events=5)) as server:
+            client = await RawClient.open(server, await signup(server))
+            conversation_id = await new_conversation(client)
+
+            def publish(n: int, event: dict) -> dict:
+                return {"id": n, "type": "ms.PublishEvent", "body": {"dialogId": conversation_id, "event": event}}
+
+            text = {"type": "ContentEvent", "contentType": "text/plain", "message": "hi"}
+            codes = [(await client.request(publish(n, text)))["code"] for n in range(5)]
+            refused = await client.request(publish(5, text))
+            assert codes == [200] * 5 and refused["code"] == 429 and "limit" in refused["body"]
+            typing = await client.request(publish(6, {"type": "ChatStateEvent", "chatState": "COMPOSING"}))
+            assert typing["code"] == 200
+            await client.close()
+
+    run(scenario())

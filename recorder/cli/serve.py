@@ -55,12 +55,14 @@ def parse_delay(values: tuple[str, ...]) -> dict[str, int]:
               help="Limit: conversation subscriptions per connection; more are answered 429.")
 @click.option("--max-conversations", type=click.IntRange(1), default=100, show_default=True,
               help="Limit: conversations kept per consumer (the oldest closed one makes room; all open: 429).")
+@click.option("--max-events", type=click.IntRange(1), default=10_000, show_default=True,
+              help="Limit: events a consumer may publish into one conversation; more are answered 429.")
 @click.option("--retention", type=click.FloatRange(0), default=600.0, show_default=True,
               help="Seconds a consumer's conversations are kept after its last connection closed.")
 def serve(listen, token_lifetime, identity_window, idle_timeout, idle_close_code, agent_reply_delay,
           agent_close_after_messages, agent_close_after_seconds, delays, drop_rate, sequence_fault,
           sequence_fault_rate, close_after, close_code, unknown_subscription_rate, seed,
-          max_outbox, max_subscriptions, max_conversations, retention) -> None:
+          max_outbox, max_subscriptions, max_conversations, max_events, retention) -> None:
     """Run the built-in Messaging Window server: consumer WebSocket and IDP (signup/authenticate, with
     CORS) on one port, and a built-in agent, with optional fault injection. All faults are off by
     default; the limits bound the server's memory whatever clients do."""
@@ -77,7 +79,8 @@ def serve(listen, token_lifetime, identity_window, idle_timeout, idle_close_code
         response_delays_ms=parse_delay(delays), drop_rate=drop_rate, sequence_fault=sequence_fault,
         sequence_fault_rate=sequence_fault_rate, close_after=close_after, close_code=close_code,
         unknown_subscription_rate=unknown_subscription_rate, seed=seed, max_outbox=max_outbox,
-        max_subscriptions=max_subscriptions, max_conversations=max_conversations, retention=retention)
+        max_subscriptions=max_subscriptions, max_conversations=max_conversations, max_events=max_events,
+        retention=retention)
     if not is_loopback(host):
         click.echo(f"warning: listening on {host}, which is not a loopback address: "
                    "anyone who can reach it can use this fake server", err=True)

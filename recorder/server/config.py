@@ -35,6 +35,9 @@ class ServerConfig:
     max_conversations: int = 100
     """Conversations kept per consumer: a new one evicts the oldest closed one (DELETE change);
     when all are open, the request is answered 429."""
+    max_events: int = 10_000
+    """Sequenced events a consumer may publish into one conversation's history (the agent's
+    receipts and answers come on top, a few per consumer message); more are answered 429."""
     retention: float = 600.0
     """Seconds a consumer's conversations are kept after its last connection closed; then they are
     forgotten, open ones too, and the agent stops working on them."""
@@ -70,7 +73,7 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.sequence_fault is not None and self.sequence_fault not in SEQUENCE_FAULTS:
             raise ValueError(f"sequence_fault must be one of {SEQUENCE_FAULTS}, not {self.sequence_fault!r}")
-        for name in ("max_outbox", "max_subscriptions", "max_conversations"):
+        for name in ("max_outbox", "max_subscriptions", "max_conversations", "max_events"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         for name in ("drop_rate", "sequence_fault_rate", "unknown_subscription_rate"):

@@ -44,6 +44,8 @@ class Dialog:
     changes: list[dict] = field(default_factory=list)
     """Sequenced changes in publish order (chat states are not kept)."""
     last_sequence: int | None = None
+    consumer_events: int = 0
+    """Sequenced events the consumer published (what `max_events` limits)."""
 
     def details(self, participants: list[dict]) -> dict:
         details = {"dialogId": self.id, "participantsDetails": participants, "dialogType": "MAIN",
@@ -256,6 +258,8 @@ class ConversationStore:
             dialog.last_sequence = sequence
             change = {"sequence": sequence, "serverTimestamp": now_ms(), **change}
             dialog.changes.append(change)
+            if originator == conversation.consumer:
+                dialog.consumer_events += 1
         frame = {"kind": "notification", "type": MESSAGING_NOTIFICATION, "body": {"changes": [change]}}
         for sink in list(self.event_subscriptions.get(dialog.id, ())):
             sink.notify(frame)

@@ -3,7 +3,8 @@
 Every request gets a response `{"kind":"resp","reqId":<id as string>,"type","code","body"}`.
 Errors use type `StringResponse`, a 4xx code and a string body: 400 for malformed requests and
 unknown types, 401 before authentication, 404 for unknown conversations/dialogs/subscriptions,
-429 past a limit (subscriptions per connection, conversations per consumer; LivePerson documents 429
+429 past a limit (subscriptions per connection, conversations per consumer, events per
+conversation; LivePerson documents 429
 as its rate-limit answer).
 When no id can be read (invalid JSON, no `id`), the error response has no `reqId`.
 """
@@ -17,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from recorder.server.config import ServerConfig
-from recorder.server.conversations import MESSAGING_NOTIFICATION, Conversation, ConversationStore, Sink, as_list
+from recorder.server.conversations import (MESSAGING_NOTIFICATION, SEQUENCED_EVENTS, Conversation, ConversationStore,
+                                           Sink, as_list)
 
 ERROR_TYPE = "StringResponse"
 
@@ -154,6 +156,10 @@ class Dispatcher:
             raise RequestError(400, "event must be an object with a type", request.id)
         if conversation.state != "OPEN":
             raise RequestError(400, f"conversation {conversation.id} is closed", request.id)
+        limit = self.config.max_events
+        if event["type"] in SEQUENCED_EVENTS and conversation.dialog.consumer_events >= limit:
+            raise RequestError(429, f"conversation {conversation.id} holds {limit} events (the limit): "
+                                    "start a new one", request.id)
         sequence = self.store.publish(conversation, session.consumer, event, request.metadata)
         return {"sequence": sequence}
 
