@@ -122,3 +122,20 @@ def test_connections_of_one_identity_starting_together_share_one_fresh_token(tmp
     tokens = asyncio.run(start_together())
     assert len(set(tokens[:3])) == 1 and tokens[3] != tokens[0]
     assert runs.read_text().count("run") == 2
+
+
+def test_connections_chosen_with_conn_replay_in_recorded_order(tmp_path):
+    """A consumer's reconnect replayed before its first connection asks for a conversation that does
+    not exist yet: whatever the order of --conn, the recorded order is kept (and each once)."""
+    from recorder.replay.plan import load_plan
+
+    capture = tmp_path / "cap.jsonl"
+    records = [header_record(1.0, mwtap_version="0.1.0", mitmproxy_version=None, redaction=redaction_info(True),
+                             recording_id="r")]
+    for t, conn in ((1.0, "first-conn"), (2.0, "second-conn"), (3.0, "third-conn")):
+        records += [{"rec": "open", "t": t, "conn": conn, "url": URL, "request_headers": [], "status": 101},
+                    message_record(conn, t + 0.1, 0, True, True, b'{"kind":"req","id":"1","type":"GetClock"}'),
+                    {"rec": "close", "t": t + 0.2, "conn": conn, "code": 1000, "reason": "", "by": "client"}]
+    capture.write_bytes(b"".join(dumps(r) for r in records))
+    plan = load_plan(str(capture)).select(("third", "first", "third-conn"))
+    assert [c.id for c in plan.connections] == ["first-conn", "third-conn"]

@@ -115,7 +115,10 @@ class ReplayPlan:
                 raise PlanError(f"{self.path}: {problem} connection with id {conn_id!r} "
                                 f"(known: {', '.join(c.id for c in by_id.values()) or 'none'})")
             chosen.append(matches[0])
-        return ReplayPlan(self.path, chosen)
+        # In the order they were recorded, whatever the order given: a consumer's reconnect replayed
+        # before its first connection would ask for a conversation that does not exist yet.
+        chosen_ids = {c.id for c in chosen}
+        return ReplayPlan(self.path, [c for c in self.connections if c.id in chosen_ids])
 
 
 def load_plan(path: str) -> ReplayPlan:
