@@ -13,14 +13,17 @@ import json
 import subprocess
 
 import pyarrow.parquet as pq
+import pytest
 
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 from analysis.capture import CaptureFile
-from conftest import BIN
+from analysis.redact import marker
+from conftest import BIN, free_port
 from test_record_e2e import COOKIE, INIT, JWT, QUERY_TOKEN, SECRETS, TIMEOUT, start_recorder
+from test_redact import pieces_in
 
 URL_PATH = f"ws_api/account/123/messaging/consumer/{JWT}?v=3&access_token={QUERY_TOKEN}"
 HEADERS = {"Authorization": f"jwt {JWT}", "Cookie": f"session={COOKIE}; theme=dark"}
@@ -105,3 +108,122 @@ def test_no_token_substring_anywhere_and_token_not_refreshed_still_found(procs, 
     assert summary["violation_counts"]["token-not-refreshed"]
     assert summary["reconnects"]["same_token"] == 1 and summary["reconnects"]["after_token_close"] == 1
     assert [c["close_code"] for c in summary["connections"]] == [4401, 1000]
+
+
+# -- tokens written in another encoding --------------------------------------------------------------
+# A JWT with JSON escapes in a payload, a percent-encoded JWT under a query parameter whose name says
+# nothing, an opaque InitConnection token hidden from a JSON parser by a duplicated "headers" key or sent
+# in a binary frame, and the bearer an agent (brand) connection carries in its URL path.
+
+def jwt_for(sub: str, signature: str) -> str:
+    claims = base64.urlsafe_b64encode(json.dumps({"sub": sub}).encode()).decode().rstrip("=")
+    return f"eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.{claims}.{signature}"
+
+
+ESCAPED_JWT = jwt_for("esc4ped-c0nsumer", "Hq7mK2vN9pXr4TzW8yB3cD6eF1gJ5aL0")
+PERCENT_JWT = jwt_for("perc3nt-c0nsumer", "Rb5nM8wQ2kYt7UxZ1cE4dF9gH3jK6aP0")
+DUP_TOKEN = "opaque-Dupl1cate-7Kq2Lm9Xv"
+BINARY_TOKEN = "opaque-B1nary-4Rt8Wq1Zp3"
+BRAND_BEARER = "agent-Bear3r-9Hd2Kf7Lq5Ws"
+ENCODED_SECRETS = [ESCAPED_JWT, PERCENT_JWT, DUP_TOKEN, BINARY_TOKEN, BRAND_BEARER]
+
+PERCENT_FORM = "%65" + PERCENT_JWT[1:].replace(".", "%2E")
+CONSUMER_PATH = f"ws_api/account/123/messaging/consumer?v=3&ref={PERCENT_FORM}"
+BRAND_PATH = f"ws_api/account/123/messaging/brand/{BRAND_BEARER}?v=2.1"
+DUPLICATE_HEADERS_INIT = ('{"kind":"req","id":"0","type":"InitConnection","headers":[{"type":'
+                          f'".ams.headers.ConsumerAuthentication","jwt":"{DUP_TOKEN}"}}],'
+                          '"headers":[{"type":".ams.headers.ClientProperties","os":"LINUX"}]}')
+BINARY_INIT = json.dumps({**INIT, "headers": [{"type": ".ams.headers.ConsumerAuthentication",
+                                               "jwt": BINARY_TOKEN}]}).encode()
+ESCAPED_PAYLOAD = ('{"kind":"req","id":"1","type":"Echo","body":{"token":"\\u0065'
+                   + ESCAPED_JWT[1:].replace(".", "\\u002e") + '"}}')
+
+
+async def echo(ws) -> None:
+    try:
+        async for message in ws:
+            await ws.send(message)
+    except ConnectionClosed:
+        pass
+
+
+async def encoded_session(port: int) -> None:
+    """Each form through the proxy (or server) on `port`, every frame answered with its echo."""
+    async with connect(f"ws://127.0.0.1:{port}/{CONSUMER_PATH}", proxy=None, ping_interval=None) as ws:
+        for frame in (DUPLICATE_HEADERS_INIT, BINARY_INIT, ESCAPED_PAYLOAD):
+            await ws.send(frame)
+            assert await asyncio.wait_for(ws.recv(), TIMEOUT) == frame
+    async with connect(f"ws://127.0.0.1:{port}/{BRAND_PATH}", proxy=None, ping_interval=None) as ws:
+        await ws.send('{"kind":"req","id":"a1","type":".ams.routing.SubscribeRoutingTasks","body":{}}')
+        await asyncio.wait_for(ws.recv(), TIMEOUT)
+
+
+async def record_encoded_session(server_port: int, proxy_port: int) -> None:
+    async with serve(echo, "127.0.0.1", server_port, ping_interval=None):
+        await encoded_session(proxy_port)
+
+
+def encoded_leaks(artifacts: dict[str, bytes], secrets=ENCODED_SECRETS) -> dict:
+    """Pieces of any secret in any artifact, written plainly, JSON-escaped, percent-encoded or base64."""
+    return {(name, secret): found for name, data in artifacts.items() for secret in secrets
+            if (found := pieces_in(secret, data))}
+
+
+@pytest.mark.parametrize("kind", ["mwtap", "mitmdump"])
+def test_escaped_encoded_duplicated_binary_and_path_tokens_never_land_in_clear(procs, tmp_path, kind):
+    out = tmp_path / "encoded.jsonl"
+    proc, server_port, proxy_port = start_recorder(procs, kind, out)
+    asyncio.run(record_encoded_session(server_port, proxy_port))
+    assert procs.stop(proc) == 0
+    analysis = mwtap("analyze", "--format", "json", out)
+    html = mwtap("report", out, "-o", tmp_path / "report.html")
+    md_report = mwtap("report", "--format", "markdown", out, "-o", tmp_path / "report.md")
+    export = mwtap("export", out, "--parquet", tmp_path / "parquet")
+    for done in (analysis, html, md_report, export):
+        assert done.returncode == 0, done.stderr.decode()
+    artifacts = {"capture": out.read_bytes(), "recorder log": proc.log_path.read_bytes(),
+                 "analyze json": analysis.stdout + analysis.stderr,
+                 "report.html": (tmp_path / "report.html").read_bytes(), "report.md": (tmp_path / "report.md").read_bytes()}
+    tables = sorted((tmp_path / "parquet").glob("*.parquet"))
+    assert {table.stem for table in tables} >= {"frames", "connections"}
+    for table in tables:
+        artifacts[str(table)] = table.read_bytes()
+        artifacts[f"{table.stem} values"] = pq.read_table(table).to_pandas().to_csv().encode()
+    assert not encoded_leaks(artifacts)
+    assert len(json.loads(analysis.stdout)["connections"]) == 2
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    payloads = [rec.get("text") or base64.b64decode(rec.get("b64", "")).decode() for rec in records if rec["rec"] == "msg"]
+    for secret in ENCODED_SECRETS:  # each replaced by the marker its plain form gets
+        assert any(marker(secret) in text for text in [*payloads, *(rec.get("url") or "" for rec in records)]), secret
+
+
+def test_replay_of_a_capture_with_tokens_in_clear_keeps_none_in_its_capture_or_log(procs, tmp_path):
+    raw = tmp_path / "raw.jsonl"  # recorded with --no-redact: the replay's input holds every token
+    proc, server_port, proxy_port = start_recorder(procs, "mwtap", raw, "--no-redact")
+    asyncio.run(record_encoded_session(server_port, proxy_port))
+    assert procs.stop(proc) == 0
+    assert all(secret in raw.read_text() for secret in (ESCAPED_JWT[1:20], DUP_TOKEN, BRAND_BEARER))
+
+    replayed = tmp_path / "replay.jsonl"
+    received: list = []
+
+    async def run() -> tuple[int, bytes, bytes]:
+        async def recording_echo(ws) -> None:
+            received.append(ws.request.path)
+            await echo(ws)
+
+        target_port = free_port()
+        async with serve(recording_echo, "127.0.0.1", target_port, ping_interval=None):
+            replay = await asyncio.create_subprocess_exec(
+                str(BIN / "mwtap"), "replay", str(raw), "--target", f"ws://127.0.0.1:{target_port}", "-o",
+                str(replayed), "--timing", "fast", "--wait-timeout", "1", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            stdout, stderr = await asyncio.wait_for(replay.communicate(), 120)
+        return replay.returncode, stdout, stderr
+
+    code, stdout, stderr = asyncio.run(run())
+    assert code == 0, stderr.decode()
+    assert any(BRAND_BEARER in path for path in received)  # the replay sent the recorded tokens
+    artifacts = {"replay capture": replayed.read_bytes(), "replay stdout": stdout, "replay stderr": stderr}
+    assert not encoded_leaks(artifacts)
+    records = [json.loads(line) for line in replayed.read_text().splitlines()]
+    assert sum(rec.get("rec") == "msg" for rec in records) == 8  # 4 frames each way

@@ -117,6 +117,7 @@ def _recording(out: str, secrets):
 
 
 def _announce(plan, target: str, timing: str, out: str) -> None:
+    from analysis.redact import redact_url
     from recorder.replay.target import target_url
 
     frames = sum(len(c.frames) for c in plan.connections)
@@ -127,7 +128,7 @@ def _announce(plan, target: str, timing: str, out: str) -> None:
         if conn.uses_token:
             auth += f" (identity {conn.identity})"
         click.echo(f"  {conn.id}: {len(conn.frames)} frame(s), {conn.requests} request(s), {auth} "
-                   f"-> {target_url(target, conn.url)}", err=True)
+                   f"-> {redact_url(target_url(target, conn.url))}", err=True)
 
 
 def _run_client(plan, target: str, tokens, recording, **options):

@@ -10,8 +10,8 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Callable
 
-from analysis.capture import CLOSE, OPEN, REFUSED, header_record, host_port, message_record
-from analysis.redact import marker, redact_headers, redact_text, redact_url, redaction_info
+from analysis.capture import CLOSE, OPEN, REFUSED, header_record, host_port
+from analysis.redact import marker, redact_headers, redact_text, redact_url, redacted_message, redaction_info
 from recorder.writer import CaptureWriter
 
 
@@ -68,11 +68,11 @@ class ReplayRecording:
         n = self._next_n.get(conn, 0)
         self._next_n[conn] = n + 1
         is_text = isinstance(data, str)
-        record = message_record(conn, time.time(), n, from_client, is_text,
-                                data.encode("utf-8") if is_text else data)
+        record = redacted_message(conn, time.time(), n, from_client, is_text,
+                                  data.encode("utf-8") if is_text else data)
         text = record.get("text")
         if text is not None:
-            clean = self._clean(redact_text(text))
+            clean = self._clean(text)
             if clean != text:
                 record = {**record, "text": clean, "redacted": True}
         self.writer.write(record)
