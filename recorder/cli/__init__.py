@@ -21,6 +21,7 @@ COMMANDS = {
     "diff": "recorder.cli.diff:diff",
     "convert": "recorder.cli.convert:convert",
     "export": "recorder.cli.export:export",
+    "view": "recorder.cli.view:view",
 }
 
 

@@ -1,0 +1,288 @@
+"""The index `mwtap view` answers from, built in one pass of the protocol engine over the capture.
+
+Per record (global number `g`, in the order the engine was fed) it keeps a few packed columns:
+where its line is (file, offset, length), time, connection, frame number `n`, kind, direction,
+type, size, the frame it pairs with, the stream it belongs to and its worst violation. About 60
+bytes a record: the frames' JSON stays on disk and is read back by offset when shown. What the
+engine finds (pairs, violations, silences, reconnects, connection rows) arrives through its sink,
+so the view shows exactly the verdict `mwtap analyze` gives.
+"""
+
+from __future__ import annotations
+
+from array import array
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+
+from analysis.capture import CLOSE, MSG, OPEN, PING, PONG, REFUSED
+from analysis.config import Config
+from analysis.engine import Engine
+from analysis.frame import type_is
+from analysis.identity import header_token, url_token
+from analysis.rules import SEVERITIES
+
+# Record kinds as kept in the `kind` column.
+KINDS = ("open", "close", "ping", "pong", "req", "resp", "notification", "msg", "refused")
+KIND_CODE = {name: code for code, name in enumerate(KINDS)}
+_REC_KIND = {OPEN: KIND_CODE["open"], CLOSE: KIND_CODE["close"], PING: KIND_CODE["ping"],
+             PONG: KIND_CODE["pong"], REFUSED: KIND_CODE["refused"]}
+_MSG_KIND = {"req": KIND_CODE["req"], "resp": KIND_CODE["resp"], "notification": KIND_CODE["notification"]}
+DIRS = ("c2s", "s2c", "")
+DIR_CODE = {"c2s": 0, "s2c": 1}
+SEVERITY_LEVEL = {name: len(SEVERITIES) - rank for rank, name in enumerate(SEVERITIES)}  # error 3 … info 1
+MAX_TYPES = 65_000  # distinct type names told apart; further ones share the last slot
+VIOLATIONS_KEPT = 200_000  # listed one by one; all are counted
+
+
+@dataclass
+class Connection:
+    """One connection (or refused upgrade): its records' numbers and what the engine said of it."""
+    number: int
+    conn: str
+    t_open: float
+    url: str | None = None
+    client: str | None = None
+    identity: str | None = None  # "sub:…", "token:…", else None (grouped by client host)
+    rows: array = field(default_factory=lambda: array("q"))  # g of every record, in order
+    msgs: array = field(default_factory=lambda: array("q"))  # g of each message, by arrival
+    closed: dict | None = None  # the close record (code, reason, by, t)
+    refused: dict | None = None
+    row: dict | None = None  # the engine's `connections` row, once the connection ended
+    prev: int | None = None  # the connection this one reconnects (numbers)
+    next: int | None = None
+    linked_by: str | None = None
+    counts: dict = field(default_factory=lambda: dict.fromkeys(SEVERITIES, 0))
+    silences: list = field(default_factory=list)  # (start, end, seconds) over the limit
+    streams: dict = field(default_factory=dict)  # ("sub"|"dialog", id) -> stream number
+
+    def frame(self, columns: "Columns", n: int) -> int | None:
+        """The g of message `n` (recorders number a connection's messages 0, 1, …)."""
+        msgs = self.msgs
+        if 0 <= n < len(msgs) and columns.n[msgs[n]] == n:
+            return msgs[n]
+        found = np.nonzero(np.frombuffer(columns.n, np.int32)[np.frombuffer(msgs, np.int64)] == n)[0] if msgs else ()
+        return int(msgs[found[0]]) if len(found) else None
+
+
+class Columns:
+    """One packed array per fact, appended to as records arrive. Queries take numpy views of them
+    (`view`) for the duration of one call: an array exporting a view cannot grow."""
+
+    SPEC = {"file": "H", "offset": "q", "length": "I", "t": "d", "conn": "I", "n": "i", "kind": "B",
+            "dir": "B", "type": "H", "size": "I", "peer": "q", "stream": "i", "severity": "B"}
+
+    def __init__(self) -> None:
+        for name, code in self.SPEC.items():
+            setattr(self, name, array(code))
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def view(self, name: str) -> np.ndarray:
+        column = getattr(self, name)
+        return np.frombuffer(column, dtype=column.typecode if column.typecode != "q" else np.int64)
+
+    def nbytes(self) -> int:
+        return sum(getattr(self, name).buffer_info()[1] * getattr(self, name).itemsize for name in self.SPEC)
+
+
+class ViewIndex:
+    """Fed located records (`add`); the engine runs on them and reports to this index as its sink."""
+
+    def __init__(self, config: Config | None = None):
+        self.config = config or Config()
+        self.columns = Columns()
+        self.connections: list[Connection] = []
+        self.by_conn: dict[str, int] = {}
+        self.types: list[str] = [""]
+        self._type_code: dict[str | None, int] = {None: 0}
+        self.streams: list[tuple[int, str, str]] = []  # (connection, "sub"|"dialog", id)
+        self.stream_sizes = array("I")
+        self.violations: list[tuple] = []  # (rule, severity, connection, t, g, message, at_capture_end)
+        self.violation_total = 0
+        self.last_t = 0.0
+        self._tables = {"pairs": self._pair, "violations": self._violation, "silences": self._silence,
+                        "reconnects": self._reconnect, "connections": self._connection}
+        self.engine = Engine(self.config, sink=self)
+
+    # --- the engine's sink -------------------------------------------------------------------
+    def adder(self, table: str):
+        return self._tables.get(table)
+
+    def _pair(self, row: dict) -> None:
+        c = self._conn(row["conn"])
+        if c is None or row.get("frame") is None or row.get("response_frame") is None:
+            return
+        req, resp = c.frame(self.columns, row["frame"]), c.frame(self.columns, row["response_frame"])
+        if req is None or resp is None:
+            return
+        peer, stream = self.columns.peer, self.columns.stream
+        peer[req], peer[resp] = resp, req
+        if stream[req] >= 0 and stream[resp] < 0:  # a messaging-events subscribe: its answer joins its stream
+            stream[resp] = stream[req]
+            self.stream_sizes[stream[req]] += 1
+        elif stream[resp] >= 0 and stream[req] < 0:  # a conversations subscribe: the answer names the stream
+            stream[req] = stream[resp]
+            self.stream_sizes[stream[resp]] += 1
+
+    def _violation(self, row: dict) -> None:
+        self.violation_total += 1
+        number = self.by_conn.get(row["conn"]) if row.get("conn") is not None else None
+        g = None
+        if number is not None:
+            c = self.connections[number]
+            c.counts[row["severity"]] += 1
+            if row.get("frame") is not None:
+                g = c.frame(self.columns, row["frame"])
+        if g is not None:
+            level = SEVERITY_LEVEL[row["severity"]]
+            if level > self.columns.severity[g]:
+                self.columns.severity[g] = level
+        if len(self.violations) < VIOLATIONS_KEPT:
+            self.violations.append((row["rule"], row["severity"], number, row["t"], g, row["message"],
+                                    bool(row.get("at_capture_end"))))
+
+    def _silence(self, row: dict) -> None:
+        c = self._conn(row["conn"])
+        if c is not None and row.get("over_limit"):
+            c.silences.append((row["start"], row["t"], row["silence_s"]))
+
+    def _reconnect(self, row: dict) -> None:
+        c, prev = self._conn(row["conn"]), self._conn(row.get("prev_conn"))
+        if c is not None and prev is not None:
+            c.prev, prev.next, c.linked_by = prev.number, c.number, row.get("linked_by")
+
+    def _connection(self, row: dict) -> None:
+        c = self._conn(row["conn"])
+        if c is None:
+            return
+        c.row = {k: v for k, v in row.items() if k not in ("conn",)}
+        if row.get("sub"):
+            c.identity = "sub:" + row["sub"]
+        elif row.get("token") and c.identity is None:
+            c.identity = "token:" + row["token"]
+
+    def _conn(self, conn) -> Connection | None:
+        number = self.by_conn.get(conn)
+        return None if number is None else self.connections[number]
+
+    # --- records -----------------------------------------------------------------------------
+    def add(self, rec: dict, file: int, offset: int, length: int) -> None:
+        """Index one record, then feed it to the engine (which may report pairs and violations of it)."""
+        kind = rec["rec"]
+        conn = rec.get("conn")
+        t = rec.get("t")
+        if conn.__class__ is str and t.__class__ in (float, int):
+            self._record(rec, kind, conn, t, file, offset, length)
+            if t > self.last_t:
+                self.last_t = t
+        self.engine.feed(rec)
+
+    def _record(self, rec: dict, kind: str, conn: str, t: float, file: int, offset: int, length: int) -> None:
+        number = self.by_conn.get(conn)
+        if number is None:
+            number = self._open(conn, rec, t)
+        c = self.connections[number]
+        if kind == MSG:
+            code = _MSG_KIND.get(rec.get("kind"), KIND_CODE["msg"])
+        else:
+            code = _REC_KIND.get(kind)
+            if code is None:
+                return
+        cols = self.columns
+        g = len(cols.t)
+        n = rec.get("n") if kind == MSG else (cols.n[c.rows[-1]] if c.rows else -1)
+        cols.file.append(file)
+        cols.offset.append(offset)
+        cols.length.append(min(length, 0xFFFFFFFF))
+        cols.t.append(t)
+        cols.conn.append(number)
+        cols.n.append(n if n.__class__ is int else len(c.msgs))
+        cols.kind.append(code)
+        cols.dir.append(DIR_CODE.get(rec.get("dir"), 2))
+        cols.type.append(self._type(rec.get("type")) if kind == MSG else 0)
+        size = rec.get("size")
+        cols.size.append(size if size.__class__ is int and 0 <= size <= 0xFFFFFFFF else 0)
+        cols.peer.append(-1)
+        cols.stream.append(self._stream(c, rec) if kind == MSG else -1)
+        cols.severity.append(0)
+        c.rows.append(g)
+        if kind == MSG:
+            c.msgs.append(g)
+        elif kind == CLOSE:
+            c.closed = {k: rec.get(k) for k in ("t", "code", "reason", "by", "protocol_error_by")}
+        elif kind == OPEN:
+            c.url, c.client, c.t_open = rec.get("url"), rec.get("client"), t
+            token = header_token(rec) or url_token(rec.get("url"))
+            if token is not None:
+                c.identity = f"sub:{token.sub}" if token.sub else f"token:{token.fingerprint}"
+        elif kind == REFUSED:
+            c.url, c.client = rec.get("url"), rec.get("client")
+            c.refused = {k: rec.get(k) for k in ("t", "status", "error")}
+
+    def _open(self, conn: str, rec: dict, t: float) -> int:
+        number = len(self.connections)
+        self.connections.append(Connection(number, conn, t))
+        self.by_conn[conn] = number
+        return number
+
+    def _type(self, type_) -> int:
+        code = self._type_code.get(type_)
+        if code is None:
+            if type_.__class__ is not str:
+                return 0
+            code = min(len(self.types), MAX_TYPES)
+            if code < MAX_TYPES:
+                self.types.append(type_)
+            self._type_code[type_] = code
+        return code
+
+    def _stream(self, c: Connection, rec: dict) -> int:
+        """The subscription a message belongs to: notifications by their subscriptionId (or the
+        dialog of their messaging events), subscribe requests for a dialog, answers naming one."""
+        key = None
+        sid = rec.get("subscriptionId")
+        if sid.__class__ is str:
+            key = ("sub", sid)
+        elif rec.get("kind") == "notification":
+            events = rec.get("events")
+            if events.__class__ is list and events and events[0].__class__ is list and events[0][0].__class__ is str:
+                key = ("dialog", events[0][0])
+        elif rec.get("kind") == "req" and type_is(rec.get("type"), "SubscribeMessagingEvents"):
+            dialog = rec.get("dialogId")
+            if dialog.__class__ is str:
+                key = ("dialog", dialog)
+        if key is None:
+            return -1
+        number = c.streams.get(key)
+        if number is None:
+            number = c.streams[key] = len(self.streams)
+            self.streams.append((c.number, *key))
+            self.stream_sizes.append(0)
+        self.stream_sizes[number] += 1
+        return number
+
+    def advance(self, t: float) -> None:
+        """Let the capture's clock run on without a record (following: deadlines fire on time)."""
+        self.engine.advance(t)
+
+    def finish(self) -> None:
+        self.engine.finish()
+
+
+def build(sources, config: Config | None = None) -> ViewIndex:
+    """The index of a whole capture set (`analysis.view.source.Sources`), in one pass."""
+    index = ViewIndex(config)
+    add = index.add
+    for rec, file, offset, length in sources.ordered([sources.records(i) for i in range(len(sources.paths))]):
+        add(rec, file, offset, length)
+    index.finish()
+    return index
+
+
+def read_record(path: str, offset: int, length: int) -> dict:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return orjson.loads(f.read(length))

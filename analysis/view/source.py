@@ -1,0 +1,125 @@
+"""The capture files `mwtap view` reads: every record with where its line is (file, offset, length),
+so the index keeps only those numbers and reads a frame's JSON back from disk when it is shown.
+
+A gzip capture cannot be read at an offset, so it is decompressed once into a private temporary
+file (removed by `close`); offsets then refer to that file. Following (`--follow`) reads a plain
+file as it grows: a last line without its newline is left for the next read.
+"""
+
+from __future__ import annotations
+
+import gzip
+import heapq
+import itertools
+import os
+import shutil
+import tempfile
+import zlib
+from typing import Callable, Iterator
+
+from analysis.capture import CaptureError, CaptureFile, Damage
+
+Located = tuple[dict, int, int, int]  # (record, file number, offset, length)
+
+
+class Lines:
+    """A binary file's lines from its start, remembering where the last one given out starts.
+
+    `wait` (following): called at the end of the file, or at a last line not yet complete; it
+    returns False to stop reading. Without it, reading stops at the end (a last line without
+    newline is given out: the reader reports it as truncated).
+    """
+
+    def __init__(self, f, wait: Callable[[], bool] | None = None):
+        self.f = f
+        self.wait = wait
+        self.start = self.length = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        f, offset = self.f, 0
+        while True:
+            line = f.readline()
+            if self.wait is not None and not line.endswith(b"\n"):
+                if not self.wait():
+                    return
+                f.seek(offset)
+                continue
+            if not line:
+                return
+            self.start, self.length = offset, len(line)
+            offset += len(line)
+            yield line
+
+
+class Sources:
+    """The files of one view: plain captures as they are, gzip captures decompressed once."""
+
+    def __init__(self, paths: list[str]):
+        self.names = list(paths)  # as the user gave them (messages, the page)
+        self.paths: list[str] = []  # what is read at offsets
+        self.damage: list[Damage] = []
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        for number, path in enumerate(paths):
+            self.paths.append(self._plain(number, path))
+
+    def _plain(self, number: int, path: str) -> str:
+        if os.path.isdir(path):
+            raise CaptureError(f"{path}: is a directory, not a capture file")
+        try:
+            with open(path, "rb") as f:
+                compressed = f.read(2) == b"\x1f\x8b"
+        except OSError as e:
+            raise CaptureError(f"{path}: cannot open ({e.strerror})") from e
+        if not compressed:
+            return path
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="mwtap-view-")  # mode 0700: private
+        out = os.path.join(self._tmp.name, f"{number}.jsonl")
+        with gzip.open(path, "rb") as src, open(out, "wb") as dst:
+            try:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # keep what came before the damage
+                self.damage.append(Damage(path, 0, f"compressed stream damaged ({e})"))
+        return out
+
+    def records(self, number: int, wait: Callable[[], bool] | None = None) -> tuple[CaptureFile, Iterator[Located]]:
+        """The capture file (its header read and checked now) and its records with their places."""
+        name = self.names[number]
+        with open(self.paths[number], "rb") as f:
+            first = f.readline()
+        if not first:
+            raise CaptureError(f"{name}: empty file, not an mwtap capture")
+        checked = CaptureFile(name)
+        list(checked._parse([first]))  # the capture reader's header check: raises CaptureError
+        capture = CaptureFile(name, header=checked.header)
+
+        def located() -> Iterator[Located]:
+            with open(self.paths[number], "rb") as f:
+                lines = Lines(f, wait)
+                for rec in capture._parse(lines):  # the capture reader's checks, line by line
+                    yield rec, number, lines.start, lines.length
+        return capture, located()
+
+    def ordered(self, streams: list[tuple[CaptureFile, Iterator[Located]]]) -> Iterator[Located]:
+        """Records in the order `analysis.reader.CaptureSet` gives them: the rotated parts of a
+        recording chained in `part` order, different recordings merged by time."""
+        recordings: dict[str, list] = {}
+        for capture, stream in streams:
+            header = capture.header or {}
+            key = header.get("recording") if isinstance(header.get("recording"), str) else capture.path
+            recordings.setdefault(key, []).append((header.get("part") or 0, capture.path, stream))
+        chained = [itertools.chain.from_iterable(s for *_, s in sorted(parts, key=lambda p: p[:2]))
+                   for parts in recordings.values()]
+        if len(chained) == 1:
+            return chained[0]
+        return heapq.merge(*chained, key=_time)
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+def _time(located: Located) -> float:
+    t = located[0].get("t")
+    return t if isinstance(t, (int, float)) else 0.0

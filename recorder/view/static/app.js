@@ -1,0 +1,285 @@
+// mwtap view: connections, a virtual frame list, frame detail with its links, timeline, violations.
+import { get, readState, writeState, el, clock, shortId, FILTER_KEYS } from "./api.js";
+import { Timeline } from "./timeline.js";
+
+const ROW_H = 22, PAGE = 100, PAGES_KEPT = 60;
+const REDACTED = /\[redacted sha256:[0-9a-f]+(?: sub:[0-9a-f]+)?\]/g;
+const state = readState();
+const pages = new Map();   // page number -> rows (of the current connection and filter)
+let total = 0, listKey = "", consumers = [], connections = new Map(), lastRecords = -1;
+
+const $ = (id) => document.getElementById(id);
+const list = $("list"), spacer = $("spacer");
+const timeline = new Timeline($("timeline"), {
+  onRange: (t0, t1) => { state.filter.t0 = t0 ?? ""; state.filter.t1 = t1 ?? ""; refreshList(); },
+  onFrame: (g) => openFrame(g),
+});
+
+function filterParams() {
+  const out = {};
+  for (const key of FILTER_KEYS) if (state.filter[key]) out[key] = state.filter[key];
+  return out;
+}
+
+function badges(counts) {
+  return ["error", "warning", "info"].filter((s) => counts[s]).map((s) => el("span", { class: `badge ${s}`, title: s }, String(counts[s])));
+}
+
+// --- connections -----------------------------------------------------------------------------
+async function loadConnections() {
+  consumers = await get("consumers");
+  connections = new Map();
+  const pane = $("connections");
+  pane.replaceChildren();
+  for (const group of consumers) {
+    const box = el("div", { class: "consumer" },
+      el("div", { class: "consumer-head" }, el("span", { class: "who" }, group.consumer), ...badges(group.violations)));
+    for (const chain of group.chains) {
+      const ol = el("ol", { class: "chain" });
+      for (const c of chain) {
+        connections.set(c.number, c);
+        const close = c.state === "refused" ? `refused ${c.refused_status ?? ""}` :
+          c.state === "open" ? "open" : `${c.close_code ?? "?"} by ${c.closed_by ?? "?"}`;
+        ol.append(el("li", { class: "conn" + (c.number === state.conn ? " on" : ""), "data-conn": c.number,
+                             onclick: () => selectConnection(c.number) },
+          el("span", { class: "cid", title: c.conn }, shortId(c.conn)), ...badges(c.violations),
+          el("span", { class: "meta" }, `${clock(c.t_open)} · ${c.duration_s === null ? "…" : c.duration_s.toFixed(1) + " s"} · ${c.frames} frames · ${close}`)));
+      }
+      box.append(ol);
+    }
+    pane.append(box);
+  }
+}
+
+function markConnection() {
+  for (const li of document.querySelectorAll("li.conn")) li.classList.toggle("on", Number(li.dataset.conn) === state.conn);
+  const c = connections.get(state.conn);
+  $("conn-title").replaceChildren(c ? el("span", {}, el("b", {}, shortId(c.conn)), ` ${c.url ?? ""} · client ${c.client ?? "?"}`,
+    c.prev !== null ? el("a", { href: "#", onclick: (e) => { e.preventDefault(); selectConnection(c.prev); } }, " ← reconnect of") : null,
+    c.next !== null ? el("a", { href: "#", onclick: (e) => { e.preventDefault(); selectConnection(c.next); } }, " reconnected as →") : null) : "");
+}
+
+async function selectConnection(number, frame = null) {
+  state.conn = number;
+  state.frame = frame;
+  state.filter.t0 = state.filter.t1 = "";
+  state.filter.stream = "";
+  markConnection();
+  await refreshList();
+  if (frame !== null) await openFrame(frame);
+}
+
+// --- the virtual list ----------------------------------------------------------------------------
+async function refreshList() {
+  writeState(state);
+  syncForm();
+  pages.clear();
+  listKey = JSON.stringify([state.conn, filterParams()]);
+  if (state.conn === null) return;
+  const first = await get("frames", { conn: state.conn, start: 0, count: PAGE, ...filterParams() });
+  pages.set(0, first.rows);
+  total = first.total;
+  spacer.style.height = `${total * ROW_H}px`;
+  $("list-foot").textContent = `${total.toLocaleString()} frames` + (Object.keys(filterParams()).length ? " (filtered)" : "");
+  renderRows();
+  drawTimeline();
+}
+
+async function drawTimeline() {
+  if (state.conn === null) return;
+  const buckets = Math.max(50, Math.floor($("timeline").clientWidth / 3));
+  timeline.show(await get("timeline", { conn: state.conn, t0: state.filter.t0, t1: state.filter.t1, buckets }));
+}
+
+async function page(number) {
+  if (pages.has(number)) return pages.get(number);
+  const key = listKey;
+  const answer = await get("frames", { conn: state.conn, start: number * PAGE, count: PAGE, ...filterParams() });
+  if (key !== listKey) return null;  // the list changed meanwhile
+  pages.set(number, answer.rows);
+  if (pages.size > PAGES_KEPT) pages.delete(pages.keys().next().value);
+  return answer.rows;
+}
+
+let rendering = false;
+async function renderRows() {
+  if (rendering) return;
+  rendering = true;
+  try {
+    const top = list.scrollTop, first = Math.floor(top / ROW_H), count = Math.ceil(list.clientHeight / ROW_H) + 2;
+    const last = Math.min(total, first + count);
+    const wanted = new Set();
+    for (let i = first; i < last; i++) wanted.add(Math.floor(i / PAGE));
+    const loaded = new Map();
+    for (const p of wanted) loaded.set(p, await page(p));
+    const rows = [];
+    for (let i = first; i < last; i++) {
+      const r = (loaded.get(Math.floor(i / PAGE)) || [])[i % PAGE];
+      if (r) rows.push(rowNode(r, i));
+    }
+    for (const old of list.querySelectorAll(".row")) old.remove();
+    list.append(...rows);
+  } finally {
+    rendering = false;
+  }
+}
+
+function rowNode(r, i) {
+  const id = r.kind === "resp" ? r.reqId : r.id;
+  const node = el("div", { class: `row ${r.dir} k-${r.kind}` + (r.g === state.frame ? " on" : "") + (r.severity ? ` sev-${r.severity}` : ""),
+                           "data-g": r.g, onclick: () => openFrame(r.g) },
+    el("span", {}, clock(r.t)), el("span", {}, r.dir === "c2s" ? "→" : r.dir === "s2c" ? "←" : ""),
+    el("span", {}, r.kind), el("span", { title: r.type ?? "" }, r.type ?? ""), el("span", {}, id ?? ""),
+    el("span", {}, r.latency_ms === null ? "" : `${r.latency_ms.toFixed(1)} ms`), el("span", {}, String(r.size)),
+    el("span", { class: "preview" }, r.preview));
+  node.style.top = `${i * ROW_H}px`;  // CSSOM: the policy forbids style attributes
+  return node;
+}
+
+list.addEventListener("scroll", () => requestAnimationFrame(renderRows));
+
+// --- one frame --------------------------------------------------------------------------------
+async function openFrame(g, reveal = true) {  // reveal: clear a filter that hides the frame
+  const f = await get("frame", { g });
+  if (f.connection !== state.conn) {
+    state.conn = f.connection;
+    state.filter = {};
+    markConnection();
+    await refreshList();
+  }
+  let at = (await get("position", { conn: state.conn, g, ...filterParams() })).position;
+  if (at === null && reveal) {  // filtered out: show it unfiltered
+    state.filter = {};
+    await refreshList();
+    at = (await get("position", { conn: state.conn, g })).position;
+  }
+  state.frame = g;
+  writeState(state);
+  if (at !== null && (at * ROW_H < list.scrollTop || (at + 1) * ROW_H > list.scrollTop + list.clientHeight)) {
+    list.scrollTop = Math.max(0, at * ROW_H - list.clientHeight / 3);
+  }
+  await renderRows();
+  showDetail(f);
+}
+
+function jump(label, g, extra = "") {
+  return el("button", { class: "jump", onclick: () => openFrame(g) }, label, extra);
+}
+
+function showDetail(f) {
+  const links = [];
+  if (f.peer !== null) {
+    const label = f.kind === "resp" ? "← request" : "response →";
+    links.push(jump(label, f.peer, ` (${f.latency_ms.toFixed(1)} ms)`));
+  }
+  if (f.stream_info) {
+    links.push(el("button", { class: "jump", onclick: () => { state.filter = { stream: String(f.stream_info.number) }; refreshList(); } },
+      `stream ${f.stream_info.key === "sub" ? "subscription" : "dialog"} ${shortId(f.stream_info.id)}: ${f.stream_info.frames} frames`));
+  }
+  for (const [name, label] of [["accept", "ACCEPT →"], ["read", "READ →"], ["message", "← message"]]) {
+    if (f.links[name] !== undefined) links.push(jump(label, f.links[name]));
+  }
+  if (f.links.reconnect) links.push(el("button", { class: "jump", onclick: () => selectConnection(f.links.reconnect.connection) },
+    `reconnect → (${f.links.reconnect.linked_by ?? "linked"})`));
+  if (f.links.reconnect_of) links.push(el("button", { class: "jump", onclick: () => selectConnection(f.links.reconnect_of.connection) }, "← connection before"));
+  const violations = f.violations.map((v) => el("div", { class: `violation ${v.severity}` },
+    el("b", {}, `${v.severity} ${v.rule}`), ": ", v.message));
+  $("detail").replaceChildren(
+    el("h3", {}, `${f.kind} ${f.type ?? ""}`),
+    el("div", { class: "facts" }, `${clock(f.t)} · ${f.dir} · frame ${f.n ?? "–"} · ${f.size} bytes`),
+    el("div", { class: "links" }, ...links), ...violations,
+    el("pre", { class: "json" }, ...highlight(f.payload ?? JSON.stringify(f.record, null, 2))),
+    el("details", {}, el("summary", {}, "record fields"), el("pre", {}, JSON.stringify(f.record, null, 2))),
+    el("div", { class: "facts" }, f.file));
+}
+
+function highlight(text) {  // redaction markers shown as such; everything else as plain text
+  const parts = [];
+  let last = 0;
+  for (const m of text.matchAll(REDACTED)) {
+    parts.push(text.slice(last, m.index), el("mark", { class: "redacted", title: "redacted by the recorder" }, m[0]));
+    last = m.index + m[0].length;
+  }
+  parts.push(text.slice(last));
+  return parts;
+}
+
+// --- violations ---------------------------------------------------------------------------------
+async function loadViolations() {
+  const groups = await get("violations");
+  const pane = $("violations");
+  pane.replaceChildren();
+  const rules = new Set();
+  for (const group of groups) {
+    const box = el("div", { class: "consumer" }, el("div", { class: "consumer-head" }, el("span", { class: "who" }, group.consumer)));
+    for (const r of group.rules) {
+      rules.add(r.rule);
+      box.append(el("details", { class: `rule ${r.severity}` },
+        el("summary", {}, el("span", { class: `badge ${r.severity}` }, r.severity), ` ${r.rule} × ${r.count}`,
+           r.connections > 1 ? ` (${r.connections} connections)` : ""),
+        el("p", { class: "explain" }, r.explanation ?? ""),
+        el("ul", {}, ...r.items.map((v) => el("li", { class: "vitem", onclick: () => v.g !== null ? openFrame(v.g) : selectConnection(v.connection) },
+          `${clock(v.t)} ${v.message}`)))));
+    }
+    pane.append(box);
+  }
+  const select = document.querySelector("select[name=rule]");
+  for (const rule of [...rules].sort()) if (![...select.options].some((o) => o.value === rule)) select.append(el("option", { value: rule }, rule));
+  syncForm();
+}
+
+// --- filters, tabs, following -----------------------------------------------------------------------
+const form = $("filters");
+function syncForm() {
+  for (const key of ["text", "type", "kind", "dir", "rule"]) form.elements[key].value = state.filter[key] ?? "";
+  const t0 = state.filter.t0, t1 = state.filter.t1;
+  $("range").textContent = t0 || t1 ? `${t0 ? clock(Number(t0)) : "…"} – ${t1 ? clock(Number(t1)) : "…"}` : "";
+  $("range").hidden = !(t0 || t1);
+}
+form.addEventListener("submit", (e) => { e.preventDefault(); readForm(); });
+form.addEventListener("change", readForm);
+function readForm() {
+  for (const key of ["text", "type", "kind", "dir", "rule"]) state.filter[key] = form.elements[key].value;
+  refreshList();
+}
+$("clear").addEventListener("click", () => { state.filter = {}; refreshList(); });
+
+function showTab(tab) {
+  state.tab = tab;
+  for (const b of document.querySelectorAll(".tabs button")) b.classList.toggle("on", b.dataset.tab === tab);
+  $("connections").hidden = tab !== "connections";
+  $("violations").hidden = tab !== "violations";
+  writeState(state);
+}
+for (const b of document.querySelectorAll(".tabs button")) b.addEventListener("click", () => showTab(b.dataset.tab));
+
+async function poll() {
+  const s = await get("summary");
+  $("summary").textContent = `${s.files.join(", ")} · ${s.connections} connections · ${s.records.toLocaleString()} records · `
+    + `${s.violations.error} errors, ${s.violations.warning} warnings, ${s.violations.info} info`;
+  $("follow").hidden = !s.following;
+  if (s.records !== lastRecords) {
+    const first = lastRecords < 0;
+    lastRecords = s.records;
+    if (!first) {
+      await loadConnections();
+      await loadViolations();
+      markConnection();
+      if (state.conn !== null) await refreshList();
+    }
+  }
+  if (s.following) setTimeout(poll, 500);
+}
+
+async function start() {
+  await poll();
+  await loadConnections();
+  await loadViolations();
+  showTab(state.tab);
+  if (state.conn === null && consumers.length) state.conn = consumers[0].chains[0][0].number;
+  markConnection();
+  await refreshList();
+  if (state.frame !== null) await openFrame(state.frame, false);  // the link's filter stays
+  document.body.dataset.ready = "1";
+}
+start();

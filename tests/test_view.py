@@ -1,0 +1,169 @@
+"""`mwtap view` end to end: the real command serving a capture on 127.0.0.1, driven by Playwright
+in Debian's Chromium (no browser download). Screenshots of each screen go to tmp_path (or to
+$MWTAP_SCREENSHOTS), to be looked at."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+from conftest import BIN
+from sample_capture import generate
+
+CHROMIUM = "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed "
+                                "(.ci/run installs it)")
+
+
+def start_view(procs, tmp_path: Path, *args: str) -> tuple[object, str]:
+    proc = procs.start([str(BIN / "mwtap"), "view", "--no-browser", *args], "view")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = re.search(r"http://\S+/", proc.log_path.read_text())
+        if found:
+            return proc, found[0]
+        assert proc.poll() is None, proc.log_path.read_text()
+        time.sleep(0.1)
+    raise TimeoutError(proc.log_path.read_text())
+
+
+@pytest.fixture
+def capture(tmp_path) -> Path:
+    path = tmp_path / "sample.jsonl"
+    generate(path)
+    return path
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("MWTAP_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def wait_until(page, expression: str, timeout: float = 30.0) -> None:
+    """Poll a page expression (wait_for_function evaluates a string, which the view's policy forbids)."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"not true after {timeout} s: {expression}"
+        time.sleep(0.05)
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1500, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.goto(url)
+    page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+    return page, errors
+
+
+def test_browse_violations_pairs_filters(procs, tmp_path, capture, browser):
+    _, url = start_view(procs, tmp_path, str(capture))
+    page, errors = open_page(browser, url)
+    out = shots(tmp_path)
+
+    # Connections: every consumer of the capture, worst first (the misbehaving one has the errors).
+    conns = page.locator("li.conn")
+    assert conns.count() == 10
+    first_group = page.locator(".consumer").first
+    assert first_group.locator(".badge.error").count() >= 1
+    page.screenshot(path=out / "view-connections.png")
+
+    # A click on a violation lands on its frame.
+    page.click(".tabs button[data-tab=violations]")
+    page.locator("details.rule", has_text="invalid-json").locator("summary").click()
+    page.locator("details.rule", has_text="invalid-json").locator("li.vitem").first.click()
+    page.wait_for_selector("#detail .violation.error")
+    assert "invalid-json" in page.inner_text("#detail")
+    assert page.locator("#list .row.on").count() == 1
+    assert "f=" in page.evaluate("location.hash")
+    page.screenshot(path=out / "view-violation.png")
+
+    # Request -> response and back, latency on both.
+    page.click(".tabs button[data-tab=connections]")
+    page.evaluate("document.getElementById('list').scrollTop = 0")
+    wait_until(page, "[...document.querySelectorAll('#list .row')].some(r => r.style.top === '0px')")
+    page.locator("#list .row.k-req").first.click()
+    page.wait_for_selector("#detail button.jump:has-text('response')")
+    request_text = page.inner_text("#detail h3")
+    page.click("#detail button.jump:has-text('response')")
+    page.wait_for_selector("#detail button.jump:has-text('request')")
+    assert page.inner_text("#detail h3").startswith("resp")
+    assert re.search(r"\d+\.\d ms", page.inner_text("#detail .links"))
+    page.click("#detail button.jump:has-text('request')")
+    page.wait_for_selector("#detail button.jump:has-text('response')")
+    assert page.inner_text("#detail h3") == request_text
+    page.screenshot(path=out / "view-pair.png")
+
+    # A filter narrows the list, and the URL carries it (a link reproduces the view).
+    before = int(page.inner_text("#list-foot").split()[0].replace(",", ""))
+    page.fill("#filters input[name=type]", "GetClock")
+    page.press("#filters input[name=type]", "Enter")
+    wait_until(page, "document.querySelector('#list-foot').textContent.includes('filtered')")
+    after = int(page.inner_text("#list-foot").split()[0].replace(",", ""))
+    assert 0 < after < before
+    assert all("GetClock" in t for t in page.locator("#list .row span:nth-child(4)").all_inner_texts())
+    link = page.url
+    assert "type=GetClock" in link
+    page.screenshot(path=out / "view-filter.png")
+    again, more_errors = open_page(browser, link)
+    assert again.input_value("#filters input[name=type]") == "GetClock"
+    assert int(again.inner_text("#list-foot").split()[0].replace(",", "")) == after
+    assert errors == [] and more_errors == []
+
+
+def test_follow_shows_appended_frame(procs, tmp_path, capture, browser):
+    _, url = start_view(procs, tmp_path, "--follow", str(capture))
+    page, errors = open_page(browser, url)
+    records = [orjson.loads(line) for line in capture.read_bytes().splitlines()]
+    last_open = [r for r in records if r["rec"] == "open"][-1]
+    conn = last_open["conn"]
+    page.locator(f"li.conn .cid[title='{conn}']").click()
+    wait_until(page, "document.querySelector('#list-foot').textContent.includes('frames')")
+    last = max(r["t"] for r in records)
+    with capture.open("ab") as f:  # written in two pieces, as a recorder's buffered line may arrive
+        line = orjson.dumps({"rec": "msg", "t": last + 1, "conn": conn, "n": 10_000, "dir": "c2s", "op": "text",
+                             "size": 52, "text": '{"kind":"req","id":"appended-1","type":"GetClock"}',
+                             "kind": "req", "id": "appended-1", "type": "GetClock"}) + b"\n"
+        f.write(line[:20])
+        f.flush()
+        time.sleep(0.5)
+        f.write(line[20:])
+    page.fill("#filters input[name=text]", "appended-1")
+    page.press("#filters input[name=text]", "Enter")
+    page.wait_for_selector("#list .row:has-text('appended-1')", timeout=15_000)
+    page.screenshot(path=shots(tmp_path) / "view-follow.png")
+    assert page.is_visible("#follow")
+    assert errors == []
+
+
+def test_token_required_and_loopback_only(procs, tmp_path, capture):
+    _, url = start_view(procs, tmp_path, str(capture))
+    with urllib.request.urlopen(url + "api/summary", timeout=10) as r:
+        assert orjson.loads(r.read())["connections"] == 10
+        assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+    base = url.rsplit("/", 2)[0]
+    for path in ("/", "/api/summary", "/static/app.js", "/wrongtoken/api/summary"):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(base + path, timeout=10)
+        assert e.value.code == 403, path
+    refused = procs.start([str(BIN / "mwtap"), "view", "--no-browser", "--host", "0.0.0.0", str(capture)], "refused")
+    assert refused.wait(60) == 2
+    assert "not a loopback address" in refused.log_path.read_text()

@@ -1,0 +1,154 @@
+"""The index behind `mwtap view` (pure): the engine's verdict, pairs, streams, ACCEPT/READ links,
+reconnects, filters, byte offsets that read back each record, gzip and a growing file."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import orjson
+import pytest
+
+from analysis import analyze
+from analysis.capture import CaptureError
+from analysis.view.index import KINDS, ViewIndex, build
+from analysis.view.queries import Filter, Queries
+from analysis.view.source import Sources
+from sample_capture import generate
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("view") / "sample.jsonl"
+    generate(path)
+    return path
+
+
+def open_view(*paths) -> tuple[ViewIndex, Queries, Sources]:
+    sources = Sources([str(p) for p in paths])
+    index = build(sources)
+    return index, Queries(index, sources.paths, sources.names), sources
+
+
+def test_offsets_read_back_every_record_and_verdict_matches_analyze(sample):
+    index, q, _ = open_view(sample)
+    lines = [orjson.loads(line) for line in sample.read_bytes().splitlines()[1:]]
+    assert len(index.columns) == len(lines)
+    for g in range(0, len(lines), 7):
+        assert q.record(g) == lines[g]
+    summary, _ = analyze([str(sample)])
+    assert index.violation_total == summary["violations_total"]
+    counts = {}
+    for v in index.violations:
+        counts.setdefault(v[0], {}).setdefault(v[1], 0)
+        counts[v[0]][v[1]] += 1
+    assert counts == summary["violation_counts"]
+
+
+def test_pairs_streams_and_acks(sample):
+    index, q, _ = open_view(sample)
+    cols = index.columns
+    requests = [g for g in range(len(cols)) if KINDS[cols.kind[g]] == "req" and cols.peer[g] >= 0]
+    assert requests
+    for g in requests:
+        resp = cols.peer[g]
+        assert cols.peer[resp] == g and KINDS[cols.kind[resp]] == "resp"
+        assert q.record(resp)["reqId"] == q.record(g)["id"]
+    subscribe = next(g for g in requests if index.types[cols.type[g]] == "cqm.SubscribeExConversations")
+    detail = q.frame(cols.peer[subscribe])
+    stream = detail["stream_info"]["number"]
+    members = q.frames(detail["connection"], 0, 500, Filter(stream=stream))["rows"]
+    assert {r["g"] for r in members} >= {subscribe, cols.peer[subscribe]}
+    assert all(q.record(r["g"]).get("subscriptionId") == detail["stream_info"]["id"] for r in members
+               if r["kind"] == "notification")
+    agent = next(g for g in range(len(cols)) if any(e[6] == "ASSIGNED_AGENT" and e[3] == "ContentEvent"
+                                                    for e in q.record(g).get("events") or []))
+    links = q.frame(agent)["links"]
+    accept = q.record(links["accept"])
+    assert accept["event"][:2] == ["AcceptStatusEvent", "ACCEPT"]
+    assert q.record(links["read"])["event"][1] == "READ"
+    assert q.frame(links["accept"])["links"]["message"] == agent
+
+
+def test_violation_frames_reconnects_and_grouping(sample):
+    index, q, _ = open_view(sample)
+    bad = next(v for v in index.violations if v[0] == "invalid-json")
+    assert q.record(bad[4])["text"].startswith('{"kind":"req","type":"ms.PublishEvent"')
+    groups = q.violations()
+    assert groups[0]["rules"][0]["severity"] == "error"
+    assert "invalid-json" in {r["rule"] for r in groups[0]["rules"]}
+    assert all(r["explanation"] for g in groups for r in g["rules"])
+    consumers = q.consumers()
+    assert sum(len(chain) for c in consumers for chain in c["chains"]) == len(index.connections)
+    worst = consumers[0]
+    assert [len(chain) for chain in worst["chains"]] == [3]  # 4401, then 1006: one chain of three
+    first, second, _ = worst["chains"][0]
+    close = index.connections[first["number"]].rows[-1]
+    assert q.frame(close)["links"]["reconnect"]["connection"] == second["number"]
+
+
+def test_filters(sample):
+    index, q, _ = open_view(sample)
+    everything = q.frames(0, 0, 500, Filter())
+    clocks = q.frames(0, 0, 500, Filter(type="getclock"))
+    assert 0 < clocks["total"] < everything["total"]
+    assert all("GetClock" in r["type"] for r in clocks["rows"])
+    texts = q.frames(0, 0, 500, Filter(text="ONERROR=alert"))
+    assert len(texts["rows"]) == 1 and "onerror" in q.record(texts["rows"][0]["g"])["text"]
+    c2s = q.frames(0, 0, 500, Filter(dir="c2s", kind="req"))
+    assert all(r["dir"] == "c2s" and r["kind"] == "req" for r in c2s["rows"])
+    rule = q.frames(0, 0, 500, Filter(rule="binary-frame"))
+    assert [r["preview"] for r in rule["rows"]] == ["(binary, 8 bytes)"]
+    t0 = everything["rows"][5]["t"]
+    assert all(r["t"] >= t0 for r in q.frames(0, 0, 500, Filter(t0=t0))["rows"])
+    g = clocks["rows"][-1]["g"]
+    assert q.position(0, g, Filter(type="getclock")) == clocks["total"] - 1
+    timeline = q.timeline(0, None, None, 20)
+    assert sum(timeline["series"]["c2s"]) + sum(timeline["series"]["s2c"]) == len(index.connections[0].msgs)
+    assert timeline["silences"] and timeline["violations"]
+
+
+def test_gzip_is_decompressed_once_and_removed(sample, tmp_path):
+    gz = tmp_path / "sample.jsonl.gz"
+    with open(sample, "rb") as src, gzip.open(gz, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    index, q, sources = open_view(gz)
+    plain = Path(sources.paths[0])
+    assert plain != gz and plain.exists() and oct(plain.parent.stat().st_mode & 0o777) == "0o700"
+    assert q.record(5) == orjson.loads(sample.read_bytes().splitlines()[6])
+    q.close()
+    sources.close()
+    assert not plain.exists()
+
+
+def test_not_a_capture(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"hello": 1}\n')
+    with pytest.raises(CaptureError, match="bad.jsonl:1"):
+        Sources([str(bad)]).records(0)
+
+
+def test_growing_file_partial_last_line(sample, tmp_path):
+    """A line written in two pieces is indexed once, whole, when its newline arrives."""
+    growing = tmp_path / "growing.jsonl"
+    lines = sample.read_bytes().splitlines(keepends=True)
+    growing.write_bytes(b"".join(lines[:40]) + lines[40][:15])
+    sources = Sources([str(growing)])
+    index = ViewIndex()
+    waits = []
+
+    def wait() -> bool:
+        waits.append(len(index.columns))
+        if len(waits) == 1:
+            with growing.open("ab") as f:
+                f.write(lines[40][15:] + lines[41])
+            return True
+        return False
+
+    _, records = sources.records(0, wait)
+    for rec, file, offset, length in records:
+        index.add(rec, file, offset, length)
+    assert waits == [39, 41]
+    q = Queries(index, sources.paths, sources.names)
+    assert q.record(39) == orjson.loads(lines[40]) and q.record(40) == orjson.loads(lines[41])
