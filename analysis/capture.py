@@ -43,6 +43,11 @@ DEFAULT_MAX_PAYLOAD = 64 * 1024 * 1024
 MAX_TIME = 9e9
 
 
+def usable_time(t: Any) -> bool:
+    """Whether `t` is a record time the analysis can use: a number (not a bool) within MAX_TIME (NaN is not)."""
+    return (t.__class__ is float or t.__class__ is int) and -MAX_TIME < t < MAX_TIME
+
+
 class CaptureError(Exception):
     """A file that cannot be read as a capture at all (one line, names the file)."""
 
@@ -173,13 +178,62 @@ def payload_bytes(rec: dict) -> bytes:
 
 @dataclass
 class Damage:
-    """A line that could not be read; `problem` is a short phrase."""
+    """A line that could not be read; `problem` is a short phrase, `kind` the same problem without its
+    details (what damage is counted by). An entry with `more` stands for that many further lines of
+    its kind that are not listed one by one (`DamageLog`)."""
     path: str
     line: int
     problem: str
+    kind: str = ""
+    more: int = 0
+
+    def __post_init__(self) -> None:
+        self.kind = self.kind or self.problem
+
+    @property
+    def lines(self) -> int:
+        """How many damaged lines this entry stands for."""
+        return self.more or 1
 
     def __str__(self) -> str:
+        if self.more:
+            return f"{self.path}: {self.more:,} more line(s) with: {self.kind}"
         return f"{self.path}:{self.line}: {self.problem}"
+
+
+DAMAGE_EXAMPLES = 20  # lines listed per kind of damage, per file
+DAMAGE_KINDS = 50  # kinds told apart per file; further kinds are counted together
+OTHER_DAMAGE = "other problems"
+
+
+class DamageLog(list):
+    """A file's damage as a list of `Damage`: the first DAMAGE_EXAMPLES lines of each kind, then one
+    entry counting the others of that kind. Memory stays flat whatever the damage (a file of a
+    million broken lines lists 20 of them and says how many more)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: dict[str, int] = {}  # kind -> lines
+        self._more: dict[str, Damage] = {}  # kind -> its entry counting the lines not listed
+
+    def append(self, damage: Damage) -> None:
+        kind = damage.kind
+        if kind not in self._seen and len(self._seen) >= DAMAGE_KINDS:
+            kind = OTHER_DAMAGE
+        seen = self._seen.get(kind, 0)
+        self._seen[kind] = seen + damage.lines
+        if not damage.more and seen < DAMAGE_EXAMPLES:
+            super().append(damage)
+            return
+        more = self._more.get(kind)
+        if more is None:
+            more = self._more[kind] = Damage(damage.path, damage.line, kind, kind, 0)
+            super().append(more)
+        more.more += damage.lines
+
+    def extend(self, damage) -> None:
+        for d in damage:
+            self.append(d)
 
 
 @dataclass
@@ -187,7 +241,7 @@ class CaptureFile:
     """One capture file opened for a single streaming pass."""
     path: str
     header: dict | None = None
-    damage: list[Damage] = field(default_factory=list)
+    damage: DamageLog = field(default_factory=DamageLog)
     unknown_records: dict[str, int] = field(default_factory=dict)
     lines: int = 0
 
@@ -210,8 +264,10 @@ class CaptureFile:
             except orjson.JSONDecodeError as e:
                 if lineno == 1:
                     raise CaptureError(f"{self.path}:1: not an mwtap capture (no JSON header line)") from e
-                problem = "truncated line" if not line.endswith(b"\n") else f"invalid JSON ({e.msg})"
-                self.damage.append(Damage(self.path, lineno, problem))
+                if line.endswith(b"\n"):
+                    self.damage.append(Damage(self.path, lineno, f"invalid JSON ({e.msg})", "invalid JSON"))
+                else:
+                    self.damage.append(Damage(self.path, lineno, "truncated line"))
                 continue
             if not isinstance(rec, dict) or not isinstance(rec.get("rec"), str):
                 if lineno == 1:
@@ -224,14 +280,26 @@ class CaptureFile:
                 continue
             problem = _unusable(rec)
             if problem is not None:
-                self.damage.append(Damage(self.path, lineno, problem))
+                self.damage.append(Damage(self.path, lineno, *problem))
                 continue
             if kind not in KNOWN_RECORDS:
-                self.unknown_records[kind] = self.unknown_records.get(kind, 0) + 1
+                count_unknown(self.unknown_records, kind)
                 continue
             if kind == HEADER:
                 continue
             yield rec
+
+
+UNKNOWN_KINDS_LISTED = 20
+OTHER_KINDS = "(other kinds)"
+
+
+def count_unknown(counts: dict[str, int], kind: str, n: int = 1) -> None:
+    """Counts `n` records of an unknown kind: the first UNKNOWN_KINDS_LISTED kinds by name, any
+    further kind under OTHER_KINDS (a file can hold a million made-up kinds)."""
+    if kind not in counts and len(counts) >= UNKNOWN_KINDS_LISTED:
+        kind = OTHER_KINDS
+    counts[kind] = counts.get(kind, 0) + n
 
 
 class _Absent:
@@ -264,13 +332,13 @@ _ID_CLASSES = frozenset({str, _NONE})
 _CODE_CLASSES = frozenset({int, float, str, bool, _NONE})
 
 
-def _unusable(rec: dict) -> str | None:
-    """Why a record that parsed cannot be analysed: a time beyond any calendar, or a field whose
-    type is not the documented one."""
+def _unusable(rec: dict) -> tuple[str, str] | None:
+    """(problem, kind) of a record that parsed but cannot be analysed: a time beyond any calendar, or
+    a field whose type is not the documented one."""
     get = rec.get
     t = get("t")
     if (t.__class__ is float or t.__class__ is int) and not -MAX_TIME < t < MAX_TIME:
-        return f"time t={t} out of range"
+        return f"time t={t} out of range", "time out of range"
     kind = get("rec")
     if kind == MSG and (  # the same check as _FIELD_TYPES[MSG], unrolled for the most common record
             get("conn").__class__ is str and get("dir").__class__ is str and get("n", 0).__class__ is int
@@ -282,7 +350,8 @@ def _unusable(rec: dict) -> str | None:
         return None
     for name, allowed in _FIELD_TYPES.get(kind, ()):
         if get(name, _ABSENT).__class__ not in allowed:
-            return f"field {name!r} of a {get('rec')} record has the wrong type"
+            problem = f"field {name!r} of a {get('rec')} record has the wrong type"
+            return problem, problem
     return None
 
 

@@ -17,7 +17,7 @@ from analysis.imports import SourceLimits
 from analysis.load import run
 from analysis.reader import CaptureSet, Paths
 from analysis.redact import redact_text, redact_url
-from analysis.tables import COLUMNS
+from analysis.tables import COLUMNS, epoch_s, int64
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -31,22 +31,13 @@ def _schema(table: str):
     return pa.schema([(name, types[kind]) for name, kind in COLUMNS[table]])
 
 
-def _int(value):
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
 def _float(value):
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _time(value):
-    return round(value * 1_000_000) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    value = epoch_s(value)
+    return None if value is None else round(value * 1_000_000)
 
 
 def _str(value):
@@ -57,7 +48,7 @@ def _url(value):
     return None if value is None else redact_url(str(value))
 
 
-_CONVERT: dict[str, Callable] = {"int": _int, "float": _float, "time": _time, "str": _str,
+_CONVERT: dict[str, Callable] = {"int": int64, "float": _float, "time": _time, "str": _str,
                                  "bool": lambda v: v if isinstance(v, bool) else None}
 
 

@@ -11,7 +11,7 @@ from analysis.engine import TABLES, Engine, Sink
 from analysis.imports import SourceLimits
 from analysis.reader import CaptureSet, Paths
 from analysis.summary import Summary
-from analysis.tables import COLUMNS
+from analysis.tables import COLUMNS, epoch_s, int64
 
 
 def run(captures: CaptureSet, config: Config, sink: Sink | None, on_violation=None) -> Engine:
@@ -95,12 +95,13 @@ def to_frame(table: str, rows: list[dict]):
     columns = COLUMNS[table]
     df = pd.DataFrame.from_records(rows, columns=[name for name, _ in columns])
     for name, kind in columns:
-        if kind == "time":
-            df[name] = pd.to_datetime(pd.to_numeric(df[name], errors="coerce"), unit="s", utc=True)
+        if kind == "time":  # one resolution for every table (pandas 3 infers one from the values otherwise)
+            seconds = pd.array([epoch_s(v) for v in df[name]], dtype="Float64")
+            df[name] = pd.to_datetime(seconds, unit="s", utc=True).as_unit("ns")
         elif kind == "float":
             df[name] = pd.to_numeric(df[name], errors="coerce").astype("float64")
         elif kind == "int":
-            df[name] = pd.to_numeric(df[name], errors="coerce").astype("Int64")
+            df[name] = pd.array([int64(v) for v in df[name]], dtype="Int64")
         elif kind == "bool":
             df[name] = df[name].astype("boolean")
         else:

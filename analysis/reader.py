@@ -8,7 +8,7 @@ import itertools
 import os
 from typing import Iterable, Iterator
 
-from analysis.capture import Damage
+from analysis.capture import Damage, count_unknown
 from analysis.imports import open_capture
 
 Paths = str | os.PathLike | Iterable[str | os.PathLike]
@@ -48,6 +48,7 @@ class CaptureSet:
 
     @property
     def damage(self) -> list[Damage]:
+        """Every file's damage (each file's bounded: `analysis.capture.DamageLog`)."""
         return [d for capture in self.files for d in capture.damage]
 
     @property
@@ -55,7 +56,7 @@ class CaptureSet:
         counts: dict[str, int] = {}
         for capture in self.files:
             for kind, n in capture.unknown_records.items():
-                counts[kind] = counts.get(kind, 0) + n
+                count_unknown(counts, kind, n)
         return counts
 
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from analysis.reader import CaptureSet
 
 DAMAGE_LISTED = 100
+NO_TYPE = "(no type)"  # the latency key of requests without a type (a JSON object's keys are strings)
 # What the summary keeps of each connection and subscription: tuples of these fields (a dict per
 # connection would cost several times the memory, and captures can hold many thousands).
 _CONNECTION_FIELDS = ("conn", "url", "client", "state", "opened_at", "closed_at", "close_code", "close_reason",
@@ -95,19 +96,20 @@ class Summary:
             notes.append(f"ignored {engine.malformed_records} record(s) without a usable t, conn or dir")
         if engine.records_after_close:
             notes.append(f"ignored {engine.records_after_close} record(s) of connections already closed")
-        if damage:
-            notes.append(f"skipped {len(damage)} damaged line(s)")
+        damaged_lines = sum(d.lines for d in damage)
+        if damaged_lines:
+            notes.append(f"skipped {damaged_lines} damaged line(s)")
         return {
             "capture": {
                 "files": [c.path for c in captures.files] if captures else [],
                 "frames": engine.frames, "connections": len(self.connections), "refused": self.refused,
-                "damaged_lines": len(damage), "damage": [str(d) for d in damage[:DAMAGE_LISTED]],
+                "damaged_lines": damaged_lines, "damage": [str(d) for d in damage[:DAMAGE_LISTED]],
                 "incomplete": bool(engine.drops), "dropped_records": engine.dropped_records,
                 "unknown_records": unknown, "notes": notes,
             },
             "connections": [self._connection(dict(zip(_CONNECTION_FIELDS, values))) for values in self.connections],
             "requests": stats["requests"],
-            "latency": {type_: {"count": h.count, "p50_ms": _ms(h.percentile(50)), "p90_ms": _ms(h.percentile(90)),
+            "latency": {NO_TYPE if type_ is None else type_: {"count": h.count, "p50_ms": _ms(h.percentile(50)), "p90_ms": _ms(h.percentile(90)),
                                 "p99_ms": _ms(h.percentile(99)), "max_ms": _ms(h.max)}
                         for type_, h in sorted(latency.items(), key=lambda kv: (-kv[1].count, str(kv[0])))},
             "subscriptions": [dict(zip(_SUBSCRIPTION_FIELDS, values)) for values in self.subscriptions],

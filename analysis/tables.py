@@ -2,6 +2,24 @@
 
 from __future__ import annotations
 
+from analysis.capture import usable_time
+
+INT64 = range(-2**63, 2**63)
+
+
+def int64(value) -> int | None:
+    """An int column's value: an integer (or a float without fraction) that int64 holds, else missing
+    (a capture's JSON can hold integers up to 2**64 and floats up to 1e308 in any field)."""
+    if value.__class__ is float and value.is_integer():
+        value = int(value)
+    return value if value.__class__ is int and value in INT64 else None
+
+
+def epoch_s(value) -> float | None:
+    """A time column's value: epoch seconds within the range every table time has (analysis.capture.MAX_TIME)."""
+    return value if usable_time(value) else None
+
+
 # dtype tokens: str, time (tz-aware UTC datetime from epoch seconds), float, int (nullable), bool (nullable)
 COLUMNS: dict[str, list[tuple[str, str]]] = {
     "frames": [("conn", "str"), ("t", "time"), ("frame", "int"), ("dir", "str"), ("op", "str"), ("size", "int"),

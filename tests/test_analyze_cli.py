@@ -150,7 +150,7 @@ def test_foreign_files_give_a_one_line_error(tmp_path, content, problem):
     path = tmp_path / "foreign.jsonl"
     path.write_bytes(content)
     result = mwtap(str(path))
-    assert result.returncode == 1 and result.stdout == ""
+    assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().count("\n") == 0 and problem in result.stderr
     assert result.stderr.startswith("Error: ") and str(path) in result.stderr
 
@@ -158,4 +158,4 @@ def test_foreign_files_give_a_one_line_error(tmp_path, content, problem):
 def test_directory_and_missing_file(tmp_path):
     for path, problem in ((tmp_path, "is a directory"), (tmp_path / "nope.jsonl", "cannot open")):
         result = mwtap(str(path))
-        assert result.returncode == 1 and problem in result.stderr and "Traceback" not in result.stderr
+        assert result.returncode == 2 and problem in result.stderr and "Traceback" not in result.stderr

@@ -97,7 +97,7 @@ def test_cli_refuses_to_overwrite_and_the_documented_duckdb_query_runs(exported)
     capture, out, _ = exported
     again = subprocess.run([str(BIN / "mwtap"), "export", str(capture), "--parquet", str(out)],
                            capture_output=True, text=True, timeout=60)
-    assert again.returncode == 1 and "exists" in again.stderr and "Traceback" not in again.stderr
+    assert again.returncode == 2 and "exists" in again.stderr and "Traceback" not in again.stderr
     doc = (REPO / "docs" / "export.md").read_text()
     [query] = re.findall(r"```sql\n(.*?)```", doc, re.S)
     rows = duckdb.sql(query.replace("OUT_DIR", str(out))).fetchall()

@@ -128,7 +128,7 @@ def test_json_that_is_neither_har_nor_capture_is_refused_in_one_line(tmp_path):
     with pytest.raises(CaptureError, match="not an mwtap capture"):
         analysis.load(other)
     out = subprocess.run([str(BIN / "mwtap"), "analyze", str(other)], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1 and out.stderr.count("\n") == 1 and str(other) in out.stderr
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and str(other) in out.stderr
 
 
 def write_har(path, entries: int, messages: int, padding: int, *, apart: float = 10.0) -> None:

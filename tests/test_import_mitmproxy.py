@@ -139,7 +139,7 @@ def test_convert_writes_private_captures_without_tokens(recorded):
         assert pairs_of(analysis.load(out)) == pairs_of(analysis.load(tmp / name))
         again = subprocess.run([str(BIN / "mwtap"), "convert", str(tmp / name), "-o", str(out)],
                                capture_output=True, text=True, timeout=60)
-        assert again.returncode == 1 and "exists" in again.stderr and "Traceback" not in again.stderr
+        assert again.returncode == 2 and "exists" in again.stderr and "Traceback" not in again.stderr
         forced = subprocess.run([str(BIN / "mwtap"), "convert", str(tmp / name), "-o", str(out), "--force"],
                                 capture_output=True, text=True, timeout=60)
         assert forced.returncode == 0 and out.read_bytes() == data

@@ -132,7 +132,7 @@ def test_a_bad_file_among_many_is_a_one_line_error(multi_file_input, tmp_path):
     bad.write_text("not a capture\n")
     out = subprocess.run([str(BIN / "mwtap"), "analyze", "--jobs", "2", *multi_file_input, str(bad)],
                          capture_output=True, text=True, timeout=120)
-    assert out.returncode == 1 and out.stderr.count("\n") == 1 and str(bad) in out.stderr
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and str(bad) in out.stderr
 
 
 def test_dask_cluster_gives_the_single_process_summary(multi_file_input):

@@ -101,10 +101,10 @@ def test_bad_input_is_a_one_line_error(tmp_path):
     bad = tmp_path / "notes.txt"
     bad.write_text("hello\n")
     run = mwtap("report", bad, "-o", tmp_path / "r.html")
-    assert run.returncode == 1
+    assert run.returncode == 2
     assert run.stderr.strip() == f"Error: {bad}:1: not an mwtap capture (no JSON header line)"
     missing = mwtap("report", tmp_path / "nope.jsonl", "-o", tmp_path / "r.html")
-    assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
     assert "cannot open" in missing.stderr and not (tmp_path / "r.html").exists()
 
 

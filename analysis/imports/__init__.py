@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import re
 import zlib
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 import orjson
 
-from analysis.capture import CaptureFile, Damage
+from analysis.capture import CaptureFile, DamageLog
 from analysis.capture import _open as open_binary  # the capture reader's open: gunzips, one-line errors
 from analysis.config import Config
 
@@ -31,9 +32,9 @@ def detect(path: str) -> str:
             head = f.read(_HEAD)
         except (EOFError, gzip.BadGzipFile, zlib.error):
             return CAPTURE  # the capture reader reports the damage
-    body = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if body[:1].isdigit():
+    if _starts_flow_file(path):
         return FLOWS
+    body = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if body[:1] != b"{":
         return CAPTURE
     try:
@@ -43,6 +44,20 @@ def detect(path: str) -> str:
     if isinstance(first, dict) and "rec" in first:
         return CAPTURE
     return HAR if isinstance(first, dict) and "log" in first or b'"log"' in head else CAPTURE
+
+
+_TNETSTRING_LENGTH = re.compile(rb"(\d{1,12}):")
+
+
+def _starts_flow_file(path: str) -> bool:
+    """Whether the file starts with a tnetstring dictionary (`<length>:<data>}`), as every flow
+    file does: a file that merely starts with a digit is not one."""
+    with open(path, "rb") as f:
+        length = _TNETSTRING_LENGTH.match(f.read(13))
+        if length is None:
+            return False
+        f.seek(length.end() + int(length[1]))
+        return f.read(1) == b"}"
 
 
 @dataclass
@@ -55,7 +70,7 @@ class ImportedFile:
     path: str
     kind: str
     header: dict | None = None
-    damage: list[Damage] = field(default_factory=list)
+    damage: DamageLog = field(default_factory=DamageLog)
     unknown_records: dict[str, int] = field(default_factory=dict)
 
     def records(self) -> Iterator[dict]:

@@ -32,37 +32,53 @@ def read_flows(path: str, damage: list[Damage]) -> tuple[dict, Iterator[dict]]:
             _merged(path, index))
 
 
-def _index(path: str, damage: list[Damage]) -> list[tuple[float, int, int]]:
-    """(time of the first record, position in the file, byte offset) of every flow that gives records,
-    in time order (file order among equal times, as a merge of the flows in file order has it)."""
+def _index(path: str, damage: list[Damage]) -> list[tuple[float, int, tuple[int, int | None]]]:
+    """(time of the first record, position in the file, (byte offset, byte offset of its handshake
+    flow or None)) of every flow that gives records, in time order (file order among equal times, as
+    a merge of the flows in file order has it).
+
+    Files of mitmproxy before 7.0 (flow format < 12) keep a WebSocket in a flow of its own after its
+    handshake flow; mitmproxy's reader joins the two when it reads the WebSocket flow right after
+    having read the handshake, so the handshake's offset is kept to read it again first."""
     from mitmproxy import io
-    from mitmproxy.exceptions import FlowReadException
 
     index = []
+    handshakes: dict[str, int] = {}  # old files: id of a handshake flow -> its offset, until its WebSocket comes
     with open(path, "rb") as f:
         flows, position = 0, 0
         try:
             for flow in io.FlowReader(f).stream():
+                if _old_handshake(flow):
+                    handshakes[flow.id] = position
                 opened = _opened(flow)
                 if opened is not None:
-                    index.append((opened, flows, position))
+                    migrated = flow.websocket is not None and "duplicated" in flow.metadata
+                    index.append((opened, flows, (position, handshakes.pop(flow.id, None) if migrated else None)))
                 flows += 1
                 position = f.tell()
-        except FlowReadException as e:
+        except Exception as e:  # mitmproxy's reader raises KeyError, AttributeError … on a damaged flow, not only FlowReadException
+            if flows == 0:
+                raise CaptureError(f"{path}: not a flow file mitmproxy reads ({type(e).__name__}: {e})") from None
             damage.append(Damage(path, flows + 1, f"flow file damaged at byte {position} ({e}); "
                                                   f"read {flows} flow(s) before it"))
     index.sort()
     return index
 
 
-def _merged(path: str, index: list[tuple[float, int, int]]) -> Iterator[dict]:
+def _merged(path: str, index: list[tuple[float, int, tuple[int, int | None]]]) -> Iterator[dict]:
     """The flows' records merged by time, each flow read when the merge reaches its first record."""
     from mitmproxy import io
 
     with open(path, "rb") as f:
-        def flow_at(offset: int) -> list[dict]:
+        def read_at(offset: int):
             f.seek(offset)
-            return _records(next(io.FlowReader(f).stream()))
+            return next(io.FlowReader(f).stream())
+
+        def flow_at(where: tuple[int, int | None]) -> list[dict]:
+            offset, handshake = where
+            if handshake is not None:
+                read_at(handshake)  # mitmproxy keeps it, to join it with the WebSocket flow read next
+            return _records(read_at(offset))
 
         yield from by_time(index, flow_at)
 
@@ -72,16 +88,24 @@ def _pairs(headers) -> list[list[str]]:
             for name, value in headers.fields]
 
 
+def _old_handshake(flow) -> bool:
+    """A successful upgrade without its WebSocket: in files of mitmproxy before 7.0 the messages
+    are in a flow of their own, which mitmproxy's reader turns into a copy of this one."""
+    return flow.websocket is None and flow.response is not None and flow.response.status_code == 101
+
+
 def _opened(flow) -> float | None:
-    """The time of a flow's first record; None for a flow that gives none (not a WebSocket upgrade)."""
+    """The time of a flow's first record; None for a flow that gives none (not a WebSocket upgrade,
+    or an old file's handshake whose WebSocket flow gives the connection)."""
     from mitmproxy import http
 
     if not isinstance(flow, http.HTTPFlow):
         return None
-    request, response = flow.request, flow.response
-    if flow.websocket is not None:
-        return response.timestamp_end or request.timestamp_start
-    if not is_upgrade(_pairs(request.headers)):
+    request, response, ws = flow.request, flow.response, flow.websocket
+    if ws is not None:  # a migrated WebSocket whose handshake flow is missing has no response
+        first_message = ws.messages[0].timestamp if ws.messages else None
+        return (response.timestamp_end if response else None) or request.timestamp_start or first_message
+    if not is_upgrade(_pairs(request.headers)) or _old_handshake(flow):
         return None
     return (response.timestamp_end if response else None) or request.timestamp_end or request.timestamp_start
 
@@ -100,11 +124,15 @@ def _records(flow) -> list[dict]:
     records = [open_record(conn, _opened(flow), url=url, client=client,
                            server=host_port(*server_addr[:2]) if server_addr else None,
                            t_request=request.timestamp_start, request_headers=_pairs(request.headers),
-                           status=response.status_code, response_headers=_pairs(response.headers),
+                           status=response.status_code if response else None,
+                           response_headers=_pairs(response.headers) if response else [],
                            tls=bool(flow.client_conn.tls_established))]
     for n, message in enumerate(ws.messages):
-        records.append(redacted_message(conn, message.timestamp, n, message.from_client, message.is_text,
-                                        message.content))
+        # flow files before mitmproxy 7.0 keep text content as str and times as int
+        content = message.content.encode("utf-8", "surrogateescape") if isinstance(message.content, str) \
+            else message.content
+        records.append(redacted_message(conn, float(message.timestamp), n, message.from_client, message.is_text,
+                                        content))
     if ws.close_code is not None:
         by = None if ws.closed_by_client is None else ("client" if ws.closed_by_client else "server")
         records.append(close_record(conn, ws.timestamp_end or records[-1]["t"], ws.close_code, ws.close_reason, by))

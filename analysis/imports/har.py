@@ -15,7 +15,6 @@ the damage.
 from __future__ import annotations
 
 import base64
-import binascii
 import gzip
 import json
 import re
@@ -27,7 +26,7 @@ from urllib.parse import SplitResult
 
 import orjson
 
-from analysis.capture import CaptureError, Damage, dumps, host_port, is_gzip, split_url
+from analysis.capture import CaptureError, Damage, DamageLog, dumps, host_port, is_gzip, split_url, usable_time
 from analysis.capture import _open as open_binary  # the capture reader's open: gunzips, one-line errors
 from analysis.imports.records import (by_time, connection_id, import_header, is_upgrade, open_record,
                                       recording_id, refused_record)
@@ -184,7 +183,7 @@ class HarReader:
 
     def __init__(self, path: str):
         self.path = path
-        self.damage: list[Damage] = []
+        self.damage = DamageLog()
         self.creator: Any = {}
         # A compressed file is not read again (seeking back in it decompresses it again from its start):
         # the records of its entries are written, redacted, to a temporary file as they are indexed.
@@ -269,22 +268,26 @@ class HarReader:
         url = request.get("url") if isinstance(request.get("url"), str) else ""
         started = _epoch(entry.get("startedDateTime"))
         if started is None:
-            damage.append(Damage(self.path, 0, f"entry {index}: no usable startedDateTime, skipped"))
+            damage.append(Damage(self.path, 0, f"entry {index}: no usable startedDateTime, skipped",
+                                 "entry with no usable startedDateTime"))
             return None
         conn = connection_id("har", index, entry.get("startedDateTime"), url)
-        client = entry.get("_clientAddress") if isinstance(entry.get("_clientAddress"), str) else None
+        client, server_ip = (value if isinstance(value, str) else None
+                             for value in (entry.get("_clientAddress"), entry.get("serverIPAddress")))
         if not websocket:
             return started, lambda: [refused_record(conn, started, url=url, client=client, status=status or None,
-                                                    error=response.get("_error"))]
+                                                    error=_str(response.get("_error")))]
         payloads = self._payloads(index, entry.get("_webSocketMessages"), damage)
-        duration = entry.get("time") if isinstance(entry.get("time"), (int, float)) else 0
+        duration = entry.get("time") if usable_time(entry.get("time")) else 0
         t_open = started + max(duration, 0) / 1000
+        if not usable_time(t_open):  # a duration of centuries
+            t_open = started
         if payloads:
             t_open = min(t_open, payloads[0][0])
 
         def records() -> list[dict]:
             parts = split_url(url)
-            server = host_port(entry.get("serverIPAddress"), _port(parts)) if entry.get("serverIPAddress") else None
+            server = host_port(server_ip, _port(parts)) if server_ip else None
             opened = open_record(conn, t_open, url=url, client=client, server=server, t_request=started,
                                  request_headers=request_headers, status=status, response_headers=response_headers,
                                  tls=parts.scheme in ("https", "wss"))
@@ -299,7 +302,8 @@ class HarReader:
         for i, message in enumerate(messages if isinstance(messages, list) else []):
             found = _payload(message)
             if isinstance(found, str):
-                damage.append(Damage(self.path, 0, f"entry {index} message {i}: {found}, skipped"))
+                damage.append(Damage(self.path, 0, f"entry {index} message {i}: {found}, skipped",
+                                     f"message: {found}"))
             else:
                 payloads.append(found)
         return payloads
@@ -310,16 +314,20 @@ def _payload(message: Any) -> Payload | str:
     if not isinstance(message, dict) or message.get("type") not in ("send", "receive"):
         return "not a send/receive message"
     t, opcode, data = message.get("time"), message.get("opcode"), message.get("data")
-    if not isinstance(t, (int, float)) or not isinstance(data, str) or opcode not in (TEXT_OPCODE, BINARY_OPCODE):
+    if not usable_time(t) or not isinstance(data, str) or opcode not in (TEXT_OPCODE, BINARY_OPCODE):
         return "no usable time, opcode (1 or 2) or data"
     if opcode == TEXT_OPCODE:
         content = data.encode("utf-8", "surrogatepass")
     else:
         try:
             content = base64.b64decode(data, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or a character outside ASCII
             return "binary data is not base64"
     return float(t), message["type"] == "send", opcode == TEXT_OPCODE, content
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _dict(value: Any) -> dict:

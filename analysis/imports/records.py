@@ -23,9 +23,21 @@ def is_upgrade(pairs: list[list[str]]) -> bool:
     return "websocket" in (header_value(pairs, "Upgrade") or "").lower()
 
 
+def utf8(text: str | None) -> str | None:
+    """`text` as UTF-8 can hold it (a capture is UTF-8): a lone surrogate, which a HAR's JSON can
+    escape, is written as its escape (`\\ud800`)."""
+    return text if text is None or text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _utf8_pairs(pairs: list[list[str]]) -> list[list[str]]:
+    return [[utf8(name), utf8(value)] for name, value in pairs]
+
+
 def open_record(conn: str, t: float, *, url: str, client: str | None, server: str | None, t_request: float | None,
                 request_headers: list[list[str]], status: int | None, response_headers: list[list[str]],
                 tls: bool) -> dict:
+    url, client, server = utf8(url), utf8(client), utf8(server)
+    request_headers, response_headers = _utf8_pairs(request_headers), _utf8_pairs(response_headers)
     protocol = header_value(response_headers, "Sec-WebSocket-Protocol")
     return {
         "rec": OPEN, "t": t, "conn": conn, "url": redact_url(ws_url(url)), "client": client, "server": server,
@@ -39,13 +51,13 @@ def open_record(conn: str, t: float, *, url: str, client: str | None, server: st
 
 def refused_record(conn: str, t: float, *, url: str, client: str | None, status: int | None,
                    error: str | None) -> dict:
-    return {"rec": REFUSED, "t": t, "conn": conn, "url": redact_url(ws_url(url)), "client": client,
-            "status": status, "error": error}
+    return {"rec": REFUSED, "t": t, "conn": conn, "url": redact_url(ws_url(utf8(url))), "client": utf8(client),
+            "status": status, "error": utf8(error)}
 
 
 def close_record(conn: str, t: float, code: int | None, reason: str | None, by: str | None) -> dict:
     return {"rec": CLOSE, "t": t, "conn": conn, "code": code,
-            "reason": redact_text(reason) if reason else reason, "by": by}
+            "reason": redact_text(utf8(reason)) if reason else reason, "by": by}
 
 
 def import_header(t: float, *, source: str, mitmproxy_version: str | None, recording: str) -> dict:
@@ -68,7 +80,7 @@ def recording_id(source: str, path: str) -> str:
 
 
 def connection_id(*parts: object) -> str:
-    return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:32]
+    return hashlib.sha256("|".join(map(str, parts)).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def by_time(index: Iterable[tuple[float, int, Where]], load: Callable[[Where], Iterable[dict]]) -> Iterator[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from analysis.plots._figure import new_figure, no_data, short, shown_of
+from analysis.summary import NO_TYPE
 
 CURVE_POINTS = 400  # a CDF drawn from this many quantiles looks the same as one from every sample
 MIN_MS = 0.01  # log axis: a 0 ms latency is drawn here
@@ -17,7 +18,7 @@ def latency_percentiles(pairs, percentiles=(50, 90, 99)):
     columns = ["type", "count", *(f"p{p}_ms" for p in percentiles), "max_ms"]
     if answered.empty:
         return pd.DataFrame(columns=columns)
-    grouped = answered.groupby(answered.type.fillna("(no type)"), sort=False).latency_ms
+    grouped = answered.groupby(answered.type.fillna(NO_TYPE), sort=False).latency_ms
     table = grouped.describe(percentiles=[p / 100 for p in percentiles])
     table = table.rename(columns={f"{p}%": f"p{p}_ms" for p in percentiles} | {"max": "max_ms"})
     table = table.reset_index().rename(columns={table.index.name or "index": "type"})
@@ -37,9 +38,10 @@ def plot_latency(cap, *, max_types: int = 8):
     fig = new_figure(13, 5)
     curve_ax, table_ax = fig.subplots(1, 2, width_ratios=[3, 2])
     levels = np.linspace(0, 1, CURVE_POINTS)
-    by_type = answered.groupby(answered.type.fillna("(no type)")).latency_ms
+    answered_types = answered.type.fillna(NO_TYPE)
     for type_ in types:
-        values = by_type.get_group(type_).to_numpy(dtype=float)
+        # a mask, not groupby().get_group(): pandas 3.1 finds no group in a one-row grouper of strings
+        values = answered.latency_ms[answered_types == type_].to_numpy(dtype=float)
         x = np.quantile(values, levels) if len(values) > CURVE_POINTS else np.sort(values)
         y = levels if len(values) > CURVE_POINTS else np.arange(1, len(values) + 1) / len(values)
         curve_ax.step(np.maximum(x, MIN_MS), y, where="post", label=f"{short(type_, 36)} (n={len(values):,})")

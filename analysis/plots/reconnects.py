@@ -12,7 +12,9 @@ TOKEN_CLOSE_CODES = (4401, 4407)
 
 def connection_ends(conns: pd.DataFrame) -> pd.Series:
     """When each connection ended: its close, or the end of the capture for those still open."""
-    ends = conns.opened_at + pd.to_timedelta(conns.duration_s, unit="s")
+    # in seconds: a capture's times span up to 570 years, a Timedelta only 292
+    opened_s = (conns.opened_at - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+    ends = pd.to_datetime(opened_s + conns.duration_s, unit="s", utc=True)
     return conns.closed_at.fillna(ends.astype(conns.closed_at.dtype))
 
 
@@ -36,7 +38,8 @@ def plot_reconnects(cap, *, max_chains: int = 20):
     fig = new_figure(12, 1.5 + 0.45 * len(shown))
     ax = fig.add_subplot()
     conns = cap.connections[cap.connections.chain.isin(shown.chain)]
-    delays = cap.reconnects.set_index("conn").delay_s
+    # by connection id and opening time: an id can be reused (or read twice from two files)
+    delays = cap.reconnects.drop_duplicates(["conn", "t"]).set_index(["conn", "t"]).delay_s
     for y, chain in enumerate(shown.chain):
         _chain_row(ax, y, conns[conns.chain == chain].sort_values("opened_at"), delays)
     ax.set_yticks(range(len(shown)), [f"{short(c, 14)} ({n})" for c, n in zip(shown.chain, shown.connections)],
@@ -62,9 +65,9 @@ def _chain_row(ax, y: int, conns: pd.DataFrame, delays: pd.Series) -> None:
     ax.barh([y] * len(conns), ends - starts, left=starts, height=0.6,
             color=["#ffbb78" if t else "#aec7e8" for t in token_close],
             edgecolor=[ALERT_COLOR if s else "black" for s in by_server], gid="connection")
-    for start, end, conn, label in zip(starts, ends, conns.conn, labels):
+    for start, end, conn, opened, label in zip(starts, ends, conns.conn, conns.opened_at, labels):
         ax.text(end, y, f"{label} ", ha="right", va="center", fontsize=7, gid="close-code")
-        delay = delays.get(conn)
+        delay = delays.get((conn, opened))
         if delay is not None and pd.notna(delay):
             ax.annotate(f"+{delay:.1f} s", (start, y - 0.3), xytext=(0, 2), textcoords="offset points",
                         ha="right", va="bottom", fontsize=6, color="dimgrey", gid="gap")

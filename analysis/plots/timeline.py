@@ -22,7 +22,7 @@ def worst_connections(cap, n: int = 1) -> list[str]:
                            "violations": conns.conn.map(counts).fillna(0).to_numpy(),
                            "frames": (conns.frames_c2s.fillna(0) + conns.frames_s2c.fillna(0)).to_numpy()})
     ranked = ranked.sort_values(["violations", "frames", "conn"], ascending=[False, False, True], kind="stable")
-    return ranked.conn.head(n).tolist()
+    return ranked.conn.drop_duplicates().head(n).tolist()  # an id reused (or read twice) is drawn once
 
 
 def plot_timeline(cap, conns=None, *, limit_s: float | None = None, max_connections: int = 6):
@@ -75,8 +75,9 @@ def _connection_row(ax, cap, conn: str, pings, silences, limit_s: float) -> None
 def _violations(ax, violations, frames) -> None:
     if violations.empty:
         return
-    direction = violations[["frame"]].merge(frames[["frame", "dir"]], on="frame", how="left").dir
-    direction = direction.fillna("").to_numpy(dtype=object)
+    # a frame number can repeat on a connection id (an id reused, a line recorded twice): its first direction
+    direction = violations.frame.map(frames.drop_duplicates("frame").set_index("frame").dir)
+    direction = direction.astype(object).fillna("").to_numpy(dtype=object)
     # on the row of the frame it concerns; between the rows when it concerns no frame (a close, a gap)
     y = np.select([direction == "c2s", direction == "s2c"], [C2S_ROW, S2C_ROW], 0.5)
     times = utc(violations.t)

@@ -25,6 +25,11 @@ COMMANDS = {
 }
 
 
+class BadInput(click.ClickException):
+    """An input that cannot be read (not a capture, HAR or flow file): one line, exit status 2."""
+    exit_code = 2
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
@@ -39,7 +44,7 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CaptureError as e:
-            raise click.ClickException(str(e)) from None
+            raise BadInput(str(e)) from None
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -17,10 +17,12 @@ def export(paths: tuple[str, ...], out_dir: str, **options) -> None:
     from analysis import Config
     from analysis.export import export_parquet
 
+    from recorder.cli import BadInput
+
     try:
         counts, damage = export_parquet(list(paths), out_dir, Config.from_options(**options))
-    except OSError as e:
-        raise click.ClickException(str(e) if isinstance(e, FileExistsError) else f"{out_dir}: {e.strerror}") from None
+    except OSError as e:  # a table file exists, the directory cannot be made
+        raise BadInput(str(e) if isinstance(e, FileExistsError) else f"{out_dir}: {e.strerror}") from None
     for d in damage:
         click.echo(str(d), err=True)
     click.echo(f"{out_dir}: " + ", ".join(f"{table} {n}" for table, n in counts.items()) + " rows", err=True)
