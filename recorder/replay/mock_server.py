@@ -39,6 +39,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import http
 import json
 import re
 import time
@@ -47,6 +48,7 @@ from urllib.parse import urlsplit
 
 import orjson
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -57,7 +59,6 @@ from analysis.identity import Token, init_connection_token, token_of, url_token
 from analysis.redact import fingerprint
 from recorder.replay.plan import RecordedConnection, ReplayPlan, ServerFrame
 from recorder.replay.recording import ReplayRecording
-from recorder.server.app import IDP_PATH, json_response
 
 NO_MORE_CONNECTIONS = 1013
 _REQ_ID_RE = re.compile(r'("reqId"\s*:\s*)("(?:[^"\\]|\\.)*"|-?\d+)')
@@ -104,6 +105,17 @@ def _first_unprompted(conn: RecordedConnection) -> float | None:
     if not conn.requests and close.get("by") == "server" and isinstance(close.get("t"), (int, float)):
         times.append(close["t"])
     return min(times) - conn.t_open if times else None
+
+
+IDP_PATH = re.compile(r"/api/account/([^/]+)/(signup|authenticate)/?")
+"""The classic IDP paths, answered by the mock with a token of the recorded consumer."""
+
+
+def json_response(status: int, payload: dict) -> Response:
+    body = json.dumps(payload).encode()
+    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                       ("Connection", "close")])
+    return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
 class ConnectionScript:

@@ -6,16 +6,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import http
-import json
 import logging
-import re
 from collections import Counter
 
 from aiohttp import web
-from websockets.datastructures import Headers
-from websockets.http11 import Response
 
 from analysis.capture import host_port
 from recorder.server.agent import Agent
@@ -30,18 +24,6 @@ from recorder.server.requests import Dispatcher
 log = logging.getLogger("mwtap.serve")
 DEFAULT_ACCOUNT = "mwtap"
 WS_ROUTE = "/ws_api/account/{account}/messaging/consumer"
-IDP_PATH = re.compile(r"/api/account/([^/]+)/(signup|authenticate)/?")
-"""The classic IDP paths; the replay mock (a websockets server) answers them with `json_response`."""
-
-
-def json_response(status: int, payload: dict) -> Response:
-    """A websockets HTTP response (for the replay mock's IDP answers)."""
-    body = json.dumps(payload).encode()
-    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                       ("Connection", "close")])
-    return Response(status, http.HTTPStatus(status).phrase, headers, body)
-
-
 class MessagingServer:
     """`async with MessagingServer(config) as server:` serves on `server.port` until the block ends."""
 
