@@ -265,7 +265,8 @@ class Engine:
     def _close(self, rec: dict) -> None:
         conn = self._known_conn(rec)
         if conn is not None:
-            self._end(conn, rec, False)
+            # A connection the recorder closed when it stopped was open when the capture ended.
+            self._end(conn, rec, rec.get("recorder_stopped") is True)
 
     def _end(self, conn: str, rec: dict, at_capture_end: bool) -> None:
         del self.open_conns[conn]

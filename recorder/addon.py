@@ -48,7 +48,7 @@ from analysis.redact import (redact_header_value, redact_headers, redact_text, r
                              redaction_info)
 from recorder.live import LiveCheck
 from recorder.pings import PingLogHandler
-from recorder.protocol_errors import failed_by_proxy
+from analysis.protocol_errors import failed_by_proxy
 from recorder.writer import CaptureWriter, creation_problem
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,8 @@ class Recorder:
         relaying meanwhile; from here on the recorder stops what it could no longer record (see
         websocket_message), so the capture holds every message the proxy relayed."""
         for conn in list(self._next_n):
-            self._end(conn, {"rec": CLOSE, "t": time.time(), "conn": conn, "code": 1006, "reason": None, "by": None})
+            self._end(conn, {"rec": CLOSE, "t": time.time(), "conn": conn, "code": 1006, "reason": None, "by": None,
+                             "recorder_stopped": True})
         self.stopped = True
         if self._tick:
             self._tick.cancel()

@@ -86,6 +86,7 @@ def test_observer_errors_never_break_recording(tmp_path):
     records = list(CaptureFile(str(tmp_path / "c.jsonl")).records())
     assert [r.get("text") for r in records] == ["a", "b", None]
     assert (records[-1]["rec"], records[-1]["code"], records[-1]["by"]) == ("close", 1006, None)
+    assert records[-1]["recorder_stopped"] is True  # the analysis takes it as open at the end
 
 
 def test_refused_upgrade_recorded_once(tmp_path):

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from wsproto.events import CloseConnection
 
 from analysis.capture import CaptureFile
-from recorder.protocol_errors import failed_by_proxy
+from analysis.protocol_errors import failed_by_proxy
 from test_record_e2e import RECORDERS, by_path, start_recorder
 
 TIMEOUT = 20

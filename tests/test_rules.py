@@ -325,6 +325,17 @@ def test_unanswered_request_at_capture_end_is_marked():
     assert "capture ended" in found[0].message
 
 
+def test_unanswered_request_when_the_recorder_stopped_is_as_at_capture_end():
+    """The close the recorder writes for a connection still open when it stops (SIGTERM) is not a
+    close by either side: a request pending then is open at the end, not dropped by the server."""
+    b = session()
+    b.c2s("c", 1, GET_CLOCK)
+    b.record({"rec": "close", "t": 2, "conn": "c", "code": 1006, "reason": None, "by": None,
+              "recorder_stopped": True})
+    found = run(b)
+    assert [(v.rule, v.severity, v.at_capture_end) for v in found] == [("unanswered-request", "info", True)]
+
+
 def test_unanswered_request_not_reported_when_answered_in_time_or_keepalive():
     b = session()
     b.c2s("c", 1, GET_CLOCK)
@@ -501,6 +512,24 @@ def test_fast_reconnect():
 def test_fast_reconnect_not_reported_after_a_wait_or_client_close():
     assert rules(_reconnect(1006, "server", 2.0, "tok-1")) == []
     assert rules(_reconnect(1000, "client", 0.1, "tok-1")) == []
+
+
+def test_fast_reconnect_after_the_proxy_failed_the_connection():
+    """mitmproxy closing on a peer's protocol error (by: proxy) is no client close: reconnecting at
+    once is too fast, and the connection row says the proxy closed."""
+    b = _reconnect(1002, "proxy", 0.2, "tok-1")
+    assert rules(b) == ["fast-reconnect"]
+    rows = []
+
+    class Connections:
+        def adder(self, table):
+            return rows.append if table == "connections" else None
+
+    engine = Engine(Config(), sink=Connections())
+    for rec in b.records[1:]:
+        engine.feed(rec)
+    engine.finish()
+    assert [r["closed_by"] for r in rows] == ["proxy", "client"]
 
 
 def test_sequence_gap():

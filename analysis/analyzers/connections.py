@@ -109,7 +109,7 @@ class Connections(Analyzer):
         if not state.linked:
             self._link(state)
         code = rec.get("code") if rec.get("code").__class__ is int else None
-        by = rec.get("by") if rec.get("by") in ("client", "server") else None
+        by = rec.get("by") if rec.get("by") in ("client", "server", "proxy") else None
         if not at_capture_end:
             closed = _Closed(state.conn, rec["t"], code, by, state.token.fingerprint if state.token else None,
                              state.chain or state.conn, state.attempt)
@@ -165,7 +165,7 @@ class Connections(Analyzer):
             self.ctx.violation("token-not-refreshed", state.conn, state.t_open, None,
                                f"reconnected with the same token {fingerprint} {after}; "
                                f"{prev.code} asks for a fresh token")
-        elif (prev.code not in TOKEN_CLOSE_CODES and (prev.by == "server" or prev.code == 1006)
+        elif (prev.code not in TOKEN_CLOSE_CODES and (prev.by in ("server", "proxy") or prev.code == 1006)
               and linked_by != "host" and delay < self.config.min_reconnect_delay_s):
             self.ctx.violation("fast-reconnect", state.conn, state.t_open, None,
                                f"reconnected {delay:.3f} s {after} (minimum {self.config.min_reconnect_delay_s:g} s)")
