@@ -2,9 +2,9 @@
 
 Per record (global number `g`, in the order the engine was fed) it keeps a few packed columns:
 where its line is (file, offset, length), time, connection, frame number `n`, kind, direction,
-type, size, the frame it pairs with, the stream it belongs to and its worst violation. About 60
-bytes a record: the frames' JSON stays on disk and is read back by offset when shown. What the
-engine finds (pairs, violations, silences, reconnects, connection rows) arrives through its sink,
+type, size, the frame it pairs with, the stream it belongs to and its worst violation. About 70
+bytes a record with the connection's own lists: the frames' JSON stays on disk and is read back by offset when shown. What the
+engine finds (pairs, violations, reconnects, connection rows) arrives through its sink,
 so the view shows exactly the verdict `mwtap analyze` gives.
 """
 
@@ -31,6 +31,8 @@ _REC_KIND = {OPEN: KIND_CODE["open"], CLOSE: KIND_CODE["close"], PING: KIND_CODE
 _MSG_KIND = {"req": KIND_CODE["req"], "resp": KIND_CODE["resp"], "notification": KIND_CODE["notification"]}
 DIRS = ("c2s", "s2c", "")
 DIR_CODE = {"c2s": 0, "s2c": 1}
+_DIR_CODE = {**DIR_CODE, None: 2}
+_REQ, _RESP, _NOTIFICATION, _OTHER_MSG = (KIND_CODE[k] for k in ("req", "resp", "notification", "msg"))
 SEVERITY_LEVEL = {name: len(SEVERITIES) - rank for rank, name in enumerate(SEVERITIES)}  # error 3 … info 1
 MAX_TYPES = 65_000  # distinct type names told apart; further ones share the last slot
 VIOLATIONS_KEPT = 200_000  # listed one by one; all are counted
@@ -54,7 +56,6 @@ class Connection:
     next: int | None = None
     linked_by: str | None = None
     counts: dict = field(default_factory=lambda: dict.fromkeys(SEVERITIES, 0))
-    silences: list = field(default_factory=list)  # (start, end, seconds) over the limit
     streams: dict = field(default_factory=dict)  # ("sub"|"dialog", id) -> stream number
 
     def frame(self, columns: "Columns", n: int) -> int | None:
@@ -68,24 +69,33 @@ class Connection:
 
 class Columns:
     """One packed array per fact, appended to as records arrive. Queries take numpy views of them
-    (`view`) for the duration of one call: an array exporting a view cannot grow."""
+    (`view`) for the duration of one call: an array exporting a view cannot grow.
+
+    The columns set after a record arrives (its pair, stream, worst violation) are grown a chunk at
+    a time, filled with their default, so that adding a record appends to the others only."""
 
     SPEC = {"file": "H", "offset": "q", "length": "I", "t": "d", "conn": "I", "n": "i", "kind": "B",
             "dir": "B", "type": "H", "size": "I", "peer": "q", "stream": "i", "severity": "B"}
+    LATER = {"peer": -1, "stream": -1, "severity": 0}
+    CHUNK = 1 << 16
 
     def __init__(self) -> None:
         for name, code in self.SPEC.items():
             setattr(self, name, array(code))
+        self.capacity = 0
 
     def __len__(self) -> int:
         return len(self.t)
 
+    def grow(self) -> None:
+        """Room for the next CHUNK records in the columns set later."""
+        for name, default in self.LATER.items():
+            getattr(self, name).extend(array(self.SPEC[name], [default]) * self.CHUNK)
+        self.capacity += self.CHUNK
+
     def view(self, name: str) -> np.ndarray:
         column = getattr(self, name)
-        return np.frombuffer(column, dtype=column.typecode if column.typecode != "q" else np.int64)
-
-    def nbytes(self) -> int:
-        return sum(getattr(self, name).buffer_info()[1] * getattr(self, name).itemsize for name in self.SPEC)
+        return np.frombuffer(column, dtype=column.typecode if column.typecode != "q" else np.int64)[:len(self.t)]
 
 
 class ViewIndex:
@@ -95,16 +105,19 @@ class ViewIndex:
         self.config = config or Config()
         self.columns = Columns()
         self.connections: list[Connection] = []
-        self.by_conn: dict[str, int] = {}
+        self.by_conn: dict[str, Connection] = {}
         self.types: list[str] = [""]
         self._type_code: dict[str | None, int] = {None: 0}
+        self._subscribe_types: set[int] = set()  # type codes of SubscribeMessagingEvents requests
         self.streams: list[tuple[int, str, str]] = []  # (connection, "sub"|"dialog", id)
         self.stream_sizes = array("I")
         self.violations: list[tuple] = []  # (rule, severity, connection, t, g, message, at_capture_end)
         self.violation_total = 0
         self.last_t = 0.0
-        self._tables = {"pairs": self._pair, "violations": self._violation, "silences": self._silence,
-                        "reconnects": self._reconnect, "connections": self._connection}
+        # The tables wanted of the engine (not `silences`, a row per client message: the silences
+        # over the limit are the keepalive-gap violations).
+        self._tables = {"pairs": self._pair, "violations": self._violation, "reconnects": self._reconnect,
+                        "connections": self._connection}
         self.engine = Engine(self.config, sink=self)
 
     # --- the engine's sink -------------------------------------------------------------------
@@ -129,10 +142,10 @@ class ViewIndex:
 
     def _violation(self, row: dict) -> None:
         self.violation_total += 1
-        number = self.by_conn.get(row["conn"]) if row.get("conn") is not None else None
-        g = None
-        if number is not None:
-            c = self.connections[number]
+        c = self.by_conn.get(row["conn"])
+        number = g = None
+        if c is not None:
+            number = c.number
             c.counts[row["severity"]] += 1
             if row.get("frame") is not None:
                 g = c.frame(self.columns, row["frame"])
@@ -143,11 +156,6 @@ class ViewIndex:
         if len(self.violations) < VIOLATIONS_KEPT:
             self.violations.append((row["rule"], row["severity"], number, row["t"], g, row["message"],
                                     bool(row.get("at_capture_end"))))
-
-    def _silence(self, row: dict) -> None:
-        c = self._conn(row["conn"])
-        if c is not None and row.get("over_limit"):
-            c.silences.append((row["start"], row["t"], row["silence_s"]))
 
     def _reconnect(self, row: dict) -> None:
         c, prev = self._conn(row["conn"]), self._conn(row.get("prev_conn"))
@@ -165,53 +173,63 @@ class ViewIndex:
             c.identity = "token:" + row["token"]
 
     def _conn(self, conn) -> Connection | None:
-        number = self.by_conn.get(conn)
-        return None if number is None else self.connections[number]
+        return self.by_conn.get(conn)
 
     # --- records -----------------------------------------------------------------------------
     def add(self, rec: dict, file: int, offset: int, length: int) -> None:
-        """Index one record, then feed it to the engine (which may report pairs and violations of it)."""
+        """Index one record, then feed it to the engine (which may report pairs and violations of it).
+        The hot path: about as much work per record as the engine's own."""
         kind = rec["rec"]
         conn = rec.get("conn")
         t = rec.get("t")
-        if conn.__class__ is str and t.__class__ in (float, int):
-            self._record(rec, kind, conn, t, file, offset, length)
+        if conn.__class__ is str and (t.__class__ is float or t.__class__ is int):
+            c = self.by_conn.get(conn)
+            if c is None:
+                c = self._open(conn, t)
+            cols = self.columns
+            g = len(cols.t)
+            if g >= cols.capacity:
+                cols.grow()
+            if kind == MSG:
+                code = _MSG_KIND.get(rec.get("kind"), _OTHER_MSG)
+                type_code = self._type_code.get(rec.get("type"))
+                if type_code is None:
+                    type_code = self._type(rec.get("type"))
+                n = rec.get("n")
+                if n.__class__ is not int:
+                    n = len(c.msgs)
+                size = rec.get("size")
+                if size.__class__ is not int or not 0 <= size <= 0xFFFFFFFF:
+                    size = 0
+                c.msgs.append(g)
+                if code == _NOTIFICATION or (code == _RESP and "subscriptionId" in rec) or \
+                        (code == _REQ and type_code in self._subscribe_types):
+                    cols.stream[g] = self._stream(c, rec)
+            else:
+                code = _REC_KIND.get(kind)
+                if code is None:
+                    self.engine.feed(rec)
+                    return
+                type_code = size = 0
+                n = cols.n[c.rows[-1]] if c.rows else -1
+                self._connection_record(c, rec, kind, t)
+            cols.file.append(file)
+            cols.offset.append(offset)
+            cols.length.append(length if length <= 0xFFFFFFFF else 0xFFFFFFFF)
+            cols.t.append(t)
+            cols.conn.append(c.number)
+            cols.n.append(n)
+            cols.kind.append(code)
+            cols.dir.append(_DIR_CODE.get(rec.get("dir"), 2))
+            cols.type.append(type_code)
+            cols.size.append(size)
+            c.rows.append(g)
             if t > self.last_t:
                 self.last_t = t
         self.engine.feed(rec)
 
-    def _record(self, rec: dict, kind: str, conn: str, t: float, file: int, offset: int, length: int) -> None:
-        number = self.by_conn.get(conn)
-        if number is None:
-            number = self._open(conn, rec, t)
-        c = self.connections[number]
-        if kind == MSG:
-            code = _MSG_KIND.get(rec.get("kind"), KIND_CODE["msg"])
-        else:
-            code = _REC_KIND.get(kind)
-            if code is None:
-                return
-        cols = self.columns
-        g = len(cols.t)
-        n = rec.get("n") if kind == MSG else (cols.n[c.rows[-1]] if c.rows else -1)
-        cols.file.append(file)
-        cols.offset.append(offset)
-        cols.length.append(min(length, 0xFFFFFFFF))
-        cols.t.append(t)
-        cols.conn.append(number)
-        cols.n.append(n if n.__class__ is int else len(c.msgs))
-        cols.kind.append(code)
-        cols.dir.append(DIR_CODE.get(rec.get("dir"), 2))
-        cols.type.append(self._type(rec.get("type")) if kind == MSG else 0)
-        size = rec.get("size")
-        cols.size.append(size if size.__class__ is int and 0 <= size <= 0xFFFFFFFF else 0)
-        cols.peer.append(-1)
-        cols.stream.append(self._stream(c, rec) if kind == MSG else -1)
-        cols.severity.append(0)
-        c.rows.append(g)
-        if kind == MSG:
-            c.msgs.append(g)
-        elif kind == CLOSE:
+    def _connection_record(self, c: Connection, rec: dict, kind: str, t: float) -> None:
+        if kind == CLOSE:
             c.closed = {k: rec.get(k) for k in ("t", "code", "reason", "by", "protocol_error_by")}
         elif kind == OPEN:
             c.url, c.client, c.t_open = rec.get("url"), rec.get("client"), t
@@ -222,11 +240,11 @@ class ViewIndex:
             c.url, c.client = rec.get("url"), rec.get("client")
             c.refused = {k: rec.get(k) for k in ("t", "status", "error")}
 
-    def _open(self, conn: str, rec: dict, t: float) -> int:
-        number = len(self.connections)
-        self.connections.append(Connection(number, conn, t))
-        self.by_conn[conn] = number
-        return number
+    def _open(self, conn: str, t: float) -> Connection:
+        c = Connection(len(self.connections), conn, t)
+        self.connections.append(c)
+        self.by_conn[conn] = c
+        return c
 
     def _type(self, type_) -> int:
         code = self._type_code.get(type_)
@@ -236,6 +254,8 @@ class ViewIndex:
             code = min(len(self.types), MAX_TYPES)
             if code < MAX_TYPES:
                 self.types.append(type_)
+                if type_is(type_, "SubscribeMessagingEvents"):
+                    self._subscribe_types.add(code)
             self._type_code[type_] = code
         return code
 

@@ -89,7 +89,7 @@ class Queries:
                 "close_code": closed.get("code"), "close_reason": closed.get("reason"), "closed_by": closed.get("by"),
                 "refused_status": (c.refused or {}).get("status"), "frames": len(c.msgs), "records": len(c.rows),
                 "violations": c.counts, "prev": c.prev, "next": c.next, "linked_by": c.linked_by,
-                "identity": c.identity, "silences": len(c.silences), "auth": row.get("auth")}
+                "identity": c.identity, "auth": row.get("auth")}
 
     def consumers(self) -> list[dict]:
         """Connections grouped by consumer (JWT `sub`, else token, else client host), each group's
@@ -220,10 +220,10 @@ class Queries:
                         break
                     at = int(np.searchsorted(starts, m.start(), "right")) - 1
                     if at >= 0 and m.end() <= ends[at]:
-                        hit[mine[at]] = True
-                        pos = int(ends[at])  # one hit per record is enough
-                    else:
-                        pos = m.start() + 1
+                        hit[mine[at]] = True  # one hit per record is enough
+                    if at + 1 >= len(starts):
+                        break
+                    pos = int(starts[at + 1])  # other connections' lines in between are skipped
         return hit
 
     # --- one frame -----------------------------------------------------------------------------
@@ -326,10 +326,25 @@ class Queries:
                            ("s2c", (dirs == 1) & (kinds >= KIND_CODE["req"])),
                            ("pings", (kinds == KIND_CODE["ping"]) | (kinds == KIND_CODE["pong"]))):
             series[name] = np.histogram(times[mask], edges)[0].tolist()
-        marks = [_violation(index, v) for v in index.violations if v[2] == number and lo <= v[3] <= hi][:2000]
+        mine = [v for v in index.violations if v[2] == number]
+        marks = [_violation(index, v) for v in mine if lo <= v[3] <= hi][:2000]
+        silences = [s for s in self.silences(c, mine) if s["end"] >= lo and s["start"] <= hi]
         return {"t0": lo, "t1": hi, "buckets": buckets, "series": series, "violations": marks,
-                "silences": [{"start": s, "end": e, "seconds": d} for s, e, d in c.silences if e >= lo and s <= hi],
-                "open": c.t_open, "close": (c.closed or {}).get("t")}
+                "silences": silences, "open": c.t_open, "close": (c.closed or {}).get("t")}
+
+    def silences(self, c: Connection, violations: list[tuple]) -> list[dict]:
+        """The client silences over the keep-alive limit: each keepalive-gap violation, from the
+        client's activity before it (a message, ping or pong it sent; or the open) to its time."""
+        cols = self.index.columns
+        rows = np.frombuffer(c.rows, np.int64)
+        client = cols.view("t")[rows[cols.view("dir")[rows] == DIR_CODE["c2s"]]]
+        out = []
+        for v in violations:
+            if v[0] == "keepalive-gap":
+                before = int(np.searchsorted(client, v[3], "left")) - 1
+                start = float(client[before]) if before >= 0 else c.t_open
+                out.append({"start": start, "end": v[3], "seconds": v[3] - start})
+        return out
 
 
 

@@ -37,6 +37,13 @@ class Lines:
 
     def __iter__(self) -> Iterator[bytes]:
         f, offset = self.f, 0
+        if self.wait is None:
+            for line in f:  # C-level line iteration: the common case, kept cheap
+                self.start = offset
+                self.length = length = len(line)
+                offset += length
+                yield line
+            return
         while True:
             line = f.readline()
             if self.wait is not None and not line.endswith(b"\n"):

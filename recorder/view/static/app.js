@@ -189,7 +189,8 @@ function showDetail(f) {
     el("div", { class: "facts" }, `${clock(f.t)} · ${f.dir} · frame ${f.n ?? "–"} · ${f.size} bytes`),
     el("div", { class: "links" }, ...links), ...violations,
     el("pre", { class: "json" }, ...highlight(f.payload ?? JSON.stringify(f.record, null, 2))),
-    el("details", {}, el("summary", {}, "record fields"), el("pre", {}, JSON.stringify(f.record, null, 2))),
+    f.payload === null ? null : el("details", {}, el("summary", {}, "record fields"),
+                                   el("pre", {}, ...highlight(JSON.stringify(f.record, null, 2)))),
     el("div", { class: "facts" }, f.file));
 }
 
