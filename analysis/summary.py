@@ -109,9 +109,10 @@ class Summary:
             },
             "connections": [self._connection(dict(zip(_CONNECTION_FIELDS, values))) for values in self.connections],
             "requests": stats["requests"],
-            "latency": {NO_TYPE if type_ is None else type_: {"count": h.count, "p50_ms": _ms(h.percentile(50)), "p90_ms": _ms(h.percentile(90)),
-                                "p99_ms": _ms(h.percentile(99)), "max_ms": _ms(h.max)}
-                        for type_, h in sorted(latency.items(), key=lambda kv: (-kv[1].count, str(kv[0])))},
+            "latency": {NO_TYPE if type_ is None else type_: {
+                "count": h.count, "p50_ms": _ms(h.percentile(50)), "p90_ms": _ms(h.percentile(90)),
+                "p99_ms": _ms(h.percentile(99)), "max_ms": _ms(h.max)}
+                for type_, h in sorted(latency.items(), key=lambda kv: (-kv[1].count, str(kv[0])))},
             "subscriptions": [dict(zip(_SUBSCRIPTION_FIELDS, values)) for values in self.subscriptions],
             "messaging": {k: _ms(v) if k.endswith("_ms") else v for k, v in messaging.items()},
             "reconnects": dict(self.reconnects),

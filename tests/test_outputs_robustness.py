@@ -182,6 +182,17 @@ def test_har_with_a_lone_surrogate_in_its_url(tmp_path):
     assert analysis.analyze(tmp_path / "c.jsonl")[0]["capture"]["frames"] == 1
 
 
+@pytest.mark.parametrize("version", ["\ud800", [1], {"v": 1}])
+def test_har_creator_version_of_any_type(tmp_path, version):
+    path = tmp_path / "x.har"
+    path.write_text(json.dumps({"log": {"creator": {"name": "mitmproxy", "version": version},
+                                        "entries": [entry(WS_URL, 101, [message("send", T0 + 1, GET_CLOCK)])]}}))
+    converted = tmp_path / "c.jsonl"
+    assert mwtap("convert", path, "-o", converted).returncode == 0
+    header = json.loads(converted.read_text().splitlines()[0])
+    assert header["mitmproxy"] == ("\\ud800" if version == "\ud800" else None)
+
+
 def test_har_binary_data_with_characters_outside_ascii(tmp_path):
     bad = {"type": "receive", "time": T0 + 1, "opcode": 2, "data": "é"}
     good = message("receive", T0 + 2, b"\x00\x01", opcode=2)

@@ -56,7 +56,7 @@ def _index(path: str, damage: list[Damage]) -> list[tuple[float, int, tuple[int,
                     index.append((opened, flows, (position, handshakes.pop(flow.id, None) if migrated else None)))
                 flows += 1
                 position = f.tell()
-        except Exception as e:  # mitmproxy's reader raises KeyError, AttributeError … on a damaged flow, not only FlowReadException
+        except Exception as e:  # on a damaged flow mitmproxy's reader raises KeyError, AttributeError … too
             if flows == 0:
                 raise CaptureError(f"{path}: not a flow file mitmproxy reads ({type(e).__name__}: {e})") from None
             damage.append(Damage(path, flows + 1, f"flow file damaged at byte {position} ({e}); "

@@ -28,7 +28,7 @@ import orjson
 
 from analysis.capture import CaptureError, Damage, DamageLog, dumps, host_port, is_gzip, split_url, usable_time
 from analysis.capture import _open as open_binary  # the capture reader's open: gunzips, one-line errors
-from analysis.imports.records import (by_time, connection_id, import_header, is_upgrade, open_record,
+from analysis.imports.records import (by_time, connection_id, import_header, is_upgrade, open_record, utf8,
                                       recording_id, refused_record)
 from analysis.redact import redacted_message
 
@@ -215,7 +215,7 @@ class HarReader:
                 raise
         index.sort()
         creator = self.creator if isinstance(self.creator, dict) else {}
-        mitmproxy = creator.get("version") if creator.get("name") == "mitmproxy" else None
+        mitmproxy = utf8(_str(creator.get("version"))) if creator.get("name") == "mitmproxy" else None
         header = import_header(min((t for t, _, _ in index), default=0.0), source="har",
                                mitmproxy_version=mitmproxy, recording=recording_id("har", self.path))
         return header, index
