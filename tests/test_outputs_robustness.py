@@ -75,6 +75,17 @@ def test_report_of_exactly_one_answered_request(tmp_path):
     assert [text.get_text() for text in legend.texts] == ["GetClock (n=1)"]
 
 
+def test_report_prints_one_line_whatever_the_capture_holds(tmp_path):
+    """Characters matplotlib's font does not have (a request type in CJK) and a capture of one
+    instant: matplotlib's warnings about them do not reach the terminal."""
+    b = CaptureBuilder()
+    b.open("c1", T0)
+    b.c2s("c1", T0, {"kind": "req", "id": "1", "type": "時間"})
+    b.write(tmp_path / "c.jsonl")
+    report = mwtap("report", tmp_path / "c.jsonl", "-o", tmp_path / "r.html")
+    assert report.returncode == 0 and report.stderr == f"report written to {tmp_path / 'r.html'}\n"
+
+
 def reused_connection_id(path: Path) -> None:
     """One connection id opened twice, closed with 4401 each time: a reconnect on the same id."""
     b = CaptureBuilder()
@@ -157,6 +168,19 @@ def test_times_centuries_apart(tmp_path):
     b.close("c2", 8.85e9, 4401, "", "server")
     b.write(tmp_path / "c.jsonl")
     every_output(tmp_path, tmp_path / "c.jsonl")
+
+
+def test_strings_that_matplotlib_would_read_as_math(tmp_path):
+    """A request type, close reason and side between two `$`: matplotlib parses such text as math
+    (`$\\foo$`: ParseFatalException). The plots show them as they are."""
+    b = CaptureBuilder()
+    b.open("c1", T0)
+    answered(b, "c1", T0 + 1, {"kind": "req", "id": "1", "type": "$\\foo$"})
+    b.close("c1", T0 + 2, 4401, "$\\sqrt{$", "$\\by$")
+    b.write(tmp_path / "c.jsonl")
+    every_output(tmp_path, tmp_path / "c.jsonl")
+    legend = plots.plot_latency(analysis.load(tmp_path / "c.jsonl")).axes[0].get_legend()
+    assert [text.get_text() for text in legend.texts] == [r"\$\foo\$ (n=1)"]
 
 
 def write_har(path: Path, *entries: dict) -> Path:

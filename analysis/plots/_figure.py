@@ -44,8 +44,12 @@ def date_axis(ax, label: str = "time (UTC)") -> None:
 
 
 def short(text, width: int = 28) -> str:
-    text = "-" if text is None or text != text else str(text)
-    return text if len(text) <= width else text[: width - 1] + "…"
+    """A capture's string as a plot shows it: shortened, and with every `$` escaped (matplotlib
+    reads text between two `$` as math: `$\\foo$` from a capture would be a parse error)."""
+    import pandas as pd
+    text = "-" if pd.isna(text) else str(text)  # None, NaN or pandas' NA (a missing closed_by)
+    text = text if len(text) <= width else text[: width - 1] + "…"
+    return text.replace("$", r"\$")
 
 
 def shown_of(shown: int, total: int, what: str) -> str:

@@ -59,7 +59,7 @@ def _chain_row(ax, y: int, conns: pd.DataFrame, delays: pd.Series) -> None:
     ends = utc(connection_ends(conns))
     by_server = (conns.closed_by == "server").fillna(False).to_numpy()
     token_close = conns.close_code.isin(TOKEN_CLOSE_CODES).fillna(False).to_numpy()
-    labels = [f"{code} {by}" for code, by in zip(conns.close_code.astype(object).fillna("?"),
+    labels = [f"{code} {short(by, 12)}" for code, by in zip(conns.close_code.astype(object).fillna("?"),
                                                   conns.closed_by.astype(object).fillna("?"))]
     labels = ["open at end" if state == "open-at-end" else label for state, label in zip(conns.state, labels)]
     ax.barh([y] * len(conns), ends - starts, left=starts, height=0.6,

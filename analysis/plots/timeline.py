@@ -96,8 +96,8 @@ def _ends(ax, row) -> None:
         closed = utc([row.closed_at])[0]
         ax.axvline(closed, color="black", linewidth=1.5, gid="close")
         reason = f" {short(row.close_reason, 24)}" if pd.notna(row.close_reason) and row.close_reason else ""
-        ax.text(closed, -0.75, f"close {row.close_code}{reason}\nby {row.closed_by} ", ha="right", va="bottom",
-                fontsize=8, gid="close-label")
+        ax.text(closed, -0.75, f"close {row.close_code}{reason}\nby {short(row.closed_by, 12)} ", ha="right",
+                va="bottom", fontsize=8, gid="close-label")
 
 
 def _legend(ax, limit_s: float) -> list:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import warnings
 from html import escape
 
 from analysis.report.model import Anchor, Code, Heading, Link, Plot, Report, Table
@@ -56,7 +57,9 @@ def _block(block) -> str:
 
 def png(figure) -> str:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI)
+    with warnings.catch_warnings():  # a capture's characters missing from matplotlib's font, odd date ranges
+        warnings.simplefilter("ignore", UserWarning)
+        figure.savefig(buffer, format="png", dpi=DPI)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
