@@ -11,6 +11,10 @@ from analysis.frame import as_list
 from analysis.redact import JWT_RE, fingerprint, jwt_sub, marked_tokens
 
 CONSUMER_AUTHENTICATION = ".ams.headers.ConsumerAuthentication"
+AGENT, CONSUMER = "agent", "consumer"
+# Request types only an agent sends (Messaging Agent API — Getting Started): they tell an agent
+# connection whose URL does not (an imported capture, a proxy that rewrote the path).
+_AGENT_REQUESTS = (".ams.routing.", ".ams.aam.", ".ams.userprofile.", ".ams.cm.AgentRequestConversation")
 _NOT_TOKEN_HEADERS = frozenset({"authorization", "cookie"})  # read elsewhere, or not tokens
 
 
@@ -55,16 +59,37 @@ def other_token_header(open_rec: dict) -> str | None:
 
 
 def url_token(url: Any) -> Token | None:
-    """A token carried in the URL path or query (v2 consumer URLs put it in the path)."""
+    """A token carried in the URL path or query: an agent's bearer rides in the path after
+    `/messaging/brand/` (opaque, not JWT-shaped), a v2 consumer's after `/messaging/consumer/`."""
     if not isinstance(url, str):
         return None
     found = marked_tokens(url)
     if found:
         return Token(*found[0])
-    for segment in split_url(url).path.split("/"):
+    segments = split_url(url).path.split("/")
+    for i, segment in enumerate(segments):
         if segment.startswith("eyJ") and segment.count(".") == 2:
             return token_of(segment)
+        if segment in ("brand", "consumer") and i > 0 and segments[i - 1] == "messaging" and i + 1 < len(segments):
+            return token_of(segments[i + 1])
     return None
+
+
+def side_of_url(url: Any) -> str | None:
+    """`agent` for a brand connection (`/messaging/brand/`), `consumer` for `/messaging/consumer`,
+    None when the URL does not tell."""
+    if not isinstance(url, str):
+        return None
+    path = split_url(url).path
+    if "/messaging/brand/" in path:
+        return AGENT
+    if "/messaging/consumer" in path:
+        return CONSUMER
+    return None
+
+
+def is_agent_request(type_: Any) -> bool:
+    return isinstance(type_, str) and type_.startswith(_AGENT_REQUESTS)
 
 
 def init_connection_token(payload: Any) -> Token | None:

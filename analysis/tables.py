@@ -45,7 +45,7 @@ COLUMNS: dict[str, list[tuple[str, str]]] = {
     "pings": [("conn", "str"), ("t", "time"), ("rec", "str"), ("dir", "str")],
     "connections": [("conn", "str"), ("t", "time"), ("url", "str"), ("client", "str"), ("state", "str"),
                     ("refused_status", "int"), ("opened_at", "time"), ("closed_at", "time"), ("duration_s", "float"),
-                    ("close_code", "int"), ("close_reason", "str"), ("closed_by", "str"), ("auth", "str"),
+                    ("close_code", "int"), ("close_reason", "str"), ("closed_by", "str"), ("side", "str"), ("auth", "str"),
                     ("token", "str"), ("sub", "str"), ("frames_c2s", "int"), ("frames_s2c", "int"),
                     ("bytes_c2s", "int"), ("bytes_s2c", "int"), ("pings_c2s", "int"), ("pings_s2c", "int"),
                     ("chain", "str"), ("prev_conn", "str")],

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from analysis.engine import Analyzer, trim_oldest
 from analysis.frame import Frame, type_is
-from analysis.identity import Token, client_host, header_token, init_connection_token, url_token
+from analysis.identity import (AGENT, CONSUMER, Token, client_host, header_token, init_connection_token,
+                               is_agent_request, side_of_url, url_token)
 
 TOKEN_CLOSE_CODES = frozenset({4401, 4407})
 CLIENT_KEYS_KEPT = 100_000  # most recently closed client keys (token, sub, host) kept for linking
@@ -21,6 +22,7 @@ class _Conn:
     client: str | None
     host: str | None
     open_seen: bool
+    side: str | None = None
     auth: str | None = None
     token: Token | None = None
     linked: bool = False
@@ -60,7 +62,8 @@ class Connections(Analyzer):
 
     def open(self, rec: dict) -> None:
         url = rec.get("url") if isinstance(rec.get("url"), str) else None
-        state = _Conn(rec["conn"], rec["t"], url, rec.get("client"), client_host(rec), not rec.get("implicit"))
+        state = _Conn(rec["conn"], rec["t"], url, rec.get("client"), client_host(rec), not rec.get("implicit"),
+                      side_of_url(url))
         self.conns[state.conn] = state
         for auth, token in (("header", header_token(rec)), ("url", url_token(url))):
             if token is not None:
@@ -69,7 +72,7 @@ class Connections(Analyzer):
                 return
 
     def wants(self, hook: str, direction: str, type_: str | None) -> bool:
-        return hook != "request" or type_is(type_, "InitConnection")
+        return hook != "request" or type_is(type_, "InitConnection") or is_agent_request(type_)
 
     def message(self, frame: Frame) -> None:
         rec = frame.rec
@@ -85,7 +88,9 @@ class Connections(Analyzer):
 
     def request(self, frame: Frame) -> None:
         state = self.conns[frame.rec["conn"]]
-        if state.auth is None and type_is(frame.rec.get("type"), "InitConnection"):
+        if is_agent_request(frame.rec.get("type")):
+            state.side = AGENT
+        elif state.auth is None and type_is(frame.rec.get("type"), "InitConnection"):
             state.auth = "init"
             state.token = init_connection_token(frame.payload)
             if not state.linked:
@@ -125,7 +130,7 @@ class Connections(Analyzer):
                 "state": "open-at-end" if at_capture_end else "closed", "refused_status": None,
                 "opened_at": state.t_open if state.open_seen else None, "closed_at": None if at_capture_end else rec["t"],
                 "duration_s": rec["t"] - state.t_open, "close_code": code, "close_reason": rec.get("reason"),
-                "closed_by": by, "auth": state.auth, "token": token.fingerprint if token else None,
+                "closed_by": by, "side": state.side or (CONSUMER if state.auth == "init" else None), "auth": state.auth, "token": token.fingerprint if token else None,
                 "sub": token.sub if token else None, "frames_c2s": state.frames_c2s, "frames_s2c": state.frames_s2c,
                 "bytes_c2s": state.bytes_c2s, "bytes_s2c": state.bytes_s2c, "pings_c2s": state.pings_c2s,
                 "pings_s2c": state.pings_s2c, "chain": state.chain or state.conn, "prev_conn": state.prev_conn,

@@ -1,6 +1,6 @@
 """Messaging events: per-dialog sequence gaps, duplicates and regressions; whether and how fast the
-consumer acknowledged (ACCEPT, READ) each message of another participant; publishing to closed
-conversations."""
+client (consumer or agent) acknowledged (ACCEPT, READ) each message of another participant;
+publishing to closed conversations."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from analysis.engine import Analyzer, trim_oldest
 from analysis.frame import (Frame, as_list, can_answer, is_conversation_notification, is_messaging_notification,
                             type_is)
 from analysis.histogram import LogHistogram
-from analysis.identity import header_token, init_connection_token
+from analysis.identity import AGENT, header_token, init_connection_token, is_agent_request, side_of_url
 from analysis.rules import INFO
 
 CONTENT_EVENTS = frozenset({"ContentEvent", "RichContentEvent"})
@@ -55,6 +55,7 @@ class _SeqConn:
     echoes: set[tuple[str, int]] = field(default_factory=set)  # (dialog, seq) of own published events
     awaiting: dict[tuple[str, int], _Expect] = field(default_factory=dict)
     closed: bool = False
+    agent: bool = False  # an agent connection: the consumer's events are the others'; READ alone acknowledges
 
 
 class Sequences(Analyzer):
@@ -74,7 +75,7 @@ class Sequences(Analyzer):
                               "accept_p90_ms": self.accept_ms.percentile(90)}}
 
     def open(self, rec: dict) -> None:
-        state = self.conns[rec["conn"]] = _SeqConn()
+        state = self.conns[rec["conn"]] = _SeqConn(agent=side_of_url(rec.get("url")) == AGENT)
         token = header_token(rec)
         if token is not None and token.sub:
             state.own_ids.add(token.sub)
@@ -83,14 +84,16 @@ class Sequences(Analyzer):
 
     def wants(self, hook: str, direction: str, type_: str | None) -> bool:
         if hook == "request":
-            return any(type_is(type_, name) for name in REQUESTS)
+            return any(type_is(type_, name) for name in REQUESTS) or is_agent_request(type_)
         if hook == "notification":
             return is_messaging_notification(type_) or is_conversation_notification(type_)
         return True
 
     def request(self, frame: Frame) -> None:
         type_ = frame.rec["type"]
-        if type_is(type_, "PublishEvent"):
+        if is_agent_request(type_):
+            self.conns[frame.rec["conn"]].agent = True
+        elif type_is(type_, "PublishEvent"):
             self._publish(frame)
         elif type_is(type_, "SubscribeMessagingEvents"):
             dialog = frame.lifted("dialogId")
@@ -142,7 +145,8 @@ class Sequences(Analyzer):
         elif expect.read_t is None:
             expect.read_t = t
             self.counts["read"] += 1
-            if expect.accept_t is None and not expect.reported and expect.originator not in state.own_ids:
+            if (expect.accept_t is None and not expect.reported and not state.agent
+                    and expect.originator not in state.own_ids):
                 expect.reported = True
                 self.ctx.violation("missing-accept", rec["conn"], t, rec.get("n"),
                                    f"READ published for sequence {expect.seq} of dialog {expect.dialog!r} "
@@ -259,8 +263,10 @@ class Sequences(Analyzer):
         echo = seq is not None and (dialog, seq) in state.echoes
         if echo:
             state.echoes.discard((dialog, seq))
-        maybe_own = role is None or role == "CONSUMER"
-        if originator is not None and (role == "CONSUMER" or (echo and maybe_own)):
+        # The consumer's events are never an agent's own, and on a consumer connection an agent's
+        # are never the client's.
+        maybe_own = role is None or (role != "CONSUMER" if state.agent else role == "CONSUMER")
+        if originator is not None and ((role == "CONSUMER" and not state.agent) or (echo and maybe_own)):
             state.own_ids.add(originator)
         own = originator in state.own_ids
         history = (d.subscribed_t is not None and isinstance(stamp, (int, float))
@@ -307,12 +313,17 @@ class Sequences(Analyzer):
     def _accept_due(self, deadline: float, conn: str, state: _SeqConn, expect: _Expect, n) -> None:
         if expect.done or state.closed:
             return
+        # (an agent's READ has finalized its message already: an agent may READ without ACCEPT)
         if expect.accept_t is None and expect.originator not in state.own_ids:
             expect.reported = True
-            read = " (a READ was sent)" if expect.read_t is not None else ""
-            self.ctx.violation("missing-accept", conn, deadline, n,
-                               f"no ACCEPT for sequence {expect.seq} of dialog {expect.dialog!r} "
-                               f"from {expect.originator} within {self.config.accept_timeout_s:g} s{read}")
+            within = f"from {expect.originator} within {self.config.accept_timeout_s:g} s"
+            if state.agent:
+                message = (f"the agent acknowledged (ACCEPT or READ) no consumer message at sequence {expect.seq} "
+                           f"of dialog {expect.dialog!r} {within}")
+            else:
+                read = " (a READ was sent)" if expect.read_t is not None else ""
+                message = f"no ACCEPT for sequence {expect.seq} of dialog {expect.dialog!r} {within}{read}"
+            self.ctx.violation("missing-accept", conn, deadline, n, message)
         # An accepted message waits for its READ, but not forever (bounded memory).
         if expect.accept_t is None:
             self._finalize(state, expect)
@@ -339,12 +350,15 @@ class Sequences(Analyzer):
         state = self.conns.pop(conn)
         state.closed = True
         for expect in list(state.awaiting.values()):
-            if expect.accept_t is None and not expect.reported and expect.originator not in state.own_ids:
+            acknowledged = expect.accept_t is not None or (state.agent and expect.read_t is not None)
+            if not acknowledged and not expect.reported and expect.originator not in state.own_ids:
                 # Still within its allowance: the client closed (or the capture ended) before the deadline.
                 waited = t - expect.t
                 ended = "the capture ended" if at_capture_end else "the connection closed"
+                what = ("the consumer message at sequence", "before the agent's ACCEPT or READ") if state.agent else (
+                    "sequence", "before any ACCEPT")
                 self.ctx.violation("missing-accept", conn, t, None,
-                                   f"{ended} {waited:.1f} s after sequence {expect.seq} of dialog "
-                                   f"{expect.dialog!r} arrived, before any ACCEPT", INFO,
+                                   f"{ended} {waited:.1f} s after {what[0]} {expect.seq} of dialog "
+                                   f"{expect.dialog!r} arrived, {what[1]}", INFO,
                                    at_capture_end=at_capture_end)
             self._finalize(state, expect)

@@ -1,5 +1,6 @@
-"""Subscription streams: cqm conversation-metadata streams keyed by the subscriptionId of the
-subscribe response, messaging-event streams keyed by the dialogId of ms.SubscribeMessagingEvents."""
+"""Subscription streams: conversation-metadata, routing-task and agent-state streams keyed by the
+subscriptionId of the subscribe response, messaging-event streams keyed by the dialogId of
+ms.SubscribeMessagingEvents."""
 
 from __future__ import annotations
 
@@ -7,10 +8,17 @@ from dataclasses import dataclass, field
 
 from analysis.engine import Analyzer
 from analysis.frame import Frame, can_answer, is_messaging_notification, type_is
+from analysis.identity import AGENT, is_agent_request, side_of_url
 from analysis.rules import INFO
 
 CONVERSATIONS = "conversations"
 MESSAGING = "messaging-events"
+# Requests whose response names a subscriptionId that later notifications carry: the consumer's
+# conversation metadata, and on the brand side routing tasks and agent states (Messaging Agent API —
+# Getting Started, Step 5).
+_KEYED = {"SubscribeExConversations": CONVERSATIONS, "SubscribeRoutingTasks": "routing-tasks",
+          "SubscribeAgentsState": "agent-states"}
+_KINDS_KEYED = frozenset(_KEYED.values())
 
 
 @dataclass(slots=True)
@@ -36,6 +44,7 @@ class _StreamConn:
     streams: dict[str, _Stream] = field(default_factory=dict)  # subscriptionId -> stream
     dialogs: dict[str, _Stream] = field(default_factory=dict)  # dialogId -> stream
     unknown: set[str] = field(default_factory=set)  # reported once each
+    agent: bool = False
 
 
 class Streams(Analyzer):
@@ -45,25 +54,30 @@ class Streams(Analyzer):
         self.conns: dict[str, _StreamConn] = {}
 
     def open(self, rec: dict) -> None:
-        self.conns[rec["conn"]] = _StreamConn()
+        self.conns[rec["conn"]] = _StreamConn(agent=side_of_url(rec.get("url")) == AGENT)
 
     def wants(self, hook: str, direction: str, type_: str | None) -> bool:
-        return hook != "request" or (type_ is not None and type_.endswith(("ExConversations", "MessagingEvents")))
+        return hook != "request" or (type_ is not None and (
+            type_.endswith(("ExConversations", "MessagingEvents", *_KEYED)) or is_agent_request(type_)))
 
     def request(self, frame: Frame) -> None:
         rec = frame.rec
         type_, req_id = rec["type"], rec.get("id")
+        state = self.conns[rec["conn"]]
+        if is_agent_request(type_):
+            state.agent = True
         if req_id is None:
             return
+        keyed = next((kind for name, kind in _KEYED.items() if type_is(type_, name)), None)
         if type_is(type_, "UnsubscribeExConversations"):
             action = ("unsubscribe", type_, rec["t"], rec.get("n"), rec.get("subscriptionId"))
-        elif type_is(type_, "SubscribeExConversations"):
-            action = (CONVERSATIONS, type_, rec["t"], rec.get("n"), None)
+        elif keyed is not None:
+            action = (keyed, type_, rec["t"], rec.get("n"), None)
         elif type_is(type_, "SubscribeMessagingEvents") and frame.lifted("dialogId") is not None:
             action = (MESSAGING, type_, rec["t"], rec.get("n"), rec["dialogId"])
         else:
             return
-        self.conns[rec["conn"]].pending.setdefault(req_id, []).append(action)
+        state.pending.setdefault(req_id, []).append(action)
 
     def response(self, frame: Frame) -> None:
         rec = frame.rec
@@ -91,13 +105,14 @@ class Streams(Analyzer):
             if stream is not None:
                 stream.t_unsubscribed = t
             return
-        if kind == CONVERSATIONS:
+        if kind in _KINDS_KEYED:
             key = rec.get("subscriptionId")
             if key is None:
                 return
             stream = state.streams.get(key)  # notifications may have come before this response
             if stream is None:
                 stream = state.streams[key] = _Stream(kind, key)
+            stream.kind = kind
         else:
             previous = state.dialogs.get(key)
             if previous is not None and (previous.t_request, previous.request_frame) != (t_request, request_frame):
@@ -115,8 +130,10 @@ class Streams(Analyzer):
         if sid is not None:
             stream = state.streams.get(sid)
             if stream is None:
-                if any(p[0] == CONVERSATIONS for actions in state.pending.values() for p in actions):
-                    stream = state.streams[sid] = _Stream(CONVERSATIONS, sid)
+                kind = next((p[0] for actions in state.pending.values() for p in actions if p[0] in _KINDS_KEYED),
+                            None)
+                if kind is not None:
+                    stream = state.streams[sid] = _Stream(kind, sid)
                 else:
                     self._unknown(state, rec, sid, f"notification for unknown subscription {sid!r}", None)
                     return
@@ -130,6 +147,10 @@ class Streams(Analyzer):
                 stream = state.dialogs.get(dialog)
                 if stream is None:
                     stream = self._pending_dialog(state, dialog)
+                if stream is None and state.agent:
+                    # The brand side delivers the events of the conversations the agent takes part in
+                    # without a subscription (Messaging Agent API — Getting Started, Step 7).
+                    stream = state.dialogs[dialog] = _Stream(MESSAGING, dialog)
                 if stream is None:
                     self._unknown(state, rec, dialog, f"messaging events for dialog {dialog!r} that was not "
                                                       "subscribed on this connection", INFO)
@@ -181,7 +202,7 @@ class Streams(Analyzer):
         self.rows({
             "conn": conn, "t": stream.t_request if stream.t_request is not None else stream.t_first,
             "kind": stream.kind,
-            "subscription_id": stream.key if stream.kind == CONVERSATIONS else None,
+            "subscription_id": stream.key if stream.kind in _KINDS_KEYED else None,
             "dialog_id": stream.key if stream.kind == MESSAGING else None,
             "request_type": stream.request_type, "request_frame": stream.request_frame,
             "t_confirmed": stream.t_confirmed, "notifications": stream.notifications,
