@@ -183,6 +183,17 @@ def test_strings_that_matplotlib_would_read_as_math(tmp_path):
     assert [text.get_text() for text in legend.texts] == [r"\$\foo\$ (n=1)"]
 
 
+def test_a_connection_known_only_by_its_close(tmp_path):
+    """A close record of a connection whose open is not in the file (found by tests/test_fuzz_outputs.py):
+    its bar was drawn from NaT, its label years away from the axis (FreeType: raster overflow)."""
+    b = CaptureBuilder()
+    b.close("c1", 1_905_006_492, 1000, "", "client")
+    b.write(tmp_path / "c.jsonl")
+    every_output(tmp_path, tmp_path / "c.jsonl")
+    chains = plots.chain_summary(analysis.load(tmp_path / "c.jsonl").connections)
+    assert chains["first"].tolist() == chains["last"].tolist() == [pd.Timestamp(1_905_006_492, unit="s", tz="UTC")]
+
+
 def write_har(path: Path, *entries: dict) -> Path:
     path.write_text(json.dumps({"log": {"version": "1.2", "entries": list(entries)}}))
     return path

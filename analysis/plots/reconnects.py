@@ -18,10 +18,19 @@ def connection_ends(conns: pd.DataFrame) -> pd.Series:
     return conns.closed_at.fillna(ends.astype(conns.closed_at.dtype))
 
 
+def connection_spans(conns: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """(start, end) of each connection; one whose open was not recorded (only its close or its
+    messages were) starts when it ends, one with neither time has NaT for both."""
+    ends = connection_ends(conns)
+    starts = conns.opened_at.fillna(ends)
+    return starts, ends.fillna(starts)
+
+
 def chain_summary(connections: pd.DataFrame) -> pd.DataFrame:
     """One row per chain: chain, connections, first open and last end, most connections first."""
     opened = connections[connections.state != "refused"]
-    table = pd.DataFrame({"chain": opened.chain, "opened_at": opened.opened_at, "end": connection_ends(opened)})
+    starts, ends = connection_spans(opened)
+    table = pd.DataFrame({"chain": opened.chain, "opened_at": starts, "end": ends})
     chains = table.groupby("chain").agg(connections=("chain", "size"), first=("opened_at", "min"),
                                         last=("end", "max")).reset_index()
     return chains.sort_values(["connections", "first"], ascending=[False, True], ignore_index=True)
@@ -55,8 +64,10 @@ def plot_reconnects(cap, *, max_chains: int = 20):
 
 
 def _chain_row(ax, y: int, conns: pd.DataFrame, delays: pd.Series) -> None:
-    starts = utc(conns.opened_at)
-    ends = utc(connection_ends(conns))
+    starts, ends = connection_spans(conns)
+    # a connection without any time is not drawn: its label would land at a date matplotlib cannot
+    # reach from the axis (FreeType "raster overflow")
+    conns, starts, ends = conns[starts.notna()], utc(starts[starts.notna()]), utc(ends[starts.notna()])
     by_server = (conns.closed_by == "server").fillna(False).to_numpy()
     token_close = conns.close_code.isin(TOKEN_CLOSE_CODES).fillna(False).to_numpy()
     labels = [f"{code} {short(by, 12)}" for code, by in zip(conns.close_code.astype(object).fillna("?"),
