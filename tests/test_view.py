@@ -99,7 +99,7 @@ def test_browse_violations_pairs_filters(procs, tmp_path, capture, browser):
     # Request -> response and back, latency on both.
     page.click(".tabs button[data-tab=connections]")
     page.evaluate("document.getElementById('list').scrollTop = 0")
-    wait_until(page, "[...document.querySelectorAll('#list .row')].some(r => r.style.top === '0px')")
+    wait_until(page, "document.getElementById('rows').style.top === '0px'")
     page.locator("#list .row.k-req").first.click()
     page.wait_for_selector("#detail button.jump:has-text('response')")
     request_text = page.inner_text("#detail h3")

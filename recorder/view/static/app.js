@@ -3,13 +3,16 @@ import { get, readState, writeState, el, clock, shortId, FILTER_KEYS } from "./a
 import { Timeline } from "./timeline.js";
 
 const ROW_H = 22, PAGE = 100, PAGES_KEPT = 60;
+// Browsers draw elements millions of pixels down imprecisely (rows overlap at 22M px): past this
+// height the scrollbar stands for the list at a scale, and the visible rows sit near scrollTop.
+const MAX_HEIGHT = 1_000_000;
 const REDACTED = /\[redacted sha256:[0-9a-f]+(?: sub:[0-9a-f]+)?\]/g;
 const state = readState();
 const pages = new Map();   // page number -> rows (of the current connection and filter)
 let total = 0, listKey = "", consumers = [], connections = new Map(), lastRecords = -1;
 
 const $ = (id) => document.getElementById(id);
-const list = $("list"), spacer = $("spacer");
+const list = $("list"), spacer = $("spacer"), visible = $("rows");
 const timeline = new Timeline($("timeline"), {
   onRange: (t0, t1) => { state.filter.t0 = t0 ?? ""; state.filter.t1 = t1 ?? ""; refreshList(); },
   onFrame: (g) => openFrame(g),
@@ -79,7 +82,7 @@ async function refreshList() {
   const first = await get("frames", { conn: state.conn, start: 0, count: PAGE, ...filterParams() });
   pages.set(0, first.rows);
   total = first.total;
-  spacer.style.height = `${total * ROW_H}px`;
+  spacer.style.height = `${Math.min(total * ROW_H, MAX_HEIGHT)}px`;
   $("list-foot").textContent = `${total.toLocaleString()} frames` + (Object.keys(filterParams()).length ? " (filtered)" : "");
   renderRows();
   drawTimeline();
@@ -101,12 +104,17 @@ async function page(number) {
   return answer.rows;
 }
 
+function scale() {  // list pixels per scrollbar pixel
+  const real = total * ROW_H, shown = Math.min(real, MAX_HEIGHT), view = list.clientHeight;
+  return real > shown && shown > view ? (real - view) / (shown - view) : 1;
+}
+
 let rendering = false;
 async function renderRows() {
   if (rendering) return;
   rendering = true;
   try {
-    const top = list.scrollTop, first = Math.floor(top / ROW_H), count = Math.ceil(list.clientHeight / ROW_H) + 2;
+    const top = list.scrollTop * scale(), first = Math.floor(top / ROW_H), count = Math.ceil(list.clientHeight / ROW_H) + 2;
     const last = Math.min(total, first + count);
     const wanted = new Set();
     for (let i = first; i < last; i++) wanted.add(Math.floor(i / PAGE));
@@ -115,25 +123,25 @@ async function renderRows() {
     const rows = [];
     for (let i = first; i < last; i++) {
       const r = (loaded.get(Math.floor(i / PAGE)) || [])[i % PAGE];
-      if (r) rows.push(rowNode(r, i));
+      if (r) rows.push(rowNode(r));
     }
-    for (const old of list.querySelectorAll(".row")) old.remove();
-    list.append(...rows);
+    // One offset for the visible block: at a million rows a top per row would be rounded apart.
+    visible.style.top = `${list.scrollTop - (top - first * ROW_H)}px`;  // CSSOM: the policy forbids style attributes
+    visible.dataset.first = first;
+    visible.replaceChildren(...rows);
   } finally {
     rendering = false;
   }
 }
 
-function rowNode(r, i) {
+function rowNode(r) {
   const id = r.kind === "resp" ? r.reqId : r.id;
-  const node = el("div", { class: `row ${r.dir} k-${r.kind}` + (r.g === state.frame ? " on" : "") + (r.severity ? ` sev-${r.severity}` : ""),
+  return el("div", { class: `row ${r.dir} k-${r.kind}` + (r.g === state.frame ? " on" : "") + (r.severity ? ` sev-${r.severity}` : ""),
                            "data-g": r.g, onclick: () => openFrame(r.g) },
     el("span", {}, clock(r.t)), el("span", {}, r.dir === "c2s" ? "→" : r.dir === "s2c" ? "←" : ""),
     el("span", {}, r.kind), el("span", { title: r.type ?? "" }, r.type ?? ""), el("span", {}, id ?? ""),
     el("span", {}, r.latency_ms === null ? "" : `${r.latency_ms.toFixed(1)} ms`), el("span", {}, String(r.size)),
     el("span", { class: "preview" }, r.preview));
-  node.style.top = `${i * ROW_H}px`;  // CSSOM: the policy forbids style attributes
-  return node;
 }
 
 list.addEventListener("scroll", () => requestAnimationFrame(renderRows));
@@ -155,8 +163,9 @@ async function openFrame(g, reveal = true) {  // reveal: clear a filter that hid
   }
   state.frame = g;
   writeState(state);
-  if (at !== null && (at * ROW_H < list.scrollTop || (at + 1) * ROW_H > list.scrollTop + list.clientHeight)) {
-    list.scrollTop = Math.max(0, at * ROW_H - list.clientHeight / 3);
+  const top = list.scrollTop * scale();
+  if (at !== null && (at * ROW_H < top || (at + 1) * ROW_H > top + list.clientHeight)) {
+    list.scrollTop = Math.max(0, at * ROW_H - list.clientHeight / 3) / scale();
   }
   await renderRows();
   showDetail(f);
