@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from analysis.capture import Damage
+from analysis.capture import MAX_TIME, Damage
 from analysis.config import Config
 from analysis.engine import TABLES, Engine, Sink
 from analysis.imports import SourceLimits
 from analysis.reader import CaptureSet, Paths
 from analysis.summary import Summary
-from analysis.tables import COLUMNS, epoch_s, int64
+from analysis.tables import COLUMNS, int64
 
 
 def run(captures: CaptureSet, config: Config, sink: Sink | None, on_violation=None) -> Engine:
@@ -96,12 +96,13 @@ def to_frame(table: str, rows: list[dict]):
     df = pd.DataFrame.from_records(rows, columns=[name for name, _ in columns])
     for name, kind in columns:
         if kind == "time":  # one resolution for every table (pandas 3 infers one from the values otherwise)
-            seconds = pd.array([epoch_s(v) for v in df[name]], dtype="Float64")
-            df[name] = pd.to_datetime(seconds, unit="s", utc=True).as_unit("ns")
+            seconds = pd.to_numeric(df[name], errors="coerce").astype("float64")
+            seconds = seconds.where(seconds.abs() < MAX_TIME)  # as analysis.tables.epoch_s: NaN, inf are missing
+            df[name] = pd.to_datetime(seconds, unit="s", utc=True).dt.as_unit("ns")
         elif kind == "float":
             df[name] = pd.to_numeric(df[name], errors="coerce").astype("float64")
         elif kind == "int":
-            df[name] = pd.array([int64(v) for v in df[name]], dtype="Int64")
+            df[name] = _int64_column(df[name])
         elif kind == "bool":
             df[name] = df[name].astype("boolean")
         else:
@@ -109,3 +110,13 @@ def to_frame(table: str, rows: list[dict]):
     if "t" in df.columns and len(df):
         df = df.sort_values("t", kind="stable", ignore_index=True)
     return df
+
+
+def _int64_column(column):
+    """An int column as analysis.tables.int64 has each value, vectorised where pandas typed it."""
+    import pandas as pd
+    if column.dtype.kind == "i":  # every value an int64
+        return column.astype("Int64")
+    if column.dtype.kind == "f":  # numbers and missing values
+        return column.where((column % 1 == 0) & (column >= -2**63) & (column < 2**63)).astype("Int64")
+    return pd.array([int64(v) for v in column], dtype="Int64")  # beyond int64, bools, strings
