@@ -59,12 +59,25 @@ def parse_delay(values: tuple[str, ...]) -> dict[str, int]:
               help="Limit: events a consumer may publish into one conversation; more are answered 429.")
 @click.option("--retention", type=click.FloatRange(0), default=600.0, show_default=True,
               help="Seconds a consumer's conversations are kept after its last connection closed.")
+@click.option("--tls", "tls_cert", type=click.Path(dir_okay=False, writable=True), default=None, metavar="CERT",
+              help="Serve https/wss with a certificate generated now and written to CERT (PEM): "
+                   "node-agent-sdk needs TLS; run it with NODE_EXTRA_CA_CERTS=CERT.")
+@click.option("--agent-session-lifetime", type=click.FloatRange(min=0, min_open=True), default=3600.0,
+              show_default=True, help="Seconds an agent login lives without a refresh; then its sockets "
+                                      "are closed with 4401.")
+@click.option("--ring-timeout", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Seconds a bot has to accept a ring before the built-in agent takes the conversation.")
+@click.option("--advertise", default=None, metavar="HOST:PORT",
+              help="The address the agent's domain lookup names (default: the one it was asked on); "
+                   "give mwtap record's --listen address to record bots.")
 def serve(listen, token_lifetime, identity_window, idle_timeout, idle_close_code, agent_reply_delay,
           agent_close_after_messages, agent_close_after_seconds, delays, drop_rate, sequence_fault,
           sequence_fault_rate, close_after, close_code, unknown_subscription_rate, seed,
-          max_outbox, max_subscriptions, max_conversations, max_events, retention) -> None:
+          max_outbox, max_subscriptions, max_conversations, max_events, retention, tls_cert,
+          agent_session_lifetime, ring_timeout, advertise) -> None:
     """Run the built-in Messaging Window server: consumer WebSocket and IDP (signup/authenticate, with
-    CORS) on one port, and a built-in agent, with optional fault injection. All faults are off by
+    CORS), the agent (bot) side as node-agent-sdk uses it (domain lookup, login, refresh, brand
+    WebSocket) on one port, and a built-in agent, with optional fault injection. All faults are off by
     default; the limits bound the server's memory whatever clients do."""
     import asyncio
     import logging
@@ -80,27 +93,36 @@ def serve(listen, token_lifetime, identity_window, idle_timeout, idle_close_code
         sequence_fault_rate=sequence_fault_rate, close_after=close_after, close_code=close_code,
         unknown_subscription_rate=unknown_subscription_rate, seed=seed, max_outbox=max_outbox,
         max_subscriptions=max_subscriptions, max_conversations=max_conversations, max_events=max_events,
-        retention=retention)
+        retention=retention, agent_session_lifetime=agent_session_lifetime, ring_timeout=ring_timeout,
+        advertise=advertise)
+    if advertise is not None:
+        parse_listen(advertise)  # the same HOST:PORT form, checked now
     if not is_loopback(host):
         click.echo(f"warning: listening on {host}, which is not a loopback address: "
                    "anyone who can reach it can use this fake server", err=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("aiohttp").setLevel(logging.WARNING)  # one line per connection is ours
     try:
-        asyncio.run(_serve(config, host, port))
+        asyncio.run(_serve(config, host, port, tls_cert))
     except OSError as e:
         raise click.ClickException(f"cannot listen on {host_port(host, port)}: {e.strerror or e}") from None
 
 
-async def _serve(config, host: str, port: int) -> None:
+async def _serve(config, host: str, port: int, tls_cert: str | None) -> None:
     from recorder.cli.signals import stop_event
     from recorder.server import DEFAULT_ACCOUNT, MessagingServer
+    from recorder.server.tls import server_context
 
     stop = stop_event()
-    async with MessagingServer(config, host, port) as server:
+    tls = server_context(tls_cert, host) if tls_cert else None
+    async with MessagingServer(config, host, port, tls) as server:
         click.echo(f"mwtap serve: WebSocket {server.url(DEFAULT_ACCOUNT)}")
         click.echo(f"mwtap serve: IDP       POST {server.idp_url(DEFAULT_ACCOUNT)}/signup "
                    "(also /authenticate, /anonymous/authorize, /app/{connector}/authenticate)")
+        click.echo(f"mwtap serve: agents    csdsDomain {host_port(host, server.port)} (login with any username "
+                   "and password; brand WebSocket /ws_api/account/{account}/messaging/brand/{bearer})")
+        if tls_cert:
+            click.echo(f"mwtap serve: TLS certificate {tls_cert} (Node: NODE_EXTRA_CA_CERTS={tls_cert})")
         click.echo("(any account id works in both paths; Ctrl-C to stop)")
         await stop.wait()
     click.echo("mwtap serve: stopped")

@@ -1,4 +1,5 @@
-"""The built-in agent: joins every new conversation and answers the consumer.
+"""The built-in agent: joins every new conversation and answers the consumer (unless it steps
+aside: a bot connected to the brand side was offered the conversation).
 
 Per conversation one task works through the consumer's messages in order: ACCEPT, READ,
 COMPOSING, (reply delay), PAUSE, answer. It may close the conversation after N answers or after
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Callable
 
 from recorder.server.config import ServerConfig
 from recorder.server.conversations import Conversation, ConversationStore
@@ -23,7 +25,9 @@ class Agent:
         self.config = config
         self.inboxes: dict[str, asyncio.Queue] = {}
         self.tasks: set[asyncio.Task] = set()
-        store.on_created.append(self._joined)
+        self.step_aside: Callable[[Conversation], bool] | None = None
+        """Asked first about every new conversation: True when a bot took it over."""
+        store.on_created.append(self._created)
         store.on_change.append(self._heard)
         store.on_closed.append(self._ended)
         store.on_forgotten.append(self._ended)
@@ -35,7 +39,11 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def _joined(self, conversation: Conversation) -> None:
+    def _created(self, conversation: Conversation) -> None:
+        if self.step_aside is None or not self.step_aside(conversation):
+            self.join(conversation)
+
+    def join(self, conversation: Conversation) -> None:
         inbox: asyncio.Queue = asyncio.Queue()
         self.inboxes[conversation.id] = inbox
         task = asyncio.get_running_loop().create_task(self._serve(conversation, inbox))

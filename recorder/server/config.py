@@ -19,6 +19,14 @@ class ServerConfig:
     init_timeout: float = 5.0
     """Seconds an unauthenticated socket has to send InitConnection before it is closed with 4401."""
 
+    # Brand side (agent applications, bots)
+    agent_session_lifetime: float = 3600.0
+    """Seconds an agent's login session lives without a refresh; then its sockets are closed with 4401."""
+    ring_timeout: float = 30.0
+    """Seconds a bot has to accept or reject a ring before the built-in agent takes the conversation."""
+    advertise: str | None = None
+    """HOST:PORT the domain lookup names for every service (None: the address the lookup came to)."""
+
     # Connection
     idle_timeout: float = 60.0
     """Seconds without any frame from the client (data, ping or pong) before the server closes."""

@@ -96,11 +96,7 @@ class ClientSession:
         self._spawn(self._watch_idle())
         if self.config.close_after is not None:
             self._spawn(self._close_later(self.config.close_after, self.config.close_code, "closed by fault injection"))
-        token = header_token(self.request.headers.get("Authorization"))
-        if token is None:
-            self.auth_timer = self._spawn(self._close_later(self.config.init_timeout, CLOSE_TOKEN, "no InitConnection"))
-        else:
-            self._authenticate(token)
+        self._start_auth()
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -127,11 +123,21 @@ class ClientSession:
         finally:
             for task in self.tasks:
                 task.cancel()
-            self.server.store.forget(self)
-            if self.identity is not None:
-                self.server.store.detach(self.identity.sub)
+            self._ended()
         if self.closing:
             await asyncio.wait(self.closing)
+
+    def _start_auth(self) -> None:
+        token = header_token(self.request.headers.get("Authorization"))
+        if token is None:
+            self.auth_timer = self._spawn(self._close_later(self.config.init_timeout, CLOSE_TOKEN, "no InitConnection"))
+        else:
+            self._authenticate(token)
+
+    def _ended(self) -> None:
+        self.server.store.forget(self)
+        if self.identity is not None:
+            self.server.store.detach(self.identity.sub)
 
     # -- requests ------------------------------------------------------------------------------
 

@@ -119,6 +119,8 @@ class ConversationStore:
         """Called after every messaging change (sequenced or chat state)."""
         self.on_closed: list[Callable[[Conversation], None]] = []
         self.on_forgotten: list[Callable[[Conversation], None]] = []
+        self.on_updated: list[Callable[[Conversation], None]] = []
+        """Called after every change of a conversation's metadata (the brand side's notifications)."""
 
     # -- conversations -------------------------------------------------------------------------
 
@@ -160,6 +162,10 @@ class ConversationStore:
 
     def add_participant(self, conversation: Conversation, participant: str, role: str) -> None:
         conversation.participants.append({"id": participant, "role": role})
+        self._upsert(conversation)
+
+    def remove_participant(self, conversation: Conversation, participant: str) -> None:
+        conversation.participants = [p for p in conversation.participants if p["id"] != participant]
         self._upsert(conversation)
 
     def close(self, conversation: Conversation, by_role: str) -> None:
@@ -223,6 +229,8 @@ class ConversationStore:
     def _upsert(self, conversation: Conversation) -> None:
         conversation.last_update = max(now_ms(), conversation.last_update)
         self._tell_watchers(conversation.consumer, {"type": "UPSERT", "result": conversation.result()})
+        for callback in self.on_updated:
+            callback(conversation)
 
     def _tell_watchers(self, consumer: str, change: dict) -> None:
         for subscription_id, subscription in list(self._watchers.get(consumer, {}).items()):

@@ -103,7 +103,7 @@ class Dispatcher:
         return "OK"
 
     def subscribe_conversations(self, session: Session, request: Request) -> object:
-        body = _body(request, required=False)
+        body = request_body(request, required=False)
         limit = self.config.max_subscriptions
         if self.store.subscriptions_of(session.sink, session.consumer) >= limit:
             raise RequestError(429, f"too many conversation subscriptions on this connection (limit {limit}): "
@@ -120,7 +120,7 @@ class Dispatcher:
         return "OK Unsubscribed"
 
     def request_conversation(self, session: Session, request: Request) -> object:
-        body = _body(request, required=False)
+        body = request_body(request, required=False)
         ttr = body.get("ttrDefName")
         requested = _requested_details(body, request.id)
         limit = self.config.max_conversations
@@ -133,7 +133,7 @@ class Dispatcher:
 
     def subscribe_events(self, session: Session, request: Request) -> object:
         conversation = self._dialog_owner(session, request)
-        from_seq = _body(request).get("fromSeq", 0)
+        from_seq = request_body(request).get("fromSeq", 0)
         if not isinstance(from_seq, int) or isinstance(from_seq, bool):
             raise RequestError(400, "fromSeq must be an integer", request.id)
         history = self.store.history(conversation.dialog, from_seq)
@@ -145,7 +145,7 @@ class Dispatcher:
 
     def query_messages(self, session: Session, request: Request) -> object:
         conversation = self._dialog_owner(session, request)
-        body = _body(request)
+        body = request_body(request)
         from_seq = body.get("fromSeq", body.get("newerThanSequence", 0))
         return self.store.history(conversation.dialog, from_seq if isinstance(from_seq, int) else 0)
 
@@ -174,7 +174,7 @@ class Dispatcher:
         return "OK Conversation resolved successfully" if closed else "OK"
 
     def generate_url(self, session: Session, request: Request) -> object:
-        body = _body(request)
+        body = request_body(request)
         path = body.get("relativePath") or f"/v1/AUTH_async-images/{session.account}/{uuid.uuid4()}.{body.get('fileType', 'PNG')}"
         expires = str(int(time.time()) + 300)
         return {"relativePath": path, "queryParams": {"temp_url_sig": uuid.uuid4().hex, "temp_url_expires": expires}}
@@ -228,7 +228,7 @@ class Dispatcher:
         return conversation
 
 
-def _body(request: Request, required: bool = True) -> dict:
+def request_body(request: Request, required: bool = True) -> dict:
     if request.body is None and not required:
         return {}
     if not isinstance(request.body, dict):
@@ -255,7 +255,7 @@ def _requested_details(body: dict, request_id: str) -> dict:
 
 
 def _field(request: Request, name: str):
-    value = _body(request).get(name)
+    value = request_body(request).get(name)
     if value is None:
         raise RequestError(400, f"body.{name} is missing", request.id)
     return value
