@@ -38,8 +38,9 @@ def timed(url: str) -> tuple[float, object]:
     return (time.perf_counter() - start) * 1000, answer
 
 
-def start_view(capture: str) -> tuple[subprocess.Popen, str, float, float]:
-    """The server, its URL, the time from start to URL (s) and the index time it reports (s)."""
+def start_view(capture: str) -> tuple[subprocess.Popen, str, float, float, float]:
+    """The server, its URL, the time from start to URL (s), the index time it reports (s) and its
+    CPU seconds by then (startup included, as in analyze's)."""
     start = time.perf_counter()
     proc = subprocess.Popen([MWTAP, "view", "--no-browser", capture], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -48,8 +49,9 @@ def start_view(capture: str) -> tuple[subprocess.Popen, str, float, float]:
     if not url.startswith("http://"):
         proc.kill()
         raise SystemExit(f"mwtap view did not start: {proc.stderr.read()[-2000:]}")
+    cpu = proc_status(proc.pid)["cpu"]
     indexed = float(re.search(r"indexed in ([\d.]+) s", proc.stderr.readline())[1])
-    return proc, url, ready, indexed
+    return proc, url, ready, indexed, cpu
 
 
 def first_screen(url: str) -> tuple[float, int]:
@@ -57,7 +59,8 @@ def first_screen(url: str) -> tuple[float, int]:
     total = 0.0
     ms, _ = timed(url + "api/summary")
     total += ms
-    ms, consumers = timed(url + "api/consumers")
+    ms, answer = timed(url + "api/consumers")
+    consumers = answer["consumers"]
     total += ms
     ms, _ = timed(url + "api/violations")
     total += ms
@@ -79,7 +82,7 @@ def run(capture: str, samples: int) -> None:
     lines = line_count(capture)
     size = os.path.getsize(capture) / 1e6
     analyze = mwtap_analyze(capture)
-    proc, url, ready, indexed = start_view(capture)
+    proc, url, ready, indexed, cpu = start_view(capture)
     try:
         rss_indexed = proc_status(proc.pid)
         screen_ms, biggest = first_screen(url)
@@ -98,8 +101,8 @@ def run(capture: str, samples: int) -> None:
     print(f"capture: {lines:,} lines, {size:.0f} MB, {summary['connections']:,} connections, "
           f"{summary['violations_total']:,} violations")
     print(f"mwtap analyze: {analyze.wall_s:.2f} s wall, {analyze.cpu_s:.2f} s cpu, peak RSS {analyze.rss_mb:.1f} MB")
-    print(f"mwtap view index: {indexed:.2f} s ({indexed / analyze.wall_s:.2f}× analyze), URL printed after "
-          f"{ready:.2f} s")
+    print(f"mwtap view: URL printed after {ready:.2f} s wall ({ready / analyze.wall_s:.2f}× analyze), "
+          f"{cpu:.2f} s cpu ({cpu / analyze.cpu_s:.2f}×); index pass {indexed:.2f} s")
     print(f"first screen (summary, consumers, violations, 100 rows, timeline): {screen_ms:.0f} ms")
     print(f"open a frame ({samples} random): {percentiles(opened)}")
     print(f"scroll to a random row of the biggest connection ({records:,} records): {percentiles(scrolled)}")

@@ -79,7 +79,7 @@ def test_violation_frames_reconnects_and_grouping(sample):
     assert groups[0]["rules"][0]["severity"] == "error"
     assert "invalid-json" in {r["rule"] for r in groups[0]["rules"]}
     assert all(r["explanation"] for g in groups for r in g["rules"])
-    consumers = q.consumers()
+    consumers = q.consumers()["consumers"]
     assert sum(len(chain) for c in consumers for chain in c["chains"]) == len(index.connections)
     worst = consumers[0]
     assert [len(chain) for chain in worst["chains"]] == [3]  # 4401, then 1006: one chain of three
@@ -152,3 +152,29 @@ def test_growing_file_partial_last_line(sample, tmp_path):
     assert waits == [39, 41]
     q = Queries(index, sources.paths, sources.names)
     assert q.record(39) == orjson.loads(lines[40]) and q.record(40) == orjson.loads(lines[41])
+
+
+def test_text_filter_reads_in_chunks(sample, monkeypatch):
+    """The text filter reads the file a chunk at a time: the same frames whatever the chunk size."""
+    from analysis.view import queries
+    index, q, _ = open_view(sample)
+    wanted = Filter(text="getclock")
+    whole = [r["g"] for r in q.frames(0, 0, 500, wanted)["rows"]]
+    assert whole and all("getclock" in orjson.dumps(q.record(g)).decode().lower() for g in whole)
+    monkeypatch.setattr(queries, "SEARCH_CHUNK", 300)  # about two lines a chunk
+    q._filtered.clear()
+    assert [r["g"] for r in q.frames(0, 0, 500, wanted)["rows"]] == whole
+
+
+def test_huge_payload_is_cut_for_the_page(tmp_path, monkeypatch):
+    from analysis.view import queries
+    from analysis.synth import CaptureBuilder
+    b = CaptureBuilder(recording="huge")
+    b.open("c", 1.0)
+    b.c2s("c", 1.1, {"kind": "req", "id": "1", "type": "GetClock", "body": {"pad": "x" * 5000}})
+    path = tmp_path / "huge.jsonl"
+    b.write(path)
+    monkeypatch.setattr(queries, "PAYLOAD_SHOWN", 1000)
+    _, q, _ = open_view(path)
+    shown = q.frame(1)["payload"]
+    assert len(shown) < 1100 and shown.endswith("characters)") and "of 5,0" in shown

@@ -4,7 +4,6 @@ buckets. Answers are plain dicts (JSON); frames are read from disk by offset."""
 
 from __future__ import annotations
 
-import mmap
 import os
 import re
 from collections import OrderedDict
@@ -19,6 +18,10 @@ from analysis.view.index import DIR_CODE, DIRS, KIND_CODE, KINDS, SEVERITY_LEVEL
 
 PREVIEW_CHARS = 160
 ROWS_MAX = 500  # rows per request: the page asks for what is on screen
+CONSUMERS_SHOWN = 300  # groups listed on the page (worst first); the rest are counted
+CONNECTIONS_SHOWN = 200  # connections listed per group
+SEARCH_CHUNK = 8 << 20  # bytes read at a time by the text filter
+PAYLOAD_SHOWN = 1 << 20  # characters of a payload sent to the page
 LINK_SCAN = 20_000  # frames looked at when finding a message's ACCEPT / READ (or back)
 ITEMS_PER_RULE = 200
 _ACK_TYPES = ("AcceptStatusEvent",)
@@ -91,38 +94,45 @@ class Queries:
                 "violations": c.counts, "prev": c.prev, "next": c.next, "linked_by": c.linked_by,
                 "identity": c.identity, "auth": row.get("auth")}
 
-    def consumers(self) -> list[dict]:
-        """Connections grouped by consumer (JWT `sub`, else token, else client host), each group's
-        reconnect chains in order; the groups with the most errors (then warnings, info) first."""
+    def consumers(self) -> dict:
+        """Connections grouped by consumer (see `consumer`), each group's reconnect chains in
+        order; the groups with the most errors (then warnings, info) first. The first
+        CONSUMERS_SHOWN groups and CONNECTIONS_SHOWN connections of each are listed, the rest counted."""
         groups: dict[str, list[Connection]] = {}
+        keys = self.consumer_keys()
         for c in self.index.connections:
-            groups.setdefault(self.consumer(c), []).append(c)
+            groups.setdefault(keys[c.number], []).append(c)
+        ranked = sorted(groups.items(), key=lambda kv: (*(-sum(c.counts[s] for c in kv[1]) for s in SEVERITIES),
+                                                        -len(kv[1])))
         out = []
-        for key, conns in groups.items():
-            counts = {sev: sum(c.counts[sev] for c in conns) for sev in SEVERITIES}
-            chains = []
+        for key, conns in ranked[:CONSUMERS_SHOWN]:
+            chains, shown = [], 0
             for c in conns:
-                if c.prev is None:
+                if c.prev is None or keys[c.prev] != key:
                     chain, link = [], c
-                    while link is not None and len(chain) < 10_000:
+                    while link is not None and shown < CONNECTIONS_SHOWN:
                         chain.append(self.connection(link))
+                        shown += 1
                         link = None if link.next is None else self.index.connections[link.next]
-                    chains.append(chain)
-            out.append({"consumer": key, "violations": counts, "connections": len(conns), "chains": chains})
-        out.sort(key=lambda g: (*(-g["violations"][s] for s in SEVERITIES), -g["connections"]))
-        return out
+                    if chain:
+                        chains.append(chain)
+            out.append({"consumer": key, "violations": {s: sum(c.counts[s] for c in conns) for s in SEVERITIES},
+                        "connections": len(conns), "more": len(conns) - shown, "chains": chains})
+        return {"consumers": out, "more": max(0, len(ranked) - CONSUMERS_SHOWN)}
 
-    def consumer(self, c: Connection) -> str:
-        """Who a connection is: the first connection of its reconnect chain's JWT `sub`, else its
-        token, else its client host (a reconnect with a fresh token is the same consumer)."""
-        connections = self.index.connections
-        for _ in range(10_000):
-            if c.prev is None:
-                break
-            c = connections[c.prev]
-        if c.identity:
-            return c.identity
-        return "host:" + ((c.client or "").rpartition(":")[0] or c.client or "unknown")
+    def consumer_keys(self) -> list[str]:
+        """Who each connection is (by number): the JWT `sub` of the first connection of its
+        reconnect chain, else its token, else its client host (a reconnect with a fresh token is the
+        same consumer). A connection's predecessor always comes first in the numbering."""
+        keys: list[str] = []
+        for c in self.index.connections:
+            if c.prev is not None and c.prev < c.number:
+                keys.append(keys[c.prev])
+            elif c.identity:
+                keys.append(c.identity)
+            else:
+                keys.append("host:" + ((c.client or "").rpartition(":")[0] or c.client or "unknown"))
+        return keys
 
     # --- frames ---------------------------------------------------------------------------------
     def frames(self, number: int, start: int, count: int, flt: Filter) -> dict:
@@ -200,8 +210,9 @@ class Queries:
         return rows
 
     def _text_matches(self, rows: np.ndarray, text: str) -> np.ndarray:
-        """Which of `rows` (g, ascending) contain `text` (case-insensitive) in their line: one regex
-        search over the file bytes they span, each hit mapped to its record by offset."""
+        """Which of `rows` (g, ascending) contain `text` (case-insensitive) in their line: a regex
+        search over the file bytes they span, read SEARCH_CHUNK at a time (memory stays flat),
+        each hit mapped to its record by offset."""
         cols = self.index.columns
         pattern = re.compile(re.escape(text.encode()), re.IGNORECASE)
         files, offsets, lengths = cols.view("file")[rows], cols.view("offset")[rows], cols.view("length")[rows]
@@ -212,18 +223,20 @@ class Queries:
             order = np.argsort(starts, kind="stable")
             mine, starts = mine[order], starts[order]
             ends = starts + lengths[mine]
-            with open(self.paths[file], "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                pos, last = int(starts[0]), int(ends[-1])
-                while True:
-                    m = pattern.search(mm, pos, last)
-                    if m is None:
-                        break
-                    at = int(np.searchsorted(starts, m.start(), "right")) - 1
-                    if at >= 0 and m.end() <= ends[at]:
+            i = 0
+            while i < len(starts):  # records i..j-1 start within one chunk
+                base = int(starts[i])
+                j = max(i + 1, int(np.searchsorted(starts, base + SEARCH_CHUNK, "left")))
+                chunk = os.pread(self._fds[file], int(ends[j - 1]) - base, base)
+                pos = 0
+                while (m := pattern.search(chunk, pos)) is not None:
+                    at = int(np.searchsorted(starts, base + m.start(), "right")) - 1
+                    if base + m.end() <= ends[at]:
                         hit[mine[at]] = True  # one hit per record is enough
-                    if at + 1 >= len(starts):
+                    if at + 1 >= j:
                         break
-                    pos = int(starts[at + 1])  # other connections' lines in between are skipped
+                    pos = int(starts[at + 1]) - base  # other connections' lines in between are skipped
+                i = j
         return hit
 
     # --- one frame -----------------------------------------------------------------------------
@@ -292,10 +305,11 @@ class Queries:
         """Grouped as in the verdict: by consumer, then by rule; worst first."""
         index = self.index
         groups: dict[str, dict[str, list]] = {}
+        keys = self.consumer_keys()
         for v in index.violations:
             if number is not None and v[2] != number:
                 continue
-            consumer = self.consumer(index.connections[v[2]]) if v[2] is not None else "(capture)"
+            consumer = keys[v[2]] if v[2] is not None else "(capture)"
             groups.setdefault(consumer, {}).setdefault(v[0], []).append(v)
         out = []
         for consumer, rules in groups.items():
@@ -380,7 +394,11 @@ def _preview(rec: dict) -> str:
 
 
 def _pretty(rec: dict) -> str | None:
-    """The payload as indented JSON, or as it is when it is not JSON."""
+    """The payload as indented JSON, or as it is when it is not JSON (its first PAYLOAD_SHOWN
+    characters: a 64 MB frame would stall the page)."""
+    if len(rec.get("text") or rec.get("b64") or "") > PAYLOAD_SHOWN:
+        payload = rec.get("text") or "(base64) " + rec["b64"]
+        return payload[:PAYLOAD_SHOWN] + f"\n… (first {PAYLOAD_SHOWN:,} of {len(payload):,} characters)"
     if "text" in rec:
         try:
             return orjson.dumps(orjson.loads(rec["text"]), option=orjson.OPT_INDENT_2).decode()

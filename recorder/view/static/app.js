@@ -30,7 +30,8 @@ function badges(counts) {
 
 // --- connections -----------------------------------------------------------------------------
 async function loadConnections() {
-  consumers = await get("consumers");
+  const answer = await get("consumers");
+  consumers = answer.consumers;
   connections = new Map();
   const pane = $("connections");
   pane.replaceChildren();
@@ -50,8 +51,10 @@ async function loadConnections() {
       }
       box.append(ol);
     }
+    if (group.more) box.append(el("div", { class: "more" }, `… ${group.more} more connections`));
     pane.append(box);
   }
+  if (answer.more) pane.append(el("div", { class: "more" }, `… ${answer.more} more consumers with fewer findings`));
 }
 
 function markConnection() {
