@@ -98,7 +98,7 @@ def check_capture(tmp: Path, lines: list[bytes], twice: bool, compress: bool, cu
     check_outputs(tmp, [path, path] if twice else [path])
 
 
-OUTPUT_EXAMPLES, OUTPUT_SOAK = 10, soak_size(150, 1_500)
+OUTPUT_EXAMPLES, OUTPUT_SOAK = 20, soak_size(150, 1_500)
 captures = (st.lists(capture_line, max_size=30), st.booleans(), st.booleans(), st.integers(1, 30))
 
 
@@ -166,7 +166,7 @@ def check_har(tmp: Path, document: dict, compress: bool, cut: int) -> None:
     check_outputs(tmp, [path])
 
 
-HAR_EXAMPLES, HAR_SOAK = 15, soak_size(150, 1_500)
+HAR_EXAMPLES, HAR_SOAK = 40, soak_size(150, 1_500)
 hars = (har_document, st.booleans(), st.integers(0, 30))
 
 
@@ -226,7 +226,7 @@ def check_flows(tmp: Path, which: int, edits: list) -> None:
         assert "\n" not in str(e) and str(path) in str(e)
 
 
-FLOW_EXAMPLES, FLOW_SOAK = 60, soak_size(500, 5_000)
+FLOW_EXAMPLES, FLOW_SOAK = 150, soak_size(500, 5_000)
 flows = (st.integers(0, len(FLOW_FILES) - 1), flow_damage)
 
 
