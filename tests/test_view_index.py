@@ -12,7 +12,8 @@ import pytest
 
 from analysis import analyze
 from analysis.capture import CaptureError
-from analysis.view.index import KINDS, ViewIndex, build
+from analysis.view.build import build
+from analysis.view.index import KINDS, ViewIndex
 from analysis.view.queries import Filter, Queries
 from analysis.view.source import Sources
 from sample_capture import generate
@@ -25,10 +26,27 @@ def sample(tmp_path_factory) -> Path:
     return path
 
 
-def open_view(*paths) -> tuple[ViewIndex, Queries, Sources]:
+def open_view(*paths, processes: int = 2) -> tuple[ViewIndex, Queries, Sources]:
     sources = Sources([str(p) for p in paths])
-    index = build(sources)
+    index = build(sources, processes=processes)
     return index, Queries(index, sources.paths, sources.names), sources
+
+
+def test_one_process_and_two_give_the_same_index(sample, tmp_path):
+    """The engine beside the indexing (two processes) or inline: the same pairs, streams,
+    violations, connections; damaged lines reported either way."""
+    damaged = tmp_path / "damaged.jsonl"
+    lines = sample.read_bytes().splitlines(keepends=True)
+    damaged.write_bytes(b"".join(lines[:50]) + b"{not json\n" + b"".join(lines[50:]))
+    one, _, sources_one = open_view(damaged, processes=1)
+    two, _, sources_two = open_view(damaged, processes=2)
+    for name in ("peer", "stream", "severity", "t", "offset"):
+        assert (one.columns.view(name) == two.columns.view(name)).all(), name
+    assert one.violations == two.violations and one.violation_total == two.violation_total > 0
+    assert [(c.row, c.prev, c.next, c.identity) for c in one.connections] == \
+        [(c.row, c.prev, c.next, c.identity) for c in two.connections]
+    assert [str(d) for d in sources_one.damage] == [str(d) for d in sources_two.damage]
+    assert [(d.path, d.line, d.kind) for d in sources_one.damage] == [(str(damaged), 51, "invalid JSON")]
 
 
 def test_offsets_read_back_every_record_and_verdict_matches_analyze(sample):

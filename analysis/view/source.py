@@ -111,10 +111,11 @@ class Sources:
         """Records in the order `analysis.reader.CaptureSet` gives them: the rotated parts of a
         recording chained in `part` order, different recordings merged by time."""
         recordings: dict[str, list] = {}
-        for capture, stream in streams:
+        for path, (capture, stream) in zip(self.paths, streams):  # CaptureSet sees the paths read
             header = capture.header or {}
-            key = header.get("recording") if isinstance(header.get("recording"), str) else capture.path
-            recordings.setdefault(key, []).append((header.get("part") or 0, capture.path, stream))
+            key = header.get("recording") if isinstance(header.get("recording"), str) else path
+            part = header.get("part")
+            recordings.setdefault(key, []).append((part if isinstance(part, int) else 0, path, stream))
         chained = [itertools.chain.from_iterable(s for *_, s in sorted(parts, key=lambda p: p[:2]))
                    for parts in recordings.values()]
         if len(chained) == 1:

@@ -32,7 +32,8 @@ def view(paths: tuple[str, ...], host: str, port: int, no_browser: bool, follow:
     import threading
 
     from analysis import Config
-    from analysis.view.index import ViewIndex, build
+    from analysis.view.build import build
+    from analysis.view.index import ViewIndex
     from analysis.view.queries import Queries
     from analysis.view.source import Sources
     from recorder.view.server import Follower, View
