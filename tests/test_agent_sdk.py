@@ -1,0 +1,160 @@
+"""LivePerson's own agent SDK (`node-agent-sdk`, pinned in tests/agent/package-lock.json; `.ci/run`
+installs it with `npm ci --prefix tests/agent`) running tests/agent/bot.js, a bot written against
+its public API, as users start theirs (`node bot.js` with its settings in the environment), through
+`mwtap record` in reverse mode against `mwtap serve --tls`, with a scripted consumer
+(`mwtap consume`) through the same recorder. The domain lookup names the recorder (`--advertise`)
+so that the bot's WebSocket goes through it; Node trusts the recorder's CA (NODE_EXTRA_CA_CERTS)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import BIN, REPO, free_port, wait_port
+
+MWTAP = str(BIN / "mwtap")
+AGENT_DIR = REPO / "tests" / "agent"
+BOT = AGENT_DIR / "bot.js"
+NODE = shutil.which("node")
+ACCOUNT = "mwtap"
+TIMEOUT = 60.0
+
+pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed (the bot runs on Node)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def sdk_installed():
+    if not (AGENT_DIR / "node_modules" / "node-agent-sdk").is_dir():
+        pytest.fail("node-agent-sdk is not installed: run `npm ci --prefix tests/agent` (as .ci/run does)")
+
+
+def wait_for(predicate, what: str, timeout: float = TIMEOUT, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"{what}: the process exited with {proc.returncode}: {proc.log_path.read_text()}")
+        time.sleep(0.1)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def events(proc) -> list[dict]:
+    """The JSON lines bot.js printed so far."""
+    lines = proc.log_path.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
+
+
+class Stack:
+    """`mwtap serve --tls` behind `mwtap record` (reverse mode), the serve naming the recorder."""
+
+    def __init__(self, procs, tmp_path: Path, *serve_args: str):
+        self.procs, self.tmp = procs, tmp_path
+        self.serve_port, self.port = free_port(), free_port()
+        self.cert, self.capture = tmp_path / "serve.pem", tmp_path / "capture.jsonl"
+        self.serve = procs.start([MWTAP, "serve", "--listen", f"127.0.0.1:{self.serve_port}", "--tls", str(self.cert),
+                                  "--advertise", f"127.0.0.1:{self.port}", *serve_args], "serve")
+        wait_port(self.serve_port, proc=self.serve)
+        # mitmproxy keeps its CA in $HOME/.mitmproxy: a private one for this test
+        self.record = procs.start([MWTAP, "record", "--upstream", f"wss://127.0.0.1:{self.serve_port}",
+                                   "--upstream-ca", str(self.cert), "--listen", f"127.0.0.1:{self.port}",
+                                   "-o", str(self.capture)], "record", env={"HOME": str(tmp_path)})
+        wait_port(self.port, proc=self.record)
+        self.ca = tmp_path / ".mitmproxy" / "mitmproxy-ca-cert.pem"
+        wait_for(self.ca.exists, "mitmproxy's CA")
+
+    def bot(self, name: str = "bot", **env: str):
+        settings = {"LP_ACCOUNT": ACCOUNT, "LP_CSDS": f"127.0.0.1:{self.port}", "NODE_EXTRA_CA_CERTS": str(self.ca),
+                    "RECONNECT_DELAY_S": "0.5", "RECONNECT_ATTEMPTS": "3", **env}
+        if "LP_TOKEN" not in env:
+            settings.update(LP_USER="mwtap-bot", LP_PASS="secret")
+        return self.procs.start([NODE, str(BOT)], name, cwd=str(AGENT_DIR), env=settings)
+
+    def login(self) -> dict:
+        """A bearer from serve's login, as a user gets one for the SDK's `token` setting."""
+        request = urllib.request.Request(f"https://127.0.0.1:{self.serve_port}/api/account/{ACCOUNT}/login?v=1.3",
+                                         data=json.dumps({"username": "token-bot", "password": "secret"}).encode(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        context = ssl.create_default_context(cafile=str(self.cert))
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                             urllib.request.HTTPSHandler(context=context))
+        with opener.open(request, timeout=10) as reply:
+            return json.load(reply)
+
+    def analysis(self) -> dict:
+        """Stops the recorder (connections still open are open at the capture's end) and analyses."""
+        assert self.procs.stop(self.record) == 0, self.record.log_path.read_text()
+        done = subprocess.run([MWTAP, "analyze", str(self.capture), "--format", "json"], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode in (0, 1), done.stderr
+        return json.loads(done.stdout)
+
+
+def by_side(summary: dict) -> dict[str, list[str]]:
+    sides: dict[str, list[str]] = {"agent": [], "consumer": []}
+    for c in summary["connections"]:
+        sides["agent" if "/messaging/brand/" in c["url"] else "consumer"].append(c["conn"])
+    return sides
+
+
+def test_a_node_agent_sdk_bot_and_a_consumer_complete_a_conversation_through_record_and_serve(procs, tmp_path):
+    stack = Stack(procs, tmp_path)
+    bot = stack.bot()
+    wait_for(lambda: any(e["event"] == "subscribed-routing" for e in events(bot)), "the bot is ready", proc=bot)
+    consume = procs.start([MWTAP, "consume", f"ws://127.0.0.1:{stack.port}/ws_api/account/{ACCOUNT}/messaging/consumer?v=3",
+                           "--messages", "3", "--interval", "0.2"], "consume")
+    assert consume.wait(TIMEOUT) == 0, consume.log_path.read_text()
+    printed = consume.log_path.read_text()
+    assert "texts        3 sent, 3 agent message(s) received" in printed, printed
+    assert "0 timed out" in printed and "(0 with an error code)" in printed, printed
+    wait_for(lambda: any(e["event"] == "conversation-closed" for e in events(bot)), "the bot sees the close", proc=bot)
+    seen = [e["event"] for e in events(bot)]
+    assert seen.count("ring-accepted") == 1 and seen.count("answered") == 3 and "error" not in seen, seen
+
+    summary = stack.analysis()
+    sides = by_side(summary)
+    assert len(sides["agent"]) == 1 and len(sides["consumer"]) == 1, summary["connections"]
+    errors = [v for v in summary["violations"] if v["severity"] == "error"]
+    assert errors == [], errors
+    requests = summary["requests"]
+    assert requests["total"] == requests["answered"] + requests["open_at_end"], requests
+    assert requests["open_at_end"] == 0 and requests["answered"] >= 20, requests
+
+
+@pytest.mark.parametrize("login", ["password", "token"])
+def test_serve_expires_the_bots_session_and_the_analysis_judges_the_sdks_reconnect(procs, tmp_path, login):
+    """The session lives 2 s (the SDK refreshes every 10 minutes): serve closes the socket with 4401,
+    the bot reconnects as the SDK's README shows (`reconnect()`). With username and password the SDK
+    logs in again (a fresh bearer: node-agent-sdk#27's fix); with a `token` setting it has nothing
+    to refresh and reconnects with the same bearer, which mwtap reports as `token-not-refreshed`."""
+    stack = Stack(procs, tmp_path, "--agent-session-lifetime", "2")
+    env = {}
+    if login == "token":
+        account = stack.login()
+        env = {"LP_TOKEN": account["bearer"], "LP_USER_ID": account["config"]["userId"]}
+    bot = stack.bot(**env)
+    wait_for(lambda: sum(e["event"] == "connected" for e in events(bot)) >= 2, "the reconnect", proc=bot)
+    summary = stack.analysis()
+    agent = by_side(summary)["agent"]
+    assert len(agent) >= 2, summary["connections"]
+    first = next(c for c in summary["connections"] if c["conn"] == agent[0])
+    assert (first["close_code"], first["closed_by"]) == (4401, "server")
+    found = [(v["rule"], v["severity"]) for v in summary["violations"] if v["severity"] != "info"]
+    reconnects = summary["reconnects"]
+    assert reconnects["after_token_close"] >= 1, reconnects
+    if login == "password":
+        assert found == [], found
+        assert reconnects["fresh_token"] == reconnects["after_token_close"] and reconnects["same_token"] == 0
+    else:
+        # the stale bearer is closed with 4401 at once, maybe on requests the SDK sent on opening
+        assert reconnects["same_token"] >= 1, reconnects
+        assert {finding for finding in found if finding[0] != "unanswered-request"} == {
+            ("token-not-refreshed", "error")}, found
