@@ -4,6 +4,7 @@ $MWTAP_SCREENSHOTS), to be looked at."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import re
 import time
@@ -18,8 +19,8 @@ from conftest import BIN
 from sample_capture import generate
 
 CHROMIUM = "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed "
-                                "(.ci/run installs it)")
+needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed "
+                                    "(.ci/run installs it)")
 
 
 def start_view(procs, tmp_path: Path, *args: str) -> tuple[object, str]:
@@ -74,6 +75,7 @@ def open_page(browser, url: str):
     return page, errors
 
 
+@needs_chromium
 def test_browse_violations_pairs_filters(procs, tmp_path, capture, browser):
     _, url = start_view(procs, tmp_path, str(capture))
     page, errors = open_page(browser, url)
@@ -129,6 +131,7 @@ def test_browse_violations_pairs_filters(procs, tmp_path, capture, browser):
     assert errors == [] and more_errors == []
 
 
+@needs_chromium
 def test_follow_shows_appended_frame(procs, tmp_path, capture, browser):
     _, url = start_view(procs, tmp_path, "--follow", str(capture))
     page, errors = open_page(browser, url)
@@ -167,3 +170,16 @@ def test_token_required_and_loopback_only(procs, tmp_path, capture):
     refused = procs.start([str(BIN / "mwtap"), "view", "--no-browser", "--host", "0.0.0.0", str(capture)], "refused")
     assert refused.wait(60) == 2
     assert "not a loopback address" in refused.log_path.read_text()
+
+
+def test_bad_input_one_line_exit_2(procs, tmp_path, capture):
+    not_capture = tmp_path / "notes.jsonl"
+    not_capture.write_text('{"hello": 1}\n')
+    gz = tmp_path / "sample.jsonl.gz"
+    gz.write_bytes(gzip.compress(capture.read_bytes()))
+    for args, message in (([str(not_capture)], "notes.jsonl:1: not an mwtap capture"),
+                          ([str(tmp_path / "missing.jsonl")], "missing.jsonl: cannot open"),
+                          (["--follow", str(gz)], "--follow needs a plain .jsonl capture")):
+        proc = procs.start([str(BIN / "mwtap"), "view", "--no-browser", *args], "bad")
+        assert proc.wait(60) == 2, args
+        assert message in proc.log_path.read_text() and "Traceback" not in proc.log_path.read_text()
