@@ -35,6 +35,7 @@ RULES: dict[str, str] = {
     "sequence-regression": ERROR,
     "missing-accept": WARNING,
     "publish-after-close": WARNING,
+    "ring-not-answered": WARNING,     # agent connections
 }
 
 

@@ -202,3 +202,20 @@ def test_tls_serves_https_and_wss_with_the_written_certificate(tmp_path):
             return server.url(), services, clock
     url, services, clock = run(scenario())
     assert url.startswith("wss://") and services["baseURIs"] and clock["reqId"] == "1"
+
+
+def test_a_bot_pinging_every_idle_timeout_is_not_closed_as_idle():
+    """node-agent-sdk pings on a timer of exactly 60 s (the idle timeout), which fires a few ms late:
+    a bot gets 10 % slack, a consumer none."""
+    async def scenario():
+        async with MessagingServer(ServerConfig(idle_timeout=4.0, **FAST)) as server:
+            account = await login(server)
+            bot = await open_bot(server, account["bearer"])
+            consumer = await RawClient.open(server, await signup(server))
+            for _ in range(2):
+                await asyncio.sleep(4.2)
+                for client in (bot, consumer):
+                    if not client.reader.done():
+                        await client.ws.ping()
+            return bot.reader.done(), await consumer.closed()
+    assert run(scenario()) == (False, 1000)

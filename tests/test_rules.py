@@ -758,3 +758,77 @@ def test_every_rule_is_documented_with_its_default_severity():
             if line.startswith("| `") and line.split("|")[1].strip(" `") in RULES}
     assert set(rows) == set(RULES)
     assert [rule for rule, severity in RULES.items() if not rows[rule].strip().startswith(severity)] == []
+
+
+# -- agent connections (LivePerson's Messaging Agent API — Getting Started frames) -----------------
+
+AGENT_FRAMES = [json.loads(line)["frame"] for line in (DATA / "agent_getting_started.jsonl").read_text().splitlines()]
+BRAND_URL = "ws://127.0.0.1:9000/ws_api/account/qa20971604/messaging/brand/0a1b2c3d4e5f?v=2.1"
+RING = AGENT_FRAMES[7]  # .ams.routing.RoutingTaskNotification, a ring WAITING with ringExpiration 72000 (ms)
+RING_ID = RING["body"]["changes"][0]["result"]["ringsDetails"][0]["ringId"]
+
+
+def agent_session() -> CaptureBuilder:
+    """A brand connection subscribed to routing tasks (the page's step 5)."""
+    b = CaptureBuilder()
+    b.open("c", 0.0, token=None, url=BRAND_URL)
+    b.c2s("c", 0.1, AGENT_FRAMES[4])
+    b.s2c("c", 0.2, AGENT_FRAMES[5])
+    return b
+
+
+def answer_ring(state: str = "ACCEPTED") -> dict:
+    frame = copy.deepcopy(AGENT_FRAMES[8])  # .ams.routing.UpdateRingState (the page reuses id 4)
+    frame["body"].update(ringId=RING_ID, ringState=state)
+    frame["id"] = 5
+    return frame
+
+
+def test_ring_not_answered():
+    b = agent_session()
+    b.s2c("c", 1.0, RING)
+    b.ping("c", 50.0)
+    b.ping("c", 100.0)
+    b.close("c", 101.0)
+    found = run(b)
+    assert [(v.rule, v.severity, round(v.t)) for v in found] == [("ring-not-answered", "warning", 73)]
+    assert RING_ID in found[0].message and "72 s" in found[0].message
+
+
+@pytest.mark.parametrize("state", ["ACCEPTED", "REJECTED"])
+def test_ring_answered_in_time_is_not_reported(state):
+    b = agent_session()
+    b.s2c("c", 1.0, RING)
+    b.c2s("c", 2.0, answer_ring(state))
+    b.s2c("c", 2.1, {**AGENT_FRAMES[9], "reqId": "5"})
+    b.ping("c", 50.0)
+    b.ping("c", 100.0)
+    b.close("c", 101.0)
+    assert rules(b) == []
+
+
+def test_ring_answered_too_late_is_reported():
+    b = agent_session()
+    b.s2c("c", 1.0, RING)
+    b.ping("c", 50.0)
+    b.c2s("c", 80.0, answer_ring())
+    b.s2c("c", 80.1, {**AGENT_FRAMES[9], "reqId": "5"})
+    b.close("c", 81.0)
+    assert rules(b) == ["ring-not-answered"]
+
+
+def test_keepalive_gap_allows_the_agent_sdks_60_s_ping_timer():
+    """node-agent-sdk pings every 60 s on a timer that fires a few ms late: no gap on an agent
+    connection until the limit plus 10 %; a consumer's 60.05 s silence is still a gap."""
+    b = agent_session()
+    for i in range(1, 4):
+        b.ping("c", 60.05 * i)
+    b.ping("c", 60.05 * 3 + 67.0)
+    b.close("c", 60.05 * 3 + 68.0)
+    found = run(b)
+    assert [(v.rule, round(v.t)) for v in found] == [("keepalive-gap", 247)]
+    assert "+ 10% for an agent" in found[0].message
+    consumer = session()
+    consumer.ping("c", 60.05)
+    consumer.close("c", 61.0)
+    assert rules(consumer) == ["keepalive-gap"]

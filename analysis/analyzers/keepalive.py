@@ -7,10 +7,15 @@ from dataclasses import dataclass
 
 from analysis.engine import Analyzer
 from analysis.frame import Frame
+from analysis.identity import AGENT, is_agent_request, side_of_url
 
 SERVER_CLOSE_TOLERANCE = 0.98
 """A server close after a silence of at least this share of the limit is a keep-alive gap: the
 server enforced the limit on its own clock, and the capture sees the silence a few ms shorter."""
+AGENT_SLACK = 0.1
+"""On an agent connection a silence may exceed the limit by this share of it: LivePerson's agent SDK
+(node-agent-sdk) pings on a timer of exactly 60 s, which fires a few ms late; its bots are not
+silent for too long (mwtap serve gives them the same slack)."""
 
 
 @dataclass(slots=True)
@@ -20,6 +25,7 @@ class _Silence:
     longest: float = 0.0
     longest_start: float | None = None
     over_limit: int = 0
+    limit: float = 0.0
 
 
 class Keepalive(Analyzer):
@@ -32,13 +38,16 @@ class Keepalive(Analyzer):
         self.conns: dict[str, _Silence] = {}
 
     def open(self, rec: dict) -> None:
-        self.conns[rec["conn"]] = _Silence(rec["t"])
+        agent = side_of_url(rec.get("url")) == AGENT
+        self.conns[rec["conn"]] = _Silence(rec["t"], limit=self.limit * (1 + AGENT_SLACK) if agent else self.limit)
 
     def wants(self, hook: str, direction: str, type_: str | None) -> bool:
         return direction == "c2s"  # only the client's activity counts
 
     def message(self, frame: Frame) -> None:
         rec = frame.rec
+        if is_agent_request(rec.get("type")):
+            self.conns[rec["conn"]].limit = self.limit * (1 + AGENT_SLACK)
         self._activity(rec["conn"], rec["t"], rec.get("n"))
 
     def ping(self, rec: dict) -> None:
@@ -52,11 +61,11 @@ class Keepalive(Analyzer):
     def _activity(self, conn: str, t: float, frame: int | None) -> None:
         state = self.conns[conn]
         gap = t - state.last
-        if gap > state.longest or gap > self.limit:
+        if gap > state.longest or gap > state.limit:
             self._gap(conn, state, t, frame, gap, "")
         if self.silence_rows is not None:
             self.silence_rows({"conn": conn, "t": t, "start": state.last, "silence_s": gap,
-                               "over_limit": gap > self.limit, "ended_by": "activity"})
+                               "over_limit": gap > state.limit, "ended_by": "activity"})
         state.last = t
         state.activities += 1
 
@@ -65,10 +74,11 @@ class Keepalive(Analyzer):
         if gap > state.longest:
             state.longest = gap
             state.longest_start = state.last
-        if gap > (self.limit if limit is None else limit):
+        if gap > (state.limit if limit is None else limit):
             state.over_limit += 1
+            slack = f" + {AGENT_SLACK:.0%} for an agent" if state.limit > self.limit else ""
             self.ctx.violation("keepalive-gap", conn, t, frame,
-                               f"client silent for {gap:.1f} s{how} (limit {self.limit:g} s)",
+                               f"client silent for {gap:.1f} s{how} (limit {self.limit:g} s{slack})",
                                at_capture_end=at_capture_end)
 
     def close(self, rec: dict, at_capture_end: bool) -> None:
@@ -78,7 +88,7 @@ class Keepalive(Analyzer):
         by_server = rec.get("by") == "server"
         how = (" before the server closed the connection" if by_server
                else " until the capture ended" if at_capture_end else " before the close")
-        limit = self.limit * SERVER_CLOSE_TOLERANCE if by_server else self.limit
+        limit = state.limit * SERVER_CLOSE_TOLERANCE if by_server else state.limit
         self._gap(conn, state, t, None, silence, how, at_capture_end, limit)
         if self.silence_rows is not None:
             self.silence_rows({"conn": conn, "t": t, "start": state.last, "silence_s": silence,

@@ -24,6 +24,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
+from analysis.analyzers.keepalive import AGENT_SLACK
 from recorder.server.agent import Agent
 from recorder.server.agent_login import AgentLogin
 from recorder.server.auth import CLOSE_TOKEN
@@ -146,6 +147,8 @@ class BrandSession(ClientSession):
         self.routing: set[str] = set()
         self.agent_states: set[str] = set()
         self.conversation_filters: dict[str, dict] = {}  # subscription id -> its request body
+        # node-agent-sdk pings every 60 s on a timer that fires a few ms late: the analysis's slack
+        self.idle_timeout = self.config.idle_timeout * (1 + AGENT_SLACK)
 
     def _start_auth(self) -> None:
         login = self.login

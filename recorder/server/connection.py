@@ -75,6 +75,7 @@ class ClientSession:
         self.close_code: int | None = None
         """The code the server closed with, when it closed first."""
         self.last_activity = asyncio.get_running_loop().time()
+        self.idle_timeout = self.config.idle_timeout
 
     def notify(self, frame: dict) -> None:
         if self.held is not None:
@@ -259,7 +260,7 @@ class ClientSession:
     async def _watch_idle(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            remaining = self.last_activity + self.config.idle_timeout - loop.time()
+            remaining = self.last_activity + self.idle_timeout - loop.time()
             if remaining <= 0:
                 self.close_soon(self.config.idle_close_code, "idle timeout")
                 return
