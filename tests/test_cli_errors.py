@@ -54,6 +54,7 @@ COMMAND_ARGS = {
     "diff-replayed": lambda bad, good, tmp: ["diff", good, bad],
     "convert": lambda bad, good, tmp: ["convert", bad, "-o", tmp / "converted.jsonl"],
     "export": lambda bad, good, tmp: ["export", bad, "--parquet", tmp / "parquet"],
+    "view": lambda bad, good, tmp: ["view", good, bad, "--no-browser", "--port", "0"],
 }
 AVAILABLE = [name for name in COMMAND_ARGS if name.split("-")[0] in COMMANDS
              and (Path(__file__).parent.parent / (COMMANDS[name.split("-")[0]].split(":")[0].replace(".", "/") + ".py")).exists()]
