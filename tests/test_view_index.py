@@ -196,3 +196,10 @@ def test_huge_payload_is_cut_for_the_page(tmp_path, monkeypatch):
     _, q, _ = open_view(path)
     shown = q.frame(1)["payload"]
     assert len(shown) < 1100 and shown.endswith("characters)") and "of 5,0" in shown
+
+
+def test_every_rule_is_explained():
+    """The violations panel explains every rule the engine can report."""
+    from analysis.rules import RULES
+    from analysis.view.explain import EXPLANATIONS
+    assert set(EXPLANATIONS) == set(RULES)

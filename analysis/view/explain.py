@@ -58,6 +58,10 @@ EXPLANATIONS: dict[str, str] = {
     "missing-accept": "When a message arrives the client publishes an ACCEPT for its sequence, and READ once "
                       "shown (Protocol Overview, Continue an existing conversation, step 4). None came within the "
                       "timeout: the agent never sees the message as delivered. Publish AcceptStatusEvent ACCEPT.",
+    "ring-not-answered": "An agent is offered routing tasks and takes one by sending UpdateRingState ACCEPTED "
+                         "with the ring's ringId, or REJECTED (Messaging Agent API, Getting Started, steps 5 "
+                         "and 6). This ring expired unanswered, so the consumer waited until it went to another "
+                         "agent: answer every WAITING ring before its ringExpiration.",
     "publish-after-close": "After a conversation or dialog is closed the client should not publish to it "
                            "(Protocol Overview, Finish a conversation). Stop the composer when the CLOSE "
                            "notification arrives.",
