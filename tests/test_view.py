@@ -149,11 +149,17 @@ def test_follow_shows_appended_frame(procs, tmp_path, capture, browser):
         f.flush()
         time.sleep(0.5)
         f.write(line[20:])
+        f.write(orjson.dumps({"rec": "msg", "t": last + 2, "conn": conn, "n": 10_001, "dir": "c2s", "op": "text",
+                              "size": 9, "text": "{not json"}) + b"\n")
     page.fill("#filters input[name=text]", "appended-1")
     page.press("#filters input[name=text]", "Enter")
     page.wait_for_selector("#list .row:has-text('appended-1')", timeout=15_000)
     page.screenshot(path=shots(tmp_path) / "view-follow.png")
     assert page.is_visible("#follow")
+    # The finding on the appended line is there too, in the engine's words.
+    page.click(".tabs button[data-tab=violations]")
+    page.wait_for_selector("#summary:has-text('6 errors')", timeout=15_000)
+    assert page.locator("details.rule", has_text="invalid-json").count() == 2
     assert errors == []
 
 
