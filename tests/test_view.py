@@ -124,6 +124,17 @@ def test_browse_violations_pairs_filters(procs, tmp_path, capture, browser):
     assert all("GetClock" in t for t in page.locator("#list .row span:nth-child(4)").all_inner_texts())
     link = page.url
     assert "type=GetClock" in link
+    # Dragging across the timeline zooms to that time range; the list follows.
+    box = page.locator("#timeline").bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.1, box["y"] + 60)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.3, box["y"] + 60, steps=5)
+    page.mouse.up()
+    shown = "parseInt(document.querySelector('#list-foot').textContent.replace(/,/g, ''))"
+    wait_until(page, f"location.hash.includes('t0=') && {shown} < {after}")
+    assert page.is_visible("#range")
+    page.dblclick("#timeline")
+    wait_until(page, f"!location.hash.includes('t0=') && {shown} === {after}")
     page.screenshot(path=out / "view-filter.png")
     again, more_errors = open_page(browser, link)
     assert again.input_value("#filters input[name=type]") == "GetClock"
