@@ -1,11 +1,11 @@
 """The index `mwtap view` answers from, built in one pass of the protocol engine over the capture.
 
-Per record (global number `g`, in the order the engine was fed) it keeps a few packed columns:
+Per record (global number `g`, in the order the engine is fed) it keeps a few packed columns:
 where its line is (file, offset, length), time, connection, frame number `n`, kind, direction,
-type, size, the frame it pairs with, the stream it belongs to and its worst violation. About 70
-bytes a record with the connection's own lists: the frames' JSON stays on disk and is read back by offset when shown. What the
-engine finds (pairs, violations, reconnects, connection rows) arrives through its sink,
-so the view shows exactly the verdict `mwtap analyze` gives.
+type, size, the frame it pairs with, the stream it belongs to and its worst violation: about 70
+bytes a record with the connection's own lists. The frames' JSON stays on disk and is read back
+by offset when shown. What the engine finds (pairs, violations, reconnects, connection rows)
+arrives through its sink, so the view shows exactly the verdict `mwtap analyze` gives.
 """
 
 from __future__ import annotations
