@@ -156,5 +156,6 @@ def test_serve_expires_the_bots_session_and_the_analysis_judges_the_sdks_reconne
     else:
         # the stale bearer is closed with 4401 at once, maybe on requests the SDK sent on opening
         assert reconnects["same_token"] >= 1, reconnects
+        assert env["LP_TOKEN"] not in stack.capture.read_text()  # the bearer in the path is redacted
         assert {finding for finding in found if finding[0] != "unanswered-request"} == {
             ("token-not-refreshed", "error")}, found
