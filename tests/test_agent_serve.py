@@ -219,3 +219,28 @@ def test_a_bot_pinging_every_idle_timeout_is_not_closed_as_idle():
                         await client.ws.ping()
             return bot.reader.done(), await consumer.closed()
     assert run(scenario()) == (False, 1000)
+
+
+def test_every_brand_request_with_a_bad_body_gets_a_4xx_and_the_socket_keeps_working():
+    from recorder.server.brand import BRAND_HANDLERS
+
+    async def scenario():
+        async with MessagingServer(ServerConfig(**FAST)) as server:
+            bot, _ = await ready_bot(server)
+            answers = {}
+            for i, (request_type, body) in enumerate(
+                    [(t, b) for t in BRAND_HANDLERS for b in ([1, 2], "text", {"dialogId": {"x": 1}, "ringId": 5,
+                                                                               "conversationId": None})]):
+                answers[(request_type, json.dumps(body))] = await bot.request(
+                    {"kind": "req", "id": f"bad-{i}", "type": request_type, "body": body})
+            clock = await bot.request({"kind": "req", "id": "clock", "type": ".GetClock", "body": {}})
+            await bot.close()
+            return answers, clock
+    answers, clock = run(scenario())
+    assert clock["code"] == 200
+    assert all(a["code"] < 500 for a in answers.values()), answers
+    refused = {key for key, a in answers.items() if a["code"] >= 400}
+    for request_type in (".ams.ms.PublishEvent", ".ams.routing.UpdateRingState", ".ams.cm.UpdateConversationField",
+                         ".ams.ms.QueryMessages", ".ams.routing.SetAgentState"):
+        assert {key for key in refused if key[0] == request_type} == {
+            key for key in answers if key[0] == request_type}, request_type

@@ -63,8 +63,12 @@ class Bots:
         self.old_ids[session.login.pid] = session.login.old_id
 
     def remove(self, session: BrandSession) -> None:
-        if session in self.sessions:
-            self.sessions.remove(session)
+        if session not in self.sessions:  # it was never added: refused with 4401
+            return
+        self.sessions.remove(session)
+        pid = session.login.pid
+        if not any(s.login.pid == pid for s in self.sessions):  # bounded by the bots connected
+            self.old_ids.pop(pid, None)
         for ring_id, (_, holder, _) in list(self.rings.items()):
             if holder is session:
                 self._ring_ended(ring_id, "CANCELLED")
