@@ -143,6 +143,41 @@ def test_browse_violations_pairs_filters(procs, tmp_path, capture, browser):
 
 
 @needs_chromium
+def test_acknowledgements_streams_and_reconnects(procs, tmp_path, capture, browser):
+    _, url = start_view(procs, tmp_path, str(capture))
+    page, errors = open_page(browser, url)
+    # An agent's message -> the consumer's ACCEPT (and back); READ is offered too.
+    page.fill("#filters input[name=text]", "agent says hello")
+    page.press("#filters input[name=text]", "Enter")
+    page.locator("#rows .row.k-notification").first.click()
+    page.wait_for_selector("#detail button.jump:has-text('READ')")
+    message = page.inner_text("#detail .facts")
+    page.click("#detail button.jump:has-text('ACCEPT')")
+    page.wait_for_selector("#detail button.jump:has-text('message')")
+    assert '"status": "ACCEPT"' in page.inner_text("#detail pre.json")
+    page.click("#detail button.jump:has-text('message')")
+    page.wait_for_selector("#detail button.jump:has-text('ACCEPT')")
+    assert page.inner_text("#detail .facts") == message
+    page.screenshot(path=shots(tmp_path) / "view-accept.png")
+    # A subscription's frames: the list shows its stream.
+    page.click("#clear")
+    page.locator("#rows .row.k-resp", has_text="cqm.SubscribeExConversationsResponse").first.click()
+    page.click("#detail button.jump:has-text('stream')")
+    wait_until(page, "location.hash.includes('stream=')")
+    kinds = set(page.locator("#rows .row span:nth-child(3)").all_inner_texts())
+    assert kinds == {"req", "resp", "notification"}
+    # A close -> the connection that reconnected after it.
+    first = page.locator("li.conn.on .cid").get_attribute("title")
+    page.click("#clear")
+    page.select_option("#filters select[name=kind]", "open,close")
+    page.locator("#rows .row.k-close").click()
+    page.click("#detail button.jump:has-text('reconnect')")
+    wait_until(page, f"!document.querySelector('li.conn.on .cid').title.startsWith('{first}')")
+    assert page.locator("li.conn.on").count() == 1
+    assert errors == []
+
+
+@needs_chromium
 def test_follow_shows_appended_frame(procs, tmp_path, capture, browser):
     _, url = start_view(procs, tmp_path, "--follow", str(capture))
     page, errors = open_page(browser, url)
