@@ -112,6 +112,12 @@ def test_browse_violations_pairs_filters(procs, tmp_path, capture, browser):
     page.click("#detail button.jump:has-text('request')")
     page.wait_for_selector("#detail button.jump:has-text('response')")
     assert page.inner_text("#detail h3") == request_text
+    selected = page.locator("#rows .row.on").get_attribute("data-g")
+    page.keyboard.press("ArrowDown")  # the next frame of the list opens
+    wait_until(page, f"document.querySelector('#rows .row.on').dataset.g !== '{selected}'")
+    assert page.inner_text("#detail h3").startswith("resp")
+    page.keyboard.press("k")
+    wait_until(page, f"document.querySelector('#rows .row.on').dataset.g === '{selected}'")
     page.screenshot(path=out / "view-pair.png")
 
     # A filter narrows the list, and the URL carries it (a link reproduces the view).

@@ -165,6 +165,7 @@ async function openFrame(g, reveal = true) {  // reveal: clear a filter that hid
     at = (await get("position", { conn: state.conn, g })).position;
   }
   state.frame = g;
+  selectedAt = at;
   writeState(state);
   const top = list.scrollTop * scale();
   if (at !== null && (at * ROW_H < top || (at + 1) * ROW_H > top + list.clientHeight)) {
@@ -173,6 +174,18 @@ async function openFrame(g, reveal = true) {  // reveal: clear a filter that hid
   await renderRows();
   showDetail(f);
 }
+
+// ↑ / ↓ (or k / j) open the previous / next frame of the list.
+let selectedAt = null;
+document.addEventListener("keydown", async (e) => {
+  const step = { ArrowDown: 1, j: 1, ArrowUp: -1, k: -1 }[e.key];
+  if (!step || selectedAt === null || e.target.closest("input, select, textarea")) return;
+  e.preventDefault();
+  const at = selectedAt + step;
+  if (at < 0 || at >= total) return;
+  const rows = await page(Math.floor(at / PAGE));
+  if (rows && rows[at % PAGE]) await openFrame(rows[at % PAGE].g);
+});
 
 function jump(label, g, extra = "") {
   return el("button", { class: "jump", onclick: () => openFrame(g) }, label, extra);
