@@ -9,10 +9,13 @@ import asyncio
 import http.cookiejar
 import json
 import ssl
+import subprocess
 import urllib.request
 
+import pytest
 from websockets.asyncio.client import connect
 
+from conftest import BIN
 from recorder.server import MessagingServer, ServerConfig
 from recorder.server.tls import server_context
 from test_server import FAST, RawClient, http_post, new_conversation, run, signup
@@ -244,3 +247,13 @@ def test_every_brand_request_with_a_bad_body_gets_a_4xx_and_the_socket_keeps_wor
                          ".ams.ms.QueryMessages", ".ams.routing.SetAgentState"):
         assert {key for key in refused if key[0] == request_type} == {
             key for key in answers if key[0] == request_type}, request_type
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--tls", "/nonexistent/dir/serve.pem"], "--tls"),
+    (["--advertise", "no-port"], "--advertise"),
+])
+def test_serve_refuses_a_bad_tls_path_or_advertised_address_with_exit_2(args, named):
+    done = subprocess.run([str(BIN / "mwtap"), "serve", "--listen", "127.0.0.1:0", *args], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and f"Invalid value for {named}" in done.stderr, done.stderr

@@ -96,25 +96,34 @@ def serve(listen, token_lifetime, identity_window, idle_timeout, idle_close_code
         retention=retention, agent_session_lifetime=agent_session_lifetime, ring_timeout=ring_timeout,
         advertise=advertise)
     if advertise is not None:
-        parse_listen(advertise)  # the same HOST:PORT form, checked now
+        try:
+            parse_listen(advertise)  # the same HOST:PORT form, checked now
+        except click.BadParameter as e:
+            raise click.BadParameter(e.message, param_hint="--advertise") from None
     if not is_loopback(host):
         click.echo(f"warning: listening on {host}, which is not a loopback address: "
                    "anyone who can reach it can use this fake server", err=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("aiohttp").setLevel(logging.WARNING)  # one line per connection is ours
+    tls = None
+    if tls_cert:
+        from recorder.server.tls import server_context
+        try:
+            tls = server_context(tls_cert, host)
+        except OSError as e:
+            raise click.BadParameter(f"cannot write the certificate to {tls_cert}: {e.strerror or e}",
+                                     param_hint="--tls") from None
     try:
-        asyncio.run(_serve(config, host, port, tls_cert))
+        asyncio.run(_serve(config, host, port, tls, tls_cert))
     except OSError as e:
         raise click.ClickException(f"cannot listen on {host_port(host, port)}: {e.strerror or e}") from None
 
 
-async def _serve(config, host: str, port: int, tls_cert: str | None) -> None:
+async def _serve(config, host: str, port: int, tls, tls_cert: str | None) -> None:
     from recorder.cli.signals import stop_event
     from recorder.server import DEFAULT_ACCOUNT, MessagingServer
-    from recorder.server.tls import server_context
 
     stop = stop_event()
-    tls = server_context(tls_cert, host) if tls_cert else None
     async with MessagingServer(config, host, port, tls) as server:
         click.echo(f"mwtap serve: WebSocket {server.url(DEFAULT_ACCOUNT)}")
         click.echo(f"mwtap serve: IDP       POST {server.idp_url(DEFAULT_ACCOUNT)}/signup "
