@@ -10,6 +10,7 @@ arrives through its sink, so the view shows exactly the verdict `mwtap analyze` 
 
 from __future__ import annotations
 
+import struct
 from array import array
 from dataclasses import dataclass, field
 
@@ -62,39 +63,65 @@ class Connection:
         msgs = self.msgs
         if 0 <= n < len(msgs) and columns.n[msgs[n]] == n:
             return msgs[n]
-        found = np.nonzero(np.frombuffer(columns.n, np.int32)[np.frombuffer(msgs, np.int64)] == n)[0] if msgs else ()
+        found = np.nonzero(columns.view("n")[np.frombuffer(msgs, np.int64)] == n)[0] if msgs else ()
         return int(msgs[found[0]]) if len(found) else None
 
 
+class _Field:
+    """One fixed column of `Columns`, read one record at a time (`columns.t[g]`)."""
+    __slots__ = ("columns", "unpack", "at")
+
+    def __init__(self, columns: "Columns", code: str, at: int):
+        self.columns, self.unpack, self.at = columns, struct.Struct("<" + code).unpack_from, at
+
+    def __getitem__(self, g: int):
+        return self.unpack(self.columns.fixed, g * RECORD.size + self.at)[0]
+
+
+FIXED = (("file", "H"), ("offset", "q"), ("length", "I"), ("t", "d"), ("conn", "I"), ("n", "i"), ("kind", "B"),
+         ("dir", "B"), ("type", "H"), ("size", "I"))
+RECORD = struct.Struct("<" + "".join(code for _, code in FIXED))  # 38 bytes, no padding
+_DTYPE = np.dtype([(name, "<" + code) for name, code in FIXED])
+
+
 class Columns:
-    """One packed array per fact, appended to as records arrive. Queries take numpy views of them
-    (`view`) for the duration of one call: an array exporting a view cannot grow.
+    """The facts of every record, packed. Those known when a record arrives are one `RECORD` each
+    in `fixed` (one pack per record: ten array appends cost twice as much); those set afterwards
+    (its pair, stream, worst violation) are arrays grown a chunk at a time, filled with their
+    default. Queries take numpy views (`view`) for the duration of one call: a buffer exporting a
+    view cannot grow."""
 
-    The columns set after a record arrives (its pair, stream, worst violation) are grown a chunk at
-    a time, filled with their default, so that adding a record appends to the others only."""
-
-    SPEC = {"file": "H", "offset": "q", "length": "I", "t": "d", "conn": "I", "n": "i", "kind": "B",
-            "dir": "B", "type": "H", "size": "I", "peer": "q", "stream": "i", "severity": "B"}
-    LATER = {"peer": -1, "stream": -1, "severity": 0}
+    LATER = {"peer": ("q", -1), "stream": ("i", -1), "severity": ("B", 0)}
     CHUNK = 1 << 16
 
     def __init__(self) -> None:
-        for name, code in self.SPEC.items():
-            setattr(self, name, array(code))
+        self.fixed = bytearray()
+        self.count = 0
         self.capacity = 0
+        at = 0
+        for name, code in FIXED:
+            setattr(self, name, _Field(self, code, at))
+            at += struct.calcsize("<" + code)
+        for name, (code, _) in self.LATER.items():
+            setattr(self, name, array(code))
 
     def __len__(self) -> int:
-        return len(self.t)
+        return self.count
 
     def grow(self) -> None:
         """Room for the next CHUNK records in the columns set later."""
-        for name, default in self.LATER.items():
-            getattr(self, name).extend(array(self.SPEC[name], [default]) * self.CHUNK)
+        for name, (code, default) in self.LATER.items():
+            getattr(self, name).extend(array(code, [default]) * self.CHUNK)
         self.capacity += self.CHUNK
 
     def view(self, name: str) -> np.ndarray:
-        column = getattr(self, name)
-        return np.frombuffer(column, dtype=column.typecode if column.typecode != "q" else np.int64)[:len(self.t)]
+        if name in self.LATER:
+            column = getattr(self, name)
+            return np.frombuffer(column, dtype=column.typecode if column.typecode != "q" else np.int64)[:self.count]
+        return np.frombuffer(self.fixed, _DTYPE)[name]
+
+
+_pack = RECORD.pack
 
 
 class ViewIndex:
@@ -195,7 +222,7 @@ class ViewIndex:
             if c is None:
                 c = self._open(conn, t)
             cols = self.columns
-            g = len(cols.t)
+            g = cols.count
             if g >= cols.capacity:
                 cols.grow()
             if kind == MSG:
@@ -220,16 +247,9 @@ class ViewIndex:
                 type_code = size = 0
                 n = cols.n[c.rows[-1]] if c.rows else -1
                 self._connection_record(c, rec, kind, t)
-            cols.file.append(file)
-            cols.offset.append(offset)
-            cols.length.append(length if length <= 0xFFFFFFFF else 0xFFFFFFFF)
-            cols.t.append(t)
-            cols.conn.append(c.number)
-            cols.n.append(n)
-            cols.kind.append(code)
-            cols.dir.append(_DIR_CODE.get(rec.get("dir"), 2))
-            cols.type.append(type_code)
-            cols.size.append(size)
+            cols.fixed += _pack(file, offset, length if length <= 0xFFFFFFFF else 0xFFFFFFFF, t, c.number, n, code,
+                                _DIR_CODE.get(rec.get("dir"), 2), type_code, size)
+            cols.count = g + 1
             c.rows.append(g)
             if t > self.last_t:
                 self.last_t = t
