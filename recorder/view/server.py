@@ -8,6 +8,7 @@ nothing. The page loads nothing from outside (Content-Security-Policy), and no R
 from __future__ import annotations
 
 import secrets
+import sys
 import threading
 import time
 from importlib import resources
@@ -129,7 +130,9 @@ class Follower(threading.Thread):
                 with self.lock:
                     add(rec, file, offset, length)
                 self._last_read = time.monotonic()
-        except BaseException as e:  # reported by the command
+        except Exception as e:  # before the first end of file: raised by the command; later: said here
+            if self.caught_up.is_set():
+                print(f"mwtap view: stopped following: {e}", file=sys.stderr, flush=True)
             self.error = e
         finally:
             self.caught_up.set()
