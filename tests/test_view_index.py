@@ -201,5 +201,5 @@ def test_huge_payload_is_cut_for_the_page(tmp_path, monkeypatch):
 def test_every_rule_is_explained():
     """The violations panel explains every rule the engine can report."""
     from analysis.rules import RULES
-    from analysis.view.explain import EXPLANATIONS
+    from analysis.explain import EXPLANATIONS
     assert set(EXPLANATIONS) == set(RULES)

@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 
 from analysis.rules import SEVERITIES, SEVERITY_RANK
-from analysis.view.explain import EXPLANATIONS
+from analysis.explain import EXPLANATIONS
 from analysis.view.index import DIR_CODE, DIRS, KIND_CODE, KINDS, SEVERITY_LEVEL, Connection, ViewIndex
 
 PREVIEW_CHARS = 160

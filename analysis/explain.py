@@ -1,6 +1,7 @@
-"""Each rule in a few sentences for someone who has not read the protocol overview: what the
-Messaging Window API asks (the page of LivePerson's documentation that says it), what was seen,
-the likely cause in the client and the fix. docs/analysis.md has the full rule table."""
+"""Each rule in a few sentences for someone who has not read the protocol overview, shown wherever
+the rule is (analyze, report, the verdict, `mwtap view`): what the Messaging Window API asks (the page
+of LivePerson's documentation that says it), what was seen, the likely cause in the client and the fix.
+docs/analysis.md has the full rule table."""
 
 EXPLANATIONS: dict[str, str] = {
     "invalid-json": "Every message must be one JSON object (Protocol Overview, Message Format). This one is not "
