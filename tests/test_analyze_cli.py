@@ -62,7 +62,7 @@ def test_fail_on_sets_the_exit_status(tmp_path):
     small_capture().write(path)  # one warning, no error
     assert mwtap(str(path)).returncode == 0
     assert mwtap(str(path), "--fail-on", "error").returncode == 0
-    assert mwtap(str(path), "--fail-on", "warning").returncode == 3
+    assert mwtap(str(path), "--fail-on", "warning").returncode == 1
 
 
 def test_text_and_markdown_reports(tmp_path):

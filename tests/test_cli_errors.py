@@ -1,8 +1,9 @@
-"""Every mwtap command that reads or writes files, given a bad file: a one-line error naming the
-file and a non-zero exit, never a traceback (each a real subprocess)."""
+"""Every mwtap command given bad input (a bad file, an output it cannot write, an address it cannot
+listen on): a one-line error naming it and exit status 2, never a traceback (each a real subprocess)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def run_mwtap(args: list) -> subprocess.CompletedProcess:
 
 def assert_one_line_error(done: subprocess.CompletedProcess, name: str) -> None:
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert done.returncode not in (0, None), done
+    assert done.returncode == 2, done
     assert "Traceback" not in done.stderr and "Traceback" not in done.stdout, done.stderr
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("Error: ") and name in lines[0], lines[0]
@@ -99,3 +100,31 @@ def test_record_refuses_an_unusable_output_with_one_line(out_kind, tmp_path):
     assert_one_line_error(done, out.name)
     if before is not None:
         assert out.read_bytes() == before
+
+
+@pytest.fixture
+def busy_port():
+    """A loopback port something else already listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+@pytest.mark.parametrize("command", ["serve", "view", "record", "replay-as-server"])
+def test_an_address_that_cannot_be_listened_on_is_bad_input(command, busy_port, tmp_path):
+    good = good_capture(tmp_path / "good.jsonl")
+    listen = f"127.0.0.1:{busy_port}"
+    args = {"serve": ["serve", "--listen", listen],
+            "view": ["view", good, "--no-browser", "--port", busy_port],
+            "record": ["record", "--upstream", "ws://127.0.0.1:9", "--listen", listen, "-o", tmp_path / "c.jsonl"],
+            "replay-as-server": ["replay", "--as-server", good, "--listen", listen]}[command]
+    done = run_mwtap(args)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done
+    assert len(errors) == 1 and f"listen on {listen}" in errors[0], done.stderr  # view says its index first
+
+
+def test_an_output_that_cannot_be_written_is_bad_input(tmp_path):
+    out = tmp_path / "nowhere" / "report.html"
+    assert_one_line_error(run_mwtap(["report", good_capture(tmp_path / "good.jsonl"), "-o", out]), out.name)

@@ -63,7 +63,7 @@ def test_serve_prints_bracketed_urls_that_a_consumer_uses(procs):
 
     busy = subprocess.run([str(BIN / "mwtap"), "serve", "--listen", f"[::1]:{port}"], capture_output=True,
                           text=True, timeout=TIMEOUT)
-    assert busy.returncode == 1 and f"cannot listen on [::1]:{port}:" in busy.stderr, busy.stderr
+    assert busy.returncode == 2 and f"cannot listen on [::1]:{port}:" in busy.stderr, busy.stderr
     assert "Traceback" not in busy.stderr
 
 
@@ -75,7 +75,7 @@ def test_serve_prints_bracketed_urls_that_a_consumer_uses(procs):
 def test_an_unbracketed_ipv6_address_is_one_line_error(tmp_path, args, needle):
     done = subprocess.run([str(BIN / "mwtap"), *args], capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path)
     errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
-    assert done.returncode in (1, 2) and len(errors) == 1 and needle in errors[0], done.stderr
+    assert done.returncode == 2 and len(errors) == 1 and needle in errors[0], done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "x.jsonl").exists()
 

@@ -25,8 +25,15 @@ COMMANDS = {
 }
 
 
+FOUND_EXIT = 1
+"""Exit status when the check found something: findings at --fail-on, differences, a replay that could
+not send everything, consumers that could not connect. 0 is success, 2 bad usage or bad input."""
+
+
 class BadInput(click.ClickException):
-    """An input that cannot be read (not a capture, HAR or flow file): one line, exit status 2."""
+    """Bad usage or bad input (a file that cannot be read or written, an address that cannot be used):
+    one line "Error: ...", exit status 2. Every command fails through this (or click's own usage errors,
+    also 2); exit status 1 is kept for FOUND_EXIT."""
     exit_code = 2
 
 

@@ -6,14 +6,14 @@ import sys
 
 import click
 
-FAIL_EXIT = 3
+from recorder.cli import FOUND_EXIT, BadInput
 
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 @click.option("--fail-on", type=click.Choice(["error", "warning", "never"]), default="never", show_default=True,
-              help=f"Exit with status {FAIL_EXIT} when a violation at or above this severity exists.")
+              help=f"Exit with status {FOUND_EXIT} when a violation at or above this severity exists.")
 @click.option("--response-timeout", "response_timeout_s", type=float, help="Seconds before unanswered-request [30].")
 @click.option("--keepalive-limit", "keepalive_limit_s", type=float, help="Longest allowed client silence, s [60].")
 @click.option("--min-reconnect-delay", "min_reconnect_delay_s", type=float, help="fast-reconnect below this, s [1].")
@@ -38,7 +38,7 @@ def analyze(paths: tuple[str, ...], fmt: str, fail_on: str, jobs: int | None, da
     try:
         summary, damage = run_analysis(list(paths), Config.from_options(**options), jobs=jobs, workers=workers)
     except (RuntimeError, OSError) as e:  # no dask, scheduler unreachable
-        raise click.ClickException(str(e)) from None
+        raise BadInput(str(e)) from None
     for d in damage:
         click.echo(str(d), err=True)
     if fmt == "json":
@@ -48,4 +48,4 @@ def analyze(paths: tuple[str, ...], fmt: str, fail_on: str, jobs: int | None, da
     if fail_on != "never":
         limit = SEVERITY_RANK[fail_on]
         if any(SEVERITY_RANK[sev] <= limit for sevs in summary["violation_counts"].values() for sev in sevs):
-            sys.exit(FAIL_EXIT)
+            sys.exit(FOUND_EXIT)

@@ -11,14 +11,10 @@ from collections import Counter
 
 import click
 
+from recorder.cli import FOUND_EXIT, BadInput
 from recorder.consumer import MISBEHAVIOURS, idp_url_for
 
 RECONNECT_DELAY = 1.5  # above analyze's --min-reconnect-delay (1 s): well-behaved consumers are no fast-reconnect
-NOT_CONNECTED_EXIT = 1
-
-
-class InputError(click.ClickException):
-    exit_code = 2
 
 
 def parse_behaviours(ctx, param, values: tuple[str, ...]) -> list[str]:
@@ -72,16 +68,16 @@ def consume(url, consumers, behaviours, messages, duration, interval, auth, keep
     from recorder.replay.tokens import TokenError, TokenSource
 
     if not url.startswith(("ws://", "wss://")):
-        raise InputError(f"{url}: expected a ws:// or wss:// URL")
+        raise BadInput(f"{url}: expected a ws:// or wss:// URL")
     try:
         source = TokenSource.from_options(token, token_env, token_command)
     except TokenError as e:
-        raise InputError(str(e)) from None
+        raise BadInput(str(e)) from None
     if source is not None and idp is not None:
-        raise InputError("give --idp or a token option, not both")
+        raise BadInput("give --idp or a token option, not both")
     idp_url = None if source is not None else idp_url_for(idp or url)
     if source is None and idp_url is None:
-        raise InputError(f"{idp or url}: names no account (/ws_api/account/ACCOUNT/ or /api/account/ACCOUNT); "
+        raise BadInput(f"{idp or url}: names no account (/ws_api/account/ACCOUNT/ or /api/account/ACCOUNT); "
                          "give --idp URL or --token, --token-env or --token-command")
     config = ConsumerConfig(
         auth=auth, keepalive=keepalive, keepalive_interval=keepalive_interval, message_interval=interval,
@@ -97,7 +93,7 @@ def consume(url, consumers, behaviours, messages, duration, interval, auth, keep
     for error, n in failed.items():
         click.echo(f"mwtap consume: {n} consumer(s) could not connect: {redact_url(error)}", err=True)
     if failed:
-        sys.exit(NOT_CONNECTED_EXIT)
+        sys.exit(FOUND_EXIT)
 
 
 def _fetcher(source):
@@ -170,8 +166,8 @@ def token(url: str) -> None:
 
     idp_url = idp_url_for(url)
     if idp_url is None:
-        raise InputError(f"{url}: names no account (/ws_api/account/ACCOUNT/ or /api/account/ACCOUNT)")
+        raise BadInput(f"{url}: names no account (/ws_api/account/ACCOUNT/ or /api/account/ACCOUNT)")
     try:
         click.echo(signup(idp_url, os.environ.get("MWTAP_PREVIOUS_TOKEN") or None))
     except TokenUnavailable as e:
-        raise click.ClickException(str(e)) from None
+        raise click.ClickException(str(e)) from None  # the IDP could not be reached: exit 1, as consume's

@@ -6,8 +6,7 @@ import sys
 
 import click
 
-DIFFERS_EXIT = 1
-INPUT_EXIT = 2
+from recorder.cli import FOUND_EXIT
 
 
 @click.command()
@@ -25,15 +24,11 @@ def diff(recorded: str, replayed: str, fmt: str, ignore_fields: tuple[str, ...],
     and stream, close codes and latency. Exit status 0 when they match, 1 when they differ."""
     import orjson
 
-    from analysis.capture import CaptureError, CaptureFile
+    from analysis.capture import CaptureFile
     from analysis.diff import diff_sessions, render_text
 
     captures = [CaptureFile(recorded), CaptureFile(replayed)]
-    try:
-        report = diff_sessions(captures[0].records(), captures[1].records(), ignore_fields, latency_tolerance)
-    except CaptureError as e:
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(INPUT_EXIT)
+    report = diff_sessions(captures[0].records(), captures[1].records(), ignore_fields, latency_tolerance)
     for capture in captures:
         for damage in capture.damage:
             click.echo(f"warning: {damage}", err=True)
@@ -41,4 +36,4 @@ def diff(recorded: str, replayed: str, fmt: str, ignore_fields: tuple[str, ...],
         sys.stdout.buffer.write(orjson.dumps(report.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
     else:
         click.echo(render_text(report), nl=False)
-    sys.exit(DIFFERS_EXIT if report.differs else 0)
+    sys.exit(FOUND_EXIT if report.differs else 0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from recorder.cli import BadInput
+
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
@@ -16,8 +18,6 @@ def export(paths: tuple[str, ...], out_dir: str, **options) -> None:
     connections, reconnects, keepalive and violations tables as Parquet (docs/export.md)."""
     from analysis import Config
     from analysis.export import export_parquet
-
-    from recorder.cli import BadInput
 
     try:
         counts, damage = export_parquet(list(paths), out_dir, Config.from_options(**options))

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from analysis.capture import DEFAULT_MAX_PAYLOAD, host_port
+from recorder.cli import BadInput
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -76,9 +77,9 @@ def record(upstream: str | None, listen: str, out: Path, mode: str | None, rotat
         click.echo("mwtap record: warning: --upstream-insecure: the upstream's certificate is not verified; "
                    "anyone between the proxy and the upstream can read and change the traffic", err=True)
     if out.is_dir():
-        raise click.ClickException(f"{out}: is a directory; -o names the capture file to create")
+        raise BadInput(f"{out}: is a directory; -o names the capture file to create")
     if out.exists():
-        raise click.ClickException(f"{out}: exists; mwtap never overwrites a capture")
+        raise BadInput(f"{out}: exists; mwtap never overwrites a capture")
 
     import asyncio
 
@@ -88,7 +89,7 @@ def record(upstream: str | None, listen: str, out: Path, mode: str | None, rotat
         asyncio.run(_run(upstream, out, host, port, mode, not no_redact, rotate_mb, max_payload, live, force,
                          upstream_ca, upstream_insecure))
     except (OptionsError, OSError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+        raise BadInput(str(e)) from None
 
 
 async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str | None, redact: bool,

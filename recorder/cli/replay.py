@@ -7,14 +7,9 @@ import sys
 
 import click
 
+from recorder.cli import FOUND_EXIT, BadInput
+
 INTERRUPTED_EXIT = 130
-INCOMPLETE_EXIT = 1
-"""A connection could not be made or frames were left unsent."""
-
-
-class InputError(click.ClickException):
-    """Bad input or a refused target: one line, exit status 2."""
-    exit_code = 2
 
 
 @click.command()
@@ -68,17 +63,17 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
             _serve(plan, listen, out)
             return
         if not target:
-            raise InputError("--target URL is required (or --as-server)")
+            raise BadInput("--target URL is required (or --as-server)")
         if not out:
-            raise InputError("-o OUT is required: the replay is recorded there")
+            raise BadInput("-o OUT is required: the replay is recorded there")
         addresses = check_target(target, allow_remote)
         source = TokenSource.from_options(token, token_env, token_command)
     except (CaptureError, PlanError, TargetError, TokenError) as e:
-        raise InputError(str(e)) from None
+        raise BadInput(str(e)) from None
     users = [c for c in plan.connections if c.uses_token]
     if users and source is None:
         how = "an Authorization header" if users[0].header_token else "an InitConnection jwt"
-        raise InputError(f"{capture}: connection {users[0].id} used a token ({how}); the capture holds only its "
+        raise BadInput(f"{capture}: connection {users[0].id} used a token ({how}); the capture holds only its "
                          "redaction marker: give --token, --token-env or --token-command")
     from recorder.replay.tokens import TokenPool
 
@@ -102,7 +97,7 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
         click.echo(f"mwtap replay: could not send everything: {unsent} of "
                    f"{sum(c.frames_total for c in result.connections)} frame(s) unsent, {not_made} of "
                    f"{len(result.connections)} connection(s) not made (see above; the capture is in {out})", err=True)
-        sys.exit(INCOMPLETE_EXIT)
+        sys.exit(FOUND_EXIT)  # a connection could not be made or frames were left unsent
 
 
 def _recording(out: str, secrets):
@@ -113,7 +108,7 @@ def _recording(out: str, secrets):
     try:
         return ReplayRecording(out, secrets)
     except OSError as e:
-        raise InputError(f"cannot create {out}: {creation_problem(e)}") from None
+        raise BadInput(f"cannot create {out}: {creation_problem(e)}") from None
 
 
 def _announce(plan, target: str, timing: str, out: str) -> None:
@@ -194,4 +189,4 @@ def _serve(plan, listen: str, out: str | None) -> None:
     try:
         asyncio.run(main())
     except OSError as e:
-        raise InputError(f"cannot listen on {host_port(host, port)}: {e.strerror or e}") from None
+        raise BadInput(f"cannot listen on {host_port(host, port)}: {e.strerror or e}") from None

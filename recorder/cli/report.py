@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from recorder.cli import BadInput
+
 REPORT_MODE = 0o600  # a report holds payloads: only its owner reads it
 
 
@@ -50,7 +52,7 @@ def write_private(path, text: str) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
     except OSError as e:
-        raise click.ClickException(f"{path}: cannot write ({e.strerror})") from None
+        raise BadInput(f"{path}: cannot write ({e.strerror})") from None
 
 
 class _Progress:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from analysis.capture import host_port
+from recorder.cli import BadInput
 from recorder.cli.record import is_loopback, parse_listen
 from recorder.server.config import DEFAULT_PORT, SEQUENCE_FAULTS
 
@@ -116,7 +117,7 @@ def serve(listen, token_lifetime, identity_window, idle_timeout, idle_close_code
     try:
         asyncio.run(_serve(config, host, port, tls, tls_cert))
     except OSError as e:
-        raise click.ClickException(f"cannot listen on {host_port(host, port)}: {e.strerror or e}") from None
+        raise BadInput(f"cannot listen on {host_port(host, port)}: {e.strerror or e}") from None
 
 
 async def _serve(config, host: str, port: int, tls, tls_cert: str | None) -> None:

@@ -8,6 +8,7 @@ import time
 import click
 
 from analysis.capture import host_port
+from recorder.cli import BadInput
 from recorder.cli.record import is_loopback
 
 
@@ -92,7 +93,7 @@ async def _serve(page, host: str, port: int, open_browser: bool) -> None:
         await site.start()
     except OSError as e:
         await runner.cleanup()
-        raise click.ClickException(f"cannot listen on {host_port(host, port)}: {e.strerror}") from None
+        raise BadInput(f"cannot listen on {host_port(host, port)}: {e.strerror}") from None
     bound = runner.addresses[0]
     url = f"http://{host_port(bound[0], bound[1])}/{page.token}/"
     click.echo(url)
