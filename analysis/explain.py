@@ -67,3 +67,31 @@ EXPLANATIONS: dict[str, str] = {
                            "(Protocol Overview, Finish a conversation). Stop the composer when the CLOSE "
                            "notification arrives.",
 }
+
+# What a client that breaks the rule does, as the verdict says it ("consumer … <does this>: 16 times").
+DOES: dict[str, str] = {
+    "invalid-json": "sends messages that are not JSON objects",
+    "binary-frame": "sends binary WebSocket messages",
+    "missing-kind": "sends messages without `kind`",
+    "unknown-kind": "sends messages of an unknown `kind`",
+    "missing-type": "sends messages without `type`",
+    "request-without-id": "sends requests without an id",
+    "duplicate-request-id": "reuses request ids while they are in flight",
+    "reused-request-id": "reuses request ids after their answer",
+    "orphan-response": "receives responses that answer no waiting request",
+    "response-type-mismatch": "receives responses of the wrong type",
+    "unanswered-request": "has requests that were never answered",
+    "invalid-response-code": "receives responses with an invalid code",
+    "unknown-subscription": "receives notifications of unknown subscriptions",
+    "notification-after-unsubscribe": "receives notifications after unsubscribing",
+    "keepalive-gap": "stays silent longer than the keep-alive limit",
+    "request-before-init": "sends requests before InitConnection",
+    "token-not-refreshed": "reconnects with the token that just expired",
+    "fast-reconnect": "reconnects without waiting",
+    "sequence-gap": "receives messages with sequence gaps",
+    "sequence-duplicate": "receives the same message sequence twice",
+    "sequence-regression": "receives message sequences that go backwards",
+    "missing-accept": "does not ACCEPT the messages it receives",
+    "publish-after-close": "publishes to closed conversations",
+    "ring-not-answered": "lets routing rings expire unanswered",
+}

@@ -6,6 +6,8 @@ import math
 
 GROWTH = 1.02  # bucket i holds (GROWTH**i, GROWTH**(i+1)]; its geometric midpoint is within 0.995 %
 _LOG_GROWTH = math.log(GROWTH)
+# Named in every output that shows percentiles: analyze, report, `plots.latency_percentiles` all use this.
+PERCENTILE_METHOD = "p50/p90/p99 nearest-rank, from log buckets (within 1 % of the exact value)"
 
 
 class LogHistogram:
@@ -17,6 +19,13 @@ class LogHistogram:
         self.count = 0
         self.min = math.inf
         self.max = -math.inf
+
+    @classmethod
+    def of(cls, values) -> "LogHistogram":
+        histogram = cls()
+        for value in values:
+            histogram.add(value)
+        return histogram
 
     def add(self, value: float) -> None:
         self.count += 1

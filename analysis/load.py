@@ -12,6 +12,7 @@ from analysis.imports import SourceLimits
 from analysis.reader import CaptureSet, Paths
 from analysis.summary import Summary
 from analysis.tables import COLUMNS, int64
+from analysis.verdict import Verdict
 
 
 def run(captures: CaptureSet, config: Config, sink: Sink | None, on_violation=None) -> Engine:
@@ -72,6 +73,10 @@ class Capture:
     def summary(self) -> dict:
         """The same dict `mwtap analyze --format json` prints."""
         return self._summary
+
+    def verdict(self) -> Verdict:
+        """What is wrong, who does it, how often, since when (the lines every output opens with)."""
+        return Verdict(self._summary["verdict"])
 
 
 def load(paths: Paths, **config) -> Capture:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from analysis.histogram import LogHistogram
-from analysis.rules import SEVERITIES
+from analysis.rules import SEVERITIES, SEVERITY_RANK
+from analysis.verdict import build_verdict, identity
 
 if TYPE_CHECKING:
     from analysis.engine import Engine
@@ -17,7 +18,8 @@ NO_TYPE = "(no type)"  # the latency key of requests without a type (a JSON obje
 # What the summary keeps of each connection and subscription: tuples of these fields (a dict per
 # connection would cost several times the memory, and captures can hold many thousands).
 _CONNECTION_FIELDS = ("conn", "url", "client", "state", "opened_at", "closed_at", "close_code", "close_reason",
-                      "closed_by", "frames_c2s", "frames_s2c", "pings_c2s", "chain", "prev_conn")
+                      "closed_by", "side", "sub", "token", "frames_c2s", "frames_s2c", "pings_c2s", "chain",
+                      "prev_conn")
 _SUBSCRIPTION_FIELDS = ("conn", "kind", "subscription_id", "dialog_id", "request_type", "notifications",
                         "unsubscribed", "first_notification_delay_ms", "after_unsubscribe")
 
@@ -42,6 +44,7 @@ class Summary:
         self.violation_counts: dict[str, dict[str, int]] = {}
         self.violations_total = 0
         self.conn_violations: dict[str, dict[str, int]] = {}
+        self.findings: dict[tuple, list] = {}  # (conn, rule) -> [count, worst severity, first t, its frame]
 
     def adder(self, table: str):
         return getattr(self, "_" + table, None)  # tables it does not aggregate are not even built
@@ -75,6 +78,15 @@ class Summary:
         if row["conn"] is not None:
             per_conn = self.conn_violations.setdefault(row["conn"], {})
             per_conn[row["severity"]] = per_conn.get(row["severity"], 0) + 1
+        finding = self.findings.get((row["conn"], row["rule"]))
+        if finding is None:
+            self.findings[(row["conn"], row["rule"])] = [1, row["severity"], row["t"], row["frame"]]
+        else:
+            finding[0] += 1
+            if SEVERITY_RANK[row["severity"]] < SEVERITY_RANK[finding[1]]:
+                finding[1] = row["severity"]
+            if row["t"] is not None and (finding[2] is None or row["t"] < finding[2]):
+                finding[2], finding[3] = row["t"], row["frame"]
         kept = self.violations[row["severity"]]
         if len(kept) < self.max_violations:
             kept.append(row)
@@ -99,7 +111,10 @@ class Summary:
         damaged_lines = sum(d.lines for d in damage)
         if damaged_lines:
             notes.append(f"skipped {damaged_lines} damaged line(s)")
+        conns = [dict(zip(_CONNECTION_FIELDS, values)) for values in self.connections]
+        who = {c["conn"]: (c["prev_conn"], identity(c["sub"], c["token"]), c["client"]) for c in conns}
         return {
+            "verdict": build_verdict(self.findings, who, self.max_violations),
             "capture": {
                 "files": [c.path for c in captures.files] if captures else [],
                 "frames": engine.frames, "connections": len(self.connections), "refused": self.refused,
@@ -107,7 +122,7 @@ class Summary:
                 "incomplete": bool(engine.drops), "dropped_records": engine.dropped_records,
                 "unknown_records": unknown, "notes": notes,
             },
-            "connections": [self._connection(dict(zip(_CONNECTION_FIELDS, values))) for values in self.connections],
+            "connections": [self._connection(c) for c in conns],
             "requests": stats["requests"],
             "latency": {NO_TYPE if type_ is None else type_: {
                 "count": h.count, "p50_ms": _ms(h.percentile(50)), "p90_ms": _ms(h.percentile(90)),
@@ -129,7 +144,8 @@ class Summary:
         return {
             "conn": row["conn"], "url": row["url"], "client": row["client"], "state": row["state"],
             "opened_at": row["opened_at"], "closed_at": row["closed_at"], "close_code": row["close_code"],
-            "close_reason": row["close_reason"], "closed_by": row["closed_by"], "frames_c2s": row["frames_c2s"],
+            "close_reason": row["close_reason"], "closed_by": row["closed_by"], "side": row["side"],
+            "frames_c2s": row["frames_c2s"],
             "frames_s2c": row["frames_s2c"], "pings_c2s": row["pings_c2s"],
             "max_client_gap_s": None if gap is None else round(gap, 3),
             "chain": row["chain"], "prev_conn": row["prev_conn"],

@@ -54,4 +54,4 @@ def short(text, width: int = 28) -> str:
 
 def shown_of(shown: int, total: int, what: str) -> str:
     """'12 streams' or 'top 10 of 2,000 streams' for titles."""
-    return f"{total:,} {what}" if shown >= total else f"top {shown:,} of {total:,} {what}"
+    return f"{total} {what}" if shown >= total else f"top {shown} of {total} {what}"

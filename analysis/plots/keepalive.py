@@ -25,9 +25,9 @@ def plot_keepalive(cap, *, limit_s: float | None = None):
     bins = np.geomspace(MIN_S, top, BINS)
     fig = new_figure(10, 4.5)
     ax = fig.add_subplot()
-    ax.hist(values, bins=bins, color="#9ecae1", label=f"all silences ({len(values):,})")
+    ax.hist(values, bins=bins, color="#9ecae1", label=f"all silences ({len(values)})")
     ax.hist(longest, bins=bins, histtype="step", color="black", linewidth=1.2,
-            label=f"longest per connection ({len(longest):,})")
+            label=f"longest per connection ({len(longest)})")
     ax.axvline(limit_s, color=ALERT_COLOR, linestyle="--", linewidth=1.5, label=f"keep-alive limit {limit_s:g} s",
                gid="keepalive-limit")
     over = int((values > limit_s).sum())
@@ -35,8 +35,8 @@ def plot_keepalive(cap, *, limit_s: float | None = None):
     ax.set_yscale("log")
     ax.set_xlabel("client silence (s, log scale)")
     ax.set_ylabel("silences (log scale)")
-    ax.set_title(f"{title}: {over:,} over the limit in {int((longest > limit_s).sum()):,} of "
-                 f"{len(longest):,} connections")
+    ax.set_title(f"{title}: {over} over the limit in {int((longest > limit_s).sum())} of "
+                 f"{len(longest)} connections")
     ax.legend(fontsize="small")
     ax.grid(True, which="major", alpha=0.3)
     return fig

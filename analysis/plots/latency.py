@@ -1,10 +1,11 @@
-"""Latency per request type: CDFs on a log axis with a percentile table beside them."""
+"""Latency per request type: CDFs on a log axis (the percentiles are a table of the report, not of the figure)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from analysis.plots._figure import new_figure, no_data, short, shown_of
+from analysis.histogram import LogHistogram
 from analysis.summary import NO_TYPE
 
 CURVE_POINTS = 400  # a CDF drawn from this many quantiles looks the same as one from every sample
@@ -12,23 +13,23 @@ MIN_MS = 0.01  # log axis: a 0 ms latency is drawn here
 
 
 def latency_percentiles(pairs, percentiles=(50, 90, 99)):
-    """count, pXX_ms and max_ms per request type of the answered requests, most requests first."""
+    """count, pXX_ms and max_ms per request type of the answered requests, most requests first: the
+    numbers `mwtap analyze` prints (`analysis.histogram.PERCENTILE_METHOD`)."""
     import pandas as pd
     answered = pairs[(pairs.status == "answered") & pairs.latency_ms.notna()]
     columns = ["type", "count", *(f"p{p}_ms" for p in percentiles), "max_ms"]
-    if answered.empty:
-        return pd.DataFrame(columns=columns)
-    grouped = answered.groupby(answered.type.fillna(NO_TYPE), sort=False).latency_ms
-    table = grouped.describe(percentiles=[p / 100 for p in percentiles])
-    table = table.rename(columns={f"{p}%": f"p{p}_ms" for p in percentiles} | {"max": "max_ms"})
-    table = table.reset_index().rename(columns={table.index.name or "index": "type"})
-    table["count"] = table["count"].astype(int)
-    return table[columns].sort_values(["count", "type"], ascending=[False, True], ignore_index=True)
+    rows = []
+    for type_, values in answered.groupby(answered.type.fillna(NO_TYPE), sort=False).latency_ms:
+        histogram = LogHistogram.of(values.to_numpy(dtype=float).tolist())
+        rows.append([type_, histogram.count, *(round(histogram.percentile(p), 3) for p in percentiles),
+                     round(histogram.max, 3)])
+    table = pd.DataFrame(rows, columns=columns).astype({"count": "int64"})
+    return table.sort_values(["count", "type"], ascending=[False, True], ignore_index=True)
 
 
 def plot_latency(cap, *, max_types: int = 8):
-    """The latency CDF of the `max_types` most frequent request types (log x axis) and a table of
-    count, p50, p90, p99 and max per type."""
+    """The latency CDF of the `max_types` most frequent request types (log x axis); the legend sits
+    beside the axes so that it covers no curve."""
     title = "Response latency per request type"
     table = latency_percentiles(cap.pairs)
     if table.empty:
@@ -36,7 +37,7 @@ def plot_latency(cap, *, max_types: int = 8):
     answered = cap.pairs[(cap.pairs.status == "answered") & cap.pairs.latency_ms.notna()]
     types = table.type.head(max_types)
     fig = new_figure(13, 5)
-    curve_ax, table_ax = fig.subplots(1, 2, width_ratios=[3, 2])
+    curve_ax = fig.add_subplot()
     levels = np.linspace(0, 1, CURVE_POINTS)
     answered_types = answered.type.fillna(NO_TYPE)
     for type_ in types:
@@ -44,26 +45,12 @@ def plot_latency(cap, *, max_types: int = 8):
         values = answered.latency_ms[answered_types == type_].to_numpy(dtype=float)
         x = np.quantile(values, levels) if len(values) > CURVE_POINTS else np.sort(values)
         y = levels if len(values) > CURVE_POINTS else np.arange(1, len(values) + 1) / len(values)
-        curve_ax.step(np.maximum(x, MIN_MS), y, where="post", label=f"{short(type_, 36)} (n={len(values):,})")
+        curve_ax.step(np.maximum(x, MIN_MS), y, where="post", label=f"{short(type_, 36)} (n={len(values)})")
     curve_ax.set_xscale("log")
     curve_ax.set_ylim(0, 1.01)
     curve_ax.set_xlabel("latency (ms, log scale)")
     curve_ax.set_ylabel("fraction of requests answered within")
     curve_ax.grid(True, which="both", alpha=0.3)
-    curve_ax.legend(fontsize="small", loc="lower right")
+    curve_ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     curve_ax.set_title(f"{title} ({shown_of(len(types), len(table), 'types')})")
-    _percentile_table(table_ax, table.head(15))
     return fig
-
-
-def _percentile_table(ax, table) -> None:
-    ax.set_axis_off()
-    ax.set_title("percentiles (ms)")
-    cells = [[short(row.type, 30), f"{row.count:,}", *(f"{getattr(row, c):.1f}" for c in
-                                                       ("p50_ms", "p90_ms", "p99_ms", "max_ms"))]
-             for row in table.itertuples()]
-    drawn = ax.table(cellText=cells, colLabels=["type", "n", "p50", "p90", "p99", "max"], loc="upper center",
-                     cellLoc="right", colLoc="right")
-    drawn.auto_set_font_size(False)
-    drawn.set_fontsize(8)
-    drawn.auto_set_column_width(list(range(6)))

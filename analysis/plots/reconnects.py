@@ -58,7 +58,7 @@ def plot_reconnects(cap, *, max_chains: int = 20):
     date_axis(ax)
     ax.grid(True, axis="x", alpha=0.3)
     reconnects = int(chains.connections.sum() - len(chains))
-    ax.set_title(f"{title}: {shown_of(len(shown), len(chains), 'chains')}, {reconnects:,} reconnects "
+    ax.set_title(f"{title}: {shown_of(len(shown), len(chains), 'chains')}, {reconnects} reconnects "
                  "\n(label: close code and side; orange: closed with 4401/4407; red edge: closed by the server)")
     return fig
 

@@ -84,5 +84,5 @@ def _rate(ax, notes: pd.DataFrame) -> None:
     starts = utc(notes.t.min() + pd.to_timedelta(edges[:-1], unit="s"))
     ax.step(starts, per_minute, where="post", color="black", gid="rate")
     ax.set_ylabel("notifications / min")
-    ax.set_title(f"all streams: {len(notes):,} notifications", fontsize=10)
+    ax.set_title(f"all streams: {len(notes)} notifications", fontsize=10)
     ax.grid(True, alpha=0.3)

@@ -7,8 +7,12 @@ from typing import Callable
 import pandas as pd
 
 from analysis import plots
-from analysis.report.model import Anchor, Code, Heading, Link, Plot, Report, Section, Table, anchor_id
+from analysis.explain import EXPLANATIONS
+from analysis.histogram import PERCENTILE_METHOD
+from analysis.report.model import (Anchor, Code, Conn, Details, Heading, Link, Plot, Report, Section, Table,
+                                   anchor_id)
 from analysis.rules import SEVERITIES, SEVERITY_RANK
+from analysis.verdict import verdict_lines, who
 
 LISTED = 50  # rows of a table before "first N of M"
 PER_RULE = 50  # violations listed per rule
@@ -18,13 +22,14 @@ FRAME_TARGETS = 300  # frames linked from violations and the slowest requests (e
 CONTEXT = 2  # frames shown before and after each linked frame
 PAYLOAD_CHARS = 2000
 
-STAGES = ("summary", "violations", "latency", "slowest requests", "connections", "reconnects", "keep-alive",
+STAGES = ("verdict", "summary", "violations", "latency", "slowest requests", "connections", "reconnects", "keep-alive",
           "streams", "frames")
 
 
-def build_report(cap, *, progress: Callable[[str], None] | None = None) -> Report:
-    """The report of a Capture; `progress(stage)` is called before each of `STAGES`."""
-    return _Builder(cap, progress or (lambda stage: None)).build()
+def build_report(cap, *, progress: Callable[[str], None] | None = None, full_ids: bool = False) -> Report:
+    """The report of a Capture; `progress(stage)` is called before each of `STAGES`; `full_ids`:
+    connection ids in full (else short, the full id in the HTML cell's tooltip)."""
+    return _Builder(cap, progress or (lambda stage: None), full_ids).build()
 
 
 def fmt_time(value) -> str:
@@ -41,26 +46,26 @@ def _value(value):
 
 
 def _listed(total: int, shown: int) -> str:
-    return f"first {shown:,} of {total:,}" if shown < total else ""
+    return f"first {shown} of {total}" if shown < total else ""
 
 
 def _payload(text) -> Code | None:
     if text is None or text is pd.NA:
         return None
     text = str(text)
-    return Code(text if len(text) <= PAYLOAD_CHARS else text[:PAYLOAD_CHARS] + f"… ({len(text):,} chars)")
+    return Code(text if len(text) <= PAYLOAD_CHARS else text[:PAYLOAD_CHARS] + f"… ({len(text)} chars)")
 
 
 class _Builder:
-    def __init__(self, cap, progress: Callable[[str], None]):
-        self.cap, self.limit_s, self.progress = cap, cap.config.keepalive_limit_s, progress
+    def __init__(self, cap, progress: Callable[[str], None], full_ids: bool):
+        self.cap, self.limit_s, self.progress, self.full_ids = cap, cap.config.keepalive_limit_s, progress, full_ids
         # Connection ids are untrusted strings: anchors use their position instead.
         self.conn_index = {conn: i for i, conn in enumerate(cap.connections.conn.dropna().unique())}
         self.targets: list[tuple[str, int]] = []  # frames linked from anywhere, in link order
 
     def build(self) -> Report:
         sections = []
-        for stage, method in zip(STAGES, (self.summary, self.violations, self.latency, self.slowest,
+        for stage, method in zip(STAGES, (self.verdict, self.summary, self.violations, self.latency, self.slowest,
                                           self.connections, self.reconnects, self.keepalive, self.streams,
                                           self.frames)):
             self.progress(stage)
@@ -79,13 +84,33 @@ class _Builder:
     def frame_anchor(self, conn, frame) -> str:
         return anchor_id("f", self.conn_index[conn], int(frame))
 
+    def conn(self, conn) -> Conn | None:
+        conn = _value(conn)
+        return None if conn is None else Conn(str(conn), self.full_ids)
+
+    def verdict(self) -> Section:
+        """What is wrong, who does it, how often, since when: one row per consumer and rule, worst
+        first, each rule opening its explanation and each row linking its first frame."""
+        verdict = self.cap.summary()["verdict"]
+        head = verdict_lines(verdict, self.full_ids)[0]
+        if verdict["clean"]:
+            return Section("verdict", "Verdict", [head])
+        rows = [[g["severity"], who(g["consumer"], g["connections"]),
+                 Details(f"{g['does']} [{g['rule']}]", g["explanation"] or ""), g["count"],
+                 fmt_time(pd.Timestamp(g["since"], unit="s")) if g["since"] is not None else None,
+                 self.conn(g["conn"]), self.frame_link(g["conn"], g["frame"])] for g in verdict["findings"][:LISTED]]
+        total = len(verdict["findings"]) + verdict["omitted"]
+        return Section("verdict", "Verdict", [head, Table(
+            ["severity", "who", "what (click for the rule)", "count", "since", "first in conn", "frame"], rows,
+            _listed(total, len(rows)))])
+
     def summary(self) -> Section:
         s = self.cap.summary()
         cap, req, rec, msg = s["capture"], s["requests"], s["reconnects"], s["messaging"]
         counts = s["violation_counts"]
         blocks = [f"Files: {', '.join(cap['files']) or '-'}",
-                  f"{cap['frames']:,} frames, {cap['connections']:,} connections ({cap['refused']:,} refused), "
-                  f"{cap['damaged_lines']:,} damaged line(s)" + (", INCOMPLETE (the recorder lost records)"
+                  f"{cap['frames']} frames, {cap['connections']} connections ({cap['refused']} refused), "
+                  f"{cap['damaged_lines']} damaged line(s)" + (", INCOMPLETE (the recorder lost records)"
                                                                  if cap["incomplete"] else "")]
         blocks += [f"Note: {note}" for note in cap["notes"]]
         rows = [["violations: " + sev, sum(c.get(sev, 0) for c in counts.values())] for sev in SEVERITIES]
@@ -111,17 +136,19 @@ class _Builder:
                          for r in by_rule.itertuples()])]
         for rule in dict.fromkeys(by_rule.rule):
             rows = v[v.rule == rule].sort_values("t")
-            blocks.append(Heading(f"{rule} ({len(rows):,})", anchor_id("rule", rule)))
+            blocks.append(Heading(f"{rule} ({len(rows)})", anchor_id("rule", rule)))
+            blocks.append(Details("what this rule means", EXPLANATIONS.get(rule, "")))
             blocks.append(Table(["time", "severity", "conn", "frame", "message"],
-                                [[fmt_time(r.t), r.severity, _value(r.conn), self.frame_link(r.conn, r.frame),
+                                [[fmt_time(r.t), r.severity, self.conn(r.conn), self.frame_link(r.conn, r.frame),
                                   _value(r.message)] for r in rows.head(PER_RULE).itertuples()],
                                 _listed(len(rows), PER_RULE)))
-        return Section("violations", f"Violations ({len(v):,})", blocks)
+        return Section("violations", f"Violations ({len(v)})", blocks)
 
     def latency(self) -> Section:
         table = plots.latency_percentiles(self.cap.pairs)
         blocks: list = [Plot(plots.plot_latency(self.cap), "latency CDF per request type")]
         if not table.empty:
+            blocks.append(f"Latency percentiles: {PERCENTILE_METHOD}; the numbers `mwtap analyze` prints.")
             blocks.append(Table(["request type", "count", "p50 ms", "p90 ms", "p99 ms", "max ms"],
                                 [[r.type, r.count, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms]
                                  for r in table.itertuples()]))
@@ -140,7 +167,7 @@ class _Builder:
             blocks.append(Heading(title, anchor_id("slowest", title)))
             blocks.append(Table(["time", "conn", "frame", "type", "latency ms", "status", "code", "request",
                                  "response"],
-                                [[fmt_time(r.t), _value(r.conn), self.frame_link(r.conn, r.frame), _value(r.type),
+                                [[fmt_time(r.t), self.conn(r.conn), self.frame_link(r.conn, r.frame), _value(r.type),
                                   _value(r.latency_ms), _value(r.status), _value(r.code), text(r.conn, r.frame),
                                   text(r.conn, r.response_frame)] for r in rows.itertuples()]))
         return Section("slowest", "Slowest requests", blocks or ["No requests."])
@@ -152,17 +179,17 @@ class _Builder:
                              "timelines of the connections with the most violations")]
         counts = self.cap.violations.conn.value_counts()
         rows = conns.set_index("conn").loc[worst]
-        blocks.append(Table(["conn", "client", "opened", "duration s", "close", "by", "reason", "c2s", "s2c",
+        blocks.append(Table(["conn", "side", "client", "opened", "duration s", "close", "by", "reason", "c2s", "s2c",
                              "pings", "violations"],
-                            [[conn, _value(r.client), fmt_time(r.opened_at), _value(r.duration_s),
+                            [[self.conn(conn), _value(r.side), _value(r.client), fmt_time(r.opened_at), _value(r.duration_s),
                               _value(r.close_code), _value(r.closed_by), _value(r.close_reason), _value(r.frames_c2s),
                               _value(r.frames_s2c), _value(r.pings_c2s), int(counts.get(conn, 0))]
                              for conn, r in zip(rows.index, rows.itertuples())],
                             "most violations first; " + (_listed(len(conns), len(rows)) or "all")))
         refused = conns[conns.state == "refused"]
         if len(refused):
-            blocks.append(f"{len(refused):,} upgrade(s) refused.")
-        return Section("connections", f"Connections ({len(conns):,})", blocks)
+            blocks.append(f"{len(refused)} upgrade(s) refused.")
+        return Section("connections", f"Connections ({len(conns)})", blocks)
 
     def reconnects(self) -> Section:
         r = self.cap.reconnects
@@ -172,11 +199,11 @@ class _Builder:
         shown = r.sort_values("delay_s").head(LISTED)
         blocks.append(Table(["time", "conn", "previous", "attempt", "linked by", "delay s", "previous close",
                              "closed by", "fresh token"],
-                            [[fmt_time(x.t), _value(x.conn), _value(x.prev_conn), _value(x.attempt),
+                            [[fmt_time(x.t), self.conn(x.conn), self.conn(x.prev_conn), _value(x.attempt),
                               _value(x.linked_by), _value(x.delay_s), _value(x.prev_close_code),
                               _value(x.prev_closed_by), _value(x.fresh_token)] for x in shown.itertuples()],
                             "shortest delay first; " + (_listed(len(r), len(shown)) or "all")))
-        return Section("reconnects", f"Reconnect chains ({len(r):,} reconnects)", blocks)
+        return Section("reconnects", f"Reconnect chains ({len(r)} reconnects)", blocks)
 
     def keepalive(self) -> Section:
         k = self.cap.keepalive
@@ -186,7 +213,7 @@ class _Builder:
         if len(shown):
             blocks.append(Table(["conn", "client activities", "longest silence s", "from", "over the limit",
                                  "silence before close s", "closed by server after silence"],
-                                [[_value(x.conn), _value(x.client_activities), _value(x.longest_gap_s),
+                                [[self.conn(x.conn), _value(x.client_activities), _value(x.longest_gap_s),
                                   fmt_time(x.longest_gap_start), _value(x.gaps_over_limit),
                                   _value(x.silence_before_close_s), _value(x.closed_by_server_after_silence)]
                                  for x in shown.itertuples()],
@@ -200,12 +227,12 @@ class _Builder:
             shown = s.sort_values(["after_unsubscribe", "notifications"], ascending=False).head(LISTED)
             blocks.append(Table(["conn", "kind", "subscription / dialog", "request", "notifications",
                                  "first after ms", "per min", "unsubscribed", "after unsubscribe"],
-                                [[_value(x.conn), _value(x.kind), _value(x.subscription_id) or _value(x.dialog_id),
+                                [[self.conn(x.conn), _value(x.kind), _value(x.subscription_id) or _value(x.dialog_id),
                                   _value(x.request_type), _value(x.notifications),
                                   _value(x.first_notification_delay_ms), _value(x.rate_per_min),
                                   _value(x.unsubscribed), _value(x.after_unsubscribe)] for x in shown.itertuples()],
                                 "notifications after unsubscribe first; " + (_listed(len(s), len(shown)) or "all")))
-        return Section("streams", f"Subscription streams ({len(s):,})", blocks)
+        return Section("streams", f"Subscription streams ({len(s)})", blocks)
 
     def frames(self) -> Section:
         """The linked frames with their neighbours, each linked one carrying its anchor."""
@@ -220,7 +247,7 @@ class _Builder:
         for f in shown.itertuples():
             number = (Anchor(f"#{f.frame}", self.frame_anchor(f.conn, f.frame)) if (f.conn, f.frame) in linked
                       else f"#{f.frame}")
-            rows.append([number, f.conn, fmt_time(f.t), _value(f.dir), _value(f.category), _value(f.type),
+            rows.append([number, self.conn(f.conn), fmt_time(f.t), _value(f.dir), _value(f.category), _value(f.type),
                          _value(f.size), _payload(f.text)])
         return Section("frames", "Frames", [
             f"The frames linked from the tables above, with {CONTEXT} frames of context before and after.",

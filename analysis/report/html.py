@@ -8,7 +8,8 @@ import io
 import warnings
 from html import escape
 
-from analysis.report.model import Anchor, Code, Heading, Link, Plot, Report, Table
+from analysis.ids import short_id
+from analysis.report.model import Anchor, Code, Conn, Details, Heading, Link, Plot, Report, Table
 
 DPI = 90
 
@@ -26,6 +27,8 @@ pre { margin: 0; max-width: 60em; max-height: 12em; overflow: auto; white-space:
       font-size: 12px; background: #f8f8f8; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 .note { color: #666; font-size: 12px; }
+details > summary { cursor: pointer; }
+details > p { max-width: 60em; margin: .3em 0 .6em 1em; color: #333; }
 """
 
 
@@ -52,6 +55,8 @@ def _block(block) -> str:
         return f'<figure><img alt="{escape(block.alt)}" src="data:image/png;base64,{png(block.figure)}"></figure>'
     if isinstance(block, Table):
         return _table(block)
+    if isinstance(block, Details):
+        return _details(block)
     raise TypeError(f"unknown report block {type(block).__name__}")
 
 
@@ -77,6 +82,10 @@ def _cell(cell) -> str:
         return f'<td id="{cell.id}">{escape(cell.text)}</td>'
     if isinstance(cell, Code):
         return f"<td><pre>{escape(cell.text)}</pre></td>"
+    if isinstance(cell, Details):
+        return f"<td>{_details(cell)}</td>"
+    if isinstance(cell, Conn):
+        return f'<td title="{escape(cell.id)}">{escape(short_id(cell.id, cell.full))}</td>'
     if isinstance(cell, bool):
         return f"<td>{'yes' if cell else 'no'}</td>"
     if isinstance(cell, (int, float)):
@@ -84,5 +93,10 @@ def _cell(cell) -> str:
     return f"<td>{'-' if cell is None else escape(str(cell))}</td>"
 
 
+def _details(details: Details) -> str:
+    return f"<details><summary>{escape(details.summary)}</summary><p>{escape(details.text)}</p></details>"
+
+
 def number(value: int | float) -> str:
-    return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
+    """Counts, codes and ids as protocol values: never a thousands separator ("4401")."""
+    return str(value) if isinstance(value, int) else f"{value:.1f}"

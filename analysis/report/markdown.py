@@ -7,7 +7,8 @@ import re
 from html import escape
 
 from analysis.report.html import number
-from analysis.report.model import Anchor, Code, Heading, Link, Plot, Report, Table
+from analysis.ids import short_id
+from analysis.report.model import Anchor, Code, Conn, Details, Heading, Link, Plot, Report, Table
 
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]{}|#~])")
 
@@ -37,7 +38,11 @@ def _block(block) -> list[str]:
     if isinstance(block, Table):
         lines = ["| " + " | ".join(text(h) for h in block.headers) + " |", "|" + "---|" * len(block.headers)]
         lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in block.rows]
-        return lines + ([f"_{text(block.note)}_"] if block.note else [])
+        lines += [f"_{text(block.note)}_"] if block.note else []
+        opened = {c.summary: c.text for row in block.rows for c in row if isinstance(c, Details)}
+        return lines + [""] * bool(opened) + [f"- **{text(k)}**: {text(v)}" for k, v in opened.items()]
+    if isinstance(block, Details):
+        return [f"**{text(block.summary)}**: {text(block.text)}"]
     raise TypeError(f"unknown report block {type(block).__name__}")
 
 
@@ -46,6 +51,10 @@ def _cell(cell) -> str:
         return text(cell.text)
     if isinstance(cell, Code):
         return "<code>" + text(cell.text) + "</code>"
+    if isinstance(cell, Details):
+        return text(cell.summary)  # a cell holds one line: the explanations follow the table
+    if isinstance(cell, Conn):
+        return text(short_id(cell.id, cell.full))
     if isinstance(cell, bool):
         return "yes" if cell else "no"
     if isinstance(cell, (int, float)):

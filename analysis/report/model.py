@@ -28,7 +28,21 @@ class Code:
     text: str
 
 
-Cell = Union[str, int, float, None, Link, Anchor, Code]
+@dataclass
+class Details:
+    """A line that opens a longer text (HTML <details>: no script); the rule explanations."""
+    summary: str
+    text: str
+
+
+@dataclass
+class Conn:
+    """A connection id: shown short (`analysis.ids.short_id`), the full id one hover away."""
+    id: str
+    full: bool = False
+
+
+Cell = Union[str, int, float, None, Link, Anchor, Code, Details, Conn]
 
 
 @dataclass
@@ -50,7 +64,7 @@ class Plot:
     alt: str
 
 
-Block = Union[str, Table, Heading, Plot]
+Block = Union[str, Table, Heading, Plot, Details]
 
 
 @dataclass

@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 
 from analysis.rules import SEVERITIES, SEVERITY_RANK
+from analysis.verdict import consumer_keys
 from analysis.explain import EXPLANATIONS
 from analysis.view.index import DIR_CODE, DIRS, KIND_CODE, KINDS, SEVERITY_LEVEL, Connection, ViewIndex
 
@@ -124,15 +125,10 @@ class Queries:
         """Who each connection is (by number): the JWT `sub` of the first connection of its
         reconnect chain, else its token, else its client host (a reconnect with a fresh token is the
         same consumer). A connection's predecessor always comes first in the numbering."""
-        keys: list[str] = []
-        for c in self.index.connections:
-            if c.prev is not None and c.prev < c.number:
-                keys.append(keys[c.prev])
-            elif c.identity:
-                keys.append(c.identity)
-            else:
-                keys.append("host:" + ((c.client or "").rpartition(":")[0] or c.client or "unknown"))
-        return keys
+        connections = self.index.connections
+        keys = consumer_keys({c.number: (c.prev if c.prev is not None and c.prev < c.number else None, c.identity,
+                                         c.client) for c in connections})
+        return [keys[c.number] for c in connections]
 
     # --- frames ---------------------------------------------------------------------------------
     def frames(self, number: int, start: int, count: int, flt: Filter) -> dict:
