@@ -159,3 +159,27 @@ def test_directory_and_missing_file(tmp_path):
     for path, problem in ((tmp_path, "is a directory"), (tmp_path / "nope.jsonl", "cannot open")):
         result = mwtap(str(path))
         assert result.returncode == 2 and problem in result.stderr and "Traceback" not in result.stderr
+
+
+def test_text_opens_with_the_verdict_and_ids_print_as_protocol_values(tmp_path):
+    conn = "5b1d0a6e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"
+    b = CaptureBuilder()
+    b.open(conn, 1.0, url="ws://127.0.0.1:9000/ws_api/account/1/messaging/consumer?v=3")
+    for i in range(1200):  # counts past a thousand: no thousands separator
+        b.c2s(conn, 1.0 + i * 0.001, {"kind": "req", "id": str(i), "type": "GetClock"})
+        b.s2c(conn, 1.0005 + i * 0.001, {"kind": "resp", "reqId": str(i), "code": 200, "type": "GetClockResponse"})
+    b.s2c(conn, 3.0, {"kind": "resp", "reqId": "no-such", "code": 200, "type": "X"})
+    b.close(conn, 4.0, 4401, "token expired", "server")
+    path = tmp_path / "cap.jsonl"
+    b.write(path)
+    text = mwtap(str(path)).stdout
+    lines = text.splitlines()
+    assert lines[0] == "Verdict: 1 finding (by consumer and rule, worst first)"
+    assert "receives responses that answer no waiting request: once since" in lines[1]
+    assert "2401 frames" in text and "1200 sent" in text and "4,401" not in text and "1,200" not in text
+    row = next(line for line in lines if line.strip().startswith("5b1d0a6e…"))
+    assert row.split()[1] == "consumer" and "4401" in row.split()  # the side column, the close code
+    assert conn not in text and conn in mwtap(str(path), "--full-ids").stdout
+    markdown = mwtap(str(path), "--format", "markdown").stdout
+    assert markdown.splitlines()[2].startswith("Verdict: 1 finding")
+    assert "| conn | side | opened |" in markdown

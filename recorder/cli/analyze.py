@@ -19,10 +19,11 @@ from recorder.cli import FOUND_EXIT, BadInput
 @click.option("--min-reconnect-delay", "min_reconnect_delay_s", type=float, help="fast-reconnect below this, s [1].")
 @click.option("--accept-timeout", "accept_timeout_s", type=float, help="Seconds before missing-accept [10].")
 @click.option("--max-violations", type=int, help="Violations listed in the output, errors first [1000].")
+@click.option("--full-ids", is_flag=True, help="Connection ids in full (text, Markdown; JSON always has them).")
 @click.option("--jobs", type=click.IntRange(min=1), help="Processes for many files [number of cores].")
 @click.option("--dask", "dask_address", metavar="SCHEDULER", help="Run on this Dask scheduler (pip install mwtap[dask]).")
-def analyze(paths: tuple[str, ...], fmt: str, fail_on: str, jobs: int | None, dask_address: str | None,
-            **options) -> None:
+def analyze(paths: tuple[str, ...], fmt: str, fail_on: str, full_ids: bool, jobs: int | None,
+            dask_address: str | None, **options) -> None:
     """Analyse one or more captures (.jsonl or .jsonl.gz; rotated parts and several recordings are
     merged by time) and report violations of the Messaging Window protocol."""
     import orjson
@@ -44,7 +45,7 @@ def analyze(paths: tuple[str, ...], fmt: str, fail_on: str, jobs: int | None, da
     if fmt == "json":
         sys.stdout.buffer.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
     else:
-        click.echo(render(summary, markdown=fmt == "markdown"), nl=False)
+        click.echo(render(summary, markdown=fmt == "markdown", full_ids=full_ids), nl=False)
     if fail_on != "never":
         limit = SEVERITY_RANK[fail_on]
         if any(SEVERITY_RANK[sev] <= limit for sevs in summary["violation_counts"].values() for sev in sevs):
