@@ -95,7 +95,7 @@ def _check_private_directory(path: Path) -> None:
     if mode & stat.S_IWOTH:
         raise exceptions.OptionsError(
             f"mwtap_out: {directory} is writable by every user (mode {stat.S_IMODE(mode):o}); choose a private "
-            f"directory for {path.name}, or write there anyway with --force (mitmdump: --set mwtap_force=true)")
+            f"directory for {path.name}, or write there anyway with --allow-shared-dir (mitmdump: --set mwtap_force=true)")
 
 
 class Recorder:

@@ -11,7 +11,7 @@ import pytest
 
 from analysis.capture import dumps
 from analysis.synth import CaptureBuilder
-from conftest import BIN
+from conftest import BIN, free_port, wait_port
 from recorder.cli import COMMANDS
 
 GET_CLOCK = {"kind": "req", "id": "1", "type": "GetClock"}
@@ -128,3 +128,52 @@ def test_an_address_that_cannot_be_listened_on_is_bad_input(command, busy_port, 
 def test_an_output_that_cannot_be_written_is_bad_input(tmp_path):
     out = tmp_path / "nowhere" / "report.html"
     assert_one_line_error(run_mwtap(["report", good_capture(tmp_path / "good.jsonl"), "-o", out]), out.name)
+
+
+# Every command that writes a file: its output given existing, as (arguments, the file in the way).
+def overwrite_case(command: str, good: Path, tmp: Path) -> tuple[list, Path]:
+    listen = f"127.0.0.1:{free_port()}"
+    out = tmp / "out.jsonl"
+    return {
+        "report": (["report", good, "-o", tmp / "r.html"], tmp / "r.html"),
+        "convert": (["convert", good, "-o", out], out),
+        "export": (["export", good, "--parquet", tmp], tmp / "pairs.parquet"),
+        "replay": (["replay", good, "--target", "ws://127.0.0.1:9", "-o", out], out),
+        "replay-as-server": (["replay", "--as-server", good, "--listen", listen, "-o", out], out),
+        "record": (["record", "--upstream", "ws://127.0.0.1:9", "--listen", listen, "-o", out], out),
+        "record-part": (["record", "--upstream", "ws://127.0.0.1:9", "--listen", listen, "-o", out],
+                        tmp / "out.part2.jsonl"),
+        "demo": (["demo", "-o", tmp, "--duration", "1"], tmp / "capture.jsonl"),
+    }[command]
+
+
+OVERWRITERS = ["report", "convert", "export", "replay", "replay-as-server", "record", "record-part", "demo"]
+SERVING = {"replay-as-server", "record", "record-part"}  # run until stopped
+
+
+@pytest.mark.parametrize("command", OVERWRITERS)
+def test_an_existing_output_is_refused_and_kept(command, tmp_path):
+    args, existing = overwrite_case(command, good_capture(tmp_path / "good.jsonl"), tmp_path)
+    existing.write_bytes(b"earlier work\n")
+    assert_one_line_error(run_mwtap(args), existing.name)
+    assert "--force" in run_mwtap(args).stderr
+    assert existing.read_bytes() == b"earlier work\n"
+
+
+@pytest.mark.parametrize("command", OVERWRITERS)
+def test_force_overwrites_an_existing_output(command, tmp_path, procs):
+    args, existing = overwrite_case(command, good_capture(tmp_path / "good.jsonl"), tmp_path)
+    existing.write_bytes(b"earlier work\n")
+    if command in SERVING:
+        proc = procs.start([str(BIN / "mwtap"), *map(str, args), "--force"], command)
+        wait_port(int(args[args.index("--listen") + 1].rpartition(":")[2]), proc=proc, timeout=60)
+        assert procs.stop(proc) == 0, proc.log_path.read_text()
+    else:
+        done = run_mwtap([*args, "--force"])
+        assert done.returncode in ((1,) if command == "replay" else (0,)), done  # port 9: nothing to replay to
+    if command == "record-part":
+        assert not existing.exists()  # an earlier recording's part is not left to be read with the new one
+    elif existing.suffix == ".jsonl":
+        assert existing.read_bytes().startswith(b'{"rec":"header"')
+    else:
+        assert existing.read_bytes() != b"earlier work\n" and existing.stat().st_size > 100

@@ -72,7 +72,7 @@ def test_report_file_is_private_and_progress_is_not_drawn_without_a_terminal(htm
     existing = tmp_path / "old.html"
     existing.write_text("old")
     existing.chmod(0o644)
-    assert mwtap("report", sample_capture, "-o", existing).returncode == 0
+    assert mwtap("report", sample_capture, "-o", existing, "--force").returncode == 0
     assert stat.S_IMODE(existing.stat().st_mode) == 0o600 and "<!DOCTYPE html>" in existing.read_text()
 
 

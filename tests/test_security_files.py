@@ -47,7 +47,7 @@ def test_recorder_refuses_a_world_writable_directory(procs, shared_dir, kind):
     proc, _ = start(procs, kind, out)
     assert proc.wait(30) != 0
     log = proc.log_path.read_text()
-    assert WORLD_WRITABLE in log and "--force" in log and "mwtap_force" in log
+    assert WORLD_WRITABLE in log and "--allow-shared-dir" in log and "mwtap_force" in log
     assert "Traceback" not in log
     assert not out.exists()
 
@@ -56,11 +56,11 @@ def test_recorder_refuses_tmp_itself():
     done = subprocess.run([str(BIN / "mwtap"), "record", "--upstream", "ws://127.0.0.1:9", "--listen",
                            "127.0.0.1:0", "-o", f"/tmp/mwtap-never-{os.getpid()}.jsonl"],
                           capture_output=True, text=True, timeout=30)
-    assert done.returncode == 1 and f"/tmp is {WORLD_WRITABLE}" in done.stderr
+    assert done.returncode == 2 and f"/tmp is {WORLD_WRITABLE}" in done.stderr
     assert not os.path.exists(f"/tmp/mwtap-never-{os.getpid()}.jsonl")
 
 
-@pytest.mark.parametrize("kind, force", [("mwtap", "--force"), ("mitmdump", "mwtap_force=true")])
+@pytest.mark.parametrize("kind, force", [("mwtap", "--allow-shared-dir"), ("mitmdump", "mwtap_force=true")])
 def test_force_writes_there_anyway_and_the_capture_is_private(procs, shared_dir, kind, force):
     out = shared_dir / "cap.jsonl"
     proc, proxy_port = start(procs, kind, out, force)

@@ -4,6 +4,7 @@ so `mwtap analyze` never loads mitmproxy."""
 from __future__ import annotations
 
 import importlib
+import os
 
 import click
 
@@ -35,6 +36,25 @@ class BadInput(click.ClickException):
     one line "Error: ...", exit status 2. Every command fails through this (or click's own usage errors,
     also 2); exit status 1 is kept for FOUND_EXIT."""
     exit_code = 2
+
+
+def refuse_to_overwrite(paths, force: bool, *, remove: bool = False) -> None:
+    """The one overwrite rule of every command that writes files: an existing output is refused
+    (BadInput naming it) unless `force`. With `remove`, a forced output is deleted now, for writers
+    that create their files exclusively (a link is removed, never followed); the others truncate
+    it when they write, so a run that fails before keeps the old file."""
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise BadInput(f"{path}: is a directory")
+        if not os.path.lexists(path):
+            continue
+        if not force:
+            raise BadInput(f"{path}: exists; give --force to overwrite it")
+        if remove:
+            try:
+                os.unlink(path)
+            except OSError as e:
+                raise BadInput(f"{path}: cannot overwrite ({e.strerror})") from None
 
 
 class LazyGroup(click.Group):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from recorder.cli import refuse_to_overwrite
+
 
 @click.command()
 @click.argument("path", type=click.Path())
@@ -14,6 +16,7 @@ def convert(path: str, output: str, force: bool) -> None:
     content) to a capture file (mode 0600). Flow files need mitmproxy."""
     from analysis.imports.convert import convert as run_convert
 
+    refuse_to_overwrite([output], force)
     count, damage = run_convert(path, output, force=force)
     for d in damage:
         click.echo(str(d), err=True)

@@ -7,13 +7,18 @@ from pathlib import Path
 
 import click
 
+from recorder.cli import refuse_to_overwrite
+
+OUTPUTS = ("capture.jsonl", "analysis.txt", "analysis.json", "report.html")
+
 
 @click.command()
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the capture and the analysis [./mwtap-demo-YYYYmmdd-HHMMSS].")
 @click.option("--duration", type=float, default=20.0, show_default=True, help="Seconds the consumers run.")
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of the server's injected fault.")
-def demo(out_dir: Path | None, duration: float, seed: int) -> None:
+@click.option("--force", is_flag=True, help="Overwrite the files of an earlier demo in the folder.")
+def demo(out_dir: Path | None, duration: float, seed: int, force: bool) -> None:
     """Run the built-in Messaging Window server, the recorder in front of it and eight scripted
     consumers (five misbehave on purpose), then analyse the capture.
 
@@ -33,6 +38,7 @@ def demo(out_dir: Path | None, duration: float, seed: int) -> None:
     from recorder.demo import DemoSettings, run_demo
 
     out_dir = out_dir or Path(f"mwtap-demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    refuse_to_overwrite([out_dir / name for name in OUTPUTS], force, remove=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = DemoSettings(duration=duration, seed=seed)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import glob
 import ipaddress
 from pathlib import Path
 
 import click
 
 from analysis.capture import DEFAULT_MAX_PAYLOAD, host_port
-from recorder.cli import BadInput
+from recorder.cli import BadInput, refuse_to_overwrite
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -35,13 +36,23 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def rotated_parts(out: Path) -> list[Path]:
+    """The rotated parts an earlier recording left beside OUT (OUT.partN.jsonl): --force removes them
+    with OUT, so that a new recording is never read together with the old one's parts."""
+    from recorder.writer import part_path
+
+    prefix, _, suffix = part_path(out, 2).name.rpartition("part2")
+    return sorted(path for path in out.parent.glob(f"{glob.escape(prefix)}part*{glob.escape(suffix)}")
+                  if path.name[len(prefix) + 4:len(path.name) - len(suffix)].isdigit())
+
+
 @click.command()
 @click.option("--upstream", metavar="URL", help="The WebSocket server to relay to: ws://HOST:PORT or wss://HOST:PORT "
               "(reverse proxy; clients connect to --listen instead).")
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT",
               help="Where the proxy listens; port 0 picks a free port (printed).")
 @click.option("-o", "--out", required=True, type=click.Path(path_type=Path),
-              help="Capture file to create (JSONL, mode 0600; never overwritten).")
+              help="Capture file to create (JSONL, mode 0600).")
 @click.option("--mode", metavar="MODE", help="A mitmproxy mode instead of --upstream, e.g. 'regular' "
               "(clients use the proxy as their HTTP proxy).")
 @click.option("--rotate-mb", type=click.IntRange(min=0), default=0, show_default=True,
@@ -54,10 +65,12 @@ def is_loopback(host: str) -> bool:
 @click.option("--upstream-ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
               help="Trust the wss upstream's certificate if signed by (or equal to) this PEM certificate.")
 @click.option("--upstream-insecure", is_flag=True, help="Do not verify the wss upstream's certificate at all.")
-@click.option("--force", is_flag=True, help="Write OUT even into a directory every user may write to (such as "
-              "/tmp), which is refused otherwise.")
+@click.option("--force", is_flag=True, help="Overwrite OUT (and remove its rotated parts) if it exists.")
+@click.option("--allow-shared-dir", is_flag=True, help="Write OUT even into a directory every user may write to "
+              "(such as /tmp), which is refused otherwise.")
 def record(upstream: str | None, listen: str, out: Path, mode: str | None, rotate_mb: int, no_redact: bool,
-           max_payload: int, live: bool, force: bool, upstream_ca: Path | None, upstream_insecure: bool) -> None:
+           max_payload: int, live: bool, force: bool, allow_shared_dir: bool, upstream_ca: Path | None,
+           upstream_insecure: bool) -> None:
     """Relay WebSocket connections through mitmproxy and record every frame to OUT.
 
     Stop with Ctrl-C (or SIGTERM): everything is flushed and a summary is printed.
@@ -78,22 +91,21 @@ def record(upstream: str | None, listen: str, out: Path, mode: str | None, rotat
                    "anyone between the proxy and the upstream can read and change the traffic", err=True)
     if out.is_dir():
         raise BadInput(f"{out}: is a directory; -o names the capture file to create")
-    if out.exists():
-        raise BadInput(f"{out}: exists; mwtap never overwrites a capture")
+    refuse_to_overwrite([out, *rotated_parts(out)], force, remove=True)
 
     import asyncio
 
     from mitmproxy.exceptions import OptionsError
 
     try:
-        asyncio.run(_run(upstream, out, host, port, mode, not no_redact, rotate_mb, max_payload, live, force,
+        asyncio.run(_run(upstream, out, host, port, mode, not no_redact, rotate_mb, max_payload, live, allow_shared_dir,
                          upstream_ca, upstream_insecure))
     except (OptionsError, OSError, ValueError) as e:
         raise BadInput(str(e)) from None
 
 
 async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str | None, redact: bool,
-               rotate_mb: int, max_payload: int, live: bool, force: bool, upstream_ca: Path | None,
+               rotate_mb: int, max_payload: int, live: bool, allow_shared_dir: bool, upstream_ca: Path | None,
                upstream_insecure: bool) -> None:
     import logging
 
@@ -108,7 +120,8 @@ async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str 
     stop = stop_event()
     proxy = RecordingProxy(upstream, out, listen_host=host, listen_port=port, mode=mode, redact=redact,
                            rotate_mb=rotate_mb, max_payload=max_payload,
-                           live=(lambda line: click.echo(f"mwtap live: {line}")) if live else None, force=force,
+                           live=(lambda line: click.echo(f"mwtap live: {line}")) if live else None,
+                           force=allow_shared_dir,
                            upstream_ca=upstream_ca, upstream_insecure=upstream_insecure)
     async with proxy:
         target = upstream if upstream else f"mode {mode}"

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from recorder.cli import FOUND_EXIT, BadInput
+from recorder.cli import FOUND_EXIT, BadInput, refuse_to_overwrite
 
 INTERRUPTED_EXIT = 130
 
@@ -29,7 +29,9 @@ INTERRUPTED_EXIT = 130
 @click.option("--wait-timeout", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
               help="Seconds to wait for a response, notification or assigned value before reporting it missing.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False),
-              help="Capture of the replay (never overwritten); with --as-server, of the live clients' connections.")
+              help="Capture of the replay (required without --as-server); with --as-server, of the live "
+                   "clients' connections.")
+@click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.option("--token", help="Token for the Authorization header and InitConnection.")
 @click.option("--token-env", metavar="NAME", help="Read the token from this environment variable.")
@@ -40,8 +42,8 @@ INTERRUPTED_EXIT = 130
 @click.option("--as-server", is_flag=True, help="Play the recorded server side to live clients instead.")
 @click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT",
               help="With --as-server: where to listen (port 0: any free port).")
-def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_timeout, out, fmt, token, token_env,
-           token_command, allow_remote, as_server, listen) -> None:
+def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_timeout, out, force, fmt, token,
+           token_env, token_command, allow_remote, as_server, listen) -> None:
     """Replay the session recorded in CAPTURE.
 
     Client side (default): opens a WebSocket to --target per recorded connection and sends the
@@ -59,8 +61,10 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
 
     try:
         plan = load_plan(capture).select(conn_ids)
+        if out:
+            refuse_to_overwrite([out], force)  # now, before anything runs; removed when it is created
         if as_server:
-            _serve(plan, listen, out)
+            _serve(plan, listen, out, force)
             return
         if not target:
             raise BadInput("--target URL is required (or --as-server)")
@@ -74,11 +78,11 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
     if users and source is None:
         how = "an Authorization header" if users[0].header_token else "an InitConnection jwt"
         raise BadInput(f"{capture}: connection {users[0].id} used a token ({how}); the capture holds only its "
-                         "redaction marker: give --token, --token-env or --token-command")
+                       "redaction marker: give --token, --token-env or --token-command")
     from recorder.replay.tokens import TokenPool
 
     tokens = TokenPool(source)
-    recording = _recording(out, lambda: tokens.secrets)
+    recording = _recording(out, force, lambda: tokens.secrets)
     _announce(plan, target, timing, out)
     result = _run_client(plan, target, tokens, recording, timing=timing, speed=speed, parallel=parallel,
                          fresh_ids=fresh_ids, wait_timeout=wait_timeout, addresses=addresses)
@@ -100,11 +104,12 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
         sys.exit(FOUND_EXIT)  # a connection could not be made or frames were left unsent
 
 
-def _recording(out: str, secrets):
+def _recording(out: str, force: bool, secrets):
     """The replay's capture at `out` (redacting the tokens `secrets()` lists), or a one-line error."""
     from recorder.replay.recording import ReplayRecording
     from recorder.writer import creation_problem
 
+    refuse_to_overwrite([out], force, remove=True)
     try:
         return ReplayRecording(out, secrets)
     except OSError as e:
@@ -157,7 +162,7 @@ def render_result(result) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _serve(plan, listen: str, out: str | None) -> None:
+def _serve(plan, listen: str, out: str | None, force: bool) -> None:
     import asyncio
 
     from analysis.capture import host_port
@@ -174,7 +179,7 @@ def _serve(plan, listen: str, out: str | None) -> None:
         stop = stop_event()
         server = MockServer(plan, host, port)
         if out:
-            server.recording = _recording(out, lambda: server.issued)
+            server.recording = _recording(out, force, lambda: server.issued)
         try:
             async with server:
                 click.echo(f"mwtap replay --as-server: WebSocket {server.url()}")

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from recorder.cli import BadInput
+from recorder.cli import BadInput, refuse_to_overwrite
 
 REPORT_MODE = 0o600  # a report holds payloads: only its owner reads it
 
@@ -16,10 +16,11 @@ REPORT_MODE = 0o600  # a report holds payloads: only its owner reads it
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
               help="Report file ('-': standard output)  [default: report.html, report.md for markdown]")
+@click.option("--force", is_flag=True, help="Overwrite the report file if it exists.")
 @click.option("--format", "fmt", type=click.Choice(["html", "markdown"]), default="html", show_default=True)
 @click.option("--keepalive-limit", "keepalive_limit_s", type=float, help="Longest allowed client silence, s [60].")
 @click.option("--response-timeout", "response_timeout_s", type=float, help="Seconds before unanswered-request [30].")
-def report(paths: tuple[str, ...], output: str | None, fmt: str, **options) -> None:
+def report(paths: tuple[str, ...], output: str | None, force: bool, fmt: str, **options) -> None:
     """Analyse captures and write a report: summary, violations by rule linked to their frames,
     latency, slowest requests with payloads, connections, reconnects, keep-alive and streams."""
     import matplotlib
@@ -30,6 +31,8 @@ def report(paths: tuple[str, ...], output: str | None, fmt: str, **options) -> N
     from analysis.report.content import STAGES
 
     output = output or ("report.md" if fmt == "markdown" else "report.html")
+    if output != "-":
+        refuse_to_overwrite([output], force)
     with _Progress(len(STAGES) + 1) as progress:
         progress("analysing")
         cap = load(list(paths), **options)
