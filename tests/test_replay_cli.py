@@ -3,12 +3,14 @@ and a remote target refused before any connection is attempted."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 from analysis.capture import dumps, header_record, message_record
 from analysis.redact import redaction_info
 from conftest import BIN
 from recorder.replay.target import TargetError, check_target, target_url
+from test_replay import recording, start_server, token_command  # noqa: F401  (recording: a fixture)
 
 import pytest
 
@@ -139,3 +141,31 @@ def test_connections_chosen_with_conn_replay_in_recorded_order(tmp_path):
     capture.write_bytes(b"".join(dumps(r) for r in records))
     plan = load_plan(str(capture)).select(("third", "first", "third-conn"))
     assert [c.id for c in plan.connections] == ["first-conn", "third-conn"]
+
+
+def test_replay_prints_a_summary_of_substitutions_and_each_one_with_verbose(recording, procs, tmp_path):
+    """Against a real `mwtap serve`: the text output counts the substituted values by kind; -v lists
+    each (one line per value, under a header)."""
+    port = start_server(procs)
+    runs = {}
+    for name, extra in (("summary", ()), ("verbose", ("-v",))):
+        runs[name] = run("replay", recording, "--target", f"ws://127.0.0.1:{port}", "-o", tmp_path / f"{name}.jsonl",
+                         "--token-command", token_command(port), *extra)
+        assert runs[name].returncode == 0, runs[name].stderr
+    count = int(re.search(r"^substitutions: (\d+) \((\d+) sequence, (\d+) string; -v lists each\)$",
+                          runs["summary"].stdout, re.M).group(1))
+    assert count > 0 and "recorded -> replayed" not in runs["summary"].stdout
+    verbose = runs["verbose"].stdout.splitlines()
+    header = verbose.index(next(line for line in verbose if line.endswith("recorded -> replayed")))
+    assert verbose[header - 1].startswith("substitutions: ") and "-v lists" not in verbose[header - 1]
+    assert len(verbose[header + 1:]) == int(verbose[header - 1].split()[1]) > 0
+
+
+@pytest.mark.parametrize("command, option, marked", [
+    ("convert", "--output", "[required]"), ("export", "--parquet", "[required]"), ("record", "--out", "[required]"),
+    ("replay", "--target", "required without --as-server"), ("replay", "--out", "required without --as-server"),
+])
+def test_help_marks_the_options_a_command_requires(command, option, marked):
+    options = run(command, "--help").stdout.split("\nOptions:\n")[1]
+    entry = re.search(rf"^  (-\w, )?{option} .*?(?=^  -|\Z)", options, re.M | re.S).group(0)
+    assert marked.replace(" ", "") in "".join(entry.split()), entry  # however click wrapped it

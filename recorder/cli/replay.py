@@ -4,6 +4,7 @@ client (`--as-server`), recording what happens."""
 from __future__ import annotations
 
 import sys
+from collections import Counter
 
 import click
 
@@ -15,7 +16,7 @@ INTERRUPTED_EXIT = 130
 @click.command()
 @click.argument("capture", type=click.Path())
 @click.option("--target", metavar="URL", help="ws://HOST:PORT[/PATH?QUERY] to replay to (the recorded path and "
-                                              "query are used when it has none).")
+                                              "query are used when it has none; required without --as-server).")
 @click.option("--conn", "conn_ids", multiple=True, metavar="ID",
               help="Replay only this recorded connection (id or unique prefix; repeatable). Default: all.")
 @click.option("--timing", type=click.Choice(["wait", "original", "fast"]), default="wait", show_default=True,
@@ -33,6 +34,7 @@ INTERRUPTED_EXIT = 130
                    "clients' connections.")
 @click.option("--force", is_flag=True, help="Overwrite OUT if it exists.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("-v", "--verbose", is_flag=True, help="List every substituted value (text format; json always has them).")
 @click.option("--token", help="Token for the Authorization header and InitConnection.")
 @click.option("--token-env", metavar="NAME", help="Read the token from this environment variable.")
 @click.option("--token-command", metavar="CMD",
@@ -42,8 +44,8 @@ INTERRUPTED_EXIT = 130
 @click.option("--as-server", is_flag=True, help="Play the recorded server side to live clients instead.")
 @click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT",
               help="With --as-server: where to listen (port 0: any free port).")
-def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_timeout, out, force, fmt, token,
-           token_env, token_command, allow_remote, as_server, listen) -> None:
+def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_timeout, out, force, fmt, verbose,
+           token, token_env, token_command, allow_remote, as_server, listen) -> None:
     """Replay the session recorded in CAPTURE.
 
     Client side (default): opens a WebSocket to --target per recorded connection and sends the
@@ -90,7 +92,7 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
         import orjson
         sys.stdout.buffer.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
     else:
-        click.echo(render_result(result), nl=False)
+        click.echo(render_result(result, verbose), nl=False)
     if result.interrupted:
         click.echo("mwtap replay: interrupted; the capture holds what was replayed so far", err=True)
         sys.exit(INTERRUPTED_EXIT)
@@ -146,7 +148,7 @@ def _run_client(plan, target: str, tokens, recording, **options):
     return asyncio.run(main())
 
 
-def render_result(result) -> str:
+def render_result(result, verbose: bool) -> str:
     lines = []
     for c in result.connections:
         codes = ", ".join(str(code) for code in c.close_codes) or "-"
@@ -154,8 +156,11 @@ def render_result(result) -> str:
         lines.append(f"  {c.frames_sent}/{c.frames_total} frames sent, {c.responses} responses, "
                      f"{c.notifications} notifications, close {codes}, {c.reconnects} reconnect(s)")
         lines.extend(f"  ! {event}" for event in c.events)
-    lines.append(f"substitutions: {len(result.substitutions)}")
-    if result.substitutions:
+    kinds = Counter(s.kind for s in result.substitutions)
+    lines.append(f"substitutions: {len(result.substitutions)}"
+                 + (f" ({', '.join(f'{n} {kind}' for kind, n in sorted(kinds.items()))}; -v lists each)"
+                    if kinds and not verbose else ""))
+    if result.substitutions and verbose:
         lines.append(f"  {'connection':10} {'frame':>5}  {'request':28} {'kind':8} recorded -> replayed")
         for s in result.substitutions:
             lines.append(f"  {s.conn[:10]:10} {s.n:>5}  {str(s.request_type):28} {s.kind:8} {s.recorded} -> {s.replayed}")
