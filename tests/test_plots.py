@@ -171,3 +171,34 @@ def test_ten_thousand_connections_render_in_bounded_time(tmp_path):
     assert "top 20 of" in titles(fig)
     curves = plots.plot_latency(big).axes[0]
     assert all(len(line.get_xdata()) <= 400 for line in curves.get_lines())
+
+
+def _overlapping(texts) -> list:
+    boxes = [(t.get_text(), t.get_window_extent()) for t in texts if t.get_text()]
+    return [(a, b) for i, (a, box) in enumerate(boxes) for b, other in boxes[i + 1:] if box.overlaps(other)]
+
+
+@pytest.mark.parametrize("capture", ["sample", "demo"])
+def test_reconnect_labels_never_overlap(capture, cap):
+    """The demo's reconnects come a few ms after the close: labels of short bars would overlap."""
+    cap = cap if capture == "sample" else analysis.load(REPO / "notebooks" / "data" / "demo.jsonl.gz")
+    fig = plots.plot_reconnects(cap)
+    fig.canvas.draw()
+    labels = by_gid(fig, "close-code") + by_gid(fig, "gap")
+    assert labels and not _overlapping(labels)
+
+
+def test_one_connection_capture_draws_without_warnings(tmp_path):
+    b = CaptureBuilder()
+    b.open("c1", 1.0)
+    b.c2s("c1", 1.1, {"kind": "req", "id": "1", "type": "GetClock"})
+    b.s2c("c1", 1.2, {"kind": "resp", "reqId": "1", "code": 200, "type": "GetClockResponse"})
+    b.close("c1", 2.0, 4401, "expired", "server")
+    b.write(tmp_path / "one.jsonl")
+    one = analysis.load(tmp_path / "one.jsonl")
+    import io
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for plot in ALL_PLOTS:
+            plot(one).savefig(io.BytesIO(), format="png")

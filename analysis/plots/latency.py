@@ -9,6 +9,7 @@ from analysis.histogram import LogHistogram
 from analysis.summary import NO_TYPE
 
 CURVE_POINTS = 400  # a CDF drawn from this many quantiles looks the same as one from every sample
+FEW = 20  # requests of a type drawn with a marker at each
 MIN_MS = 0.01  # log axis: a 0 ms latency is drawn here
 
 
@@ -45,8 +46,10 @@ def plot_latency(cap, *, max_types: int = 8):
         values = answered.latency_ms[answered_types == type_].to_numpy(dtype=float)
         x = np.quantile(values, levels) if len(values) > CURVE_POINTS else np.sort(values)
         y = levels if len(values) > CURVE_POINTS else np.arange(1, len(values) + 1) / len(values)
-        curve_ax.step(np.maximum(x, MIN_MS), y, where="post", label=f"{short(type_, 36)} (n={len(values)})")
+        curve_ax.step(np.maximum(x, MIN_MS), y, where="post", label=f"{short(type_, 36)} (n={len(values)})",
+                      marker="." if len(values) <= FEW else None)  # a single request is a point, not a line
     curve_ax.set_xscale("log")
+    _plain_log_ticks(curve_ax)
     curve_ax.set_ylim(0, 1.01)
     curve_ax.set_xlabel("latency (ms, log scale)")
     curve_ax.set_ylabel("fraction of requests answered within")
@@ -54,3 +57,14 @@ def plot_latency(cap, *, max_types: int = 8):
     curve_ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     curve_ax.set_title(f"{title} ({shown_of(len(types), len(table), 'types')})")
     return fig
+
+
+def _plain_log_ticks(ax) -> None:
+    """Milliseconds as plain numbers ("0.5", "20", not "5×10⁻¹"); the 2s and 5s between the powers
+    of ten labelled only when the axis spans at most two decades (beyond, they would overlap)."""
+    from matplotlib.ticker import FuncFormatter
+    low, high = ax.get_xlim()
+    few_decades = high / max(low, MIN_MS) <= 100
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(
+        lambda v, _: f"{v:g}" if few_decades and f"{v:.0e}"[0] in "25" else ""))

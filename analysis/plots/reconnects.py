@@ -3,11 +3,15 @@ and the gap before each reconnect."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from analysis.plots._figure import ALERT_COLOR, date_axis, new_figure, no_data, short, shown_of, utc
 
 TOKEN_CLOSE_CODES = (4401, 4407)
+WIDTH_IN = 12
+AXES_PT = (WIDTH_IN - 2) * 72  # the bars' axes in points: the figure less the chain labels
+CHAR_PT = 4.5  # the width of a character of a 6-7 point label, on average
 
 
 def connection_ends(conns: pd.DataFrame) -> pd.Series:
@@ -44,13 +48,16 @@ def plot_reconnects(cap, *, max_chains: int = 20):
     if chains.empty:
         return no_data(title, "no connections")
     shown = chains.head(max_chains)
-    fig = new_figure(12, 1.5 + 0.45 * len(shown))
+    fig = new_figure(WIDTH_IN, 2.5 + 0.45 * len(shown))  # at least the height of the axis label
     ax = fig.add_subplot()
     conns = cap.connections[cap.connections.chain.isin(shown.chain)]
     # by connection id and opening time: an id can be reused (or read twice from two files)
     delays = cap.reconnects.drop_duplicates(["conn", "t"]).set_index(["conn", "t"]).delay_s
+    starts, ends = connection_spans(conns)
+    span_s = (ends.max() - starts.min()).total_seconds() if starts.notna().any() else 0.0
+    pt_per_s = AXES_PT / span_s if span_s > 0 else float("inf")
     for y, chain in enumerate(shown.chain):
-        _chain_row(ax, y, conns[conns.chain == chain].sort_values("opened_at"), delays)
+        _chain_row(ax, y, conns[conns.chain == chain].sort_values("opened_at"), delays, pt_per_s)
     ax.set_yticks(range(len(shown)), [f"{short(c, 14)} ({n})" for c, n in zip(shown.chain, shown.connections)],
                   fontsize=8)
     ax.set_ylim(len(shown) - 0.5, -0.5)
@@ -63,7 +70,9 @@ def plot_reconnects(cap, *, max_chains: int = 20):
     return fig
 
 
-def _chain_row(ax, y: int, conns: pd.DataFrame, delays: pd.Series) -> None:
+def _chain_row(ax, y: int, conns: pd.DataFrame, delays: pd.Series, pt_per_s: float) -> None:
+    """A chain's bars; a label is drawn only where it fits (a close code inside its bar, a delay
+    clear of the previous one) so that no two labels overlap."""
     starts, ends = connection_spans(conns)
     # a connection without any time is not drawn: its label would land at a date matplotlib cannot
     # reach from the axis (FreeType "raster overflow")
@@ -76,9 +85,14 @@ def _chain_row(ax, y: int, conns: pd.DataFrame, delays: pd.Series) -> None:
     ax.barh([y] * len(conns), ends - starts, left=starts, height=0.6,
             color=["#ffbb78" if t else "#aec7e8" for t in token_close],
             edgecolor=[ALERT_COLOR if s else "black" for s in by_server], gid="connection")
+    at_pt = lambda t: (t - starts[0]) / np.timedelta64(1, "s") * pt_per_s
+    free_from_pt = -np.inf  # where the previous delay label ends
     for start, end, conn, opened, label in zip(starts, ends, conns.conn, conns.opened_at, labels):
-        ax.text(end, y, f"{label} ", ha="right", va="center", fontsize=7, gid="close-code")
+        if (len(label) + 1) * CHAR_PT <= at_pt(end) - at_pt(start):
+            ax.text(end, y, f"{label} ", ha="right", va="center", fontsize=7, gid="close-code")
         delay = delays.get((conn, opened))
-        if delay is not None and pd.notna(delay):
-            ax.annotate(f"+{delay:.1f} s", (start, y - 0.3), xytext=(0, 2), textcoords="offset points",
+        text = f"+{delay:.1f} s" if delay is not None and pd.notna(delay) else ""
+        if text and at_pt(start) - len(text) * CHAR_PT >= free_from_pt:
+            free_from_pt = at_pt(start) + CHAR_PT
+            ax.annotate(text, (start, y - 0.3), xytext=(0, 2), textcoords="offset points",
                         ha="right", va="bottom", fontsize=6, color="dimgrey", gid="gap")
