@@ -36,3 +36,12 @@ WSPROTO_FAILURE = re.compile(
 def failed_by_proxy(code: int | None, reason: str | None) -> bool:
     """Whether a close with this code and reason is mitmproxy failing the connection on a protocol error."""
     return code in PROTOCOL_ERROR_CODES and reason is not None and WSPROTO_FAILURE.fullmatch(reason) is not None
+
+
+def close_sides(closed_by_client: bool | None, code: int | None, reason: str | None) -> dict:
+    """The `by` (and `protocol_error_by`) fields of a close record, from mitmproxy's WebSocket data:
+    mitmproxy reports its own close on a peer's protocol error as that peer's close."""
+    by = None if closed_by_client is None else ("client" if closed_by_client else "server")
+    if by is not None and failed_by_proxy(code, reason):
+        return {"by": "proxy", "protocol_error_by": by}
+    return {"by": by}

@@ -48,7 +48,7 @@ from analysis.redact import (redact_header_value, redact_headers, redact_text, r
                              redaction_info)
 from recorder.live import LiveCheck
 from recorder.pings import PingLogHandler
-from analysis.protocol_errors import failed_by_proxy
+from analysis.protocol_errors import close_sides
 from recorder.writer import CaptureWriter, creation_problem
 
 log = logging.getLogger(__name__)
@@ -311,11 +311,8 @@ class Recorder:
         reason = ws.close_reason
         if reason and self.redact:
             reason = redact_text(reason)
-        by = None if ws.closed_by_client is None else ("client" if ws.closed_by_client else "server")
         record = {"rec": CLOSE, "t": ws.timestamp_end or time.time(), "conn": flow.id, "code": ws.close_code,
-                  "reason": reason, "by": by}
-        if by is not None and failed_by_proxy(ws.close_code, ws.close_reason):
-            record.update(by="proxy", protocol_error_by=by)  # mitmproxy reports it as that peer's close
+                  "reason": reason, **close_sides(ws.closed_by_client, ws.close_code, ws.close_reason)}
         self._end(flow.id, record)
 
     def _end(self, conn: str, record: dict) -> None:

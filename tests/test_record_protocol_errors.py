@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from wsproto.events import CloseConnection
 
 from analysis.capture import CaptureFile
+from analysis.imports import open_capture
 from analysis.protocol_errors import failed_by_proxy
 from test_record_e2e import RECORDERS, by_path, start_recorder
 
@@ -146,3 +147,22 @@ def test_close_records_say_the_proxy_closed_and_which_peer_broke_the_protocol(ki
     assert "protocol_error_by" not in own
     texts = [r.get("text") for r in records if r["rec"] == "msg"]
     assert texts == ["hello", "hello"] * (len(cases) - 1) + ["hello", "hello", SERVER_FAULT]  # bad UTF-8: no msg
+
+
+def test_a_flow_file_import_says_the_proxy_closed_too(procs, tmp_path):
+    """mitmdump -w keeps mitmproxy's own view (the offending peer as closer); `mwtap convert` and
+    `mwtap analyze` of the flow file tell the proxy's close from the peer's, like the live capture."""
+    flows = tmp_path / "faults.mitm"
+    proc, server_port, proxy_port = start_recorder(procs, "mitmdump", tmp_path / "faults.jsonl", f"save_stream_file={flows}")
+
+    async def session() -> None:
+        async with serve(server_handler, "127.0.0.1", server_port, ping_interval=None, compression=None):
+            await raw_client(proxy_port, "code5000", CLIENT_FAULTS["code5000"][0])
+            await raw_client(proxy_port, "own-1002", OWN_1002)
+    asyncio.run(session())
+    assert procs.stop(proc) == 0
+    records = list(open_capture(str(flows)).records())
+    paths = by_path(records)
+    closes = {paths[r["conn"]]: r for r in records if r["rec"] == "close"}
+    assert (closes["code5000"]["by"], closes["code5000"]["protocol_error_by"]) == ("proxy", "client")
+    assert closes["own-1002"]["by"] == "client" and "protocol_error_by" not in closes["own-1002"]

@@ -16,6 +16,7 @@ from typing import Iterator
 from analysis.capture import CaptureError, Damage, host_port, request_url
 from analysis.imports.records import (by_time, close_record, import_header, is_upgrade, open_record,
                                       recording_id, refused_record)
+from analysis.protocol_errors import close_sides
 from analysis.redact import redacted_message
 
 
@@ -134,6 +135,6 @@ def _records(flow) -> list[dict]:
         records.append(redacted_message(conn, float(message.timestamp), n, message.from_client, message.is_text,
                                         content))
     if ws.close_code is not None:
-        by = None if ws.closed_by_client is None else ("client" if ws.closed_by_client else "server")
-        records.append(close_record(conn, ws.timestamp_end or records[-1]["t"], ws.close_code, ws.close_reason, by))
+        records.append(close_record(conn, ws.timestamp_end or records[-1]["t"], ws.close_code, ws.close_reason,
+                                    close_sides(ws.closed_by_client, ws.close_code, ws.close_reason)))
     return records

@@ -55,9 +55,10 @@ def refused_record(conn: str, t: float, *, url: str, client: str | None, status:
             "status": status, "error": utf8(error)}
 
 
-def close_record(conn: str, t: float, code: int | None, reason: str | None, by: str | None) -> dict:
+def close_record(conn: str, t: float, code: int | None, reason: str | None, sides: dict) -> dict:
+    """`sides`: `by` (and `protocol_error_by`), as `analysis.protocol_errors.close_sides` gives them."""
     return {"rec": CLOSE, "t": t, "conn": conn, "code": code,
-            "reason": redact_text(utf8(reason)) if reason else reason, "by": by}
+            "reason": redact_text(utf8(reason)) if reason else reason, **sides}
 
 
 def import_header(t: float, *, source: str, mitmproxy_version: str | None, recording: str) -> dict:
