@@ -14,6 +14,8 @@ from recorder.server.app import MessagingServer
 from recorder.server.config import ServerConfig
 
 WRAP_UP_TIMEOUT = 15.0
+ANALYSIS_FLAGS = {"keepalive_limit_s": "--keepalive-limit", "accept_timeout_s": "--accept-timeout",
+                  "response_timeout_s": "--response-timeout"}  # the options of analyze and report
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,11 @@ class DemoSettings:
 
     def analysis_options(self) -> dict:
         return {"keepalive_limit_s": self.idle_timeout, "accept_timeout_s": 3.0, "response_timeout_s": 5.0}
+
+    def analysis_flags(self) -> list[str]:
+        """The options of `mwtap analyze` and `mwtap report` that give the demo's own numbers."""
+        return [arg for field, value in self.analysis_options().items()
+                for arg in (ANALYSIS_FLAGS[field], f"{value:g}")]
 
     def consumers(self) -> dict[str, ConsumerConfig]:
         """Most consumers behave; a few carry one misbehaviour each."""

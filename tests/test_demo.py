@@ -80,3 +80,21 @@ def test_demo_violations_agree_with_the_connections(demo_run):
     # Every consumer publishes messages that the agent answers, and the pairs table sees them all.
     published = cap.pairs[cap.pairs.type == "ms.PublishEvent"]
     assert (published.code == 200).all() and len(published) > 50
+
+
+def test_analyze_and_report_with_the_demos_limits_give_the_demos_numbers(demo_run):
+    """The demo prints the limits it analyses with; analyze and report given them agree with it."""
+    out, stdout, summary = demo_run
+    flags = ["--keepalive-limit", "4", "--accept-timeout", "3", "--response-timeout", "5"]
+    assert f"analysed with {' '.join(flags)} " in stdout
+    capture = str(out / "capture.jsonl")
+    analyzed = subprocess.run([str(BIN / "mwtap"), "analyze", "--format", "json", capture, *flags],
+                              capture_output=True, text=True, timeout=60)
+    again = json.loads(analyzed.stdout)
+    assert again["violation_counts"] == summary["violation_counts"]
+    assert again["verdict"] == summary["verdict"] and again["latency"] == summary["latency"]
+    reported = subprocess.run([str(BIN / "mwtap"), "report", "--format", "markdown", "-o", "-", capture, *flags],
+                              capture_output=True, text=True, timeout=120)
+    assert f"## Violations ({summary['violations_total']})" in reported.stdout
+    assert f"Violations ({summary['violations_total']})" in (out / "report.html").read_text()
+    assert stdout.split("analysed with", 1)[1].splitlines()[2].startswith("Verdict: ")

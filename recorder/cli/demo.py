@@ -57,6 +57,10 @@ def demo(out_dir: Path | None, duration: float, seed: int, force: bool) -> None:
     write_private(out_dir / "analysis.txt", text)
     write_private(out_dir / "analysis.json", orjson.dumps(cap.summary(), option=orjson.OPT_INDENT_2).decode())
     write_private(out_dir / "report.html", render_html(build_report(cap)))
+    flags = " ".join(settings.analysis_flags())
+    click.echo()
+    click.echo(f"analysed with {flags} (limits shortened like the server's; the same numbers: "
+               f"mwtap analyze {out_dir / 'capture.jsonl'} {flags})")
     click.echo()
     click.echo(text, nl=False)
     click.echo()

@@ -20,7 +20,10 @@ REPORT_MODE = 0o600  # a report holds payloads: only its owner reads it
 @click.option("--format", "fmt", type=click.Choice(["html", "markdown"]), default="html", show_default=True)
 @click.option("--keepalive-limit", "keepalive_limit_s", type=float, help="Longest allowed client silence, s [60].")
 @click.option("--response-timeout", "response_timeout_s", type=float, help="Seconds before unanswered-request [30].")
-def report(paths: tuple[str, ...], output: str | None, force: bool, fmt: str, **options) -> None:
+@click.option("--min-reconnect-delay", "min_reconnect_delay_s", type=float, help="fast-reconnect below this, s [1].")
+@click.option("--accept-timeout", "accept_timeout_s", type=float, help="Seconds before missing-accept [10].")
+@click.option("--full-ids", is_flag=True, help="Connection ids in full (HTML shows the full id on hover anyway).")
+def report(paths: tuple[str, ...], output: str | None, force: bool, fmt: str, full_ids: bool, **options) -> None:
     """Analyse captures and write a report: summary, violations by rule linked to their frames,
     latency, slowest requests with payloads, connections, reconnects, keep-alive and streams."""
     import matplotlib
@@ -38,7 +41,7 @@ def report(paths: tuple[str, ...], output: str | None, force: bool, fmt: str, **
         cap = load(list(paths), **options)
         for d in cap.damage:
             click.echo(str(d), err=True)
-        built = build_report(cap, progress=progress)
+        built = build_report(cap, progress=progress, full_ids=full_ids)
     text = render_markdown(built) if fmt == "markdown" else render_html(built)
     if output == "-":
         click.echo(text, nl=False)
