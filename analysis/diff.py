@@ -31,6 +31,7 @@ from typing import Any, Iterable
 
 from analysis.capture import C2S, CLOSE, MSG, OPEN
 from analysis.frame import is_conversation_notification, is_messaging_notification, messaging_changes, parse_payload
+from analysis.ids import short_id
 from analysis.redact import MARKER_RE, JWT_RE
 
 VOLATILE_KEYS = frozenset({"currentTime", "serverTimestamp", "lastUpdateTime", "temp_url_sig", "temp_url_expires",
@@ -356,9 +357,9 @@ def differing_paths(a: Any, b: Any, path: str = "body") -> list[str]:
 def render_text(report: DiffReport) -> str:
     lines = []
     for recorded, replayed in report.pairs:
-        lines.append(f"connection {recorded} <-> {', '.join(replayed)}")
+        lines.append(f"connection {short_id(recorded)} <-> {', '.join(map(short_id, replayed))}")
     for key in report.not_replayed:
-        lines.append(f"connection {key}: not replayed (skipped)")
+        lines.append(f"connection {short_id(key)}: not replayed (skipped)")
     lines.append(f"{report.requests_compared} request(s) compared")
     if report.latency:
         lines.append(f"latency (median ms) {'':14} recorded  replayed    change  n")
@@ -366,7 +367,7 @@ def render_text(report: DiffReport) -> str:
             lines.append(f"  {l.type:<32} {l.recorded_ms:9.1f} {l.replayed_ms:9.1f} {l.change_ms:+9.1f}  {l.count}")
     if report.differences:
         lines.append(f"{len(report.differences)} difference(s):")
-        lines.extend(f"  [{d.kind}] {d.conn}: {d.message}" for d in report.differences)
+        lines.extend(f"  [{d.kind}] {short_id(d.conn)}: {d.message}" for d in report.differences)
     else:
         lines.append("no differences")
     return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ from typing import Callable
 from mitmproxy import ctx
 
 from analysis.config import Config
+from analysis.ids import short_id
 from analysis.live import LiveChecker
 from analysis.rules import Violation
 
@@ -25,8 +26,7 @@ CLOCK_TICK = 1.0  # seconds between clock advances while no record arrives
 def violation_line(v: Violation) -> str:
     """One line: time, connection, severity, rule, message."""
     when = datetime.fromtimestamp(v.t).strftime("%H:%M:%S.%f")[:-3]
-    conn = (v.conn or "-")[:8]
-    return f"{when} {conn} {v.severity:7} {v.rule}: {v.message}"
+    return f"{when} {short_id(v.conn)} {v.severity:7} {v.rule}: {v.message}"
 
 
 class LiveCheck:

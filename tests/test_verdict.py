@@ -121,3 +121,13 @@ def test_consumer_keys_follow_reconnect_chains():
     keys = consumer_keys({1: (None, "sub:x", "h:1"), 2: (1, "sub:y", "h:2"), 3: (None, None, "10.0.0.9:7"),
                           4: (5, None, "h:4"), 5: (4, None, "h:5")})  # 4 and 5: a loop in a damaged capture
     assert keys[1] == keys[2] == "sub:x" and keys[3] == "host:10.0.0.9" and keys[4] == keys[5]
+
+
+def test_one_short_connection_id_in_every_text_output():
+    from analysis.diff import DiffReport, Difference, render_text
+    from analysis.ids import short_id
+    assert short_id(A1) == "aaaaaaaa…" and short_id(A1, full=True) == A1 and short_id("c1") == "c1"
+    assert short_id("twelve-chars") == "twelve-chars"  # as mwtap view's page: ids up to 12 shown whole
+    diff = render_text(DiffReport(pairs=[(A1, [B1])], differences=[Difference("close-code", A1, "1000 -> 4401")]))
+    assert "connection aaaaaaaa… <-> bbbbbbbb…" in diff and "[close-code] aaaaaaaa…: 1000 -> 4401" in diff
+    assert A1 not in diff

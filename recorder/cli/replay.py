@@ -8,6 +8,7 @@ from collections import Counter
 
 import click
 
+from analysis.ids import short_id
 from recorder.cli import FOUND_EXIT, BadInput, refuse_to_overwrite
 
 INTERRUPTED_EXIT = 130
@@ -136,16 +137,20 @@ def _announce(plan, target: str, timing: str, out: str) -> None:
 def _run_client(plan, target: str, tokens, recording, **options):
     import asyncio
 
+    from recorder.cli.progress import amount, frames
     from recorder.cli.signals import on_stop_signal
     from recorder.replay.client import ReplayOptions, Replayer
 
+    total = sum(len(c.frames) for c in plan.connections)
+    replayer = Replayer(plan, ReplayOptions(target, **options), tokens, recording,
+                        log=lambda line: status.echo(f"  {line}"))
+
     async def main():
-        replayer = Replayer(plan, ReplayOptions(target, **options), tokens, recording,
-                            log=lambda line: click.echo(f"  {line}", err=True))
         on_stop_signal(replayer.request_stop)
         return await replayer.run()
 
-    return asyncio.run(main())
+    with amount("replay", lambda: (sum(r.result.frames_sent for r in replayer.replays), total), frames) as status:
+        return asyncio.run(main())
 
 
 def render_result(result, verbose: bool) -> str:
@@ -163,7 +168,7 @@ def render_result(result, verbose: bool) -> str:
     if result.substitutions and verbose:
         lines.append(f"  {'connection':10} {'frame':>5}  {'request':28} {'kind':8} recorded -> replayed")
         for s in result.substitutions:
-            lines.append(f"  {s.conn[:10]:10} {s.n:>5}  {str(s.request_type):28} {s.kind:8} {s.recorded} -> {s.replayed}")
+            lines.append(f"  {short_id(s.conn):10} {s.n:>5}  {str(s.request_type):28} {s.kind:8} {s.recorded} -> {s.replayed}")
     return "\n".join(lines) + "\n"
 
 

@@ -31,6 +31,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from analysis.frame import parse_payload
+from analysis.ids import short_id
 from recorder.replay.plan import ClientFrame, RecordedConnection, ReplayPlan
 from recorder.replay.recording import ReplayRecording
 from recorder.replay.substitution import FrameKeys, Substitution, SubstitutionStore
@@ -135,6 +136,7 @@ class Replayer:
         self.store = SubstitutionStore()
         self.stop = asyncio.Event()
         self.changed = asyncio.Condition()
+        self.replays: list[ConnectionReplay] = []  # as they are made: their results count what is sent
 
     def request_stop(self) -> None:
         """Ends the replay cleanly (Ctrl-C): open connections are closed, the capture is flushed."""
@@ -146,7 +148,7 @@ class Replayer:
             self.changed.notify_all()
 
     async def run(self) -> ReplayResult:
-        replays = [ConnectionReplay(self, conn) for conn in self.plan.connections]
+        self.replays = replays = [ConnectionReplay(self, conn) for conn in self.plan.connections]
         if self.options.parallel:
             first = min(c.t_open for c in self.plan.connections)
             await asyncio.gather(*(self._start_later(r, r.conn.t_open - first) for r in replays))
@@ -440,4 +442,4 @@ class ConnectionReplay:
 
     def _event(self, line: str) -> None:
         self.result.events.append(line)
-        self.r.log(f"{self.conn.id[:8]}: {line}")
+        self.r.log(f"{short_id(self.conn.id)}: {line}")
