@@ -17,7 +17,7 @@ from matplotlib.image import imread
 from browser import chromium_binary, open_page
 from conftest import BIN, run_on_terminal
 
-SECTIONS = ["summary", "violations", "latency", "slowest", "connections", "reconnects", "keepalive", "streams",
+SECTIONS = ["verdict", "summary", "violations", "latency", "slowest", "connections", "reconnects", "keepalive", "streams",
             "frames"]
 # the sample's hostile agent message, as it appears in the JSON text of its frame
 HOSTILE = json.dumps('<script>alert("mwtap")</script><img src=x onerror=alert(1)>')[1:-1]
@@ -46,6 +46,32 @@ def test_report_has_every_section_and_violation_rule(html_report):
     for rule in RULES:
         assert f'<h3 id="rule-{rule}">' in html and f'href="#rule-{rule}"' in html
     assert html.count("data:image/png;base64,") == 5
+
+
+def test_report_opens_with_the_verdict_and_explains_every_rule_it_shows(html_report):
+    from analysis.explain import EXPLANATIONS
+    html = html_report[0].read_text()
+    assert html.index('<section id="verdict">') < html.index('<section id="summary">')
+    verdict = html[html.index('<section id="verdict">'):html.index('<section id="summary">')]
+    assert "findings (by consumer and rule, worst first)" in verdict
+    for rule in RULES:  # in the verdict and in the rule's own section, the rule opens its explanation
+        explained = f"[{rule}]</summary><p>{html_lib.escape(EXPLANATIONS[rule])}</p></details>"
+        assert explained in verdict, rule
+        assert f"<summary>what this rule means</summary><p>{html_lib.escape(EXPLANATIONS[rule])}</p>" in html
+
+
+def test_numbers_print_as_protocol_values_and_percentiles_are_analyzes(html_report, sample_capture):
+    """Codes and counts without thousands separators; the latency table is analyze's, method named."""
+    from analysis.histogram import PERCENTILE_METHOD
+    html = html_report[0].read_text()
+    assert not re.search(r">\d{1,3},\d{3}<", html) and '<td class="num">4401</td>' in html
+    assert html_lib.escape(PERCENTILE_METHOD) in html
+    summary = json.loads(mwtap("analyze", "--format", "json", sample_capture).stdout)
+    latency = html[html.index('<section id="latency">'):html.index('<section id="slowest">')]
+    for type_, row in summary["latency"].items():
+        cells = [type_, str(row["count"]), *(f"{row[c]:.1f}" for c in ("p50_ms", "p90_ms", "p99_ms", "max_ms"))]
+        assert "<tr><td>" + "</td>".join(cells[:1]) in latency
+        assert "".join(f'<td class="num">{c}</td>' for c in cells[1:]) in latency, type_
 
 
 def test_every_internal_link_has_its_target(html_report):
