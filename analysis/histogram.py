@@ -10,6 +10,11 @@ _LOG_GROWTH = math.log(GROWTH)
 PERCENTILE_METHOD = "p50/p90/p99 nearest-rank, from log buckets (within 1 % of the exact value)"
 
 
+def percentile(values, q: float) -> float | None:
+    """The percentile every output uses (PERCENTILE_METHOD) of some values, e.g. per interval in a notebook."""
+    return LogHistogram.of(values).percentile(q)
+
+
 class LogHistogram:
     """Counts values (milliseconds) in logarithmic buckets; memory grows with the value range, not the count."""
 

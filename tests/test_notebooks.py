@@ -39,3 +39,5 @@ def test_notebook_runs_top_to_bottom(name, figures, kernel):
     assert not [out for out in outputs if out.output_type == "error"]
     images = [out for out in outputs if "image/png" in out.get("data", {})]
     assert len(images) == figures  # every plot was drawn
+    shown = [out.get("data", {}).get("text/plain", "") for out in outputs]
+    assert any(text.startswith("Verdict: ") for text in shown) == (name == "debug_session")  # cap.verdict()
