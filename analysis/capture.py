@@ -12,6 +12,8 @@ import gzip
 import io
 import os
 import zlib
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 from urllib.parse import SplitResult, urlsplit
@@ -245,13 +247,35 @@ class CaptureFile:
     unknown_records: dict[str, int] = field(default_factory=dict)
     lines: int = 0
 
+    def __post_init__(self) -> None:
+        self._source: io.BufferedReader | None = None
+        self._read_at_end = 0
+        watcher = _read_watcher.get()
+        if watcher is not None:
+            watcher(self)
+
+    @property
+    def bytes_read(self) -> int:
+        """How far the pass has read into the file on disk (the compressed bytes of a gzip file), for
+        progress; safe to ask from another thread."""
+        source = self._source
+        if source is None:
+            return self._read_at_end
+        try:
+            return (source.raw.compressed if is_gzip(source) else source).raw.tell()
+        except ValueError:  # closed meanwhile
+            return self._read_at_end
+
     def records(self) -> Iterator[dict]:
         """Yield the records after the header, skipping (and noting) damaged lines."""
         with _open(self.path) as f:
+            self._source = f
             try:
                 yield from self._parse(f)
             except (EOFError, gzip.BadGzipFile, zlib.error) as e:
                 self.damage.append(Damage(self.path, self.lines + 1, f"compressed stream damaged ({e})"))
+            finally:
+                self._read_at_end, self._source = self.bytes_read, None
         if self.lines == 0:
             raise CaptureError(f"{self.path}: empty file, not an mwtap capture")
 
@@ -288,6 +312,20 @@ class CaptureFile:
             if kind == HEADER:
                 continue
             yield rec
+
+
+_read_watcher: ContextVar = ContextVar("capture_read_watcher", default=None)
+
+
+@contextmanager
+def watch_reads(callback):
+    """Within the block, `callback(capture_file)` is called with every CaptureFile created in this
+    context (for progress: `CaptureFile.bytes_read` of the file's size)."""
+    token = _read_watcher.set(callback)
+    try:
+        yield
+    finally:
+        _read_watcher.reset(token)
 
 
 UNKNOWN_KINDS_LISTED = 20

@@ -126,6 +126,10 @@ class Recorder:
     def dropped(self) -> int:
         return self.writer.dropped if self.writer else 0
 
+    @property
+    def open_connections(self) -> int:
+        return len(self._next_n)
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     def load(self, loader) -> None:

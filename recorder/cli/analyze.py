@@ -7,6 +7,7 @@ import sys
 import click
 
 from recorder.cli import FOUND_EXIT, BadInput
+from recorder.cli.progress import reading
 
 
 @click.command()
@@ -37,7 +38,8 @@ def analyze(paths: tuple[str, ...], fmt: str, fail_on: str, full_ids: bool, jobs
 
     workers = DaskWorkers(dask_address) if dask_address else None
     try:
-        summary, damage = run_analysis(list(paths), Config.from_options(**options), jobs=jobs, workers=workers)
+        with reading("analyze"):
+            summary, damage = run_analysis(list(paths), Config.from_options(**options), jobs=jobs, workers=workers)
     except (RuntimeError, OSError) as e:  # no dask, scheduler unreachable
         raise BadInput(str(e)) from None
     for d in damage:

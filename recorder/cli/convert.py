@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from recorder.cli import refuse_to_overwrite
+from recorder.cli.progress import reading
 
 
 @click.command()
@@ -17,7 +18,8 @@ def convert(path: str, output: str, force: bool) -> None:
     from analysis.imports.convert import convert as run_convert
 
     refuse_to_overwrite([output], force)
-    count, damage = run_convert(path, output, force=force)
+    with reading("convert"):
+        count, damage = run_convert(path, output, force=force)
     for d in damage:
         click.echo(str(d), err=True)
     click.echo(f"{output}: {count} record(s)", err=True)

@@ -7,6 +7,7 @@ import os
 import click
 
 from recorder.cli import BadInput, refuse_to_overwrite
+from recorder.cli.progress import reading
 
 
 @click.command()
@@ -24,7 +25,8 @@ def export(paths: tuple[str, ...], out_dir: str, force: bool, **options) -> None
 
     refuse_to_overwrite([os.path.join(out_dir, f"{table}.parquet") for table in TABLES], force, remove=True)
     try:
-        counts, damage = export_parquet(list(paths), out_dir, Config.from_options(**options))
+        with reading("export"):
+            counts, damage = export_parquet(list(paths), out_dir, Config.from_options(**options))
     except OSError as e:  # a table file exists, the directory cannot be made
         raise BadInput(str(e) if isinstance(e, FileExistsError) else f"{out_dir}: {e.strerror}") from None
     for d in damage:

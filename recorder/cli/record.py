@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import ipaddress
+import os
 from pathlib import Path
 
 import click
@@ -44,6 +45,21 @@ def rotated_parts(out: Path) -> list[Path]:
     prefix, _, suffix = part_path(out, 2).name.rpartition("part2")
     return sorted(path for path in out.parent.glob(f"{glob.escape(prefix)}part*{glob.escape(suffix)}")
                   if path.name[len(prefix) + 4:len(path.name) - len(suffix)].isdigit())
+
+
+def recording_status(recorder) -> str:
+    """The live status line: connections open, frames, records dropped, capture size (all parts)."""
+    from recorder.cli.progress import size
+
+    writer = recorder.writer
+    written = 0
+    for path in writer.paths if writer else ():
+        try:
+            written += os.path.getsize(path)
+        except OSError:  # a part not created yet
+            pass
+    return (f"record  {recorder.open_connections} connection(s) open, {recorder.messages} frames, "
+            f"{recorder.dropped} dropped, capture {size(written)}")
 
 
 @click.command()
@@ -109,6 +125,7 @@ async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str 
                upstream_insecure: bool) -> None:
     import logging
 
+    from recorder.cli.progress import StatusLine
     from recorder.cli.signals import stop_event
     from recorder.proxy import RecordingProxy
 
@@ -118,15 +135,17 @@ async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str 
     logging.getLogger().addHandler(handler)
 
     stop = stop_event()
+    status = StatusLine(lambda: recording_status(proxy.recorder))
     proxy = RecordingProxy(upstream, out, listen_host=host, listen_port=port, mode=mode, redact=redact,
                            rotate_mb=rotate_mb, max_payload=max_payload,
-                           live=(lambda line: click.echo(f"mwtap live: {line}")) if live else None,
+                           live=(lambda line: status.echo(f"mwtap live: {line}", err=False)) if live else None,
                            force=allow_shared_dir,
                            upstream_ca=upstream_ca, upstream_insecure=upstream_insecure)
     async with proxy:
         target = upstream if upstream else f"mode {mode}"
         click.echo(f"mwtap record: listening on {host_port(host, proxy.port)} -> {target}; writing {out}")
-        await stop.wait()
+        with status:
+            await stop.wait()
     recorder = proxy.recorder
     parts = len(recorder.writer.paths) if recorder.writer else 1
     more = f" (+{parts - 1} rotated parts)" if parts > 1 else ""

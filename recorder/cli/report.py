@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 
 import click
 
 from recorder.cli import BadInput, refuse_to_overwrite
+from recorder.cli.progress import Stages, reading
 
 REPORT_MODE = 0o600  # a report holds payloads: only its owner reads it
 
@@ -36,11 +36,11 @@ def report(paths: tuple[str, ...], output: str | None, force: bool, fmt: str, fu
     output = output or ("report.md" if fmt == "markdown" else "report.html")
     if output != "-":
         refuse_to_overwrite([output], force)
-    with _Progress(len(STAGES) + 1) as progress:
-        progress("analysing")
+    with reading("report: reading"):
         cap = load(list(paths), **options)
-        for d in cap.damage:
-            click.echo(str(d), err=True)
+    for d in cap.damage:
+        click.echo(str(d), err=True)
+    with Stages("report: building", len(STAGES)) as progress:
         built = build_report(cap, progress=progress, full_ids=full_ids)
     text = render_markdown(built) if fmt == "markdown" else render_html(built)
     if output == "-":
@@ -60,28 +60,3 @@ def write_private(path, text: str) -> None:
     except OSError as e:
         raise BadInput(f"{path}: cannot write ({e.strerror})") from None
 
-
-class _Progress:
-    """A progress bar on stderr, only when stdout and stderr are terminals; called with each stage."""
-
-    def __init__(self, steps: int):
-        self.bar = (click.progressbar(length=steps, label="report", file=sys.stderr, show_eta=False,
-                                      item_show_func=lambda stage: stage)
-                    if sys.stderr.isatty() and sys.stdout.isatty() else None)
-        self.started = False
-
-    def __enter__(self) -> "_Progress":
-        if self.bar is not None:
-            self.bar.__enter__()
-        return self
-
-    def __call__(self, stage: str) -> None:
-        if self.bar is not None:
-            self.bar.update(1 if self.started else 0, stage)
-            self.bar.render_progress()
-            self.started = True
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.__exit__(*exc)

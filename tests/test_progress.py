@@ -1,0 +1,113 @@
+"""Progress of long commands on standard error: shown on a terminal (a pseudo-terminal here), never
+when standard error is piped; `mwtap record`'s live status line. Real processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from analysis.synth import CaptureBuilder
+from conftest import BIN, free_port, run_on_terminal, wait_port
+from test_replay import recording, start_server, token_command  # noqa: F401  (recording: a fixture)
+
+MWTAP = str(BIN / "mwtap")
+REWRITE = "\r\033[K"  # how the status line is redrawn
+
+
+def write_capture(path: Path, pairs: int, gz: bool = False) -> Path:
+    b = CaptureBuilder()
+    b.open("c1", 1.0, token=None)
+    t = 1.0
+    for i in range(pairs):
+        t += 0.001
+        b.c2s("c1", t, {"kind": "req", "id": str(i), "type": "GetClock"})
+        b.s2c("c1", t + 0.0005, {"kind": "resp", "reqId": str(i), "code": 200, "type": "GetClockResponse",
+                                 "body": {"currentTime": 1}})
+    b.close("c1", t + 1)
+    b.write(path, gz=gz)
+    return path
+
+
+def piped(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([MWTAP, *map(str, args)], capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_analyze_shows_bytes_read_of_the_size_rate_and_time_left_while_it_reads(tmp_path):
+    """About 30 MB: the analysis takes over a second, long enough for the line to be redrawn midway."""
+    capture = write_capture(tmp_path / "big.jsonl", 60_000)
+    code, seen = run_on_terminal([MWTAP, "analyze", capture])
+    assert code == 0, seen[-2000:]
+    size = f"{capture.stat().st_size / 1e6:.1f} MB".encode()
+    midway = re.findall(rb"analyze  ([\d.]+) MB of " + size + rb" \((\d+)%\), [\d.]+ MB/s, \d+ s left", seen)
+    assert midway and all(int(percent) < 100 for _, percent in midway), seen[:2000]
+    assert [float(done) for done, _ in midway] == sorted(float(done) for done, _ in midway)
+    assert b"analyze  " + size + b" of " + size + b" (100%)" in seen
+
+    quiet = piped("analyze", capture)
+    assert quiet.returncode == 0 and quiet.stderr == "" and "analyze  " not in quiet.stdout
+
+
+@pytest.mark.parametrize("command", ["analyze-gzip", "report", "export", "convert"])
+def test_every_reading_command_shows_its_progress_on_a_terminal_and_nothing_when_piped(command, tmp_path):
+    capture = write_capture(tmp_path / "cap.jsonl.gz", 2_000, gz=True)
+    label, args = {
+        "analyze-gzip": ("analyze", ["analyze", capture]),
+        "report": ("report: reading", ["report", capture, "-o", tmp_path / "r.html"]),
+        "export": ("export", ["export", capture, "--parquet", tmp_path / "pq"]),
+        "convert": ("convert", ["convert", capture, "-o", tmp_path / "c.jsonl"]),
+    }[command]
+    code, seen = run_on_terminal([MWTAP, *args, "--force"] if command != "analyze-gzip" else [MWTAP, *args])
+    assert code == 0, seen[-2000:]
+    size = f"{capture.stat().st_size / 1e3:.1f} kB"  # a gzip file: its compressed bytes are counted
+    assert f"{REWRITE}{label}  {size} of {size} (100%)".encode() in seen, seen[:2000]
+    if command == "report":
+        assert f"{REWRITE}report: building  frames (10 of 10)".encode() in seen
+
+    quiet = piped(*args, *(["--force"] if command != "analyze-gzip" else []))
+    assert quiet.returncode == 0, quiet.stderr
+    assert REWRITE not in quiet.stderr and f"{label}  " not in quiet.stderr, quiet.stderr
+
+
+def test_replay_shows_frames_sent_of_the_total(recording, procs, tmp_path):
+    port = start_server(procs)
+    total = sum(1 for line in recording.read_text().splitlines() if '"rec":"msg"' in line and '"dir":"c2s"' in line)
+    args = [MWTAP, "replay", recording, "--target", f"ws://127.0.0.1:{port}", "--token-command", token_command(port)]
+    code, seen = run_on_terminal([*args, "-o", tmp_path / "tty.jsonl"])
+    assert code == 0, seen[-2000:]
+    assert f"{REWRITE}replay  {total} frames of {total} frames (100%)".encode() in seen, seen[-3000:]
+    quiet = subprocess.run([*map(str, args), "-o", str(tmp_path / "piped.jsonl")], capture_output=True, text=True,
+                           timeout=120)
+    assert quiet.returncode == 0 and REWRITE not in quiet.stderr and "replay  " not in quiet.stderr, quiet.stderr
+
+
+def test_record_shows_connections_frames_drops_and_capture_size_while_it_runs(procs, tmp_path):
+    server_port, proxy_port = start_server(procs), free_port()
+    out = tmp_path / "cap.jsonl"
+    shown: dict = {}
+    recorder = threading.Thread(target=lambda: shown.update(zip(("code", "seen"), run_on_terminal(
+        ["timeout", "--signal=TERM", "20", MWTAP, "record", "--upstream", f"ws://127.0.0.1:{server_port}",
+         "--listen", f"127.0.0.1:{proxy_port}", "-o", out]))))
+    recorder.start()
+    wait_port(proxy_port, timeout=60)
+    consumer = piped("consume", f"ws://127.0.0.1:{proxy_port}/ws_api/account/mwtap/messaging/consumer?v=3",
+                     "--idp", f"http://127.0.0.1:{server_port}/api/account/mwtap", "--messages", "1",
+                     "--interval", "0.1")
+    assert consumer.returncode == 0, consumer.stderr
+    recorder.join(60)
+    assert shown["code"] == 124, shown  # stopped by timeout's SIGTERM, as intended
+    lines = re.findall(rb"record  (\d+) connection\(s\) open, (\d+) frames, (\d+) dropped, capture ([\d.]+ k?B)",
+                       shown["seen"])
+    assert any(int(frames) > 0 for _, frames, _, _ in lines), shown["seen"][-3000:]
+    assert any(int(open_) == 1 for open_, _, _, _ in lines)  # while the consumer was connected
+    assert lines[-1][0] == b"0" and lines[-1][2] == b"0"
+
+    quiet = subprocess.run(["timeout", "--signal=TERM", "3", MWTAP, "record", "--upstream", "ws://127.0.0.1:9",
+                            "--listen", "127.0.0.1:0", "-o", str(tmp_path / "q.jsonl")], capture_output=True, text=True,
+                           timeout=60, stdin=subprocess.DEVNULL)
+    assert quiet.returncode == 124 and "mwtap record: stopped" in quiet.stdout, quiet
+    assert "connection(s) open" not in quiet.stdout + quiet.stderr and REWRITE not in quiet.stderr
