@@ -188,6 +188,24 @@ def test_reconnect_labels_never_overlap(capture, cap):
     assert labels and not _overlapping(labels)
 
 
+def test_timeline_labels_never_overlap():
+    """Violations' rule names find a free line under their marks (or are left out); the close is
+    said above the axes, away from them."""
+    cap = analysis.load(REPO / "notebooks" / "data" / "demo.jsonl.gz")
+    fig = plots.plot_timeline(cap)
+    fig.canvas.draw()
+    from matplotlib.text import Annotation
+    rules = 0
+    for ax in fig.axes:
+        names = [t for t in ax.texts if isinstance(t, Annotation)]
+        rules += len(names)
+        assert not _overlapping(names + [t for t in ax.texts if t.get_text().startswith("close ")])
+        inside = ax.get_window_extent()
+        assert all(inside.x0 <= t.get_window_extent().x0 and t.get_window_extent().x1 <= inside.x1 + 1
+                   for t in names)
+    assert rules >= 20
+
+
 def test_one_connection_capture_draws_without_warnings(tmp_path):
     b = CaptureBuilder()
     b.open("c1", 1.0)

@@ -8,6 +8,8 @@ import pandas as pd
 
 from analysis.plots._figure import ALERT_COLOR, C2S_COLOR, S2C_COLOR, date_axis, new_figure, no_data, short, utc
 
+LABEL_LEVELS = 3  # lines of rule names under a row of marks
+LABEL_CHAR = 5.0 / (8.5 * 72)  # a 7-point character (with room) as a fraction of the axes' width (12-inch figure)
 LABELLED_VIOLATIONS = 12  # more than this on one row are drawn without their rule names
 C2S_ROW, S2C_ROW = 1.0, 0.0
 
@@ -84,9 +86,24 @@ def _violations(ax, violations, frames) -> None:
     ax.plot(times, y, "X", color=ALERT_COLOR, markersize=8, markeredgecolor="black", markeredgewidth=0.5,
             gid="violations")
     if len(violations) <= LABELLED_VIOLATIONS:
-        for i, (t, y_, rule) in enumerate(zip(times, y, violations.rule)):  # staggered: they often coincide
-            ax.annotate(rule, (t, y_), xytext=(4, -11 - 8 * (i % 3)), textcoords="offset points", fontsize=7,
-                        color=ALERT_COLOR)
+        frame_times = utc(frames.t)
+        lo = min(times.min(), frame_times.min()) if len(frame_times) else times.min()
+        hi = max(times.max(), frame_times.max()) if len(frame_times) else times.max()
+        span = max(hi - lo, np.timedelta64(1, "ms"))
+        taken: dict[tuple, list] = {}  # (row, level) -> the spans (axes fraction) of its labels
+        for t, y_, rule in sorted(zip(times, y, violations.rule), key=lambda v: v[0]):
+            x = (t - lo) / span
+            right_half = x > 0.5  # labelled towards the middle: never past the axes' edge
+            width = (len(rule) + 1) * LABEL_CHAR
+            extent = (x - width, x) if right_half else (x, x + width)
+            level = next((n for n in range(LABEL_LEVELS) if all(
+                extent[1] < a or extent[0] > b for a, b in taken.get((y_, n), ()))), None)
+            if level is None:  # no free line under the mark: the mark alone (its rule is in the tables)
+                continue
+            taken.setdefault((y_, level), []).append(extent)
+            ax.annotate(rule, (t, y_), xytext=(-4 if right_half else 4, -11 - 8 * level),
+                        textcoords="offset points", fontsize=7, color=ALERT_COLOR,
+                        ha="right" if right_half else "left", gid="violation-label")
 
 
 def _ends(ax, row) -> None:
@@ -96,8 +113,9 @@ def _ends(ax, row) -> None:
         closed = utc([row.closed_at])[0]
         ax.axvline(closed, color="black", linewidth=1.5, gid="close")
         reason = f" {short(row.close_reason, 24)}" if pd.notna(row.close_reason) and row.close_reason else ""
-        ax.text(closed, -0.75, f"close {row.close_code}{reason}\nby {short(row.closed_by, 12)} ", ha="right",
-                va="bottom", fontsize=8, gid="close-label")
+        # above the axes, at the right: inside them it would cover the violations' labels
+        ax.text(1.0, 1.02, f"close {row.close_code}{reason} by {short(row.closed_by, 12)}", ha="right",
+                va="bottom", fontsize=8, transform=ax.transAxes, gid="close-label")
 
 
 def _legend(ax, limit_s: float) -> list:
