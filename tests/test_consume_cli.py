@@ -139,7 +139,7 @@ def test_progress_is_shown_on_a_terminal(served):
     code, seen = run_on_terminal([MWTAP, "consume", consumer_url(served), "--messages", "2", "--interval", "0.5",
                                   "--keepalive-interval", "1"], timeout=30)
     assert code == 0
-    assert re.search(rb"\r\x1b\[K +\d+ s  1 connection\(s\), \d+ request\(s\) sent", seen), seen
+    assert re.search(rb"\r\x1b\[Kconsume  \d+ s, 1 connection\(s\), \d+ request\(s\) sent", seen), seen
     assert b"closes       1000 x1" in seen
 
 

@@ -87,7 +87,7 @@ def consume(url, consumers, behaviours, messages, duration, interval, auth, keep
     click.echo(f"mwtap consume: {consumers} consumer(s) -> {redact_url(url)}; tokens from {redact_url(tokens)}"
                + (f"; misbehaving: {', '.join(behaviours)}" if behaviours else ""), err=True)
     started = time.monotonic()
-    stats = asyncio.run(_run(url, idp_url or _fetcher(source), config, consumers))
+    stats = asyncio.run(_run(url, idp_url or _fetcher(source), config, consumers, started))
     click.echo(summary(stats, time.monotonic() - started), nl=False)
     failed = Counter(s.error for s in stats if not s.connections)
     for error, n in failed.items():
@@ -109,35 +109,23 @@ def _fetcher(source):
     return fetch
 
 
-async def _run(url: str, tokens, config, count: int) -> list:
+async def _run(url: str, tokens, config, count: int, started: float) -> list:
     import asyncio
 
+    from recorder.cli.progress import StatusLine
     from recorder.cli.signals import on_stop_signal
     from recorder.consumer import ScriptedConsumer
 
     stop = asyncio.Event()
     on_stop_signal(stop.set)
     running = [ScriptedConsumer(url, tokens, config, stop) for _ in range(count)]
-    tasks = [asyncio.ensure_future(c.run()) for c in running]
-    progress = asyncio.ensure_future(_progress([c.stats for c in running])) if sys.stderr.isatty() else None
-    try:
-        return await asyncio.gather(*tasks)
-    finally:
-        if progress is not None:
-            progress.cancel()
-            click.echo("\r\033[K", err=True, nl=False)
-
-
-async def _progress(stats: list) -> None:
-    """One status line on the terminal, rewritten every half second."""
-    import asyncio
-
-    started = time.monotonic()
-    while True:
-        await asyncio.sleep(0.5)
-        click.echo(f"\r\033[K{time.monotonic() - started:5.0f} s  {sum(s.connections for s in stats)} connection(s), "
-                   f"{sum(s.requests_sent for s in stats)} request(s) sent, {sum(s.responses for s in stats)} "
-                   f"answered, {sum(s.messages_sent for s in stats)} text(s)", err=True, nl=False)
+    stats = [c.stats for c in running]
+    with StatusLine(lambda: f"consume  {time.monotonic() - started:.0f} s, "
+                            f"{sum(s.connections for s in stats)} connection(s), "
+                            f"{sum(s.requests_sent for s in stats)} request(s) sent, "
+                            f"{sum(s.responses for s in stats)} answered, "
+                            f"{sum(s.messages_sent for s in stats)} text(s)"):
+        return await asyncio.gather(*(c.run() for c in running))
 
 
 def summary(stats: list, seconds: float) -> str:
