@@ -16,10 +16,13 @@ CHAR_PT = 4.5  # the width of a character of a 6-7 point label, on average
 
 def connection_ends(conns: pd.DataFrame) -> pd.Series:
     """When each connection ended: its close, or the end of the capture for those still open."""
-    # in seconds: a capture's times span up to 570 years, a Timedelta only 292
-    opened_s = (conns.opened_at - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-    ends = pd.to_datetime(opened_s + conns.duration_s, unit="s", utc=True)
+    ends = pd.to_datetime(_seconds(conns.opened_at) + conns.duration_s, unit="s", utc=True)
     return conns.closed_at.fillna(ends.astype(conns.closed_at.dtype))
+
+
+def _seconds(times: pd.Series) -> pd.Series:
+    """Table times as epoch seconds (a capture's times span up to 570 years, a Timedelta only 292)."""
+    return (times - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
 
 
 def connection_spans(conns: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
@@ -54,8 +57,8 @@ def plot_reconnects(cap, *, max_chains: int = 20):
     # by connection id and opening time: an id can be reused (or read twice from two files)
     delays = cap.reconnects.drop_duplicates(["conn", "t"]).set_index(["conn", "t"]).delay_s
     starts, ends = connection_spans(conns)
-    span_s = (ends.max() - starts.min()).total_seconds() if starts.notna().any() else 0.0
-    pt_per_s = AXES_PT / span_s if span_s > 0 else float("inf")
+    span_s = (_seconds(ends).max() - _seconds(starts).min()) if starts.notna().any() else 0.0
+    pt_per_s = AXES_PT / span_s if span_s > 0 else 0.0
     for y, chain in enumerate(shown.chain):
         _chain_row(ax, y, conns[conns.chain == chain].sort_values("opened_at"), delays, pt_per_s)
     ax.set_yticks(range(len(shown)), [f"{short(c, 14)} ({n})" for c, n in zip(shown.chain, shown.connections)],
@@ -85,7 +88,9 @@ def _chain_row(ax, y: int, conns: pd.DataFrame, delays: pd.Series, pt_per_s: flo
     ax.barh([y] * len(conns), ends - starts, left=starts, height=0.6,
             color=["#ffbb78" if t else "#aec7e8" for t in token_close],
             edgecolor=[ALERT_COLOR if s else "black" for s in by_server], gid="connection")
-    at_pt = lambda t: (t - starts[0]) / np.timedelta64(1, "s") * pt_per_s
+    first_s = starts[0].astype("datetime64[ns]").astype("int64") / 1e9 if len(starts) else 0.0
+    at_pt = lambda t: (t.astype("datetime64[ns]").astype("int64") / 1e9 - first_s) * pt_per_s  # float seconds:
+    # a difference of datetime64[ns] overflows beyond 292 years
     free_from_pt = -np.inf  # where the previous delay label ends
     for start, end, conn, opened, label in zip(starts, ends, conns.conn, conns.opened_at, labels):
         if (len(label) + 1) * CHAR_PT <= at_pt(end) - at_pt(start):
