@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from analysis.explain import EXPLANATIONS
 from analysis.rules import SEVERITIES, SEVERITY_RANK
 from analysis.verdict import consumer_keys
-from analysis.explain import EXPLANATIONS
 from analysis.view.index import DIR_CODE, DIRS, KIND_CODE, KINDS, SEVERITY_LEVEL, Connection, ViewIndex
 
 PREVIEW_CHARS = 160
