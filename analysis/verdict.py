@@ -81,7 +81,7 @@ def finding_line(g: dict, full_ids: bool = False) -> str:
     where += "" if g["conn"] is None or g["frame"] is None else f" frame {g['frame']}"
     times = "once" if g["count"] == 1 else f"{g['count']} times"
     return (f"{g['severity']}: {who(g['consumer'], g['connections'])} {g['does']}: {times} "
-            f"since {_clock(g['since'])} [{g['rule']}]{where}")
+            f"since {clock(g['since'])} [{g['rule']}]{where}")
 
 
 def verdict_lines(verdict: dict, full_ids: bool = False, shown: int = SHOWN) -> list[str]:
@@ -112,7 +112,8 @@ class Verdict:
         return "\n".join(self.lines())
 
 
-def _clock(t) -> str:
+def clock(t) -> str:
+    """A finding's time to the second, UTC (any float a capture holds: no pandas Timestamp range)."""
     if not isinstance(t, (int, float)):
         return "-"
     try:

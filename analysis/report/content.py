@@ -12,7 +12,7 @@ from analysis.histogram import PERCENTILE_METHOD
 from analysis.report.model import (Anchor, Code, Conn, Details, Heading, Link, Plot, Report, Section, Table,
                                    anchor_id)
 from analysis.rules import SEVERITIES, SEVERITY_RANK
-from analysis.verdict import verdict_lines, who
+from analysis.verdict import clock, verdict_lines, who
 
 LISTED = 50  # rows of a table before "first N of M"
 PER_RULE = 50  # violations listed per rule
@@ -97,7 +97,7 @@ class _Builder:
             return Section("verdict", "Verdict", [head])
         rows = [[g["severity"], who(g["consumer"], g["connections"]),
                  Details(f"{g['does']} [{g['rule']}]", g["explanation"] or ""), g["count"],
-                 fmt_time(pd.Timestamp(g["since"], unit="s")) if g["since"] is not None else None,
+                 clock(g["since"]),
                  self.conn(g["conn"]), self.frame_link(g["conn"], g["frame"])] for g in verdict["findings"][:LISTED]]
         total = len(verdict["findings"]) + verdict["omitted"]
         return Section("verdict", "Verdict", [head, Table(
