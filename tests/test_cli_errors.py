@@ -1,5 +1,6 @@
 """Every mwtap command given bad input (a bad file, an output it cannot write, an address it cannot
-listen on): a one-line error naming it and exit status 2, never a traceback (each a real subprocess)."""
+listen on) or used wrongly: a one-line error naming it and exit status 2, never a traceback; exit
+status 1 only when the check found something (each a real subprocess)."""
 
 from __future__ import annotations
 
@@ -177,3 +178,63 @@ def test_force_overwrites_an_existing_output(command, tmp_path, procs):
         assert existing.read_bytes().startswith(b'{"rec":"header"')
     else:
         assert existing.read_bytes() != b"earlier work\n" and existing.stat().st_size > 100
+
+
+# Bad usage of every command: one line naming the problem (click's usage errors add the usage line
+# and a hint above it), exit status 2.
+USAGE_ERRORS = {
+    "analyze": (["analyze", "GOOD", "--format", "pdf"], "'pdf' is not one of"),
+    "report": (["report", "GOOD", "--format", "pdf"], "'pdf' is not one of"),
+    "export": (["export", "GOOD"], "Missing option '--parquet'"),
+    "convert": (["convert", "GOOD"], "Missing option '-o'"),
+    "diff": (["diff", "GOOD"], "Missing argument 'REPLAYED'"),
+    "replay": (["replay", "GOOD", "-o", "OUT"], "--target URL is required"),
+    "record": (["record", "-o", "OUT"], "give exactly one of --upstream URL"),
+    "serve": (["serve", "--listen", "::1:8765"], "[IPV6]:PORT"),
+    "view": (["view", "GOOD", "--host", "192.0.2.1"], "is not a loopback address"),
+    "consume": (["consume", "http://127.0.0.1:9/"], "expected a ws:// or wss:// URL"),
+    "token": (["token", "ws://127.0.0.1:9/nothing"], "names no account"),
+    "demo": (["demo", "--duration", "soon"], "'soon' is not a valid float"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(USAGE_ERRORS))
+def test_bad_usage_is_exit_2_with_the_problem_on_the_error_line(command, tmp_path):
+    args, problem = USAGE_ERRORS[command]
+    given = {"GOOD": good_capture(tmp_path / "good.jsonl"), "OUT": tmp_path / "out.jsonl"}
+    done = run_mwtap([given.get(a, a) for a in args])
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done
+    assert len(errors) == 1 and problem in errors[0], done.stderr
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_every_command_has_a_bad_usage_case():
+    assert set(USAGE_ERRORS) == set(COMMANDS)
+
+
+def test_the_check_finding_something_is_exit_1(tmp_path):
+    """analyze --fail-on with a finding at that severity, diff of sessions that differ (replay that
+    could not send everything: tests/test_replay_fidelity.py; consume that could not connect:
+    tests/test_consume_cli.py)."""
+    answered = {"kind": "resp", "reqId": "1", "code": 200, "type": "GetClockResponse", "body": {"currentTime": 1}}
+    captures = {}
+    for name, code in (("ok", 200), ("failed", 500)):
+        b = CaptureBuilder()
+        b.open("c1", 1.0, token=None)
+        b.c2s("c1", 1.1, GET_CLOCK)
+        b.s2c("c1", 1.2, {**answered, "code": code})
+        b.close("c1", 2.0)
+        b.write(captures.setdefault(name, tmp_path / f"{name}.jsonl"))
+    reused = CaptureBuilder()  # a request id sent again while in flight: a duplicate-request-id error
+    reused.open("c1", 1.0, token=None)
+    reused.c2s("c1", 1.1, GET_CLOCK)
+    reused.c2s("c1", 1.15, GET_CLOCK)
+    reused.s2c("c1", 1.2, answered)
+    reused.close("c1", 2.0)
+    reused.write(tmp_path / "reused.jsonl")
+    assert run_mwtap(["analyze", captures["ok"], "--fail-on", "warning"]).returncode == 0
+    assert run_mwtap(["analyze", tmp_path / "reused.jsonl", "--fail-on", "error"]).returncode == 1
+    assert run_mwtap(["diff", captures["ok"], captures["ok"]]).returncode == 0
+    differs = run_mwtap(["diff", captures["ok"], captures["failed"]])
+    assert differs.returncode == 1 and "500" in differs.stdout, differs
