@@ -91,12 +91,12 @@ def test_record_shows_connections_frames_drops_and_capture_size_while_it_runs(pr
     shown: dict = {}
     recorder = threading.Thread(target=lambda: shown.update(zip(("code", "seen"), run_on_terminal(
         ["timeout", "--signal=TERM", "20", MWTAP, "record", "--upstream", f"ws://127.0.0.1:{server_port}",
-         "--listen", f"127.0.0.1:{proxy_port}", "-o", out]))))
+         "--listen", f"127.0.0.1:{proxy_port}", "-o", out, "--live"]))))
     recorder.start()
     wait_port(proxy_port, timeout=60)
     consumer = piped("consume", f"ws://127.0.0.1:{proxy_port}/ws_api/account/mwtap/messaging/consumer?v=3",
                      "--idp", f"http://127.0.0.1:{server_port}/api/account/mwtap", "--messages", "1",
-                     "--interval", "0.1")
+                     "--interval", "0.1", "--behaviour", "reuse-request-id")
     assert consumer.returncode == 0, consumer.stderr
     recorder.join(60)
     assert shown["code"] == 124, shown  # stopped by timeout's SIGTERM, as intended
@@ -105,6 +105,9 @@ def test_record_shows_connections_frames_drops_and_capture_size_while_it_runs(pr
     assert any(int(frames) > 0 for _, frames, _, _ in lines), shown["seen"][-3000:]
     assert any(int(open_) == 1 for open_, _, _, _ in lines)  # while the consumer was connected
     assert lines[-1][0] == b"0" and lines[-1][2] == b"0"
+    # --live's lines are printed above the status line (cleared first), never run into it
+    assert re.search(rb"\r\x1b\[Kmwtap live: .*duplicate-request-id", shown["seen"]), shown["seen"][-3000:]
+    assert not re.search(rb"[^\n\x1b]mwtap live: ", shown["seen"].replace(b"\r\x1b[K", b"\x1b"))
 
     quiet = subprocess.run(["timeout", "--signal=TERM", "3", MWTAP, "record", "--upstream", "ws://127.0.0.1:9",
                             "--listen", "127.0.0.1:0", "-o", str(tmp_path / "q.jsonl")], capture_output=True, text=True,

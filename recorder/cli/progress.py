@@ -4,6 +4,7 @@ only the results)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -58,6 +59,20 @@ class StatusLine:
                 sys.stderr.write("\r\033[K")
                 sys.stderr.flush()
             click.echo(line, err=err)
+
+
+class EchoHandler(logging.Handler):
+    """Log records printed above a status line (with its `echo`), never through it."""
+
+    def __init__(self, status: StatusLine, level: int):
+        super().__init__(level)
+        self.status = status
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.status.echo(self.format(record))
+        except Exception:
+            self.handleError(record)
 
 
 def size(n: float) -> str:

@@ -125,17 +125,16 @@ async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str 
                upstream_insecure: bool) -> None:
     import logging
 
-    from recorder.cli.progress import StatusLine
+    from recorder.cli.progress import EchoHandler, StatusLine
     from recorder.cli.signals import stop_event
     from recorder.proxy import RecordingProxy
 
-    handler = logging.StreamHandler()
-    handler.setLevel(logging.WARNING)
+    status = StatusLine(lambda: recording_status(proxy.recorder))
+    handler = EchoHandler(status, logging.WARNING)
     handler.setFormatter(logging.Formatter("mwtap record: %(levelname)s: %(message)s"))
     logging.getLogger().addHandler(handler)
 
     stop = stop_event()
-    status = StatusLine(lambda: recording_status(proxy.recorder))
     proxy = RecordingProxy(upstream, out, listen_host=host, listen_port=port, mode=mode, redact=redact,
                            rotate_mb=rotate_mb, max_payload=max_payload,
                            live=(lambda line: status.echo(f"mwtap live: {line}", err=False)) if live else None,
