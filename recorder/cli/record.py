@@ -132,7 +132,6 @@ async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str 
     status = StatusLine(lambda: recording_status(proxy.recorder))
     handler = EchoHandler(status, logging.WARNING)
     handler.setFormatter(logging.Formatter("mwtap record: %(levelname)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
 
     stop = stop_event()
     proxy = RecordingProxy(upstream, out, listen_host=host, listen_port=port, mode=mode, redact=redact,
@@ -141,6 +140,8 @@ async def _run(upstream: str | None, out: Path, host: str, port: int, mode: str 
                            force=allow_shared_dir,
                            upstream_ca=upstream_ca, upstream_insecure=upstream_insecure)
     async with proxy:
+        # Only now: a failure to start (address in use, ...) is the one Error line, not mitmproxy's log too.
+        logging.getLogger().addHandler(handler)
         target = upstream if upstream else f"mode {mode}"
         click.echo(f"mwtap record: listening on {host_port(host, proxy.port)} -> {target}; writing {out}")
         with status:
