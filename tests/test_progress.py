@@ -114,3 +114,19 @@ def test_record_shows_connections_frames_drops_and_capture_size_while_it_runs(pr
                            timeout=60, stdin=subprocess.DEVNULL)
     assert quiet.returncode == 124 and "mwtap record: stopped" in quiet.stdout, quiet
     assert "connection(s) open" not in quiet.stdout + quiet.stderr and REWRITE not in quiet.stderr
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_capture_file_says_how_far_into_the_file_on_disk_it_has_read(tmp_path, gz):
+    from analysis.capture import CaptureFile, watch_reads
+
+    path = write_capture(tmp_path / ("cap.jsonl.gz" if gz else "cap.jsonl"), 20_000, gz=gz)
+    seen = []
+    with watch_reads(seen.append):
+        capture = CaptureFile(str(path))
+    assert seen == [capture] and capture.bytes_read == 0
+    records = capture.records()
+    positions = [capture.bytes_read for i, _ in enumerate(records) if i % 7_000 == 0]  # 0 … 35000 of 40001
+    assert 0 < positions[0] < positions[-1] < path.stat().st_size  # read ahead a buffer at a time
+    assert capture.bytes_read == path.stat().st_size
+    assert CaptureFile(str(path)) not in seen  # outside the block nothing is watched
