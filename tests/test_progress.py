@@ -127,6 +127,7 @@ def test_a_capture_file_says_how_far_into_the_file_on_disk_it_has_read(tmp_path,
     assert seen == [capture] and capture.bytes_read == 0
     records = capture.records()
     positions = [capture.bytes_read for i, _ in enumerate(records) if i % 7_000 == 0]  # 0 … 35000 of 40001
-    assert 0 < positions[0] < positions[-1] < path.stat().st_size  # read ahead a buffer at a time
+    # read ahead a buffer at a time (gzip: up to 128 KiB of compressed bytes on Python 3.12)
+    assert 0 < positions[0] < path.stat().st_size and positions == sorted(positions) and len(set(positions)) >= 3
     assert capture.bytes_read == path.stat().st_size
     assert CaptureFile(str(path)) not in seen  # outside the block nothing is watched
