@@ -63,7 +63,7 @@ def test_serve_reports_a_busy_port_without_traceback(procs):
     wait_port(port, proc=first)
     result = subprocess.run([str(BIN / "mwtap"), "serve", "--listen", f"127.0.0.1:{port}"],
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert result.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in result.stderr  # bad input
     assert "Traceback" not in result.stderr
 
 

@@ -85,7 +85,9 @@ def _chain_row(ax, y: int, conns: pd.DataFrame, delays: pd.Series, pt_per_s: flo
     labels = [f"{code} {short(by, 12)}" for code, by in zip(conns.close_code.astype(object).fillna("?"),
                                                   conns.closed_by.astype(object).fillna("?"))]
     labels = ["open at end" if state == "open-at-end" else label for state, label in zip(conns.state, labels)]
-    ax.barh([y] * len(conns), ends - starts, left=starts, height=0.6,
+    import matplotlib.dates as mdates
+    left = mdates.date2num(starts)  # in days: a datetime64[ns] difference overflows beyond 292 years
+    ax.barh([y] * len(conns), mdates.date2num(ends) - left, left=left, height=0.6,
             color=["#ffbb78" if t else "#aec7e8" for t in token_close],
             edgecolor=[ALERT_COLOR if s else "black" for s in by_server], gid="connection")
     first_s = starts[0].astype("datetime64[ns]").astype("int64") / 1e9 if len(starts) else 0.0
