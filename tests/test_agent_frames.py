@@ -10,30 +10,17 @@ import json
 
 import pytest
 
-from analysis import Config, Engine
 from analysis.redact import redact_url
-from analysis.synth import CaptureBuilder
 from conftest import DATA
-from test_conformance import _Tables
+from page_session import analyse_page
 
 FRAMES = [json.loads(line) for line in (DATA / "agent_getting_started.jsonl").read_text().splitlines()]
-STEP_S = 0.5  # the page shows no times: one frame every half second
 BEARER = "4d7c2a9e1f0b83c6e5a7d9f1b2c4e6a8f0d2b4c6e8a0f2d4b6c8e0a2f4d6b8c"  # opaque, as the login returns
 BRAND_URL = f"ws://127.0.0.1:9000/ws_api/account/qa20971604/messaging/brand/{BEARER}?v=2"
 
 
 def analyse(url: str, frames=FRAMES, token: str | None = None):
-    b = CaptureBuilder()
-    b.open("agent", 0.0, token=token, url=url)
-    for i, line in enumerate(frames):
-        b.msg("agent", 1 + STEP_S * i, line["frame"], from_client=line["dir"] == "c2s")
-    b.close("agent", 1 + STEP_S * len(frames))
-    tables, found = _Tables("connections", "streams", "sequences"), []
-    engine = Engine(Config(), sink=tables, on_violation=found.append)
-    for rec in b.records[1:]:
-        engine.feed(rec)
-    engine.finish()
-    return found, tables.rows
+    return analyse_page(frames, ("connections", "streams", "sequences"), url=url, token=token)
 
 
 def test_the_capture_is_the_pages_session():
@@ -88,15 +75,9 @@ def test_an_agent_connection_whose_url_does_not_tell_is_known_by_its_request_typ
 
 
 def test_a_consumer_connection_is_a_consumer():
-    b = CaptureBuilder()
-    b.open("c", 0.0, token=None, url="ws://127.0.0.1:9000/ws_api/account/a/messaging/consumer?v=3")
-    b.close("c", 1.0)
-    tables = _Tables("connections")
-    engine = Engine(Config(), sink=tables)
-    for rec in b.records[1:]:
-        engine.feed(rec)
-    engine.finish()
-    assert tables.rows["connections"][0]["side"] == "consumer"
+    _, tables = analyse_page([], ("connections",), token=None,
+                             url="ws://127.0.0.1:9000/ws_api/account/a/messaging/consumer?v=3")
+    assert tables["connections"][0]["side"] == "consumer"
 
 
 def test_the_routing_task_subscription_is_a_stream_with_its_notifications():

@@ -20,9 +20,8 @@ from collections import defaultdict
 import pytest
 from websockets.asyncio.client import connect
 
-from analysis import Config, Engine
-from analysis.synth import CaptureBuilder
 from conftest import BIN, DATA, Processes, free_port, wait_port
+from page_session import STEP_S, analyse_page
 
 MWTAP = str(BIN / "mwtap")
 GET_CLOCK_INTERVAL = 0.2  # LivePerson's browser SDK sends GetClock with id 1 every 10 s; shortened
@@ -267,30 +266,9 @@ def test_real_client_behaviour_gets_the_verdict_a_person_debugging_agrees_with(v
 # -- LivePerson's post-conversation-survey tutorial ------------------------------------------------
 
 TUTORIAL = [json.loads(line) for line in (DATA / "post_conversation_survey_tutorial.jsonl").read_text().splitlines()]
-STEP_S = 0.5  # the tutorial shows no times: one frame every half second
-
-
-class _Tables:
-    def __init__(self, *tables: str):
-        self.rows = {table: [] for table in tables}
-
-    def adder(self, table: str):
-        rows = self.rows.get(table)
-        return rows.append if rows is not None else None
-
-
 def analyse_tutorial():
-    b = CaptureBuilder()
-    b.open("c", 0.0)  # the tutorial connects with `Authorization: jwt $LP_JWT` (wscat -H)
-    for i, line in enumerate(TUTORIAL):
-        b.msg("c", 1 + STEP_S * i, line["frame"], from_client=line["dir"] == "c2s")
-    b.close("c", 1 + STEP_S * len(TUTORIAL))
-    tables, found = _Tables("pairs", "sequences", "streams"), []
-    engine = Engine(Config(), sink=tables, on_violation=found.append)
-    for rec in b.records[1:]:
-        engine.feed(rec)
-    engine.finish()
-    return found, tables.rows
+    # the tutorial connects with `Authorization: jwt $LP_JWT` (wscat -H): the default token header
+    return analyse_page(TUTORIAL, ("pairs", "sequences", "streams"))
 
 
 def test_tutorial_capture_is_the_whole_published_session():

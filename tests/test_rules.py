@@ -11,6 +11,7 @@ import pytest
 from analysis import Config, Engine, LiveChecker, RULES
 from analysis.synth import CaptureBuilder
 from conftest import DATA
+from page_session import Tables
 
 FIXTURES = [json.loads(line) for line in (DATA / "documented_frames.jsonl").read_text().splitlines()]
 
@@ -519,17 +520,12 @@ def test_fast_reconnect_after_the_proxy_failed_the_connection():
     once is too fast, and the connection row says the proxy closed."""
     b = _reconnect(1002, "proxy", 0.2, "tok-1")
     assert rules(b) == ["fast-reconnect"]
-    rows = []
-
-    class Connections:
-        def adder(self, table):
-            return rows.append if table == "connections" else None
-
-    engine = Engine(Config(), sink=Connections())
+    tables = Tables("connections")
+    engine = Engine(Config(), sink=tables)
     for rec in b.records[1:]:
         engine.feed(rec)
     engine.finish()
-    assert [r["closed_by"] for r in rows] == ["proxy", "client"]
+    assert [r["closed_by"] for r in tables.rows["connections"]] == ["proxy", "client"]
 
 
 def test_sequence_gap():
