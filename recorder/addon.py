@@ -44,11 +44,11 @@ from mitmproxy.version import VERSION as MITMPROXY_VERSION
 
 from analysis.capture import (C2S, CLOSE, DEFAULT_MAX_PAYLOAD, OPEN, REFUSED, S2C, authority, header_record,
                               host_port, message_record, request_url)
+from analysis.protocol_errors import close_sides
 from analysis.redact import (redact_header_value, redact_headers, redact_text, redact_url, redacted_message,
                              redaction_info)
 from recorder.live import LiveCheck
 from recorder.pings import PingLogHandler
-from analysis.protocol_errors import close_sides
 from recorder.writer import CaptureWriter, creation_problem
 
 log = logging.getLogger(__name__)
