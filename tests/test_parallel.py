@@ -120,6 +120,24 @@ def test_recordings_far_apart_that_share_a_token_are_still_linked(multi_file_inp
     assert as_json(analyze_parallel(paths, jobs=2)[0]) == as_json(single)
 
 
+def test_unknown_record_kinds_are_bounded_over_all_files_as_in_one_process(tmp_path):
+    """Two recordings far apart, 15 made-up record kinds each: one process names the first 20 and
+    counts the rest under one entry; the merge of the partitions must say the same."""
+    paths = []
+    for i, name in enumerate(("x", "y")):
+        path = tmp_path / f"{name}.jsonl"
+        b = CaptureBuilder(recording=name)
+        b.open(f"{name}1", T + i * 24 * HOUR, token=f"tok-{name}")  # unrelated: two partitions
+        for k in range(15):
+            b.record({"rec": f"kind-{name}-{k}", "t": T + i * 24 * HOUR + 1})
+        b.close(f"{name}1", T + i * 24 * HOUR + 2)
+        b.write(path)
+        paths.append(str(path))
+    single, _ = analysis.analyze(paths)
+    assert len(single["capture"]["unknown_records"]) == 21
+    assert as_json(analyze_parallel(paths, jobs=2)[0]) == as_json(single)
+
+
 def test_cli_jobs_1_and_jobs_2_print_the_same_json(multi_file_input):
     outputs = [subprocess.run([str(BIN / "mwtap"), "analyze", "--format", "json", "--jobs", jobs, *multi_file_input],
                               capture_output=True, timeout=120) for jobs in ("1", "2")]

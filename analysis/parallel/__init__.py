@@ -22,6 +22,7 @@ import os
 from typing import Callable, Protocol
 
 from analysis.analyzers.sequences import READ_WAIT_S
+from analysis.capture import count_unknown
 from analysis.config import Config
 from analysis.engine import Engine
 from analysis.histogram import LogHistogram
@@ -127,7 +128,7 @@ class _Files:
         self.unknown_records: dict[str, int] = {}
         for _, _, _, unknown in per_file:
             for kind, n in unknown.items():
-                self.unknown_records[kind] = self.unknown_records.get(kind, 0) + n
+                count_unknown(self.unknown_records, kind, n)  # bounded over all files, as in one process
 
 
 class _Path:
