@@ -1,19 +1,31 @@
 """`mwtap demo`: the built-in server, the recorder in front of it and a handful of scripted
-consumers, all in one process on 127.0.0.1, then the analysis of what was recorded."""
+consumers, all in one process on 127.0.0.1, then the analysis of what was recorded. With Node, a
+bot written against LivePerson's `node-agent-sdk` (recorder/demo_bot) takes the consumers'
+conversations, through the same recorder; without, the server's built-in agent answers them."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import socket
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from mitmproxy.options import CONF_BASENAME, CONF_DIR
+
+from recorder import demo_bot
 from recorder.consumer import ConsumerConfig, ConsumerStats, run_consumer
 from recorder.proxy import RecordingProxy
 from recorder.server.app import MessagingServer
 from recorder.server.config import ServerConfig
 
 WRAP_UP_TIMEOUT = 15.0
+BOT_READY_TIMEOUT = 20.0
+BOT_STOP_TIMEOUT = 5.0
+BOT_LOGIN = {"LP_ACCOUNT": "mwtap", "LP_USER": "mwtap-demo-bot", "LP_PASS": "demo"}
 ANALYSIS_FLAGS = {"keepalive_limit_s": "--keepalive-limit", "accept_timeout_s": "--accept-timeout",
                   "response_timeout_s": "--response-timeout"}  # the options of analyze and report
 
@@ -26,8 +38,9 @@ class DemoSettings:
     token_lifetime: float = 9.0
     seed: int = 7
 
-    def server_config(self) -> ServerConfig:
+    def server_config(self, advertise: str | None = None) -> ServerConfig:
         return ServerConfig(
+            advertise=advertise,
             idle_timeout=self.idle_timeout,
             token_lifetime=self.token_lifetime,
             agent_reply_delay=0.3,
@@ -63,25 +76,120 @@ class DemoSettings:
         }
 
 
-async def run_demo(out_dir: Path, settings: DemoSettings, on_start=None) -> dict[str, ConsumerStats]:
-    """Runs the whole demo; the capture is written to `out_dir / "capture.jsonl"`."""
-    async with MessagingServer(settings.server_config()) as server:
+class DemoBot:
+    """bot.js under Node; counts the events it prints (one JSON line each)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process):
+        self.proc = proc
+        self.events: Counter[str] = Counter()
+        self.last_line = ""
+        """The last line that was not an event (Node's error, when the bot dies)."""
+        self.ready = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, csds: str, keepalive: float) -> DemoBot:
+        # The bot's TLS (the SDK calls https:// and wss:// only) ends at the recorder, whose
+        # certificates mitmproxy makes with its CA: Node trusts that CA beside its own roots.
+        ca = Path(os.path.expanduser(CONF_DIR)) / f"{CONF_BASENAME}-ca-cert.pem"
+        env = demo_bot.bot_env(csds, ca, KEEPALIVE_S=f"{keepalive:g}", RECONNECT_DELAY_S="1", **BOT_LOGIN)
+        proc = await asyncio.create_subprocess_exec(demo_bot.node(), str(demo_bot.BOT), env=env,
+                                                    stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT)
+        return cls(proc)
+
+    async def _read(self) -> None:
+        async for line in self.proc.stdout:
+            text = line.decode("utf-8", "replace").strip()
+            try:
+                event = json.loads(text)["event"]
+            except (ValueError, TypeError, KeyError):
+                self.last_line = text or self.last_line
+                continue
+            self.events[event] += 1
+            if event == "subscribed-routing":
+                self.ready.set()
+
+    async def wait_ready(self, timeout: float) -> str | None:
+        """None once the bot takes rings; else why it does not."""
+        exited = asyncio.create_task(self.proc.wait())
+        ready = asyncio.create_task(self.ready.wait())
+        await asyncio.wait([exited, ready], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        exited.cancel()
+        ready.cancel()
+        if self.ready.is_set():
+            return None
+        if self.proc.returncode is not None:
+            await self._reader
+            return f"it exited with status {self.proc.returncode}" + (f": {self.last_line}" if self.last_line else "")
+        return f"it was not ready within {timeout:g} s"
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.terminate()
+        try:
+            await asyncio.wait_for(self.proc.wait(), BOT_STOP_TIMEOUT)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        await self._reader
+
+
+def _free_port(host: str) -> int:
+    """A port free now, for the recorder: the server's domain lookup must name it before it listens."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class DemoResult:
+    consumers: dict[str, ConsumerStats]
+    bot: Counter[str] | None
+    """The bot's events ("connected", "ring-accepted", "answered", ...); None: no bot took part."""
+
+
+async def run_demo(out_dir: Path, settings: DemoSettings, on_start=None, with_bot: bool = False) -> DemoResult:
+    """Runs the whole demo; the capture is written to `out_dir / "capture.jsonl"`. `with_bot`: run
+    bot.js (its SDK installed, `recorder.demo_bot.install`) before the consumers start.
+    `on_start(server, proxy, bot_problem)` is called before they start; `bot_problem` says why a
+    bot that was started does not take part (None: it does, or none was asked for)."""
+    host = "127.0.0.1"
+    proxy_port = _free_port(host) if with_bot else 0
+    advertise = f"{host}:{proxy_port}" if with_bot else None
+    async with MessagingServer(settings.server_config(advertise), host=host) as server:
         server_address = f"{server.host}:{server.port}"
-        async with RecordingProxy(f"ws://{server_address}", out_dir / "capture.jsonl") as proxy:
+        async with RecordingProxy(f"ws://{server_address}", out_dir / "capture.jsonl",
+                                  listen_port=proxy_port) as proxy:
             ws_url = server.url().replace(server_address, f"{server.host}:{proxy.port}", 1)
+            bot, problem = None, None
+            if with_bot:
+                bot = await DemoBot.start(f"{host}:{proxy.port}", settings.idle_timeout / 3)
+                problem = await bot.wait_ready(BOT_READY_TIMEOUT)
+                if problem is not None:
+                    await bot.stop()
+                    bot = None
             if on_start is not None:
-                on_start(server, proxy)
-            stop = asyncio.Event()
-            names = list(settings.consumers())
-            tasks = [asyncio.create_task(run_consumer(ws_url, server.idp_url(), config, stop=stop))
-                     for config in settings.consumers().values()]
-            await asyncio.sleep(settings.duration)
-            stop.set()
-            done, pending = await asyncio.wait(tasks, timeout=WRAP_UP_TIMEOUT)
-            for task in pending:
-                task.cancel()
-            results = {}
-            for name, task in zip(names, tasks):
-                with contextlib.suppress(asyncio.CancelledError):
-                    results[name] = await task
-            return results
+                on_start(server, proxy, problem if with_bot else None)
+            consumers = await _run_consumers(ws_url, server.idp_url(), settings)
+        # the recorder has stopped (the bot's connection ends with the recording): now the bot
+        if bot is not None:
+            await bot.stop()
+    return DemoResult(consumers, bot.events if bot is not None else None)
+
+
+async def _run_consumers(ws_url: str, idp_url: str, settings: DemoSettings) -> dict[str, ConsumerStats]:
+    stop = asyncio.Event()
+    names = list(settings.consumers())
+    tasks = [asyncio.create_task(run_consumer(ws_url, idp_url, config, stop=stop))
+             for config in settings.consumers().values()]
+    await asyncio.sleep(settings.duration)
+    stop.set()
+    done, pending = await asyncio.wait(tasks, timeout=WRAP_UP_TIMEOUT)
+    for task in pending:
+        task.cancel()
+    results = {}
+    for name, task in zip(names, tasks):
+        with contextlib.suppress(asyncio.CancelledError):
+            results[name] = await task
+    return results

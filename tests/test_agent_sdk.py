@@ -1,6 +1,7 @@
-"""LivePerson's own agent SDK (`node-agent-sdk`, pinned in tests/agent/package-lock.json; `.ci/run`
-installs it with `npm ci --prefix tests/agent`) running tests/agent/bot.js, a bot written against
-its public API, as users start theirs (`node bot.js` with its settings in the environment), through
+"""LivePerson's own agent SDK (`node-agent-sdk`, pinned in recorder/demo_bot/package-lock.json and
+installed once, with `npm ci`, into the per-user cache by `recorder.demo_bot.install`, as `mwtap
+demo` does) running recorder/demo_bot/bot.js, the demo's bot, written against its public API, as
+users start theirs (`node bot.js` with its settings in the environment), through
 `mwtap record` in reverse mode against `mwtap serve --tls`, with a scripted consumer
 (`mwtap consume`) through the same recorder. The domain lookup names the recorder (`--advertise`)
 so that the bot's WebSocket goes through it; Node trusts the recorder's CA (NODE_EXTRA_CA_CERTS)."""
@@ -17,11 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, REPO, free_port, wait_port
+from conftest import BIN, free_port, wait_port
+from recorder import demo_bot
 
 MWTAP = str(BIN / "mwtap")
-AGENT_DIR = REPO / "tests" / "agent"
-BOT = AGENT_DIR / "bot.js"
 NODE = shutil.which("node")
 ACCOUNT = "mwtap"
 TIMEOUT = 60.0
@@ -31,12 +31,8 @@ pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed (the
 
 @pytest.fixture(scope="module", autouse=True)
 def sdk_installed():
-    """A fresh clone has no node_modules: install the pinned SDK from the lock file once."""
-    if not (AGENT_DIR / "node_modules" / "node-agent-sdk").is_dir():
-        npm = shutil.which("npm")
-        assert npm is not None, "npm is needed to install node-agent-sdk (npm ci --prefix tests/agent)"
-        subprocess.run([npm, "ci", "--prefix", str(AGENT_DIR), "--no-audit", "--no-fund"], check=True,
-                       timeout=600, stdin=subprocess.DEVNULL)
+    """The pinned SDK, installed from the lock file unless it is there already."""
+    demo_bot.install()
 
 
 def wait_for(predicate, what: str, timeout: float = TIMEOUT, proc=None):
@@ -76,11 +72,11 @@ class Stack:
         wait_for(self.ca.exists, "mitmproxy's CA")
 
     def bot(self, name: str = "bot", **env: str):
-        settings = {"LP_ACCOUNT": ACCOUNT, "LP_CSDS": f"127.0.0.1:{self.port}", "NODE_EXTRA_CA_CERTS": str(self.ca),
-                    "RECONNECT_DELAY_S": "0.5", "RECONNECT_ATTEMPTS": "3", **env}
+        settings = {"LP_ACCOUNT": ACCOUNT, "RECONNECT_DELAY_S": "0.5", "RECONNECT_ATTEMPTS": "3", **env}
         if "LP_TOKEN" not in env:
             settings.update(LP_USER="mwtap-bot", LP_PASS="secret")
-        return self.procs.start([NODE, str(BOT)], name, cwd=str(AGENT_DIR), env=settings)
+        return self.procs.start([NODE, str(demo_bot.BOT)], name,
+                                env=demo_bot.bot_env(f"127.0.0.1:{self.port}", self.ca, **settings))
 
     def login(self) -> dict:
         """A bearer from serve's login, as a user gets one for the SDK's `token` setting."""

@@ -1,11 +1,13 @@
-"""`mwtap demo` end to end: real server, real recorder, real consumers, then the analysis of the
-capture, with the facts the demo's misbehaving consumers must produce."""
+"""`mwtap demo` end to end: real server, real recorder, real consumers and, with Node, the real
+node-agent-sdk bot, then the analysis of the capture, with the facts the demo's misbehaving
+consumers must produce."""
 
 from __future__ import annotations
 
 import json
 import re
 import os
+import shutil
 import stat
 import subprocess
 
@@ -15,6 +17,7 @@ from analysis import load
 from conftest import BIN
 
 DURATION = 13.0  # past the demo's 9 s token lifetime, so every consumer meets a 4401
+NODE = shutil.which("node")
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +101,38 @@ def test_analyze_and_report_with_the_demos_limits_give_the_demos_numbers(demo_ru
     assert f"## Violations ({summary['violations_total']})" in reported.stdout
     assert f"Violations ({summary['violations_total']})" in (out / "report.html").read_text()
     assert stdout.split("analysed with", 1)[1].splitlines()[2].startswith("Verdict: ")
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed (the demo's bot runs on Node)")
+def test_the_node_agent_sdk_bot_answers_the_consumers_through_the_recorder(demo_run):
+    out, stdout, summary = demo_run
+    assert "answered by a node-agent-sdk 1.2.0 bot" in stdout, stdout
+    bot = re.search(r"bot \(agent\) +(\d+) connection\(s\), (\d+) ring\(s\) accepted, (\d+) answer\(s\), "
+                    r"(\d+) error\(s\)", stdout)
+    assert bot is not None, stdout
+    connections, rings, answers, errors = map(int, bot.groups())
+    assert connections == 1 and rings >= 8 and answers > 20 and errors == 0, bot.group(0)  # 8 consumers
+    agents = [c for c in summary["connections"] if c["side"] == "agent"]
+    assert len(agents) == 1 and "/messaging/brand/[redacted sha256:" in agents[0]["url"], agents
+    assert len([c for c in summary["connections"] if c["side"] == "consumer"]) >= 8
+    on_agent = [v for v in summary["violations"] if v["conn"] == agents[0]["conn"]]
+    assert not [v for v in on_agent if v["severity"] == "error"], on_agent
+    # the bot's side of the conversations: each ring accepted, consumer texts READ and answered
+    latency = summary["latency"]
+    assert latency[".ams.routing.UpdateRingState"]["count"] == rings, latency
+    assert latency[".ams.ms.PublishEvent"]["count"] >= 2 * answers, latency
+
+def test_without_node_the_built_in_agent_answers_and_the_demo_says_so(tmp_path):
+    """PATH without node (nor npm): the demo still runs, with the built-in agent, and says why."""
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = {**{k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}, "PATH": str(empty)}
+    out = tmp_path / "out"
+    result = subprocess.run([str(BIN / "mwtap"), "demo", "-o", str(out), "--duration", "3"],
+                            capture_output=True, text=True, timeout=90, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "no node-agent-sdk bot (node is not on PATH): the built-in agent answers the consumers" in lines
+    assert any("answered by the built-in agent" in line for line in lines), result.stdout
+    summary = json.loads((out / "analysis.json").read_text())
+    assert {c["side"] for c in summary["connections"]} == {"consumer"}

@@ -6,7 +6,9 @@
 //
 // Environment: LP_ACCOUNT, LP_CSDS (csdsDomain: where mwtap serve or mwtap record listens),
 // LP_USER + LP_PASS, or LP_TOKEN + LP_USER_ID; RECONNECT_DELAY_S (README: 5), RECONNECT_ATTEMPTS
-// (README: 35). One JSON line per event on stdout, for the test to follow.
+// (README: 35); KEEPALIVE_S: also send GetClock this often (the SDK pings only every 60 s: too
+// seldom for a server with a shorter idle timeout, such as mwtap demo's). One JSON line per event
+// on stdout, for `mwtap demo` and the tests to follow.
 const Agent = require('node-agent-sdk').Agent;
 
 const env = process.env;
@@ -19,14 +21,18 @@ if (env.LP_TOKEN) {
 const reconnectInterval = Number(env.RECONNECT_DELAY_S || 5);
 const reconnectAttempts = Number(env.RECONNECT_ATTEMPTS || 35);
 const reconnectRatio = 1.25;
+const keepalive = Number(env.KEEPALIVE_S || 0);
 
 const log = (event, detail) => console.log(JSON.stringify(Object.assign({event}, detail || {})));
 const agent = new Agent(conf);
 const openConvs = {};
 const answered = {};
 
+let connected = false;
+
 agent.on('connected', () => {
     clearTimeout(agent._retryConnection);
+    connected = true;
     log('connected');
     agent.setAgentState({availability: 'ONLINE'}, (e) => log('online', {error: e && e.message}));
     agent.subscribeExConversations({agentIds: [agent.agentId], convState: ['OPEN']},
@@ -77,6 +83,7 @@ agent.on('ms.MessagingEventNotification', body => {
 agent.on('error', err => log('error', {message: err && err.message, code: err && err.code}));
 
 agent.on('closed', data => {
+    connected = false;
     log('closed', {code: data});
     agent._reconnect();
 });
@@ -89,3 +96,7 @@ agent._reconnect = (delay = reconnectInterval, attempt = 1) => {
         }
     }, delay * 1000);
 };
+
+if (keepalive > 0) {
+    setInterval(() => connected && agent.getClock({}, () => {}), keepalive * 1000);
+}
