@@ -9,15 +9,18 @@ so that the bot's WebSocket goes through it; Node trusts the recorder's CA (NODE
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from analysis.capture import CaptureFile
 from conftest import BIN, free_port, wait_port
 from recorder import demo_bot
 
@@ -78,6 +81,18 @@ class Stack:
         return self.procs.start([NODE, str(demo_bot.BOT)], name,
                                 env=demo_bot.bot_env(f"127.0.0.1:{self.port}", self.ca, **settings))
 
+    def conversation(self, messages: int):
+        """The bot, once ready, and a consumer (`mwtap consume`) talk until the consumer closes the
+        conversation; returns the bot's process and what consume printed."""
+        bot = self.bot()
+        wait_for(lambda: any(e["event"] == "subscribed-routing" for e in events(bot)), "the bot is ready", proc=bot)
+        consume = self.procs.start([MWTAP, "consume", f"ws://127.0.0.1:{self.port}/ws_api/account/{ACCOUNT}/messaging/"
+                                    "consumer?v=3", "--messages", str(messages), "--interval", "0.2"], "consume")
+        assert consume.wait(TIMEOUT) == 0, consume.log_path.read_text()
+        wait_for(lambda: any(e["event"] == "conversation-closed" for e in events(bot)), "the bot sees the close",
+                 proc=bot)
+        return bot, consume.log_path.read_text()
+
     def login(self) -> dict:
         """A bearer from serve's login, as a user gets one for the SDK's `token` setting."""
         request = urllib.request.Request(f"https://127.0.0.1:{self.serve_port}/api/account/{ACCOUNT}/login?v=1.3",
@@ -107,15 +122,9 @@ def by_side(summary: dict) -> dict[str, list[str]]:
 
 def test_a_node_agent_sdk_bot_and_a_consumer_complete_a_conversation_through_record_and_serve(procs, tmp_path):
     stack = Stack(procs, tmp_path)
-    bot = stack.bot()
-    wait_for(lambda: any(e["event"] == "subscribed-routing" for e in events(bot)), "the bot is ready", proc=bot)
-    consume = procs.start([MWTAP, "consume", f"ws://127.0.0.1:{stack.port}/ws_api/account/{ACCOUNT}/messaging/consumer?v=3",
-                           "--messages", "3", "--interval", "0.2"], "consume")
-    assert consume.wait(TIMEOUT) == 0, consume.log_path.read_text()
-    printed = consume.log_path.read_text()
+    bot, printed = stack.conversation(3)
     assert "texts        3 sent, 3 agent message(s) received" in printed, printed
     assert "0 timed out" in printed and "(0 with an error code)" in printed, printed
-    wait_for(lambda: any(e["event"] == "conversation-closed" for e in events(bot)), "the bot sees the close", proc=bot)
     seen = [e["event"] for e in events(bot)]
     assert seen.count("ring-accepted") == 1 and seen.count("answered") == 3 and "error" not in seen, seen
 
@@ -159,3 +168,64 @@ def test_serve_expires_the_bots_session_and_the_analysis_judges_the_sdks_reconne
         assert env["LP_TOKEN"] not in stack.capture.read_text()  # the bearer in the path is redacted
         assert {finding for finding in found if finding[0] != "unanswered-request"} == {
             ("token-not-refreshed", "error")}, found
+
+
+def token_command(port: int, cert: Path, issued: Path) -> str:
+    """A real command fetching a fresh token from serve the way each side gets one: the bot's bearer
+    from the agent login (the recorded bot's username: it is the same agent), a consumer's from signup.
+    It also writes each token to `issued`, for the test to look for in the replay's capture."""
+    code = ("import json,os,ssl,urllib.request as u;"
+            f"b='https://127.0.0.1:{port}/api/account/{ACCOUNT}/';"
+            "a=os.environ['MWTAP_TOKEN_SIDE']=='agent';"
+            "r=u.Request(b+('login?v=1.3' if a else 'signup'),method='POST',"
+            "data=json.dumps({'username':'mwtap-bot','password':'secret'}).encode() if a else b'',"
+            "headers={'Content-Type':'application/json'});"
+            f"c=ssl.create_default_context(cafile='{cert}');"
+            "o=u.build_opener(u.ProxyHandler({}),u.HTTPSHandler(context=c));"
+            "t=json.load(o.open(r,timeout=10))['bearer' if a else 'jwt'];"
+            f"open('{issued}','a').write(t+'\\n');print(t)")
+    return f"{sys.executable} -c \"{code}\""
+
+
+def test_a_recorded_bot_replays_against_serve_with_a_fresh_bearer_in_its_path(procs, tmp_path):
+    """The bot and a consumer recorded as above, replayed together at their recorded offsets
+    (--parallel --timing original: the bot is ONLINE before the consumer asks for a conversation) to
+    a fresh `mwtap serve --tls` (wss, trusted by --target-ca): every frame sent, every request
+    answered without error on both sides (the ring and the conversation ids substituted), the bot's
+    path bearer (redacted in the recording) replaced by a fresh one from the agent login, which the
+    replay's capture holds only redacted."""
+    stack = Stack(procs, tmp_path)
+    stack.conversation(2)
+    assert procs.stop(stack.record) == 0
+
+    port, cert = free_port(), tmp_path / "target.pem"
+    serve = procs.start([MWTAP, "serve", "--listen", f"127.0.0.1:{port}", "--tls", str(cert)], "target")
+    wait_port(port, proc=serve)
+    out, issued = tmp_path / "replay.jsonl", tmp_path / "issued"
+    done = subprocess.run([MWTAP, "replay", str(stack.capture), "--target", f"wss://127.0.0.1:{port}",
+                           "--target-ca", str(cert), "--parallel", "--timing", "original",
+                           "--token-command", token_command(port, cert, issued),
+                           "-o", str(out), "--format", "json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "bearer in the URL path" in done.stderr, done.stderr
+    result = json.loads(done.stdout)
+    assert len(result["connections"]) == 2 and result["tokens_fetched"] == 2, result
+    for conn in result["connections"]:
+        assert conn["replayed"] and conn["frames_sent"] == conn["frames_total"] > 0, conn
+        assert not [e for e in conn["events"] if "no response" in e], conn["events"]
+
+    replayed = subprocess.run([MWTAP, "analyze", str(out), "--format", "json"], capture_output=True, text=True,
+                              timeout=120)
+    summary = json.loads(replayed.stdout)
+    sides = by_side(summary)
+    assert len(sides["agent"]) == 1 and len(sides["consumer"]) == 1, summary["connections"]
+    marker = re.compile(r"/messaging/brand/(\[redacted sha256:\w+\])\?")
+    replayed_bearer = marker.search(next(c["url"] for c in summary["connections"] if c["conn"] in sides["agent"]))
+    recorded_bearer = marker.search(next(r["url"] for r in CaptureFile(str(stack.capture)).records()
+                                         if r["rec"] == "open" and "/brand/" in r["url"]))
+    assert replayed_bearer and recorded_bearer and replayed_bearer.group(1) != recorded_bearer.group(1)
+    requests = summary["requests"]
+    assert requests["total"] == requests["answered"] > 10 and requests["open_at_end"] == 0, requests
+    assert requests["error_responses"] == 0 and summary["latency"][".ams.routing.UpdateRingState"]["count"] == 1
+    tokens = issued.read_text().split()
+    assert len(tokens) == 2 and not [t for t in tokens if t in out.read_text()]  # only their markers

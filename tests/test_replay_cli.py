@@ -9,7 +9,7 @@ import subprocess
 from analysis.capture import dumps, header_record, message_record
 from analysis.redact import redaction_info
 from conftest import BIN
-from recorder.replay.target import TargetError, check_target, target_url
+from recorder.replay.target import TargetError, check_target, target_url, with_path_bearer
 from test_replay import recording, start_server, token_command  # noqa: F401  (recording: a fixture)
 
 import pytest
@@ -22,12 +22,12 @@ def run(*args) -> subprocess.CompletedProcess:
     return subprocess.run([MWTAP, *map(str, args)], capture_output=True, text=True, timeout=60)
 
 
-def write_capture(path, authorization: str | None = "jwt [redacted sha256:0123456789ab]") -> None:
+def write_capture(path, authorization: str | None = "jwt [redacted sha256:0123456789ab]", url: str = URL) -> None:
     headers = [["Host", "127.0.0.1:9"]] + ([["Authorization", authorization]] if authorization else [])
     records = [
         header_record(1.0, mwtap_version="0.1.0", mitmproxy_version=None, redaction=redaction_info(True),
                       recording_id="r"),
-        {"rec": "open", "t": 1.0, "conn": "c1", "url": URL, "request_headers": headers, "status": 101},
+        {"rec": "open", "t": 1.0, "conn": "c1", "url": url, "request_headers": headers, "status": 101},
         message_record("c1", 1.1, 0, True, True, b'{"kind":"req","id":"1","type":"GetClock"}'),
         {"rec": "close", "t": 1.2, "conn": "c1", "code": 1000, "reason": "", "by": "client"},
     ]
@@ -61,6 +61,33 @@ def test_capture_with_tokens_needs_a_token_option(tmp_path):
     done = run("replay", capture, "--target", "ws://127.0.0.1:9", "-o", tmp_path / "out.jsonl")
     assert_one_line_error(done, "Authorization header", "--token-command")
     assert not (tmp_path / "out.jsonl").exists()
+
+
+BOT_URL = "wss://127.0.0.1:9/ws_api/account/mwtap/messaging/brand/[redacted sha256:0123456789ab]?v=2.1"
+
+
+def test_a_bots_capture_needs_a_token_option_for_the_bearer_in_its_path(tmp_path):
+    capture = tmp_path / "bot.jsonl"
+    write_capture(capture, authorization=None, url=BOT_URL)
+    done = run("replay", capture, "--target", "wss://127.0.0.1:9", "-o", tmp_path / "out.jsonl")
+    assert_one_line_error(done, "a bearer in its URL path", "--token-command")
+
+
+def test_a_target_ca_that_is_not_a_certificate_is_bad_input(tmp_path):
+    capture, ca = tmp_path / "bot.jsonl", tmp_path / "ca.pem"
+    write_capture(capture, authorization=None, url=BOT_URL)
+    ca.write_text("not a certificate\n")
+    done = run("replay", capture, "--target", "wss://127.0.0.1:9", "--target-ca", ca, "--token", "x",
+               "-o", tmp_path / "out.jsonl")
+    assert_one_line_error(done, "--target-ca", str(ca))
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_the_bearer_in_an_agents_path_is_replaced_and_nothing_else():
+    fresh = "0f" * 32
+    assert with_path_bearer(target_url("wss://127.0.0.1:9", BOT_URL), fresh) == (
+        f"wss://127.0.0.1:9/ws_api/account/mwtap/messaging/brand/{fresh}?v=2.1")
+    assert with_path_bearer(URL, fresh) == URL  # a v3 consumer's path holds no bearer
 
 
 def test_remote_target_is_refused_before_connecting(tmp_path):

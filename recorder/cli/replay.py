@@ -18,6 +18,9 @@ INTERRUPTED_EXIT = 130
 @click.argument("capture", type=click.Path())
 @click.option("--target", metavar="URL", help="ws://HOST:PORT[/PATH?QUERY] to replay to (the recorded path and "
                                               "query are used when it has none; required without --as-server).")
+@click.option("--target-ca", metavar="FILE", help="Trust a wss:// target's certificate by this PEM file only "
+                                                  "(e.g. the one `mwtap serve --tls FILE` wrote). Default: the "
+                                                  "system's roots.")
 @click.option("--conn", "conn_ids", multiple=True, metavar="ID",
               help="Replay only this recorded connection (id or unique prefix; repeatable). Default: all.")
 @click.option("--timing", type=click.Choice(["wait", "original", "fast"]), default="wait", show_default=True,
@@ -45,21 +48,23 @@ INTERRUPTED_EXIT = 130
 @click.option("--as-server", is_flag=True, help="Play the recorded server side to live clients instead.")
 @click.option("--listen", default="127.0.0.1:0", show_default=True, metavar="HOST:PORT",
               help="With --as-server: where to listen (port 0: any free port).")
-def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_timeout, out, force, fmt, verbose,
-           token, token_env, token_command, allow_remote, as_server, listen) -> None:
+def replay(capture, target, target_ca, conn_ids, timing, speed, parallel, fresh_ids, wait_timeout, out, force, fmt,
+           verbose, token, token_env, token_command, allow_remote, as_server, listen) -> None:
     """Replay the session recorded in CAPTURE.
 
     Client side (default): opens a WebSocket to --target per recorded connection and sends the
     recorded client frames, byte for byte except for server-assigned values (conversation,
     subscription and dialog ids, receipt sequences), which are rewritten to what the target assigned,
-    and tokens. Only loopback targets unless --allow-remote (host names must resolve to loopback
-    only). The replay is recorded to -o OUT; compare it with `mwtap diff CAPTURE OUT`.
+    and tokens (a bot's bearer in the URL path too; the token command is told the side in
+    MWTAP_TOKEN_SIDE: agent or consumer). Only loopback targets unless --allow-remote (host names
+    must resolve to loopback only). The replay is recorded to -o OUT; compare it with
+    `mwtap diff CAPTURE OUT`.
 
     Server side (--as-server): answers live clients with the recorded responses and notifications,
     recording the live connections to -o OUT when given."""
     from analysis.capture import CaptureError
     from recorder.replay.plan import PlanError, load_plan
-    from recorder.replay.target import TargetError, check_target
+    from recorder.replay.target import TargetError, check_target, target_tls
     from recorder.replay.tokens import TokenError, TokenSource
 
     try:
@@ -74,12 +79,14 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
         if not out:
             raise BadInput("-o OUT is required: the replay is recorded there")
         addresses = check_target(target, allow_remote)
+        tls = target_tls(target_ca)
         source = TokenSource.from_options(token, token_env, token_command)
     except (CaptureError, PlanError, TargetError, TokenError) as e:
         raise BadInput(str(e)) from None
     users = [c for c in plan.connections if c.uses_token]
     if users and source is None:
-        how = "an Authorization header" if users[0].header_token else "an InitConnection jwt"
+        how = ("an Authorization header" if users[0].header_token else "a bearer in its URL path"
+               if users[0].path_token else "an InitConnection jwt")
         raise BadInput(f"{capture}: connection {users[0].id} used a token ({how}); the capture holds only its "
                        "redaction marker: give --token, --token-env or --token-command")
     from recorder.replay.tokens import TokenPool
@@ -88,7 +95,7 @@ def replay(capture, target, conn_ids, timing, speed, parallel, fresh_ids, wait_t
     recording = _recording(out, force, lambda: tokens.secrets)
     _announce(plan, target, timing, out)
     result = _run_client(plan, target, tokens, recording, timing=timing, speed=speed, parallel=parallel,
-                         fresh_ids=fresh_ids, wait_timeout=wait_timeout, addresses=addresses)
+                         fresh_ids=fresh_ids, wait_timeout=wait_timeout, addresses=addresses, tls=tls)
     if fmt == "json":
         import orjson
         sys.stdout.buffer.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
@@ -127,7 +134,8 @@ def _announce(plan, target: str, timing: str, out: str) -> None:
     click.echo(f"mwtap replay: {len(plan.connections)} connection(s), {frames} client frame(s) from {plan.path}, "
                f"timing {timing}, recording to {out}", err=True)
     for conn in plan.connections:
-        auth = "token in header" if conn.header_token else "token in InitConnection" if conn.init_tokens else "no token"
+        auth = ("token in header" if conn.header_token else "bearer in the URL path" if conn.path_token
+                else "token in InitConnection" if conn.init_tokens else "no token")
         if conn.uses_token:
             auth += f" (identity {conn.identity})"
         click.echo(f"  {conn.id}: {len(conn.frames)} frame(s), {conn.requests} request(s), {auth} "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 import uuid
 from collections import Counter
@@ -35,7 +36,7 @@ from analysis.ids import short_id
 from recorder.replay.plan import ClientFrame, RecordedConnection, ReplayPlan
 from recorder.replay.recording import ReplayRecording
 from recorder.replay.substitution import FrameKeys, Substitution, SubstitutionStore
-from recorder.replay.target import target_url
+from recorder.replay.target import target_url, with_path_bearer
 from recorder.replay.tokens import TokenError, TokenPool
 
 TIMINGS = ("wait", "original", "fast")
@@ -56,6 +57,8 @@ class ReplayOptions:
     max_reconnects: int = 5
     addresses: list[str] = field(default_factory=list)
     """Connect to these addresses (the ones `check_target` approved) instead of resolving the target's name."""
+    tls: ssl.SSLContext | None = None
+    """How a `wss` target is trusted (`target_tls`; None: the system's roots)."""
 
     def __post_init__(self) -> None:
         if self.timing not in TIMINGS:
@@ -334,15 +337,19 @@ class ConnectionReplay:
         token = None
         if conn.uses_token:
             pool = self.r.tokens
-            token = await (pool.get(conn.identity) if reason == "initial" else pool.refresh(conn.identity, reason))
+            token = await (pool.get(conn.identity, conn.side) if reason == "initial"
+                           else pool.refresh(conn.identity, reason, conn.side))
         url = target_url(self.options.target, conn.url)
+        if conn.path_token is not None:  # an agent's bearer rides in the path: the recorded one is redacted
+            url = with_path_bearer(url, token)
         headers, user_agent = self._headers(token)
         self.ws_id = str(uuid.uuid4())
         t_request = time.time()
+        tls = {"ssl": self.options.tls} if url.startswith("wss:") and self.options.tls is not None else {}
         try:
             self.ws = await connect_checked(url, self.options.addresses, additional_headers=headers,
                                             user_agent_header=user_agent, proxy=None, ping_interval=None,
-                                            max_size=None, open_timeout=self.options.wait_timeout * 2)
+                                            max_size=None, open_timeout=self.options.wait_timeout * 2, **tls)
         except (OSError, InvalidHandshake, TimeoutError) as e:
             status = e.response.status_code if isinstance(e, InvalidStatus) else None
             error = str(e) or type(e).__name__

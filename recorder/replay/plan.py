@@ -10,8 +10,10 @@ from typing import Any
 
 from analysis.capture import C2S, CLOSE, MSG, OPEN, CaptureFile, payload_bytes
 from analysis.frame import as_list, parse_payload
-from analysis.identity import CONSUMER_AUTHENTICATION, Token, header_token, init_connection_token
+from analysis.identity import (CONSUMER_AUTHENTICATION, Token, header_token, init_connection_token, side_of_url,
+                               url_token)
 from recorder.replay.substitution import FrameKeys, Path, SourceRef, ValueKey, echoed, learnable
+from recorder.replay.target import path_bearer
 
 RESTORE_TYPES = ("InitConnection", "SubscribeExConversations", "SubscribeMessagingEvents")
 """Requests re-sent after a token reconnect to restore the connection's state (auth, subscriptions)."""
@@ -78,6 +80,8 @@ class RecordedConnection:
     close: dict | None = None
     header_token: Token | None = None
     """The Authorization token (its fingerprint and JWT `sub`), if the upgrade carried one."""
+    path_token: Token | None = None
+    """The bearer in the URL's path (an agent's, `/messaging/brand/{bearer}`), if any."""
     init_tokens: dict[str, Token] = field(default_factory=dict)
     """InitConnection tokens by fingerprint."""
     init_jwts: set[str] = field(default_factory=set)
@@ -85,14 +89,20 @@ class RecordedConnection:
 
     @property
     def uses_token(self) -> bool:
-        return self.header_token is not None or bool(self.init_tokens)
+        return self.header_token is not None or self.path_token is not None or bool(self.init_tokens)
+
+    @property
+    def side(self) -> str | None:
+        """`agent` or `consumer` (`analysis.identity.side_of_url`), None when the URL does not tell."""
+        return side_of_url(self.url)
 
     @property
     def identity(self) -> str | None:
         """Who the recorded client was (the replay uses one token per identity): `sub:<fingerprint>`
         of its token's JWT `sub` when the capture shows one, so that a token the client refreshed
         for the same consumer stays the same identity; else the token's fingerprint."""
-        token = self.header_token or (self.init_tokens[min(self.init_tokens)] if self.init_tokens else None)
+        token = self.header_token or self.path_token or (
+            self.init_tokens[min(self.init_tokens)] if self.init_tokens else None)
         if token is None:
             return None
         return f"sub:{token.sub}" if token.sub else token.fingerprint
@@ -131,8 +141,10 @@ def load_plan(path: str) -> ReplayPlan:
         conn_id = rec.get("conn")
         kind = rec.get("rec")
         if kind == OPEN and isinstance(conn_id, str) and isinstance(rec.get("url"), str):
-            connections[conn_id] = RecordedConnection(conn_id, rec["url"], rec.get("t") or 0.0,
-                                                      rec.get("request_headers") or [], header_token=header_token(rec))
+            url = rec["url"]
+            connections[conn_id] = RecordedConnection(
+                conn_id, url, rec.get("t") or 0.0, rec.get("request_headers") or [], header_token=header_token(rec),
+                path_token=url_token(url) if path_bearer(url) is not None else None)
             state[conn_id] = _ConnReading(connections[conn_id])
         elif conn_id in state:
             if kind == MSG:

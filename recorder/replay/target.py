@@ -1,4 +1,5 @@
-"""Where a replay may send: only the URL the user gave, and only to loopback unless allowed.
+"""Where a replay may send: only the URL the user gave, and only to loopback unless allowed; the
+bearer an agent's URL carries in its path; the certificates a `wss` target is trusted by.
 
 A host name is resolved and EVERY address it resolves to must be loopback (127.0.0.0/8, ::1);
 otherwise the replay needs `--allow-remote`. The check runs before any connection is attempted,
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from urllib.parse import urlsplit, urlunsplit
+import ssl
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from analysis.capture import split_url
 
@@ -27,6 +29,39 @@ def target_url(target: str, recorded_url: str) -> str:
         return target
     recorded = split_url(recorded_url)
     return urlunsplit((parts.scheme, parts.netloc, recorded.path or "/", recorded.query, ""))
+
+
+def path_bearer(url: str) -> int | None:
+    """Which segment of `url`'s path holds a bearer: the one after `/messaging/brand/` (an agent's)
+    or `/messaging/consumer/` (a v2 consumer's); None when there is none."""
+    segments = split_url(url).path.split("/")
+    for i in range(len(segments) - 2):
+        if segments[i] == "messaging" and segments[i + 1] in ("brand", "consumer") and segments[i + 2]:
+            return i + 2
+    return None
+
+
+def with_path_bearer(url: str, token: str) -> str:
+    """`url` with the bearer in its path (`path_bearer`) replaced by `token`."""
+    index = path_bearer(url)
+    if index is None:
+        return url
+    parts = split_url(url)
+    segments = parts.path.split("/")
+    segments[index] = quote(token, safe="")
+    return urlunsplit(parts._replace(path="/".join(segments)))
+
+
+def target_tls(ca: str | None) -> ssl.SSLContext | None:
+    """The TLS context of a `wss` target trusted by the PEM file `ca` alone (None: the system's roots)."""
+    if ca is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=ca)
+    except ssl.SSLError as e:
+        raise TargetError(f"--target-ca {ca}: not a PEM certificate ({e.reason or e})") from None
+    except OSError as e:
+        raise TargetError(f"--target-ca {ca}: {e.strerror or e}") from None
 
 
 def check_target(target: str, allow_remote: bool) -> list[str]:

@@ -16,9 +16,11 @@ class TokenError(Exception):
 
 
 class TokenSource:
-    """`await fetch(identity, reason, previous)`: a token for the recorded identity
+    """`await fetch(identity, reason, previous, side)`: a token for the recorded identity
     (`RecordedConnection.identity`) because of `reason` ("initial", "4401" or "4407"); `previous`
-    is the token the replay used for that identity until now (None at first)."""
+    is the token the replay used for that identity until now (None at first); `side` is "agent"
+    for a bot's bearer, "consumer" for a consumer's token (None: unknown). The command gets them
+    as MWTAP_TOKEN_REASON, MWTAP_RECORDED_TOKEN, MWTAP_PREVIOUS_TOKEN and MWTAP_TOKEN_SIDE."""
 
     def __init__(self, value: str | None = None, command: str | None = None):
         if (value is None) == (command is None):
@@ -45,17 +47,18 @@ class TokenSource:
             return cls(command=token_command)
         return None
 
-    async def fetch(self, identity: str | None, reason: str, previous: str | None = None) -> str:
+    async def fetch(self, identity: str | None, reason: str, previous: str | None = None,
+                    side: str | None = None) -> str:
         token = (self.value if self.value is not None
-                 else await asyncio.to_thread(self._run, identity, reason, previous))
+                 else await asyncio.to_thread(self._run, identity, reason, previous, side))
         self.fetched += 1
         if token not in self.issued:
             self.issued.append(token)
         return token
 
-    def _run(self, identity: str | None, reason: str, previous: str | None) -> str:
+    def _run(self, identity: str | None, reason: str, previous: str | None, side: str | None) -> str:
         env = {**os.environ, "MWTAP_TOKEN_REASON": reason, "MWTAP_RECORDED_TOKEN": identity or "",
-               "MWTAP_PREVIOUS_TOKEN": previous or ""}
+               "MWTAP_PREVIOUS_TOKEN": previous or "", "MWTAP_TOKEN_SIDE": side or ""}
         try:
             done = subprocess.run(self.command, shell=True, env=env, stdin=subprocess.DEVNULL,
                                   capture_output=True, timeout=COMMAND_TIMEOUT)
@@ -78,19 +81,19 @@ class TokenPool:
         self.refreshes = 0
         self._first: dict[str | None, asyncio.Lock] = {}  # connections of one identity starting together
 
-    async def get(self, identity: str | None) -> str:
+    async def get(self, identity: str | None, side: str | None = None) -> str:
         if self.source is None:
             raise TokenError("this connection used a token; give --token, --token-env or --token-command")
         async with self._first.setdefault(identity, asyncio.Lock()):
             if identity not in self.current:
-                self.current[identity] = await self.source.fetch(identity, "initial")
+                self.current[identity] = await self.source.fetch(identity, "initial", side=side)
         return self.current[identity]
 
-    async def refresh(self, identity: str | None, reason: str) -> str:
+    async def refresh(self, identity: str | None, reason: str, side: str | None = None) -> str:
         if self.source is None:
             raise TokenError("the target asked for a fresh token; give --token, --token-env or --token-command")
         self.refreshes += 1
-        self.current[identity] = await self.source.fetch(identity, reason, self.current.get(identity))
+        self.current[identity] = await self.source.fetch(identity, reason, self.current.get(identity), side)
         return self.current[identity]
 
     @property
