@@ -229,3 +229,36 @@ def test_a_recorded_bot_replays_against_serve_with_a_fresh_bearer_in_its_path(pr
     assert requests["error_responses"] == 0 and summary["latency"][".ams.routing.UpdateRingState"]["count"] == 1
     tokens = issued.read_text().split()
     assert len(tokens) == 2 and not [t for t in tokens if t in out.read_text()]  # only their markers
+
+
+def test_a_replayed_bot_whose_session_expires_reconnects_online_and_subscribed(procs, tmp_path):
+    """The target expires agent sessions after 1 s while the recorded bot stayed 3 s (sending
+    GetClock): the replay fetches a fresh bearer (MWTAP_TOKEN_SIDE agent, reason 4401), reconnects
+    and re-sends what made the bot take rings: its ONLINE state and its subscriptions."""
+    stack = Stack(procs, tmp_path)
+    bot = stack.bot(KEEPALIVE_S="0.3")
+    wait_for(lambda: any(e["event"] == "subscribed-routing" for e in events(bot)), "the bot is ready", proc=bot)
+    time.sleep(3)  # the length of the recorded connection
+    assert procs.stop(stack.record) == 0
+
+    port, cert = free_port(), tmp_path / "target.pem"
+    serve = procs.start([MWTAP, "serve", "--listen", f"127.0.0.1:{port}", "--tls", str(cert),
+                         "--agent-session-lifetime", "1"], "target")
+    wait_port(port, proc=serve)
+    out, issued = tmp_path / "replay.jsonl", tmp_path / "issued"
+    done = subprocess.run([MWTAP, "replay", str(stack.capture), "--target", f"wss://127.0.0.1:{port}",
+                           "--target-ca", str(cert), "--timing", "original",
+                           "--token-command", token_command(port, cert, issued),
+                           "-o", str(out), "--format", "json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [conn] = json.loads(done.stdout)["connections"]
+    assert conn["reconnects"] >= 1 and conn["frames_unsent"] == 0, conn
+    assert len(issued.read_text().split()) == 1 + conn["reconnects"]
+    sent: dict[str, list[str]] = {}
+    for rec in CaptureFile(str(out)).records():
+        if rec["rec"] == "msg" and rec["dir"] == "c2s" and rec.get("type"):
+            sent.setdefault(rec["conn"], []).append(rec["type"])
+    first, again = list(sent.values())[:2]
+    restored = {".ams.routing.SetAgentState", ".ams.routing.SubscribeRoutingTasks",
+                ".ams.aam.SubscribeExConversations"}
+    assert restored <= set(first) and restored <= set(again[:len(restored)]), (first, again)

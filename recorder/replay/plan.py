@@ -15,8 +15,11 @@ from analysis.identity import (CONSUMER_AUTHENTICATION, Token, header_token, ini
 from recorder.replay.substitution import FrameKeys, Path, SourceRef, ValueKey, echoed, learnable
 from recorder.replay.target import path_bearer
 
-RESTORE_TYPES = ("InitConnection", "SubscribeExConversations", "SubscribeMessagingEvents")
-"""Requests re-sent after a token reconnect to restore the connection's state (auth, subscriptions)."""
+RESTORE_TYPES = ("InitConnection", "SubscribeExConversations", "SubscribeMessagingEvents",
+                 "SetAgentState", "SubscribeRoutingTasks", "SubscribeAgentsState")
+"""Requests re-sent after a token reconnect to restore the connection's state (auth, subscriptions;
+an agent's availability and its routing-task and agent-state subscriptions: without them a bot's
+new connection is OFFLINE and gets no rings)."""
 
 
 class PlanError(Exception):
