@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from analysis.capture import MAX_TIME, Damage
 from analysis.config import Config
@@ -85,20 +85,28 @@ def load(paths: Paths, **config) -> Capture:
     Keyword arguments are `Config` fields (e.g. `response_timeout_s=10`).
     """
     cfg = Config.from_options(**config)
+    rows, summary, damage = analysed(paths, cfg, _Rows)
+    tables = {name: to_frame(name, rows.tables[name]) for name in TABLES}
+    return Capture(**tables, config=cfg, damage=damage, _summary=summary)
+
+
+def analysed(paths: Paths, config: Config, sink_of: Callable[[Summary], Sink]) -> tuple[Any, dict, list[Damage]]:
+    """One pass of the engine over `paths` into `sink_of(summary)`: the sink, the summary, the damaged lines."""
     captures = CaptureSet(paths)
     limits = SourceLimits.of(capture.header for capture in captures.files)
-    summary = Summary(cfg.max_violations)
-    rows = _Rows(summary)
-    engine = run(captures, limits.config(cfg), rows)
-    tables = {name: to_frame(name, rows.tables[name]) for name in TABLES}
-    return Capture(**tables, config=cfg, damage=captures.damage,
-                   _summary=limits.annotate(summary.result(engine, captures)))
+    summary = Summary(config.max_violations)
+    sink = sink_of(summary)
+    engine = run(captures, limits.config(config), sink)
+    return sink, limits.annotate(summary.result(engine, captures)), captures.damage
 
 
-def to_frame(table: str, rows: list[dict]):
+def to_frame(table: str, rows: list[dict] | dict[str, Any]):
+    """A table as a DataFrame from its rows, or from some of its columns (the others missing)."""
     import pandas as pd
     columns = COLUMNS[table]
-    df = pd.DataFrame.from_records(rows, columns=[name for name, _ in columns])
+    names = [name for name, _ in columns]
+    df = (pd.DataFrame.from_records(rows, columns=names) if isinstance(rows, list)
+          else pd.DataFrame(rows, columns=names, index=pd.RangeIndex(len(next(iter(rows.values()), ())))))
     for name, kind in columns:
         if kind == "time":  # one resolution for every table (pandas 3 infers one from the values otherwise)
             seconds = pd.to_numeric(df[name], errors="coerce").astype("float64")

@@ -9,6 +9,7 @@ import pandas as pd
 from analysis import plots
 from analysis.explain import EXPLANATIONS
 from analysis.histogram import PERCENTILE_METHOD
+from analysis.report.stream import LISTED_REQUESTS, TIMELINE_FRAMES, UNANSWERED, StreamedCapture
 from analysis.report.model import (Anchor, Code, Conn, Details, Heading, Link, Plot, Report, Section, Table,
                                    anchor_id)
 from analysis.rules import SEVERITIES, SEVERITY_RANK
@@ -16,7 +17,7 @@ from analysis.verdict import clock, verdict_lines, who
 
 LISTED = 50  # rows of a table before "first N of M"
 PER_RULE = 50  # violations listed per rule
-SLOWEST = 20
+SLOWEST = LISTED_REQUESTS  # a streamed capture keeps this many requests whole
 TIMELINES = 4
 FRAME_TARGETS = 300  # frames linked from violations and the slowest requests (each shown with its context)
 CONTEXT = 2  # frames shown before and after each linked frame
@@ -49,11 +50,13 @@ def _listed(total: int, shown: int) -> str:
     return f"first {shown} of {total}" if shown < total else ""
 
 
-def _payload(text) -> Code | None:
+def _payload(text, chars: int | None = None) -> Code | None:
+    """A payload as the report shows it; `chars`: its length when `text` is its beginning only."""
     if text is None or text is pd.NA:
         return None
     text = str(text)
-    return Code(text if len(text) <= PAYLOAD_CHARS else text[:PAYLOAD_CHARS] + f"… ({len(text)} chars)")
+    chars = chars or len(text)
+    return Code(text if chars <= PAYLOAD_CHARS else text[:PAYLOAD_CHARS] + f"… ({chars} chars)")
 
 
 class _Builder:
@@ -144,39 +147,67 @@ class _Builder:
                                 _listed(len(rows), PER_RULE)))
         return Section("violations", f"Violations ({len(v)})", blocks)
 
+    def sample_note(self, table: str, what: str) -> list[str]:
+        """The sentence under a plot drawn from a sample of a streamed capture's `table`."""
+        kept, seen = self.cap.sampled.get(table, (0, 0)) if isinstance(self.cap, StreamedCapture) else (0, 0)
+        return [f"Sampled: drawn from {kept} of the {seen} {what}, evenly spaced; the plot's counts are the "
+                "sample's."] if kept < seen else []
+
     def latency(self) -> Section:
-        table = plots.latency_percentiles(self.cap.pairs)
-        blocks: list = [Plot(plots.plot_latency(self.cap), "latency CDF per request type")]
-        if not table.empty:
+        table = self.cap.summary()["latency"]
+        blocks: list = [Plot(plots.plot_latency(self.cap), "latency CDF per request type"),
+                        *self.sample_note("pairs", "answered requests")]
+        if table:
             blocks.append(f"Latency percentiles: {PERCENTILE_METHOD}; the numbers `mwtap analyze` prints.")
             blocks.append(Table(["request type", "count", "p50 ms", "p90 ms", "p99 ms", "max ms"],
-                                [[r.type, r.count, r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms]
-                                 for r in table.itertuples()]))
+                                [[type_, r["count"], r["p50_ms"], r["p90_ms"], r["p99_ms"], r["max_ms"]]
+                                 for type_, r in table.items()]))
         return Section("latency", "Latency", blocks)
 
     def slowest(self) -> Section:
-        pairs = self.cap.pairs
+        pairs = self.cap.listed_pairs if isinstance(self.cap, StreamedCapture) else self.cap.pairs
         answered = pairs[pairs.status == "answered"].nlargest(SLOWEST, "latency_ms")
-        unanswered = pairs[pairs.status.isin(["unanswered", "open-at-end"])].head(SLOWEST)
+        unanswered = pairs[pairs.status.isin(UNANSWERED)].head(SLOWEST)
+        listed = [(title, rows, [self.frame_link(r.conn, r.frame) for r in rows.itertuples()])
+                  for title, rows in (("Slowest answered requests", answered),
+                                      ("Requests without a response", unanswered)) if not rows.empty]
+        self.fetch_frames([rows for _, rows, _ in listed])  # every frame link of the report is known now
         frames = self.cap.frames.set_index(["conn", "frame"]).text
-        text = lambda conn, frame: _payload(frames.get((conn, frame))) if pd.notna(frame) else None
+        text = lambda conn, frame: self.payload(conn, frame, frames.get((conn, frame))) if pd.notna(frame) else None
         blocks: list = []
-        for title, rows in (("Slowest answered requests", answered), ("Requests without a response", unanswered)):
-            if rows.empty:
-                continue
+        for title, rows, links in listed:
             blocks.append(Heading(title, anchor_id("slowest", title)))
             blocks.append(Table(["time", "conn", "frame", "type", "latency ms", "status", "code", "request",
                                  "response"],
-                                [[fmt_time(r.t), self.conn(r.conn), self.frame_link(r.conn, r.frame), _value(r.type),
+                                [[fmt_time(r.t), self.conn(r.conn), link, _value(r.type),
                                   _value(r.latency_ms), _value(r.status), _value(r.code), text(r.conn, r.frame),
-                                  text(r.conn, r.response_frame)] for r in rows.itertuples()]))
+                                  text(r.conn, r.response_frame)] for r, link in zip(rows.itertuples(), links)]))
         return Section("slowest", "Slowest requests", blocks or ["No requests."])
+
+    def fetch_frames(self, requests: list[pd.DataFrame]) -> None:
+        """A streamed capture reads the frames the report shows: the linked ones with their context,
+        the listed requests' and responses', and those of the timelines."""
+        if not isinstance(self.cap, StreamedCapture):
+            return
+        wanted = {(conn, frame + d) for conn, frame in self.targets for d in range(-CONTEXT, CONTEXT + 1)}
+        wanted |= {(r.conn, int(frame)) for rows in requests for r in rows.itertuples()
+                   for frame in (r.frame, r.response_frame) if pd.notna(r.conn) and pd.notna(frame)}
+        self.cap.fetch_frames(wanted, plots.worst_connections(self.cap, TIMELINES), PAYLOAD_CHARS)
+
+    def payload(self, conn, frame, text) -> Code | None:
+        cut = self.cap.payload_chars if isinstance(self.cap, StreamedCapture) else {}
+        return _payload(text, cut.get((conn, frame)))
 
     def connections(self) -> Section:
         conns = self.cap.connections
         worst = plots.worst_connections(self.cap, LISTED)
         blocks: list = [Plot(plots.plot_timeline(self.cap, worst[:TIMELINES], limit_s=self.limit_s),
                              "timelines of the connections with the most violations")]
+        strides = self.cap.timeline_stride if isinstance(self.cap, StreamedCapture) else {}
+        if any(stride > 1 for stride in strides.values()):
+            blocks.append(f"Sampled: a timeline of more than {TIMELINE_FRAMES} frames draws one frame in "
+                          f"{max(strides.values())} or fewer, evenly spaced, and every frame a violation or a "
+                          "link of this report points at.")
         counts = self.cap.violations.conn.value_counts()
         rows = conns.set_index("conn").loc[worst]
         blocks.append(Table(["conn", "side", "client", "opened", "duration s", "close", "by", "reason", "c2s", "s2c",
@@ -208,6 +239,8 @@ class _Builder:
     def keepalive(self) -> Section:
         k = self.cap.keepalive
         blocks: list = [Plot(plots.plot_keepalive(self.cap, limit_s=self.limit_s), "client silences"),
+                        *self.sample_note("silences", "silences within the limit (every silence over the "
+                                                      "limit and each connection's longest are drawn)"),
                         f"Keep-alive limit: {self.limit_s:g} s."]
         shown = k.sort_values("longest_gap_s", ascending=False).head(LISTED)
         if len(shown):
@@ -222,7 +255,9 @@ class _Builder:
 
     def streams(self) -> Section:
         s = self.cap.streams
-        blocks: list = [Plot(plots.plot_streams(self.cap), "notifications per subscription stream")]
+        blocks: list = [Plot(plots.plot_streams(self.cap), "notifications per subscription stream"),
+                        *self.sample_note("notifications", "conversation notifications"),
+                        *self.sample_note("sequences", "messaging events")]
         if len(s):
             shown = s.sort_values(["after_unsubscribe", "notifications"], ascending=False).head(LISTED)
             blocks.append(Table(["conn", "kind", "subscription / dialog", "request", "notifications",
@@ -248,7 +283,7 @@ class _Builder:
             number = (Anchor(f"#{f.frame}", self.frame_anchor(f.conn, f.frame)) if (f.conn, f.frame) in linked
                       else f"#{f.frame}")
             rows.append([number, self.conn(f.conn), fmt_time(f.t), _value(f.dir), _value(f.category), _value(f.type),
-                         _value(f.size), _payload(f.text)])
+                         _value(f.size), self.payload(f.conn, f.frame, f.text)])
         return Section("frames", "Frames", [
             f"The frames linked from the tables above, with {CONTEXT} frames of context before and after.",
             Table(["frame", "conn", "time", "dir", "category", "type", "bytes", "payload"], rows)])

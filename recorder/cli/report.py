@@ -29,15 +29,15 @@ def report(paths: tuple[str, ...], output: str | None, force: bool, fmt: str, fu
     import matplotlib
     matplotlib.use("Agg")
 
-    from analysis import load
     from analysis.report import build_report, render_html, render_markdown
     from analysis.report.content import STAGES
+    from analysis.report.stream import stream_capture
 
     output = output or ("report.md" if fmt == "markdown" else "report.html")
     if output != "-":
         refuse_to_overwrite([output], force)
     with reading("report: reading"):
-        cap = load(list(paths), **options)
+        cap = stream_capture(list(paths), **options)
     for d in cap.damage:
         click.echo(str(d), err=True)
     with Stages("report: building", len(STAGES)) as progress:

@@ -1,0 +1,228 @@
+"""The tables the report needs, read in two passes in memory that does not grow with the capture:
+`mwtap report` on a capture of millions of frames never holds the per-frame table.
+
+The first pass runs the engine and keeps the tables of a row per connection or finding whole
+(connections, reconnects, keep-alive, streams, violations), of the requests only those the report
+lists (the slowest, the first unanswered), and of the tables with a row per frame or so only the
+columns its plots draw, an evenly spaced sample of at most `SAMPLE_ROWS` rows (`StreamedCapture.sampled`
+says how many were seen: the report says so under each plot drawn from a sample). The second pass
+reads the capture again, without the engine, for the frames the report shows (the linked frames
+with their context, the listed requests and responses, with payloads), the frames and WebSocket
+pings of the timeline connections (at most `TIMELINE_FRAMES` frames a connection, evenly spaced)
+and a sample of the subscription notifications (streams plot).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+from itertools import count
+from operator import itemgetter
+from typing import Any, Iterable
+
+from analysis.analyzers.framing import Framing, frame_row
+from analysis.capture import MSG, PING, PONG
+from analysis.config import Config
+from analysis.engine import Context
+from analysis.frame import NOTIFICATION
+from analysis.load import Capture, analysed, to_frame
+from analysis.reader import CaptureSet, Paths
+from analysis.summary import Summary
+from analysis.tables import COLUMNS, epoch_s
+
+WHOLE = ("connections", "reconnects", "keepalive", "streams", "violations")  # a row per connection or finding
+LISTED_REQUESTS = 20  # the slowest answered and the first unanswered requests, kept whole
+SAMPLE_ROWS = 50_000  # rows kept of a table drawn from a sample
+TIMELINE_FRAMES = 20_000  # frames drawn per connection timeline
+UNANSWERED = ("unanswered", "open-at-end")
+FRAME_COLUMNS = [name for name, _ in COLUMNS["frames"]]
+NOTIFICATION_COLUMNS = ("conn", "t", "frame", "dir", "category", "subscription_id")  # those the plots use
+
+
+class _Rows:
+    """Some columns of a table, row by row (converted by `to_frame`, as `load` converts them). With a
+    `limit`, an evenly spaced sample: every row until `limit` are kept, then every 2nd, 4th, … row."""
+
+    def __init__(self, table: str, names: Iterable[str], limit: int | None = None):
+        self.table, self.names, self.limit = table, list(names), limit
+        self.values = itemgetter(*self.names)
+        self.rows: list[tuple] = []
+        self.seen, self.every = 0, 1
+
+    def add(self, row: dict) -> None:
+        self.seen += 1
+        if (self.seen - 1) % self.every == 0:
+            self.rows.append(self.values(row))
+            if len(self.rows) == self.limit:
+                del self.rows[1::2]
+                self.every *= 2
+
+    @property
+    def kept(self) -> int:
+        return len(self.rows)
+
+    def frame(self):
+        columns = zip(*self.rows) if self.rows else [()] * len(self.names)
+        return to_frame(self.table, {name: list(values) for name, values in zip(self.names, columns)})
+
+
+class _Best:
+    """The `n` rows of largest key seen so far, ties to the first seen (a bounded heap)."""
+
+    def __init__(self, n: int):
+        self.n, self.heap, self.order = n, [], count()
+
+    def add(self, key, row: dict) -> None:
+        entry = (key, -next(self.order), row)  # the heap's top: the worst kept
+        if len(self.heap) < self.n:
+            heapq.heappush(self.heap, entry)
+        elif entry > self.heap[0]:
+            heapq.heapreplace(self.heap, entry)
+
+    def rows(self) -> list[dict]:
+        return [row for *_, row in self.heap]
+
+
+def _time_key(row: dict) -> float:
+    t = epoch_s(row["t"])
+    return math.inf if t is None else t  # to_frame sorts the missing times last
+
+
+def _number(value) -> bool:
+    return (value.__class__ is float or value.__class__ is int) and value == value
+
+
+class _Kept:
+    """The engine sink of the first pass (see the module docstring); the summary aggregates as in `load`."""
+
+    def __init__(self, summary: Summary, limit_s: float):
+        self.summary, self.limit_s = summary, limit_s
+        self.whole: dict[str, list[dict]] = {table: [] for table in WHOLE}
+        self.latencies = _Rows("pairs", ("type", "status", "latency_ms"), SAMPLE_ROWS)
+        self.sequences = _Rows("sequences", ("conn", "t", "frame", "dialog_id"), SAMPLE_ROWS)
+        self.silences = _Rows("silences", ("conn", "t", "start", "silence_s"), SAMPLE_ROWS)
+        self.over_limit: list[dict] = []  # every silence over the limit (timelines), whole
+        self.longest: dict[str, dict] = {}  # each connection's longest silence within the limit (its histogram)
+        self.slowest, self.unanswered = _Best(LISTED_REQUESTS), _Best(LISTED_REQUESTS)
+
+    def adder(self, table: str):
+        keep = (self.whole[table].append if table in WHOLE else
+                {"pairs": self._pair, "sequences": self._sequence, "silences": self._silence}.get(table))
+        aggregate = self.summary.adder(table)
+        if keep is None or aggregate is None:
+            return keep or aggregate
+
+        def add(row: dict) -> None:
+            keep(row)
+            aggregate(row)
+        return add
+
+    def _pair(self, row: dict) -> None:
+        status = row["status"]
+        if status == "answered":
+            latency = row["latency_ms"]
+            if _number(latency):
+                self.latencies.add(row)
+                self.slowest.add((latency, -_time_key(row)), row)
+        elif status in UNANSWERED:
+            self.unanswered.add(-_time_key(row), row)
+
+    def _sequence(self, row: dict) -> None:
+        if row["dialog_id"] is not None:  # the streams plot's messaging notifications
+            self.sequences.add(row)
+
+    def _silence(self, row: dict) -> None:
+        """Each silence kept once: whole if over the limit or its connection's longest so far within
+        it (the one it displaces joins the sample), else in the sample."""
+        silence = row["silence_s"]
+        if _number(silence):
+            if silence > self.limit_s:
+                self.over_limit.append(row)
+                return
+            longest = self.longest.get(row["conn"])
+            if longest is None or silence > longest["silence_s"]:
+                self.longest[row["conn"]], row = row, longest
+        if row is not None:
+            self.silences.add(row)
+
+    def silence_rows(self) -> list[dict]:
+        """The silences kept whole: those over the limit and each connection's longest within it."""
+        return self.over_limit + list(self.longest.values())
+
+
+@dataclass
+class StreamedCapture(Capture):
+    """A Capture of `stream_capture`: `pairs` holds the answered requests' latencies, `listed_pairs`
+    the requests the report lists, `silences`, `sequences` samples, and `frames`, `pings` are empty
+    until `fetch_frames`. `sampled`: table -> (rows drawn, rows seen) of the tables drawn from a sample."""
+    paths: Any = None
+    listed_pairs: Any = None
+    sampled: dict[str, tuple[int, int]] = field(default_factory=dict)
+    timeline_stride: dict[str, int] = field(default_factory=dict)
+    payload_chars: dict[tuple[str, int], int] = field(default_factory=dict)  # the length of each payload cut
+
+    def fetch_frames(self, wanted: set[tuple[str, int]], timeline: list[str], payload_chars: int) -> None:
+        """Read the capture again for the frames `wanted` (with their payloads' first `payload_chars`
+        characters), the frames and pings of the `timeline` connections and a sample of the
+        subscription notifications."""
+        frames_of = self.connections.groupby("conn")[["frames_c2s", "frames_s2c"]].sum().sum(axis=1)
+        stride = {conn: max(1, math.ceil(int(frames_of.get(conn, 0)) / TIMELINE_FRAMES)) for conn in timeline}
+        marked = set(zip(self.violations.conn, self.violations.frame)) | wanted
+        framing = Framing(Context(self.config, None, None))  # its violations were counted in the first pass
+        shown, notes = _Rows("frames", FRAME_COLUMNS), _Rows("frames", NOTIFICATION_COLUMNS, SAMPLE_ROWS)
+        pings = _Rows("pings", [name for name, _ in COLUMNS["pings"]])
+        seen = dict.fromkeys(timeline, 0)
+        for rec in CaptureSet(self.paths).records():
+            kind, conn = rec.get("rec"), rec.get("conn")
+            if kind != MSG:
+                if (kind == PING or kind == PONG) and conn in seen and epoch_s(rec.get("t")) is not None:
+                    pings.add({"conn": conn, "t": rec["t"], "rec": kind, "dir": rec.get("dir")})
+                continue
+            if rec.get("dir") not in ("c2s", "s2c") or epoch_s(rec.get("t")) is None:
+                continue
+            key = (conn, rec.get("n"))
+            if key in wanted:
+                row = frame_row(framing.classify(rec))
+                text = row["text"]
+                if text.__class__ is str and len(text) > payload_chars:
+                    self.payload_chars[key] = len(text)
+                    row["text"] = text[:payload_chars]
+                shown.add(row)
+                continue
+            drawn = conn in seen
+            if drawn:
+                seen[conn] += 1
+                drawn = key in marked or (seen[conn] - 1) % stride[conn] == 0
+            if drawn or "subscriptionId" in rec:
+                row = frame_row(framing.classify(rec))
+                row["text"] = None  # only the frames shown in the report carry their payload
+                if drawn:
+                    shown.add(row)
+                elif row["category"] == NOTIFICATION:
+                    notes.add(row)
+        import pandas as pd
+        self.frames = _by_time(pd.concat([shown.frame(), notes.frame()], ignore_index=True))
+        self.pings = pings.frame()
+        self.timeline_stride = stride
+        self.sampled["notifications"] = (notes.kept, notes.seen)
+
+
+def _by_time(table):
+    """A table put together from parts in the order `to_frame` gives it."""
+    return table.sort_values("t", kind="stable", ignore_index=True)
+
+
+def stream_capture(paths: Paths, **config) -> StreamedCapture:
+    """The first pass over one capture path or a list of them (keyword arguments: `Config` fields)."""
+    import pandas as pd
+    cfg = Config.from_options(**config)
+    kept, summary, damage = analysed(paths, cfg, lambda s: _Kept(s, cfg.keepalive_limit_s))
+    tables = {table: to_frame(table, rows) for table, rows in kept.whole.items()}
+    silences = _by_time(pd.concat([to_frame("silences", kept.silence_rows()), kept.silences.frame()]))
+    return StreamedCapture(
+        **tables, pairs=kept.latencies.frame(), sequences=kept.sequences.frame(), silences=silences,
+        frames=to_frame("frames", []), pings=to_frame("pings", []), config=cfg, damage=damage, _summary=summary,
+        paths=paths, listed_pairs=to_frame("pairs", kept.slowest.rows() + kept.unanswered.rows()),
+        sampled={table: (columns.kept, columns.seen) for table, columns in
+                 (("pairs", kept.latencies), ("sequences", kept.sequences), ("silences", kept.silences))})

@@ -1,0 +1,76 @@
+"""`mwtap report` in bounded memory: it never holds the per-frame table (payloads), reports what a
+loaded capture reports, and says which plots it drew from a sample."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import matplotlib
+
+from analysis import load
+from analysis.report import build_report, render_markdown
+from analysis.report.content import PAYLOAD_CHARS
+from analysis.report.stream import stream_capture
+from analysis.synth import CaptureBuilder
+from conftest import BIN
+
+matplotlib.use("Agg")
+
+PAYLOAD = 100_000  # characters of each agent message
+MESSAGES = 3_000  # 300 MB of payloads: a report holding the per-frame table holds them all
+PEAK_MB = 300  # the interpreter with pandas and matplotlib takes about 130 MB
+
+
+def chat_capture(path, messages: int, payload: int) -> int:
+    """One consumer receiving `messages` agent messages of `payload` characters, then requests that
+    go unanswered (the report links them and shows the messages before them). Returns the length of
+    the last message's text."""
+    with open(path, "wb") as out:
+        b = CaptureBuilder(out)
+        b.open("conn-1", 1.0)
+        for i in range(messages):
+            last = b.s2c("conn-1", 2.0 + i * 0.01, {
+                "kind": "notification", "type": "ms.MessagingEventNotification",
+                "body": {"changes": [{"sequence": i, "dialogId": "d-1", "originatorId": "agent-1",
+                                      "event": {"type": "ContentEvent", "message": "x" * payload}}]}})
+        for i in range(3):
+            b.c2s("conn-1", 40.0 + i, {"kind": "req", "id": f"q{i}", "type": "GetClock", "body": {}})
+        b.close("conn-1", 100.0)
+    return len(last["text"])
+
+
+def peak_rss_mb(args: list[str]) -> float:
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read().decode()
+    return usage.ru_maxrss / 1024
+
+
+def test_report_of_big_payloads_stays_small_and_shows_them_cut(tmp_path):
+    capture, report = tmp_path / "big.jsonl", tmp_path / "report.html"
+    chars = chat_capture(capture, MESSAGES, PAYLOAD)
+    assert os.path.getsize(capture) > MESSAGES * PAYLOAD
+    peak = peak_rss_mb([str(BIN / "mwtap"), "report", "-o", str(report), str(capture)])
+    assert peak < PEAK_MB, f"peak RSS {peak:.0f} MB for {MESSAGES * PAYLOAD / 1e6:.0f} MB of payloads"
+    html = report.read_text()
+    frames = html[html.index('<section id="frames">'):]
+    assert "GetClock" in frames and f"{'x' * (PAYLOAD_CHARS // 2)}… ({chars} chars)" in frames
+
+
+def test_streamed_report_says_what_a_loaded_capture_says(sample_capture):
+    streamed = render_markdown(build_report(stream_capture(str(sample_capture))))
+    assert streamed == render_markdown(build_report(load(str(sample_capture))))
+    assert "Sampled" not in streamed
+
+
+def test_plots_drawn_from_a_sample_say_so(tmp_path, monkeypatch):
+    capture = tmp_path / "many.jsonl"
+    chat_capture(capture, 300, 10)
+    monkeypatch.setattr("analysis.report.stream.SAMPLE_ROWS", 64)
+    cap = stream_capture(str(capture))
+    kept, seen = cap.sampled["sequences"]
+    assert seen == 300 and 32 <= kept < 64 and len(cap.sequences) == kept
+    assert cap.sequences.frame.diff().dropna().nunique() == 1  # evenly spaced
+    text = render_markdown(build_report(cap))
+    assert f"Sampled: drawn from {kept} of the 300 messaging events" in text
