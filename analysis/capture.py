@@ -273,7 +273,9 @@ class CaptureFile:
             try:
                 yield from self._parse(f)
             except (EOFError, gzip.BadGzipFile, zlib.error) as e:
-                self.damage.append(Damage(self.path, self.lines + 1, f"compressed stream damaged ({e})"))
+                # The wording (not zlib's message) is what the native reader says too (core/src/reader.rs).
+                how = "ends early" if isinstance(e, EOFError) else "corrupt data"
+                self.damage.append(Damage(self.path, self.lines + 1, f"compressed stream damaged ({how})"))
             finally:
                 self._read_at_end, self._source = self.bytes_read, None
         if self.lines == 0:
@@ -288,8 +290,8 @@ class CaptureFile:
             except orjson.JSONDecodeError as e:
                 if lineno == 1:
                     raise CaptureError(f"{self.path}:1: not an mwtap capture (no JSON header line)") from e
-                if line.endswith(b"\n"):
-                    self.damage.append(Damage(self.path, lineno, f"invalid JSON ({e.msg})", "invalid JSON"))
+                if line.endswith(b"\n"):  # orjson's detail left out: the native reader's parser words it otherwise
+                    self.damage.append(Damage(self.path, lineno, "invalid JSON"))
                 else:
                     self.damage.append(Damage(self.path, lineno, "truncated line"))
                 continue

@@ -2,8 +2,22 @@
 
 use pyo3::prelude::*;
 
+// The analysis side: reader, record projection, engine, timers, Framing (public: the analyzers
+// ported next implement engine::Analyzer).
+mod analysis_py;
+pub mod damage;
+pub mod engine;
+pub mod framing;
+pub mod pyrepr;
+mod pyrepr_table;
+pub mod reader;
+pub mod record;
+pub mod rules;
+pub mod timers;
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    analysis_py::register(m)?;
     Ok(())
 }

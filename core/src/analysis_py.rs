@@ -1,0 +1,195 @@
+//! The analysis side's Python API: `analysis._core.analyze_framing`, the native reader and engine
+//! running the Framing analyzer only (the other analyzers are ported onto `engine::Analyzer`
+//! next). tests/test_native_engine.py compares it with the Python engine.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use serde_json::Value;
+
+use crate::engine::{Config, Engine};
+use crate::reader::{CaptureError, CaptureSet};
+use crate::record::Val;
+use crate::rules::default_severity;
+
+fn val_to_py<'py>(py: Python<'py>, value: &Val) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        Val::Int(i) => i.into_pyobject(py)?.into_any(),
+        Val::Float(f) => f.into_pyobject(py)?.into_any(),
+        Val::Str(s) => s.as_ref().into_pyobject(py)?.into_any(),
+        Val::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+        _ => py.None().into_bound(py),
+    })
+}
+
+fn json_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => i.into_pyobject(py)?.into_any(),
+            (_, Some(u)) => u.into_pyobject(py)?.into_any(),
+            _ => n.as_f64().unwrap_or(f64::NAN).into_pyobject(py)?.into_any(),
+        },
+        Value::String(s) => s.into_pyobject(py)?.into_any(),
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(json_to_py(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Value::Object(entries) => {
+            let dict = PyDict::new(py);
+            for (key, item) in entries {
+                dict.set_item(key, json_to_py(py, item)?)?;
+            }
+            dict.into_any()
+        }
+    })
+}
+
+/// A Config from `dataclasses.asdict(analysis.config.Config(...))`; missing keys keep their default.
+fn config_from(options: Option<&Bound<'_, PyDict>>) -> PyResult<Config> {
+    let mut config = Config::default();
+    let Some(options) = options else {
+        return Ok(config);
+    };
+    macro_rules! take {
+        ($($field:ident),*) => {$(
+            if let Some(value) = options.get_item(stringify!($field))? {
+                config.$field = value.extract()?;
+            }
+        )*};
+    }
+    take!(
+        response_timeout_s,
+        keepalive_limit_s,
+        min_reconnect_delay_s,
+        accept_timeout_s,
+        reconnect_window_s,
+        max_violations,
+        no_response_types,
+        init_exempt_types,
+        severity
+    );
+    for (rule, severity) in &config.severity {
+        if default_severity(rule).is_none()
+            || !["error", "warning", "info"].contains(&severity.as_str())
+        {
+            return Err(PyValueError::new_err(format!(
+                "severity override {rule}={severity}: unknown rule or severity"
+            )));
+        }
+    }
+    Ok(config)
+}
+
+fn capture_error(py: Python<'_>, error: CaptureError) -> PyErr {
+    match py
+        .import("analysis.capture")
+        .and_then(|m| m.getattr("CaptureError"))
+    {
+        Ok(class) => match class.call1((error.0,)) {
+            Ok(instance) => PyErr::from_value(instance),
+            Err(e) => e,
+        },
+        Err(e) => e,
+    }
+}
+
+/// Reads the captures at `paths` as one stream (analysis.reader.CaptureSet) and runs the engine
+/// with the Framing analyzer only. Returns a dict: the engine's counters (`frames`,
+/// `malformed_records`, `records_after_close`, `drops`, `dropped_records`), `files` (path, header,
+/// lines, bytes_read), `damage` ((path, line, problem, kind, more) per entry), `unknown_records`,
+/// `violations` (rows as `Violation.as_row()`) and, with `frames_table`, the `frames` table as
+/// one list per column. A file that is not a capture raises analysis.capture.CaptureError.
+#[pyfunction]
+#[pyo3(signature = (paths, config=None, frames_table=true))]
+fn analyze_framing<'py>(
+    py: Python<'py>,
+    paths: Vec<String>,
+    config: Option<&Bound<'py, PyDict>>,
+    frames_table: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let config = config_from(config)?;
+    let (set, engine) = py
+        .allow_threads(|| {
+            let mut set = CaptureSet::open(&paths)?;
+            let mut engine = Engine::new(config, frames_table, Vec::new());
+            set.for_each(|rec| engine.feed(rec));
+            engine.finish();
+            Ok((set, engine))
+        })
+        .map_err(|e| capture_error(py, e))?;
+    let out = PyDict::new(py);
+    out.set_item("frames", engine.frames)?;
+    out.set_item("malformed_records", engine.malformed_records)?;
+    out.set_item("records_after_close", engine.records_after_close)?;
+    out.set_item("drops", engine.drops)?;
+    out.set_item("dropped_records", engine.dropped_records)?;
+    let files = PyList::empty(py);
+    for file in &set.files {
+        let entry = PyDict::new(py);
+        entry.set_item("path", &file.path)?;
+        entry.set_item(
+            "header",
+            json_to_py(py, file.header.as_ref().unwrap_or(&Value::Null))?,
+        )?;
+        entry.set_item("lines", file.lines)?;
+        entry.set_item("bytes_read", file.bytes_read())?;
+        files.append(entry)?;
+    }
+    out.set_item("files", files)?;
+    let damage = PyList::empty(py);
+    for d in set.files.iter().flat_map(|f| &f.damage.entries) {
+        damage.append((&d.path, d.line, &d.problem, &d.kind, d.more))?;
+    }
+    out.set_item("damage", damage)?;
+    let unknown = PyDict::new(py);
+    for (kind, n) in set.unknown_records() {
+        unknown.set_item(kind, n)?;
+    }
+    out.set_item("unknown_records", unknown)?;
+    let violations = PyList::empty(py);
+    for v in &engine.ctx.violations {
+        let row = PyDict::new(py);
+        row.set_item("rule", v.rule)?;
+        row.set_item("severity", &v.severity)?;
+        row.set_item("conn", &v.conn)?;
+        row.set_item("t", val_to_py(py, &v.t)?)?;
+        row.set_item("frame", v.frame)?;
+        row.set_item("message", &v.message)?;
+        row.set_item("at_capture_end", v.at_capture_end)?;
+        violations.append(row)?;
+    }
+    out.set_item("violations", violations)?;
+    if let Some(rows) = &engine.framing.rows {
+        let table = PyDict::new(py);
+        table.set_item("conn", &rows.conn)?;
+        let t = PyList::empty(py);
+        for value in &rows.t {
+            t.append(val_to_py(py, value)?)?;
+        }
+        table.set_item("t", t)?;
+        table.set_item("frame", &rows.frame)?;
+        table.set_item("dir", &rows.dir)?;
+        table.set_item("op", &rows.op)?;
+        table.set_item("size", &rows.size)?;
+        table.set_item("category", &rows.category)?;
+        table.set_item("kind", &rows.kind)?;
+        table.set_item("type", &rows.type_)?;
+        table.set_item("id", &rows.id)?;
+        table.set_item("req_id", &rows.req_id)?;
+        table.set_item("code", &rows.code)?;
+        table.set_item("subscription_id", &rows.subscription_id)?;
+        table.set_item("truncated", &rows.truncated)?;
+        table.set_item("text", &rows.text)?;
+        out.set_item("frames_table", table)?;
+    }
+    Ok(out)
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(analyze_framing, m)?)
+}

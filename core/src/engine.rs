@@ -1,0 +1,488 @@
+//! The sans-I/O protocol engine (analysis/engine.py), fed capture records one at a time: it keeps
+//! per-connection state (open, closed, implicit opens, records after a close, drops) and hands each
+//! record to the analyzers, each owning one concern and one output table.
+//!
+//! Framing (framing.rs) classifies every message first; the other analyzers implement `Analyzer`
+//! and are routed messages by (direction, category, type) through `Analyzer::wants`. Porting the
+//! Python analyzers (Connections, Keepalive, Pairs, Streams, Sequences, Rings) means one
+//! `impl Analyzer` each, added to `Engine::new`'s list in the Python order: their hooks are called
+//! in that order, so their violations come out in the Python order too. Deadlines: `Context::after`
+//! in a hook, `Analyzer::deadline` when the capture's clock passes it.
+
+use std::cell::OnceCell;
+use std::collections::HashMap;
+
+use indexmap::IndexMap;
+use serde_json::Value;
+
+use crate::framing::Framing;
+use crate::record::{parse_json, Record, Val};
+use crate::rules::{default_severity, Violation};
+use crate::timers::Timers;
+
+const ROUTES_KEPT: usize = 4096;
+/// Closed connection ids remembered, to count records after a close.
+pub const CLOSED_CONNS_KEPT: usize = 100_000;
+
+/// Thresholds and switches of the analysis (analysis/config.py).
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub response_timeout_s: f64,
+    pub keepalive_limit_s: f64,
+    pub min_reconnect_delay_s: f64,
+    pub accept_timeout_s: f64,
+    pub reconnect_window_s: f64,
+    pub max_violations: usize,
+    pub no_response_types: Vec<String>,
+    pub init_exempt_types: Vec<String>,
+    /// Per-rule severity overrides.
+    pub severity: HashMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            response_timeout_s: 30.0,
+            keepalive_limit_s: 60.0,
+            min_reconnect_delay_s: 1.0,
+            accept_timeout_s: 10.0,
+            reconnect_window_s: 600.0,
+            max_violations: 1000,
+            no_response_types: vec!["KeepAlive".into()],
+            init_exempt_types: ["InitConnection", "GetClock", ".GetClock", "KeepAlive"]
+                .map(String::from)
+                .to_vec(),
+            severity: HashMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Category {
+    Req,
+    Resp,
+    Notification,
+}
+
+impl Category {
+    pub fn from_kind(kind: &str) -> Option<Category> {
+        match kind {
+            "req" => Some(Category::Req),
+            "resp" => Some(Category::Resp),
+            "notification" => Some(Category::Notification),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::Req => "req",
+            Category::Resp => "resp",
+            Category::Notification => "notification",
+        }
+    }
+}
+
+/// The message hooks an analyzer may want, per (direction, type): `message` for every message,
+/// then the one of its category.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    Message,
+    Request,
+    Response,
+    Notification,
+}
+
+/// A msg record plus its category (None for unusable frames) and its payload, parsed at most once.
+pub struct Frame<'r, 'a> {
+    pub rec: &'r Record<'a>,
+    pub category: Option<Category>,
+    payload: OnceCell<Option<Value>>,
+}
+
+impl<'r, 'a> Frame<'r, 'a> {
+    pub fn new(rec: &'r Record<'a>, category: Option<Category>) -> Self {
+        Frame {
+            rec,
+            category,
+            payload: OnceCell::new(),
+        }
+    }
+
+    /// A frame whose payload was already parsed (or is known to be none).
+    pub fn with_payload(
+        rec: &'r Record<'a>,
+        category: Option<Category>,
+        payload: Option<Value>,
+    ) -> Self {
+        Frame {
+            rec,
+            category,
+            payload: OnceCell::from(payload),
+        }
+    }
+
+    /// The decoded JSON payload; None when there is no text, it was truncated or is not JSON
+    /// (analysis.frame.parse_payload; a JSON `null` is Some(Value::Null)).
+    pub fn payload(&self) -> Option<&Value> {
+        self.payload
+            .get_or_init(|| parse_payload(self.rec))
+            .as_ref()
+    }
+}
+
+pub fn parse_payload(rec: &Record) -> Option<Value> {
+    if rec.truncated.truthy() {
+        return None;
+    }
+    parse_json(rec.text.string()?.as_bytes())
+}
+
+/// One concern of the analysis. Every hook has a do-nothing default; `ctx` is how an analyzer
+/// reports violations and sets deadlines.
+pub trait Analyzer: Send {
+    /// Whether `hook` needs messages of this direction ("c2s"/"s2c") and type. Asked once per
+    /// combination (the engine caches the answer), so it must not depend on state.
+    fn wants(&self, _hook: Hook, _direction: &str, _type: Option<&str>) -> bool {
+        true
+    }
+    fn open(&mut self, _ctx: &mut Context, _rec: &Record) {}
+    fn refused(&mut self, _ctx: &mut Context, _rec: &Record) {}
+    fn message(&mut self, _ctx: &mut Context, _frame: &Frame) {}
+    fn request(&mut self, _ctx: &mut Context, _frame: &Frame) {}
+    fn response(&mut self, _ctx: &mut Context, _frame: &Frame) {}
+    fn notification(&mut self, _ctx: &mut Context, _frame: &Frame) {}
+    fn ping(&mut self, _ctx: &mut Context, _rec: &Record) {}
+    fn pong(&mut self, _ctx: &mut Context, _rec: &Record) {}
+    /// The connection ended (`at_capture_end`: it was still open when the capture ended).
+    fn close(&mut self, _ctx: &mut Context, _rec: &Record, _at_capture_end: bool) {}
+    /// A deadline set with `Context::after` passed (`token` is the one given there).
+    fn deadline(&mut self, _ctx: &mut Context, _deadline: f64, _token: u64) {}
+    /// Aggregates the analyzer keeps itself (sections of the summary).
+    fn stats(&self) -> serde_json::Map<String, Value> {
+        serde_json::Map::new()
+    }
+}
+
+/// What analyzers share: the config, the timers and the violations found.
+pub struct Context {
+    pub config: Config,
+    timers: Timers<(usize, u64)>,
+    /// The analyzer whose hook is running (whose deadlines `after` sets).
+    current: usize,
+    pub violations: Vec<Violation>,
+}
+
+impl Context {
+    /// Calls `deadline(deadline, token)` of the running analyzer once the capture's clock reaches
+    /// `now + delay`.
+    pub fn after(&mut self, now: f64, delay: f64, token: u64) {
+        self.timers.after(now, delay, (self.current, token));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn violation(
+        &mut self,
+        rule: &'static str,
+        conn: Option<&str>,
+        t: &Val,
+        frame: Option<i128>,
+        message: String,
+        severity: Option<&str>,
+        at_capture_end: bool,
+    ) {
+        let severity = self
+            .config
+            .severity
+            .get(rule)
+            .map(String::as_str)
+            .or(severity)
+            .or(default_severity(rule))
+            .expect("a known rule");
+        self.violations.push(Violation {
+            rule,
+            severity: severity.to_owned(),
+            conn: conn.map(str::to_owned),
+            t: t.clone().into_owned(),
+            frame,
+            message,
+            at_capture_end,
+        });
+    }
+}
+
+type RouteKey = (bool, Option<Category>, Option<String>);
+
+/// Feed capture records with `feed`, then call `finish` once.
+pub struct Engine {
+    pub ctx: Context,
+    pub framing: Framing,
+    analyzers: Vec<Box<dyn Analyzer>>,
+    routes: HashMap<RouteKey, Vec<(Hook, usize)>>,
+    /// Open connection -> the order it was opened in (Python's dict order, for `finish`).
+    open_conns: HashMap<String, u64>,
+    opened: u64,
+    /// Closed connection ids, oldest first, bounded by `trim_oldest`.
+    closed_conns: IndexMap<String, ()>,
+    last_t: f64,
+    last_t_value: Val<'static>,
+    pub frames: u64,
+    pub dropped_records: i128,
+    pub drops: u64,
+    pub malformed_records: u64,
+    pub records_after_close: u64,
+}
+
+/// Drops the oldest entries once `entries` holds 1.25 × `limit`, keeping the newest `limit`.
+fn trim_oldest<K, V>(entries: &mut IndexMap<K, V>, limit: usize) {
+    if entries.len() > limit + limit / 4 {
+        let excess = entries.len() - limit;
+        entries.drain(..excess);
+    }
+}
+
+impl Engine {
+    pub fn new(config: Config, frames_table: bool, analyzers: Vec<Box<dyn Analyzer>>) -> Self {
+        Engine {
+            ctx: Context {
+                config,
+                timers: Timers::default(),
+                current: 0,
+                violations: Vec::new(),
+            },
+            framing: Framing::new(frames_table),
+            analyzers,
+            routes: HashMap::new(),
+            open_conns: HashMap::new(),
+            opened: 0,
+            closed_conns: IndexMap::new(),
+            last_t: f64::NEG_INFINITY,
+            last_t_value: Val::Absent,
+            frames: 0,
+            dropped_records: 0,
+            drops: 0,
+            malformed_records: 0,
+            records_after_close: 0,
+        }
+    }
+
+    pub fn feed(&mut self, rec: &Record) {
+        let Some(t) = rec.t.number() else {
+            self.malformed_records += 1;
+            return;
+        };
+        self.advance_to(t, &rec.t);
+        match rec.rec.as_str() {
+            Some("msg") => self.message(rec),
+            Some("open") => self.open(rec),
+            // A connection the recorder closed when it stopped was open when the capture ended.
+            Some("close") if self.known_conn(rec) => {
+                let conn = rec
+                    .conn
+                    .as_str()
+                    .expect("a known connection is a string")
+                    .to_owned();
+                self.end(&conn, rec, rec.recorder_stopped == Val::Bool(true));
+            }
+            Some("ping") if self.known_conn(rec) => self.each(|a, ctx| a.ping(ctx, rec)),
+            Some("pong") if self.known_conn(rec) => self.each(|a, ctx| a.pong(ctx, rec)),
+            Some("refused") => self.each(|a, ctx| a.refused(ctx, rec)),
+            Some("drop") => {
+                self.drops += 1;
+                match rec.count {
+                    Val::Int(count) => self.dropped_records += count,
+                    Val::Bool(b) => self.dropped_records += i128::from(b), // isinstance(count, int)
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Lets the clock reach `t`: deadlines up to `t` fire.
+    fn advance_to(&mut self, t: f64, value: &Val) {
+        if t > self.last_t {
+            self.last_t = t;
+            self.last_t_value = value.clone().into_owned();
+            if t >= self.ctx.timers.next_due {
+                self.run_timers(t);
+            }
+        }
+    }
+
+    fn run_timers(&mut self, now: f64) {
+        for index in 0..self.ctx.timers.queue_count() {
+            while let Some((deadline, (analyzer, token))) = self.ctx.timers.pop_due(index, now) {
+                self.ctx.current = analyzer;
+                self.analyzers[analyzer].deadline(&mut self.ctx, deadline, token);
+            }
+        }
+        self.ctx.timers.reset_next_due();
+    }
+
+    fn each(&mut self, mut hook: impl FnMut(&mut dyn Analyzer, &mut Context)) {
+        for (i, analyzer) in self.analyzers.iter_mut().enumerate() {
+            self.ctx.current = i;
+            hook(analyzer.as_mut(), &mut self.ctx);
+        }
+    }
+
+    fn message(&mut self, rec: &Record) {
+        let conn = rec.conn.as_str();
+        if !conn.is_some_and(|c| self.open_conns.contains_key(c)) && !self.known_conn(rec) {
+            return;
+        }
+        let c2s = match rec.dir.as_str() {
+            Some("c2s") => true,
+            Some("s2c") => false,
+            _ => {
+                self.malformed_records += 1;
+                return;
+            }
+        };
+        self.frames += 1;
+        let frame = self.framing.classify(&mut self.ctx, rec);
+        if self.analyzers.is_empty() {
+            return;
+        }
+        let key = (c2s, frame.category, rec.type_.as_str().map(str::to_owned));
+        if !self.routes.contains_key(&key) {
+            let route = self.route(&key);
+            if self.routes.len() >= ROUTES_KEPT {
+                self.routes.clear(); // endless distinct types: stay bounded
+            }
+            self.routes.insert(key.clone(), route);
+        }
+        for &(hook, i) in &self.routes[&key] {
+            self.ctx.current = i;
+            let analyzer = &mut self.analyzers[i];
+            match hook {
+                Hook::Message => analyzer.message(&mut self.ctx, &frame),
+                Hook::Request => analyzer.request(&mut self.ctx, &frame),
+                Hook::Response => analyzer.response(&mut self.ctx, &frame),
+                Hook::Notification => analyzer.notification(&mut self.ctx, &frame),
+            }
+        }
+    }
+
+    /// Every analyzer's `message` hook that wants such messages, then their category hooks.
+    fn route(&self, (c2s, category, type_): &RouteKey) -> Vec<(Hook, usize)> {
+        let direction = if *c2s { "c2s" } else { "s2c" };
+        let category_hook = category.map(|c| match c {
+            Category::Req => Hook::Request,
+            Category::Resp => Hook::Response,
+            Category::Notification => Hook::Notification,
+        });
+        [Some(Hook::Message), category_hook]
+            .into_iter()
+            .flatten()
+            .flat_map(|hook| {
+                self.analyzers
+                    .iter()
+                    .enumerate()
+                    .filter(move |(_, a)| a.wants(hook, direction, type_.as_deref()))
+                    .map(move |(i, _)| (hook, i))
+            })
+            .collect()
+    }
+
+    /// Whether the record's connection is open, opening it implicitly if the capture missed its
+    /// open record; false (and counted) for a malformed id or a connection already closed.
+    fn known_conn(&mut self, rec: &Record) -> bool {
+        let Some(conn) = rec.conn.as_str() else {
+            self.malformed_records += 1;
+            return false;
+        };
+        if !self.open_conns.contains_key(conn) {
+            if self.closed_conns.contains_key(conn) {
+                self.records_after_close += 1;
+                return false;
+            }
+            let implicit = Record {
+                rec: Val::Str("open".into()),
+                t: rec.t.clone(),
+                conn: rec.conn.clone(),
+                implicit: Val::Bool(true),
+                ..Record::default()
+            };
+            self.open(&implicit);
+        }
+        true
+    }
+
+    fn open(&mut self, rec: &Record) {
+        let conn = match rec.conn.as_str() {
+            Some(conn) if !self.open_conns.contains_key(conn) => conn,
+            _ => {
+                self.malformed_records += 1;
+                return;
+            }
+        };
+        self.closed_conns.shift_remove(conn);
+        self.opened += 1;
+        self.open_conns.insert(conn.to_owned(), self.opened);
+        self.each(|a, ctx| a.open(ctx, rec));
+    }
+
+    fn end(&mut self, conn: &str, rec: &Record, at_capture_end: bool) {
+        self.open_conns.remove(conn);
+        self.closed_conns.insert(conn.to_owned(), ());
+        trim_oldest(&mut self.closed_conns, CLOSED_CONNS_KEPT);
+        self.each(|a, ctx| a.close(ctx, rec, at_capture_end));
+    }
+
+    /// End of capture: close what is still open, in the order it was opened (the analyzers mark
+    /// what that leaves pending).
+    pub fn finish(&mut self) {
+        let t = if self.open_conns.is_empty() {
+            Val::Float(0.0)
+        } else {
+            self.last_t_value.clone()
+        };
+        let mut open: Vec<(String, u64)> = self
+            .open_conns
+            .iter()
+            .map(|(c, n)| (c.clone(), *n))
+            .collect();
+        open.sort_by_key(|(_, n)| *n);
+        for (conn, _) in open {
+            let close = Record {
+                rec: Val::Str("close".into()),
+                t: t.clone(),
+                conn: Val::Str(conn.as_str().into()),
+                code: Val::Null,
+                reason: Val::Null,
+                by: Val::Null,
+                ..Record::default()
+            };
+            self.end(&conn, &close, true);
+        }
+    }
+
+    pub fn stats(&self) -> serde_json::Map<String, Value> {
+        let mut merged = serde_json::Map::new();
+        for analyzer in &self.analyzers {
+            merged.extend(analyzer.stats());
+        }
+        merged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trim_keeps_the_newest() {
+        let mut entries: IndexMap<u32, ()> = (0..12).map(|n| (n, ())).collect();
+        trim_oldest(&mut entries, 10);
+        assert_eq!(entries.len(), 12);
+        entries.insert(12, ());
+        entries.insert(13, ());
+        trim_oldest(&mut entries, 10);
+        assert_eq!(
+            entries.keys().copied().collect::<Vec<_>>(),
+            (4..14).collect::<Vec<_>>()
+        );
+    }
+}

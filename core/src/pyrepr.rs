@@ -1,0 +1,179 @@
+//! Python's `repr` (and `str` of a float) of the JSON values a violation message quotes, so that the
+//! native engine words its messages exactly as the Python rules did (`f"kind {kind!r} …"`).
+
+use serde_json::Value;
+
+use crate::pyrepr_table::NON_PRINTABLE;
+
+/// `repr(value)` of the value orjson would have decoded.
+pub fn py_repr(value: &Value) -> String {
+    let mut out = String::new();
+    write_value(&mut out, value);
+    out
+}
+
+fn write_value(out: &mut String, value: &Value) {
+    match value {
+        Value::Null => out.push_str("None"),
+        Value::Bool(true) => out.push_str("True"),
+        Value::Bool(false) => out.push_str("False"),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => out.push_str(&i.to_string()),
+            (_, Some(u)) => out.push_str(&u.to_string()),
+            _ => out.push_str(&py_float(n.as_f64().unwrap_or(f64::NAN))),
+        },
+        Value::String(s) => out.push_str(&py_str_repr(s)),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_value(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(entries) => {
+            out.push('{');
+            for (i, (key, item)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                out.push_str(&py_str_repr(key));
+                out.push_str(": ");
+                write_value(out, item);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// `repr(s)` of a Python str: single quotes unless it holds a single quote and no double quote,
+/// escapes for the quote, backslash, control and non-printable characters.
+pub fn py_str_repr(s: &str) -> String {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push(quote);
+    for c in s.chars() {
+        let code = c as u32;
+        match c {
+            _ if c == quote || c == '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            _ if code < 0x20 || code == 0x7f => out.push_str(&format!("\\x{code:02x}")),
+            _ if code < 0x7f || is_printable(code) => out.push(c),
+            _ if code <= 0xff => out.push_str(&format!("\\x{code:02x}")),
+            _ if code <= 0xffff => out.push_str(&format!("\\u{code:04x}")),
+            _ => out.push_str(&format!("\\U{code:08x}")),
+        }
+    }
+    out.push(quote);
+    out
+}
+
+fn is_printable(code: u32) -> bool {
+    let i = NON_PRINTABLE.partition_point(|&(_, last)| last < code);
+    NON_PRINTABLE.get(i).is_none_or(|&(first, _)| first > code)
+}
+
+/// `repr(x)` (= `str(x)`) of a Python float: the shortest digits that round-trip, in positional
+/// notation for exponents -4..16 (with ".0" when integral), else `d.ddde±XX`.
+pub fn py_float(x: f64) -> String {
+    if x.is_nan() {
+        return "nan".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "inf" } else { "-inf" }.into();
+    }
+    let sci = format!("{x:e}"); // shortest round-trip digits: "-1.2345e-7", "1e16"
+    let (mantissa, exp) = sci.split_once('e').expect("LowerExp writes an exponent");
+    let exp: i32 = exp.parse().expect("LowerExp writes an integer exponent");
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if (-4..16).contains(&exp) {
+        let point = exp + 1; // digits before the decimal point
+        let body = if point <= 0 {
+            format!("0.{}{digits}", "0".repeat((-point) as usize))
+        } else if point as usize >= digits.len() {
+            format!("{digits}{}.0", "0".repeat(point as usize - digits.len()))
+        } else {
+            format!(
+                "{}.{}",
+                &digits[..point as usize],
+                &digits[point as usize..]
+            )
+        };
+        return format!("{sign}{body}");
+    }
+    let esign = if exp < 0 { '-' } else { '+' };
+    format!("{sign}{mantissa}e{esign}{:02}", exp.abs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_as_python_quotes_them() {
+        assert_eq!(py_str_repr("req"), "'req'");
+        assert_eq!(py_str_repr("it's"), "\"it's\"");
+        assert_eq!(py_str_repr("'\""), "'\\'\"'");
+        assert_eq!(
+            py_str_repr("a\\b\tc\nd\re\u{1}\u{7f}"),
+            "'a\\\\b\\tc\\nd\\re\\x01\\x7f'"
+        );
+        assert_eq!(py_str_repr("é\u{a0}\u{ad}ü"), "'é\\xa0\\xadü'");
+        assert_eq!(
+            py_str_repr("\u{200b}\u{2028}\u{378}日本"),
+            "'\\u200b\\u2028\\u0378日本'"
+        );
+        assert_eq!(
+            py_str_repr("\u{e0001}\u{1f600}\u{10ffff}"),
+            "'\\U000e0001😀\\U0010ffff'"
+        );
+    }
+
+    #[test]
+    fn floats_as_python_prints_them() {
+        for (x, text) in [
+            (1.0, "1.0"),
+            (0.1, "0.1"),
+            (-2.5, "-2.5"),
+            (9e9, "9000000000.0"),
+            (1e16, "1e+16"),
+            (1.5e16, "1.5e+16"),
+            (123456789012345.6, "123456789012345.6"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (-1.7976931348623157e308, "-1.7976931348623157e+308"),
+            (5e-324, "5e-324"),
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+        ] {
+            assert_eq!(py_float(x), text, "{x}");
+        }
+    }
+
+    #[test]
+    fn values_as_python_reprs_them() {
+        let value: Value =
+            serde_json::from_str(r#"{"b": [1, 2.0, true, null], "a": {"x": "y"}}"#).unwrap();
+        assert_eq!(
+            py_repr(&value),
+            "{'b': [1, 2.0, True, None], 'a': {'x': 'y'}}"
+        );
+        let big: Value = serde_json::from_str("18446744073709551616").unwrap();
+        assert_eq!(py_repr(&big), "1.8446744073709552e+19");
+    }
+}

@@ -1,0 +1,370 @@
+//! The capture reader (analysis/capture.py's CaptureFile and analysis/reader.py's CaptureSet):
+//! plain JSONL or gzip (concatenated members too), streamed line by line with one line buffer per
+//! file, damaged lines reported (damage.rs) instead of failing on them, the same one-line
+//! `CaptureError` messages for a file that is not a capture at all.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+
+use flate2::bufread::MultiGzDecoder;
+use serde_json::Value;
+
+use crate::damage::DamageLog;
+use crate::record::{parse_json, parse_line, Parsed, Record, Val};
+
+pub const FORMAT: &str = "mwtap-capture";
+pub const VERSION: i64 = 1;
+const KNOWN_RECORDS: [&str; 8] = [
+    "header", "open", "refused", "msg", "ping", "pong", "close", "drop",
+];
+pub const UNKNOWN_KINDS_LISTED: usize = 20;
+pub const OTHER_KINDS: &str = "(other kinds)";
+const BUFFER: usize = 1 << 16;
+
+/// A file that cannot be read as a capture at all: one line naming the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureError(pub String);
+
+/// Counts records of unknown kinds: the first UNKNOWN_KINDS_LISTED kinds by name (in the order met),
+/// any further kind under OTHER_KINDS (analysis.capture.count_unknown).
+pub fn count_unknown(counts: &mut Vec<(String, u64)>, kind: &str, n: u64) {
+    let kind = if counts.len() >= UNKNOWN_KINDS_LISTED && !counts.iter().any(|(k, _)| k == kind) {
+        OTHER_KINDS
+    } else {
+        kind
+    };
+    match counts.iter_mut().find(|(k, _)| k == kind) {
+        Some((_, count)) => *count += n,
+        None => counts.push((kind.to_owned(), n)),
+    }
+}
+
+/// Counts the bytes read from the file on disk (the compressed ones of a gzip file), for progress.
+struct Counting {
+    file: File,
+    read: u64,
+}
+
+impl Read for Counting {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+enum Source {
+    Plain(BufReader<Counting>),
+    Gzip(BufReader<MultiGzDecoder<BufReader<Counting>>>),
+}
+
+/// One capture file opened for a single streaming pass.
+pub struct CaptureFile {
+    pub path: String,
+    pub header: Option<Value>,
+    pub damage: DamageLog,
+    pub unknown_records: Vec<(String, u64)>,
+    pub lines: u64,
+    source: Option<Source>,
+    /// `bytes_read` once the source is gone (a damaged gzip stream).
+    read_at_end: u64,
+    /// The current line; after `next_with` returned a record, that record's line.
+    line: Vec<u8>,
+}
+
+impl CaptureFile {
+    /// Opens the file and reads its header line (the errors `CaptureFile.records()` raises first).
+    pub fn open(path: &str) -> Result<Self, CaptureError> {
+        if Path::new(path).is_dir() {
+            return Err(CaptureError(format!(
+                "{path}: is a directory, not a capture file"
+            )));
+        }
+        let file = File::open(path)
+            .map_err(|e| CaptureError(format!("{path}: cannot open ({})", strerror(&e))))?;
+        let mut plain = BufReader::with_capacity(BUFFER, Counting { file, read: 0 });
+        let gzip = plain
+            .fill_buf()
+            .map(|b| b.starts_with(b"\x1f\x8b"))
+            .unwrap_or(false);
+        let source = if gzip {
+            Source::Gzip(BufReader::with_capacity(BUFFER, MultiGzDecoder::new(plain)))
+        } else {
+            Source::Plain(plain)
+        };
+        let mut capture = CaptureFile {
+            path: path.to_owned(),
+            header: None,
+            damage: DamageLog::default(),
+            unknown_records: Vec::new(),
+            lines: 0,
+            source: Some(source),
+            read_at_end: 0,
+            line: Vec::new(),
+        };
+        capture.read_header()?;
+        Ok(capture)
+    }
+
+    /// How far the pass has read into the file on disk (compressed bytes for gzip).
+    pub fn bytes_read(&self) -> u64 {
+        match &self.source {
+            Some(Source::Plain(r)) => r.get_ref().read,
+            Some(Source::Gzip(r)) => r.get_ref().get_ref().get_ref().read,
+            None => self.read_at_end,
+        }
+    }
+
+    /// Reads the next line into `self.line`; false at the end of the file or of what could be
+    /// decompressed (the damage is then noted and the partial line dropped, as Python's reader does).
+    fn read_line(&mut self) -> bool {
+        self.line.clear();
+        let read = match self.source.as_mut() {
+            Some(Source::Plain(r)) => r.read_until(b'\n', &mut self.line),
+            Some(Source::Gzip(r)) => r.read_until(b'\n', &mut self.line),
+            None => return false,
+        };
+        match read {
+            Ok(0) => false,
+            Ok(_) => {
+                self.lines += 1;
+                true
+            }
+            Err(e) => {
+                // The wording analysis.capture uses too: zlib's and flate2's own messages differ.
+                let how = if e.kind() == io::ErrorKind::UnexpectedEof {
+                    "ends early"
+                } else {
+                    "corrupt data"
+                };
+                let problem = format!("compressed stream damaged ({how})");
+                self.damage.add(&self.path, self.lines + 1, problem, None);
+                self.line.clear();
+                self.read_at_end = self.bytes_read();
+                self.source = None;
+                false
+            }
+        }
+    }
+
+    fn read_header(&mut self) -> Result<(), CaptureError> {
+        if !self.read_line() {
+            let path = &self.path;
+            return Err(CaptureError(format!(
+                "{path}: empty file, not an mwtap capture"
+            )));
+        }
+        let path = &self.path;
+        let not_capture =
+            |why: &str| CaptureError(format!("{path}:1: not an mwtap capture ({why})"));
+        let header: Value = match parse_line(&self.line) {
+            Parsed::InvalidJson => return Err(not_capture("no JSON header line")),
+            Parsed::NotRecord => return Err(not_capture("first line is not a header")),
+            Parsed::Record(_) => parse_json(&self.line).expect("the line parsed as a record"),
+        };
+        if header.get("rec").and_then(Value::as_str) != Some("header")
+            || header.get("format").and_then(Value::as_str) != Some(FORMAT)
+        {
+            return Err(not_capture(&format!("first line is not a {FORMAT} header")));
+        }
+        // isinstance(version, int): a bool is an int to Python.
+        let version = match header.get("version") {
+            Some(Value::Bool(b)) => Some(*b as i128),
+            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
+                n.as_i64().map(i128::from).or(n.as_u64().map(i128::from))
+            }
+            _ => None,
+        };
+        match version {
+            Some(v) if v >= 1 && v <= VERSION.into() => {}
+            Some(v) if v > VERSION.into() => {
+                return Err(CaptureError(format!(
+                    "{path}:1: capture format version {v} is newer than this mwtap reads (up to {VERSION}); upgrade mwtap"
+                )))
+            }
+            _ => return Err(CaptureError(format!("{path}:1: capture header has no valid version"))),
+        }
+        self.header = Some(header);
+        Ok(())
+    }
+
+    /// Reads up to the next usable record and hands it to `f` (None at the end of the file).
+    /// Damaged lines and records of unknown kinds on the way are noted.
+    pub fn next_with<T>(&mut self, f: impl FnOnce(&Record) -> T) -> Option<T> {
+        while self.read_line() {
+            let (path, lineno) = (&self.path, self.lines);
+            let record = match parse_line(&self.line) {
+                Parsed::Record(record) => record,
+                Parsed::InvalidJson if self.line.ends_with(b"\n") => {
+                    self.damage.add(path, lineno, "invalid JSON".into(), None);
+                    continue;
+                }
+                Parsed::InvalidJson => {
+                    self.damage.add(path, lineno, "truncated line".into(), None);
+                    continue;
+                }
+                Parsed::NotRecord => {
+                    self.damage
+                        .add(path, lineno, "not a capture record".into(), None);
+                    continue;
+                }
+            };
+            if let Some((problem, kind)) = record.unusable() {
+                self.damage.add(path, lineno, problem, kind);
+                continue;
+            }
+            let kind = record.rec.as_str().unwrap_or_default();
+            if !KNOWN_RECORDS.contains(&kind) {
+                count_unknown(&mut self.unknown_records, kind, 1);
+                continue;
+            }
+            if kind == "header" {
+                continue;
+            }
+            return Some(f(&record));
+        }
+        None
+    }
+
+    /// The record `next_with` last handed out, parsed again (for merging files by time).
+    pub fn with_current<T>(&self, f: impl FnOnce(&Record) -> T) -> T {
+        match parse_line(&self.line) {
+            Parsed::Record(record) => f(&record),
+            _ => unreachable!("the current line is a record"),
+        }
+    }
+}
+
+/// The OS's wording of an error (Python's `e.strerror`), without Rust's " (os error N)".
+fn strerror(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) => text[..at].to_owned(),
+        None => text,
+    }
+}
+
+/// The sort key of a record when files are merged by time (analysis.reader._time).
+fn time_key(record: &Record) -> f64 {
+    match &record.t {
+        Val::Bool(b) => f64::from(u8::from(*b)),
+        t => t.number().unwrap_or(0.0),
+    }
+}
+
+/// Several capture files read as one stream (analysis.reader.CaptureSet): the parts of one
+/// recording (same header `recording`) in `part` order, then path order; different recordings
+/// merged by time, ties to the recording met first.
+pub struct CaptureSet {
+    pub files: Vec<CaptureFile>,
+    chains: Vec<Vec<usize>>,
+}
+
+impl CaptureSet {
+    /// Opens every file up front, so a file that is not a capture fails before any analysis.
+    pub fn open(paths: &[String]) -> Result<Self, CaptureError> {
+        let files = paths
+            .iter()
+            .map(|p| CaptureFile::open(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut recordings: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, file) in files.iter().enumerate() {
+            let header = file.header.as_ref();
+            let key = match header.and_then(|h| h.get("recording")) {
+                Some(Value::String(id)) => id.clone(),
+                _ => file.path.clone(),
+            };
+            match recordings.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, parts)) => parts.push(i),
+                None => recordings.push((key, vec![i])),
+            }
+        }
+        let part = |file: &CaptureFile| match file.header.as_ref().and_then(|h| h.get("part")) {
+            Some(Value::Bool(b)) => i128::from(*b),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .map(i128::from)
+                .or(n.as_u64().map(i128::from))
+                .unwrap_or(0),
+            _ => 0,
+        };
+        let chains = recordings
+            .into_iter()
+            .map(|(_, mut parts)| {
+                parts.sort_by(|&a, &b| {
+                    (part(&files[a]), &files[a].path).cmp(&(part(&files[b]), &files[b].path))
+                });
+                parts
+            })
+            .collect();
+        Ok(CaptureSet { files, chains })
+    }
+
+    /// Hands every record to `f`, in the order the Python CaptureSet yields them.
+    pub fn for_each(&mut self, mut f: impl FnMut(&Record)) {
+        if self.chains.len() == 1 {
+            for &i in &self.chains[0] {
+                while self.files[i].next_with(&mut f).is_some() {}
+            }
+            return;
+        }
+        // One pending record per recording: (its time, the file holding it, where its chain is).
+        let mut pending: Vec<Option<(f64, usize, usize)>> =
+            (0..self.chains.len()).map(|c| self.pull(c, 0)).collect();
+        loop {
+            let mut best: Option<usize> = None;
+            for (c, p) in pending.iter().enumerate() {
+                if let Some((t, _, _)) = p {
+                    if best.is_none_or(|b| *t < pending[b].expect("pending").0) {
+                        best = Some(c);
+                    }
+                }
+            }
+            let Some(c) = best else { return };
+            let (_, file, at) = pending[c].expect("pending");
+            self.files[file].with_current(&mut f);
+            pending[c] = self.pull(c, at);
+        }
+    }
+
+    /// The next record of chain `c` from its part `at` on: (time, file, part index).
+    fn pull(&mut self, c: usize, mut at: usize) -> Option<(f64, usize, usize)> {
+        while at < self.chains[c].len() {
+            let file = self.chains[c][at];
+            if let Some(t) = self.files[file].next_with(time_key) {
+                return Some((t, file, at));
+            }
+            at += 1;
+        }
+        None
+    }
+
+    /// Every file's unknown record kinds, merged with the one-file bound.
+    pub fn unknown_records(&self) -> Vec<(String, u64)> {
+        let mut counts = Vec::new();
+        for file in &self.files {
+            for (kind, n) in &file.unknown_records {
+                count_unknown(&mut counts, kind, *n);
+            }
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_kinds_are_bounded() {
+        let mut counts = Vec::new();
+        for n in 0..30 {
+            count_unknown(&mut counts, &format!("k{n}"), 1);
+        }
+        count_unknown(&mut counts, "k3", 2);
+        assert_eq!(counts.len(), UNKNOWN_KINDS_LISTED + 1);
+        assert_eq!(counts[3], ("k3".to_owned(), 3));
+        assert_eq!(counts[UNKNOWN_KINDS_LISTED], (OTHER_KINDS.to_owned(), 10));
+    }
+}

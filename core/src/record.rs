@@ -1,0 +1,675 @@
+//! The record projection: one capture line parsed into the typed fields the engine and the
+//! analyzers read, borrowing strings from the line buffer where they have no escapes. Fields that
+//! are only type-checked or rarely read (`text`, `b64`, `request_headers`, the body index arrays)
+//! stay raw JSON slices, decoded on demand: a payload no rule needs is never materialised.
+//!
+//! A JSON line is accepted exactly when orjson accepts it (the Python reader's parser): same
+//! number handling (integers beyond 64 bits become floats, 1e400 is an error) and the same depth
+//! limit of 1024 nested arrays/objects, which serde_json's own limit (128) is lifted to.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde_json::value::RawValue;
+
+use crate::pyrepr::py_float;
+
+/// orjson's nesting limit: 1024 levels parse, 1025 do not.
+const MAX_DEPTH: usize = 1024;
+/// Largest |t| a reader accepts (analysis.capture.MAX_TIME).
+pub const MAX_TIME: f64 = 9e9;
+
+/// The JSON type of a field, as the Python reader tells them apart (`value.__class__`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JType {
+    Absent,
+    Null,
+    Bool,
+    Int,
+    Float,
+    Str,
+    List,
+    Dict,
+}
+
+/// A field's value; containers are only known by their type.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Val<'a> {
+    #[default]
+    Absent,
+    Null,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str(Cow<'a, str>),
+    List,
+    Dict,
+}
+
+impl<'a> Val<'a> {
+    pub fn jtype(&self) -> JType {
+        match self {
+            Val::Absent => JType::Absent,
+            Val::Null => JType::Null,
+            Val::Bool(_) => JType::Bool,
+            Val::Int(_) => JType::Int,
+            Val::Float(_) => JType::Float,
+            Val::Str(_) => JType::Str,
+            Val::List => JType::List,
+            Val::Dict => JType::Dict,
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Val::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_int(&self) -> Option<i128> {
+        match self {
+            Val::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    pub fn is_present(&self) -> bool {
+        !matches!(self, Val::Absent)
+    }
+
+    /// Python's truthiness of the value (`not rec.get(key)`), for scalars.
+    pub fn truthy(&self) -> bool {
+        match self {
+            Val::Absent | Val::Null => false,
+            Val::Bool(b) => *b,
+            Val::Int(i) => *i != 0,
+            Val::Float(f) => *f != 0.0,
+            Val::Str(s) => !s.is_empty(),
+            Val::List | Val::Dict => true, // only `truncated` asks this of a container: see Raw::truthy
+        }
+    }
+
+    /// The number as a float, for comparing times (`t.__class__ is int or float`).
+    pub fn number(&self) -> Option<f64> {
+        match self {
+            Val::Int(i) => Some(*i as f64),
+            Val::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// `f"{value}"` of a number, as Python prints it.
+    pub fn py_number(&self) -> String {
+        match self {
+            Val::Int(i) => i.to_string(),
+            Val::Float(f) => py_float(*f),
+            _ => String::new(),
+        }
+    }
+
+    pub fn into_owned(self) -> Val<'static> {
+        match self {
+            Val::Str(s) => Val::Str(Cow::Owned(s.into_owned())),
+            Val::Absent => Val::Absent,
+            Val::Null => Val::Null,
+            Val::Bool(b) => Val::Bool(b),
+            Val::Int(i) => Val::Int(i),
+            Val::Float(f) => Val::Float(f),
+            Val::List => Val::List,
+            Val::Dict => Val::Dict,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Val<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ValVisitor)
+    }
+}
+
+struct ValVisitor;
+
+impl<'de> Visitor<'de> for ValVisitor {
+    type Value = Val<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Val<'de>, E> {
+        Ok(Val::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Val<'de>, E> {
+        Ok(Val::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Val<'de>, E> {
+        Ok(Val::Int(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Val<'de>, E> {
+        Ok(Val::Int(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Val<'de>, E> {
+        Ok(Val::Float(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Val<'de>, E> {
+        Ok(Val::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Val<'de>, E> {
+        Ok(Val::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Val<'de>, E> {
+        Ok(Val::Str(Cow::Owned(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Val<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Val::List)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Val<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Val::Dict)
+    }
+}
+
+/// A field kept as its JSON text; its type is told from the first character.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Raw<'a>(pub Option<&'a RawValue>);
+
+impl<'a> Raw<'a> {
+    pub fn jtype(&self) -> JType {
+        let Some(raw) = self.0 else {
+            return JType::Absent;
+        };
+        let text = raw.get();
+        match text.as_bytes()[0] {
+            b'"' => JType::Str,
+            b'n' => JType::Null,
+            b't' | b'f' => JType::Bool,
+            b'[' => JType::List,
+            b'{' => JType::Dict,
+            _ if text.contains(['.', 'e', 'E']) || serde_json::from_str::<i128>(text).is_err() => {
+                JType::Float
+            }
+            _ => JType::Int,
+        }
+    }
+
+    pub fn is_present(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The decoded string, when the field is one.
+    pub fn string(&self) -> Option<String> {
+        self.0.and_then(|raw| serde_json::from_str(raw.get()).ok())
+    }
+
+    /// Python's truthiness of the decoded value (`rec.get("truncated")`).
+    pub fn truthy(&self) -> bool {
+        let Some(raw) = self.0 else { return false };
+        let text = raw.get();
+        match self.jtype() {
+            JType::Absent | JType::Null => false,
+            JType::Bool => text == "true",
+            JType::Str => text.len() > 2,
+            JType::Int | JType::Float => text.parse::<f64>().is_ok_and(|x| x != 0.0),
+            JType::List | JType::Dict => !text[1..text.len() - 1]
+                .trim_matches([' ', '\t', '\n', '\r'])
+                .is_empty(),
+        }
+    }
+}
+
+/// The fields of one record the engine and the analyzers read.
+#[derive(Debug, Clone, Default)]
+pub struct Record<'a> {
+    pub rec: Val<'a>,
+    pub t: Val<'a>,
+    pub conn: Val<'a>,
+    pub n: Val<'a>,
+    pub dir: Val<'a>,
+    pub op: Val<'a>,
+    pub size: Val<'a>,
+    pub kind: Val<'a>,
+    pub type_: Val<'a>,
+    pub id: Val<'a>,
+    pub req_id: Val<'a>,
+    pub subscription_id: Val<'a>,
+    /// A msg record's lifted `code` (any JSON scalar), a close record's close code.
+    pub code: Val<'a>,
+    pub url: Val<'a>,
+    pub client: Val<'a>,
+    pub status: Val<'a>,
+    pub error: Val<'a>,
+    pub reason: Val<'a>,
+    pub by: Val<'a>,
+    pub recorder_stopped: Val<'a>,
+    pub count: Val<'a>,
+    pub implicit: Val<'a>,
+    pub utf8: Val<'a>,
+    pub text: Raw<'a>,
+    pub b64: Raw<'a>,
+    pub truncated: Raw<'a>,
+    pub request_headers: Raw<'a>,
+    // The body index fields (docs/capture-format.md), as recorded; checked and re-lifted by the
+    // analyzers that read them (lift.rs's `lift_body`, as `Frame.lifted` does in Python).
+    pub dialog_id: Raw<'a>,
+    pub conversation_id: Raw<'a>,
+    pub sequence: Raw<'a>,
+    pub event: Raw<'a>,
+    pub events: Raw<'a>,
+}
+
+/// Field names the projection keeps; anything else is skipped unparsed.
+enum Key {
+    Rec,
+    T,
+    Conn,
+    N,
+    Dir,
+    Op,
+    Size,
+    Kind,
+    Type,
+    Id,
+    ReqId,
+    SubscriptionId,
+    Code,
+    Url,
+    Client,
+    Status,
+    Error,
+    Reason,
+    By,
+    RecorderStopped,
+    Count,
+    Implicit,
+    Utf8,
+    Text,
+    B64,
+    Truncated,
+    RequestHeaders,
+    DialogId,
+    ConversationId,
+    Sequence,
+    Event,
+    Events,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key, E> {
+                Ok(match v {
+                    "rec" => Key::Rec,
+                    "t" => Key::T,
+                    "conn" => Key::Conn,
+                    "n" => Key::N,
+                    "dir" => Key::Dir,
+                    "op" => Key::Op,
+                    "size" => Key::Size,
+                    "kind" => Key::Kind,
+                    "type" => Key::Type,
+                    "id" => Key::Id,
+                    "reqId" => Key::ReqId,
+                    "subscriptionId" => Key::SubscriptionId,
+                    "code" => Key::Code,
+                    "url" => Key::Url,
+                    "client" => Key::Client,
+                    "status" => Key::Status,
+                    "error" => Key::Error,
+                    "reason" => Key::Reason,
+                    "by" => Key::By,
+                    "recorder_stopped" => Key::RecorderStopped,
+                    "count" => Key::Count,
+                    "implicit" => Key::Implicit,
+                    "utf8" => Key::Utf8,
+                    "text" => Key::Text,
+                    "b64" => Key::B64,
+                    "truncated" => Key::Truncated,
+                    "request_headers" => Key::RequestHeaders,
+                    "dialogId" => Key::DialogId,
+                    "conversationId" => Key::ConversationId,
+                    "sequence" => Key::Sequence,
+                    "event" => Key::Event,
+                    "events" => Key::Events,
+                    _ => Key::Other,
+                })
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// A parsed line: a record (an object whose `rec` is a string), or any other JSON value.
+struct Line<'a>(Option<Record<'a>>);
+
+impl<'de> Deserialize<'de> for Line<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LineVisitor;
+        impl<'de> Visitor<'de> for LineVisitor {
+            type Value = Line<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Line<'de>, E> {
+                Ok(Line(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Line<'de>, E> {
+                Ok(Line(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Line<'de>, E> {
+                Ok(Line(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Line<'de>, E> {
+                Ok(Line(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Line<'de>, E> {
+                Ok(Line(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Line<'de>, E> {
+                Ok(Line(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Line<'de>, A::Error> {
+                ValVisitor.visit_seq(seq).map(|_| Line(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Line<'de>, A::Error> {
+                let mut r = Record::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::Rec => r.rec = map.next_value()?,
+                        Key::T => r.t = map.next_value()?,
+                        Key::Conn => r.conn = map.next_value()?,
+                        Key::N => r.n = map.next_value()?,
+                        Key::Dir => r.dir = map.next_value()?,
+                        Key::Op => r.op = map.next_value()?,
+                        Key::Size => r.size = map.next_value()?,
+                        Key::Kind => r.kind = map.next_value()?,
+                        Key::Type => r.type_ = map.next_value()?,
+                        Key::Id => r.id = map.next_value()?,
+                        Key::ReqId => r.req_id = map.next_value()?,
+                        Key::SubscriptionId => r.subscription_id = map.next_value()?,
+                        Key::Code => r.code = map.next_value()?,
+                        Key::Url => r.url = map.next_value()?,
+                        Key::Client => r.client = map.next_value()?,
+                        Key::Status => r.status = map.next_value()?,
+                        Key::Error => r.error = map.next_value()?,
+                        Key::Reason => r.reason = map.next_value()?,
+                        Key::By => r.by = map.next_value()?,
+                        Key::RecorderStopped => r.recorder_stopped = map.next_value()?,
+                        Key::Count => r.count = map.next_value()?,
+                        Key::Implicit => r.implicit = map.next_value()?,
+                        Key::Utf8 => r.utf8 = map.next_value()?,
+                        Key::Text => r.text = Raw(Some(map.next_value()?)),
+                        Key::B64 => r.b64 = Raw(Some(map.next_value()?)),
+                        Key::Truncated => r.truncated = Raw(Some(map.next_value()?)),
+                        Key::RequestHeaders => r.request_headers = Raw(Some(map.next_value()?)),
+                        Key::DialogId => r.dialog_id = Raw(Some(map.next_value()?)),
+                        Key::ConversationId => r.conversation_id = Raw(Some(map.next_value()?)),
+                        Key::Sequence => r.sequence = Raw(Some(map.next_value()?)),
+                        Key::Event => r.event = Raw(Some(map.next_value()?)),
+                        Key::Events => r.events = Raw(Some(map.next_value()?)),
+                        Key::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Line(matches!(r.rec, Val::Str(_)).then_some(r)))
+            }
+        }
+        deserializer.deserialize_any(LineVisitor)
+    }
+}
+
+/// What one line holds, as the Python reader tells it.
+#[allow(clippy::large_enum_variant)] // made once per line and consumed at once: boxing would only add an allocation
+pub enum Parsed<'a> {
+    Record(Record<'a>),
+    /// Valid JSON, but not an object with a string `rec`.
+    NotRecord,
+    InvalidJson,
+}
+
+/// Parses one line (its newline included or not).
+pub fn parse_line(line: &[u8]) -> Parsed<'_> {
+    match parse_json::<Line>(line) {
+        Some(Line(Some(record))) => Parsed::Record(record),
+        Some(Line(None)) => Parsed::NotRecord,
+        None => Parsed::InvalidJson,
+    }
+}
+
+/// Parses a JSON document as orjson would accept it, or None. serde_json checks only the values it
+/// decodes: UTF-8, lone surrogate escapes and orjson's depth limit are checked here for the whole
+/// document (the fields skipped or kept raw included).
+pub fn parse_json<'a, T: Deserialize<'a>>(text: &'a [u8]) -> Option<T> {
+    let text = std::str::from_utf8(text).ok()?;
+    let bytes = text.as_bytes();
+    if bytes.iter().filter(|&&b| b == b'[' || b == b'{').count() > MAX_DEPTH
+        && !depth_within(bytes, MAX_DEPTH)
+    {
+        return None;
+    }
+    if has_surrogate_escape(bytes) && unbounded::<serde_json::Value>(text).is_none() {
+        return None;
+    }
+    unbounded(text)
+}
+
+/// `text` deserialized without serde_json's depth limit (the depth was measured), with nothing but
+/// whitespace after the document.
+fn unbounded<'a, T: Deserialize<'a>>(text: &'a str) -> Option<T> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.disable_recursion_limit();
+    let value = T::deserialize(&mut de).ok()?;
+    de.end().ok().map(|_| value)
+}
+
+/// Whether the text may hold a `\uD800`-`\uDFFF` escape (a surrogate, lone or paired).
+fn has_surrogate_escape(text: &[u8]) -> bool {
+    text.windows(4).any(|w| {
+        w[0] == b'\\'
+            && w[1] == b'u'
+            && matches!(w[2], b'd' | b'D')
+            && matches!(w[3], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+    })
+}
+
+/// Whether arrays and objects nest at most `limit` deep (brackets inside strings not counted).
+fn depth_within(text: &[u8], limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &byte in text {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+const ID: &[JType] = &[JType::Str, JType::Null, JType::Absent];
+const STR: &[JType] = &[JType::Str];
+const MAYBE_STR: &[JType] = &[JType::Str, JType::Absent];
+const MAYBE_INT: &[JType] = &[JType::Int, JType::Absent];
+const OPT_INT: &[JType] = &[JType::Int, JType::Null, JType::Absent];
+const OPT_LIST: &[JType] = &[JType::List, JType::Null, JType::Absent];
+const SCALAR: &[JType] = &[
+    JType::Int,
+    JType::Float,
+    JType::Str,
+    JType::Bool,
+    JType::Null,
+    JType::Absent,
+];
+
+impl Record<'_> {
+    /// (problem, kind) of a record that parsed but cannot be analysed (analysis.capture._unusable):
+    /// a time beyond any calendar, or a field whose type is not the documented one.
+    /// The kind is None where the problem is its own kind.
+    pub fn unusable(&self) -> Option<(String, Option<&'static str>)> {
+        if let Some(t) = self.t.number() {
+            if !(-MAX_TIME < t && t < MAX_TIME) {
+                return Some((
+                    format!("time t={} out of range", self.t.py_number()),
+                    Some("time out of range"),
+                ));
+            }
+        }
+        let rec = self.rec.as_str().unwrap_or_default();
+        let fields: &[(&str, JType, &[JType])] = match rec {
+            "msg" => &[
+                ("conn", self.conn.jtype(), STR),
+                ("n", self.n.jtype(), MAYBE_INT),
+                ("dir", self.dir.jtype(), STR),
+                ("op", self.op.jtype(), MAYBE_STR),
+                ("size", self.size.jtype(), MAYBE_INT),
+                ("text", self.text.jtype(), MAYBE_STR),
+                ("b64", self.b64.jtype(), MAYBE_STR),
+                ("kind", self.kind.jtype(), ID),
+                ("type", self.type_.jtype(), ID),
+                ("id", self.id.jtype(), ID),
+                ("reqId", self.req_id.jtype(), ID),
+                ("subscriptionId", self.subscription_id.jtype(), ID),
+                ("code", self.code.jtype(), SCALAR),
+            ],
+            "open" => &[
+                ("conn", self.conn.jtype(), STR),
+                ("url", self.url.jtype(), ID),
+                ("client", self.client.jtype(), ID),
+                ("request_headers", self.request_headers.jtype(), OPT_LIST),
+                ("status", self.status.jtype(), OPT_INT),
+            ],
+            "refused" => &[
+                ("conn", self.conn.jtype(), STR),
+                ("url", self.url.jtype(), ID),
+                ("client", self.client.jtype(), ID),
+                ("status", self.status.jtype(), OPT_INT),
+                ("error", self.error.jtype(), ID),
+            ],
+            "ping" | "pong" => &[
+                ("conn", self.conn.jtype(), STR),
+                ("dir", self.dir.jtype(), ID),
+            ],
+            "close" => &[
+                ("conn", self.conn.jtype(), STR),
+                ("code", self.code.jtype(), OPT_INT),
+                ("reason", self.reason.jtype(), ID),
+                ("by", self.by.jtype(), ID),
+            ],
+            "drop" => &[
+                ("count", self.count.jtype(), OPT_INT),
+                ("reason", self.reason.jtype(), ID),
+            ],
+            _ => &[],
+        };
+        let (name, _, _) = fields
+            .iter()
+            .find(|(_, jtype, allowed)| !allowed.contains(jtype))?;
+        let problem = format!("field '{name}' of a {rec} record has the wrong type");
+        Some((problem, None))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(line: &str) -> Record<'_> {
+        match parse_line(line.as_bytes()) {
+            Parsed::Record(r) => r,
+            _ => panic!("not a record: {line}"),
+        }
+    }
+
+    #[test]
+    fn lines_parse_as_orjson_accepts_them() {
+        assert!(matches!(
+            parse_line(b"[1, {\"a\": 2}]\n"),
+            Parsed::NotRecord
+        ));
+        assert!(matches!(parse_line(b"{\"rec\": 5}"), Parsed::NotRecord));
+        for bad in [
+            &b"\n"[..],
+            b"{\"rec\":\"msg\",\"t\":1e400}",
+            b"\xef\xbb\xbf{}",
+            b"{} x",
+            b"NaN",
+            b"{\"a\":\"\\ud800\"}",
+            b"{\"a\":\"\xff\"}",
+            b"{\"rec\":\"msg\",\"text\":\"\\udc00\\ud800\"}",
+        ] {
+            assert!(matches!(parse_line(bad), Parsed::InvalidJson), "{bad:?}");
+        }
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert!(matches!(
+            parse_line(deep(1024).as_bytes()),
+            Parsed::NotRecord
+        ));
+        assert!(matches!(
+            parse_line(deep(1025).as_bytes()),
+            Parsed::InvalidJson
+        ));
+    }
+
+    #[test]
+    fn fields_keep_their_type_and_the_last_duplicate() {
+        let r = record(
+            r#"{"rec":"msg","t":1,"t":2.5,"conn":"c\"1","dir":"c2s","n":18446744073709551615,"text":"{}","code":[1]}"#,
+        );
+        assert_eq!(r.t, Val::Float(2.5));
+        assert_eq!(r.conn.as_str(), Some("c\"1"));
+        assert_eq!(r.n, Val::Int(18446744073709551615));
+        assert_eq!(r.text.string().as_deref(), Some("{}"));
+        assert_eq!(r.code.jtype(), JType::List);
+        assert_eq!(
+            r.unusable().unwrap().0,
+            "field 'code' of a msg record has the wrong type"
+        );
+    }
+
+    #[test]
+    fn times_beyond_the_calendar_are_damage() {
+        let r = record(r#"{"rec":"open","t":1e16,"conn":"c"}"#);
+        assert_eq!(r.unusable().unwrap().0, "time t=1e+16 out of range");
+        let r = record(r#"{"rec":"open","t":-9000000000,"conn":"c"}"#);
+        assert_eq!(r.unusable().unwrap().0, "time t=-9000000000 out of range");
+    }
+
+    #[test]
+    fn truncated_is_python_truthiness() {
+        for (value, truthy) in [
+            ("true", true),
+            ("0", false),
+            ("0.0", false),
+            ("\"\"", false),
+            ("\"x\"", true),
+            ("[ ]", false),
+            ("{\"a\":1}", true),
+            ("null", false),
+        ] {
+            let line = format!(r#"{{"rec":"msg","truncated":{value}}}"#);
+            assert_eq!(record(&line).truncated.truthy(), truthy, "{value}");
+        }
+    }
+}
