@@ -9,6 +9,7 @@ capture recorded with redaction off.
 from __future__ import annotations
 
 import os
+from operator import itemgetter
 from typing import Callable
 
 from analysis.config import Config
@@ -22,6 +23,7 @@ from analysis.tables import COLUMNS, epoch_s, int64
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 ROW_GROUP_ROWS = 50_000
+ROW_GROUP_CHARS = 16_000_000  # payload characters buffered before a row group is written (frames)
 
 
 def _schema(table: str):
@@ -53,14 +55,18 @@ _CONVERT: dict[str, Callable] = {"int": int64, "float": _float, "time": _time, "
 
 
 class _TableWriter:
-    """One Parquet file, written a row group at a time."""
+    """One Parquet file, written a row group at a time: at most `row_group_rows` rows, and at most
+    about `ROW_GROUP_CHARS` characters of payloads (frames of megabytes would otherwise pile up)."""
 
     def __init__(self, table: str, path: str, row_group_rows: int):
         import pyarrow.parquet as pq
         self.schema = _schema(table)
-        self.columns = [(name, _url if name == "url" else _CONVERT[kind]) for name, kind in COLUMNS[table]]
+        self.names = [name for name, _ in COLUMNS[table]]
+        self.values = itemgetter(*self.names)
+        self.converters = [_url if name == "url" else _CONVERT[kind] for name, kind in COLUMNS[table]]
         self.buffer: list[dict] = []
         self.row_group_rows = row_group_rows
+        self.sized, self.chars = "text" in self.names, 0
         self.rows = 0
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         os.fchmod(fd, FILE_MODE)
@@ -69,16 +75,23 @@ class _TableWriter:
 
     def add(self, row: dict) -> None:
         self.buffer.append(row)
-        if len(self.buffer) >= self.row_group_rows:
+        if self.sized:
+            text = row.get("text")
+            self.chars += len(text) if text.__class__ is str else 0
+        if len(self.buffer) >= self.row_group_rows or self.chars >= ROW_GROUP_CHARS:
             self.flush()
 
     def flush(self) -> None:
         import pyarrow as pa
         if not self.buffer:
             return
+        try:  # the rows as tuples in the schema's order, then its columns: no Python loop per value
+            rows = list(map(self.values, self.buffer))
+        except KeyError:  # a row without some column: missing there
+            rows = [tuple(map(row.get, self.names)) for row in self.buffer]
         arrays = []
-        for (name, convert), field in zip(self.columns, self.schema):
-            values = [convert(row.get(name)) for row in self.buffer]
+        for convert, column, field in zip(self.converters, zip(*rows), self.schema):
+            values = list(map(convert, column))
             if field.type == pa.timestamp("us", tz="UTC"):
                 arrays.append(pa.array(values, pa.int64()).cast(field.type))
             else:
@@ -86,6 +99,7 @@ class _TableWriter:
         self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
         self.rows += len(self.buffer)
         self.buffer.clear()
+        self.chars = 0
 
     def close(self) -> None:
         self.flush()

@@ -15,7 +15,7 @@ import pytest
 
 import analysis
 from analysis.engine import TABLES
-from analysis.export import export_parquet
+from analysis.export import ROW_GROUP_CHARS, export_parquet
 from analysis.synth import CaptureBuilder
 from conftest import BIN, REPO
 
@@ -102,3 +102,14 @@ def test_cli_refuses_to_overwrite_and_the_documented_duckdb_query_runs(exported)
     [query] = re.findall(r"```sql\n(.*?)```", doc, re.S)
     rows = duckdb.sql(query.replace("OUT_DIR", str(out))).fetchall()
     assert rows and rows[0][0] == "GetClock" and rows[0][1] == 30 * 39
+
+
+def test_big_payloads_are_written_in_row_groups_of_bounded_size(tmp_path):
+    """300 MB of payloads in fewer rows than a row group: the export writes them as it goes."""
+    from test_report_memory import PEAK_MB, chat_capture, peak_rss_mb
+    capture, out = tmp_path / "big.jsonl", tmp_path / "parquet"
+    chat_capture(capture, 3_000, 100_000)
+    peak = peak_rss_mb([str(BIN / "mwtap"), "export", "--parquet", str(out), str(capture)])
+    assert peak < PEAK_MB, f"peak RSS {peak:.0f} MB"
+    frames = pq.ParquetFile(out / "frames.parquet")
+    assert frames.metadata.num_rows == 3_003 and frames.metadata.num_row_groups >= 300_000_000 // ROW_GROUP_CHARS
