@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 
 import matplotlib
 
@@ -13,7 +14,7 @@ from analysis.report import build_report, render_markdown
 from analysis.report.content import PAYLOAD_CHARS
 from analysis.report.stream import stream_capture
 from analysis.synth import CaptureBuilder
-from conftest import BIN
+from conftest import BIN, REPO
 
 matplotlib.use("Agg")
 
@@ -74,3 +75,13 @@ def test_plots_drawn_from_a_sample_say_so(tmp_path, monkeypatch):
     assert cap.sequences.frame.diff().dropna().nunique() == 1  # evenly spaced
     text = render_markdown(build_report(cap))
     assert f"Sampled: drawn from {kept} of the 300 messaging events" in text
+
+
+def test_benchmark_script_prints_its_figures():
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "report_export.py"), "--smoke"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    for command in ("mwtap analyze", "mwtap report", "mwtap export"):
+        assert any(line.startswith(command) and "x analyze" in line and "peak RSS" in line
+                   for line in proc.stdout.splitlines()), proc.stdout
+    assert "targets: peak RSS < 400 MB" in proc.stdout
