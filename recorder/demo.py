@@ -26,6 +26,9 @@ WRAP_UP_TIMEOUT = 15.0
 BOT_READY_TIMEOUT = 20.0
 BOT_STOP_TIMEOUT = 5.0
 BOT_LOGIN = {"LP_ACCOUNT": "mwtap", "LP_USER": "mwtap-demo-bot", "LP_PASS": "demo"}
+REPLY_DELAY = 0.3
+"""Seconds the agent, built-in or bot, takes to answer: the consumers' misbehaviours (silences past
+the idle timeout, reconnects, token expiry) are timed for it."""
 ANALYSIS_FLAGS = {"keepalive_limit_s": "--keepalive-limit", "accept_timeout_s": "--accept-timeout",
                   "response_timeout_s": "--response-timeout"}  # the options of analyze and report
 
@@ -43,7 +46,7 @@ class DemoSettings:
             advertise=advertise,
             idle_timeout=self.idle_timeout,
             token_lifetime=self.token_lifetime,
-            agent_reply_delay=0.3,
+            agent_reply_delay=REPLY_DELAY,
             # The one injected fault: now and then a sequence number is skipped.
             sequence_fault="skip",
             sequence_fault_rate=0.03,
@@ -92,7 +95,8 @@ class DemoBot:
         # The bot's TLS (the SDK calls https:// and wss:// only) ends at the recorder, whose
         # certificates mitmproxy makes with its CA: Node trusts that CA beside its own roots.
         ca = Path(os.path.expanduser(CONF_DIR)) / f"{CONF_BASENAME}-ca-cert.pem"
-        env = demo_bot.bot_env(csds, ca, KEEPALIVE_S=f"{keepalive:g}", RECONNECT_DELAY_S="1", **BOT_LOGIN)
+        env = demo_bot.bot_env(csds, ca, KEEPALIVE_S=f"{keepalive:g}", REPLY_DELAY_S=f"{REPLY_DELAY:g}",
+                               RECONNECT_DELAY_S="1", **BOT_LOGIN)
         proc = await asyncio.create_subprocess_exec(demo_bot.node(), str(demo_bot.BOT), env=env,
                                                     stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                                                     stderr=asyncio.subprocess.STDOUT)

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from analysis import load
-from conftest import BIN
+from conftest import BIN, free_port
 
 DURATION = 13.0  # past the demo's 9 s token lifetime, so every consumer meets a 4401
 NODE = shutil.which("node")
@@ -122,17 +122,38 @@ def test_the_node_agent_sdk_bot_answers_the_consumers_through_the_recorder(demo_
     assert latency[".ams.routing.UpdateRingState"]["count"] == rings, latency
     assert latency[".ams.ms.PublishEvent"]["count"] >= 2 * answers, latency
 
+def short_demo_without_bot(tmp_path, **env: str) -> list[str]:
+    """A 3 s demo in `env`, which leaves no bot; returns its lines, after checking it ran with the
+    built-in agent alone."""
+    env = {**{k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}, **env}
+    out = tmp_path / "out"
+    result = subprocess.run([str(BIN / "mwtap"), "demo", "-o", str(out), "--duration", "3"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any("answered by the built-in agent" in line for line in lines), result.stdout
+    summary = json.loads((out / "analysis.json").read_text())
+    assert {c["side"] for c in summary["connections"]} == {"consumer"}
+    return lines
+
+
 def test_without_node_the_built_in_agent_answers_and_the_demo_says_so(tmp_path):
     """PATH without node (nor npm): the demo still runs, with the built-in agent, and says why."""
     empty = tmp_path / "bin"
     empty.mkdir()
-    env = {**{k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}, "PATH": str(empty)}
-    out = tmp_path / "out"
-    result = subprocess.run([str(BIN / "mwtap"), "demo", "-o", str(out), "--duration", "3"],
-                            capture_output=True, text=True, timeout=90, env=env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    lines = result.stdout.splitlines()
+    lines = short_demo_without_bot(tmp_path, PATH=str(empty))
     assert "no node-agent-sdk bot (node is not on PATH): the built-in agent answers the consumers" in lines
-    assert any("answered by the built-in agent" in line for line in lines), result.stdout
-    summary = json.loads((out / "analysis.json").read_text())
-    assert {c["side"] for c in summary["connections"]} == {"consumer"}
+
+
+@pytest.mark.skipif(NODE is None or shutil.which("npm") is None, reason="node and npm are needed to try the install")
+def test_when_the_sdk_cannot_be_installed_the_built_in_agent_answers_and_the_demo_says_so(tmp_path):
+    """No network: npm's registry refuses (a closed loopback port), with an empty npm cache and an
+    empty mwtap cache. The demo tries the install once, says it failed, and runs without the bot."""
+    lines = short_demo_without_bot(tmp_path, XDG_CACHE_HOME=str(tmp_path / "cache"),
+                                   npm_config_cache=str(tmp_path / "npm-cache"),
+                                   npm_config_registry=f"http://127.0.0.1:{free_port()}/",
+                                   npm_config_fetch_retries="0")
+    assert lines[0].startswith(f"installing node-agent-sdk 1.2.0 into {tmp_path / 'cache' / 'mwtap'}"), lines[0]
+    assert lines[1].startswith("no node-agent-sdk bot (npm ci failed with status ") and lines[1].endswith(
+        "): the built-in agent answers the consumers"), lines[1]
+    assert not (tmp_path / "cache" / "mwtap" / "agent-sdk-1.2.0").exists()  # no half install left

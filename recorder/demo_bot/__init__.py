@@ -16,7 +16,7 @@ BOT = HERE / "bot.js"
 MANIFESTS = ("package.json", "package-lock.json")
 SDK = "node-agent-sdk"
 SDK_VERSION = json.loads((HERE / "package.json").read_text())["dependencies"][SDK]
-INSTALL_TIMEOUT = 300.0
+INSTALL_TIMEOUT = 120.0  # a demo does not wait longer for a network that does not answer
 
 
 class BotUnavailable(Exception):

@@ -7,8 +7,9 @@
 // Environment: LP_ACCOUNT, LP_CSDS (csdsDomain: where mwtap serve or mwtap record listens),
 // LP_USER + LP_PASS, or LP_TOKEN + LP_USER_ID; RECONNECT_DELAY_S (README: 5), RECONNECT_ATTEMPTS
 // (README: 35); KEEPALIVE_S: also send GetClock this often (the SDK pings only every 60 s: too
-// seldom for a server with a shorter idle timeout, such as mwtap demo's). One JSON line per event
-// on stdout, for `mwtap demo` and the tests to follow.
+// seldom for a server with a shorter idle timeout, such as mwtap demo's); REPLY_DELAY_S: seconds
+// between READ and the answer (default 0). One JSON line per event on stdout, for `mwtap demo`
+// and the tests to follow.
 const Agent = require('node-agent-sdk').Agent;
 
 const env = process.env;
@@ -22,6 +23,7 @@ const reconnectInterval = Number(env.RECONNECT_DELAY_S || 5);
 const reconnectAttempts = Number(env.RECONNECT_ATTEMPTS || 35);
 const reconnectRatio = 1.25;
 const keepalive = Number(env.KEEPALIVE_S || 0);
+const replyDelay = Number(env.REPLY_DELAY_S || 0);
 
 const log = (event, detail) => console.log(JSON.stringify(Object.assign({event}, detail || {})));
 const agent = new Agent(conf);
@@ -75,8 +77,11 @@ agent.on('ms.MessagingEventNotification', body => {
         }
         answered[key] = true;
         agent.publishEvent({dialogId: c.dialogId, event: {type: 'AcceptStatusEvent', status: 'READ', sequenceList: [c.sequence]}});
-        agent.publishEvent({dialogId: c.dialogId, event: {type: 'ContentEvent', contentType: 'text/plain',
-            message: `bot heard: ${c.event.message}`}}, (e) => log('answered', {sequence: c.sequence, error: e && e.message}));
+        setTimeout(() => {
+            if (!openConvs[c.dialogId] || !connected) return;  // closed while the bot was thinking
+            agent.publishEvent({dialogId: c.dialogId, event: {type: 'ContentEvent', contentType: 'text/plain',
+                message: `bot heard: ${c.event.message}`}}, (e) => log('answered', {sequence: c.sequence, error: e && e.message}));
+        }, replyDelay * 1000);
     });
 });
 
