@@ -1,0 +1,178 @@
+//! JSON text written byte for byte as `orjson.dumps` (3.13) writes it: UTF-8 left as is, only `"`,
+//! `\` and control characters escaped (`\b \t \n \f \r`, others `\u00xx`), floats in their shortest
+//! round-trip digits, positional from 1e-5 up to below 1e16 (`100.0`, `0.00001`) and in exponent
+//! form outside (`1e+16`, `1e-6`), not finite as null.
+
+use crate::json_value::Value;
+
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\t' => b"\\t",
+            b'\r' => b"\\r",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[run..i]);
+        run = i + 1;
+        if escape.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 15) as usize],
+            ]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+    }
+    out.extend_from_slice(&bytes[run..]);
+    out.push(b'"');
+}
+
+pub fn write_f64(out: &mut Vec<u8>, f: f64) {
+    if !f.is_finite() {
+        out.extend_from_slice(b"null");
+        return;
+    }
+    let (sign, digits, exp) = shortest_digits(f);
+    out.extend_from_slice(sign.as_bytes());
+    let d = digits.as_bytes();
+    if (-5..16).contains(&exp) {
+        if exp >= 0 {
+            let point = exp as usize + 1;
+            if d.len() <= point {
+                out.extend_from_slice(d);
+                out.extend(std::iter::repeat_n(b'0', point - d.len()));
+                out.extend_from_slice(b".0");
+            } else {
+                out.extend_from_slice(&d[..point]);
+                out.push(b'.');
+                out.extend_from_slice(&d[point..]);
+            }
+        } else {
+            out.extend_from_slice(b"0.");
+            out.extend(std::iter::repeat_n(b'0', (-exp - 1) as usize));
+            out.extend_from_slice(d);
+        }
+    } else {
+        out.push(d[0]);
+        if d.len() > 1 {
+            out.push(b'.');
+            out.extend_from_slice(&d[1..]);
+        }
+        out.extend_from_slice(if exp >= 0 { b"e+" } else { b"e-" });
+        out.extend_from_slice(exp.unsigned_abs().to_string().as_bytes());
+    }
+}
+
+/// The sign, the shortest significant digits (no leading or trailing zero; "0" for zero) and the
+/// decimal exponent of the first digit, read from ryu's text ("1.5e-7", "123.45", "1e16").
+fn shortest_digits(f: f64) -> (&'static str, String, i32) {
+    let mut buffer = ryu::Buffer::new();
+    let text = buffer.format_finite(f);
+    let (sign, text) = text.strip_prefix('-').map_or(("", text), |t| ("-", t));
+    let (mantissa, exp) = text.split_once(['e', 'E']).unwrap_or((text, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (int_part, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let all = format!("{int_part}{frac}");
+    let leading = all.len() - all.trim_start_matches('0').len();
+    let digits = all.trim_matches('0');
+    if digits.is_empty() {
+        return (sign, "0".to_string(), 0);
+    }
+    (
+        sign,
+        digits.to_string(),
+        int_part.len() as i32 - 1 - leading as i32 + exp,
+    )
+}
+
+/// A scalar as orjson writes it; an array or object (never asked for) as null.
+pub fn write_scalar(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null | Value::Array(_) | Value::Object(_) => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::UInt(u) => out.extend_from_slice(u.to_string().as_bytes()),
+        Value::Float(f) => write_f64(out, *f),
+        Value::Str(s) => write_str(out, s),
+    }
+}
+
+/// The members of a JSON object written one after the other: `"key":` with the comma before it.
+pub struct Members<'o> {
+    pub out: &'o mut Vec<u8>,
+    pub first: bool,
+}
+
+impl Members<'_> {
+    pub fn key(&mut self, key: &str) -> &mut Vec<u8> {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        write_str(self.out, key);
+        self.out.push(b':');
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(x: f64) -> String {
+        let mut out = Vec::new();
+        write_f64(&mut out, x);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn floats_as_orjson_writes_them() {
+        let cases = [
+            (1e16, "1e+16"),
+            (1.5, "1.5"),
+            (0.1, "0.1"),
+            (1e-7, "1e-7"),
+            (-0.0, "-0.0"),
+            (1e15, "1000000000000000.0"),
+            (1e-5, "0.00001"),
+            (1e-6, "1e-6"),
+            (1.2345678901234568e17, "1.2345678901234568e+17"),
+            (5e-324, "5e-324"),
+            (12345.678, "12345.678"),
+            (100.0, "100.0"),
+            (562949953421312.2, "562949953421312.2"),
+            (0.0, "0.0"),
+            (f64::NAN, "null"),
+        ];
+        for (x, want) in cases {
+            assert_eq!(f(x), want);
+        }
+    }
+
+    #[test]
+    fn strings_as_orjson_writes_them() {
+        let mut out = Vec::new();
+        write_str(
+            &mut out,
+            "a\u{0}\u{8}\t\n\u{b}\u{c}\r\u{1f}\u{7f}\"\\/é\u{2028}",
+        );
+        assert_eq!(
+            out,
+            "\"a\\u0000\\b\\t\\n\\u000b\\f\\r\\u001f\u{7f}\\\"\\\\/é\u{2028}\"".as_bytes()
+        );
+    }
+}
