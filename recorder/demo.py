@@ -161,22 +161,24 @@ async def run_demo(out_dir: Path, settings: DemoSettings, on_start=None, with_bo
     host = "127.0.0.1"
     proxy_port = _free_port(host) if with_bot else 0
     advertise = f"{host}:{proxy_port}" if with_bot else None
-    async with MessagingServer(settings.server_config(advertise), host=host) as server:
-        server_address = f"{server.host}:{server.port}"
-        async with RecordingProxy(f"ws://{server_address}", out_dir / "capture.jsonl",
-                                  listen_port=proxy_port) as proxy:
-            ws_url = server.url().replace(server_address, f"{server.host}:{proxy.port}", 1)
-            bot, problem = None, None
-            if with_bot:
-                bot = await DemoBot.start(f"{host}:{proxy.port}", settings.idle_timeout / 3)
-                problem = await bot.wait_ready(BOT_READY_TIMEOUT)
-                if problem is not None:
-                    await bot.stop()
-                    bot = None
-            if on_start is not None:
-                on_start(server, proxy, problem if with_bot else None)
-            consumers = await _run_consumers(ws_url, server.idp_url(), settings)
-        # the recorder has stopped (the bot's connection ends with the recording): now the bot
+    bot = None
+    try:
+        async with MessagingServer(settings.server_config(advertise), host=host) as server:
+            server_address = f"{server.host}:{server.port}"
+            async with RecordingProxy(f"ws://{server_address}", out_dir / "capture.jsonl",
+                                      listen_port=proxy_port) as proxy:
+                ws_url = server.url().replace(server_address, f"{server.host}:{proxy.port}", 1)
+                problem = None
+                if with_bot:
+                    bot = await DemoBot.start(f"{host}:{proxy.port}", settings.idle_timeout / 3)
+                    problem = await bot.wait_ready(BOT_READY_TIMEOUT)
+                    if problem is not None:
+                        await bot.stop()
+                        bot = None
+                if on_start is not None:
+                    on_start(server, proxy, problem)
+                consumers = await _run_consumers(ws_url, server.idp_url(), settings)
+    finally:  # after the recorder stopped: the bot's connection ends with the recording
         if bot is not None:
             await bot.stop()
     return DemoResult(consumers, bot.events if bot is not None else None)
