@@ -42,16 +42,31 @@ def _time(value):
     return None if value is None else round(value * 1_000_000)
 
 
-def _str(value):
-    return None if value is None else redact_text(str(value))
+def _each(convert: Callable) -> Callable[[tuple], list]:
+    return lambda values: list(map(convert, values))
 
 
-def _url(value):
-    return None if value is None else redact_url(str(value))
+def _redacted(redact: Callable[[str], str]) -> Callable[[tuple], list]:
+    """A str column's conversion: each distinct string redacted once (ids, types, names repeat)."""
+    def convert(values: tuple) -> list:
+        done: dict[str, str] = {}
+        out = []
+        for value in values:
+            if value.__class__ is str:
+                clean = done.get(value)
+                if clean is None:
+                    clean = done[value] = redact(value)
+                out.append(clean)
+            else:
+                out.append(None if value is None else redact(str(value)))
+        return out
+    return convert
 
 
-_CONVERT: dict[str, Callable] = {"int": int64, "float": _float, "time": _time, "str": _str,
-                                 "bool": lambda v: v if isinstance(v, bool) else None}
+_CONVERT: dict[str, Callable[[tuple], list]] = {
+    "int": _each(int64), "float": _each(_float), "time": _each(_time), "str": _redacted(redact_text),
+    "bool": _each(lambda v: v if isinstance(v, bool) else None)}
+_URL = _redacted(redact_url)
 
 
 class _TableWriter:
@@ -63,7 +78,7 @@ class _TableWriter:
         self.schema = _schema(table)
         self.names = [name for name, _ in COLUMNS[table]]
         self.values = itemgetter(*self.names)
-        self.converters = [_url if name == "url" else _CONVERT[kind] for name, kind in COLUMNS[table]]
+        self.converters = [_URL if name == "url" else _CONVERT[kind] for name, kind in COLUMNS[table]]
         self.buffer: list[dict] = []
         self.row_group_rows = row_group_rows
         self.sized, self.chars = "text" in self.names, 0
@@ -91,7 +106,7 @@ class _TableWriter:
             rows = [tuple(map(row.get, self.names)) for row in self.buffer]
         arrays = []
         for convert, column, field in zip(self.converters, zip(*rows), self.schema):
-            values = list(map(convert, column))
+            values = convert(column)
             if field.type == pa.timestamp("us", tz="UTC"):
                 arrays.append(pa.array(values, pa.int64()).cast(field.type))
             else:
