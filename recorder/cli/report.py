@@ -29,9 +29,8 @@ def report(paths: tuple[str, ...], output: str | None, force: bool, fmt: str, fu
     import matplotlib
     matplotlib.use("Agg")
 
-    from analysis.report import build_report, render_html, render_markdown
+    from analysis.report import build_report, render_html, render_markdown, stream_capture
     from analysis.report.content import STAGES
-    from analysis.report.stream import stream_capture
 
     output = output or ("report.md" if fmt == "markdown" else "report.html")
     if output != "-":
