@@ -1,5 +1,6 @@
 """Speed and memory of `mwtap analyze --format json` against a bare loop that only `orjson.loads`
-each line of the same capture, on synthetic captures (benchmarks/gen_capture.py) with and without
+each line of the same capture (and of the native core's reader and engine running Framing alone,
+`analysis._core.analyze_framing`: the foundation the analyzers are being ported onto), on synthetic captures (benchmarks/gen_capture.py) with and without
 the body index fields (docs/capture-format.md). Each measurement runs in its own subprocess; the
 ratios compare runs made side by side (absolute times drift on shared machines, ratios hold).
 
@@ -12,10 +13,15 @@ import argparse
 import os
 import tempfile
 
-from bench import Run, bare_loop, generate, line_count, mwtap_analyze
+from bench import PYTHON, Run, bare_loop, generate, line_count, measure, mwtap_analyze
 
 TARGET_RATIO = 0.5
 TARGET_RSS_MB = 300
+NATIVE_FRAMING = "import sys\nfrom analysis import _core\n_core.analyze_framing([sys.argv[1]], frames_table=False)\n"
+
+
+def native_framing(capture: str) -> Run:
+    return measure([PYTHON, "-c", NATIVE_FRAMING, capture])
 
 
 def row(name: str, lines: int, run: Run, bare: Run) -> str:
@@ -32,6 +38,7 @@ def bench(capture: str, older: str | None) -> None:
     analyze = mwtap_analyze(capture)
     print(row("bare orjson loop", lines, bare, bare))
     print(row("mwtap analyze", lines, analyze, bare))
+    print(row("native reader + Framing", lines, native_framing(capture), bare))
     if older:
         bare_older = bare_loop(older)
         print(row("mwtap analyze (older fmt)", lines, mwtap_analyze(older), bare_older))

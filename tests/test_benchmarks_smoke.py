@@ -20,6 +20,7 @@ def run(script: str, *args: str) -> str:
 def test_analyze_benchmark_prints_its_figures():
     out = run("analyze.py", "--smoke")
     assert "bare orjson loop" in out and "mwtap analyze (older fmt)" in out
+    assert "native reader + Framing" in out
     assert "speed ratio analyze/bare:" in out and "peak RSS" in out
 
 

@@ -471,6 +471,88 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::{parse_line, Parsed};
+    use std::sync::{Arc, Mutex};
+
+    /// Notes the hooks it is called with; sets a 5 s deadline at every open.
+    struct Probe(Arc<Mutex<Vec<String>>>);
+
+    impl Analyzer for Probe {
+        fn wants(&self, hook: Hook, _direction: &str, type_: Option<&str>) -> bool {
+            hook != Hook::Message && type_ != Some("Ignored")
+        }
+        fn open(&mut self, ctx: &mut Context, rec: &Record) {
+            let note = format!(
+                "open {} implicit={}",
+                rec.conn.as_str().unwrap(),
+                rec.implicit.truthy()
+            );
+            self.0.lock().unwrap().push(note);
+            ctx.after(rec.t.number().unwrap(), 5.0, 7);
+        }
+        fn request(&mut self, _ctx: &mut Context, frame: &Frame) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("request {}", frame.rec.type_.as_str().unwrap()));
+        }
+        fn deadline(&mut self, _ctx: &mut Context, deadline: f64, token: u64) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("deadline {deadline} {token}"));
+        }
+        fn close(&mut self, _ctx: &mut Context, rec: &Record, at_capture_end: bool) {
+            let note = format!(
+                "close {} at_end={at_capture_end}",
+                rec.conn.as_str().unwrap()
+            );
+            self.0.lock().unwrap().push(note);
+        }
+    }
+
+    #[test]
+    fn hooks_deadlines_and_connection_bookkeeping() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut engine = Engine::new(Config::default(), false, vec![Box::new(Probe(log.clone()))]);
+        for line in [
+            r#"{"rec":"msg","t":1,"conn":"a","dir":"c2s","kind":"req","type":"GetClock","id":"1"}"#,
+            r#"{"rec":"msg","t":2,"conn":"a","dir":"c2s","kind":"req","type":"Ignored","id":"2"}"#,
+            r#"{"rec":"open","t":3,"conn":"b"}"#,
+            r#"{"rec":"open","t":3,"conn":"b"}"#,
+            r#"{"rec":"msg","t":7,"conn":"a","dir":"sideways"}"#,
+            r#"{"rec":"close","t":8.5,"conn":"a"}"#,
+            r#"{"rec":"ping","t":9,"conn":"a"}"#,
+            r#"{"rec":"drop","t":9,"count":4}"#,
+            r#"{"rec":"msg","t":"late","conn":"b","dir":"c2s"}"#,
+        ] {
+            let mut rec = Record::default();
+            assert!(
+                matches!(parse_line(line.as_bytes(), &mut rec), Parsed::Record),
+                "{line}"
+            );
+            engine.feed(&rec);
+        }
+        engine.finish();
+        let expected = [
+            "open a implicit=true",
+            "request GetClock",
+            "open b implicit=false",
+            "deadline 6 7", // the clock reached 7
+            "deadline 8 7", // due before the close at 8.5 is handled
+            "close a at_end=false",
+            "close b at_end=true",
+        ];
+        assert_eq!(*log.lock().unwrap(), expected);
+        let counts = (
+            engine.frames,
+            engine.malformed_records,
+            engine.records_after_close,
+            engine.drops,
+        );
+        assert_eq!(counts, (2, 3, 1, 1));
+        assert_eq!(engine.dropped_records, 4);
+    }
 
     #[test]
     fn trim_keeps_the_newest() {

@@ -4,13 +4,17 @@
 //! `CaptureError` messages for a file that is not a capture at all.
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read, Seek};
+use std::ops::Range;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use flate2::bufread::MultiGzDecoder;
+use flate2::read::MultiGzDecoder;
 use serde_json::Value;
 
 use crate::damage::DamageLog;
+use crate::lines::Lines;
 use crate::record::{parse_json, parse_line, Parsed, Record, Val};
 
 pub const FORMAT: &str = "mwtap-capture";
@@ -20,7 +24,7 @@ const KNOWN_RECORDS: [&str; 8] = [
 ];
 pub const UNKNOWN_KINDS_LISTED: usize = 20;
 pub const OTHER_KINDS: &str = "(other kinds)";
-const BUFFER: usize = 1 << 16;
+const BUFFER: usize = 1 << 20;
 
 /// A file that cannot be read as a capture at all: one line naming the file.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,20 +47,15 @@ pub fn count_unknown(counts: &mut Vec<(String, u64)>, kind: &str, n: u64) {
 /// Counts the bytes read from the file on disk (the compressed ones of a gzip file), for progress.
 struct Counting {
     file: File,
-    read: u64,
+    read: Arc<AtomicU64>,
 }
 
 impl Read for Counting {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.file.read(buf)?;
-        self.read += n as u64;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
-}
-
-enum Source {
-    Plain(BufReader<Counting>),
-    Gzip(BufReader<MultiGzDecoder<BufReader<Counting>>>),
 }
 
 /// One capture file opened for a single streaming pass.
@@ -66,11 +65,11 @@ pub struct CaptureFile {
     pub damage: DamageLog,
     pub unknown_records: Vec<(String, u64)>,
     pub lines: u64,
-    source: Option<Source>,
-    /// `bytes_read` once the source is gone (a damaged gzip stream).
-    read_at_end: u64,
-    /// The current line; after `next_with` returned a record, that record's line.
-    line: Vec<u8>,
+    /// None once a damaged gzip stream ended the pass.
+    source: Option<Lines>,
+    read: Arc<AtomicU64>,
+    /// Where the current line is; after `next_with` returned a record, that record's line.
+    line: Range<usize>,
 }
 
 impl CaptureFile {
@@ -83,15 +82,21 @@ impl CaptureFile {
         }
         let file = File::open(path)
             .map_err(|e| CaptureError(format!("{path}: cannot open ({})", strerror(&e))))?;
-        let mut plain = BufReader::with_capacity(BUFFER, Counting { file, read: 0 });
-        let gzip = plain
-            .fill_buf()
-            .map(|b| b.starts_with(b"\x1f\x8b"))
-            .unwrap_or(false);
-        let source = if gzip {
-            Source::Gzip(BufReader::with_capacity(BUFFER, MultiGzDecoder::new(plain)))
+        let mut file = file;
+        let mut magic = [0u8; 2];
+        let gzip = file.read_exact(&mut magic).is_ok() && magic == *b"\x1f\x8b";
+        let cannot_open =
+            |e: io::Error| CaptureError(format!("{path}: cannot open ({})", strerror(&e)));
+        file.rewind().map_err(cannot_open)?;
+        let read = Arc::new(AtomicU64::new(0));
+        let counting = Counting {
+            file,
+            read: read.clone(),
+        };
+        let source: Box<dyn Read + Send> = if gzip {
+            Box::new(MultiGzDecoder::new(counting))
         } else {
-            Source::Plain(plain)
+            Box::new(counting)
         };
         let mut capture = CaptureFile {
             path: path.to_owned(),
@@ -99,9 +104,9 @@ impl CaptureFile {
             damage: DamageLog::default(),
             unknown_records: Vec::new(),
             lines: 0,
-            source: Some(source),
-            read_at_end: 0,
-            line: Vec::new(),
+            source: Some(Lines::new(source, BUFFER)),
+            read,
+            line: 0..0,
         };
         capture.read_header()?;
         Ok(capture)
@@ -109,28 +114,29 @@ impl CaptureFile {
 
     /// How far the pass has read into the file on disk (compressed bytes for gzip).
     pub fn bytes_read(&self) -> u64 {
-        match &self.source {
-            Some(Source::Plain(r)) => r.get_ref().read,
-            Some(Source::Gzip(r)) => r.get_ref().get_ref().get_ref().read,
-            None => self.read_at_end,
-        }
+        self.read.load(Ordering::Relaxed)
     }
 
-    /// Reads the next line into `self.line`; false at the end of the file or of what could be
-    /// decompressed (the damage is then noted and the partial line dropped, as Python's reader does).
+    /// The current line.
+    fn line(&self) -> &[u8] {
+        self.source
+            .as_ref()
+            .map_or(&[], |lines| lines.get(self.line.clone()))
+    }
+
+    /// Reads the next line; false at the end of the file or of what could be decompressed (the
+    /// damage is then noted and the partial line dropped, as Python's reader does).
     fn read_line(&mut self) -> bool {
-        self.line.clear();
-        let read = match self.source.as_mut() {
-            Some(Source::Plain(r)) => r.read_until(b'\n', &mut self.line),
-            Some(Source::Gzip(r)) => r.read_until(b'\n', &mut self.line),
-            None => return false,
+        let Some(lines) = self.source.as_mut() else {
+            return false;
         };
-        match read {
-            Ok(0) => false,
-            Ok(_) => {
+        match lines.next() {
+            Ok(Some(line)) => {
+                self.line = line;
                 self.lines += 1;
                 true
             }
+            Ok(None) => false,
             Err(e) => {
                 // The wording analysis.capture uses too: zlib's and flate2's own messages differ.
                 let how = if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -140,8 +146,6 @@ impl CaptureFile {
                 };
                 let problem = format!("compressed stream damaged ({how})");
                 self.damage.add(&self.path, self.lines + 1, problem, None);
-                self.line.clear();
-                self.read_at_end = self.bytes_read();
                 self.source = None;
                 false
             }
@@ -158,10 +162,10 @@ impl CaptureFile {
         let path = &self.path;
         let not_capture =
             |why: &str| CaptureError(format!("{path}:1: not an mwtap capture ({why})"));
-        let header: Value = match parse_line(&self.line) {
+        let header: Value = match parse_line(self.line(), &mut Record::default()) {
             Parsed::InvalidJson => return Err(not_capture("no JSON header line")),
             Parsed::NotRecord => return Err(not_capture("first line is not a header")),
-            Parsed::Record(_) => parse_json(&self.line).expect("the line parsed as a record"),
+            Parsed::Record => parse_json(self.line()).expect("the line parsed as a record"),
         };
         if header.get("rec").and_then(Value::as_str) != Some("header")
             || header.get("format").and_then(Value::as_str) != Some(FORMAT)
@@ -194,9 +198,11 @@ impl CaptureFile {
     pub fn next_with<T>(&mut self, f: impl FnOnce(&Record) -> T) -> Option<T> {
         while self.read_line() {
             let (path, lineno) = (&self.path, self.lines);
-            let record = match parse_line(&self.line) {
-                Parsed::Record(record) => record,
-                Parsed::InvalidJson if self.line.ends_with(b"\n") => {
+            let line = self.source.as_ref()?.get(self.line.clone());
+            let mut record = Record::default();
+            match parse_line(line, &mut record) {
+                Parsed::Record => {}
+                Parsed::InvalidJson if line.ends_with(b"\n") => {
                     self.damage.add(path, lineno, "invalid JSON".into(), None);
                     continue;
                 }
@@ -229,8 +235,9 @@ impl CaptureFile {
 
     /// The record `next_with` last handed out, parsed again (for merging files by time).
     pub fn with_current<T>(&self, f: impl FnOnce(&Record) -> T) -> T {
-        match parse_line(&self.line) {
-            Parsed::Record(record) => f(&record),
+        let mut record = Record::default();
+        match parse_line(self.line(), &mut record) {
+            Parsed::Record => f(&record),
             _ => unreachable!("the current line is a record"),
         }
     }

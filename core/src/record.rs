@@ -9,8 +9,14 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
+use std::sync::LazyLock;
 
-use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use memchr::memmem;
+
+use serde::de::{
+    Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use serde_json::value::RawValue;
 
 use crate::pyrepr::py_float;
@@ -346,137 +352,144 @@ impl<'de> Deserialize<'de> for Key {
     }
 }
 
-/// A parsed line: a record (an object whose `rec` is a string), or any other JSON value.
-struct Line<'a>(Option<Record<'a>>);
+/// Fills a record from a line, in place (a record is large: moving it per line would cost more
+/// than parsing). The value tells whether the line is a record: an object whose `rec` is a string.
+struct LineSeed<'r, 'a>(&'r mut Record<'a>);
 
-impl<'de> Deserialize<'de> for Line<'de> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct LineVisitor;
-        impl<'de> Visitor<'de> for LineVisitor {
-            type Value = Line<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_unit<E>(self) -> Result<Line<'de>, E> {
-                Ok(Line(None))
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Line<'de>, E> {
-                Ok(Line(None))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Line<'de>, E> {
-                Ok(Line(None))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Line<'de>, E> {
-                Ok(Line(None))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Line<'de>, E> {
-                Ok(Line(None))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Line<'de>, E> {
-                Ok(Line(None))
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Line<'de>, A::Error> {
-                ValVisitor.visit_seq(seq).map(|_| Line(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Line<'de>, A::Error> {
-                let mut r = Record::default();
-                while let Some(key) = map.next_key::<Key>()? {
-                    match key {
-                        Key::Rec => r.rec = map.next_value()?,
-                        Key::T => r.t = map.next_value()?,
-                        Key::Conn => r.conn = map.next_value()?,
-                        Key::N => r.n = map.next_value()?,
-                        Key::Dir => r.dir = map.next_value()?,
-                        Key::Op => r.op = map.next_value()?,
-                        Key::Size => r.size = map.next_value()?,
-                        Key::Kind => r.kind = map.next_value()?,
-                        Key::Type => r.type_ = map.next_value()?,
-                        Key::Id => r.id = map.next_value()?,
-                        Key::ReqId => r.req_id = map.next_value()?,
-                        Key::SubscriptionId => r.subscription_id = map.next_value()?,
-                        Key::Code => r.code = map.next_value()?,
-                        Key::Url => r.url = map.next_value()?,
-                        Key::Client => r.client = map.next_value()?,
-                        Key::Status => r.status = map.next_value()?,
-                        Key::Error => r.error = map.next_value()?,
-                        Key::Reason => r.reason = map.next_value()?,
-                        Key::By => r.by = map.next_value()?,
-                        Key::RecorderStopped => r.recorder_stopped = map.next_value()?,
-                        Key::Count => r.count = map.next_value()?,
-                        Key::Implicit => r.implicit = map.next_value()?,
-                        Key::Utf8 => r.utf8 = map.next_value()?,
-                        Key::Text => r.text = Raw(Some(map.next_value()?)),
-                        Key::B64 => r.b64 = Raw(Some(map.next_value()?)),
-                        Key::Truncated => r.truncated = Raw(Some(map.next_value()?)),
-                        Key::RequestHeaders => r.request_headers = Raw(Some(map.next_value()?)),
-                        Key::DialogId => r.dialog_id = Raw(Some(map.next_value()?)),
-                        Key::ConversationId => r.conversation_id = Raw(Some(map.next_value()?)),
-                        Key::Sequence => r.sequence = Raw(Some(map.next_value()?)),
-                        Key::Event => r.event = Raw(Some(map.next_value()?)),
-                        Key::Events => r.events = Raw(Some(map.next_value()?)),
-                        Key::Other => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
+impl<'de> DeserializeSeed<'de> for LineSeed<'_, 'de> {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for LineSeed<'_, 'de> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<bool, A::Error> {
+        ValVisitor.visit_seq(seq).map(|_| false)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Rec => self.0.rec = map.next_value()?,
+                Key::T => self.0.t = map.next_value()?,
+                Key::Conn => self.0.conn = map.next_value()?,
+                Key::N => self.0.n = map.next_value()?,
+                Key::Dir => self.0.dir = map.next_value()?,
+                Key::Op => self.0.op = map.next_value()?,
+                Key::Size => self.0.size = map.next_value()?,
+                Key::Kind => self.0.kind = map.next_value()?,
+                Key::Type => self.0.type_ = map.next_value()?,
+                Key::Id => self.0.id = map.next_value()?,
+                Key::ReqId => self.0.req_id = map.next_value()?,
+                Key::SubscriptionId => self.0.subscription_id = map.next_value()?,
+                Key::Code => self.0.code = map.next_value()?,
+                Key::Url => self.0.url = map.next_value()?,
+                Key::Client => self.0.client = map.next_value()?,
+                Key::Status => self.0.status = map.next_value()?,
+                Key::Error => self.0.error = map.next_value()?,
+                Key::Reason => self.0.reason = map.next_value()?,
+                Key::By => self.0.by = map.next_value()?,
+                Key::RecorderStopped => self.0.recorder_stopped = map.next_value()?,
+                Key::Count => self.0.count = map.next_value()?,
+                Key::Implicit => self.0.implicit = map.next_value()?,
+                Key::Utf8 => self.0.utf8 = map.next_value()?,
+                Key::Text => self.0.text = Raw(Some(map.next_value()?)),
+                Key::B64 => self.0.b64 = Raw(Some(map.next_value()?)),
+                Key::Truncated => self.0.truncated = Raw(Some(map.next_value()?)),
+                Key::RequestHeaders => self.0.request_headers = Raw(Some(map.next_value()?)),
+                Key::DialogId => self.0.dialog_id = Raw(Some(map.next_value()?)),
+                Key::ConversationId => self.0.conversation_id = Raw(Some(map.next_value()?)),
+                Key::Sequence => self.0.sequence = Raw(Some(map.next_value()?)),
+                Key::Event => self.0.event = Raw(Some(map.next_value()?)),
+                Key::Events => self.0.events = Raw(Some(map.next_value()?)),
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
                 }
-                Ok(Line(matches!(r.rec, Val::Str(_)).then_some(r)))
             }
         }
-        deserializer.deserialize_any(LineVisitor)
+        Ok(matches!(self.0.rec, Val::Str(_)))
     }
 }
 
 /// What one line holds, as the Python reader tells it.
-#[allow(clippy::large_enum_variant)] // made once per line and consumed at once: boxing would only add an allocation
-pub enum Parsed<'a> {
-    Record(Record<'a>),
+pub enum Parsed {
+    Record,
     /// Valid JSON, but not an object with a string `rec`.
     NotRecord,
     InvalidJson,
 }
 
-/// Parses one line (its newline included or not).
-pub fn parse_line(line: &[u8]) -> Parsed<'_> {
-    match parse_json::<Line>(line) {
-        Some(Line(Some(record))) => Parsed::Record(record),
-        Some(Line(None)) => Parsed::NotRecord,
+/// Parses one line (its newline included or not) into `record` (a fresh one).
+pub fn parse_line<'a>(line: &'a [u8], record: &mut Record<'a>) -> Parsed {
+    match parse_json_seed(line, LineSeed(record)) {
+        Some(true) => Parsed::Record,
+        Some(false) => Parsed::NotRecord,
         None => Parsed::InvalidJson,
     }
 }
 
-/// Parses a JSON document as orjson would accept it, or None. serde_json checks only the values it
-/// decodes: UTF-8, lone surrogate escapes and orjson's depth limit are checked here for the whole
-/// document (the fields skipped or kept raw included).
+/// Parses a JSON document as orjson would accept it, or None.
 pub fn parse_json<'a, T: Deserialize<'a>>(text: &'a [u8]) -> Option<T> {
+    parse_json_seed(text, PhantomData::<T>)
+}
+
+/// `parse_json` with a seed. serde_json checks only the values it decodes: UTF-8, lone surrogate
+/// escapes and orjson's depth limit are checked here for the whole document (the fields skipped or
+/// kept raw included).
+fn parse_json_seed<'a, S: DeserializeSeed<'a>>(text: &'a [u8], seed: S) -> Option<S::Value> {
     let text = std::str::from_utf8(text).ok()?;
     let bytes = text.as_bytes();
-    if bytes.iter().filter(|&&b| b == b'[' || b == b'{').count() > MAX_DEPTH
-        && !depth_within(bytes, MAX_DEPTH)
-    {
+    let many_brackets = || bytes.iter().filter(|&&b| b == b'[' || b == b'{').count() > MAX_DEPTH;
+    if bytes.len() > MAX_DEPTH && many_brackets() && !depth_within(bytes, MAX_DEPTH) {
         return None;
     }
-    if has_surrogate_escape(bytes) && unbounded::<serde_json::Value>(text).is_none() {
+    if has_surrogate_escape(bytes) && unbounded(text, PhantomData::<serde_json::Value>).is_none() {
         return None;
     }
-    unbounded(text)
+    unbounded(text, seed)
 }
 
 /// `text` deserialized without serde_json's depth limit (the depth was measured), with nothing but
 /// whitespace after the document.
-fn unbounded<'a, T: Deserialize<'a>>(text: &'a str) -> Option<T> {
+fn unbounded<'a, S: DeserializeSeed<'a>>(text: &'a str, seed: S) -> Option<S::Value> {
     let mut de = serde_json::Deserializer::from_str(text);
     de.disable_recursion_limit();
-    let value = T::deserialize(&mut de).ok()?;
+    let value = seed.deserialize(&mut de).ok()?;
     de.end().ok().map(|_| value)
 }
 
-/// Whether the text may hold a `\uD800`-`\uDFFF` escape (a surrogate, lone or paired).
+/// Whether the text may hold a `\\uD800`-`\\uDFFF` escape (a surrogate, lone or paired).
 fn has_surrogate_escape(text: &[u8]) -> bool {
-    text.windows(4).any(|w| {
-        w[0] == b'\\'
-            && w[1] == b'u'
-            && matches!(w[2], b'd' | b'D')
-            && matches!(w[3], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+    static ESCAPE: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(b"\\u"));
+    ESCAPE.find_iter(text).any(|at| {
+        matches!(text.get(at + 2), Some(b'd' | b'D'))
+            && matches!(
+                text.get(at + 3),
+                Some(b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+            )
     })
 }
 
@@ -596,19 +609,22 @@ mod tests {
     use super::*;
 
     fn record(line: &str) -> Record<'_> {
-        match parse_line(line.as_bytes()) {
-            Parsed::Record(r) => r,
-            _ => panic!("not a record: {line}"),
-        }
+        let mut r = Record::default();
+        assert!(
+            matches!(parse_line(line.as_bytes(), &mut r), Parsed::Record),
+            "{line}"
+        );
+        r
+    }
+
+    fn parsed(line: &[u8]) -> Parsed {
+        parse_line(line, &mut Record::default())
     }
 
     #[test]
     fn lines_parse_as_orjson_accepts_them() {
-        assert!(matches!(
-            parse_line(b"[1, {\"a\": 2}]\n"),
-            Parsed::NotRecord
-        ));
-        assert!(matches!(parse_line(b"{\"rec\": 5}"), Parsed::NotRecord));
+        assert!(matches!(parsed(b"[1, {\"a\": 2}]\n"), Parsed::NotRecord));
+        assert!(matches!(parsed(b"{\"rec\": 5}"), Parsed::NotRecord));
         for bad in [
             &b"\n"[..],
             b"{\"rec\":\"msg\",\"t\":1e400}",
@@ -619,17 +635,11 @@ mod tests {
             b"{\"a\":\"\xff\"}",
             b"{\"rec\":\"msg\",\"text\":\"\\udc00\\ud800\"}",
         ] {
-            assert!(matches!(parse_line(bad), Parsed::InvalidJson), "{bad:?}");
+            assert!(matches!(parsed(bad), Parsed::InvalidJson), "{bad:?}");
         }
         let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
-        assert!(matches!(
-            parse_line(deep(1024).as_bytes()),
-            Parsed::NotRecord
-        ));
-        assert!(matches!(
-            parse_line(deep(1025).as_bytes()),
-            Parsed::InvalidJson
-        ));
+        assert!(matches!(parsed(deep(1024).as_bytes()), Parsed::NotRecord));
+        assert!(matches!(parsed(deep(1025).as_bytes()), Parsed::InvalidJson));
     }
 
     #[test]
