@@ -2,6 +2,11 @@
 
 use pyo3::prelude::*;
 
+mod json_out;
+mod json_value;
+mod lift;
+mod message;
+mod redact;
 // The analysis side: reader, record projection, engine, timers, Framing (public: the analyzers
 // ported next implement engine::Analyzer).
 mod analysis_py;
@@ -19,6 +24,7 @@ pub mod timers;
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    message::register(m)?;
     analysis_py::register(m)?;
     Ok(())
 }
