@@ -20,7 +20,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import orjson
 
-from analysis.frame import lift_body
+from analysis._core import message_line
 
 FORMAT = "mwtap-capture"
 VERSION = 1
@@ -94,37 +94,6 @@ def dumps(record: dict) -> bytes:
     return orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE)
 
 
-def lift_index(payload: Any) -> dict:
-    """The index fields of a decoded JSON payload, ready to merge into its msg record.
-
-    `id` and `reqId` are lifted as strings (the protocol compares them as opaque strings,
-    and a column of one type is what DuckDB and pandas want); the others keep their type.
-    """
-    if not isinstance(payload, dict):
-        return {}
-    out = {}
-    for key in ("kind", "type"):
-        value = payload.get(key)
-        if isinstance(value, str):
-            out[key] = value
-    for key in ("id", "reqId"):
-        value = payload.get(key)
-        if isinstance(value, str):
-            out[key] = value
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[key] = orjson.dumps(value).decode()
-    code = payload.get("code")
-    if code is not None:
-        out["code"] = code if isinstance(code, (int, float, str, bool)) else None
-    body = payload.get("body")
-    if isinstance(body, dict):
-        sid = body.get("subscriptionId")
-        if isinstance(sid, str):
-            out["subscriptionId"] = sid
-    out.update(lift_body(out.get("type"), body))
-    return out
-
-
 def header_record(t: float, *, mwtap_version: str, mitmproxy_version: str | None,
                   redaction: dict, recording_id: str, part: int = 1, source: str = "mitmproxy") -> dict:
     return {
@@ -137,37 +106,12 @@ def header_record(t: float, *, mwtap_version: str, mitmproxy_version: str | None
 
 def message_record(conn: str, t: float, n: int, from_client: bool, is_text: bool, content: bytes,
                    max_payload: int = DEFAULT_MAX_PAYLOAD) -> dict:
-    """A msg record with the payload kept exactly (text as a string, anything else base64)."""
-    rec: dict[str, Any] = {
-        "rec": MSG, "t": t, "conn": conn, "n": n,
-        "dir": C2S if from_client else S2C,
-        "op": "text" if is_text else "binary",
-        "size": len(content),
-    }
-    text = None
-    if is_text:
-        try:
-            text = content.decode("utf-8")
-        except UnicodeDecodeError:
-            rec["utf8"] = False
-    index = None
-    if text is not None and (text[:1] == "{" or text.lstrip()[:1] == "{"):
-        try:
-            index = lift_index(orjson.loads(content))  # from the whole payload, even when it is truncated below
-        except orjson.JSONDecodeError:
-            pass
-    if len(content) > max_payload:
-        rec["truncated"] = True
-        content = content[:max_payload]
-        if text is not None:
-            text = content.decode("utf-8", "ignore")  # cut at a character boundary
-    if text is None:
-        rec["b64"] = base64.b64encode(content).decode("ascii")
-        return rec
-    rec["text"] = text
-    if index:
-        rec.update(index)
-    return rec
+    """A msg record with the payload kept exactly (text as a string, anything else base64) and its
+    index fields lifted from the whole payload: the line the recorder writes
+    (`analysis._core.message_line`, docs/capture-format.md "msg"), as a dict."""
+    record = orjson.loads(message_line(conn, 0.0, n, from_client, is_text, content, max_payload, False))
+    record["t"] = t  # as given: a float from the recorder, anything in a hand-built record
+    return record
 
 
 def payload_bytes(rec: dict) -> bytes:

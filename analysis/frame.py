@@ -6,6 +6,8 @@ from typing import Any
 
 import orjson
 
+from analysis import _core
+
 REQ = "req"
 RESP = "resp"
 NOTIFICATION = "notification"
@@ -173,13 +175,6 @@ def _can_answer(response_type: str, error: bool, request_type: str) -> bool:
 _CONTAINERS = frozenset({dict, list})
 
 
-def _scalars(values: list) -> list:
-    """The values with every object or array replaced by null (in place)."""
-    if not _CONTAINERS.isdisjoint(map(type, values)):
-        values[:] = [None if v.__class__ in _CONTAINERS else v for v in values]
-    return values
-
-
 def _valid_event(value: Any) -> bool:
     return (value.__class__ is list and len(value) == 3 and value[2].__class__ is list
             and _CONTAINERS.isdisjoint(map(type, value[:2])) and _CONTAINERS.isdisjoint(map(type, value[2])))
@@ -202,41 +197,6 @@ _VALID = {"dialogId": lambda value: value.__class__ is str, "conversationId": la
 
 
 def lift_body(type_: Any, body: Any) -> dict:
-    """The body index fields of a message (docs/capture-format.md, "Body index fields")."""
-    out: dict[str, Any] = {}
-    if type_.__class__ is not str:
-        type_ = None
-    elif is_messaging_notification(type_):
-        # One [dialogId, conversationId, sequence, event type, status, originator, role, serverTimestamp] per change.
-        out["events"] = events = []
-        for change in messaging_changes(type_, body):
-            event = change.get("event")
-            if event.__class__ is not dict:
-                event = {}
-            meta = change.get("originatorMetadata")
-            dialog, sequence = change.get("dialogId"), change.get("sequence")
-            events.append(_scalars([
-                dialog if dialog.__class__ is str else None, change.get("conversationId"),
-                sequence if sequence.__class__ is int else None, event.get("type"),
-                event.get("status") or event.get("chatState"), change.get("originatorId") or change.get("originatorPId"),
-                meta.get("role") if meta.__class__ is dict else None, change.get("serverTimestamp")]))
-    if body.__class__ is not dict:
-        return out
-    value = body.get("dialogId")
-    if value.__class__ is str:
-        out["dialogId"] = value
-    value = body.get("conversationId")
-    if value.__class__ is str:
-        out["conversationId"] = value
-    value = body.get("sequence")
-    if value.__class__ is int:
-        out["sequence"] = value
-    if type_ is not None and type_.endswith("PublishEvent") and type_is(type_, "PublishEvent"):
-        event = body.get("event")
-        if event.__class__ is not dict:
-            event = {}
-        event_type, status = event.get("type"), event.get("status")
-        out["event"] = [None if event_type.__class__ in _CONTAINERS else event_type,
-                        None if status.__class__ in _CONTAINERS else status,
-                        [s for s in as_list(event.get("sequenceList")) if s is not None and s.__class__ not in _CONTAINERS]]
-    return out
+    """The body index fields of a message (docs/capture-format.md, "Body index fields"), lifted by the
+    native core as the recorder lifts them; `body` is a decoded JSON value (what orjson reads)."""
+    return orjson.loads(_core.lift_body(type_ if type_.__class__ is str else None, orjson.dumps(body)))

@@ -11,18 +11,21 @@ A token is found however it is written: a JWT also with any of its characters JS
 (`\u0065yJ…`, also escaped twice for JSON carried in a JSON string) or percent-encoded (once or
 twice), the value of a `"jwt"` member in the raw text (so a duplicated key, which a JSON parser
 would drop, cannot hide it), and a binary payload like a text one. Its marker is the plain token's.
+
+The payload side (`redact_text`, `replace_jwts`, `marker`, `fingerprint`, `jwt_sub` and the
+redacted msg record) is the native core's (core/src/redact.rs); the URL and header rules are here.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 from urllib.parse import unquote
 
 import orjson
 
-from analysis.capture import DEFAULT_MAX_PAYLOAD, message_record
+# fingerprint, jwt_sub and redact_text are this module's API as well (importers, replay, analyses).
+from analysis._core import fingerprint, jwt_sub, marker, message_line, redact_text, replace_jwts  # noqa: F401
+from analysis.capture import DEFAULT_MAX_PAYLOAD
 
 _MARKER_PREFIX = "[redacted sha256:"
 # A JWT's marker also carries the fingerprint of its `sub` claim, so the identity behind a
@@ -30,24 +33,8 @@ _MARKER_PREFIX = "[redacted sha256:"
 MARKER_RE = re.compile(r"\[redacted sha256:([0-9a-f]{12})(?: sub:([0-9a-f]{12}))?\]")
 
 # Three base64url segments, the first one a JSON object ("eyJ" is base64 of '{"'). The signature
-# may be empty (alg "none"). Matches are replaced whole.
+# may be empty (alg "none"). The shape the native redaction replaces; analyses look for it too.
 JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-
-# One character of a JWT (A-Z a-z 0-9 - _ .) written as a JSON escape (`\u00XX`, or `\\u00XX` in JSON
-# carried in a JSON string; an escaped backslash before it is left alone) or percent-encoded (`%XX`,
-# `%25XX` when encoded twice). Encoders escape these characters only when told to, so finding one is
-# what lets a text into the slow path; _ESCAPE_GATE_RE finds one without the lookbehind, which makes
-# a search several times slower.
-_TOKEN_CHAR_CODE = r"(?:2[dDeE]|3[0-9]|4[1-9a-fA-F]|5[0-9aAfF]|6[1-9a-fA-F]|7[0-9aA])"
-_ESCAPE_GATE_RE = re.compile(rf"(?:\\u00|%(?:25)?){_TOKEN_CHAR_CODE}")
-_ESCAPED_TOKEN_CHAR_RE = re.compile(rf"(?:(?:(?<!\\)\\)?\\u00|%(?:25)?){_TOKEN_CHAR_CODE}")
-_TOKEN_RUN_RE = re.compile(rf"(?:[A-Za-z0-9_.-]+|{_ESCAPED_TOKEN_CHAR_RE.pattern})+")
-
-# The string value of a "jwt" member (the jwt of `.ams.headers.ConsumerAuthentication`), key
-# possibly escaped, found in the raw text rather than by a JSON parser: a parser keeps only the last
-# of duplicated keys ("headers", "jwt", "type") while the server may read the first, and a payload
-# that is not JSON at all may still carry one.
-_JWT_MEMBER_RE = re.compile(r'"(?:j|\\u006[aA])(?:w|\\u0077)(?:t|\\u0074)"\s*:\s*"([^"\\]*(?:\\.[^"\\]*)*)"')
 
 # The token of the URL path of an agent connection ("Messaging Agent API": /ws_api/account/{accountId}/
 # messaging/brand/{token}) and of a consumer connection of older API versions; opaque or JWT.
@@ -59,30 +46,6 @@ _SECRET_PARAM_RE = re.compile(r"token|jwt|auth|secret|passw|session|apikey|api_k
 
 _USERINFO_RE = re.compile(r"(?P<before>[A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*):(?P<password>[^/?#@]+)@")
 _AUTH_HEADERS = frozenset({"authorization", "proxy-authorization"})
-
-
-def fingerprint(secret: str) -> str:
-    """First 12 hex digits of the SHA-256 of the secret (UTF-8)."""
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-
-
-def marker(secret: str) -> str:
-    sub = jwt_sub(secret)
-    identity = f" sub:{fingerprint(sub)}" if sub is not None else ""
-    return f"{_MARKER_PREFIX}{fingerprint(secret)}{identity}]"
-
-
-def jwt_sub(token: str) -> str | None:
-    """The `sub` claim of a JWT-shaped token, if it has one."""
-    parts = token.split(".")
-    if len(parts) != 3 or not parts[0].startswith("eyJ"):
-        return None
-    try:
-        claims = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, orjson.JSONDecodeError):
-        return None
-    sub = claims.get("sub") if isinstance(claims, dict) else None
-    return sub if isinstance(sub, str) else None
 
 
 def marked_tokens(text: str) -> list[tuple[str, str | None]]:
@@ -111,61 +74,6 @@ def _is_marker(value: str) -> bool:
     return value.startswith(_MARKER_PREFIX) and MARKER_RE.fullmatch(value) is not None
 
 
-def _replace_jwts(text: str) -> str:
-    """`text` with every JWT replaced, plain or with escaped characters (escapes first: a plain
-    match would stop at the first escape and leave the rest of the token)."""
-    out = text
-    if ("\\u00" in out or "%" in out) and _ESCAPE_GATE_RE.search(out):
-        out = _TOKEN_RUN_RE.sub(_unescaped_jwts, out)
-    if "eyJ" in out:
-        out = JWT_RE.sub(_jwt_marker, out)
-    return text if out == text else out
-
-
-def _jwt_marker(match: re.Match) -> str:
-    return marker(match.group(0))
-
-
-def _unescaped_jwts(match: re.Match) -> str:
-    """A run of token characters, some escaped: decoded with its JWTs marked, or as it was."""
-    run = match.group(0)
-    if "\\" not in run and "%" not in run:
-        return run
-    decoded = _ESCAPED_TOKEN_CHAR_RE.sub(lambda m: chr(int(m.group(0)[-2:], 16)), run)
-    if "eyJ" not in decoded:
-        return run
-    out = JWT_RE.sub(_jwt_marker, decoded)
-    return run if out == decoded else out
-
-
-def redact_text(text: str) -> str:
-    """A text payload with JWTs (however escaped) and "jwt" member values replaced."""
-    out = text
-    if '"jwt"' in out or "\\u00" in out:
-        out = _JWT_MEMBER_RE.sub(_member_marker, out)
-        if out == text:
-            out = text
-    return _replace_jwts(out)
-
-
-def _member_marker(match: re.Match) -> str:
-    raw = match.group(1)
-    try:
-        value = orjson.loads(f'"{raw}"')
-    except orjson.JSONDecodeError:  # a lone surrogate, a bad escape: the value as written
-        value = raw
-    if not value or _is_marker(value):
-        return match.group(0)
-    return f'{match.string[match.start():match.start(1)]}{marker(value)}"'
-
-
-def _may_hold_token(text: str) -> bool:
-    """False when `redact_text` would certainly find nothing in `text`: substring checks, then one
-    regex search only for a text with an escape or a percent sign."""
-    return ("eyJ" in text or '"jwt"' in text
-            or (("\\u00" in text or "%" in text) and _ESCAPE_GATE_RE.search(text) is not None))
-
-
 def redacted_message(conn: str, t: float, n: int, from_client: bool, is_text: bool, content: bytes,
                      max_payload: int = DEFAULT_MAX_PAYLOAD) -> dict:
     """A msg record (`analysis.capture.message_record`) with secrets redacted from its payload, text
@@ -173,27 +81,11 @@ def redacted_message(conn: str, t: float, n: int, from_client: bool, is_text: bo
 
     Redaction runs on the whole payload before anything is lifted or truncated, so no index field
     and no truncated tail can keep a piece of a token; `size` stays the length that was relayed.
+    The record is the one the recorder writes (`analysis._core.message_line`), as a dict.
     """
-    # Looked at as latin-1 text (one character a byte): `bytes in bytes` first tries its operand as
-    # an integer and raises, which costs more than the search itself.
-    if _may_hold_token(content.decode("latin-1")):
-        clean = _redacted_bytes(content)
-        if clean is not content:
-            record = message_record(conn, t, n, from_client, is_text, clean, max_payload)
-            record["size"] = len(content)
-            record["redacted"] = True
-            return record
-    return message_record(conn, t, n, from_client, is_text, content, max_payload)
-
-
-def _redacted_bytes(content: bytes) -> bytes:
-    """`content` itself when it holds no secret."""
-    try:
-        text, encoding = content.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:  # latin-1 maps each byte to one character and back; markers are ASCII
-        text, encoding = content.decode("latin-1"), "latin-1"
-    clean = redact_text(text)
-    return content if clean is text else clean.encode(encoding)
+    record = orjson.loads(message_line(conn, 0.0, n, from_client, is_text, content, max_payload, True))
+    record["t"] = t  # as given: a float from the recorder, anything in a hand-built record
+    return record
 
 
 def redact_url(url: str) -> str:
@@ -202,7 +94,7 @@ def redact_url(url: str) -> str:
 
     The marker is inserted as is (not percent-encoded), so the result is for reading, not for
     sending."""
-    out = _replace_jwts(url)
+    out = replace_jwts(url)
     if "/messaging/" in out:
         out = _PATH_TOKEN_RE.sub(_path_token_marker, out)
     userinfo = _USERINFO_RE.match(out)
@@ -242,7 +134,7 @@ def redact_header_value(name: str, value: str) -> str:
     if lname == "set-cookie":
         first, sep, attributes = value.partition(";")
         return _redact_cookie(first) + sep + attributes
-    return _replace_jwts(value)
+    return replace_jwts(value)
 
 
 def _redact_cookie(pair: str) -> str:
