@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from analysis import _core
 from analysis.capture import CaptureError, dumps
 from analysis.config import Config
-from analysis.engine import Analyzer, Engine
+from analysis.engine import CLOSED_CONNS_KEPT, Analyzer, Engine
 from analysis.reader import CaptureSet
 from analysis.synth import CaptureBuilder
 from sample_capture import generate
@@ -171,6 +171,24 @@ def test_python_repr_in_messages(tmp_path):
     messages = [v["message"] for v in assert_same([str(path)])["violations"]]
     assert "kind '\\u200b\\u2028\\u0378 日本' is not req, resp or notification" in messages
     assert "kind {'x': {'y': [False]}} is not a string" in messages
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_closed_connections_kept_are_bounded_alike(tmp_path, extra):
+    """Closed ids are forgotten in batches, once there are 1.25 × CLOSED_CONNS_KEPT of them (the newest
+    CLOSED_CONNS_KEPT kept): a message on a forgotten one opens it implicitly, on a remembered one it
+    counts as a record after close."""
+    header = dumps({"rec": "header", "t": 1.0, "format": "mwtap-capture", "version": 1})
+    conns = CLOSED_CONNS_KEPT + CLOSED_CONNS_KEPT // 4 + extra
+    lines = [header]
+    for i in range(conns):
+        lines.append(b'{"rec":"open","t":2,"conn":"c%d"}\n{"rec":"close","t":2,"conn":"c%d"}\n' % (i, i))
+    for i in (0, conns - CLOSED_CONNS_KEPT - 1, conns - CLOSED_CONNS_KEPT, conns - 1):
+        lines.append(b'{"rec":"msg","t":3,"conn":"c%d","dir":"c2s","kind":"req","type":"x","id":"1"}\n' % i)
+    path = tmp_path / "many-conns.jsonl"
+    path.write_bytes(b"".join(lines))
+    result = assert_same([str(path)], frames_table=False)
+    assert (result["frames"], result["records_after_close"]) == ((0, 4) if extra == 0 else (2, 2))
 
 
 HEADERS = [dumps({"rec": "header", "t": 1.0, "format": "mwtap-capture", "version": 1, "recording": r, "part": p})
