@@ -38,15 +38,16 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Callable, Iterable
 
+import orjson
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.net.http.url import hostport
 from mitmproxy.version import VERSION as MITMPROXY_VERSION
 
+from analysis._core import message_line
 from analysis.capture import (C2S, CLOSE, DEFAULT_MAX_PAYLOAD, OPEN, REFUSED, S2C, authority, header_record,
-                              host_port, message_record, request_url)
+                              host_port, request_url)
 from analysis.protocol_errors import close_sides
-from analysis.redact import (redact_header_value, redact_headers, redact_text, redact_url, redacted_message,
-                             redaction_info)
+from analysis.redact import redact_header_value, redact_headers, redact_text, redact_url, redaction_info
 from recorder.live import LiveCheck
 from recorder.pings import PingLogHandler
 from recorder.writer import CaptureWriter, creation_problem
@@ -211,6 +212,18 @@ class Recorder:
             return
         if self.writer:
             self.writer.write(record)
+        self._notify(record)
+
+    def _emit_line(self, line: bytes) -> None:
+        """`_emit` for a record the core encoded: a dict is built only for observers."""
+        if self.stopped:
+            return
+        if self.writer:
+            self.writer.write_line(line)
+        if self.observers:
+            self._notify(orjson.loads(line))
+
+    def _notify(self, record: dict) -> None:
         for observer in self.observers:
             try:
                 observer(record)
@@ -301,11 +314,11 @@ class Recorder:
     def _message(self, conn: str, message) -> None:
         n = self._next_n.get(conn, 0)
         self._next_n[conn] = n + 1
-        build = redacted_message if self.redact else message_record
-        record = build(conn, message.timestamp, n, message.from_client, message.is_text, message.content,
-                       self.max_payload)
+        # One native call builds, redacts and encodes the record (analysis._core.message_line).
+        line = message_line(conn, message.timestamp, n, message.from_client, message.is_text, message.content,
+                            self.max_payload, self.redact)
         self.messages += 1
-        self._emit(record)
+        self._emit_line(line)
 
     @_guarded
     def websocket_end(self, flow: http.HTTPFlow) -> None:

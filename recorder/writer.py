@@ -1,6 +1,7 @@
 """CaptureWriter: the buffered, rotating, never-raising JSONL writer of a capture.
 
-Records are encoded with `analysis.capture.dumps` into an in-memory buffer and written with
+Records are encoded with `analysis.capture.dumps` (or arrive encoded, `write_line`: the recorder's
+msg records, encoded by the native core) into an in-memory buffer and written with
 `os.write` on a file created 0600 with `O_EXCL | O_NOFOLLOW`, every part alike: an existing
 file is never overwritten, and a symbolic link is never followed. The buffer is written out when
 it reaches 1 MiB, when a record arrives at least `flush_interval` after the last write, and
@@ -102,6 +103,13 @@ class CaptureWriter:
             line = dumps(record)
         except (TypeError, ValueError) as e:  # orjson.JSONEncodeError is a TypeError
             self.note_lost(1, f"cannot encode record: {e}")
+            return
+        self.write_line(line)
+
+    def write_line(self, line: bytes) -> None:
+        """Queue one record already encoded (a capture line, newline included), like `write`."""
+        if self._fd is None:
+            self.dropped += 1
             return
         self._lines.append(line)
         self._buffered += len(line)

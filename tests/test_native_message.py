@@ -375,3 +375,31 @@ def test_index_fields_are_the_payloads(obj, ascii_only):
 @given(token_messages())
 def test_no_token_in_clear_in_any_encoding_soak(case):
     test_no_token_in_clear_in_any_encoding.hypothesis.inner_test(case)
+
+
+def test_writer_takes_native_lines_like_records(tmp_path):
+    """The recorder hands the writer its encoded lines (`write_line`): same header, rotation, counts and
+    bytes as records written through `write`."""
+    from recorder.writer import CaptureWriter, part_path
+    header = lambda part: {"rec": "header", "t": 0.0, "format": "mwtap-capture", "version": 1,  # noqa: E731
+                           "recording": "r1", "part": part}
+    path = tmp_path / "c.jsonl"
+    writer = CaptureWriter(path, header, rotate_bytes=10_000)
+    sent = []
+    for n in range(200):
+        line = _core.message_line("c", 1.5, n, True, True, b'{"kind":"req","id":%d,"p":"%s"}' % (n, b"y" * 80),
+                                  DEFAULT_MAX_PAYLOAD, True)
+        sent.append(line)
+        writer.write_line(line)
+        if n % 50 == 0:
+            writer.write({"rec": "ping", "t": 1.0, "conn": "c", "dir": "c2s", "payload": ""})
+    writer.close()
+    writer.write_line(sent[0])
+    assert writer.written == 204 and writer.dropped == 1
+    assert writer.paths == [part_path(path, n) for n in range(1, len(writer.paths) + 1)] and len(writer.paths) >= 3
+    got = []
+    for part, file in enumerate(writer.paths, 1):
+        lines = file.read_bytes().splitlines(keepends=True)
+        assert orjson.loads(lines[0]) == header(part)
+        got += [line for line in lines[1:] if b'"msg"' in line]
+    assert got == sent
