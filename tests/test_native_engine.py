@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -107,6 +109,12 @@ def test_generated_captures_and_severity_overrides(tmp_path):
     other = tmp_path / "other.jsonl.gz"
     builder.write(other, gz=True)
     assert assert_same([str(other), str(sample)])["frames"] > 3
+    # The benchmarks' generator, with and without the body index fields.
+    for extra in ([], ["--no-body-index"]):
+        generated = tmp_path / f"gen{len(extra)}.jsonl"
+        subprocess.run([sys.executable, str(ROOT / "benchmarks/gen_capture.py"), str(generated), "--frames", "3000",
+                        "--clients", "20", *extra], check=True)
+        assert assert_same([str(generated)])["frames"] >= 3000
 
 
 def test_not_a_capture_raises_the_same_error(tmp_path):
