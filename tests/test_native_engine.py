@@ -163,12 +163,13 @@ def test_gzip_cut_and_concatenated(tmp_path):
         assert [d[2] for d in result["damage"]] == ["compressed stream damaged (ends early)"]
 
 
-def test_python_repr_in_messages(tmp_path):
-    """`kind {kind!r}`: quotes, backslashes, control and non-printable characters as Python writes them."""
+def test_quoted_values_in_messages(tmp_path):
+    """`kind {ascii(kind)}`: quotes, backslashes, control and non-ASCII characters as Python writes them,
+    the same on every Python (U+31350 is printable to 3.12's repr, not to 3.11's)."""
     header = dumps({"rec": "header", "t": 1.0, "format": "mwtap-capture", "version": 1})
     kinds = ["it's", 'say "hi"', "both ' and \"", "back\\slash", "tab\tnl\ncr\r\x00\x1f\x7f", "é\xa0\xad",
-             "\u200b\u2028\u0378 日本", "\U000e0001\U0001f600\U0010ffff", ""]
-    payload_kinds = [1, 2.5, 1e16, None, True, [1, "a'b"], {"x": {"y": [False]}}, 18446744073709551616]
+             "\u200b\u2028\u0378 日本", "\U000e0001\U0001f600\U0010ffff\U00031350", ""]
+    payload_kinds = [1, 2.5, 1e16, None, True, [1, "a'b"], {"x": {"y": [False, "ü"]}}, 18446744073709551616]
     recs = [{"rec": "msg", "t": 2, "conn": "c", "n": i, "dir": "c2s", "text": "{}", "kind": k}
             for i, k in enumerate(kinds)]
     recs += [{"rec": "msg", "t": 3.5, "conn": "c", "dir": "s2c", "text": json.dumps({"kind": k})} for k in payload_kinds]
@@ -177,8 +178,8 @@ def test_python_repr_in_messages(tmp_path):
     path = tmp_path / "kinds.jsonl"
     path.write_bytes(header + b"".join(dumps(r) for r in recs))
     messages = [v["message"] for v in assert_same([str(path)])["violations"]]
-    assert "kind '\\u200b\\u2028\\u0378 日本' is not req, resp or notification" in messages
-    assert "kind {'x': {'y': [False]}} is not a string" in messages
+    assert "kind '\\u200b\\u2028\\u0378 \\u65e5\\u672c' is not req, resp or notification" in messages
+    assert "kind {'x': {'y': [False, '\\xfc']}} is not a string" in messages
 
 
 @pytest.mark.parametrize("extra", [0, 1])

@@ -13,7 +13,11 @@ _JSON_TYPES = {list: "an array", str: "a string", int: "a number", float: "a num
 
 
 class Framing(Analyzer):
-    """Classifies frames; the engine calls `classify` for every msg record before any other analyzer."""
+    """Classifies frames; the engine calls `classify` for every msg record before any other analyzer.
+
+    A value quoted in a message is written with `ascii()`, not `repr()`: repr keeps the characters
+    its Python's Unicode database calls printable, so 3.11 and 3.12 would word one capture apart
+    (and the native engine, core/src/pyrepr.rs, could match only one of them)."""
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -28,7 +32,7 @@ class Framing(Analyzer):
             if kind == REQ and not rec.get("id"):
                 self._violation("request-without-id", rec, "request has no id (responses cannot be paired)")
         elif kind is not None:
-            self._violation("unknown-kind", rec, f"kind {kind!r} is not req, resp or notification")
+            self._violation("unknown-kind", rec, f"kind {ascii(kind)} is not req, resp or notification")
             frame = Frame(rec, None)
         else:
             frame = self._without_kind(rec)
@@ -76,7 +80,7 @@ class Framing(Analyzer):
             self._violation("invalid-json", rec, f"JSON message is {_JSON_TYPES.get(type(payload), 'a value')}, "
                                                  "not an object")
         elif "kind" in payload:
-            self._violation("unknown-kind", rec, f"kind {payload['kind']!r} is not a string")
+            self._violation("unknown-kind", rec, f"kind {ascii(payload['kind'])} is not a string")
         else:
             self._violation("missing-kind", rec, "JSON object without kind, type or id")
         return Frame(rec, None, payload)

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::engine::{parse_payload, Category, Context, Frame};
-use crate::pyrepr::{py_repr, py_str_repr};
+use crate::pyrepr::{py_ascii, py_str_ascii};
 use crate::record::{Record, Val};
 use crate::rules::{INFO, WARNING};
 
@@ -96,7 +96,7 @@ impl Framing {
                 None => {
                     let message = format!(
                         "kind {} is not req, resp or notification",
-                        py_str_repr(kind)
+                        py_str_ascii(kind)
                     );
                     violation(ctx, "unknown-kind", rec, message, None);
                     Frame::new(rec, None)
@@ -195,7 +195,7 @@ fn unlifted<'r, 'a>(ctx: &mut Context, rec: &'r Record<'a>) -> Frame<'r, 'a> {
                     ctx,
                     "unknown-kind",
                     rec,
-                    format!("kind {} is not a string", py_repr(kind)),
+                    format!("kind {} is not a string", py_ascii(kind)),
                     None,
                 );
             }

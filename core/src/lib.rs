@@ -15,7 +15,6 @@ pub mod engine;
 pub mod framing;
 mod lines;
 pub mod pyrepr;
-mod pyrepr_table;
 pub mod reader;
 pub mod record;
 pub mod rules;

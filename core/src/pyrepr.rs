@@ -1,12 +1,14 @@
-//! Python's `repr` (and `str` of a float) of the JSON values a violation message quotes, so that the
-//! native engine words its messages exactly as the Python rules did (`f"kind {kind!r} …"`).
+//! Python's `ascii()` (and `str` of a float) of the JSON values a violation message quotes, so that
+//! the native engine words its messages exactly as the Python rules do (`f"kind {ascii(kind)} …"`).
+//! `ascii`, not `repr`: repr leaves alone the characters its Python's Unicode database calls
+//! printable, which differs between Python versions; ascii escapes every non-ASCII character.
+//! Analyzers ported later that quote a value with `!r` in Python: switch that to `ascii()` there
+//! (a string's repr and ascii agree on ASCII) and use `py_ascii` here.
 
 use serde_json::Value;
 
-use crate::pyrepr_table::NON_PRINTABLE;
-
-/// `repr(value)` of the value orjson would have decoded.
-pub fn py_repr(value: &Value) -> String {
+/// `ascii(value)` of the value orjson would have decoded.
+pub fn py_ascii(value: &Value) -> String {
     let mut out = String::new();
     write_value(&mut out, value);
     out
@@ -22,7 +24,7 @@ fn write_value(out: &mut String, value: &Value) {
             (_, Some(u)) => out.push_str(&u.to_string()),
             _ => out.push_str(&py_float(n.as_f64().unwrap_or(f64::NAN))),
         },
-        Value::String(s) => out.push_str(&py_str_repr(s)),
+        Value::String(s) => out.push_str(&py_str_ascii(s)),
         Value::Array(items) => {
             out.push('[');
             for (i, item) in items.iter().enumerate() {
@@ -39,7 +41,7 @@ fn write_value(out: &mut String, value: &Value) {
                 if i > 0 {
                     out.push_str(", ");
                 }
-                out.push_str(&py_str_repr(key));
+                out.push_str(&py_str_ascii(key));
                 out.push_str(": ");
                 write_value(out, item);
             }
@@ -48,9 +50,9 @@ fn write_value(out: &mut String, value: &Value) {
     }
 }
 
-/// `repr(s)` of a Python str: single quotes unless it holds a single quote and no double quote,
-/// escapes for the quote, backslash, control and non-printable characters.
-pub fn py_str_repr(s: &str) -> String {
+/// `ascii(s)` of a Python str: single quotes unless it holds a single quote and no double quote,
+/// escapes for the quote, backslash, control and every non-ASCII character.
+pub fn py_str_ascii(s: &str) -> String {
     let quote = if s.contains('\'') && !s.contains('"') {
         '"'
     } else {
@@ -68,8 +70,7 @@ pub fn py_str_repr(s: &str) -> String {
             '\t' => out.push_str("\\t"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
-            _ if code < 0x20 || code == 0x7f => out.push_str(&format!("\\x{code:02x}")),
-            _ if code < 0x7f || is_printable(code) => out.push(c),
+            ' '..='~' => out.push(c),
             _ if code <= 0xff => out.push_str(&format!("\\x{code:02x}")),
             _ if code <= 0xffff => out.push_str(&format!("\\u{code:04x}")),
             _ => out.push_str(&format!("\\U{code:08x}")),
@@ -77,11 +78,6 @@ pub fn py_str_repr(s: &str) -> String {
     }
     out.push(quote);
     out
-}
-
-fn is_printable(code: u32) -> bool {
-    let i = NON_PRINTABLE.partition_point(|&(_, last)| last < code);
-    NON_PRINTABLE.get(i).is_none_or(|&(first, _)| first > code)
 }
 
 /// `repr(x)` (= `str(x)`) of a Python float: the shortest digits that round-trip, in positional
@@ -126,21 +122,17 @@ mod tests {
 
     #[test]
     fn strings_as_python_quotes_them() {
-        assert_eq!(py_str_repr("req"), "'req'");
-        assert_eq!(py_str_repr("it's"), "\"it's\"");
-        assert_eq!(py_str_repr("'\""), "'\\'\"'");
+        assert_eq!(py_str_ascii("req"), "'req'");
+        assert_eq!(py_str_ascii("it's"), "\"it's\"");
+        assert_eq!(py_str_ascii("'\""), "'\\'\"'");
+        let controls = py_str_ascii("a\\b\tc\nd\re\u{1}\u{7f}");
+        assert_eq!(controls, "'a\\\\b\\tc\\nd\\re\\x01\\x7f'");
+        assert_eq!(py_str_ascii("é\u{a0}ü"), "'\\xe9\\xa0\\xfc'");
+        assert_eq!(py_str_ascii("\u{200b}日本"), "'\\u200b\\u65e5\\u672c'");
+        // Printable to Python 3.12 (Unicode 15), not to 3.11: ascii escapes it on both.
         assert_eq!(
-            py_str_repr("a\\b\tc\nd\re\u{1}\u{7f}"),
-            "'a\\\\b\\tc\\nd\\re\\x01\\x7f'"
-        );
-        assert_eq!(py_str_repr("é\u{a0}\u{ad}ü"), "'é\\xa0\\xadü'");
-        assert_eq!(
-            py_str_repr("\u{200b}\u{2028}\u{378}日本"),
-            "'\\u200b\\u2028\\u0378日本'"
-        );
-        assert_eq!(
-            py_str_repr("\u{e0001}\u{1f600}\u{10ffff}"),
-            "'\\U000e0001😀\\U0010ffff'"
+            py_str_ascii("\u{31350}\u{1f600}"),
+            "'\\U00031350\\U0001f600'"
         );
     }
 
@@ -166,14 +158,14 @@ mod tests {
     }
 
     #[test]
-    fn values_as_python_reprs_them() {
+    fn values_as_python_writes_them() {
         let value: Value =
             serde_json::from_str(r#"{"b": [1, 2.0, true, null], "a": {"x": "y"}}"#).unwrap();
         assert_eq!(
-            py_repr(&value),
+            py_ascii(&value),
             "{'b': [1, 2.0, True, None], 'a': {'x': 'y'}}"
         );
         let big: Value = serde_json::from_str("18446744073709551616").unwrap();
-        assert_eq!(py_repr(&big), "1.8446744073709552e+19");
+        assert_eq!(py_ascii(&big), "1.8446744073709552e+19");
     }
 }
