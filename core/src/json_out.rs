@@ -5,40 +5,65 @@
 
 use crate::json_value::Value;
 
+/// Which bytes a JSON string escapes: 0 none, else the letter of a short escape, or `u`.
+static ESCAPES: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = b'u';
+        b += 1;
+    }
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table[b'\n' as usize] = b'n';
+    table[b'\t' as usize] = b't';
+    table[b'\r' as usize] = b'r';
+    table[0x08] = b'b';
+    table[0x0c] = b'f';
+    table
+};
+
 pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.reserve(s.len() + 2);
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut run = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\t' => b"\\t",
-            b'\r' => b"\\r",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0..=0x1f => b"",
-            _ => continue,
-        };
+        let escape = ESCAPES[b as usize];
+        if escape == 0 {
+            continue;
+        }
         out.extend_from_slice(&bytes[run..i]);
         run = i + 1;
-        if escape.is_empty() {
+        if escape == b'u' {
             const HEX: &[u8; 16] = b"0123456789abcdef";
-            out.extend_from_slice(&[
-                b'\\',
-                b'u',
-                b'0',
-                b'0',
-                HEX[(b >> 4) as usize],
-                HEX[(b & 15) as usize],
-            ]);
+            let (high, low) = (HEX[(b >> 4) as usize], HEX[(b & 15) as usize]);
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', high, low]);
         } else {
-            out.extend_from_slice(escape);
+            out.extend_from_slice(&[b'\\', escape]);
         }
     }
     out.extend_from_slice(&bytes[run..]);
     out.push(b'"');
+}
+
+/// An integer's decimal digits.
+pub fn write_int(out: &mut Vec<u8>, value: i128) {
+    let mut digits = [0u8; 40];
+    let mut at = digits.len();
+    let mut rest = value.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 pub fn write_f64(out: &mut Vec<u8>, f: f64) {
@@ -46,9 +71,12 @@ pub fn write_f64(out: &mut Vec<u8>, f: f64) {
         out.extend_from_slice(b"null");
         return;
     }
-    let (sign, digits, exp) = shortest_digits(f);
-    out.extend_from_slice(sign.as_bytes());
-    let d = digits.as_bytes();
+    let mut buffer = ryu::Buffer::new();
+    let (negative, digits, exp) = shortest_digits(buffer.format_finite(f));
+    let d = &digits.0[..digits.1];
+    if negative {
+        out.push(b'-');
+    }
     if (-5..16).contains(&exp) {
         if exp >= 0 {
             let point = exp as usize + 1;
@@ -73,30 +101,34 @@ pub fn write_f64(out: &mut Vec<u8>, f: f64) {
             out.extend_from_slice(&d[1..]);
         }
         out.extend_from_slice(if exp >= 0 { b"e+" } else { b"e-" });
-        out.extend_from_slice(exp.unsigned_abs().to_string().as_bytes());
+        write_int(out, exp.unsigned_abs() as i128);
     }
 }
 
-/// The sign, the shortest significant digits (no leading or trailing zero; "0" for zero) and the
-/// decimal exponent of the first digit, read from ryu's text ("1.5e-7", "123.45", "1e16").
-fn shortest_digits(f: f64) -> (&'static str, String, i32) {
-    let mut buffer = ryu::Buffer::new();
-    let text = buffer.format_finite(f);
-    let (sign, text) = text.strip_prefix('-').map_or(("", text), |t| ("-", t));
+/// Whether negative, the significant digits (no leading or trailing zero; "0" for zero) and the
+/// decimal exponent of the first one, read from ryu's text ("1.5e-7", "123.45", "1e16", "-0.0").
+fn shortest_digits(text: &str) -> (bool, ([u8; 24], usize), i32) {
+    let (negative, text) = text.strip_prefix('-').map_or((false, text), |t| (true, t));
     let (mantissa, exp) = text.split_once(['e', 'E']).unwrap_or((text, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
-    let (int_part, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let all = format!("{int_part}{frac}");
-    let leading = all.len() - all.trim_start_matches('0').len();
-    let digits = all.trim_matches('0');
-    if digits.is_empty() {
-        return (sign, "0".to_string(), 0);
+    let int_len = mantissa.find('.').unwrap_or(mantissa.len()) as i32;
+    let (mut digits, mut len, mut leading) = ([0u8; 24], 0, 0);
+    for b in mantissa.bytes().filter(u8::is_ascii_digit) {
+        if len == 0 && b == b'0' {
+            leading += 1;
+        } else if len < digits.len() {
+            digits[len] = b;
+            len += 1;
+        }
     }
-    (
-        sign,
-        digits.to_string(),
-        int_part.len() as i32 - 1 - leading as i32 + exp,
-    )
+    while len > 0 && digits[len - 1] == b'0' {
+        len -= 1;
+    }
+    if len == 0 {
+        digits[0] = b'0';
+        return (negative, (digits, 1), 0);
+    }
+    (negative, (digits, len), int_len - 1 - leading + exp)
 }
 
 /// A scalar as orjson writes it; an array or object (never asked for) as null.
@@ -104,8 +136,8 @@ pub fn write_scalar(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Null | Value::Array(_) | Value::Object(_) => out.extend_from_slice(b"null"),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
-        Value::UInt(u) => out.extend_from_slice(u.to_string().as_bytes()),
+        Value::Int(i) => write_int(out, *i as i128),
+        Value::UInt(u) => write_int(out, *u as i128),
         Value::Float(f) => write_f64(out, *f),
         Value::Str(s) => write_str(out, s),
     }

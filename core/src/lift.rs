@@ -1,7 +1,7 @@
 //! The index fields of a msg record, lifted from its decoded JSON payload (docs/capture-format.md,
 //! "Index fields" and "Body index fields"), written as JSON members in the record's key order.
 
-use crate::json_out::{write_f64, write_scalar, write_str, Members};
+use crate::json_out::{write_scalar, write_str, Members};
 use crate::json_value::Value;
 
 /// `kind`, `type`, `id`, `reqId`, `code`, `subscriptionId`, then the body index fields. `id` and
@@ -20,12 +20,10 @@ pub fn lift_index(payload: &Value, m: &mut Members) {
     for key in ["id", "reqId"] {
         match payload.get(key) {
             Value::Str(s) => write_str(m.key(key), s),
-            Value::Int(i) => write_str(m.key(key), &i.to_string()),
-            Value::UInt(u) => write_str(m.key(key), &u.to_string()),
-            Value::Float(f) => {
-                let mut number = Vec::new();
-                write_f64(&mut number, *f);
-                write_str(m.key(key), std::str::from_utf8(&number).unwrap_or_default());
+            number @ (Value::Int(_) | Value::UInt(_) | Value::Float(_)) => {
+                let mut text = Vec::with_capacity(24);
+                write_scalar(&mut text, number);
+                write_str(m.key(key), std::str::from_utf8(&text).unwrap_or_default());
             }
             _ => {}
         }

@@ -8,7 +8,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyFloat, PyString};
 
-use crate::json_out::{write_f64, write_str, Members};
+use crate::json_out::{write_f64, write_int, write_str, Members};
 use crate::json_value::{parse, Value};
 use crate::lift::{lift_body, lift_index};
 use crate::redact::{
@@ -41,15 +41,17 @@ pub fn message_line(msg: &Message, max_payload: i64, redact: bool) -> Vec<u8> {
         None
     };
     let payload = clean.as_deref().unwrap_or(msg.content);
-    let mut out = Vec::with_capacity(payload.len() + 160);
+    let mut out = Vec::with_capacity(payload.len() + payload.len() / 4 + 256);
     out.extend_from_slice(b"{\"rec\":\"msg\",\"t\":");
     match msg.t {
         Time::Float(t) => write_f64(&mut out, t),
-        Time::Int(t) => out.extend_from_slice(t.to_string().as_bytes()),
+        Time::Int(t) => write_int(&mut out, t as i128),
     }
     out.extend_from_slice(b",\"conn\":");
     write_str(&mut out, msg.conn);
-    out.extend_from_slice(format!(",\"n\":{},\"dir\":", msg.n).as_bytes());
+    out.extend_from_slice(b",\"n\":");
+    write_int(&mut out, msg.n as i128);
+    out.extend_from_slice(b",\"dir\":");
     out.extend_from_slice(if msg.from_client {
         b"\"c2s\""
     } else {
@@ -60,7 +62,8 @@ pub fn message_line(msg: &Message, max_payload: i64, redact: bool) -> Vec<u8> {
     } else {
         b",\"op\":\"binary\""
     });
-    out.extend_from_slice(format!(",\"size\":{}", msg.content.len()).as_bytes());
+    out.extend_from_slice(b",\"size\":");
+    write_int(&mut out, msg.content.len() as i128);
     let text = if msg.is_text {
         std::str::from_utf8(payload).ok()
     } else {

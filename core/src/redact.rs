@@ -181,6 +181,12 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     memmem::find(hay, needle).is_some()
 }
 
+// The searchers of `may_hold_token`, built once (building one costs as much as a short search).
+static EYJ: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"eyJ"));
+static JWT_KEY: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\"jwt\""));
+static ESCAPE: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"\\u00"));
+
 fn replace_plain_jwts(text: &str) -> Cow<'_, str> {
     JWT_RE.replace_all(text, |m: &regex::Captures| marker(m[0].as_bytes()))
 }
@@ -326,9 +332,9 @@ pub fn redact_text_of(text: &str, surrogates: bool) -> Cow<'_, str> {
 
 /// False when `redact_text` would certainly find nothing in `content` (read one character a byte).
 pub fn may_hold_token(content: &[u8]) -> bool {
-    contains(content, b"eyJ")
-        || contains(content, b"\"jwt\"")
-        || ((contains(content, b"\\u00") || content.contains(&b'%'))
+    EYJ.find(content).is_some()
+        || JWT_KEY.find(content).is_some()
+        || ((ESCAPE.find(content).is_some() || memchr::memchr(b'%', content).is_some())
             && has_escaped_token_char(content))
 }
 
