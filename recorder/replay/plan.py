@@ -8,8 +8,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from analysis.capture import C2S, CLOSE, MSG, OPEN, CaptureFile, payload_bytes
+from analysis.capture import C2S, CLOSE, MSG, OPEN, CaptureFile, payload_bytes, split_url
 from analysis.frame import as_list, parse_payload
+from analysis.redact import marked_tokens
 from analysis.identity import (CONSUMER_AUTHENTICATION, Token, header_token, init_connection_token, side_of_url,
                                url_token)
 from recorder.replay.substitution import FrameKeys, Path, SourceRef, ValueKey, echoed, learnable
@@ -134,6 +135,13 @@ class ReplayPlan:
         return ReplayPlan(self.path, [c for c in self.connections if c.id in chosen_ids])
 
 
+def _redacted_path_bearer(url: str) -> bool:
+    """Whether the bearer in the URL's path is a redaction marker (one recorded in clear, with
+    `--no-redact`, is replayed as it was)."""
+    index = path_bearer(url)
+    return index is not None and bool(marked_tokens(split_url(url).path.split("/")[index]))
+
+
 def load_plan(path: str) -> ReplayPlan:
     """Reads a capture (raises CaptureError for a file that is not one, PlanError if nothing to replay)."""
     capture = CaptureFile(path)
@@ -147,7 +155,7 @@ def load_plan(path: str) -> ReplayPlan:
             url = rec["url"]
             connections[conn_id] = RecordedConnection(
                 conn_id, url, rec.get("t") or 0.0, rec.get("request_headers") or [], header_token=header_token(rec),
-                path_token=url_token(url) if path_bearer(url) is not None else None)
+                path_token=url_token(url) if _redacted_path_bearer(url) else None)
             state[conn_id] = _ConnReading(connections[conn_id])
         elif conn_id in state:
             if kind == MSG:
