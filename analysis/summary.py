@@ -112,7 +112,7 @@ class Summary:
         if damaged_lines:
             notes.append(f"skipped {damaged_lines} damaged line(s)")
         conns = [dict(zip(_CONNECTION_FIELDS, values)) for values in self.connections]
-        who = {c["conn"]: (c["prev_conn"], identity(c["sub"], c["token"]), c["client"]) for c in conns}
+        who = {c["conn"]: (c["prev_conn"], identity(c["sub"], c["token"]), c["client"], c["side"]) for c in conns}
         return {
             "verdict": build_verdict(self.findings, who, self.max_violations),
             "capture": {

@@ -23,8 +23,8 @@ def identity(sub, token) -> str | None:
 
 def consumer_keys(conns: Mapping[Hashable, tuple]) -> dict:
     """Who each connection is: `conns` maps a connection to (its predecessor in a reconnect chain or
-    None, its identity or None, its client "host:port"); a connection takes the key of the first
-    connection of its chain (a reconnect with a fresh token is the same consumer)."""
+    None, its identity or None, its client "host:port", optionally its side); a connection takes the
+    key of the first connection of its chain (a reconnect with a fresh token is the same consumer)."""
     keys: dict = {}
     for start in conns:
         chain, node = [], start
@@ -34,7 +34,7 @@ def consumer_keys(conns: Mapping[Hashable, tuple]) -> dict:
         if node in keys:
             key = keys[node]
         else:  # the chain's first connection (or the start of a loop in a damaged capture)
-            _, ident, client = conns[chain[-1]]
+            ident, client = conns[chain[-1]][1:3]
             key = ident or "host:" + ((client or "").rpartition(":")[0] or client or "unknown")
         for c in chain:
             keys[c] = key
@@ -50,8 +50,9 @@ def build_verdict(findings: Mapping[tuple, list], conns: Mapping[Hashable, tuple
         consumer = CAPTURE if conn is None else keys.get(conn) or f"conn:{conn}"
         g = groups.get((consumer, rule))
         if g is None:
-            g = groups[(consumer, rule)] = {"consumer": consumer, "rule": rule, "severity": severity, "count": 0,
-                                            "connections": 0, "since": t, "conn": conn, "frame": frame}
+            side = conns[conn][3] if conn in conns and len(conns[conn]) > 3 else None
+            g = groups[(consumer, rule)] = {"consumer": consumer, "side": side, "rule": rule, "severity": severity,
+                                            "count": 0, "connections": 0, "since": t, "conn": conn, "frame": frame}
         g["count"] += count
         g["connections"] += conn is not None
         if SEVERITY_RANK[severity] < SEVERITY_RANK[g["severity"]]:
@@ -66,13 +67,14 @@ def build_verdict(findings: Mapping[tuple, list], conns: Mapping[Hashable, tuple
     return {"clean": not ranked, "findings": ranked[:listed], "omitted": max(0, len(ranked) - listed)}
 
 
-def who(consumer: str, connections: int) -> str:
-    """'consumer sub:5b1d7a2c… (2 connections)'; 'the capture' for violations of no connection."""
+def who(consumer: str, connections: int, side: str | None = None) -> str:
+    """'consumer sub:5b1d7a2c… (2 connections)', 'agent token:…' for a bot's or agent's connections
+    (`side`); 'the capture' for violations of no connection."""
     if consumer == CAPTURE:
         return "the capture"
     kind, _, value = consumer.partition(":")
     plural = "" if connections == 1 else "s"
-    return f"consumer {kind}:{short_id(value)} ({connections} connection{plural})"
+    return f"{side or 'consumer'} {kind}:{short_id(value)} ({connections} connection{plural})"
 
 
 def finding_line(g: dict, full_ids: bool = False) -> str:
@@ -80,7 +82,7 @@ def finding_line(g: dict, full_ids: bool = False) -> str:
     where = "" if g["conn"] is None else f"; open conn {short_id(g['conn'], full_ids)}"
     where += "" if g["conn"] is None or g["frame"] is None else f" frame {g['frame']}"
     times = "once" if g["count"] == 1 else f"{g['count']} times"
-    return (f"{g['severity']}: {who(g['consumer'], g['connections'])} {g['does']}: {times} "
+    return (f"{g['severity']}: {who(g['consumer'], g['connections'], g.get('side'))} {g['does']}: {times} "
             f"since {clock(g['since'])} [{g['rule']}]{where}")
 
 

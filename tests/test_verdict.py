@@ -131,3 +131,20 @@ def test_one_short_connection_id_in_every_text_output():
     diff = render_text(DiffReport(pairs=[(A1, [B1])], differences=[Difference("close-code", A1, "1000 -> 4401")]))
     assert "connection aaaaaaaa… <-> bbbbbbbb…" in diff and "[close-code] aaaaaaaa…: 1000 -> 4401" in diff
     assert A1 not in diff
+
+
+def test_a_bots_findings_are_told_as_the_agents(tmp_path):
+    """A brand connection (a bot's, its bearer in the URL path) is an agent in the verdict, not a consumer."""
+    b = CaptureBuilder()
+    b.open(A1, T0, url="wss://127.0.0.1/ws_api/account/123/messaging/brand/bearer-of-the-bot?v=2.1")
+    for i in range(2):
+        b.msg(A1, T0 + 1 + i, "not json {", from_client=True)
+    b.close(A1, T0 + 5)
+    b.open(B1, T0, token="token-b")
+    b.msg(B1, T0 + 1, "not json {", from_client=True)
+    b.close(B1, T0 + 5)
+    path = tmp_path / "bot.jsonl"
+    b.write(path)
+    lines = analysis.load(path).verdict().lines()
+    assert any(line.strip().startswith("error: agent token:") and "2 times" in line for line in lines), lines
+    assert any(line.strip().startswith("error: consumer token:") and "once" in line for line in lines), lines

@@ -98,7 +98,7 @@ class _Builder:
         head = verdict_lines(verdict, self.full_ids)[0]
         if verdict["clean"]:
             return Section("verdict", "Verdict", [head])
-        rows = [[g["severity"], who(g["consumer"], g["connections"]),
+        rows = [[g["severity"], who(g["consumer"], g["connections"], g.get("side")),
                  Details(f"{g['does']} [{g['rule']}]", g["explanation"] or ""), g["count"],
                  clock(g["since"]),
                  self.conn(g["conn"]), self.frame_link(g["conn"], g["frame"])] for g in verdict["findings"][:LISTED]]
