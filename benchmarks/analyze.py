@@ -1,6 +1,6 @@
 """Speed and memory of `mwtap analyze --format json` against a bare loop that only `orjson.loads`
 each line of the same capture (and of the native core's reader and engine running Framing alone,
-`analysis._core.analyze_framing`: the foundation the analyzers are being ported onto), on synthetic captures (benchmarks/gen_capture.py) with and without
+`analysis._core.analyze_native`: the foundation the analyzers are being ported onto), on synthetic captures (benchmarks/gen_capture.py) with and without
 the body index fields (docs/capture-format.md). Each measurement runs in its own subprocess; the
 ratios compare runs made side by side (absolute times drift on shared machines, ratios hold).
 
@@ -17,7 +17,7 @@ from bench import PYTHON, Run, bare_loop, generate, line_count, measure, mwtap_a
 
 TARGET_RATIO = 0.5
 TARGET_RSS_MB = 300
-NATIVE_FRAMING = "import sys\nfrom analysis import _core\n_core.analyze_framing([sys.argv[1]], frames_table=False)\n"
+NATIVE_FRAMING = "import sys\nfrom analysis import _core\n_core.analyze_native([sys.argv[1]], tables=())\n"
 
 
 def native_framing(capture: str) -> Run:

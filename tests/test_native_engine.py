@@ -41,17 +41,21 @@ class _Nothing(Analyzer):
     """No hook: the Python engine then runs Framing alone (`analyzers=[]` would mean the defaults)."""
 
 
-def python_framing(paths: list[str], config: Config, frames_table: bool = True) -> dict:
-    """The Python reader and engine's answers, shaped as `_core.analyze_framing` returns them."""
+def python_engine(paths: list[str], config: Config, frames_table: bool = True, analyzers=(), tables=()) -> dict:
+    """The Python reader and engine's answers (Framing, then `analyzers`; the rows of `tables`), shaped as
+    `_core.analyze_native` returns them."""
     rows: list[dict] = []
     violations: list[dict] = []
+    table_rows: dict[str, list[dict]] = {}  # the tables asked for that an analyzer running owns
 
     class Sink:
         def adder(self, table):
-            return rows.append if table == "frames" and frames_table else None
+            if table == "frames":
+                return rows.append if frames_table else None
+            return table_rows.setdefault(table, []).append if table in tables else None
 
     captures = CaptureSet(paths)
-    engine = Engine(config, Sink(), lambda v: violations.append(v.as_row()), analyzers=[_Nothing])
+    engine = Engine(config, Sink(), lambda v: violations.append(v.as_row()), analyzers=[*analyzers] or [_Nothing])
     for rec in captures.records():
         engine.feed(rec)
     engine.finish()
@@ -64,6 +68,8 @@ def python_framing(paths: list[str], config: Config, frames_table: bool = True) 
         "damage": [(d.path, d.line, d.problem, d.kind, d.more) for d in captures.damage],
         "unknown_records": captures.unknown_records,
         "violations": violations,
+        "stats": engine.stats(),
+        "tables": table_rows,
     }
     if frames_table:
         columns = ("conn", "t", "frame", "dir", "op", "size", "category", "kind", "type", "id", "req_id", "code",
@@ -79,10 +85,14 @@ def outcome(run, *args) -> dict | str:
         return f"CaptureError: {e}"
 
 
-def assert_same(paths: list[str], config: Config | None = None, frames_table: bool = True) -> dict | str:
+def assert_same(paths: list[str], config: Config | None = None, frames_table: bool = True, analyzers=(),
+                tables=()) -> dict | str:
+    """Both engines' answers are equal, types included; `analyzers` are Python analyzer classes, each
+    run natively under its lower-cased class name."""
     config = config or Config()
-    python = outcome(python_framing, paths, config, frames_table)
-    native = outcome(_core.analyze_framing, paths, dataclasses.asdict(config), frames_table)
+    python = outcome(python_engine, paths, config, frames_table, analyzers, tables)
+    native = outcome(_core.analyze_native, paths, dataclasses.asdict(config), [a.__name__.lower() for a in analyzers],
+                     [*tables, *(["frames"] if frames_table else [])])
     assert native == python
     assert repr(native) == repr(python)  # the same types too: 1 == 1.0 == True for ==
     return native

@@ -1,15 +1,18 @@
-//! The analysis side's Python API: `analysis._core.analyze_framing`, the native reader and engine
-//! running the Framing analyzer only (the other analyzers are ported onto `engine::Analyzer`
-//! next). tests/test_native_engine.py compares it with the Python engine.
+//! The analysis side's Python API: `analysis._core.analyze_native`, the native reader and engine
+//! running Framing and the analyzers ported so far (the others are ported onto `engine::Analyzer`
+//! next). tests/test_native_engine.py and tests/test_native_analyzers.py compare it with the
+//! Python engine.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use serde_json::Value;
 
-use crate::engine::{Config, Engine};
+use crate::engine::{Analyzer, Config, Engine};
+use crate::keepalive::Keepalive;
 use crate::reader::{CaptureError, CaptureSet};
 use crate::record::Val;
+use crate::rings::Rings;
 use crate::rules::default_severity;
 
 fn val_to_py<'py>(py: Python<'py>, value: &Val) -> PyResult<Bound<'py, PyAny>> {
@@ -98,25 +101,52 @@ fn capture_error(py: Python<'_>, error: CaptureError) -> PyErr {
     }
 }
 
-/// Reads the captures at `paths` as one stream (analysis.reader.CaptureSet) and runs the engine
-/// with the Framing analyzer only. Returns a dict: the engine's counters (`frames`,
-/// `malformed_records`, `records_after_close`, `drops`, `dropped_records`), `files` (path, header,
-/// lines, bytes_read), `damage` ((path, line, problem, kind, more) per entry), `unknown_records`,
-/// `violations` (rows as `Violation.as_row()`) and, with `frames_table`, the `frames` table as
-/// one list per column. A file that is not a capture raises analysis.capture.CaptureError.
+/// The native analyzers by name, in the order given (the Python engine's order is
+/// analysis.analyzers.ANALYZERS); `wanted(table)` says which of their tables to keep.
+fn analyzers_named(
+    names: &[String],
+    config: &Config,
+    tables: &[String],
+) -> PyResult<Vec<Box<dyn Analyzer>>> {
+    let wanted = |table: &str| tables.iter().any(|t| t == table);
+    names
+        .iter()
+        .map(|name| -> PyResult<Box<dyn Analyzer>> {
+            match name.as_str() {
+                "keepalive" => Ok(Box::new(Keepalive::new(config, wanted))),
+                "rings" => Ok(Box::new(Rings::default())),
+                _ => Err(PyValueError::new_err(format!(
+                    "no native analyzer {name:?} (ported: keepalive, rings)"
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// Reads the captures at `paths` as one stream (analysis.reader.CaptureSet) and runs the native
+/// engine: Framing, then the `analyzers` named (ported so far: "keepalive", "rings"). Returns a
+/// dict: the engine's counters (`frames`, `malformed_records`, `records_after_close`, `drops`,
+/// `dropped_records`), `files` (path, header, lines, bytes_read), `damage` ((path, line, problem,
+/// kind, more) per entry), `unknown_records`, `violations` (rows as `Violation.as_row()`),
+/// `stats` (the analyzers' summary sections), `tables` (the analyzers' tables named in `tables`,
+/// a list of row dicts each) and, with "frames" in `tables`, the `frames` table as one list per
+/// column under `frames_table`. A file that is not a capture raises analysis.capture.CaptureError.
 #[pyfunction]
-#[pyo3(signature = (paths, config=None, frames_table=true))]
-fn analyze_framing<'py>(
+#[pyo3(signature = (paths, config=None, analyzers=Vec::new(), tables=vec!["frames".to_owned()]))]
+fn analyze_native<'py>(
     py: Python<'py>,
     paths: Vec<String>,
     config: Option<&Bound<'py, PyDict>>,
-    frames_table: bool,
+    analyzers: Vec<String>,
+    tables: Vec<String>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let config = config_from(config)?;
-    let (set, engine) = py
+    let analyzers = analyzers_named(&analyzers, &config, &tables)?;
+    let frames_table = tables.iter().any(|t| t == "frames");
+    let (set, mut engine) = py
         .allow_threads(|| {
             let mut set = CaptureSet::open(&paths)?;
-            let mut engine = Engine::new(config, frames_table, Vec::new());
+            let mut engine = Engine::new(config, frames_table, analyzers);
             set.for_each(|rec| engine.feed(rec));
             engine.finish();
             Ok((set, engine))
@@ -164,6 +194,20 @@ fn analyze_framing<'py>(
         violations.append(row)?;
     }
     out.set_item("violations", violations)?;
+    out.set_item("stats", json_to_py(py, &Value::Object(engine.stats()))?)?;
+    let analyzer_tables = PyDict::new(py);
+    for (name, rows) in engine.take_tables() {
+        let list = PyList::empty(py);
+        for row in rows {
+            let dict = PyDict::new(py);
+            for (column, value) in &row {
+                dict.set_item(column, val_to_py(py, value)?)?;
+            }
+            list.append(dict)?;
+        }
+        analyzer_tables.set_item(name, list)?;
+    }
+    out.set_item("tables", analyzer_tables)?;
     if let Some(rows) = &engine.framing.rows {
         let table = PyDict::new(py);
         table.set_item("conn", &rows.conn)?;
@@ -191,5 +235,5 @@ fn analyze_framing<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(analyze_framing, m)?)
+    m.add_function(wrap_pyfunction!(analyze_native, m)?)
 }

@@ -138,6 +138,9 @@ pub fn parse_payload(rec: &Record) -> Option<Value> {
     parse_json(rec.text.string()?.as_bytes())
 }
 
+/// A row of an analyzer's table: (column, value) in the column order of docs/analysis.md.
+pub type Row = Vec<(&'static str, Val<'static>)>;
+
 /// One concern of the analysis. Every hook has a do-nothing default; `ctx` is how an analyzer
 /// reports violations and sets deadlines.
 pub trait Analyzer: Send {
@@ -161,6 +164,10 @@ pub trait Analyzer: Send {
     /// Aggregates the analyzer keeps itself (sections of the summary).
     fn stats(&self) -> serde_json::Map<String, Value> {
         serde_json::Map::new()
+    }
+    /// The rows of the tables the analyzer was asked for, as (table, rows); taken once, after `finish`.
+    fn take_tables(&mut self) -> Vec<(&'static str, Vec<Row>)> {
+        Vec::new()
     }
 }
 
@@ -457,6 +464,14 @@ impl Engine {
             };
             self.end(&conn, &close, true);
         }
+    }
+
+    /// Every analyzer's tables (`Analyzer::take_tables`), in analyzer order.
+    pub fn take_tables(&mut self) -> Vec<(&'static str, Vec<Row>)> {
+        self.analyzers
+            .iter_mut()
+            .flat_map(|a| a.take_tables())
+            .collect()
     }
 
     pub fn stats(&self) -> serde_json::Map<String, Value> {

@@ -13,10 +13,12 @@ mod analysis_py;
 pub mod damage;
 pub mod engine;
 pub mod framing;
+pub mod keepalive;
 mod lines;
 pub mod pyrepr;
 pub mod reader;
 pub mod record;
+pub mod rings;
 pub mod rules;
 pub mod timers;
 

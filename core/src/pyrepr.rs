@@ -116,6 +116,35 @@ pub fn py_float(x: f64) -> String {
     format!("{sign}{mantissa}e{esign}{:02}", exp.abs())
 }
 
+/// `f"{x:g}"` of a Python float: 6 significant digits without trailing zeros, in positional
+/// notation for exponents -4..6, else `d.dddde±XX`.
+pub fn py_format_g(x: f64) -> String {
+    if !x.is_finite() {
+        return py_float(x);
+    }
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    let sci = format!("{x:.5e}"); // rounded to 6 digits: its exponent is the one `g` decides by
+    let (mantissa, exp) = sci.split_once('e').expect("LowerExp writes an exponent");
+    let exp: i32 = exp.parse().expect("LowerExp writes an integer exponent");
+    let trim = |digits: &str| -> String {
+        if digits.contains('.') {
+            digits
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_owned()
+        } else {
+            digits.to_owned()
+        }
+    };
+    if (-4..6).contains(&exp) {
+        return trim(&format!("{x:.*}", (5 - exp) as usize));
+    }
+    let esign = if exp < 0 { '-' } else { '+' };
+    format!("{}e{esign}{:02}", trim(mantissa), exp.abs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +183,37 @@ mod tests {
             (-0.0, "-0.0"),
         ] {
             assert_eq!(py_float(x), text, "{x}");
+        }
+    }
+
+    #[test]
+    fn g_and_fixed_formats_as_python_writes_them() {
+        for (x, text) in [
+            (60.0, "60"),
+            (0.5, "0.5"),
+            (30.0, "30"),
+            (0.001, "0.001"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (123456.0, "123456"),
+            (1234567.0, "1.23457e+06"),
+            (999999.5, "1e+06"),
+            (1.844_674_407_370_955e16, "1.84467e+16"),
+            (-2.5e-7, "-2.5e-07"),
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (f64::INFINITY, "inf"),
+        ] {
+            assert_eq!(py_format_g(x), text, "{x}");
+        }
+        // `{x:.1f}`: Rust's fixed precision rounds the exact binary value, ties to even, as Python.
+        for (x, text) in [
+            (0.25, "0.2"),
+            (0.75, "0.8"),
+            (-0.04, "-0.0"),
+            (1e20, "100000000000000000000.0"),
+        ] {
+            assert_eq!(format!("{x:.1}"), text, "{x}");
         }
     }
 

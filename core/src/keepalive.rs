@@ -1,0 +1,326 @@
+//! Keep-alive (analysis/analyzers/keepalive.py): the client's silences (any client message, ping or
+//! pong resets the clock), and the WebSocket pings and pongs themselves. Tables `keepalive`,
+//! `silences`, `pings` (docs/analysis.md); times keep their Python types (an int minus an int is
+//! an int).
+
+use crate::engine::{Analyzer, Config, Context, Frame, Hook, Row};
+use crate::pyrepr::py_format_g;
+use crate::record::{Record, Val};
+use std::collections::HashMap;
+
+/// A server close after a silence of at least this share of the limit is a keep-alive gap (the
+/// server enforced the limit on its own clock, the capture sees the silence a few ms shorter).
+const SERVER_CLOSE_TOLERANCE: f64 = 0.98;
+/// On an agent connection a silence may exceed the limit by this share of it (node-agent-sdk pings
+/// on a 60 s timer that fires a few ms late).
+const AGENT_SLACK: f64 = 0.1;
+/// Request types only an agent sends (analysis.identity._AGENT_REQUESTS).
+const AGENT_REQUESTS: [&str; 4] = [
+    ".ams.routing.",
+    ".ams.aam.",
+    ".ams.userprofile.",
+    ".ams.cm.AgentRequestConversation",
+];
+
+fn is_agent_request(type_: Option<&str>) -> bool {
+    type_.is_some_and(|t| AGENT_REQUESTS.iter().any(|p| t.starts_with(p)))
+}
+
+/// The path of `urllib.parse.urlsplit(url)`: C0 controls and spaces stripped at the start, tab and
+/// newlines removed, then scheme, `//netloc`, fragment and query split off.
+fn url_path(url: &str) -> String {
+    let url: String = url
+        .trim_start_matches(|c: char| c <= ' ')
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\r' | '\n'))
+        .collect();
+    let mut rest = url.as_str();
+    if let Some(i) = rest.find(':') {
+        let scheme = &rest[..i];
+        let first_alpha = scheme
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic());
+        if first_alpha
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        {
+            rest = &rest[i + 1..];
+        }
+    }
+    if let Some(after) = rest.strip_prefix("//") {
+        rest = &after[after.find(['/', '?', '#']).unwrap_or(after.len())..];
+    }
+    let rest = rest.split('#').next().unwrap_or_default();
+    rest.split('?').next().unwrap_or_default().to_owned()
+}
+
+/// `side_of_url(url) == AGENT`: a brand connection (`/messaging/brand/` in the URL's path).
+pub fn is_agent_url(url: &Val) -> bool {
+    url.as_str()
+        .is_some_and(|u| url_path(u).contains("/messaging/brand/"))
+}
+
+/// `a - b` of two record times, as Python computes it.
+fn minus(a: &Val, b: &Val) -> Val<'static> {
+    match (a, b) {
+        (Val::Int(a), Val::Int(b)) => Val::Int(a - b),
+        _ => Val::Float(a.number().unwrap_or(f64::NAN) - b.number().unwrap_or(f64::NAN)),
+    }
+}
+
+fn num(v: &Val) -> f64 {
+    v.number().unwrap_or(f64::NAN)
+}
+
+struct Silence {
+    last: Val<'static>,
+    activities: i128,
+    longest: Val<'static>,
+    longest_start: Val<'static>,
+    over_limit: i128,
+    limit: f64,
+}
+
+pub struct Keepalive {
+    limit: f64,
+    conns: HashMap<String, Silence>,
+    rows: Option<Vec<Row>>,
+    silence_rows: Option<Vec<Row>>,
+    ping_rows: Option<Vec<Row>>,
+}
+
+impl Keepalive {
+    /// `wanted(table)`: whether the rows of that table are kept.
+    pub fn new(config: &Config, wanted: impl Fn(&str) -> bool) -> Self {
+        let table = |name| wanted(name).then(Vec::new);
+        Keepalive {
+            limit: config.keepalive_limit_s,
+            conns: HashMap::new(),
+            rows: table("keepalive"),
+            silence_rows: table("silences"),
+            ping_rows: table("pings"),
+        }
+    }
+
+    fn agent_limit(&self) -> f64 {
+        self.limit * (1.0 + AGENT_SLACK)
+    }
+
+    fn activity(&mut self, ctx: &mut Context, conn: &str, t: &Val, frame: Option<i128>) {
+        let base = self.limit;
+        let state = self.conns.get_mut(conn).expect("an open connection");
+        let gap = minus(t, &state.last);
+        if num(&gap) > num(&state.longest) || num(&gap) > state.limit {
+            let limit = state.limit;
+            gap_found(ctx, base, state, conn, t, frame, &gap, "", false, limit);
+        }
+        if let Some(rows) = self.silence_rows.as_mut() {
+            let over = Val::Bool(num(&gap) > state.limit);
+            rows.push(vec![
+                ("conn", Val::Str(conn.to_owned().into())),
+                ("t", t.clone().into_owned()),
+                ("start", state.last.clone()),
+                ("silence_s", gap),
+                ("over_limit", over),
+                ("ended_by", Val::Str("activity".into())),
+            ]);
+        }
+        state.last = t.clone().into_owned();
+        state.activities += 1;
+    }
+}
+
+/// `Keepalive._gap`: the longest silence so far, and a violation past `limit`.
+#[allow(clippy::too_many_arguments)]
+fn gap_found(
+    ctx: &mut Context,
+    base_limit: f64,
+    state: &mut Silence,
+    conn: &str,
+    t: &Val,
+    frame: Option<i128>,
+    gap: &Val<'static>,
+    how: &str,
+    at_capture_end: bool,
+    limit: f64,
+) {
+    if num(gap) > num(&state.longest) {
+        state.longest = gap.clone();
+        state.longest_start = state.last.clone();
+    }
+    if num(gap) > limit {
+        state.over_limit += 1;
+        let slack = if state.limit > base_limit {
+            " + 10% for an agent"
+        } else {
+            ""
+        };
+        let message = format!(
+            "client silent for {:.1} s{how} (limit {} s{slack})",
+            num(gap),
+            py_format_g(base_limit)
+        );
+        ctx.violation(
+            "keepalive-gap",
+            Some(conn),
+            t,
+            frame,
+            message,
+            None,
+            at_capture_end,
+        );
+    }
+}
+
+impl Analyzer for Keepalive {
+    fn wants(&self, _hook: Hook, direction: &str, _type: Option<&str>) -> bool {
+        direction == "c2s" // only the client's activity counts
+    }
+
+    fn open(&mut self, _ctx: &mut Context, rec: &Record) {
+        let limit = if is_agent_url(&rec.url) {
+            self.agent_limit()
+        } else {
+            self.limit
+        };
+        let state = Silence {
+            last: rec.t.clone().into_owned(),
+            activities: 0,
+            longest: Val::Float(0.0),
+            longest_start: Val::Null,
+            over_limit: 0,
+            limit,
+        };
+        let conn = rec.conn.as_str().expect("an open connection's id");
+        self.conns.insert(conn.to_owned(), state);
+    }
+
+    fn message(&mut self, ctx: &mut Context, frame: &Frame) {
+        let rec = frame.rec;
+        let conn = rec.conn.as_str().expect("an open connection's id");
+        if is_agent_request(rec.type_.as_str()) {
+            let limit = self.agent_limit();
+            self.conns.get_mut(conn).expect("an open connection").limit = limit;
+        }
+        self.activity(ctx, conn, &rec.t, rec.n.as_int());
+    }
+
+    fn ping(&mut self, ctx: &mut Context, rec: &Record) {
+        let conn = rec.conn.as_str().expect("an open connection's id");
+        if let Some(rows) = self.ping_rows.as_mut() {
+            rows.push(vec![
+                ("conn", Val::Str(conn.to_owned().into())),
+                ("t", rec.t.clone().into_owned()),
+                ("rec", rec.rec.clone().into_owned()),
+                ("dir", rec.dir.clone().into_owned()),
+            ]);
+        }
+        if rec.dir.as_str() == Some("c2s") {
+            self.activity(ctx, conn, &rec.t, None);
+        }
+    }
+
+    fn pong(&mut self, ctx: &mut Context, rec: &Record) {
+        self.ping(ctx, rec);
+    }
+
+    fn close(&mut self, ctx: &mut Context, rec: &Record, at_capture_end: bool) {
+        let conn = rec.conn.as_str().expect("an open connection's id");
+        let mut state = self.conns.remove(conn).expect("an open connection");
+        let silence = minus(&rec.t, &state.last);
+        let by_server = rec.by.as_str() == Some("server");
+        let how = if by_server {
+            " before the server closed the connection"
+        } else if at_capture_end {
+            " until the capture ended"
+        } else {
+            " before the close"
+        };
+        let limit = if by_server {
+            state.limit * SERVER_CLOSE_TOLERANCE
+        } else {
+            state.limit
+        };
+        let t = &rec.t;
+        gap_found(
+            ctx,
+            self.limit,
+            &mut state,
+            conn,
+            t,
+            None,
+            &silence,
+            how,
+            at_capture_end,
+            limit,
+        );
+        let over = num(&silence) > limit;
+        if let Some(rows) = self.silence_rows.as_mut() {
+            let ended_by = if at_capture_end {
+                "capture-end"
+            } else {
+                "close"
+            };
+            rows.push(vec![
+                ("conn", Val::Str(conn.to_owned().into())),
+                ("t", t.clone().into_owned()),
+                ("start", state.last.clone()),
+                ("silence_s", silence.clone()),
+                ("over_limit", Val::Bool(over)),
+                ("ended_by", Val::Str(ended_by.into())),
+            ]);
+        }
+        if let Some(rows) = self.rows.as_mut() {
+            rows.push(vec![
+                ("conn", Val::Str(conn.to_owned().into())),
+                ("t", t.clone().into_owned()),
+                ("client_activities", Val::Int(state.activities)),
+                ("longest_gap_s", state.longest),
+                ("longest_gap_start", state.longest_start),
+                ("gaps_over_limit", Val::Int(state.over_limit)),
+                ("silence_before_close_s", silence),
+                (
+                    "closed_by_server_after_silence",
+                    Val::Bool(by_server && over),
+                ),
+                ("at_capture_end", Val::Bool(at_capture_end)),
+            ]);
+        }
+    }
+
+    fn take_tables(&mut self) -> Vec<(&'static str, Vec<Row>)> {
+        [
+            ("keepalive", self.rows.take()),
+            ("silences", self.silence_rows.take()),
+            ("pings", self.ping_rows.take()),
+        ]
+        .into_iter()
+        .filter_map(|(name, rows)| rows.map(|r| (name, r)))
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_paths_as_urlsplit_splits_them() {
+        for (url, path) in [
+            (
+                "wss://h/ws_api/account/1/messaging/brand/x?v=2",
+                "/ws_api/account/1/messaging/brand/x",
+            ),
+            ("  \twss://h/a#/messaging/brand/", "/a"),
+            ("//messaging/brand/x", "/brand/x"),
+            ("messaging/brand/x", "messaging/brand/x"),
+            ("1ws://h/p", "1ws://h/p"),
+            ("ws://h?q/messaging/brand/", ""),
+            ("w\ns://h/p", "/p"),
+        ] {
+            assert_eq!(url_path(url), path, "{url}");
+        }
+    }
+}
