@@ -41,11 +41,18 @@ def chat_capture(path, messages: int, payload: int) -> int:
     return len(last["text"])
 
 
+# Runs the command from a small Python process: Linux carries the RSS peak of the process that
+# forked over exec, so a command forked straight from a big pytest process reports pytest's peak.
+_MEASURE = ("import resource, subprocess, sys; "
+            "code = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)")
+
+
 def peak_rss_mb(args: list[str]) -> float:
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read().decode()
-    return usage.ru_maxrss / 1024
+    """Peak RSS of the command `args` alone, in MB."""
+    done = subprocess.run([sys.executable, "-c", _MEASURE, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout.split()[-1]) / 1024
 
 
 def test_report_of_big_payloads_stays_small_and_shows_them_cut(tmp_path):
