@@ -155,6 +155,9 @@ def test_acknowledgements_streams_and_reconnects(procs, tmp_path, capture, brows
     # An agent's message -> the consumer's ACCEPT (and back); READ is offered too.
     page.fill("#filters input[name=text]", "agent says hello")
     page.press("#filters input[name=text]", "Enter")
+    # Only the agent's messages are listed once the filter applied (before, the first notification is another).
+    wait_until(page, "[...document.querySelectorAll('#rows .row')].every(r => r.classList.contains('k-notification'))"
+                     " && document.querySelector('#rows .row') !== null")
     page.locator("#rows .row.k-notification").first.click()
     page.wait_for_selector("#detail button.jump:has-text('READ')")
     message = page.inner_text("#detail .facts")
