@@ -98,6 +98,9 @@ pub struct Frame<'r, 'a> {
     pub rec: &'r Record<'a>,
     pub category: Option<Category>,
     payload: OnceCell<Option<Value>>,
+    /// The body index fields lifted from the payload, once one recorded was malformed or missing
+    /// (frame::lifted): shared by the analyzers, as Python's re-lift updates the record itself.
+    pub(crate) relifted: OnceCell<serde_json::Map<String, Value>>,
 }
 
 impl<'r, 'a> Frame<'r, 'a> {
@@ -106,6 +109,7 @@ impl<'r, 'a> Frame<'r, 'a> {
             rec,
             category,
             payload: OnceCell::new(),
+            relifted: OnceCell::new(),
         }
     }
 
@@ -119,6 +123,7 @@ impl<'r, 'a> Frame<'r, 'a> {
             rec,
             category,
             payload: OnceCell::from(payload),
+            relifted: OnceCell::new(),
         }
     }
 
@@ -241,7 +246,7 @@ pub struct Engine {
 }
 
 /// Drops the oldest entries once `entries` holds 1.25 × `limit`, keeping the newest `limit`.
-fn trim_oldest<K, V>(entries: &mut IndexMap<K, V>, limit: usize) {
+pub fn trim_oldest<K, V>(entries: &mut IndexMap<K, V>, limit: usize) {
     if entries.len() > limit + limit / 4 {
         let excess = entries.len() - limit;
         entries.drain(..excess);

@@ -4,6 +4,7 @@
 //! an int).
 
 use crate::engine::{Analyzer, Config, Context, Frame, Hook, Row};
+use crate::identity::{is_agent_request, side_of_url, AGENT};
 use crate::pyrepr::py_format_g;
 use crate::record::{Record, Val};
 use std::collections::HashMap;
@@ -14,56 +15,8 @@ const SERVER_CLOSE_TOLERANCE: f64 = 0.98;
 /// On an agent connection a silence may exceed the limit by this share of it (node-agent-sdk pings
 /// on a 60 s timer that fires a few ms late).
 const AGENT_SLACK: f64 = 0.1;
-/// Request types only an agent sends (analysis.identity._AGENT_REQUESTS).
-const AGENT_REQUESTS: [&str; 4] = [
-    ".ams.routing.",
-    ".ams.aam.",
-    ".ams.userprofile.",
-    ".ams.cm.AgentRequestConversation",
-];
-
-fn is_agent_request(type_: Option<&str>) -> bool {
-    type_.is_some_and(|t| AGENT_REQUESTS.iter().any(|p| t.starts_with(p)))
-}
-
-/// The path of `urllib.parse.urlsplit(url)`: C0 controls and spaces stripped at the start, tab and
-/// newlines removed, then scheme, `//netloc`, fragment and query split off.
-fn url_path(url: &str) -> String {
-    let url: String = url
-        .trim_start_matches(|c: char| c <= ' ')
-        .chars()
-        .filter(|c| !matches!(c, '\t' | '\r' | '\n'))
-        .collect();
-    let mut rest = url.as_str();
-    if let Some(i) = rest.find(':') {
-        let scheme = &rest[..i];
-        let first_alpha = scheme
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic());
-        if first_alpha
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-        {
-            rest = &rest[i + 1..];
-        }
-    }
-    if let Some(after) = rest.strip_prefix("//") {
-        rest = &after[after.find(['/', '?', '#']).unwrap_or(after.len())..];
-    }
-    let rest = rest.split('#').next().unwrap_or_default();
-    rest.split('?').next().unwrap_or_default().to_owned()
-}
-
-/// `side_of_url(url) == AGENT`: a brand connection (`/messaging/brand/` in the URL's path).
-pub fn is_agent_url(url: &Val) -> bool {
-    url.as_str()
-        .is_some_and(|u| url_path(u).contains("/messaging/brand/"))
-}
-
 /// `a - b` of two record times, as Python computes it.
-fn minus(a: &Val, b: &Val) -> Val<'static> {
+pub fn minus(a: &Val, b: &Val) -> Val<'static> {
     match (a, b) {
         (Val::Int(a), Val::Int(b)) => Val::Int(a - b),
         _ => Val::Float(a.number().unwrap_or(f64::NAN) - b.number().unwrap_or(f64::NAN)),
@@ -180,7 +133,7 @@ impl Analyzer for Keepalive {
     }
 
     fn open(&mut self, _ctx: &mut Context, rec: &Record) {
-        let limit = if is_agent_url(&rec.url) {
+        let limit = if side_of_url(&rec.url) == Some(AGENT) {
             self.agent_limit()
         } else {
             self.limit
@@ -299,28 +252,5 @@ impl Analyzer for Keepalive {
         .into_iter()
         .filter_map(|(name, rows)| rows.map(|r| (name, r)))
         .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn url_paths_as_urlsplit_splits_them() {
-        for (url, path) in [
-            (
-                "wss://h/ws_api/account/1/messaging/brand/x?v=2",
-                "/ws_api/account/1/messaging/brand/x",
-            ),
-            ("  \twss://h/a#/messaging/brand/", "/a"),
-            ("//messaging/brand/x", "/brand/x"),
-            ("messaging/brand/x", "messaging/brand/x"),
-            ("1ws://h/p", "1ws://h/p"),
-            ("ws://h?q/messaging/brand/", ""),
-            ("w\ns://h/p", "/p"),
-        ] {
-            assert_eq!(url_path(url), path, "{url}");
-        }
     }
 }

@@ -22,8 +22,9 @@ use crate::json_value::{parse, Value};
 
 const MARKER_PREFIX: &str = "[redacted sha256:";
 
+/// A redaction marker: the token's fingerprint, then its `sub`'s when it had one.
 static MARKER_RE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\A\[redacted sha256:[0-9a-f]{12}(?: sub:[0-9a-f]{12})?\]\z").unwrap()
+    Regex::new(r"\[redacted sha256:([0-9a-f]{12})(?: sub:([0-9a-f]{12}))?\]").unwrap()
 });
 
 /// Three base64url segments, the first one a JSON object ("eyJ" is base64 of '{"'). The signature
@@ -64,7 +65,26 @@ pub fn marker(secret: &[u8]) -> String {
 }
 
 pub fn is_marker(value: &str) -> bool {
-    value.starts_with(MARKER_PREFIX) && MARKER_RE.is_match(value)
+    value.starts_with(MARKER_PREFIX)
+        && MARKER_RE
+            .find(value)
+            .is_some_and(|m| m.start() == 0 && m.end() == value.len())
+}
+
+/// (token fingerprint, sub fingerprint) of every redaction marker in `text`, in order.
+pub fn marked_tokens(text: &str) -> Vec<(String, Option<String>)> {
+    if !text.contains(MARKER_PREFIX) {
+        return Vec::new();
+    }
+    MARKER_RE
+        .captures_iter(text)
+        .map(|c| (c[1].to_owned(), c.get(2).map(|s| s.as_str().to_owned())))
+        .collect()
+}
+
+/// Whether `text` holds a plain JWT.
+pub fn has_jwt(text: &str) -> bool {
+    JWT_RE.is_match(text)
 }
 
 /// The `sub` claim of a JWT-shaped token, if it has one. The claims segment is decoded as Python's

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use crate::engine::{Analyzer, Context, Frame, Hook};
+use crate::frame::{as_list, body, type_is};
 use crate::pyrepr::py_format_g;
 use crate::record::{Record, Val};
 
@@ -29,29 +30,6 @@ pub struct Rings {
     /// Deadline token -> its offer.
     offers: HashMap<u64, Offer>,
     next_token: u64,
-}
-
-/// `type_is(type_, name)`: `name` under any prefix.
-fn type_is(type_: Option<&str>, name: &str) -> bool {
-    type_.is_some_and(|t| {
-        t == name
-            || t.strip_suffix(name)
-                .is_some_and(|prefix| prefix.ends_with('.'))
-    })
-}
-
-/// `analysis.frame.as_list`: an array, a single element sent bare, or nothing for a missing/null one.
-fn as_list(value: Option<&Value>) -> &[Value] {
-    match value {
-        None | Some(Value::Null) => &[],
-        Some(Value::Array(items)) => items,
-        Some(single) => std::slice::from_ref(single),
-    }
-}
-
-/// `Frame.body`: the payload's `body` when the payload is an object.
-fn body<'f>(frame: &'f Frame) -> Option<&'f Value> {
-    frame.payload()?.as_object()?.get("body")
 }
 
 /// A `ringExpiration` in ms as the deadline in s (`isinstance(x, (int, float)) and x > 0`: a

@@ -1,0 +1,290 @@
+//! What every analyzer asks of a message (analysis/frame.py): its type under any prefix, arrays
+//! sent bare, the body, whether a response can answer a request, and the body index fields.
+
+use std::collections::HashSet;
+use std::sync::LazyLock;
+
+use serde_json::{Map, Value};
+
+use crate::engine::Frame;
+use crate::json_out::Members;
+use crate::record::{Raw, Val};
+
+/// Whether a request type is `name` under any of its prefixes (cqm., .ams.aam., .ams.ms., …).
+pub fn type_is(type_: Option<&str>, name: &str) -> bool {
+    type_.is_some_and(|t| {
+        t == name
+            || t.strip_suffix(name)
+                .is_some_and(|prefix| prefix.ends_with('.'))
+    })
+}
+
+/// An array field: a single element sent bare counts as a one-element array, a missing or null
+/// one as none (Messaging Window API — Protocol Overview, Single Element Arrays).
+pub fn as_list(value: Option<&Value>) -> &[Value] {
+    match value {
+        None | Some(Value::Null) => &[],
+        Some(Value::Array(items)) => items,
+        Some(single) => std::slice::from_ref(single),
+    }
+}
+
+/// The payload's `body` when the payload is an object.
+pub fn body<'f>(frame: &'f Frame) -> Option<&'f Value> {
+    frame.payload()?.as_object()?.get("body")
+}
+
+/// cqm. / aam. / .ams.aam. ExConversationChangeNotification (the tutorials, the API reference page
+/// and the v2 spelling of the same notification).
+pub fn is_conversation_notification(type_: Option<&str>) -> bool {
+    type_.is_some_and(|t| t.ends_with("ExConversationChangeNotification"))
+}
+
+/// ms.MessagingEventNotification and the v2 ms.OnlineEventDistribution (single change body).
+pub fn is_messaging_notification(type_: Option<&str>) -> bool {
+    type_.is_some_and(|t| {
+        t.contains("MessagingEventNotification") || t.contains("OnlineEventDistribution")
+    })
+}
+
+/// The change objects of a messaging-event notification, whichever variant it is.
+pub fn messaging_changes<'v>(type_: &str, body: Option<&'v Value>) -> Vec<&'v Map<String, Value>> {
+    let Some(Value::Object(object)) = body else {
+        return Vec::new();
+    };
+    if type_.contains("OnlineEventDistribution") {
+        return vec![object];
+    }
+    as_list(object.get("changes"))
+        .iter()
+        .filter_map(Value::as_object)
+        .collect()
+}
+
+/// A type without its prefix: `cqm.SubscribeExConversations` -> `SubscribeExConversations`.
+pub fn request_name(type_: &str) -> &str {
+    type_.rsplit('.').next().unwrap_or(type_)
+}
+
+/// Response types that name the request they answer (Messaging Window API — API reference pages
+/// and tutorials, with the v2 and brand-side spellings): (responses, requests).
+const NAMED_RESPONSES: [(&[&str], &[&str]); 7] = [
+    (
+        &[
+            "RequestConversationResponse",
+            "RequestConversation$Response",
+        ],
+        &["ConsumerRequestConversation", "AgentRequestConversation"],
+    ),
+    (
+        &["PublishEventResponse", "PublishEvent$Response"],
+        &["PublishEvent"],
+    ),
+    (
+        &[
+            "SubscribeExConversationsResponse",
+            "SubscribeExConversations$Response",
+        ],
+        &["SubscribeExConversations"],
+    ),
+    (
+        &["GenerateURLResponse", "BaseGenerateURLResponse"],
+        &["GenerateURLForUploadFile", "GenerateURLForDownloadFile"],
+    ),
+    (&["GetClockResponse", "GetClock$Response"], &["GetClock"]),
+    (&["QueryMessages$Response"], &["QueryMessages"]),
+    (&["GetUserProfile$Response"], &["GetUserProfile"]),
+];
+/// The generic subscribe response answers any subscription request.
+const GENERIC_SUBSCRIBE: [&str; 2] = ["GenericSubscribeResponse", "GenericSubscribe$Response"];
+/// A string response answers requests whose success has no body of its own, and as an error
+/// (4xx/5xx) any request.
+const STRING_RESPONSES: [&str; 3] = ["StringResponse", "ReqBody$StringResp", "StringResp"];
+/// Requests whose success has a typed response of its own.
+static TYPED_SUCCESS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+    NAMED_RESPONSES
+        .iter()
+        .flat_map(|(_, requests)| requests.iter().copied())
+        .filter(|request| *request != "GetClock")
+        .chain(["SubscribeMessagingEvents"])
+        .collect()
+});
+
+/// Whether a response of this type (and code) can answer a request of this type. Only a response
+/// type that names its request (or is a string or generic subscribe response) rules requests out:
+/// a missing or undocumented type (None: absent or not a string) answers anything, as does any
+/// response to a request without a type.
+pub fn can_answer(response_type: Option<&str>, code: &Val, request_type: Option<&str>) -> bool {
+    let (Some(response_type), Some(request_type)) = (response_type, request_type) else {
+        return true;
+    };
+    let error = match code {
+        Val::Int(code) => *code >= 400,
+        _ => true, // `code.__class__ is not int`: missing, a string, a float, a boolean
+    };
+    let (response, request) = (request_name(response_type), request_name(request_type));
+    if let Some((_, requests)) = NAMED_RESPONSES
+        .iter()
+        .find(|(responses, _)| responses.contains(&response))
+    {
+        return requests.contains(&request);
+    }
+    if GENERIC_SUBSCRIBE.contains(&response) {
+        return request.to_lowercase().contains("subscri");
+    }
+    if STRING_RESPONSES.contains(&response) {
+        return error || !TYPED_SUCCESS.contains(request);
+    }
+    true
+}
+
+/// The body index fields (docs/capture-format.md, "Body index fields").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyField {
+    DialogId,
+    ConversationId,
+    Sequence,
+    Event,
+    Events,
+}
+
+impl BodyField {
+    fn key(self) -> &'static str {
+        match self {
+            BodyField::DialogId => "dialogId",
+            BodyField::ConversationId => "conversationId",
+            BodyField::Sequence => "sequence",
+            BodyField::Event => "event",
+            BodyField::Events => "events",
+        }
+    }
+
+    fn recorded<'a>(self, frame: &Frame<'_, 'a>) -> Raw<'a> {
+        let rec = frame.rec;
+        match self {
+            BodyField::DialogId => rec.dialog_id,
+            BodyField::ConversationId => rec.conversation_id,
+            BodyField::Sequence => rec.sequence,
+            BodyField::Event => rec.event,
+            BodyField::Events => rec.events,
+        }
+    }
+
+    /// Whether a recorded value is what the recorder lifts (Python's `_VALID`).
+    fn valid(self, value: &Value) -> bool {
+        let scalar = |v: &Value| !matches!(v, Value::Array(_) | Value::Object(_));
+        let int = |v: &Value| matches!(v, Value::Number(n) if !n.is_f64());
+        match self {
+            BodyField::DialogId | BodyField::ConversationId => value.is_string(),
+            BodyField::Sequence => int(value),
+            BodyField::Event => matches!(value, Value::Array(e) if e.len() == 3
+                && scalar(&e[0]) && scalar(&e[1])
+                && matches!(&e[2], Value::Array(items) if items.iter().all(scalar))),
+            BodyField::Events => {
+                matches!(value, Value::Array(entries) if entries.iter().all(|entry|
+                matches!(entry, Value::Array(e) if e.len() == 8 && e.iter().all(scalar)
+                    && (e[0].is_null() || e[0].is_string())
+                    && (e[2].is_null() || int(&e[2])))))
+            }
+        }
+    }
+}
+
+/// A body index field of the message: the recorded one when it is well-formed, else lifted from
+/// the payload here, by the function the recorder uses. Once a frame has been re-lifted, every
+/// field of it comes from that lift (Python's `Frame.lifted` replaces them all in the record).
+/// None when absent or null.
+pub fn lifted(frame: &Frame, field: BodyField) -> Option<Value> {
+    if let Some(relifted) = frame.relifted.get() {
+        return relifted.get(field.key()).cloned();
+    }
+    let recorded = field.recorded(frame);
+    if let Some(raw) = recorded.0 {
+        if let Ok(value) = serde_json::from_str::<Value>(raw.get()) {
+            if !value.is_null() && field.valid(&value) {
+                return Some(value);
+            }
+        }
+    }
+    let relifted = frame.relifted.get_or_init(|| relift(frame));
+    relifted.get(field.key()).cloned()
+}
+
+/// The body index fields lift.rs's `lift_body` gives for the frame's type and body.
+fn relift(frame: &Frame) -> Map<String, Value> {
+    let body = body(frame).cloned().unwrap_or(Value::Null);
+    let text = serde_json::to_string(&body).unwrap_or_else(|_| "null".to_owned());
+    let Some(body) = crate::json_value::parse(&text) else {
+        return Map::new();
+    };
+    let mut out = vec![b'{'];
+    crate::lift::lift_body(
+        frame.rec.type_.as_str(),
+        &body,
+        &mut Members {
+            out: &mut out,
+            first: true,
+        },
+    );
+    out.push(b'}');
+    let mut fields: Map<String, Value> = serde_json::from_slice(&out).unwrap_or_default();
+    fields.retain(|_, value| !value.is_null());
+    fields
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_under_any_prefix() {
+        assert!(type_is(Some(".ams.cm.PublishEvent"), "PublishEvent"));
+        assert!(type_is(Some("PublishEvent"), "PublishEvent"));
+        assert!(!type_is(Some("ms.XPublishEvent"), "PublishEvent"));
+        assert!(!type_is(None, "PublishEvent"));
+        assert_eq!(request_name(".GetClock$Response"), "GetClock$Response");
+    }
+
+    #[test]
+    fn which_responses_answer_which_requests() {
+        let ok = Val::Int(200);
+        assert!(can_answer(
+            Some("cm.RequestConversationResponse"),
+            &ok,
+            Some("cm.ConsumerRequestConversation")
+        ));
+        assert!(!can_answer(
+            Some("ms.PublishEventResponse"),
+            &ok,
+            Some("cm.ConsumerRequestConversation")
+        ));
+        assert!(can_answer(
+            Some("GenericSubscribeResponse"),
+            &ok,
+            Some("ms.SubscribeMessagingEvents")
+        ));
+        assert!(!can_answer(
+            Some("GenericSubscribeResponse"),
+            &ok,
+            Some("GetClock")
+        ));
+        assert!(!can_answer(
+            Some("StringResponse"),
+            &ok,
+            Some("ms.PublishEvent")
+        ));
+        assert!(can_answer(
+            Some("StringResponse"),
+            &Val::Int(400),
+            Some("ms.PublishEvent")
+        ));
+        assert!(can_answer(
+            Some("StringResponse"),
+            &Val::Null,
+            Some("ms.PublishEvent")
+        ));
+        assert!(can_answer(Some("StringResponse"), &ok, Some("GetClock")));
+        assert!(can_answer(None, &ok, Some("GetClock")));
+        assert!(can_answer(Some("Whatever"), &ok, Some("GetClock")));
+    }
+}
