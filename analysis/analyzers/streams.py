@@ -135,7 +135,7 @@ class Streams(Analyzer):
                 if kind is not None:
                     stream = state.streams[sid] = _Stream(kind, sid)
                 else:
-                    self._unknown(state, rec, sid, f"notification for unknown subscription {sid!r}", None)
+                    self._unknown(state, rec, sid, f"notification for unknown subscription {ascii(sid)}", None)
                     return
             self._count(stream, rec)
         elif is_messaging_notification(rec.get("type")):
@@ -152,7 +152,7 @@ class Streams(Analyzer):
                     # without a subscription (Messaging Agent API — Getting Started, Step 7).
                     stream = state.dialogs[dialog] = _Stream(MESSAGING, dialog)
                 if stream is None:
-                    self._unknown(state, rec, dialog, f"messaging events for dialog {dialog!r} that was not "
+                    self._unknown(state, rec, dialog, f"messaging events for dialog {ascii(dialog)} that was not "
                                                       "subscribed on this connection", INFO)
                 else:
                     self._count(stream, rec)
@@ -178,7 +178,7 @@ class Streams(Analyzer):
             stream.after_unsubscribe += 1
             if stream.after_unsubscribe == 1:
                 self.ctx.violation("notification-after-unsubscribe", rec["conn"], t, rec.get("n"),
-                                   f"notification for subscription {stream.key!r} "
+                                   f"notification for subscription {ascii(stream.key)} "
                                    f"{t - stream.t_unsubscribed:.3f} s after it was unsubscribed "
                                    "(reported once per subscription)")
 

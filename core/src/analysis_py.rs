@@ -14,6 +14,7 @@ use crate::reader::{CaptureError, CaptureSet};
 use crate::record::Val;
 use crate::rings::Rings;
 use crate::rules::default_severity;
+use crate::streams::Streams;
 
 fn val_to_py<'py>(py: Python<'py>, value: &Val) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
@@ -115,6 +116,7 @@ fn analyzers_named(
             match name.as_str() {
                 "keepalive" => Ok(Box::new(Keepalive::new(config, wanted))),
                 "rings" => Ok(Box::new(Rings::default())),
+                "streams" => Ok(Box::new(Streams::new(wanted))),
                 _ => Err(PyValueError::new_err(format!(
                     "no native analyzer {name:?} (ported: keepalive, rings)"
                 ))),

@@ -23,6 +23,7 @@ pub mod reader;
 pub mod record;
 pub mod rings;
 pub mod rules;
+pub mod streams;
 pub mod timers;
 
 #[pymodule]
