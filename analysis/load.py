@@ -8,7 +8,8 @@ from typing import Any, Callable
 from analysis.capture import MAX_TIME, Damage
 from analysis.config import Config
 from analysis.engine import TABLES, Engine, Sink
-from analysis.imports import SourceLimits
+from analysis import native
+from analysis.imports import SourceLimits, all_captures
 from analysis.reader import CaptureSet, Paths
 from analysis.summary import Summary
 from analysis.tables import COLUMNS, int64
@@ -25,13 +26,15 @@ def run(captures: CaptureSet, config: Config, sink: Sink | None, on_violation=No
 
 
 def analyze(paths: Paths, config: Config | None = None) -> tuple[dict, list[Damage]]:
-    """The summary of one or more captures (what `mwtap analyze --format json` prints) and the damaged lines."""
+    """The summary of one or more captures (what `mwtap analyze --format json` prints) and the damaged lines.
+
+    Captures are analysed by the native core (analysis.native); HAR and flow files, which the core
+    does not read yet, by the Python engine."""
     config = config or Config()
-    captures = CaptureSet(paths)
-    limits = SourceLimits.of(capture.header for capture in captures.files)
-    summary = Summary(config.max_violations)
-    engine = run(captures, limits.config(config), summary)
-    return limits.annotate(summary.result(engine, captures)), captures.damage
+    if all_captures(paths):
+        return native.analyze(paths, config)
+    _, summary, damage = analysed(paths, config, lambda summary: summary)
+    return summary, damage
 
 
 class _Rows:
@@ -101,28 +104,82 @@ def analysed(paths: Paths, config: Config, sink_of: Callable[[Summary], Sink]) -
 
 
 def to_frame(table: str, rows: list[dict] | dict[str, Any]):
-    """A table as a DataFrame from its rows, or from some of its columns (the others missing)."""
+    """A table as a DataFrame from its rows, or from some of its columns (the others missing).
+
+    Each value is converted on its own, whatever the other values of its column: a time or float
+    is a number (not a bool or a string), an int is `analysis.tables.int64`, a str is `str(value)`.
+    """
     import pandas as pd
     columns = COLUMNS[table]
     names = [name for name, _ in columns]
     df = (pd.DataFrame.from_records(rows, columns=names) if isinstance(rows, list)
           else pd.DataFrame(rows, columns=names, index=pd.RangeIndex(len(next(iter(rows.values()), ())))))
     for name, kind in columns:
-        if kind == "time":  # one resolution for every table (pandas 3 infers one from the values otherwise)
-            seconds = pd.to_numeric(df[name], errors="coerce").astype("float64")
-            seconds = seconds.where(seconds.abs() < MAX_TIME)  # as analysis.tables.epoch_s: NaN, inf are missing
-            df[name] = pd.to_datetime(seconds, unit="s", utc=True).dt.as_unit("ns")
+        column = df[name]
+        if column.dtype.kind == "f" and kind in ("str", "int"):
+            column = _as_given(rows, name, column, kind)
+        if kind == "time":
+            df[name] = _datetimes(_numbers(column))
         elif kind == "float":
-            df[name] = pd.to_numeric(df[name], errors="coerce").astype("float64")
+            df[name] = _numbers(column)
         elif kind == "int":
-            df[name] = _int64_column(df[name])
+            df[name] = _int64_column(column)
         elif kind == "bool":
-            df[name] = df[name].astype("boolean")
+            df[name] = column.astype("boolean")
         else:
-            df[name] = df[name].astype("string")
+            df[name] = column.astype("string")
+    return _by_time(df)
+
+
+def frame_from_arrow(table: str, batch):
+    """The DataFrame `to_frame(table, rows)` gives, from the pyarrow RecordBatch of the table that
+    `analysis._core.analyze_native(..., arrow=True)` returns (converted there value by value as
+    `to_frame` does; times as epoch seconds): no Python object per row."""
+    import pandas as pd
+    import pyarrow as pa
+    columns = COLUMNS[table]
+    if batch.schema.names != [name for name, _ in columns]:
+        raise ValueError(f"{table}: columns {batch.schema.names} are not {[name for name, _ in columns]}")
+    dtypes = {pa.large_string(): pd.StringDtype(), pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
+    df = batch.to_pandas(types_mapper=dtypes.get)
+    for name, kind in columns:
+        if kind == "time":
+            df[name] = _datetimes(df[name])
+    return _by_time(df)
+
+
+def _as_given(rows: list[dict] | dict[str, Any], name: str, column, kind: str):
+    """A column pandas made float64 (ints and None) as the values given, where that changed them: an int
+    would read "5.0" in a str column, one beyond 2**53 would be rounded in an int column."""
+    import pandas as pd
+    if kind == "int" and not (column.abs() >= 2**53).any() or isinstance(rows, dict) and name not in rows:
+        return column
+    values = rows[name] if isinstance(rows, dict) else [row.get(name) for row in rows]
+    return pd.Series(values, index=column.index, dtype=object)
+
+
+def _by_time(df):
     if "t" in df.columns and len(df):
         df = df.sort_values("t", kind="stable", ignore_index=True)
     return df
+
+
+def _datetimes(seconds):
+    """Epoch seconds (float64) as tz-aware UTC datetimes, NaN, inf and beyond MAX_TIME missing (as
+    analysis.tables.epoch_s); one resolution for every table (pandas 3 infers one from the values otherwise)."""
+    import pandas as pd
+    seconds = seconds.where(seconds.abs() < MAX_TIME)
+    return pd.to_datetime(seconds, unit="s", utc=True).dt.as_unit("ns")
+
+
+def _numbers(column):
+    """A float64 column of the numbers in `column`, vectorised where pandas typed it; strings and bools are
+    missing (as analysis.tables.int64 and epoch_s have them)."""
+    import pandas as pd
+    if column.dtype.kind in "iuf":
+        return column.astype("float64")
+    return pd.Series([float(v) if v.__class__ is int or v.__class__ is float else None for v in column],
+                     index=column.index, dtype="float64")
 
 
 def _int64_column(column):

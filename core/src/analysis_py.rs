@@ -132,15 +132,18 @@ fn analyzers_named(
 /// kind, more) per entry), `unknown_records`, `violations` (rows as `Violation.as_row()`),
 /// `stats` (the analyzers' summary sections), `tables` (the analyzers' tables named in `tables`,
 /// a list of row dicts each) and, with "frames" in `tables`, the `frames` table as one list per
-/// column under `frames_table`. A file that is not a capture raises analysis.capture.CaptureError.
+/// column under `frames_table` (with `arrow=True`, these tables are pyarrow RecordBatches of
+/// the columns of analysis.tables.COLUMNS, see arrow_out.rs). A file that is not a capture
+/// raises analysis.capture.CaptureError.
 #[pyfunction]
-#[pyo3(signature = (paths, config=None, analyzers=Vec::new(), tables=vec!["frames".to_owned()]))]
+#[pyo3(signature = (paths, config=None, analyzers=Vec::new(), tables=vec!["frames".to_owned()], arrow=false))]
 fn analyze_native<'py>(
     py: Python<'py>,
     paths: Vec<String>,
     config: Option<&Bound<'py, PyDict>>,
     analyzers: Vec<String>,
     tables: Vec<String>,
+    arrow: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let config = config_from(config)?;
     let analyzers = analyzers_named(&analyzers, &config, &tables)?;
@@ -197,6 +200,11 @@ fn analyze_native<'py>(
     }
     out.set_item("violations", violations)?;
     out.set_item("stats", json_to_py(py, &Value::Object(engine.stats()))?)?;
+    if arrow {
+        // `tables` and `frames_table` as pyarrow RecordBatches instead (the last items of `out`)
+        crate::arrow_out::set_tables(py, &out, engine.take_tables(), engine.framing.rows.take())?;
+        return Ok(out);
+    }
     let analyzer_tables = PyDict::new(py);
     for (name, rows) in engine.take_tables() {
         let list = PyList::empty(py);

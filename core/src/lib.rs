@@ -10,6 +10,7 @@ mod redact;
 // The analysis side: reader, record projection, engine, timers, Framing (public: the analyzers
 // ported next implement engine::Analyzer).
 mod analysis_py;
+pub mod arrow_out;
 pub mod damage;
 pub mod engine;
 pub mod frame;
@@ -31,5 +32,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     message::register(m)?;
     analysis_py::register(m)?;
+    arrow_out::register(m)?;
     Ok(())
 }
