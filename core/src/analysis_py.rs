@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use serde_json::Value;
 
+use crate::connections::Connections;
 use crate::engine::{Analyzer, Config, Engine};
 use crate::keepalive::Keepalive;
 use crate::reader::{CaptureError, CaptureSet};
@@ -114,6 +115,7 @@ fn analyzers_named(
         .iter()
         .map(|name| -> PyResult<Box<dyn Analyzer>> {
             match name.as_str() {
+                "connections" => Ok(Box::new(Connections::new(config, wanted))),
                 "keepalive" => Ok(Box::new(Keepalive::new(config, wanted))),
                 "rings" => Ok(Box::new(Rings::default())),
                 "streams" => Ok(Box::new(Streams::new(wanted))),

@@ -11,6 +11,7 @@ mod redact;
 // ported next implement engine::Analyzer).
 mod analysis_py;
 pub mod arrow_out;
+pub mod connections;
 pub mod damage;
 pub mod engine;
 pub mod frame;
