@@ -121,6 +121,9 @@ def test_every_rule_and_branch(tmp_path):
     b.s2c("agent", 52, resp("1", ".ams.GenericSubscribe$Response", 200, {"subscriptionId": "rt"}))
     b.s2c("agent", 53, {"kind": "notification", "type": ".ams.routing.RoutingTaskNotification",
                         "body": {"subscriptionId": "rt", "changes": []}})
+    b.c2s("agent", 57, req("5", ".ams.routing.SubscribeRoutingTasks", {}))
+    b.c2s("agent", 57.5, req("6", ".ams.aam.SubscribeAgentsState", {}))
+    b.s2c("agent", 58, conversation_note("early"))  # two subscribes pending: the oldest takes it
     b.record({"rec": "msg", "t": 54, "conn": "bot", "n": 0, "dir": "c2s", "op": "text", "size": 1,  # no open
               "kind": "req", "id": "1", "type": ".ams.aam.SubscribeAgentsState"})
     b.s2c("bot", 55, events("dy"))  # an agent by its request
@@ -154,6 +157,7 @@ def test_every_rule_and_branch(tmp_path):
         ("consumer", "messaging-events", "d4", 49.25, 49.75, 0, 0, 0.0),
         # Still open when the capture ended, at its latest time (60).
         ("agent", "routing-tasks", "rt", 51, 52, 1, 0, 7.5),
+        ("agent", "routing-tasks", "early", 58, None, 1, 0, 30.0),
         ("agent", "messaging-events", "dx", 50, None, 1, 0, 6.0),
         ("bot", "agent-states", "as", 56, None, 1, 0, 15.0),
         ("bot", "messaging-events", "dy", 55, None, 1, 0, 12.0),
