@@ -32,6 +32,20 @@ class LogHistogram:
             histogram.add(value)
         return histogram
 
+    @classmethod
+    def from_state(cls, state: dict) -> "LogHistogram":
+        """The histogram `state()` describes (the native core hands its histograms over this way)."""
+        histogram = cls()
+        histogram.count, histogram.non_positive = state["count"], state["non_positive"]
+        histogram.min, histogram.max = state["min"], state["max"]
+        histogram.buckets = {index: n for index, n in state["buckets"]}
+        return histogram
+
+    def state(self) -> dict:
+        """Everything the histogram holds, as JSON values: buckets as [index, count] by index."""
+        return {"count": self.count, "non_positive": self.non_positive, "min": self.min, "max": self.max,
+                "buckets": [[index, n] for index, n in sorted(self.buckets.items())]}
+
     def add(self, value: float) -> None:
         self.count += 1
         if value < self.min:

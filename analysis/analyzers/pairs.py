@@ -79,7 +79,7 @@ class Pairs(Analyzer):
         earlier = state.outstanding.get(req_id)
         if earlier is not None:
             self.ctx.violation("duplicate-request-id", conn, t, req.n,
-                               f"request id {req_id!r} reused while request {earlier.n} ({earlier.type}) "
+                               f"request id {ascii(req_id)} reused while request {earlier.n} ({earlier.type}) "
                                "is still unanswered")
             if earlier.queued is None:
                 earlier.queued = []
@@ -89,7 +89,7 @@ class Pairs(Analyzer):
             if req_id in state.answered and req_id not in state.reuse_reported:
                 state.reuse_reported.add(req_id)
                 self.ctx.violation("reused-request-id", conn, t, req.n,
-                                   f"request id {req_id!r} reused after it was answered (reported once per id)")
+                                   f"request id {ascii(req_id)} reused after it was answered (reported once per id)")
         if type_ not in self.no_response:
             self.pending[req] = None
             if not self._armed:
@@ -102,7 +102,7 @@ class Pairs(Analyzer):
             state.init_ids.add(req.id)
         elif req.type not in self.init_exempt:
             sent = "before the InitConnection response" if state.init_ids else "without InitConnection"
-            where = f" (its token was in header {state.token_header!r})" if state.token_header else ""
+            where = f" (its token was in header {ascii(state.token_header)})" if state.token_header else ""
             req.early = f"{req.type} sent {sent} on a connection without an Authorization header{where}"
             if req.type in self.no_response:  # no answer to wait for
                 self._early(req, req.t, "", None)
@@ -128,7 +128,7 @@ class Pairs(Analyzer):
             del pending[req]
             req.timed_out = True
             self.ctx.violation("unanswered-request", req.conn, req.t + timeout, req.n,
-                               f"{req.type} (id {req.id!r}) has no response after {timeout:g} s")
+                               f"{req.type} (id {ascii(req.id)}) has no response after {timeout:g} s")
             if req.early:
                 self._early(req, req.t + timeout, f", and no response after {timeout:g} s", ERROR)
         if pending:
@@ -139,7 +139,7 @@ class Pairs(Analyzer):
         conn, t = rec["conn"], rec["t"]
         code = rec.get("code")
         if code.__class__ is not int or not 100 <= code <= 599:
-            problem = "no code" if "code" not in rec else f"code {code!r} is not an HTTP status (100-599)"
+            problem = "no code" if "code" not in rec else f"code {ascii(code)} is not an HTTP status (100-599)"
             self.ctx.violation("invalid-response-code", conn, t, rec.get("n"), f"response has {problem}")
             code = None
         req_id = rec.get("reqId")
@@ -147,8 +147,8 @@ class Pairs(Analyzer):
         head = state.outstanding.get(req_id) if req_id is not None else None
         if head is None:
             why = ("has no reqId" if req_id is None else
-                   f"answers request id {req_id!r} a second time" if req_id in state.answered else
-                   f"answers request id {req_id!r} that was never sent")
+                   f"answers request id {ascii(req_id)} a second time" if req_id in state.answered else
+                   f"answers request id {ascii(req_id)} that was never sent")
             self.ctx.violation("orphan-response", conn, t, rec.get("n"), f"response {why}")
             self._orphan(conn, rec, code)
             return
@@ -161,7 +161,7 @@ class Pairs(Analyzer):
             waiting = [head, *(head.queued or ())]
             named = ", ".join(f"request {r.n} ({r.type})" for r in waiting)
             self.ctx.violation("response-type-mismatch", conn, t, rec.get("n"),
-                               f"{rec.get('type')} (reqId {req_id!r}) cannot answer {named}, "
+                               f"{rec.get('type')} (reqId {ascii(req_id)}) cannot answer {named}, "
                                f"outstanding with that id; left unpaired")
             self._orphan(conn, rec, code)
             return
@@ -231,19 +231,19 @@ class Pairs(Analyzer):
             waited = t - req.t
             if at_capture_end:
                 self.ctx.violation("unanswered-request", conn, t, req.n,
-                                   f"{req.type} (id {req.id!r}) still unanswered when the capture ended "
+                                   f"{req.type} (id {ascii(req.id)}) still unanswered when the capture ended "
                                    f"({waited:.1f} s after it was sent)", INFO, at_capture_end=True)
                 if req.early:
                     self._early(req, t, ", still unanswered when the capture ended", INFO, at_capture_end=True)
-                return
-            # The client that hangs up without waiting chose not to know the answer: worth knowing
-            # (info); a server that closes on a pending request dropped it (warning).
-            closer = "the client closed the connection" if by_client else "the connection closed"
-            self.ctx.violation("unanswered-request", conn, t, req.n,
-                               f"{req.type} (id {req.id!r}) unanswered when {closer} "
-                               f"{waited:.1f} s after it was sent", INFO if by_client else WARNING)
-            if req.early:
-                self._early(req, t, f", and unanswered when {closer}", ERROR)
+            else:
+                # The client that hangs up without waiting chose not to know the answer: worth knowing
+                # (info); a server that closes on a pending request dropped it (warning).
+                closer = "the client closed the connection" if by_client else "the connection closed"
+                self.ctx.violation("unanswered-request", conn, t, req.n,
+                                   f"{req.type} (id {ascii(req.id)}) unanswered when {closer} "
+                                   f"{waited:.1f} s after it was sent", INFO if by_client else WARNING)
+                if req.early:
+                    self._early(req, t, f", and unanswered when {closer}", ERROR)
         self._row(conn, req, status, None, None)
 
     def _row(self, conn: str, req: _Req | None, status: str, resp: dict | None, code: int | None) -> None:

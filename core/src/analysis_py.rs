@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::connections::Connections;
 use crate::engine::{Analyzer, Config, Engine};
 use crate::keepalive::Keepalive;
+use crate::pairs::Pairs;
 use crate::reader::{CaptureError, CaptureSet};
 use crate::record::Val;
 use crate::rings::Rings;
@@ -117,6 +118,7 @@ fn analyzers_named(
             match name.as_str() {
                 "connections" => Ok(Box::new(Connections::new(config, wanted))),
                 "keepalive" => Ok(Box::new(Keepalive::new(config, wanted))),
+                "pairs" => Ok(Box::new(Pairs::new(config, wanted))),
                 "rings" => Ok(Box::new(Rings::default())),
                 "streams" => Ok(Box::new(Streams::new(wanted))),
                 _ => Err(PyValueError::new_err(format!(

@@ -20,6 +20,7 @@ pub mod histogram;
 pub mod identity;
 pub mod keepalive;
 mod lines;
+pub mod pairs;
 pub mod pyrepr;
 pub mod reader;
 pub mod record;
