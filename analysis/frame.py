@@ -147,7 +147,7 @@ def can_answer(response_type: Any, code: Any, request_type: Any) -> bool:
     rules requests out: an undocumented or missing type answers anything, as does any response to
     a request without a type.
     """
-    key = (response_type, request_type, code)
+    key = (response_type, request_type, code, code.__class__)  # 1, 1.0 and True are one dict key
     try:
         return _answers_cache[key]
     except (KeyError, TypeError):  # not asked yet, or an unhashable value from a malformed frame

@@ -180,8 +180,7 @@ REQUEST_TYPES = st.sampled_from([
 RESPONSE_TYPES = st.sampled_from([
     "cqm.SubscribeExConversationsResponse", "SubscribeExConversations$Response", "GenericSubscribeResponse",
     ".ams.GenericSubscribe$Response", "StringResponse", "GetClockResponse", "x", None])
-# No 1 / 1.0 / True, no 200.0: analysis.frame.can_answer's cache takes equal keys for one (1 == 1.0 == True).
-CODES = st.sampled_from([200, 200, 201, 400, 404, 500, None, "200", 399.5])
+CODES = st.sampled_from([200, 200, 201, 400, 404, 500, None, "200", 399.5, 1, 1.0, True, 200.0])
 NOTIFICATION_TYPES = st.sampled_from(["ms.MessagingEventNotification", ".ams.ms.MessagingEventNotification",
                                       "ms.OnlineEventDistribution", "cqm.ExConversationChangeNotification", "x"])
 URLS = st.sampled_from([AGENT_URL, CONSUMER_URL, None, "ws://h/p?x=/messaging/brand/"])
@@ -263,3 +262,12 @@ def test_fuzz_traffic_soak(records):
 @given(capture_files())
 def test_fuzz_damaged_captures_soak(files):
     check_damaged(files)
+
+
+def test_codes_python_takes_for_one_key_are_told_apart():
+    """1, 1.0 and True are one dict key in Python: a response's code is told by its type, whatever
+    was asked before (an error unless an int below 400)."""
+    from analysis import frame
+    frame._answers_cache.clear()
+    asked = [(code, frame.can_answer("StringResponse", code, "cqm.SubscribeExConversations")) for code in (1, 1.0, True)]
+    assert asked == [(1, False), (1.0, True), (True, True)]
