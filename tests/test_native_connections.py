@@ -200,7 +200,7 @@ client = st.sampled_from(["127.0.0.1:5000", "127.0.0.1:5001", "10.0.0.1:1", "[::
 REQUEST_TYPES = st.sampled_from(["InitConnection", ".ams.InitConnection", "xInitConnection", ".ams.aam.SubscribeAgentsState",
                                  ".ams.routing.UpdateRingState", ".ams.cm.AgentRequestConversation", "GetClock"])
 auth_header = st.fixed_dictionaries({"type": st.sampled_from([".ams.headers.ConsumerAuthentication", "x"])},
-                                    optional={"jwt": token | st.integers()})
+                                    optional={"jwt": token | st.integers(-2**63, 2**64 - 1)})
 init_headers = st.lists(auth_header | st.just("x"), max_size=2) | auth_header | st.none()
 
 
