@@ -9,12 +9,12 @@
 //! `large_utf8`: one column (the frames' `text`) can pass 2 GB.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
-use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder, LargeStringBuilder};
-use arrow_array::ffi::to_ffi;
-use arrow_array::{Array, ArrayRef, RecordBatch, StructArray};
-use arrow_schema::{DataType, Field, Schema};
+use arrow_buffer::{ArrowNativeType, BooleanBufferBuilder, Buffer, NullBufferBuilder};
+use arrow_data::ffi::FFI_ArrowArray;
+use arrow_data::{ArrayData, ArrayDataBuilder};
+use arrow_schema::ffi::FFI_ArrowSchema;
+use arrow_schema::{DataType, Field, Fields};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyCapsule, PyDict, PyFloat, PyInt, PyString};
@@ -103,21 +103,18 @@ fn text<'a>(value: &'a Val) -> Option<Cow<'a, str>> {
 fn bools<'v>(
     name: &str,
     values: impl Iterator<Item = &'v Val<'static>> + Clone,
-) -> Result<ArrayRef, String> {
+) -> Result<ArrayData, String> {
     let numeric = !values.clone().any(|v| matches!(v, Val::Bool(_)));
-    let mut column = BooleanBuilder::new();
-    for value in values {
-        column.append_option(match value {
-            Val::Bool(b) => Some(*b),
-            Val::Absent | Val::Null | Val::List | Val::Dict => None,
-            Val::Float(f) if numeric && f.is_nan() => None,
-            v if numeric && matches!(number(v), Some(x) if x == 0.0 || x == 1.0) => {
-                number(v).map(|x| x == 1.0)
-            }
-            v => return Err(format!("column {name:?}: {v:?} is not a bool")),
-        });
-    }
-    Ok(Arc::new(column.finish()))
+    let values = values.map(|value| match value {
+        Val::Bool(b) => Ok(Some(*b)),
+        Val::Absent | Val::Null | Val::List | Val::Dict => Ok(None),
+        Val::Float(f) if numeric && f.is_nan() => Ok(None),
+        v if numeric && matches!(number(v), Some(x) if x == 0.0 || x == 1.0) => {
+            Ok(number(v).map(|x| x == 1.0))
+        }
+        v => Err(format!("column {name:?}: {v:?} is not a bool")),
+    });
+    booleans(values.collect::<Result<Vec<_>, _>>()?.into_iter())
 }
 
 /// One column of any kind from its values.
@@ -125,47 +122,95 @@ fn column<'v>(
     name: &str,
     kind: Kind,
     values: impl Iterator<Item = &'v Val<'static>> + Clone,
-) -> Result<ArrayRef, String> {
-    Ok(match kind {
-        Kind::Str => Arc::new(values.map(text).collect::<arrow_array::LargeStringArray>()),
-        Kind::Time => floats(values.map(seconds)),
-        Kind::Float => floats(values.map(number)),
-        Kind::Int => ints(values.map(int64)),
-        Kind::Bool => bools(name, values)?,
-    })
+) -> Result<ArrayData, String> {
+    match kind {
+        Kind::Str => strings(values.map(text)),
+        Kind::Time => primitive(DataType::Float64, values.map(seconds)),
+        Kind::Float => primitive(DataType::Float64, values.map(number)),
+        Kind::Int => primitive(DataType::Int64, values.map(int64)),
+        Kind::Bool => bools(name, values),
+    }
 }
 
-fn floats(values: impl Iterator<Item = Option<f64>>) -> ArrayRef {
-    let mut column = Float64Builder::new();
-    column.extend(values);
-    Arc::new(column.finish())
+/// The array, its buffers checked (lengths, offsets, UTF-8) as arrow-data checks them.
+fn built(data: ArrayDataBuilder) -> Result<ArrayData, String> {
+    data.build().map_err(|e| e.to_string())
 }
 
-fn ints(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
-    let mut column = Int64Builder::new();
-    column.extend(values);
-    Arc::new(column.finish())
+/// A float64 or int64 column: the values (0 where missing) and the validity bitmap.
+fn primitive<T: ArrowNativeType>(
+    data_type: DataType,
+    values: impl Iterator<Item = Option<T>>,
+) -> Result<ArrayData, String> {
+    let mut nulls = NullBufferBuilder::new(0);
+    let values: Vec<T> = values
+        .map(|v| {
+            nulls.append(v.is_some());
+            v.unwrap_or_default()
+        })
+        .collect();
+    built(
+        ArrayData::builder(data_type)
+            .len(values.len())
+            .add_buffer(Buffer::from_vec(values))
+            .nulls(nulls.finish()),
+    )
 }
 
-fn strings<S: AsRef<str>>(values: impl Iterator<Item = Option<S>>) -> ArrayRef {
-    let mut column = LargeStringBuilder::new();
-    column.extend(values);
-    Arc::new(column.finish())
+fn booleans(values: impl Iterator<Item = Option<bool>>) -> Result<ArrayData, String> {
+    let mut nulls = NullBufferBuilder::new(0);
+    let mut bits = BooleanBufferBuilder::new(0);
+    for value in values {
+        nulls.append(value.is_some());
+        bits.append(value.unwrap_or(false));
+    }
+    built(
+        ArrayData::builder(DataType::Boolean)
+            .len(bits.len())
+            .add_buffer(bits.finish().into_inner())
+            .nulls(nulls.finish()),
+    )
 }
 
-fn batch(spec: &Spec, columns: Vec<ArrayRef>) -> Result<RecordBatch, String> {
-    let fields: Vec<Field> = spec
+/// A large_utf8 column: 64-bit offsets, the bytes one after the other.
+fn strings<S: AsRef<str>>(values: impl Iterator<Item = Option<S>>) -> Result<ArrayData, String> {
+    let mut nulls = NullBufferBuilder::new(0);
+    let mut offsets = vec![0i64];
+    let mut bytes = Vec::new();
+    for value in values {
+        nulls.append(value.is_some());
+        if let Some(s) = value {
+            bytes.extend_from_slice(s.as_ref().as_bytes());
+        }
+        offsets.push(bytes.len() as i64);
+    }
+    built(
+        ArrayData::builder(DataType::LargeUtf8)
+            .len(offsets.len() - 1)
+            .add_buffer(Buffer::from_vec(offsets))
+            .add_buffer(Buffer::from_vec(bytes))
+            .nulls(nulls.finish()),
+    )
+}
+
+/// The table as one struct array (what the C Data Interface hands over as a record batch).
+fn batch(spec: &Spec, columns: Vec<ArrayData>) -> Result<ArrayData, String> {
+    let fields: Fields = spec
         .iter()
         .map(|(name, kind)| Field::new(name, kind.data_type(), true))
         .collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|e| e.to_string())
+    built(
+        ArrayData::builder(DataType::Struct(fields))
+            .len(columns.first().map_or(0, ArrayData::len))
+            .child_data(columns),
+    )
 }
 
 /// An analyzer's rows as a batch of the columns `spec` names (a column a row lacks is missing).
 pub fn rows_batch<N: AsRef<str>>(
     spec: &Spec,
     rows: &[Vec<(N, Val<'static>)>],
-) -> Result<RecordBatch, String> {
+) -> Result<ArrayData, String> {
     static ABSENT: Val<'static> = Val::Absent;
     let columns = spec
         .iter()
@@ -186,47 +231,38 @@ pub fn rows_batch<N: AsRef<str>>(
 }
 
 /// The frames table (kept per column by Framing) as a batch, each column freed once converted.
-pub fn frames_batch(spec: &Spec, mut table: FramesTable) -> Result<RecordBatch, String> {
+pub fn frames_batch(spec: &Spec, mut table: FramesTable) -> Result<ArrayData, String> {
     fn take<T>(column: &mut Vec<T>) -> Vec<T> {
         std::mem::take(column)
     }
-    fn int_column(values: Vec<Option<i128>>) -> ArrayRef {
-        ints(
-            values
-                .into_iter()
-                .map(|v| v.and_then(|i| i64::try_from(i).ok())),
+    fn ints(values: Vec<Option<i128>>) -> Result<ArrayData, String> {
+        let values = values.into_iter();
+        primitive(
+            DataType::Int64,
+            values.map(|v| v.and_then(|i| i64::try_from(i).ok())),
         )
-    }
-    fn str_column(values: Vec<Option<String>>) -> ArrayRef {
-        strings(values.into_iter())
     }
     let columns = spec
         .iter()
-        .map(|(name, kind)| -> Result<ArrayRef, String> {
-            Ok(match (name.as_str(), kind) {
-                ("conn", Kind::Str) => strings(take(&mut table.conn).into_iter().map(Some)),
-                ("t", Kind::Time) => column(name, *kind, take(&mut table.t).iter())?,
-                ("frame", Kind::Int) => int_column(take(&mut table.frame)),
-                ("dir", Kind::Str) => strings(take(&mut table.dir).into_iter().map(Some)),
-                ("op", Kind::Str) => str_column(take(&mut table.op)),
-                ("size", Kind::Int) => int_column(take(&mut table.size)),
-                ("category", Kind::Str) => strings(take(&mut table.category).into_iter()),
-                ("kind", Kind::Str) => str_column(take(&mut table.kind)),
-                ("type", Kind::Str) => str_column(take(&mut table.type_)),
-                ("id", Kind::Str) => str_column(take(&mut table.id)),
-                ("req_id", Kind::Str) => str_column(take(&mut table.req_id)),
-                ("code", Kind::Int) => int_column(take(&mut table.code)),
-                ("subscription_id", Kind::Str) => str_column(take(&mut table.subscription_id)),
-                ("truncated", Kind::Bool) => {
-                    Arc::new(arrow_array::BooleanArray::from(take(&mut table.truncated)))
-                }
-                ("text", Kind::Str) => str_column(take(&mut table.text)),
-                _ => {
-                    return Err(format!(
-                        "frames column {name:?} ({kind:?}) is not one Framing keeps"
-                    ))
-                }
-            })
+        .map(|(name, kind)| match (name.as_str(), kind) {
+            ("conn", Kind::Str) => strings(take(&mut table.conn).into_iter().map(Some)),
+            ("t", Kind::Time) => column(name, *kind, take(&mut table.t).iter()),
+            ("frame", Kind::Int) => ints(take(&mut table.frame)),
+            ("dir", Kind::Str) => strings(take(&mut table.dir).into_iter().map(Some)),
+            ("op", Kind::Str) => strings(take(&mut table.op).into_iter()),
+            ("size", Kind::Int) => ints(take(&mut table.size)),
+            ("category", Kind::Str) => strings(take(&mut table.category).into_iter()),
+            ("kind", Kind::Str) => strings(take(&mut table.kind).into_iter()),
+            ("type", Kind::Str) => strings(take(&mut table.type_).into_iter()),
+            ("id", Kind::Str) => strings(take(&mut table.id).into_iter()),
+            ("req_id", Kind::Str) => strings(take(&mut table.req_id).into_iter()),
+            ("code", Kind::Int) => ints(take(&mut table.code)),
+            ("subscription_id", Kind::Str) => strings(take(&mut table.subscription_id).into_iter()),
+            ("truncated", Kind::Bool) => booleans(take(&mut table.truncated).into_iter().map(Some)),
+            ("text", Kind::Str) => strings(take(&mut table.text).into_iter()),
+            _ => Err(format!(
+                "frames column {name:?} ({kind:?}) is not one Framing keeps"
+            )),
         })
         .collect::<Result<_, _>>()?;
     batch(spec, columns)
@@ -234,7 +270,7 @@ pub fn frames_batch(spec: &Spec, mut table: FramesTable) -> Result<RecordBatch, 
 
 /// A batch as Python sees it through the Arrow PyCapsule Interface (`pyarrow.record_batch(x)`).
 #[pyclass(frozen, module = "analysis._core")]
-struct ArrowBatch(StructArray);
+struct ArrowBatch(ArrayData);
 
 #[pymethods]
 impl ArrowBatch {
@@ -247,8 +283,9 @@ impl ArrowBatch {
         requested_schema: Option<Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyCapsule>, Bound<'py, PyCapsule>)> {
         let _ = requested_schema;
-        let (array, schema) =
-            to_ffi(&self.0.to_data()).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let schema = FFI_ArrowSchema::try_from(self.0.data_type())
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let array = FFI_ArrowArray::new(&self.0);
         // The capsules own the structs; their destructors drop them, which releases whatever the
         // consumer did not move out (pyarrow moves them out and clears `release`).
         Ok((
@@ -259,8 +296,8 @@ impl ArrowBatch {
 }
 
 /// A batch as a `pyarrow.RecordBatch` (the buffers are shared, not copied).
-fn to_pyarrow(py: Python<'_>, batch: RecordBatch) -> PyResult<Bound<'_, PyAny>> {
-    let exported = Bound::new(py, ArrowBatch(StructArray::from(batch)))?;
+fn to_pyarrow(py: Python<'_>, batch: ArrayData) -> PyResult<Bound<'_, PyAny>> {
+    let exported = Bound::new(py, ArrowBatch(batch))?;
     py.import("pyarrow")?
         .call_method1("record_batch", (exported,))
 }
@@ -355,8 +392,17 @@ fn spec_of(py: Python<'_>, table: &str) -> PyResult<Vec<(String, Kind)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow_array::cast::AsArray;
-    use arrow_array::types::{Float64Type, Int64Type};
+
+    /// The `row`th value of a column (None where missing).
+    fn at<T: ArrowNativeType>(column: &ArrayData, row: usize) -> Option<T> {
+        column.is_valid(row).then(|| column.buffer::<T>(0)[row])
+    }
+
+    fn str_at(column: &ArrayData, row: usize) -> &str {
+        let offsets = column.buffer::<i64>(0);
+        let bytes = &column.buffers()[1][offsets[row] as usize..offsets[row + 1] as usize];
+        std::str::from_utf8(bytes).unwrap()
+    }
 
     fn spec(columns: &[(&str, Kind)]) -> Vec<(String, Kind)> {
         columns.iter().map(|(n, k)| (n.to_string(), *k)).collect()
@@ -390,14 +436,25 @@ mod tests {
             ],
         ];
         let batch = rows_batch(&spec, &rows).unwrap();
-        let s = batch.column(0).as_string::<i64>();
-        assert_eq!((s.value(0), s.value(1), s.value(2)), ("5", "True", "1e+16"));
-        let t = batch.column(1).as_primitive::<Float64Type>();
-        assert_eq!((t.value(0), t.is_null(1), t.is_null(2)), (1.5, true, true));
-        let i = batch.column(2).as_primitive::<Int64Type>();
-        assert_eq!((i.value(0), i.is_null(1), i.is_null(2)), (3, true, true));
-        let f = batch.column(3).as_primitive::<Float64Type>();
-        assert_eq!((f.value(0), f.is_null(1), f.is_null(2)), (2.0, true, true));
+        let [s, t, i, f] = batch.child_data() else {
+            panic!("four columns")
+        };
+        assert_eq!(
+            (str_at(s, 0), str_at(s, 1), str_at(s, 2)),
+            ("5", "True", "1e+16")
+        );
+        assert_eq!(
+            (at(t, 0), at::<f64>(t, 1), at::<f64>(t, 2)),
+            (Some(1.5), None, None)
+        );
+        assert_eq!(
+            (at(i, 0), at::<i64>(i, 1), at::<i64>(i, 2)),
+            (Some(3), None, None)
+        );
+        assert_eq!(
+            (at(f, 0), at::<f64>(f, 1), at::<f64>(f, 2)),
+            (Some(2.0), None, None)
+        );
     }
 
     #[test]
