@@ -258,13 +258,14 @@ URLS = st.sampled_from([CONSUMER_URL, AGENT_URL, "wss://127.0.0.1/ws_api/account
 
 @st.composite
 def traffic(draw) -> list[dict]:
-    """Records of request/response traffic, the clock moving on by int or float steps (now and then back)."""
+    """Records of request/response traffic (and ring offers, whose deadlines share the timers), the clock
+    moving on by int or float steps (now and then back)."""
     b, t, sent = CaptureBuilder(), 0, []
     opens = [("open", conn) for conn in ("a", "b", "c") if draw(st.booleans())]  # others open implicitly
     for what, conn in opens + [(None, None)] * draw(st.integers(0, 60)):
         if what is None:
             t += draw(st.integers(-1, 2) | st.floats(-0.5, 2, allow_nan=False) | st.sampled_from([0.05] * 5 + [31]))
-            conn, what = draw(CONNS), draw(st.sampled_from(["open"] * 2 + ["req"] * 4 + ["resp"] * 4 + ["close"]))
+            conn, what = draw(CONNS), draw(st.sampled_from(["open"] * 2 + ["req"] * 4 + ["resp"] * 4 + ["close", "ring"]))
         if what == "open":
             rec = {"rec": "open", "t": t, "conn": conn, "url": draw(URLS), "request_headers": draw(HEADERS)}
             b.record({k: v for k, v in rec.items() if v is not None})
@@ -280,6 +281,11 @@ def traffic(draw) -> list[dict]:
             if message["code"] == "absent":
                 del message["code"]
             b.s2c(conn, t, {k: v for k, v in message.items() if v is not None or draw(st.booleans())})
+        elif what == "ring":  # a deadline of Rings, often of the same delay as the response timeout
+            ring = {"ringId": draw(st.sampled_from(["r1", "r2"])), "ringState": "WAITING",
+                    "ringExpiration": draw(st.sampled_from([None, 30000, 5000, 500]))}
+            b.s2c(conn, t, {"kind": "notification", "type": ".ams.routing.RoutingTaskNotification",
+                            "body": {"changes": [{"type": "UPSERT", "result": {"ringsDetails": [ring]}}]}})
         else:
             b.record({"rec": "close", "t": t, "conn": conn, "code": 1000, "reason": None,
                       "by": draw(st.sampled_from(["client", "server", None])), "recorder_stopped": draw(st.booleans())})
