@@ -119,9 +119,9 @@ class Sequences(Analyzer):
             dialog, conversation = frame.lifted("dialogId"), frame.lifted("conversationId")
         event_type, status, sequences = event
         if event_type != CHAT_STATE and (self.closed_dialogs or self.closed_conversations):
-            closed = [f"dialog {dialog!r} closed {rec['t'] - self.closed_dialogs[dialog]:.1f} s earlier"
+            closed = [f"dialog {dialog!a} closed {rec['t'] - self.closed_dialogs[dialog]:.1f} s earlier"
                       if dialog in self.closed_dialogs else None,
-                      f"conversation {conversation!r} closed {rec['t'] - self.closed_conversations[conversation]:.1f}"
+                      f"conversation {conversation!a} closed {rec['t'] - self.closed_conversations[conversation]:.1f}"
                       " s earlier" if conversation in self.closed_conversations else None]
             closed = [c for c in closed if c]
             if closed:
@@ -149,7 +149,7 @@ class Sequences(Analyzer):
                     and expect.originator not in state.own_ids):
                 expect.reported = True
                 self.ctx.violation("missing-accept", rec["conn"], t, rec.get("n"),
-                                   f"READ published for sequence {expect.seq} of dialog {expect.dialog!r} "
+                                   f"READ published for sequence {expect.seq} of dialog {expect.dialog!a} "
                                    f"from {expect.originator} without an ACCEPT before it")
         if expect.read_t is not None:
             self._finalize(state, expect)
@@ -301,14 +301,14 @@ class Sequences(Analyzer):
         if seq > last + 1:
             missing = f"{last + 1}" if seq == last + 2 else f"{last + 1}-{seq - 1}"
             self.ctx.violation("sequence-gap", rec["conn"], rec["t"], rec.get("n"),
-                               f"dialog {dialog!r}: sequence {seq} after {last} (missing {missing})")
+                               f"dialog {dialog!a}: sequence {seq} after {last} (missing {missing})")
             d.last = seq
         elif seq in d.seen:
             self.ctx.violation("sequence-duplicate", rec["conn"], rec["t"], rec.get("n"),
-                               f"dialog {dialog!r}: sequence {seq} delivered again")
+                               f"dialog {dialog!a}: sequence {seq} delivered again")
         else:
             self.ctx.violation("sequence-regression", rec["conn"], rec["t"], rec.get("n"),
-                               f"dialog {dialog!r}: sequence {seq} after {last}")
+                               f"dialog {dialog!a}: sequence {seq} after {last}")
 
     def _accept_due(self, deadline: float, conn: str, state: _SeqConn, expect: _Expect, n) -> None:
         if expect.done or state.closed:
@@ -319,10 +319,10 @@ class Sequences(Analyzer):
             within = f"from {expect.originator} within {self.config.accept_timeout_s:g} s"
             if state.agent:
                 message = (f"the agent acknowledged (ACCEPT or READ) no consumer message at sequence {expect.seq} "
-                           f"of dialog {expect.dialog!r} {within}")
+                           f"of dialog {expect.dialog!a} {within}")
             else:
                 read = " (a READ was sent)" if expect.read_t is not None else ""
-                message = f"no ACCEPT for sequence {expect.seq} of dialog {expect.dialog!r} {within}{read}"
+                message = f"no ACCEPT for sequence {expect.seq} of dialog {expect.dialog!a} {within}{read}"
             self.ctx.violation("missing-accept", conn, deadline, n, message)
         # An accepted message waits for its READ, but not forever (bounded memory).
         if expect.accept_t is None:
@@ -359,6 +359,6 @@ class Sequences(Analyzer):
                     "sequence", "before any ACCEPT")
                 self.ctx.violation("missing-accept", conn, t, None,
                                    f"{ended} {waited:.1f} s after {what[0]} {expect.seq} of dialog "
-                                   f"{expect.dialog!r} arrived, {what[1]}", INFO,
+                                   f"{expect.dialog!a} arrived, {what[1]}", INFO,
                                    at_capture_end=at_capture_end)
             self._finalize(state, expect)

@@ -16,6 +16,7 @@ use crate::reader::{CaptureError, CaptureSet};
 use crate::record::Val;
 use crate::rings::Rings;
 use crate::rules::default_severity;
+use crate::sequences::Sequences;
 use crate::streams::Streams;
 
 fn val_to_py<'py>(py: Python<'py>, value: &Val) -> PyResult<Bound<'py, PyAny>> {
@@ -120,6 +121,7 @@ fn analyzers_named(
                 "keepalive" => Ok(Box::new(Keepalive::new(config, wanted))),
                 "pairs" => Ok(Box::new(Pairs::new(config, wanted))),
                 "rings" => Ok(Box::new(Rings::default())),
+                "sequences" => Ok(Box::new(Sequences::new(config, wanted))),
                 "streams" => Ok(Box::new(Streams::new(wanted))),
                 _ => Err(PyValueError::new_err(format!(
                     "no native analyzer {name:?} (ported: keepalive, rings)"

@@ -26,6 +26,7 @@ pub mod reader;
 pub mod record;
 pub mod rings;
 pub mod rules;
+pub mod sequences;
 pub mod streams;
 pub mod timers;
 
