@@ -194,9 +194,7 @@ class CaptureFile:
     def __post_init__(self) -> None:
         self._source: io.BufferedReader | None = None
         self._read_at_end = 0
-        watcher = _read_watcher.get()
-        if watcher is not None:
-            watcher(self)
+        announce_read(self)
 
     @property
     def bytes_read(self) -> int:
@@ -261,6 +259,21 @@ class CaptureFile:
 
 
 _read_watcher: ContextVar = ContextVar("capture_read_watcher", default=None)
+
+
+def as_paths(paths) -> list[str]:
+    """One path or several (str or os.PathLike), as a list of str."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [os.fspath(paths)]
+    return [os.fspath(p) for p in paths]
+
+
+def announce_read(capture) -> None:
+    """Tells the watcher of `watch_reads`, if any, of a file about to be read (anything with `path`
+    and `bytes_read`: a CaptureFile, or the native core's analysis.native reading it)."""
+    watcher = _read_watcher.get()
+    if watcher is not None:
+        watcher(capture)
 
 
 @contextmanager

@@ -124,12 +124,12 @@ class ConnGroup:
 def read_session(records: Iterable[dict], ignore_fields: Iterable[str] = ()) -> list[ConnGroup]:
     """Groups of a capture, in the order they opened (record order). Identifiers are numbered per
     group, so connections that ran in parallel do not shift each other's numbers. The records are
-    analysed on the way (`analysis.engine`); findings on a connection outside every group (a refused
+    analysed on the way (the native core's engine); findings on a connection outside every group (a refused
     one) are not counted."""
-    from analysis.engine import Engine
+    from analysis.live import LiveChecker
 
     findings: Counter = Counter()
-    engine = Engine(on_violation=lambda v: findings.update(((v.conn, v.rule),)))
+    engine = LiveChecker(None, on_violation=lambda v: findings.update(((v.conn, v.rule),)))
     ignore = list(ignore_fields)
     groups: dict[str, ConnGroup] = {}
     maskers: dict[str, Masker] = {}

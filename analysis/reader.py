@@ -8,7 +8,7 @@ import itertools
 import os
 from typing import Iterable, Iterator
 
-from analysis.capture import Damage, count_unknown
+from analysis.capture import Damage, as_paths, count_unknown
 from analysis.imports import open_capture
 
 Paths = str | os.PathLike | Iterable[str | os.PathLike]
@@ -23,9 +23,7 @@ class CaptureSet:
     """Opens every file up front (so a file that is not a capture fails before any analysis)."""
 
     def __init__(self, paths: Paths):
-        if isinstance(paths, (str, os.PathLike)):
-            paths = [paths]
-        self.files = [open_capture(os.fspath(p)) for p in paths]  # captures, HAR or flow files
+        self.files = [open_capture(p) for p in as_paths(paths)]  # captures, HAR or flow files
         self._streams = []
         for capture in self.files:
             records = capture.records()

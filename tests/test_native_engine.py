@@ -63,10 +63,6 @@ def python_engine(paths: list[str], config: Config, frames_table: bool = True, a
         "frames": engine.frames, "malformed_records": engine.malformed_records,
         "records_after_close": engine.records_after_close, "drops": engine.drops,
         "dropped_records": engine.dropped_records,
-        "files": [{"path": f.path, "header": f.header, "lines": f.lines, "bytes_read": f.bytes_read}
-                  for f in captures.files],
-        "damage": [(d.path, d.line, d.problem, d.kind, d.more) for d in captures.damage],
-        "unknown_records": captures.unknown_records,
         "violations": violations,
         "stats": engine.stats(),
         "tables": table_rows,
@@ -75,6 +71,10 @@ def python_engine(paths: list[str], config: Config, frames_table: bool = True, a
         columns = ("conn", "t", "frame", "dir", "op", "size", "category", "kind", "type", "id", "req_id", "code",
                    "subscription_id", "truncated", "text")
         out["frames_table"] = {c: [row[c] for row in rows] for c in columns}
+    out["files"] = [{"path": f.path, "header": f.header, "lines": f.lines, "bytes_read": f.bytes_read}
+                    for f in captures.files]
+    out["damage"] = [(d.path, d.line, d.problem, d.kind, d.more) for d in captures.damage]
+    out["unknown_records"] = captures.unknown_records
     return out
 
 

@@ -32,14 +32,33 @@ def write_capture(path: Path, pairs: int, gz: bool = False) -> Path:
     return path
 
 
+def write_big_capture(path: Path, pairs: int) -> Path:
+    """`write_capture`'s capture at a size the native core takes over a second to read (hundreds of
+    MB), its request and response lines written from templates (CaptureBuilder would take minutes)."""
+    header, open_, request, response, close = write_capture(path, 1).read_bytes().splitlines(keepends=True)
+    request = request.replace(b'"t":1.001', b'"t":%(t)s').replace(b'"n":0', b'"n":%(n)d')
+    request = request.replace(b'\\"id\\":\\"0\\"', b'\\"id\\":\\"%(id)d\\"').replace(b'"id":"0"', b'"id":"%(id)d"')
+    response = response.replace(b'"t":1.0014999999999998', b'"t":%(t2)s').replace(b'"n":1', b'"n":%(n2)d')
+    response = response.replace(b'\\"reqId\\":\\"0\\"', b'\\"reqId\\":\\"%(id)d\\"')
+    response = response.replace(b'"reqId":"0"', b'"reqId":"%(id)d"')
+    with path.open("wb") as f:
+        f.write(header + open_)
+        for i in range(pairs):
+            t = 1.0 + i / 1000
+            values = {b"t": repr(t).encode(), b"t2": repr(t + 0.0005).encode(), b"n": 2 * i, b"n2": 2 * i + 1, b"id": i}
+            f.write(request % values + response % values)
+        f.write(close.replace(b'"t":2.001', b'"t":%s' % repr(2.0 + pairs / 1000).encode()))
+    return path
+
+
 def piped(*args) -> subprocess.CompletedProcess:
     return subprocess.run([MWTAP, *map(str, args)], capture_output=True, text=True, timeout=120,
                           stdin=subprocess.DEVNULL)
 
 
 def test_analyze_shows_bytes_read_of_the_size_rate_and_time_left_while_it_reads(tmp_path):
-    """About 30 MB: the analysis takes over a second, long enough for the line to be redrawn midway."""
-    capture = write_capture(tmp_path / "big.jsonl", 60_000)
+    """About 300 MB: the analysis takes over a second, long enough for the line to be redrawn midway."""
+    capture = write_big_capture(tmp_path / "big.jsonl", 600_000)
     code, seen = run_on_terminal([MWTAP, "analyze", capture])
     assert code == 0, seen[-2000:]
     size = f"{capture.stat().st_size / 1e6:.1f} MB".encode()

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 import orjson
 
-from analysis.capture import CaptureFile, DamageLog
+from analysis.capture import CaptureFile, DamageLog, as_paths
 from analysis.capture import _open as open_binary  # the capture reader's open: gunzips, one-line errors
 from analysis.config import Config
 
@@ -80,6 +80,18 @@ class ImportedFile:
             from analysis.imports.flows import read_flows as read
         self.header, records = read(self.path, self.damage)
         return records
+
+
+def all_captures(paths) -> bool:
+    """Whether every one of `paths` is a capture (a path that cannot be read counts as one: the
+    capture reader reports it)."""
+    for path in as_paths(paths):
+        try:
+            if detect(path) != CAPTURE:
+                return False
+        except OSError:
+            pass
+    return True
 
 
 def open_capture(path: str) -> CaptureFile | ImportedFile:

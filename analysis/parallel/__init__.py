@@ -22,7 +22,7 @@ import os
 from typing import Callable, Protocol
 
 from analysis.analyzers.sequences import READ_WAIT_S
-from analysis.capture import count_unknown
+from analysis.capture import as_paths, count_unknown
 from analysis.config import Config
 from analysis.engine import Engine
 from analysis.histogram import LogHistogram
@@ -40,7 +40,7 @@ def analyze(paths: Paths, config: Config | None = None, *, jobs: int | None = No
     from analysis.load import analyze as analyze_here
 
     config = config or Config()
-    paths = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [os.fspath(p) for p in paths]
+    paths = as_paths(paths)
     jobs = jobs or os.cpu_count() or 1
     if workers is None:
         if jobs == 1 or len(paths) == 1:

@@ -7,6 +7,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::connections::Connections;
 use crate::engine::{Analyzer, Config, Engine};
@@ -15,11 +17,11 @@ use crate::pairs::Pairs;
 use crate::reader::{CaptureError, CaptureSet};
 use crate::record::Val;
 use crate::rings::Rings;
-use crate::rules::default_severity;
+use crate::rules::{default_severity, Violation};
 use crate::sequences::Sequences;
 use crate::streams::Streams;
 
-fn val_to_py<'py>(py: Python<'py>, value: &Val) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn val_to_py<'py>(py: Python<'py>, value: &Val) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
         Val::Int(i) => i.into_pyobject(py)?.into_any(),
         Val::Float(f) => f.into_pyobject(py)?.into_any(),
@@ -57,7 +59,7 @@ fn json_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>
 }
 
 /// A Config from `dataclasses.asdict(analysis.config.Config(...))`; missing keys keep their default.
-fn config_from(options: Option<&Bound<'_, PyDict>>) -> PyResult<Config> {
+pub(crate) fn config_from(options: Option<&Bound<'_, PyDict>>) -> PyResult<Config> {
     let mut config = Config::default();
     let Some(options) = options else {
         return Ok(config);
@@ -107,7 +109,7 @@ fn capture_error(py: Python<'_>, error: CaptureError) -> PyErr {
 
 /// The native analyzers by name, in the order given (the Python engine's order is
 /// analysis.analyzers.ANALYZERS); `wanted(table)` says which of their tables to keep.
-fn analyzers_named(
+pub(crate) fn analyzers_named(
     names: &[String],
     config: &Config,
     tables: &[String],
@@ -124,23 +126,179 @@ fn analyzers_named(
                 "sequences" => Ok(Box::new(Sequences::new(config, wanted))),
                 "streams" => Ok(Box::new(Streams::new(wanted))),
                 _ => Err(PyValueError::new_err(format!(
-                    "no native analyzer {name:?} (ported: keepalive, rings)"
+                    "no native analyzer {name:?}"
                 ))),
             }
         })
         .collect()
 }
 
-/// Reads the captures at `paths` as one stream (analysis.reader.CaptureSet) and runs the native
-/// engine: Framing, then the `analyzers` named (ported so far: "keepalive", "rings"). Returns a
-/// dict: the engine's counters (`frames`, `malformed_records`, `records_after_close`, `drops`,
-/// `dropped_records`), `files` (path, header, lines, bytes_read), `damage` ((path, line, problem,
-/// kind, more) per entry), `unknown_records`, `violations` (rows as `Violation.as_row()`),
-/// `stats` (the analyzers' summary sections), `tables` (the analyzers' tables named in `tables`,
-/// a list of row dicts each) and, with "frames" in `tables`, the `frames` table as one list per
-/// column under `frames_table` (with `arrow=True`, these tables are pyarrow RecordBatches of
-/// the columns of analysis.tables.COLUMNS, see arrow_out.rs). A file that is not a capture
-/// raises analysis.capture.CaptureError.
+/// One native analysis of the captures at `paths`, read as one stream (analysis.reader.CaptureSet):
+/// Framing, then the `analyzers` named, in the order given. The files are opened (and their
+/// headers read) when it is made, so a file that is not a capture raises
+/// analysis.capture.CaptureError before any work; `files` tells how far each has been read while
+/// `run` works without the GIL in another thread (progress).
+#[pyclass(module = "analysis._core")]
+pub struct Analysis {
+    /// Taken by `run` (a Mutex: a Python object may be shared between threads).
+    set: Mutex<Option<CaptureSet>>,
+    #[pyo3(get)]
+    files: Vec<Py<CaptureProgress>>,
+    arrow: bool,
+}
+
+/// How far one capture file has been read (the compressed bytes of a gzip file).
+#[pyclass(module = "analysis._core", frozen)]
+pub struct CaptureProgress {
+    #[pyo3(get)]
+    path: String,
+    read: Arc<AtomicU64>,
+}
+
+#[pymethods]
+impl CaptureProgress {
+    #[getter]
+    fn bytes_read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+}
+
+/// Violations handed to `on_violations` at a time: memory stays bounded however many a capture has.
+const VIOLATIONS_BATCH: usize = 4096;
+
+#[pymethods]
+impl Analysis {
+    #[new]
+    #[pyo3(signature = (paths, arrow=false))]
+    fn new(py: Python<'_>, paths: Vec<String>, arrow: bool) -> PyResult<Self> {
+        let set = py
+            .allow_threads(|| CaptureSet::open(&paths))
+            .map_err(|e| capture_error(py, e))?;
+        let files = set
+            .files
+            .iter()
+            .map(|f| {
+                let progress = CaptureProgress {
+                    path: f.path.clone(),
+                    read: f.progress(),
+                };
+                Py::new(py, progress)
+            })
+            .collect::<PyResult<_>>()?;
+        Ok(Analysis {
+            set: Mutex::new(Some(set)),
+            files,
+            arrow,
+        })
+    }
+
+    /// Every file's header (None where it has none), in the order of `paths`.
+    #[getter]
+    fn headers<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let set = self
+            .set
+            .lock()
+            .map_err(|_| PyValueError::new_err("poisoned"))?;
+        let Some(set) = set.as_ref() else {
+            return Err(PyValueError::new_err("this analysis has already run"));
+        };
+        set.files
+            .iter()
+            .map(|f| json_to_py(py, f.header.as_ref().unwrap_or(&Value::Null)))
+            .collect()
+    }
+
+    /// Runs the analysis once, without the GIL: `config` is `dataclasses.asdict` of an
+    /// analysis.config.Config (missing keys keep their default), `analyzers` the native analyzers
+    /// by name, in their order (analysis.analyzers.ANALYZERS), `tables` the tables to build.
+    /// `on_violations(rows)` is called with the
+    /// violations found so far (rows as `Violation.as_row()`) every few thousand, and with the
+    /// last ones at the end; without it they are all in the result's `violations`. Returns a dict:
+    /// the engine's counters (`frames`, `malformed_records`, `records_after_close`, `drops`,
+    /// `dropped_records`), `files` (path, header, lines, bytes_read), `damage` ((path, line,
+    /// problem, kind, more) per entry), `unknown_records`, `violations`, `stats` (the analyzers'
+    /// summary sections), `tables` (the analyzers' tables asked for, a list of row dicts each) and,
+    /// with "frames" asked for, the `frames` table as one list per column under `frames_table`.
+    /// With `arrow`, `tables` and `frames_table` are pyarrow RecordBatches of the columns of
+    /// analysis.tables.COLUMNS instead (arrow_out.rs). With `on_batch` (a `Batches`), the tables
+    /// are handed to it while the capture is read instead (batches.rs) and are empty here.
+    #[pyo3(signature = (config=None, analyzers=Vec::new(), tables=vec!["frames".to_owned()], on_violations=None, on_batch=None))]
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        config: Option<&Bound<'py, PyDict>>,
+        analyzers: Vec<String>,
+        tables: Vec<String>,
+        on_violations: Option<Bound<'py, PyAny>>,
+        on_batch: Option<Py<crate::batches::Batches>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let mut stream = on_batch
+            .map(|batches| crate::batches::Stream::new(py, batches, &tables))
+            .transpose()?;
+        let config = config_from(config)?;
+        let analyzers = analyzers_named(&analyzers, &config, &tables)?;
+        let frames_table = tables.iter().any(|t| t == "frames");
+        let mut engine = Engine::new(config, frames_table, analyzers);
+        let set = self.set.lock().ok().and_then(|mut set| set.take());
+        let Some(mut set) = set else {
+            return Err(PyValueError::new_err("this analysis has already run"));
+        };
+        let on_violations = on_violations.map(Bound::unbind);
+        let mut failed: Option<PyErr> = None;
+        py.allow_threads(|| {
+            set.for_each(|rec| {
+                engine.feed(rec);
+                if engine.ctx.violations.len() >= VIOLATIONS_BATCH && failed.is_none() {
+                    if let Some(callback) = &on_violations {
+                        failed = Python::with_gil(|py| hand_over(py, callback, &mut engine)).err();
+                    }
+                }
+                if let (Some(stream), None) = (stream.as_mut(), &failed) {
+                    failed = stream.after_record(&mut engine).err();
+                }
+            });
+            engine.finish();
+            if let (Some(stream), None) = (stream.as_mut(), &failed) {
+                failed = stream.finish(&mut engine).err();
+            }
+        });
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        if let Some(callback) = &on_violations {
+            hand_over(py, callback, &mut engine)?;
+        }
+        result(py, &set, engine, self.arrow)
+    }
+}
+
+fn hand_over(py: Python<'_>, callback: &Py<PyAny>, engine: &mut Engine) -> PyResult<()> {
+    let rows = violation_rows(py, &engine.ctx.violations)?;
+    engine.ctx.violations.clear();
+    callback.call1(py, (rows,))?;
+    Ok(())
+}
+
+pub(crate) fn violation_rows<'py>(
+    py: Python<'py>,
+    found: &[Violation],
+) -> PyResult<Bound<'py, PyList>> {
+    let violations = PyList::empty(py);
+    for v in found {
+        let row = PyDict::new(py);
+        row.set_item("rule", v.rule)?;
+        row.set_item("severity", &v.severity)?;
+        row.set_item("conn", &v.conn)?;
+        row.set_item("t", val_to_py(py, &v.t)?)?;
+        row.set_item("frame", v.frame)?;
+        row.set_item("message", &v.message)?;
+        row.set_item("at_capture_end", v.at_capture_end)?;
+        violations.append(row)?;
+    }
+    Ok(violations)
+}
+
+/// `Analysis(paths, ...).run()` in one call (the differential tests' entry point).
 #[pyfunction]
 #[pyo3(signature = (paths, config=None, analyzers=Vec::new(), tables=vec!["frames".to_owned()], arrow=false))]
 fn analyze_native<'py>(
@@ -151,24 +309,16 @@ fn analyze_native<'py>(
     tables: Vec<String>,
     arrow: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let config = config_from(config)?;
-    let analyzers = analyzers_named(&analyzers, &config, &tables)?;
-    let frames_table = tables.iter().any(|t| t == "frames");
-    let (set, mut engine) = py
-        .allow_threads(|| {
-            let mut set = CaptureSet::open(&paths)?;
-            let mut engine = Engine::new(config, frames_table, analyzers);
-            set.for_each(|rec| engine.feed(rec));
-            engine.finish();
-            Ok((set, engine))
-        })
-        .map_err(|e| capture_error(py, e))?;
-    let out = PyDict::new(py);
-    out.set_item("frames", engine.frames)?;
-    out.set_item("malformed_records", engine.malformed_records)?;
-    out.set_item("records_after_close", engine.records_after_close)?;
-    out.set_item("drops", engine.drops)?;
-    out.set_item("dropped_records", engine.dropped_records)?;
+    Analysis::new(py, paths, arrow)?.run(py, config, analyzers, tables, None, None)
+}
+
+fn result<'py>(
+    py: Python<'py>,
+    set: &CaptureSet,
+    engine: Engine,
+    arrow: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let out = engine_result(py, engine, arrow)?;
     let files = PyList::empty(py);
     for file in &set.files {
         let entry = PyDict::new(py);
@@ -192,19 +342,22 @@ fn analyze_native<'py>(
         unknown.set_item(kind, n)?;
     }
     out.set_item("unknown_records", unknown)?;
-    let violations = PyList::empty(py);
-    for v in &engine.ctx.violations {
-        let row = PyDict::new(py);
-        row.set_item("rule", v.rule)?;
-        row.set_item("severity", &v.severity)?;
-        row.set_item("conn", &v.conn)?;
-        row.set_item("t", val_to_py(py, &v.t)?)?;
-        row.set_item("frame", v.frame)?;
-        row.set_item("message", &v.message)?;
-        row.set_item("at_capture_end", v.at_capture_end)?;
-        violations.append(row)?;
-    }
-    out.set_item("violations", violations)?;
+    Ok(out)
+}
+
+/// The engine's counters, `violations` (those not handed over), `stats` and tables (see `run`).
+pub(crate) fn engine_result<'py>(
+    py: Python<'py>,
+    mut engine: Engine,
+    arrow: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let out = PyDict::new(py);
+    out.set_item("frames", engine.frames)?;
+    out.set_item("malformed_records", engine.malformed_records)?;
+    out.set_item("records_after_close", engine.records_after_close)?;
+    out.set_item("drops", engine.drops)?;
+    out.set_item("dropped_records", engine.dropped_records)?;
+    out.set_item("violations", violation_rows(py, &engine.ctx.violations)?)?;
     out.set_item("stats", json_to_py(py, &Value::Object(engine.stats()))?)?;
     if arrow {
         // `tables` and `frames_table` as pyarrow RecordBatches instead (the last items of `out`)
@@ -251,5 +404,7 @@ fn analyze_native<'py>(
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Analysis>()?;
+    m.add_class::<CaptureProgress>()?;
     m.add_function(wrap_pyfunction!(analyze_native, m)?)
 }

@@ -170,7 +170,9 @@ pub trait Analyzer: Send {
     fn stats(&self) -> serde_json::Map<String, Value> {
         serde_json::Map::new()
     }
-    /// The rows of the tables the analyzer was asked for, as (table, rows); taken once, after `finish`.
+    /// The rows of the tables the analyzer was asked for made since the last call, as (table,
+    /// rows), every table asked for (the rows of its finished ones: a row is never changed once
+    /// taken). Called while the capture is read (batches.rs) and after `finish`.
     fn take_tables(&mut self) -> Vec<(&'static str, Vec<Row>)> {
         Vec::new()
     }
@@ -223,19 +225,64 @@ impl Context {
     }
 }
 
-type RouteKey = (bool, Option<Category>, Option<String>);
+/// A message type's routes, one per direction and category (`slot`), each found when first needed.
+type Slots = [Option<Vec<(Hook, usize)>>; 8];
+
+fn slot(c2s: bool, category: Option<Category>) -> usize {
+    let category = match category {
+        None => 0,
+        Some(Category::Req) => 1,
+        Some(Category::Resp) => 2,
+        Some(Category::Notification) => 3,
+    };
+    usize::from(c2s) * 4 + category
+}
+
+/// Every analyzer's `message` hook that wants such messages, then their category hooks.
+fn route(
+    analyzers: &[Box<dyn Analyzer>],
+    c2s: bool,
+    category: Option<Category>,
+    type_: Option<&str>,
+) -> Vec<(Hook, usize)> {
+    let direction = if c2s { "c2s" } else { "s2c" };
+    let category_hook = category.map(|c| match c {
+        Category::Req => Hook::Request,
+        Category::Resp => Hook::Response,
+        Category::Notification => Hook::Notification,
+    });
+    [Some(Hook::Message), category_hook]
+        .into_iter()
+        .flatten()
+        .flat_map(|hook| {
+            analyzers
+                .iter()
+                .enumerate()
+                .filter(move |(_, a)| a.wants(hook, direction, type_))
+                .map(move |(i, _)| (hook, i))
+        })
+        .collect()
+}
+
+/// Hash maps of the engine and the analyzers: foldhash (several times cheaper than SipHash on the
+/// short keys of a capture, and seeded per process, so a capture cannot be crafted to collide).
+pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+pub type OrderedMap<K, V> = IndexMap<K, V, foldhash::fast::RandomState>;
 
 /// Feed capture records with `feed`, then call `finish` once.
 pub struct Engine {
     pub ctx: Context,
     pub framing: Framing,
     analyzers: Vec<Box<dyn Analyzer>>,
-    routes: HashMap<RouteKey, Vec<(Hook, usize)>>,
+    /// Message type -> its routes (`ROUTES_KEPT` types at most).
+    routes: Map<String, Slots>,
+    untyped_routes: Slots,
     /// Open connection -> the order it was opened in (Python's dict order, for `finish`).
-    open_conns: HashMap<String, u64>,
+    open_conns: Map<String, u64>,
     opened: u64,
     /// Closed connection ids, oldest first, bounded by `trim_oldest`.
-    closed_conns: IndexMap<String, ()>,
+    closed_conns: OrderedMap<String, ()>,
     last_t: f64,
     last_t_value: Val<'static>,
     pub frames: u64,
@@ -246,7 +293,7 @@ pub struct Engine {
 }
 
 /// Drops the oldest entries once `entries` holds 1.25 × `limit`, keeping the newest `limit`.
-pub fn trim_oldest<K, V>(entries: &mut IndexMap<K, V>, limit: usize) {
+pub fn trim_oldest<K, V, S>(entries: &mut IndexMap<K, V, S>, limit: usize) {
     if entries.len() > limit + limit / 4 {
         let excess = entries.len() - limit;
         entries.drain(..excess);
@@ -264,10 +311,11 @@ impl Engine {
             },
             framing: Framing::new(frames_table),
             analyzers,
-            routes: HashMap::new(),
-            open_conns: HashMap::new(),
+            routes: Map::default(),
+            untyped_routes: Slots::default(),
+            open_conns: Map::default(),
             opened: 0,
-            closed_conns: IndexMap::new(),
+            closed_conns: OrderedMap::default(),
             last_t: f64::NEG_INFINITY,
             last_t_value: Val::Absent,
             frames: 0,
@@ -283,7 +331,7 @@ impl Engine {
             self.malformed_records += 1;
             return;
         };
-        self.advance_to(t, &rec.t);
+        self.advance(t, &rec.t);
         match rec.rec.as_str() {
             Some("msg") => self.message(rec),
             Some("open") => self.open(rec),
@@ -311,8 +359,9 @@ impl Engine {
         }
     }
 
-    /// Lets the clock reach `t`: deadlines up to `t` fire.
-    fn advance_to(&mut self, t: f64, value: &Val) {
+    /// Lets the clock reach `t` (the time `value` of a record, or a live clock): deadlines up to
+    /// `t` fire.
+    pub fn advance(&mut self, t: f64, value: &Val) {
         if t > self.last_t {
             self.last_t = t;
             self.last_t_value = value.clone().into_owned();
@@ -357,15 +406,21 @@ impl Engine {
         if self.analyzers.is_empty() {
             return;
         }
-        let key = (c2s, frame.category, rec.type_.as_str().map(str::to_owned));
-        if !self.routes.contains_key(&key) {
-            let route = self.route(&key);
-            if self.routes.len() >= ROUTES_KEPT {
-                self.routes.clear(); // endless distinct types: stay bounded
+        let slots = match rec.type_.as_str() {
+            Some(type_) => {
+                if !self.routes.contains_key(type_) {
+                    if self.routes.len() >= ROUTES_KEPT {
+                        self.routes.clear(); // endless distinct types: stay bounded
+                    }
+                    self.routes.insert(type_.to_owned(), Slots::default());
+                }
+                self.routes.get_mut(type_).expect("just inserted")
             }
-            self.routes.insert(key.clone(), route);
-        }
-        for &(hook, i) in &self.routes[&key] {
+            None => &mut self.untyped_routes,
+        };
+        let route = slots[slot(c2s, frame.category)]
+            .get_or_insert_with(|| route(&self.analyzers, c2s, frame.category, rec.type_.as_str()));
+        for &(hook, i) in route.iter() {
             self.ctx.current = i;
             let analyzer = &mut self.analyzers[i];
             match hook {
@@ -375,27 +430,6 @@ impl Engine {
                 Hook::Notification => analyzer.notification(&mut self.ctx, &frame),
             }
         }
-    }
-
-    /// Every analyzer's `message` hook that wants such messages, then their category hooks.
-    fn route(&self, (c2s, category, type_): &RouteKey) -> Vec<(Hook, usize)> {
-        let direction = if *c2s { "c2s" } else { "s2c" };
-        let category_hook = category.map(|c| match c {
-            Category::Req => Hook::Request,
-            Category::Resp => Hook::Response,
-            Category::Notification => Hook::Notification,
-        });
-        [Some(Hook::Message), category_hook]
-            .into_iter()
-            .flatten()
-            .flat_map(|hook| {
-                self.analyzers
-                    .iter()
-                    .enumerate()
-                    .filter(move |(_, a)| a.wants(hook, direction, type_.as_deref()))
-                    .map(move |(i, _)| (hook, i))
-            })
-            .collect()
     }
 
     /// Whether the record's connection is open, opening it implicitly if the capture missed its

@@ -3,11 +3,10 @@
 //! `silences`, `pings` (docs/analysis.md); times keep their Python types (an int minus an int is
 //! an int).
 
-use crate::engine::{Analyzer, Config, Context, Frame, Hook, Row};
+use crate::engine::{Analyzer, Config, Context, Frame, Hook, Map, Row};
 use crate::identity::{is_agent_request, side_of_url, AGENT};
 use crate::pyrepr::py_format_g;
 use crate::record::{Record, Val};
-use std::collections::HashMap;
 
 /// A server close after a silence of at least this share of the limit is a keep-alive gap (the
 /// server enforced the limit on its own clock, the capture sees the silence a few ms shorter).
@@ -38,7 +37,7 @@ struct Silence {
 
 pub struct Keepalive {
     limit: f64,
-    conns: HashMap<String, Silence>,
+    conns: Map<String, Silence>,
     rows: Option<Vec<Row>>,
     silence_rows: Option<Vec<Row>>,
     ping_rows: Option<Vec<Row>>,
@@ -50,7 +49,7 @@ impl Keepalive {
         let table = |name| wanted(name).then(Vec::new);
         Keepalive {
             limit: config.keepalive_limit_s,
-            conns: HashMap::new(),
+            conns: Map::default(),
             rows: table("keepalive"),
             silence_rows: table("silences"),
             ping_rows: table("pings"),
@@ -245,9 +244,9 @@ impl Analyzer for Keepalive {
 
     fn take_tables(&mut self) -> Vec<(&'static str, Vec<Row>)> {
         [
-            ("keepalive", self.rows.take()),
-            ("silences", self.silence_rows.take()),
-            ("pings", self.ping_rows.take()),
+            ("keepalive", self.rows.as_mut().map(std::mem::take)),
+            ("silences", self.silence_rows.as_mut().map(std::mem::take)),
+            ("pings", self.ping_rows.as_mut().map(std::mem::take)),
         ]
         .into_iter()
         .filter_map(|(name, rows)| rows.map(|r| (name, r)))

@@ -11,9 +11,11 @@ mod redact;
 // ported next implement engine::Analyzer).
 mod analysis_py;
 pub mod arrow_out;
+mod batches;
 pub mod connections;
 pub mod damage;
 pub mod engine;
+mod engine_py;
 pub mod frame;
 pub mod framing;
 pub mod histogram;
@@ -35,6 +37,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     message::register(m)?;
     analysis_py::register(m)?;
+    engine_py::register(m)?;
     arrow_out::register(m)?;
+    batches::register(m)?;
     Ok(())
 }

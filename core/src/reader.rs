@@ -112,6 +112,11 @@ impl CaptureFile {
         Ok(capture)
     }
 
+    /// The counter of `bytes_read`, for another thread to watch.
+    pub fn progress(&self) -> Arc<AtomicU64> {
+        self.read.clone()
+    }
+
     /// How far the pass has read into the file on disk (compressed bytes for gzip).
     pub fn bytes_read(&self) -> u64 {
         self.read.load(Ordering::Relaxed)

@@ -2,11 +2,9 @@
 //! (`.ams.routing.RoutingTaskNotification`) is answered with `.ams.routing.UpdateRingState` before it
 //! expires (Messaging Agent API — Getting Started, Step 6).
 
-use std::collections::HashMap;
-
 use serde_json::Value;
 
-use crate::engine::{Analyzer, Context, Frame, Hook};
+use crate::engine::{Analyzer, Context, Frame, Hook, Map};
 use crate::frame::{as_list, body, type_is};
 use crate::pyrepr::py_format_g;
 use crate::record::{Record, Val};
@@ -26,9 +24,9 @@ struct Offer {
 #[derive(Default)]
 pub struct Rings {
     /// conn -> ring id -> when offered.
-    waiting: HashMap<String, HashMap<String, f64>>,
+    waiting: Map<String, Map<String, f64>>,
     /// Deadline token -> its offer.
-    offers: HashMap<u64, Offer>,
+    offers: Map<u64, Offer>,
     next_token: u64,
 }
 
@@ -57,7 +55,7 @@ impl Analyzer for Rings {
 
     fn open(&mut self, _ctx: &mut Context, rec: &Record) {
         let conn = rec.conn.as_str().expect("an open connection's id");
-        self.waiting.insert(conn.to_owned(), HashMap::new());
+        self.waiting.insert(conn.to_owned(), Map::default());
     }
 
     fn notification(&mut self, ctx: &mut Context, frame: &Frame) {

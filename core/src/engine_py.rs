@@ -1,0 +1,104 @@
+//! `analysis._core.Engine`: the native engine fed one capture line at a time, for the jobs whose
+//! records arrive one by one (`record --live`, replay's diff, imported HAR and flow files):
+//! violations come back from the call that found them.
+
+use std::sync::Mutex;
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use crate::analysis_py::{analyzers_named, config_from, engine_result, violation_rows};
+use crate::engine::Engine;
+use crate::record::{parse_line, Parsed, Record, Val};
+
+#[pyclass(name = "Engine", module = "analysis._core")]
+pub struct StreamEngine {
+    /// None once finished (a Mutex: a Python object may be shared between threads).
+    engine: Mutex<Option<Engine>>,
+}
+
+impl StreamEngine {
+    fn with<T>(&self, f: impl FnOnce(&mut Engine) -> PyResult<T>) -> PyResult<T> {
+        let mut engine = self
+            .engine
+            .lock()
+            .map_err(|_| PyValueError::new_err("engine poisoned"))?;
+        match engine.as_mut() {
+            Some(engine) => f(engine),
+            None => Err(PyValueError::new_err("the engine has finished")),
+        }
+    }
+}
+
+/// The violations found since the last call, as rows (None when there are none: the common case).
+fn found(py: Python<'_>, engine: &mut Engine) -> PyResult<Option<Py<PyList>>> {
+    if engine.ctx.violations.is_empty() {
+        return Ok(None);
+    }
+    let rows = violation_rows(py, &engine.ctx.violations)?;
+    engine.ctx.violations.clear();
+    Ok(Some(rows.unbind()))
+}
+
+#[pymethods]
+impl StreamEngine {
+    /// `config` as `dataclasses.asdict(analysis.config.Config(...))`, `analyzers` the native
+    /// analyzers by name in their order, `tables` the tables to build (none for live checking).
+    #[new]
+    #[pyo3(signature = (config=None, analyzers=Vec::new(), tables=Vec::new()))]
+    fn new(
+        config: Option<&Bound<'_, PyDict>>,
+        analyzers: Vec<String>,
+        tables: Vec<String>,
+    ) -> PyResult<Self> {
+        let config = config_from(config)?;
+        let analyzers = analyzers_named(&analyzers, &config, &tables)?;
+        let frames_table = tables.iter().any(|t| t == "frames");
+        Ok(StreamEngine {
+            engine: Mutex::new(Some(Engine::new(config, frames_table, analyzers))),
+        })
+    }
+
+    /// Feeds one capture record, as its JSON line; returns the violation rows it revealed (rows
+    /// as `Violation.as_row()`), or None. A line that is not a JSON object with a string `rec`
+    /// raises ValueError.
+    fn feed(&self, py: Python<'_>, line: &Bound<'_, PyBytes>) -> PyResult<Option<Py<PyList>>> {
+        self.with(|engine| {
+            let mut rec = Record::default();
+            match parse_line(line.as_bytes(), &mut rec) {
+                Parsed::Record => engine.feed(&rec),
+                _ => return Err(PyValueError::new_err("not a capture record")),
+            }
+            found(py, engine)
+        })
+    }
+
+    /// Lets the clock reach `t` without a record (live checking): deadlines up to `t` fire.
+    fn advance(&self, py: Python<'_>, t: f64) -> PyResult<Option<Py<PyList>>> {
+        self.with(|engine| {
+            engine.advance(t, &Val::Float(t));
+            found(py, engine)
+        })
+    }
+
+    /// End of the records: what is still pending on open connections is reported. Returns the
+    /// engine's result as `Analysis.run` does without files: counters, `violations` (those not
+    /// returned yet), `stats`, `tables`.
+    fn finish<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let engine = self
+            .engine
+            .lock()
+            .map_err(|_| PyValueError::new_err("engine poisoned"))?
+            .take();
+        let Some(mut engine) = engine else {
+            return Err(PyValueError::new_err("the engine has finished"));
+        };
+        engine.finish();
+        engine_result(py, engine, false)
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<StreamEngine>()
+}

@@ -1,0 +1,128 @@
+"""`mwtap analyze` runs on the native core (analysis.native): its summary is the Python engine's,
+key for key and type for type (`repr` equal), on every capture the tests ship, on generated captures,
+on captures with more violations than the core hands over at a time, with options, with several
+files, with HAR files (converted by analysis.imports, fed to the core's engine), and on the
+damaged-capture fuzz of tests/test_native_engine.py."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+
+from analysis import native
+from analysis.capture import CaptureError
+from analysis.config import Config
+from analysis.load import analysed, analyze
+from analysis.synth import CaptureBuilder
+from sample_capture import generate
+from test_fuzz_engine import fuzz_settings
+from test_import_har import chrome_har
+from test_native_engine import SHIPPED, capture_files
+from test_reliability_load import soak_size
+
+DEFAULT_CASES = 300
+SOAK_CASES = soak_size(300, 10_000)
+
+
+def python_summary(paths, config: Config) -> tuple[dict, list[str]]:
+    _, summary, damage = analysed(paths, config, lambda summary: summary)
+    return summary, [str(d) for d in damage]
+
+
+def assert_same(paths: list[str], config: Config | None = None) -> dict:
+    config = config or Config()
+    try:
+        expected = python_summary(paths, config)
+    except CaptureError as e:
+        with pytest.raises(CaptureError) as raised:
+            native.analyze(paths, config)
+        assert str(raised.value) == str(e)
+        return {}
+    summary, damage = native.analyze(paths, config)
+    assert (summary, [str(d) for d in damage]) == expected
+    assert repr(summary) == repr(expected[0])  # the same types too: 1 == 1.0 == True for ==
+    return summary
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_captures(path):
+    assert_same([str(path)])
+
+
+def test_generated_captures_with_options(tmp_path):
+    paths = []
+    for seed in (1, 2, 3):
+        paths.append(str(tmp_path / f"sample{seed}.jsonl"))
+        generate(Path(paths[-1]), seed=seed)
+        assert assert_same(paths[-1:])["violations_total"] > 0
+    assert_same(paths)  # three recordings merged by time
+    config = Config(response_timeout_s=0.5, keepalive_limit_s=2.0, accept_timeout_s=1.0, max_violations=7,
+                    severity={"sequence-gap": "error", "keepalive-gap": "info"})
+    summary = assert_same(paths, config)
+    assert summary["violations_omitted"] > 0 and summary["latency"] and summary["messaging"]
+
+
+def test_more_violations_than_one_batch(tmp_path):
+    """The core hands violations over a few thousand at a time: every one is counted, the listed
+    ones are the first of each severity, as in one pass."""
+    b = CaptureBuilder()
+    b.open("c1", 1.0)
+    for i in range(10_000):  # every request without an id, every second one with its id reused
+        b.c2s("c1", 2.0 + i / 1000, {"kind": "req", "type": "GetClock", **({"id": "1"} if i % 2 else {})})
+    b.close("c1", 20.0)
+    path = tmp_path / "many.jsonl"
+    b.write(path)
+    summary = assert_same([str(path)], Config(max_violations=5000))
+    assert summary["violations_total"] > 9000 and len(summary["violations"]) == 5000
+
+
+def test_har_files_and_captures_together(tmp_path):
+    """A HAR is converted by analysis.imports and fed to the core's engine record by record."""
+    har = tmp_path / "session.har"
+    har.write_text(json.dumps(chrome_har()))
+    sample = tmp_path / "sample.jsonl"
+    generate(sample, seed=2)
+    assert assert_same([str(har)])["capture"]["frames"] > 0
+    assert "HAR" in " ".join(assert_same([str(har), str(sample)])["capture"]["notes"])
+
+
+def test_the_cli_analyze_is_native(tmp_path, monkeypatch):
+    """Not a Python engine in disguise: `analyze` builds no analysis.engine.Engine for a capture."""
+    import analysis.engine
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the Python engine ran")
+    monkeypatch.setattr(analysis.engine.Engine, "__init__", refuse)
+    sample = tmp_path / "s.jsonl"
+    generate(sample, seed=4)
+    assert analyze(str(sample))[0]["capture"]["frames"] > 0
+    har = tmp_path / "session.har"
+    har.write_text(json.dumps(chrome_har()))
+    assert analyze([str(har), str(sample)])[0]["capture"]["frames"] > 0
+
+
+def check(files) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for name, data in files:
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            paths.append(str(path))
+        assert_same(paths)
+
+
+@fuzz_settings(DEFAULT_CASES)
+@given(capture_files())
+def test_fuzz_native_summary_equals_python(files):
+    check(files)
+
+
+@pytest.mark.soak
+@fuzz_settings(SOAK_CASES)
+@given(capture_files())
+def test_fuzz_native_summary_equals_python_soak(files):
+    check(files)
