@@ -11,7 +11,6 @@ mod redact;
 // ported next implement engine::Analyzer).
 mod analysis_py;
 pub mod arrow_out;
-mod batches;
 pub mod connections;
 pub mod damage;
 pub mod engine;
@@ -39,6 +38,5 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     analysis_py::register(m)?;
     engine_py::register(m)?;
     arrow_out::register(m)?;
-    batches::register(m)?;
     Ok(())
 }
