@@ -3,13 +3,12 @@
 //! whether a fresh token was used after 4401/4407. Tables `connections` and `reconnects`
 //! (docs/analysis.md); times keep their Python types (an int minus an int is an int).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use indexmap::IndexMap;
-
-use crate::engine::{trim_oldest, Analyzer, Config, Context, Frame, Hook, Row};
+use crate::engine::{
+    trim_oldest, Analyzer, Config, Context, FastMap, Frame, Hook, OrderedMap, Row,
+};
 use crate::frame::type_is;
 use crate::identity::{
     client_host, header_token, init_connection_token, is_agent_request, side_of_url, url_token,
@@ -106,7 +105,7 @@ struct Closed {
 /// The reconnect linking: the last closed connection per client key, and the `reconnects` rows.
 struct Links {
     /// The most recently closed keys last (bounded by `trim_oldest`: a live check runs for days).
-    last_closed: IndexMap<ClientKey, Arc<Closed>>,
+    last_closed: OrderedMap<ClientKey, Arc<Closed>>,
     rows: Option<Vec<Row>>,
     min_reconnect_delay_s: f64,
     reconnect_window_s: f64,
@@ -242,7 +241,7 @@ impl Links {
 }
 
 pub struct Connections {
-    conns: HashMap<String, Conn>,
+    conns: FastMap<String, Conn>,
     links: Links,
     rows: Option<Vec<Row>>,
 }
@@ -251,9 +250,9 @@ impl Connections {
     /// `wanted(table)`: whether the rows of that table are kept.
     pub fn new(config: &Config, wanted: impl Fn(&str) -> bool) -> Self {
         Connections {
-            conns: HashMap::new(),
+            conns: FastMap::default(),
             links: Links {
-                last_closed: IndexMap::new(),
+                last_closed: OrderedMap::default(),
                 rows: wanted("reconnects").then(Vec::new),
                 min_reconnect_delay_s: config.min_reconnect_delay_s,
                 reconnect_window_s: config.reconnect_window_s,

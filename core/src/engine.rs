@@ -266,8 +266,8 @@ fn route(
 
 /// Hash maps of the engine and the analyzers: foldhash (several times cheaper than SipHash on the
 /// short keys of a capture, and seeded per process, so a capture cannot be crafted to collide).
-pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-pub type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 pub type OrderedMap<K, V> = IndexMap<K, V, foldhash::fast::RandomState>;
 
 /// Feed capture records with `feed`, then call `finish` once.
@@ -276,10 +276,10 @@ pub struct Engine {
     pub framing: Framing,
     analyzers: Vec<Box<dyn Analyzer>>,
     /// Message type -> its routes (`ROUTES_KEPT` types at most).
-    routes: Map<String, Slots>,
+    routes: FastMap<String, Slots>,
     untyped_routes: Slots,
     /// Open connection -> the order it was opened in (Python's dict order, for `finish`).
-    open_conns: Map<String, u64>,
+    open_conns: FastMap<String, u64>,
     opened: u64,
     /// Closed connection ids, oldest first, bounded by `trim_oldest`.
     closed_conns: OrderedMap<String, ()>,
@@ -311,9 +311,9 @@ impl Engine {
             },
             framing: Framing::new(frames_table),
             analyzers,
-            routes: Map::default(),
+            routes: FastMap::default(),
             untyped_routes: Slots::default(),
-            open_conns: Map::default(),
+            open_conns: FastMap::default(),
             opened: 0,
             closed_conns: OrderedMap::default(),
             last_t: f64::NEG_INFINITY,
@@ -362,18 +362,48 @@ impl Engine {
     /// Lets the clock reach `t` (the time `value` of a record, or a live clock): deadlines up to
     /// `t` fire.
     pub fn advance(&mut self, t: f64, value: &Val) {
+        self.advance_noting(t, value, |_, _, _| {});
+    }
+
+    /// `advance`, calling `firing(ctx, delay, deadline)` before each deadline fires (the
+    /// partitions of `--jobs` place what each one finds in the single-process order by it).
+    pub fn advance_noting(
+        &mut self,
+        t: f64,
+        value: &Val,
+        mut firing: impl FnMut(&Context, f64, f64),
+    ) {
         if t > self.last_t {
             self.last_t = t;
             self.last_t_value = value.clone().into_owned();
             if t >= self.ctx.timers.next_due {
-                self.run_timers(t);
+                self.run_timers(t, &mut firing);
             }
         }
     }
 
-    fn run_timers(&mut self, now: f64) {
+    /// The time of the latest record (the value as recorded).
+    pub fn last_t(&self) -> &Val<'static> {
+        &self.last_t_value
+    }
+
+    /// How many connections are open.
+    pub fn open_connections(&self) -> usize {
+        self.open_conns.len()
+    }
+
+    /// The deadlines' delays, in the order they were first used (the order they fire in).
+    pub fn delays(&self) -> Vec<f64> {
+        (0..self.ctx.timers.queue_count())
+            .map(|index| self.ctx.timers.delay(index))
+            .collect()
+    }
+
+    fn run_timers(&mut self, now: f64, firing: &mut impl FnMut(&Context, f64, f64)) {
         for index in 0..self.ctx.timers.queue_count() {
+            let delay = self.ctx.timers.delay(index);
             while let Some((deadline, (analyzer, token))) = self.ctx.timers.pop_due(index, now) {
+                firing(&self.ctx, delay, deadline);
                 self.ctx.current = analyzer;
                 self.analyzers[analyzer].deadline(&mut self.ctx, deadline, token);
             }

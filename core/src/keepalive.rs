@@ -3,7 +3,7 @@
 //! `silences`, `pings` (docs/analysis.md); times keep their Python types (an int minus an int is
 //! an int).
 
-use crate::engine::{Analyzer, Config, Context, Frame, Hook, Map, Row};
+use crate::engine::{Analyzer, Config, Context, FastMap, Frame, Hook, Row};
 use crate::identity::{is_agent_request, side_of_url, AGENT};
 use crate::pyrepr::py_format_g;
 use crate::record::{Record, Val};
@@ -37,7 +37,7 @@ struct Silence {
 
 pub struct Keepalive {
     limit: f64,
-    conns: Map<String, Silence>,
+    conns: FastMap<String, Silence>,
     rows: Option<Vec<Row>>,
     silence_rows: Option<Vec<Row>>,
     ping_rows: Option<Vec<Row>>,
@@ -49,7 +49,7 @@ impl Keepalive {
         let table = |name| wanted(name).then(Vec::new);
         Keepalive {
             limit: config.keepalive_limit_s,
-            conns: Map::default(),
+            conns: FastMap::default(),
             rows: table("keepalive"),
             silence_rows: table("silences"),
             ping_rows: table("pings"),

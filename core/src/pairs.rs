@@ -14,14 +14,15 @@
 //! starts with "\u0000" gets one more "\u0000" in front: no type can be mistaken for None.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::ops::{Index, IndexMut};
 use std::sync::Arc;
 
-use indexmap::IndexMap;
 use serde_json::{json, Map, Value};
 
-use crate::engine::{trim_oldest, Analyzer, Config, Context, Frame, Hook, Row};
+use crate::engine::{
+    trim_oldest, Analyzer, Config, Context, FastMap, FastSet, Frame, Hook, OrderedMap, Row,
+};
 use crate::frame::{can_answer, type_is};
 use crate::histogram::LogHistogram;
 use crate::identity::{header_token, other_token_header, url_token};
@@ -55,12 +56,12 @@ struct PairConn {
     awaiting_init: bool,
     /// id -> (insertion order, the oldest request outstanding with that id): Python's dict order
     /// (replacing a value keeps its place) without an O(n) removal.
-    outstanding: HashMap<String, (u64, usize)>,
+    outstanding: FastMap<String, (u64, usize)>,
     next_order: u64,
     /// Insertion-ordered, bounded by trim_oldest.
-    answered: IndexMap<String, ()>,
-    reuse_reported: HashSet<String>,
-    init_ids: HashSet<String>,
+    answered: OrderedMap<String, ()>,
+    reuse_reported: FastSet<String>,
+    init_ids: FastSet<String>,
     /// A token sent in a header the API does not read.
     token_header: Option<String>,
 }
@@ -134,7 +135,7 @@ impl IndexMut<usize> for Slab {
 pub struct Pairs {
     timeout: f64,
     types: RequestTypes,
-    conns: HashMap<String, PairConn>,
+    conns: FastMap<String, PairConn>,
     reqs: Slab,
     next_serial: u64,
     /// (slot, serial) of the requests waiting for their response, in the order sent; an entry
@@ -143,7 +144,7 @@ pub struct Pairs {
     live_pending: usize,
     armed: bool,
     counts: Counts,
-    latency: IndexMap<Option<String>, LogHistogram>,
+    latency: OrderedMap<Option<String>, LogHistogram>,
     rows: Option<Vec<Row>>,
 }
 
@@ -190,7 +191,7 @@ fn contains(types: &[String], type_: Option<&str>) -> bool {
 
 /// Takes the oldest outstanding request with the head's id that the response can answer.
 fn take_answered(
-    outstanding: &mut HashMap<String, (u64, usize)>,
+    outstanding: &mut FastMap<String, (u64, usize)>,
     reqs: &mut Slab,
     head_slot: usize,
     response_type: Option<&str>,
@@ -226,14 +227,14 @@ impl Pairs {
                 no_response: config.no_response_types.clone(),
                 init_exempt: config.init_exempt_types.clone(),
             },
-            conns: HashMap::new(),
+            conns: FastMap::default(),
             reqs: Slab::default(),
             next_serial: 0,
             pending: VecDeque::new(),
             live_pending: 0,
             armed: false,
             counts: Counts::default(),
-            latency: IndexMap::new(),
+            latency: OrderedMap::default(),
             rows: wanted("pairs").then(Vec::new),
         }
     }
@@ -457,11 +458,11 @@ impl Analyzer for Pairs {
         let state = PairConn {
             name: Arc::from(conn),
             awaiting_init,
-            outstanding: HashMap::new(),
+            outstanding: FastMap::default(),
             next_order: 0,
-            answered: IndexMap::new(),
-            reuse_reported: HashSet::new(),
-            init_ids: HashSet::new(),
+            answered: OrderedMap::default(),
+            reuse_reported: FastSet::default(),
+            init_ids: FastSet::default(),
             token_header: if awaiting_init {
                 other_token_header(rec)
             } else {

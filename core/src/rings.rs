@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::engine::{Analyzer, Context, Frame, Hook, Map};
+use crate::engine::{Analyzer, Context, FastMap, Frame, Hook};
 use crate::frame::{as_list, body, type_is};
 use crate::pyrepr::py_format_g;
 use crate::record::{Record, Val};
@@ -24,9 +24,9 @@ struct Offer {
 #[derive(Default)]
 pub struct Rings {
     /// conn -> ring id -> when offered.
-    waiting: Map<String, Map<String, f64>>,
+    waiting: FastMap<String, FastMap<String, f64>>,
     /// Deadline token -> its offer.
-    offers: Map<u64, Offer>,
+    offers: FastMap<u64, Offer>,
     next_token: u64,
 }
 
@@ -55,7 +55,7 @@ impl Analyzer for Rings {
 
     fn open(&mut self, _ctx: &mut Context, rec: &Record) {
         let conn = rec.conn.as_str().expect("an open connection's id");
-        self.waiting.insert(conn.to_owned(), Map::default());
+        self.waiting.insert(conn.to_owned(), FastMap::default());
     }
 
     fn notification(&mut self, ctx: &mut Context, frame: &Frame) {

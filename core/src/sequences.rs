@@ -6,12 +6,11 @@
 //! Python compares the values it keys on with `==`: an originator 1, 1.0 and true are one id, a
 //! sequence listed as 2.0 acknowledges sequence 2 (`NumKey`, `Originator`).
 
-use std::collections::{HashMap, HashSet};
-
-use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
-use crate::engine::{trim_oldest, Analyzer, Config, Context, Frame, Hook, Row};
+use crate::engine::{
+    trim_oldest, Analyzer, Config, Context, FastMap, FastSet, Frame, Hook, OrderedMap, Row,
+};
 use crate::frame::{
     as_list, body, can_answer, is_conversation_notification, is_messaging_notification, lifted,
     type_is, BodyField,
@@ -88,8 +87,8 @@ impl Originator {
 /// The ids a connection's client goes by (`own_ids`), looked up without building a key.
 #[derive(Default)]
 struct OwnIds {
-    strings: HashSet<String>,
-    numbers: HashSet<NumKey>,
+    strings: FastSet<String>,
+    numbers: FastSet<NumKey>,
 }
 
 impl OwnIds {
@@ -151,7 +150,7 @@ struct Dialog {
     subscribed_t: Option<f64>,
     last: Option<i128>,
     /// sequence -> its originator when that may be the consumer (no role, or role CONSUMER).
-    seen: IndexMap<i128, Option<Originator>>,
+    seen: OrderedMap<i128, Option<Originator>>,
 }
 
 /// A message of another participant, waiting for the client's ACCEPT and READ.
@@ -181,14 +180,14 @@ struct Publish {
 struct SeqConn {
     serial: u64,
     own_ids: OwnIds,
-    dialogs: HashMap<String, Dialog>,
-    publishes: HashMap<String, Publish>,
+    dialogs: FastMap<String, Dialog>,
+    publishes: FastMap<String, Publish>,
     /// request id -> (conversations, dialogs) it closes (string ids only: others are never marked).
-    closes: HashMap<String, (Vec<String>, Vec<String>)>,
+    closes: FastMap<String, (Vec<String>, Vec<String>)>,
     /// (dialog, seq) of own published events.
-    echoes: HashSet<(Option<String>, i128)>,
+    echoes: FastSet<(Option<String>, i128)>,
     /// (dialog, seq) -> (insertion order, expect id): Python's dict order, kept on overwrite.
-    awaiting: HashMap<(String, i128), (u64, u64)>,
+    awaiting: FastMap<(String, i128), (u64, u64)>,
     next_order: u64,
     /// An agent connection: the consumer's events are the others'; READ alone acknowledges.
     agent: bool,
@@ -206,15 +205,15 @@ struct Counts {
 pub struct Sequences {
     accept_timeout_s: f64,
     rows: Option<Vec<Row>>,
-    conns: HashMap<String, SeqConn>,
+    conns: FastMap<String, SeqConn>,
     opened: u64,
     /// Closed conversations and dialogs (ids are global: a reconnect still publishes to them).
-    closed_conversations: IndexMap<String, f64>,
-    closed_dialogs: IndexMap<String, f64>,
+    closed_conversations: OrderedMap<String, f64>,
+    closed_dialogs: OrderedMap<String, f64>,
     counts: Counts,
     accept_ms: LogHistogram,
     /// Expects still named by a deadline; a deadline's token is its id × 2 (+1 for the READ wait).
-    expects: HashMap<u64, Expect>,
+    expects: FastMap<u64, Expect>,
     next_expect: u64,
 }
 
@@ -224,13 +223,13 @@ impl Sequences {
         Sequences {
             accept_timeout_s: config.accept_timeout_s,
             rows: wanted("sequences").then(Vec::new),
-            conns: HashMap::new(),
+            conns: FastMap::default(),
             opened: 0,
-            closed_conversations: IndexMap::new(),
-            closed_dialogs: IndexMap::new(),
+            closed_conversations: OrderedMap::default(),
+            closed_dialogs: OrderedMap::default(),
             counts: Counts::default(),
             accept_ms: LogHistogram::default(),
-            expects: HashMap::new(),
+            expects: FastMap::default(),
             next_expect: 0,
         }
     }
@@ -268,7 +267,7 @@ impl Sequences {
         let chat_state = event_type.as_str() == Some(CHAT_STATE);
         let any_closed = !self.closed_dialogs.is_empty() || !self.closed_conversations.is_empty();
         if !chat_state && any_closed {
-            let earlier = |closed: &IndexMap<String, f64>, id: &Option<String>| {
+            let earlier = |closed: &OrderedMap<String, f64>, id: &Option<String>| {
                 let id = id.as_deref()?;
                 closed.get(id).map(|at| (py_str_ascii(id), t - at))
             };
@@ -521,7 +520,7 @@ impl Sequences {
 
     /// The state an expect belongs to, unless its connection closed since.
     fn state_of<'c>(
-        conns: &'c mut HashMap<String, SeqConn>,
+        conns: &'c mut FastMap<String, SeqConn>,
         expect: &Expect,
     ) -> Option<&'c mut SeqConn> {
         conns
@@ -608,14 +607,14 @@ fn truthy(value: &Value) -> bool {
     }
 }
 
-fn mark(closed: &mut IndexMap<String, f64>, key: &str, t: f64) {
+fn mark(closed: &mut OrderedMap<String, f64>, key: &str, t: f64) {
     if !closed.contains_key(key) {
         closed.insert(key.to_owned(), t);
         trim_oldest(closed, CLOSED_IDS_KEPT);
     }
 }
 
-fn set_closed(closed: &mut IndexMap<String, f64>, key: &str, state: Option<&Value>, t: f64) {
+fn set_closed(closed: &mut OrderedMap<String, f64>, key: &str, state: Option<&Value>, t: f64) {
     match state.and_then(Value::as_str) {
         Some("CLOSE") => mark(closed, key, t),
         Some("OPEN") => {

@@ -4,12 +4,10 @@
 //! times keep their Python types. Maps keep Python's dict order (IndexMap, `shift_remove` for a
 //! `pop`): the rows at a close and the pending request a notification is attached to follow it.
 
-use std::collections::{HashMap, HashSet};
-
-use indexmap::{IndexMap, IndexSet};
+use indexmap::IndexSet;
 use serde_json::Value;
 
-use crate::engine::{Analyzer, Context, Frame, Hook, Row};
+use crate::engine::{Analyzer, Context, FastMap, FastSet, Frame, Hook, OrderedMap, Row};
 use crate::frame::{can_answer, is_messaging_notification, lifted, type_is, BodyField};
 use crate::identity::{is_agent_request, side_of_url, AGENT};
 use crate::pyrepr::py_str_ascii;
@@ -111,18 +109,18 @@ impl Stream {
 struct StreamConn {
     /// Request id -> its outstanding requests, in the order sent (a response takes the oldest
     /// its type can answer, as in Pairs).
-    pending: IndexMap<String, Vec<Action>>,
+    pending: OrderedMap<String, Vec<Action>>,
     /// subscriptionId -> stream.
-    streams: IndexMap<String, Stream>,
+    streams: OrderedMap<String, Stream>,
     /// dialogId -> stream.
-    dialogs: IndexMap<String, Stream>,
+    dialogs: OrderedMap<String, Stream>,
     /// Subscription and dialog ids reported unknown (once each).
-    unknown: HashSet<String>,
+    unknown: FastSet<String>,
     agent: bool,
 }
 
 pub struct Streams {
-    conns: HashMap<String, StreamConn>,
+    conns: FastMap<String, StreamConn>,
     rows: Option<Vec<Row>>,
 }
 
@@ -226,7 +224,7 @@ impl Streams {
     /// `wanted(table)`: whether the rows of that table are kept.
     pub fn new(wanted: impl Fn(&str) -> bool) -> Self {
         Streams {
-            conns: HashMap::new(),
+            conns: FastMap::default(),
             rows: wanted("streams").then(Vec::new),
         }
     }
