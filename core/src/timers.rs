@@ -50,6 +50,11 @@ impl<T> Timers<T> {
         self.queues.len()
     }
 
+    /// The delay of queue `index`.
+    pub fn delay(&self, index: usize) -> f64 {
+        self.queues[index].0
+    }
+
     /// The next deadline of queue `index` due at `now`, taken off its queue.
     pub fn pop_due(&mut self, index: usize, now: f64) -> Option<(f64, T)> {
         let queue = &mut self.queues[index].1;
