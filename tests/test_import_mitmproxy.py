@@ -76,10 +76,12 @@ def pairs_of(cap, status: str = "answered") -> Counter:
 
 def agree_on_pairs(imported, capture) -> None:
     """Same answered pairs and orphans. A request the consumer sent while the server was closing reaches
-    the outer proxy (the import) but not the inner one (the capture): the import may have more unanswered."""
+    the outer proxy (the import) but not the inner one (the capture): the import may have more unanswered.
+    A HAR has no close records: its connections end with the capture, so a request left unanswered by a
+    close is one still open at the end there."""
     assert pairs_of(imported) == pairs_of(capture) and sum(pairs_of(capture).values()) > 10
     assert pairs_of(imported, "orphan") == pairs_of(capture, "orphan")
-    assert pairs_of(imported, "unanswered") >= pairs_of(capture, "unanswered")
+    assert pairs_of(imported, "unanswered") + pairs_of(imported, "open-at-end") >= pairs_of(capture, "unanswered")
 
 
 def test_flow_file_analysis_agrees_with_the_mwtap_capture(recorded):
