@@ -37,7 +37,8 @@ class LogHistogram:
         """The histogram `state()` describes (the native core hands its histograms over this way)."""
         histogram = cls()
         histogram.count, histogram.non_positive = state["count"], state["non_positive"]
-        histogram.min, histogram.max = state["min"], state["max"]
+        if histogram.count:  # an empty one's infinite min and max are null in JSON
+            histogram.min, histogram.max = state["min"], state["max"]
         histogram.buckets = {index: n for index, n in state["buckets"]}
         return histogram
 
@@ -45,6 +46,15 @@ class LogHistogram:
         """Everything the histogram holds, as JSON values: buckets as [index, count] by index."""
         return {"count": self.count, "non_positive": self.non_positive, "min": self.min, "max": self.max,
                 "buckets": [[index, n] for index, n in sorted(self.buckets.items())]}
+
+    def merge(self, other: "LogHistogram") -> None:
+        """Adds another histogram's counts (exact: the buckets are the same)."""
+        for index, n in other.buckets.items():
+            self.buckets[index] = self.buckets.get(index, 0) + n
+        self.non_positive += other.non_positive
+        self.count += other.count
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
 
     def add(self, value: float) -> None:
         self.count += 1

@@ -69,6 +69,20 @@ impl LogHistogram {
         Some(self.max)
     }
 
+    /// Everything the histogram holds, as analysis.histogram.LogHistogram.state() gives it
+    /// (an infinite min or max, of an empty histogram, is null).
+    pub fn state(&self) -> serde_json::Value {
+        let buckets: Vec<serde_json::Value> = self
+            .buckets
+            .iter()
+            .map(|(i, n)| serde_json::json!([i, n]))
+            .collect();
+        serde_json::json!({
+            "count": self.count, "non_positive": self.non_positive,
+            "min": self.min, "max": self.max, "buckets": buckets,
+        })
+    }
+
     /// Adds another histogram's counts (the partitions of `--jobs`).
     pub fn merge(&mut self, other: &LogHistogram) {
         for (&index, &n) in &other.buckets {

@@ -730,14 +730,7 @@ impl Analyzer for Pairs {
         let latency: Map<String, Value> = self
             .latency
             .iter()
-            .map(|(type_, h)| {
-                let buckets: Vec<Value> = h.buckets.iter().map(|(i, n)| json!([i, n])).collect();
-                let state = json!({
-                    "count": h.count, "non_positive": h.non_positive,
-                    "min": h.min, "max": h.max, "buckets": buckets,
-                });
-                (key_of(type_), state)
-            })
+            .map(|(type_, h)| (key_of(type_), h.state()))
             .collect();
         let mut stats = Map::new();
         stats.insert("requests".into(), requests);

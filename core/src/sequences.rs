@@ -865,7 +865,12 @@ impl Analyzer for Sequences {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        Map::from_iter([("messaging".to_owned(), Value::Object(messaging))])
+        // The accept times themselves, for the merge of `--jobs` (analysis.parallel), which
+        // works the percentiles out again; the summary shows only `messaging`.
+        Map::from_iter([
+            ("messaging".to_owned(), Value::Object(messaging)),
+            ("accept_ms".to_owned(), self.accept_ms.state()),
+        ])
     }
 
     fn take_tables(&mut self) -> Vec<(&'static str, Vec<Row>)> {
