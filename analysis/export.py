@@ -1,9 +1,9 @@
 """The analysis tables as Parquet files, one per table (docs/export.md), for DuckDB, Polars or Spark.
 
-Rows are written in row groups of `row_group_rows` as the engine finishes them, so memory stays
-bounded by the engine's open state plus one row group per table, whatever the size of the input.
-Every string is passed through the redaction once more, so an export holds no token even from a
-capture recorded with redaction off.
+Rows are written in row groups of `row_group_rows` as the engine finishes them (the native core hands
+them over as Arrow record batches), so memory stays bounded by the engine's open state plus one row
+group per table, whatever the size of the input. Every string is passed through the redaction once
+more, so an export holds no token even from a capture recorded with redaction off.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ from typing import Callable
 
 from analysis.config import Config
 from analysis.engine import TABLES
-from analysis.imports import SourceLimits
-from analysis.load import run
-from analysis.reader import CaptureSet, Paths
+from analysis.load import streamed
+from analysis.reader import Paths
 from analysis.redact import redact_text, redact_url
 from analysis.tables import COLUMNS, epoch_s, int64
 
@@ -88,6 +87,22 @@ class _TableWriter:
         self.file = os.fdopen(fd, "wb")
         self.writer = pq.ParquetWriter(self.file, self.schema, compression="zstd")
 
+    def write(self, batch) -> None:
+        """Rows handed over by `analysis.load.streamed`: row dicts, or a RecordBatch (one row group)."""
+        if isinstance(batch, list):
+            for row in batch:
+                self.add(row)
+            return
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        arrays = []
+        for column, field in zip(batch.columns, self.schema):
+            if field.type == pa.timestamp("us", tz="UTC"):  # epoch seconds: as _time rounds them
+                column = pc.round(pc.multiply(column, 1_000_000), round_mode="half_to_even").cast(pa.int64())
+            arrays.append(column.cast(field.type))
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        self.rows += batch.num_rows
+
     def add(self, row: dict) -> None:
         self.buffer.append(row)
         if self.sized:
@@ -122,35 +137,20 @@ class _TableWriter:
         self.file.close()
 
 
-class ParquetSink:
-    """An engine sink writing every table to `out_dir/<table>.parquet`."""
-
-    def __init__(self, out_dir: str, row_group_rows: int = ROW_GROUP_ROWS):
-        self.writers = {table: _TableWriter(table, os.path.join(out_dir, f"{table}.parquet"), row_group_rows)
-                        for table in TABLES}
-
-    def adder(self, table: str):
-        return self.writers[table].add
-
-    def close(self) -> dict[str, int]:
-        for writer in self.writers.values():
-            writer.close()
-        return {table: writer.rows for table, writer in self.writers.items()}
-
-
 def export_parquet(paths: Paths, out_dir: str, config: Config | None = None, *,
                    row_group_rows: int = ROW_GROUP_ROWS) -> tuple[dict[str, int], list]:
     """Analyse `paths` and write each table to `out_dir/<table>.parquet` (created 0600; the directory
     0700 if it is new). Returns (rows per table, damaged lines). Refuses to overwrite a table file."""
-    captures = CaptureSet(paths)
-    limits = SourceLimits.of(capture.header for capture in captures.files)
     os.makedirs(out_dir, mode=DIR_MODE, exist_ok=True)
     existing = [t for t in TABLES if os.path.exists(os.path.join(out_dir, f"{t}.parquet"))]
     if existing:
         raise FileExistsError(f"{out_dir}: {existing[0]}.parquet exists (mwtap never overwrites an export)")
-    sink = ParquetSink(out_dir, row_group_rows)
-    try:
-        run(captures, limits.config(config or Config()), sink)
+    writers = {table: _TableWriter(table, os.path.join(out_dir, f"{table}.parquet"), row_group_rows)
+               for table in TABLES}
+    try:  # the core cuts the tables into row groups and redacts them (the url column: here, as rows)
+        _, damage = streamed(paths, config or Config(), TABLES, lambda table, batch: writers[table].write(batch),
+                             rows=row_group_rows, payload_bytes=ROW_GROUP_CHARS, dicts=["connections"], redact=True)
     finally:
-        counts = sink.close()
-    return counts, captures.damage
+        for writer in writers.values():
+            writer.close()
+    return {table: writer.rows for table, writer in writers.items()}, damage

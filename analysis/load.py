@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from analysis.capture import MAX_TIME, Damage
 from analysis.config import Config
 from analysis.engine import TABLES, Engine, Sink
-from analysis import native
-from analysis.imports import SourceLimits
+from analysis import _core, native
+from analysis.imports import SourceLimits, all_captures
 from analysis.reader import CaptureSet, Paths
 from analysis.summary import Summary
 from analysis.tables import COLUMNS, int64
@@ -30,25 +31,6 @@ def analyze(paths: Paths, config: Config | None = None) -> tuple[dict, list[Dama
 
     The native core analyses them (analysis.native)."""
     return native.analyze(paths, config)
-
-
-class _Rows:
-    """Keeps every row (notebooks want them) and passes the aggregated tables on to the summary."""
-
-    def __init__(self, summary: Summary):
-        self.tables: dict[str, list[dict]] = {name: [] for name in TABLES}
-        self.summary = summary
-
-    def adder(self, table: str):
-        keep = self.tables[table].append
-        aggregate = self.summary.adder(table)
-        if aggregate is None:
-            return keep
-
-        def add(row: dict) -> None:
-            keep(row)
-            aggregate(row)
-        return add
 
 
 @dataclass
@@ -83,9 +65,65 @@ def load(paths: Paths, **config) -> Capture:
     Keyword arguments are `Config` fields (e.g. `response_timeout_s=10`).
     """
     cfg = Config.from_options(**config)
-    rows, summary, damage = analysed(paths, cfg, _Rows)
-    tables = {name: to_frame(name, rows.tables[name]) for name in TABLES}
+    batches: dict[str, list] = {name: [] for name in TABLES}
+    summary, damage = streamed(paths, cfg, TABLES, lambda table, batch: batches[table].append(batch))
+    tables = {name: _frame(name, parts) for name, parts in batches.items()}
     return Capture(**tables, config=cfg, damage=damage, _summary=summary)
+
+
+def streamed(paths: Paths, config: Config, tables: Iterable[str], on_batch: Callable[[str, Any], None],
+             **batching) -> tuple[dict, list[Damage]]:
+    """One pass over `paths` handing each of `tables` to `on_batch(table, batch)` while it is read, a
+    batch at a time in the order of its rows: a pyarrow RecordBatch (values converted as `to_frame`
+    converts them), or a list of row dicts holding the values as recorded (the violations, the tables
+    the summary aggregates, those named in `dicts`, and every table of HAR and flow files, which the
+    Python engine reads). `batching`: the other options of analysis._core.Batches (batch size,
+    redaction). Returns the summary and the damaged lines; memory stays bounded by the batches."""
+    tables = set(tables)
+
+    def handing_over(summary: Summary) -> Callable[[str, Any], None]:
+        def hand_over(table: str, batch) -> None:
+            aggregate = summary.adder(table)
+            if aggregate is not None:
+                for row in batch:
+                    aggregate(row)
+            if table in tables:
+                on_batch(table, batch)
+        return hand_over
+    if not all_captures(paths):
+        wanted = tables | set(native.SUMMARISED)
+        _, result, damage = analysed(paths, config, lambda summary: _Handed(handing_over(summary), wanted))
+        return result, damage
+    summary = Summary(config.max_violations)
+    hand_over = handing_over(summary)
+    analysis = native.open_captures(paths)
+    limits = SourceLimits.of(analysis.headers)
+    built = [name for name in TABLES if name != "violations" and (name in tables or name in native.SUMMARISED)]
+    dicts = [*native.SUMMARISED, *batching.pop("dicts", ())]
+    result = analysis.run(dataclasses.asdict(limits.config(config)), native.ANALYZERS, built,
+                          lambda rows: hand_over("violations", rows), _core.Batches(hand_over, dicts=dicts, **batching))
+    files = native.Files(result)
+    return limits.annotate(summary.result(native.Counters(result), files)), files.damage
+
+
+class _Handed:
+    """The Python engine's sink: each row of `tables` handed over as a batch of one."""
+
+    def __init__(self, hand_over: Callable[[str, list], None], tables: set[str]):
+        self.hand_over, self.tables = hand_over, tables
+
+    def adder(self, table: str):
+        if table in self.tables or table == "violations":
+            return lambda row: self.hand_over(table, [row])
+        return None
+
+
+def _frame(table: str, batches: list):
+    """A table's DataFrame from the batches `streamed` handed over (lists of row dicts or RecordBatches)."""
+    if batches and not isinstance(batches[0], list):
+        import pyarrow as pa
+        return frame_from_arrow(table, pa.Table.from_batches(batches))
+    return to_frame(table, [row for rows in batches for row in rows])
 
 
 def analysed(paths: Paths, config: Config, sink_of: Callable[[Summary], Sink]) -> tuple[Any, dict, list[Damage]]:

@@ -1,11 +1,12 @@
 """The tables the report needs, read in two passes in memory that does not grow with the capture:
 `mwtap report` on a capture of millions of frames never holds the per-frame table.
 
-The first pass runs the engine and keeps the tables of a row per connection or finding whole
-(connections, reconnects, keep-alive, streams, violations), of the requests only those the report
-lists (the slowest, the first unanswered), and of the tables with a row per frame or so only the
-columns its plots draw, an evenly spaced sample of at most `SAMPLE_ROWS` rows (`StreamedCapture.sampled`
-says how many were seen: the report says so under each plot drawn from a sample). The second pass
+The first pass runs the engine (its tables handed over in batches while it reads) and keeps the tables
+of a row per connection or finding whole (connections, reconnects, keep-alive, streams, violations), of
+the requests only those the report lists (the slowest, the first unanswered), and of the tables with
+a row per frame or so only the columns its plots draw, an evenly spaced sample of at most `SAMPLE_ROWS`
+rows (`StreamedCapture.sampled` says how many were seen: the report says so under each plot drawn from
+a sample). The second pass
 reads the capture again, without the engine, for the frames the report shows (the linked frames
 with their context, the listed requests and responses, with payloads), the frames and WebSocket
 pings of the timeline connections (at most `TIMELINE_FRAMES` frames a connection, evenly spaced)
@@ -26,15 +27,15 @@ from analysis.capture import MSG, PING, PONG
 from analysis.config import Config
 from analysis.engine import Context
 from analysis.frame import NOTIFICATION
-from analysis.load import Capture, analysed, to_frame
+from analysis.load import Capture, streamed, to_frame
 from analysis.reader import CaptureSet, Paths
-from analysis.summary import Summary
 from analysis.tables import COLUMNS, epoch_s
 
 WHOLE = ("connections", "reconnects", "keepalive", "streams", "violations")  # a row per connection or finding
 LISTED_REQUESTS = 20  # the slowest answered and the first unanswered requests, kept whole
 SAMPLE_ROWS = 50_000  # rows kept of a table drawn from a sample
 TIMELINE_FRAMES = 20_000  # frames drawn per connection timeline
+DICT_BATCH_ROWS = 4_096  # rows handed over at a time as dicts (25,000 request rows: ~40 MB)
 UNANSWERED = ("unanswered", "open-at-end")
 FRAME_COLUMNS = [name for name, _ in COLUMNS["frames"]]
 NOTIFICATION_COLUMNS = ("conn", "t", "frame", "dir", "category", "subscription_id")  # those the plots use
@@ -94,10 +95,11 @@ def _number(value) -> bool:
 
 
 class _Kept:
-    """The engine sink of the first pass (see the module docstring); the summary aggregates as in `load`."""
+    """What the first pass keeps of the tables (see the module docstring), handed over by
+    `analysis.load.streamed` as row dicts."""
 
-    def __init__(self, summary: Summary, limit_s: float):
-        self.summary, self.limit_s = summary, limit_s
+    def __init__(self, limit_s: float):
+        self.limit_s = limit_s
         self.whole: dict[str, list[dict]] = {table: [] for table in WHOLE}
         self.latencies = _Rows("pairs", ("type", "status", "latency_ms"), SAMPLE_ROWS)
         self.sequences = _Rows("sequences", ("conn", "t", "frame", "dialog_id"), SAMPLE_ROWS)
@@ -105,18 +107,13 @@ class _Kept:
         self.over_limit: list[dict] = []  # every silence over the limit (timelines), whole
         self.longest: dict[str, dict] = {}  # each connection's longest silence within the limit (its histogram)
         self.slowest, self.unanswered = _Best(LISTED_REQUESTS), _Best(LISTED_REQUESTS)
+        self.keepers = {**{table: rows.append for table, rows in self.whole.items()},
+                        "pairs": self._pair, "sequences": self._sequence, "silences": self._silence}
 
-    def adder(self, table: str):
-        keep = (self.whole[table].append if table in WHOLE else
-                {"pairs": self._pair, "sequences": self._sequence, "silences": self._silence}.get(table))
-        aggregate = self.summary.adder(table)
-        if keep is None or aggregate is None:
-            return keep or aggregate
-
-        def add(row: dict) -> None:
+    def add(self, table: str, rows: list[dict]) -> None:
+        keep = self.keepers[table]
+        for row in rows:
             keep(row)
-            aggregate(row)
-        return add
 
     def _pair(self, row: dict) -> None:
         status = row["status"]
@@ -221,7 +218,8 @@ def stream_capture(paths: Paths, **config) -> StreamedCapture:
     """The first pass over one capture path or a list of them (keyword arguments: `Config` fields)."""
     import pandas as pd
     cfg = Config.from_options(**config)
-    kept, summary, damage = analysed(paths, cfg, lambda s: _Kept(s, cfg.keepalive_limit_s))
+    kept = _Kept(cfg.keepalive_limit_s)
+    summary, damage = streamed(paths, cfg, kept.keepers, kept.add, dicts=list(kept.keepers), rows=DICT_BATCH_ROWS)
     tables = {table: to_frame(table, rows) for table, rows in kept.whole.items()}
     silences = _by_time(pd.concat([to_frame("silences", kept.silence_rows()), kept.silences.frame()]))
     return StreamedCapture(

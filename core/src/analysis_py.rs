@@ -220,8 +220,9 @@ impl Analysis {
     /// summary sections), `tables` (the analyzers' tables asked for, a list of row dicts each) and,
     /// with "frames" asked for, the `frames` table as one list per column under `frames_table`.
     /// With `arrow`, `tables` and `frames_table` are pyarrow RecordBatches of the columns of
-    /// analysis.tables.COLUMNS instead (arrow_out.rs).
-    #[pyo3(signature = (config=None, analyzers=Vec::new(), tables=vec!["frames".to_owned()], on_violations=None))]
+    /// analysis.tables.COLUMNS instead (arrow_out.rs). With `on_batch` (a `Batches`), the tables
+    /// are handed to it while the capture is read instead (batches.rs) and are empty here.
+    #[pyo3(signature = (config=None, analyzers=Vec::new(), tables=vec!["frames".to_owned()], on_violations=None, on_batch=None))]
     fn run<'py>(
         &self,
         py: Python<'py>,
@@ -229,7 +230,11 @@ impl Analysis {
         analyzers: Vec<String>,
         tables: Vec<String>,
         on_violations: Option<Bound<'py, PyAny>>,
+        on_batch: Option<Py<crate::batches::Batches>>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        let mut stream = on_batch
+            .map(|batches| crate::batches::Stream::new(py, batches, &tables))
+            .transpose()?;
         let config = config_from(config)?;
         let analyzers = analyzers_named(&analyzers, &config, &tables)?;
         let frames_table = tables.iter().any(|t| t == "frames");
@@ -248,8 +253,14 @@ impl Analysis {
                         failed = Python::with_gil(|py| hand_over(py, callback, &mut engine)).err();
                     }
                 }
+                if let (Some(stream), None) = (stream.as_mut(), &failed) {
+                    failed = stream.after_record(&mut engine).err();
+                }
             });
             engine.finish();
+            if let (Some(stream), None) = (stream.as_mut(), &failed) {
+                failed = stream.finish(&mut engine).err();
+            }
         });
         if let Some(error) = failed {
             return Err(error);
@@ -298,7 +309,7 @@ fn analyze_native<'py>(
     tables: Vec<String>,
     arrow: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
-    Analysis::new(py, paths, arrow)?.run(py, config, analyzers, tables, None)
+    Analysis::new(py, paths, arrow)?.run(py, config, analyzers, tables, None, None)
 }
 
 fn result<'py>(

@@ -296,7 +296,7 @@ impl ArrowBatch {
 }
 
 /// A batch as a `pyarrow.RecordBatch` (the buffers are shared, not copied).
-fn to_pyarrow(py: Python<'_>, batch: ArrayData) -> PyResult<Bound<'_, PyAny>> {
+pub(crate) fn to_pyarrow(py: Python<'_>, batch: ArrayData) -> PyResult<Bound<'_, PyAny>> {
     let exported = Bound::new(py, ArrowBatch(batch))?;
     py.import("pyarrow")?
         .call_method1("record_batch", (exported,))
@@ -377,7 +377,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 }
 
 /// A table's spec from `analysis.tables.COLUMNS` (the one list of columns and types).
-fn spec_of(py: Python<'_>, table: &str) -> PyResult<Vec<(String, Kind)>> {
+pub(crate) fn spec_of(py: Python<'_>, table: &str) -> PyResult<Vec<(String, Kind)>> {
     let columns: Vec<(String, String)> = py
         .import("analysis.tables")?
         .getattr("COLUMNS")?

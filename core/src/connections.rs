@@ -439,8 +439,8 @@ impl Analyzer for Connections {
 
     fn take_tables(&mut self) -> Vec<(&'static str, Vec<Row>)> {
         [
-            ("connections", self.rows.take()),
-            ("reconnects", self.links.rows.take()),
+            ("connections", self.rows.as_mut().map(std::mem::take)),
+            ("reconnects", self.links.rows.as_mut().map(std::mem::take)),
         ]
         .into_iter()
         .filter_map(|(name, rows)| rows.map(|r| (name, r)))

@@ -11,6 +11,7 @@ mod redact;
 // ported next implement engine::Analyzer).
 mod analysis_py;
 pub mod arrow_out;
+mod batches;
 pub mod connections;
 pub mod damage;
 pub mod engine;
@@ -38,5 +39,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     analysis_py::register(m)?;
     engine_py::register(m)?;
     arrow_out::register(m)?;
+    batches::register(m)?;
     Ok(())
 }

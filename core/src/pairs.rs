@@ -740,7 +740,8 @@ impl Analyzer for Pairs {
 
     fn take_tables(&mut self) -> Vec<(&'static str, Vec<Row>)> {
         self.rows
-            .take()
+            .as_mut()
+            .map(std::mem::take)
             .map(|rows| ("pairs", rows))
             .into_iter()
             .collect()

@@ -875,7 +875,8 @@ impl Analyzer for Sequences {
 
     fn take_tables(&mut self) -> Vec<(&'static str, Vec<Row>)> {
         self.rows
-            .take()
+            .as_mut()
+            .map(std::mem::take)
             .map(|rows| ("sequences", rows))
             .into_iter()
             .collect()

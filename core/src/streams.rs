@@ -490,7 +490,8 @@ impl Analyzer for Streams {
 
     fn take_tables(&mut self) -> Vec<(&'static str, Vec<Row>)> {
         self.rows
-            .take()
+            .as_mut()
+            .map(std::mem::take)
             .map(|rows| vec![("streams", rows)])
             .unwrap_or_default()
     }

@@ -1,0 +1,271 @@
+//! Tables leave the core while the capture is read, in batches of bounded size
+//! (`Analysis.run(..., on_batch=Batches(callback, ...))`): the frames table and the analyzers'
+//! rows never pile up in the core, whatever the size of the capture.
+//!
+//! A table is handed over (`callback(table, batch)`) each time it holds `rows` rows (the frames
+//! table also once its payloads reach `payload_bytes`), then with its last rows at the end, even
+//! none: every table asked for comes at least once. Each table's batches come in the order its
+//! rows were made (the order of the one-pass tables). A batch is a pyarrow RecordBatch
+//! (arrow_out.rs), or for the tables named in `dicts` a list of row dicts holding the values as
+//! recorded (what `analysis.summary.Summary` aggregates; never redacted).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use arrow_data::ArrayData;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+
+use crate::analysis_py::val_to_py;
+use crate::arrow_out::{frames_batch, rows_batch, spec_of, to_pyarrow, Kind};
+use crate::engine::{Engine, Row};
+use crate::framing::FramesTable;
+use crate::record::Val;
+use crate::redact::redact_text;
+
+/// The analyzers' finished rows are collected every so many records: they hold at most those
+/// records' rows in between.
+const COLLECT_EVERY: u64 = 1024;
+
+/// How `Analysis.run` hands tables over while it reads (see the module's description).
+/// `redact`: every string passes through the payload redaction (`analysis.redact.redact_text`)
+/// first, as `mwtap export` writes them.
+#[pyclass(module = "analysis._core", frozen)]
+pub struct Batches {
+    callback: Py<PyAny>,
+    rows: usize,
+    payload_bytes: usize,
+    dicts: Vec<String>,
+    redact: bool,
+}
+
+#[pymethods]
+impl Batches {
+    #[new]
+    #[pyo3(signature = (on_batch, rows=25_000, payload_bytes=16_000_000, dicts=Vec::new(), redact=false))]
+    fn new(
+        on_batch: Py<PyAny>,
+        rows: usize,
+        payload_bytes: usize,
+        dicts: Vec<String>,
+        redact: bool,
+    ) -> PyResult<Self> {
+        if rows == 0 || payload_bytes == 0 {
+            return Err(PyValueError::new_err("batches of 0 rows or bytes"));
+        }
+        if dicts.iter().any(|t| t == "frames") {
+            return Err(PyValueError::new_err(
+                "the frames table is handed over as Arrow only",
+            ));
+        }
+        Ok(Batches {
+            callback: on_batch,
+            rows,
+            payload_bytes,
+            dicts,
+            redact,
+        })
+    }
+}
+
+/// One run's hand-over: the rows collected and not yet handed over, per table.
+pub(crate) struct Stream {
+    settings: Py<Batches>,
+    specs: HashMap<String, Vec<(String, Kind)>>,
+    pending: Vec<(&'static str, Vec<Row>)>,
+    records: u64,
+    /// Frames-table rows whose payload bytes are counted in `frame_bytes`.
+    counted: usize,
+    frame_bytes: usize,
+}
+
+impl Stream {
+    /// The hand-over of `tables` (their columns read here, with the GIL).
+    pub(crate) fn new(py: Python<'_>, settings: Py<Batches>, tables: &[String]) -> PyResult<Self> {
+        let dicts = &settings.get().dicts;
+        let specs = tables
+            .iter()
+            .filter(|t| !dicts.contains(t))
+            .map(|t| Ok((t.clone(), spec_of(py, t)?)))
+            .collect::<PyResult<_>>()?;
+        Ok(Stream {
+            settings,
+            specs,
+            pending: Vec::new(),
+            records: 0,
+            counted: 0,
+            frame_bytes: 0,
+        })
+    }
+
+    /// After each record fed to `engine` (called without the GIL): hands over what is full.
+    pub(crate) fn after_record(&mut self, engine: &mut Engine) -> PyResult<()> {
+        let settings = self.settings.get();
+        if let Some(frames) = engine.framing.rows.as_mut() {
+            let texts = &frames.text[self.counted..];
+            self.frame_bytes += texts.iter().flatten().map(String::len).sum::<usize>();
+            self.counted = frames.text.len();
+            if self.counted >= settings.rows || self.frame_bytes >= settings.payload_bytes {
+                let table = std::mem::take(frames);
+                (self.counted, self.frame_bytes) = (0, 0);
+                self.send_frames(table)?;
+            }
+        }
+        self.records += 1;
+        if self.records.is_multiple_of(COLLECT_EVERY) {
+            self.collect(engine);
+            self.send_full()?;
+        }
+        Ok(())
+    }
+
+    /// After `engine.finish()`: every table's last rows.
+    pub(crate) fn finish(&mut self, engine: &mut Engine) -> PyResult<()> {
+        if let Some(frames) = engine.framing.rows.as_mut() {
+            self.send_frames(std::mem::take(frames))?;
+        }
+        self.collect(engine);
+        self.send_full()?;
+        for (name, rows) in std::mem::take(&mut self.pending) {
+            self.send(name, rows)?;
+        }
+        Ok(())
+    }
+
+    fn collect(&mut self, engine: &mut Engine) {
+        for (name, rows) in engine.take_tables() {
+            match self.pending.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, pending)) => pending.extend(rows),
+                None => self.pending.push((name, rows)),
+            }
+        }
+    }
+
+    /// Every full batch of the analyzers' tables (exactly `rows` rows each).
+    fn send_full(&mut self) -> PyResult<()> {
+        let size = self.settings.get().rows;
+        for index in 0..self.pending.len() {
+            while self.pending[index].1.len() >= size {
+                let (name, pending) = &mut self.pending[index];
+                let (name, rows) = (*name, pending.drain(..size).collect());
+                self.send(name, rows)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&self, name: &'static str, mut rows: Vec<Row>) -> PyResult<()> {
+        let settings = self.settings.get();
+        let Some(spec) = self.specs.get(name) else {
+            return Python::with_gil(|py| {
+                let batch = row_dicts(py, &rows)?;
+                settings.callback.call1(py, (name, batch)).map(drop)
+            });
+        };
+        if settings.redact {
+            rows.iter_mut()
+                .flat_map(|row| row.iter_mut())
+                .for_each(|(_, value)| redact_val(value));
+        }
+        self.send_arrow(name, rows_batch(spec, &rows))
+    }
+
+    fn send_frames(&self, mut table: FramesTable) -> PyResult<()> {
+        if self.settings.get().redact {
+            redact_frames(&mut table);
+        }
+        let spec = self
+            .specs
+            .get("frames")
+            .expect("the frames table was asked for");
+        self.send_arrow("frames", frames_batch(spec, table))
+    }
+
+    fn send_arrow(&self, name: &str, batch: Result<ArrayData, String>) -> PyResult<()> {
+        let batch = batch.map_err(|e| PyValueError::new_err(format!("table {name}: {e}")))?;
+        Python::with_gil(|py| {
+            let batch = to_pyarrow(py, batch)?;
+            self.settings
+                .get()
+                .callback
+                .call1(py, (name, batch))
+                .map(drop)
+        })
+    }
+}
+
+/// Rows as dicts of their values as recorded.
+pub(crate) fn row_dicts<'py>(py: Python<'py>, rows: &[Row]) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for row in rows {
+        let dict = PyDict::new(py);
+        for (column, value) in row {
+            dict.set_item(column, val_to_py(py, value)?)?;
+        }
+        list.append(dict)?;
+    }
+    Ok(list)
+}
+
+fn redact_string(value: &mut String) {
+    if let Cow::Owned(clean) = redact_text(value) {
+        *value = clean;
+    }
+}
+
+/// A string value redacted (only strings can hold a token: other values are missing in a str
+/// column or written with `str()`, which holds none).
+fn redact_val(value: &mut Val<'static>) {
+    if let Val::Str(text) = value {
+        if let Cow::Owned(clean) = redact_text(text) {
+            *text = Cow::Owned(clean);
+        }
+    }
+}
+
+fn redact_frames(table: &mut FramesTable) {
+    for column in [&mut table.conn, &mut table.dir] {
+        column.iter_mut().for_each(redact_string);
+    }
+    for column in [
+        &mut table.op,
+        &mut table.kind,
+        &mut table.type_,
+        &mut table.id,
+        &mut table.req_id,
+        &mut table.subscription_id,
+        &mut table.text,
+    ] {
+        column.iter_mut().flatten().for_each(redact_string);
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Batches>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_reaches_every_string_column() {
+        let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+        let mut table = FramesTable::default();
+        table.conn.push(format!("c-{token}"));
+        table.dir.push("c2s".into());
+        table.text.push(Some(format!(r#"{{"jwt":"{token}"}}"#)));
+        table.id.push(None);
+        redact_frames(&mut table);
+        assert!(!table.conn[0].contains(token) && table.conn[0].contains("[redacted sha256:"));
+        assert!(!table.text[0].as_deref().unwrap().contains(token));
+        assert_eq!(
+            (table.dir[0].as_str(), table.id[0].as_deref()),
+            ("c2s", None)
+        );
+        let mut value = Val::Str(Cow::Owned(token.into()));
+        redact_val(&mut value);
+        assert!(matches!(value, Val::Str(s) if s.starts_with("[redacted sha256:")));
+    }
+}

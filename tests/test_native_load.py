@@ -1,0 +1,150 @@
+"""`analysis.load.load` on the native core, its tables handed over in batches while the capture is
+read (analysis.load.streamed, core/src/batches.rs), against the Python engine (`analysis.load.analysed`):
+every DataFrame identical (values and dtypes) and the same summary, however the tables are cut into
+batches; batches of the size asked for, handed over in the order of their rows."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from analysis.config import Config
+from analysis.export import export_parquet
+from analysis.engine import TABLES
+from analysis.load import analysed, load, streamed, to_frame
+from analysis.report import build_report, render_markdown, stream_capture
+from analysis.summary import Summary
+from sample_capture import generate
+from test_native_engine import ROOT, SHIPPED
+
+LOAD = sys.modules["analysis.load"]  # `analysis.load` is the function the package exports
+
+CAPTURES = [path for path in SHIPPED if path.name.endswith(".jsonl.gz")]  # the others are corpora, not captures
+
+
+class _Kept:
+    """Every row of every table, the summary aggregating as it did in `load` on the Python engine."""
+
+    def __init__(self, summary: Summary):
+        self.summary = summary
+        self.tables: dict[str, list[dict]] = {name: [] for name in TABLES}
+
+    def adder(self, table: str):
+        keep, aggregate = self.tables[table].append, self.summary.adder(table)
+        if aggregate is None:
+            return keep
+
+        def add(row: dict) -> None:
+            keep(row)
+            aggregate(row)
+        return add
+
+
+def python_rows(paths, **config) -> tuple[dict, dict]:
+    """The rows of every table as the Python engine made them, in that order, and its summary."""
+    kept, summary, _ = analysed(paths, Config.from_options(**config), _Kept)
+    return kept.tables, summary
+
+
+def python_load(paths, **config) -> tuple[dict, dict]:
+    """The DataFrames and summary of the Python engine."""
+    rows, summary = python_rows(paths, **config)
+    return {name: to_frame(name, table) for name, table in rows.items()}, summary
+
+
+def assert_loads_alike(paths, **config) -> None:
+    expected, summary = python_load(paths, **config)
+    cap = load(paths, **config)
+    for name in TABLES:
+        pd.testing.assert_frame_equal(getattr(cap, name), expected[name], check_dtype=True, obj=name)
+    assert cap.summary() == summary
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> str:
+    """A benchmarks/gen_capture.py capture of 30,000 frames: thousands of rows per table, so the
+    analyzers' tables leave the core in several batches."""
+    path = tmp_path_factory.mktemp("gen") / "gen.jsonl"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gen_capture.py"), str(path), "--frames", "30000",
+                    "--clients", "40"], check=True, capture_output=True)
+    return str(path)
+
+
+@pytest.mark.parametrize("path", CAPTURES, ids=lambda p: p.name)
+def test_shipped_captures(path):
+    assert_loads_alike(str(path))
+
+
+def test_sample_captures_with_other_limits(tmp_path):
+    paths = []
+    for seed in (3, 6):
+        paths.append(tmp_path / f"sample{seed}.jsonl")
+        generate(paths[-1], seed)
+    assert_loads_alike([str(p) for p in paths], response_timeout_s=2, keepalive_limit_s=20)
+
+
+def test_generated_capture(generated):
+    assert_loads_alike(generated)
+
+
+def test_batches_of_the_size_asked_in_row_order(generated):
+    """Small batches put together give the one-pass tables, rows in the order the Python engine made
+    them; each batch but a table's last holds the rows asked for (the frames: or fewer once their
+    payloads reach the bytes asked for)."""
+    expected, summary = python_rows(generated)
+    handed: dict[str, list] = {name: [] for name in TABLES}
+    result, _ = streamed(generated, Config(), TABLES, lambda table, batch: handed[table].append(batch),
+                         rows=997, payload_bytes=200_000)
+    assert result == summary
+    for name in ("frames", "pairs", "sequences", "silences", "pings"):
+        sizes = [batch.num_rows for batch in handed[name]]
+        assert len(sizes) >= 2 and sizes[-1] <= 997, name
+        if name != "frames":
+            assert set(sizes[:-1]) == {997}, name
+        made = [(row["conn"], float(row["t"])) for row in expected[name]]
+        assert [key for batch in handed[name] for key in zip(batch["conn"].to_pylist(), batch["t"].to_pylist())] == made
+    by_payloads = 0
+    for batch in handed["frames"][:-1]:  # full, or cut on the frame whose payload fills the bytes asked for
+        payloads = [len(text.encode()) if text else 0 for text in batch["text"].to_pylist()]
+        by_payloads += batch.num_rows < 997
+        assert batch.num_rows == 997 or sum(payloads) >= 200_000 > sum(payloads) - payloads[-1]
+    assert by_payloads
+    for name in ("connections", "reconnects", "keepalive", "streams", "violations"):
+        assert [row for rows in handed[name] for row in rows] == expected[name], name
+
+
+def test_an_error_in_the_consumer_stops_the_analysis(generated):
+    def fail(table, batch):
+        raise RuntimeError(f"disk full writing {table}")
+    with pytest.raises(RuntimeError, match="disk full writing"):
+        streamed(generated, Config(), ["frames"], fail, rows=100)
+
+
+def test_export_alike(generated, tmp_path, monkeypatch):
+    """Every Parquet file of `export_parquet` identical (values, types, row groups) on both engines."""
+    native_counts, _ = export_parquet(generated, str(tmp_path / "native"), row_group_rows=5_000)
+    monkeypatch.setattr(LOAD, "all_captures", lambda paths: False)  # the Python engine, as for HAR files
+    python_counts, _ = export_parquet(generated, str(tmp_path / "python"), row_group_rows=5_000)
+    assert native_counts == python_counts
+    for table in TABLES:
+        native, python = (pq.ParquetFile(tmp_path / side / f"{table}.parquet") for side in ("native", "python"))
+        assert native.metadata.num_row_groups == python.metadata.num_row_groups, table
+        assert native.read().equals(python.read()), table
+
+
+def test_report_alike(generated, monkeypatch):
+    """The first pass of `mwtap report` keeps the same rows, and the report reads the same."""
+    def report(paths):
+        cap = stream_capture(paths)
+        return cap, render_markdown(build_report(cap))
+    native, native_text = report(generated)
+    monkeypatch.setattr(LOAD, "all_captures", lambda paths: False)  # the Python engine, as for HAR files
+    python, python_text = report(generated)
+    assert native_text == python_text
+    assert native.sampled == python.sampled and native.summary() == python.summary()
+    for name in (*TABLES, "listed_pairs"):
+        pd.testing.assert_frame_equal(getattr(native, name), getattr(python, name), check_dtype=True, obj=name)
