@@ -32,6 +32,10 @@ pub mod sequences;
 pub mod streams;
 pub mod timers;
 
+/// mimalloc rather than the system's malloc (see Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
