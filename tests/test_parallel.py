@@ -159,3 +159,45 @@ def test_dask_cluster_gives_the_single_process_summary(multi_file_input):
     with LocalCluster(n_workers=2, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
         on_dask, _ = analyze_parallel(multi_file_input, workers=DaskWorkers(cluster.scheduler_address))
     assert as_json(on_dask) == as_json(single)
+
+
+def accept_then_request(b: CaptureBuilder, conn: str, t: float) -> None:
+    """A consumer that never accepts an agent's message (the 10 s accept timeout starts first), then
+    sends a request that is never answered (the 30 s response timeout)."""
+    b.open(conn, t, token=f"tok-{conn}")
+    b.s2c(conn, t + 0.1, {"kind": "notification", "type": "ms.MessagingEventNotification", "body": {"changes": [
+        {"sequence": 1, "originatorId": "agent-1", "originatorMetadata": {"id": "agent-1", "role": "ASSIGNED_AGENT"},
+         "serverTimestamp": int(t * 1000), "dialogId": f"dialog-{conn}",
+         "event": {"type": "ContentEvent", "message": "hi"}}]}})
+    b.c2s(conn, t + 0.2, {"kind": "req", "id": "lost", "type": "cm.ConsumerRequestConversation"})
+
+
+def request_without_id_and_close(b: CaptureBuilder, conn: str, t: float) -> None:
+    b.c2s(conn, t, {"kind": "req", "type": "GetClock"})
+    b.close(conn, t + 1)
+
+
+def test_deadlines_of_two_delays_fire_in_the_whole_inputs_order(tmp_path, monkeypatch):
+    """Recording X uses the response timeout before the accept timeout, Y the other way round: the
+    deadlines due at one record fire queue by queue in the order of the whole input (X's), both at a
+    record of Y (before that record's own violation) and after Y's last record (at Z's first
+    record), while Y's last connection stays open past Y's end. The rules share a severity and the
+    list is capped, so the order shows."""
+    paths = [str(tmp_path / name) for name in ("x.jsonl", "y.jsonl", "z.jsonl")]
+    write_recording(paths[0], "x", T, [lambda b: consumer_session(b, "x1", T, "tok-x", requests=2, unanswered=True)])
+    write_recording(paths[1], "y", T + HOUR, [lambda b: accept_then_request(b, "y1", T + HOUR),
+                                               lambda b: request_without_id_and_close(b, "y1", T + HOUR + 45),
+                                               lambda b: accept_then_request(b, "y2", T + HOUR + 50)])
+    write_recording(paths[2], "z", T + 2 * HOUR, [lambda b: consumer_session(b, "z1", T + 2 * HOUR, "tok-z")])
+    config = Config(max_violations=7, severity={"missing-accept": "error"})
+    single, _ = analysis.analyze(paths, config)
+    in_y = [(v["conn"], v["rule"]) for v in single["violations"] if v["conn"] in ("y1", "y2")]
+    assert in_y == [("y1", "unanswered-request"), ("y1", "missing-accept"), ("y1", "request-without-id"),
+                    ("y2", "unanswered-request"), ("y2", "missing-accept")]
+    assert single["violations_omitted"] > 0
+    assert [c["state"] for c in single["connections"] if c["conn"] == "y2"] == ["open-at-end"]
+    independent = []
+    check = analysis.parallel._independent
+    monkeypatch.setattr(analysis.parallel, "_independent", lambda *a: independent.append(check(*a)) or independent[-1])
+    assert as_json(analyze_parallel(paths, config, jobs=3)[0]) == as_json(single)
+    assert independent == [True]  # the partitions were merged, not analysed again in one process

@@ -8,9 +8,9 @@ exactly equal to the single-process run (docs/export.md, "Scale-out").
 1. Every file's recording and approximate time range are read (header, first record, last lines).
 2. Recordings too close in time form one partition (`plan.partitions`); with fewer than two
    partitions the input is analysed in one process.
-3. Partitions are analysed in parallel (`run.analyze_partition`), their summary rows tagged with
-   their place in the single-process order, then replayed in that order into one `Summary`;
-   the analyzers' counts and histograms are added up.
+3. Partitions are analysed in parallel by the native core (`run.analyze_partition`), their
+   summary rows handed back with their place in the single-process order, then replayed in that
+   order into one `Summary`; the analyzers' counts and histograms are added up.
 4. What the plan assumed is checked on the exact values the runs report (time gaps, deadlines, no
    connection id, token or JWT `sub` in two partitions); if it does not hold, the whole input is
    analysed in one process instead.
@@ -18,17 +18,18 @@ exactly equal to the single-process run (docs/export.md, "Scale-out").
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Callable, Protocol
 
 from analysis.analyzers.sequences import READ_WAIT_S
 from analysis.capture import as_paths, count_unknown
 from analysis.config import Config
-from analysis.engine import Engine
 from analysis.histogram import LogHistogram
-from analysis.imports import SourceLimits
+from analysis.imports import SourceLimits, all_captures
+from analysis.native import Counters
 from analysis.parallel.plan import partitions, survey
-from analysis.parallel.run import COUNTERS, PartitionResult, analyze_partition
+from analysis.parallel.run import COUNTERS, END, FINISH, PartitionResult, analyze_partition
 from analysis.reader import Paths
 from analysis.summary import Summary
 
@@ -42,6 +43,8 @@ def analyze(paths: Paths, config: Config | None = None, *, jobs: int | None = No
     config = config or Config()
     paths = as_paths(paths)
     jobs = jobs or os.cpu_count() or 1
+    if not all_captures(paths):  # HAR and flow files are converted to records in one process
+        return analyze_here(paths, config)
     if workers is None:
         if jobs == 1 or len(paths) == 1:
             return analyze_here(paths, config)
@@ -76,9 +79,7 @@ def _independent(results: list[PartitionResult], gap: float) -> bool:
             return False
     owner: dict[tuple, int] = {}
     for r in results:
-        for _, table, row in r.rows:
-            if table != "connections":
-                continue
+        for row in (row for tables in r.tables for row in tables.get("connections", ())):
             keys = [("conn", row["conn"]), ("token", row.get("token")), ("sub", row.get("sub"))]
             for key in keys:
                 if key[1] is not None and owner.setdefault(key, r.index) != r.index:
@@ -141,46 +142,57 @@ def _damage(results: list[PartitionResult]) -> list:
 
 
 def _merge(results: list[PartitionResult], config: Config) -> dict:
-    rank: dict[float, int] = {}
-    for r in sorted(results, key=lambda r: r.index):
+    """One `Summary` from the partitions' rows replayed in the single-process order: per table, a
+    partition's rows made during its records, then those of its deadlines fired at the end (at the
+    next partition's first record), and the rows of the connections still open at the end after
+    everything; violations by the record and the deadline queue they were found at."""
+    rank: dict[float, int] = {}  # timer delays in the order the single-process run first used them
+    for r in results:
         for delay in r.delays:
             rank.setdefault(delay, len(rank))
 
-    def order(tagged):
-        (partition, record, phase, delay, origin, seq), _, _ = tagged
-        return partition, record, phase, -1 if delay is None else rank[delay], origin, seq
+    def place(r: PartitionResult, segment: tuple) -> tuple:
+        at, delay, _ = segment
+        if at == FINISH:
+            return math.inf, r.index
+        if at == END:
+            return r.index + 1, -1, 0, rank[delay]
+        return (r.index, at, 1, -1) if delay is None else (r.index, at, 0, rank[delay])
 
     summary = Summary(config.max_violations)
-    adders: dict[str, Callable] = {}
-    for _, table, row in sorted((row for r in results for row in r.rows), key=order):
-        add = adders.get(table) or adders.setdefault(table, summary.adder(table))
-        add(row)
-    engine = Engine(config)
-    for name in COUNTERS:
-        setattr(engine, name, sum(r.counters[name] for r in results))
+    for tables in [t for r in results for t in r.tables[:2]] + [r.tables[2] for r in results]:
+        for name, rows in tables.items():
+            add = summary.adder(name)
+            for row in rows:
+                add(row)
+    add = summary.adder("violations")
+    for _, (_, _, rows) in sorted(((place(r, s), s) for r in results for s in r.violations), key=lambda p: p[0]):
+        for row in rows:
+            add(row)
+    counters = {name: sum(r.counters[name] for r in results) for name in COUNTERS}
+    return summary.result(Counters({**counters, "stats": _merged_stats(results)}), _Files(results))
+
+
+def _merged_stats(results: list[PartitionResult]) -> dict:
+    """The analyzers' statistics over all partitions: counts added, histograms merged (the same
+    buckets: exact), the accept percentiles worked out from the merged accept times."""
+    stats: dict = {}
+    accepts = LogHistogram()
     for r in results:
-        for analyzer, aggregates in zip(engine.analyzers, r.aggregates):
-            _add(analyzer, aggregates)
-    return summary.result(engine, _Files(results))
-
-
-def _add(analyzer, aggregates: dict) -> None:
-    for name, value in aggregates.items():
-        current = getattr(analyzer, name)
-        if isinstance(value, LogHistogram):
-            _add_histogram(current, value)
-            continue
-        for key, item in value.items():
-            if isinstance(item, LogHistogram):
-                _add_histogram(current.setdefault(key, LogHistogram()), item)
+        for section, values in r.stats.items():
+            if section == "accept_ms":
+                accepts.merge(LogHistogram.from_state(values))
+            elif section == "latency":
+                latency = stats.setdefault(section, {})
+                for key, state in values.items():
+                    latency.setdefault(key, LogHistogram()).merge(LogHistogram.from_state(state))
             else:
-                current[key] = current.get(key, 0) + item
-
-
-def _add_histogram(total: LogHistogram, part: LogHistogram) -> None:
-    for index, n in part.buckets.items():
-        total.buckets[index] = total.buckets.get(index, 0) + n
-    total.non_positive += part.non_positive
-    total.count += part.count
-    total.min = min(total.min, part.min)
-    total.max = max(total.max, part.max)
+                total = stats.setdefault(section, {})
+                for key, value in values.items():
+                    total[key] = total.get(key, 0) + value if value.__class__ is int else value
+    if "latency" in stats:
+        stats["latency"] = {key: histogram.state() for key, histogram in stats["latency"].items()}
+    if "messaging" in stats:
+        stats["messaging"]["accept_p50_ms"] = accepts.percentile(50)
+        stats["messaging"]["accept_p90_ms"] = accepts.percentile(90)
+    return stats

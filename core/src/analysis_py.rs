@@ -94,7 +94,7 @@ pub(crate) fn config_from(options: Option<&Bound<'_, PyDict>>) -> PyResult<Confi
     Ok(config)
 }
 
-fn capture_error(py: Python<'_>, error: CaptureError) -> PyErr {
+pub(crate) fn capture_error(py: Python<'_>, error: CaptureError) -> PyErr {
     match py
         .import("analysis.capture")
         .and_then(|m| m.getattr("CaptureError"))

@@ -23,6 +23,7 @@ pub mod identity;
 pub mod keepalive;
 mod lines;
 pub mod pairs;
+mod partition_py;
 pub mod pyrepr;
 pub mod reader;
 pub mod record;
@@ -42,6 +43,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     message::register(m)?;
     analysis_py::register(m)?;
     engine_py::register(m)?;
+    partition_py::register(m)?;
     arrow_out::register(m)?;
     batches::register(m)?;
     Ok(())
