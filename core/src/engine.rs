@@ -101,6 +101,8 @@ pub struct Frame<'r, 'a> {
     /// The body index fields lifted from the payload, once one recorded was malformed or missing
     /// (frame::lifted): shared by the analyzers, as Python's re-lift updates the record itself.
     pub(crate) relifted: OnceCell<serde_json::Map<String, Value>>,
+    /// The recorded body index fields found well-formed, parsed once for every analyzer.
+    pub(crate) lifted: [OnceCell<Option<Value>>; 5],
 }
 
 impl<'r, 'a> Frame<'r, 'a> {
@@ -110,6 +112,7 @@ impl<'r, 'a> Frame<'r, 'a> {
             category,
             payload: OnceCell::new(),
             relifted: OnceCell::new(),
+            lifted: Default::default(),
         }
     }
 
@@ -124,6 +127,7 @@ impl<'r, 'a> Frame<'r, 'a> {
             category,
             payload: OnceCell::from(payload),
             relifted: OnceCell::new(),
+            lifted: Default::default(),
         }
     }
 

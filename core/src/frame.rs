@@ -193,21 +193,24 @@ impl BodyField {
 /// A body index field of the message: the recorded one when it is well-formed, else lifted from
 /// the payload here, by the function the recorder uses. Once a frame has been re-lifted, every
 /// field of it comes from that lift (Python's `Frame.lifted` replaces them all in the record).
-/// None when absent or null.
-pub fn lifted(frame: &Frame, field: BodyField) -> Option<Value> {
+/// None when absent or null. Parsed once per frame, whichever analyzers ask.
+pub fn lifted<'f>(frame: &'f Frame, field: BodyField) -> Option<&'f Value> {
     if let Some(relifted) = frame.relifted.get() {
-        return relifted.get(field.key()).cloned();
+        return relifted.get(field.key());
     }
-    let recorded = field.recorded(frame);
-    if let Some(raw) = recorded.0 {
-        if let Ok(value) = serde_json::from_str::<Value>(raw.get()) {
-            if !value.is_null() && field.valid(&value) {
-                return Some(value);
-            }
-        }
+    let recorded = frame.lifted[field as usize].get_or_init(|| {
+        let raw = field.recorded(frame).0?;
+        serde_json::from_str::<Value>(raw.get())
+            .ok()
+            .filter(|value| !value.is_null() && field.valid(value))
+    });
+    if let Some(value) = recorded {
+        return Some(value);
     }
-    let relifted = frame.relifted.get_or_init(|| relift(frame));
-    relifted.get(field.key()).cloned()
+    frame
+        .relifted
+        .get_or_init(|| relift(frame))
+        .get(field.key())
 }
 
 /// The body index fields lift.rs's `lift_body` gives for the frame's type and body.

@@ -253,8 +253,8 @@ impl Sequences {
         {
             (rec.dialog_id.string(), rec.conversation_id.string())
         } else {
-            let text = |v: Option<Value>| match v {
-                Some(Value::String(s)) => Some(s),
+            let text = |v: Option<&Value>| match v {
+                Some(Value::String(s)) => Some(s.clone()),
                 _ => None,
             };
             (
@@ -720,7 +720,7 @@ impl Analyzer for Sequences {
                 let t = frame.rec.t.number().expect("a record's time");
                 let dialogs = &mut self.state(frame.rec).dialogs;
                 dialogs.insert(
-                    dialog,
+                    dialog.clone(),
                     Dialog {
                         subscribed_t: Some(t),
                         ..Dialog::default()
@@ -749,7 +749,7 @@ impl Analyzer for Sequences {
         {
             let publish = state.publishes.remove(req_id).expect("checked above");
             if ok && !publish.chat_state {
-                if let Some(seq) = lifted(frame, BodyField::Sequence).as_ref().and_then(int_of) {
+                if let Some(seq) = lifted(frame, BodyField::Sequence).and_then(int_of) {
                     own_published(state, publish.dialog, seq);
                 }
             }
@@ -777,7 +777,7 @@ impl Analyzer for Sequences {
         if is_messaging_notification(type_) {
             let conn = rec.conn.as_str().expect("an open connection's id");
             if let Some(Value::Array(events)) = lifted(frame, BodyField::Events) {
-                for event in &events {
+                for event in events {
                     if let Value::Array(event) = event {
                         self.change(ctx, conn, rec, event);
                     }

@@ -329,7 +329,7 @@ impl Analyzer for Streams {
             (kind, None)
         } else if type_is(type_, "SubscribeMessagingEvents") {
             match lifted(frame, BodyField::DialogId) {
-                Some(Value::String(dialog)) => (Kind::Messaging, Some(dialog)),
+                Some(Value::String(dialog)) => (Kind::Messaging, Some(dialog.clone())),
                 _ => return,
             }
         } else {
@@ -462,7 +462,7 @@ impl Analyzer for Streams {
             count(ctx, stream, rec);
         } else if is_messaging_notification(rec.type_.as_str()) {
             let events = lifted(frame, BodyField::Events);
-            let events: &[Value] = match &events {
+            let events: &[Value] = match events {
                 Some(Value::Array(events)) => events,
                 _ => &[],
             };
