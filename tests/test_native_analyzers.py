@@ -21,7 +21,7 @@ from analysis.config import Config
 from analysis.synth import CaptureBuilder
 from sample_capture import generate
 from test_fuzz_engine import fuzz_settings
-from test_native_engine import ROOT, SHIPPED, assert_same, capture_files
+from test_native_engine import ROOT, SHIPPED, assert_same, capture_files, written
 from test_reliability_load import soak_size
 
 TABLES = ("keepalive", "silences", "pings")
@@ -145,11 +145,7 @@ def check_traffic(records: list[dict], limit: float) -> None:
 
 
 def check_damaged(files: list[tuple[str, bytes]]) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for name, data in files:
-            (Path(tmp) / name).write_bytes(data)
-            paths.append(str(Path(tmp) / name))
+    with written(files) as paths:
         same(paths, (Keepalive, Rings))
 
 

@@ -8,8 +8,6 @@ generated captures, on a fuzz of connection traffic and on the damaged captures 
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -24,7 +22,7 @@ from analysis.redact import marker
 from analysis.synth import CaptureBuilder
 from sample_capture import generate
 from test_fuzz_engine import fuzz_settings
-from test_native_engine import ROOT, SHIPPED, assert_same, capture_files
+from test_native_engine import ROOT, SHIPPED, assert_same, capture_files, written
 from test_native_message import jwt
 from test_reliability_load import soak_size
 
@@ -256,11 +254,8 @@ CONFIGS = st.builds(Config, min_reconnect_delay_s=st.sampled_from([1.0, 5.0, 5.0
 
 
 def check_files(files: list[tuple[str, bytes]], analyzers=SETS[1], config: Config | None = None) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = [Path(tmp) / name for name, _ in files]
-        for path, (_, data) in zip(paths, files):
-            path.write_bytes(data)
-        same([str(p) for p in paths], analyzers, config)
+    with written(files) as paths:
+        same(paths, analyzers, config)
 
 
 def check_traffic(records: list[dict], config: Config, analyzers) -> None:

@@ -14,7 +14,9 @@ import json
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from hypothesis import given
@@ -255,13 +257,20 @@ def capture_files(draw) -> list[tuple[str, bytes]]:
     return files
 
 
-def check_same(files: list[tuple[str, bytes]]) -> None:
+@contextmanager
+def written(files: list[tuple[str, bytes]]) -> Iterator[list[str]]:
+    """The fuzz's files, (name, bytes) each, written to a temporary folder: their paths."""
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for name, data in files:
             path = Path(tmp) / name
             path.write_bytes(data)
             paths.append(str(path))
+        yield paths
+
+
+def check_same(files: list[tuple[str, bytes]]) -> None:
+    with written(files) as paths:
         assert_same(paths)
 
 

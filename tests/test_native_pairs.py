@@ -27,7 +27,7 @@ from analysis.histogram import LogHistogram
 from analysis.synth import CaptureBuilder
 from sample_capture import generate
 from test_fuzz_engine import fuzz_settings
-from test_native_engine import ROOT, SHIPPED, capture_files, outcome, python_engine
+from test_native_engine import ROOT, SHIPPED, capture_files, outcome, python_engine, written
 from test_reliability_load import soak_size
 
 SETS = [(Pairs,), (Keepalive, Pairs, Rings)]  # alone, and in the engine's order with the other ported ones
@@ -301,11 +301,7 @@ def check_traffic(records: list[dict], config: Config) -> None:
 
 
 def check_damaged(files: list[tuple[str, bytes]]) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for name, data in files:
-            (Path(tmp) / name).write_bytes(data)
-            paths.append(str(Path(tmp) / name))
+    with written(files) as paths:
         same(paths, (Keepalive, Pairs, Rings))
 
 

@@ -24,6 +24,7 @@ from analysis.synth import CaptureBuilder
 from sample_capture import generate
 from test_fuzz_engine import fuzz_settings
 from test_native_engine import ROOT, SHIPPED, assert_same, capture_files
+from test_native_engine import written as written_files
 from test_reliability_load import soak_size
 
 TABLES = ("sequences", "keepalive")
@@ -372,11 +373,7 @@ def check_traffic(records: list[dict], config: Config, analyzers=(Sequences,)) -
 
 
 def check_damaged(files: list[tuple[str, bytes]]) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for name, data in files:
-            (Path(tmp) / name).write_bytes(data)
-            paths.append(str(Path(tmp) / name))
+    with written_files(files) as paths:
         same(paths, (Keepalive, Sequences, Rings))
 
 

@@ -22,7 +22,7 @@ from analysis.synth import CaptureBuilder
 from sample_capture import generate
 from test_fuzz_engine import fuzz_settings
 from test_native_analyzers import AGENT_URL, CONSUMER_URL
-from test_native_engine import ROOT, SHIPPED, assert_same, capture_files
+from test_native_engine import ROOT, SHIPPED, assert_same, capture_files, written
 from test_reliability_load import soak_size
 
 TABLES = ("streams", "keepalive")
@@ -230,11 +230,7 @@ def check_traffic(records: list[dict]) -> None:
 
 
 def check_damaged(files: list[tuple[str, bytes]]) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for name, data in files:
-            (Path(tmp) / name).write_bytes(data)
-            paths.append(str(Path(tmp) / name))
+    with written(files) as paths:
         same(paths)
 
 

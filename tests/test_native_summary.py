@@ -7,7 +7,6 @@ damaged-capture fuzz of tests/test_native_engine.py."""
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from analysis.synth import CaptureBuilder
 from sample_capture import generate
 from test_fuzz_engine import fuzz_settings
 from test_import_har import chrome_har
-from test_native_engine import SHIPPED, capture_files
+from test_native_engine import SHIPPED, capture_files, written
 from test_reliability_load import soak_size
 
 DEFAULT_CASES = 300
@@ -106,12 +105,7 @@ def test_the_cli_analyze_is_native(tmp_path, monkeypatch):
 
 
 def check(files) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = []
-        for name, data in files:
-            path = Path(tmp) / name
-            path.write_bytes(data)
-            paths.append(str(path))
+    with written(files) as paths:
         assert_same(paths)
 
 
