@@ -14,7 +14,6 @@ use crate::identity::{
     client_host, header_token, init_connection_token, is_agent_request, side_of_url, url_token,
     Token, CONSUMER,
 };
-use crate::keepalive::minus;
 use crate::pyrepr::py_format_g;
 use crate::record::{Record, Val};
 
@@ -142,7 +141,7 @@ impl Links {
             {
                 continue;
             }
-            let delay = minus(&state.t_open, &prev.t_close);
+            let delay = state.t_open.minus(&prev.t_close);
             let delay_s = delay.number().expect("a difference of times");
             if key.0 == KeyKind::Host && delay_s > self.reconnect_window_s {
                 continue;
@@ -418,7 +417,7 @@ impl Analyzer for Connections {
                 "closed_at",
                 if at_capture_end { Val::Null } else { t.clone() },
             ),
-            ("duration_s", minus(&t, &state.t_open)),
+            ("duration_s", t.minus(&state.t_open)),
             ("close_code", int_val(code)),
             ("close_reason", field(&rec.reason)),
             ("closed_by", str_val(by)),

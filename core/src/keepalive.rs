@@ -14,18 +14,6 @@ const SERVER_CLOSE_TOLERANCE: f64 = 0.98;
 /// On an agent connection a silence may exceed the limit by this share of it (node-agent-sdk pings
 /// on a 60 s timer that fires a few ms late).
 const AGENT_SLACK: f64 = 0.1;
-/// `a - b` of two record times, as Python computes it.
-pub fn minus(a: &Val, b: &Val) -> Val<'static> {
-    match (a, b) {
-        (Val::Int(a), Val::Int(b)) => Val::Int(a - b),
-        _ => Val::Float(a.number().unwrap_or(f64::NAN) - b.number().unwrap_or(f64::NAN)),
-    }
-}
-
-fn num(v: &Val) -> f64 {
-    v.number().unwrap_or(f64::NAN)
-}
-
 struct Silence {
     last: Val<'static>,
     activities: i128,
@@ -63,13 +51,13 @@ impl Keepalive {
     fn activity(&mut self, ctx: &mut Context, conn: &str, t: &Val, frame: Option<i128>) {
         let base = self.limit;
         let state = self.conns.get_mut(conn).expect("an open connection");
-        let gap = minus(t, &state.last);
-        if num(&gap) > num(&state.longest) || num(&gap) > state.limit {
+        let gap = t.minus(&state.last);
+        if gap.num() > state.longest.num() || gap.num() > state.limit {
             let limit = state.limit;
             gap_found(ctx, base, state, conn, t, frame, &gap, "", false, limit);
         }
         if let Some(rows) = self.silence_rows.as_mut() {
-            let over = Val::Bool(num(&gap) > state.limit);
+            let over = Val::Bool(gap.num() > state.limit);
             rows.push(vec![
                 ("conn", Val::Str(conn.to_owned().into())),
                 ("t", t.clone().into_owned()),
@@ -98,11 +86,11 @@ fn gap_found(
     at_capture_end: bool,
     limit: f64,
 ) {
-    if num(gap) > num(&state.longest) {
+    if gap.num() > state.longest.num() {
         state.longest = gap.clone();
         state.longest_start = state.last.clone();
     }
-    if num(gap) > limit {
+    if gap.num() > limit {
         state.over_limit += 1;
         let slack = if state.limit > base_limit {
             " + 10% for an agent"
@@ -111,7 +99,7 @@ fn gap_found(
         };
         let message = format!(
             "client silent for {:.1} s{how} (limit {} s{slack})",
-            num(gap),
+            gap.num(),
             py_format_g(base_limit)
         );
         ctx.violation(
@@ -181,7 +169,7 @@ impl Analyzer for Keepalive {
     fn close(&mut self, ctx: &mut Context, rec: &Record, at_capture_end: bool) {
         let conn = rec.conn.as_str().expect("an open connection's id");
         let mut state = self.conns.remove(conn).expect("an open connection");
-        let silence = minus(&rec.t, &state.last);
+        let silence = rec.t.minus(&state.last);
         let by_server = rec.by.as_str() == Some("server");
         let how = if by_server {
             " before the server closed the connection"
@@ -208,7 +196,7 @@ impl Analyzer for Keepalive {
             at_capture_end,
             limit,
         );
-        let over = num(&silence) > limit;
+        let over = silence.num() > limit;
         if let Some(rows) = self.silence_rows.as_mut() {
             let ended_by = if at_capture_end {
                 "capture-end"

@@ -165,14 +165,6 @@ fn code_ascii(code: &Val) -> String {
     }
 }
 
-/// `a - b` of two record times as a float, an int difference computed exactly first as in Python.
-fn elapsed(a: &Val, b: &Val) -> f64 {
-    match (a, b) {
-        (Val::Int(a), Val::Int(b)) => (a - b) as f64,
-        _ => a.number().unwrap_or(f64::NAN) - b.number().unwrap_or(f64::NAN),
-    }
-}
-
 fn string(s: &str) -> Val<'static> {
     Val::Str(Cow::Owned(s.to_owned()))
 }
@@ -299,7 +291,7 @@ impl Pairs {
             self.counts.late += 1;
         }
         if !req.timed_out && !contains(&self.types.no_response, req.type_.as_deref()) {
-            let waited = elapsed(t, &req.t);
+            let waited = t.minus(&req.t).num();
             let (type_, id) = (or_none(req.type_.as_deref()), py_str_ascii(&req.id));
             let conn = Some(&*req.conn);
             // The client that hangs up without waiting chose not to know the answer: worth knowing
@@ -400,7 +392,7 @@ fn opt_str(value: Option<&str>) -> Val<'static> {
 
 /// A row of a request: answered by `resp` (with `code`), or not.
 fn request_row(req: &Req, status: &str, resp: Option<&Record>, code: Option<i128>) -> Row {
-    let latency = resp.map_or(Val::Null, |r| Val::Float(elapsed(&r.t, &req.t) * 1000.0));
+    let latency = resp.map_or(Val::Null, |r| Val::Float(r.t.minus(&req.t).num() * 1000.0));
     vec![
         ("conn", string(&req.conn)),
         ("t", req.t.clone()),
@@ -692,7 +684,7 @@ impl Analyzer for Pairs {
         if code.is_some_and(|c| c >= 400) {
             counts.error_responses += 1;
         }
-        let latency = elapsed(t, &req.t) * 1000.0;
+        let latency = t.minus(&req.t).num() * 1000.0;
         match self.latency.get_mut(&req.type_) {
             Some(histogram) => histogram.add(latency),
             None => {
@@ -790,7 +782,7 @@ mod tests {
         assert_eq!(code_ascii(&Val::Float(200.0)), "200.0");
         assert_eq!(code_ascii(&Val::Bool(true)), "True");
         assert_eq!(code_ascii(&Val::Null), "None");
-        assert_eq!(elapsed(&Val::Int(1 << 60), &Val::Int((1 << 60) - 1)), 1.0);
-        assert_eq!(elapsed(&Val::Float(2.5), &Val::Int(1)), 1.5);
+        assert_eq!(Val::Int(1 << 60).minus(&Val::Int((1 << 60) - 1)).num(), 1.0);
+        assert_eq!(Val::Float(2.5).minus(&Val::Int(1)).num(), 1.5);
     }
 }

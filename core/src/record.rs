@@ -106,6 +106,20 @@ impl<'a> Val<'a> {
         }
     }
 
+    /// The number, NaN when the value is not one.
+    pub fn num(&self) -> f64 {
+        self.number().unwrap_or(f64::NAN)
+    }
+
+    /// `self - other` of two record times as Python computes it: an int minus an int stays an
+    /// int (exact, whatever its size), anything else is a float.
+    pub fn minus(&self, other: &Val) -> Val<'static> {
+        match (self, other) {
+            (Val::Int(a), Val::Int(b)) => Val::Int(a - b),
+            _ => Val::Float(self.num() - other.num()),
+        }
+    }
+
     /// `f"{value}"` of a number, as Python prints it.
     pub fn py_number(&self) -> String {
         match self {

@@ -124,18 +124,6 @@ pub struct Streams {
     rows: Option<Vec<Row>>,
 }
 
-/// `a - b` of two record times, as Python computes it (an int minus an int stays an int).
-fn minus(a: &Val, b: &Val) -> Val<'static> {
-    match (a, b) {
-        (Val::Int(a), Val::Int(b)) => Val::Int(a - b),
-        _ => Val::Float(num(a) - num(b)),
-    }
-}
-
-fn num(v: &Val) -> f64 {
-    v.number().unwrap_or(f64::NAN)
-}
-
 /// Python's `x if x is not None else y` of two times.
 fn or<'v>(x: &'v Val<'static>, y: &'v Val<'static>) -> &'v Val<'static> {
     if matches!(x, Val::Null) {
@@ -167,7 +155,7 @@ fn count(ctx: &mut Context, stream: &mut Stream, rec: &Record) {
                 "notification for subscription {} {:.3} s after it was unsubscribed \
                  (reported once per subscription)",
                 py_str_ascii(&stream.key),
-                num(&minus(&rec.t, &stream.t_unsubscribed))
+                rec.t.minus(&stream.t_unsubscribed).num()
             );
             ctx.violation(
                 "notification-after-unsubscribe",
@@ -241,17 +229,17 @@ fn push_row(rows: &mut Option<Vec<Row>>, conn: &str, stream: Stream, t_end: &Val
     let span = if matches!(start, Val::Null) {
         Val::Float(0.0)
     } else {
-        minus(end, start)
+        end.minus(start)
     };
-    let rate = if num(&span) > 0.0 {
-        Val::Float(stream.notifications as f64 * 60.0 / num(&span))
+    let rate = if span.num() > 0.0 {
+        Val::Float(stream.notifications as f64 * 60.0 / span.num())
     } else {
         Val::Null
     };
     let delay = if matches!(stream.t_first, Val::Null) || matches!(stream.t_request, Val::Null) {
         Val::Null
     } else {
-        Val::Float(num(&minus(&stream.t_first, &stream.t_request)) * 1000.0)
+        Val::Float(stream.t_first.minus(&stream.t_request).num() * 1000.0)
     };
     let kind = stream.kind;
     let key = |wanted: bool| {
@@ -543,8 +531,8 @@ mod tests {
 
     #[test]
     fn times_keep_their_python_types_and_format() {
-        assert_eq!(minus(&Val::Int(7), &Val::Int(2)), Val::Int(5));
-        assert_eq!(minus(&Val::Int(7), &Val::Float(2.5)), Val::Float(4.5));
+        assert_eq!(Val::Int(7).minus(&Val::Int(2)), Val::Int(5));
+        assert_eq!(Val::Int(7).minus(&Val::Float(2.5)), Val::Float(4.5));
         // f"{x:.3f}": ties of the exact binary value to even, the sign of a negative zero kept.
         for (x, python) in [
             (1.0625, "1.062"),
