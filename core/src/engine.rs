@@ -198,6 +198,18 @@ impl Context {
         self.timers.after(now, delay, (self.current, token));
     }
 
+    /// A violation found at the message (or other record) `rec`: its connection, time and frame.
+    pub fn at_message(
+        &mut self,
+        rule: &'static str,
+        rec: &Record,
+        message: String,
+        severity: Option<&str>,
+    ) {
+        let (conn, frame) = (rec.conn.as_str(), rec.n.as_int());
+        self.violation(rule, conn, &rec.t, frame, message, severity, false);
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn violation(
         &mut self,

@@ -98,7 +98,7 @@ impl Framing {
                         "kind {} is not req, resp or notification",
                         py_str_ascii(kind)
                     );
-                    violation(ctx, "unknown-kind", rec, message, None);
+                    ctx.at_message("unknown-kind", rec, message, None);
                     Frame::new(rec, None)
                 }
             },
@@ -115,12 +115,11 @@ fn without_kind<'r, 'a>(ctx: &mut Context, rec: &'r Record<'a>) -> Frame<'r, 'a>
     if rec.op.as_str() == Some("binary") {
         let size = rec.size.as_int().map_or("None".into(), |s| s.to_string());
         let message = format!("binary message of {size} bytes (every message is JSON text)");
-        violation(ctx, "binary-frame", rec, message, None);
+        ctx.at_message("binary-frame", rec, message, None);
         return Frame::with_payload(rec, None, None);
     }
     if !rec.text.is_present() {
-        violation(
-            ctx,
+        ctx.at_message(
             "invalid-json",
             rec,
             "text message is not valid UTF-8".into(),
@@ -141,10 +140,9 @@ fn without_kind<'r, 'a>(ctx: &mut Context, rec: &'r Record<'a>) -> Frame<'r, 'a>
     if rec.dir.as_str() == Some("c2s") {
         if rec.id.is_present() && rec.type_.is_present() {
             let message = "request without kind (allowed by the documented examples)".into();
-            violation(ctx, "missing-kind", rec, message, Some(INFO));
+            ctx.at_message("missing-kind", rec, message, Some(INFO));
         } else {
-            violation(
-                ctx,
+            ctx.at_message(
                 "missing-kind",
                 rec,
                 "client message without kind".into(),
@@ -165,7 +163,7 @@ fn without_kind<'r, 'a>(ctx: &mut Context, rec: &'r Record<'a>) -> Frame<'r, 'a>
         Category::Notification
     };
     let message = format!("server message without kind (taken as {})", category.name());
-    violation(ctx, "missing-kind", rec, message, None);
+    ctx.at_message("missing-kind", rec, message, None);
     if !rec.type_.is_present() {
         missing_type(ctx, rec);
     }
@@ -181,26 +179,18 @@ fn unlifted<'r, 'a>(ctx: &mut Context, rec: &'r Record<'a>) -> Frame<'r, 'a> {
     let text = rec.text.string().unwrap_or_default();
     match &payload {
         None | Some(Value::Null) if py_strip(&text) != "null" => {
-            violation(
-                ctx,
-                "invalid-json",
-                rec,
-                "text message is not JSON".into(),
-                None,
-            );
+            ctx.at_message("invalid-json", rec, "text message is not JSON".into(), None);
         }
         Some(Value::Object(object)) => match object.get("kind") {
             Some(kind) => {
-                violation(
-                    ctx,
+                ctx.at_message(
                     "unknown-kind",
                     rec,
                     format!("kind {} is not a string", py_ascii(kind)),
                     None,
                 );
             }
-            None => violation(
-                ctx,
+            None => ctx.at_message(
                 "missing-kind",
                 rec,
                 "JSON object without kind, type or id".into(),
@@ -212,7 +202,7 @@ fn unlifted<'r, 'a>(ctx: &mut Context, rec: &'r Record<'a>) -> Frame<'r, 'a> {
                 "JSON message is {}, not an object",
                 json_type(payload.as_ref())
             );
-            violation(ctx, "invalid-json", rec, message, None);
+            ctx.at_message("invalid-json", rec, message, None);
         }
     }
     Frame::with_payload(rec, None, payload)
@@ -224,36 +214,12 @@ fn missing_type(ctx: &mut Context, rec: &Record) {
     } else {
         Some(WARNING)
     };
-    violation(
-        ctx,
-        "missing-type",
-        rec,
-        "message has no type".into(),
-        severity,
-    );
+    ctx.at_message("missing-type", rec, "message has no type".into(), severity);
 }
 
 fn request_without_id(ctx: &mut Context, rec: &Record) {
     let message = "request has no id (responses cannot be paired)".into();
-    violation(ctx, "request-without-id", rec, message, None);
-}
-
-fn violation(
-    ctx: &mut Context,
-    rule: &'static str,
-    rec: &Record,
-    message: String,
-    severity: Option<&str>,
-) {
-    ctx.violation(
-        rule,
-        rec.conn.as_str(),
-        &rec.t,
-        rec.n.as_int(),
-        message,
-        severity,
-        false,
-    );
+    ctx.at_message("request-without-id", rec, message, None);
 }
 
 #[cfg(test)]

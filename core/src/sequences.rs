@@ -279,7 +279,7 @@ impl Sequences {
                 });
             if let Some(closed) = closed {
                 let message = format!("{} published to {closed}", py_str(event_type));
-                violation_at(ctx, "publish-after-close", rec, message);
+                ctx.at_message("publish-after-close", rec, message, None);
             }
         }
         let conn = rec.conn.as_str().expect("an open connection's id");
@@ -318,7 +318,7 @@ impl Sequences {
                             py_str_ascii(&expect.dialog),
                             py_str(&expect.originator)
                         );
-                        violation_at(ctx, "missing-accept", rec, message);
+                        ctx.at_message("missing-accept", rec, message, None);
                     }
                 }
                 if expect.read_t.is_some() {
@@ -655,13 +655,7 @@ fn out_of_order(
             format!("dialog {dialog}: sequence {seq} after {last}"),
         )
     };
-    violation_at(ctx, rule, rec, message);
-}
-
-/// A violation at the message `rec`.
-fn violation_at(ctx: &mut Context, rule: &'static str, rec: &Record, message: String) {
-    let (conn, frame) = (rec.conn.as_str(), rec.n.as_int());
-    ctx.violation(rule, conn, &rec.t, frame, message, None, false);
+    ctx.at_message(rule, rec, message, None);
 }
 
 /// The message is done with: off its connection's awaited messages, its row (if kept) written.

@@ -157,15 +157,7 @@ fn count(ctx: &mut Context, stream: &mut Stream, rec: &Record) {
                 py_str_ascii(&stream.key),
                 rec.t.minus(&stream.t_unsubscribed).num()
             );
-            ctx.violation(
-                "notification-after-unsubscribe",
-                rec.conn.as_str(),
-                &rec.t,
-                rec.n.as_int(),
-                message,
-                None,
-                false,
-            );
+            ctx.at_message("notification-after-unsubscribe", rec, message, None);
         }
     }
 }
@@ -180,15 +172,8 @@ fn unknown(
     severity: Option<&str>,
 ) {
     if state.unknown.insert(key.to_owned()) {
-        ctx.violation(
-            "unknown-subscription",
-            rec.conn.as_str(),
-            &rec.t,
-            rec.n.as_int(),
-            message() + " (reported once per connection)",
-            severity,
-            false,
-        );
+        let message = message() + " (reported once per connection)";
+        ctx.at_message("unknown-subscription", rec, message, severity);
     }
 }
 
