@@ -8,6 +8,7 @@ more, so an export holds no token even from a capture recorded with redaction of
 
 from __future__ import annotations
 
+import contextlib
 import os
 from operator import itemgetter
 from typing import Callable
@@ -82,6 +83,7 @@ class _TableWriter:
         self.row_group_rows = row_group_rows
         self.sized, self.chars = "text" in self.names, 0
         self.rows = 0
+        self.path = path
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         os.fchmod(fd, FILE_MODE)
         self.file = os.fdopen(fd, "wb")
@@ -147,10 +149,16 @@ def export_parquet(paths: Paths, out_dir: str, config: Config | None = None, *,
         raise FileExistsError(f"{out_dir}: {existing[0]}.parquet exists (mwtap never overwrites an export)")
     writers = {table: _TableWriter(table, os.path.join(out_dir, f"{table}.parquet"), row_group_rows)
                for table in TABLES}
+    written = False
     try:  # the core cuts the tables into row groups and redacts them (the url column: here, as rows)
         _, damage = streamed(paths, config or Config(), TABLES, lambda table, batch: writers[table].write(batch),
                              rows=row_group_rows, payload_bytes=ROW_GROUP_CHARS, dicts=["connections"], redact=True)
+        written = True
     finally:
         for writer in writers.values():
             writer.close()
+        if not written:  # a bad input or a failed write leaves no table behind (a rerun would be refused)
+            for writer in writers.values():
+                with contextlib.suppress(OSError):
+                    os.unlink(writer.path)
     return {table: writer.rows for table, writer in writers.items()}, damage

@@ -11,6 +11,7 @@ from analysis.verdict import build_verdict, identity
 
 if TYPE_CHECKING:
     from analysis.engine import Engine
+    from analysis.native import Counters, Files
     from analysis.reader import CaptureSet
 
 DAMAGE_LISTED = 100
@@ -91,7 +92,7 @@ class Summary:
         if len(kept) < self.max_violations:
             kept.append(row)
 
-    def result(self, engine: Engine, captures: CaptureSet | None = None) -> dict:
+    def result(self, engine: Engine | Counters, captures: CaptureSet | Files | None = None) -> dict:
         damage = captures.damage if captures else []
         unknown = captures.unknown_records if captures else {}
         listed = [v for severity in SEVERITIES for v in self.violations[severity]][:self.max_violations]

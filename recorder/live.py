@@ -73,4 +73,7 @@ class LiveCheck:
             self._tick.cancel()
             self._tick = None
         if self.checker is not None:
-            self.checker.finish()
+            try:
+                self.checker.finish()
+            except Exception as e:  # noqa: BLE001 - checking must never disturb the proxy
+                log.error("mwtap: live check failed: %r", e)

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import analysis
+from analysis.capture import CaptureError
 from analysis.engine import TABLES
 from analysis.export import ROW_GROUP_CHARS, export_parquet
 from analysis.synth import CaptureBuilder
@@ -113,3 +114,20 @@ def test_big_payloads_are_written_in_row_groups_of_bounded_size(tmp_path):
     assert peak < PEAK_MB, f"peak RSS {peak:.0f} MB"
     frames = pq.ParquetFile(out / "frames.parquet")
     assert frames.metadata.num_rows == 3_003 and frames.metadata.num_row_groups >= 300_000_000 // ROW_GROUP_CHARS
+
+
+def test_a_bad_input_leaves_no_table_behind(tmp_path):
+    """The tables are created before the capture is read: when it cannot be, none is left behind,
+    and the export of the right file then goes into the same folder without --force."""
+    bad = tmp_path / "notes.jsonl"
+    bad.write_text("not a capture\n")
+    out = tmp_path / "out"
+    with pytest.raises(CaptureError):
+        export_parquet(str(bad), str(out))
+    assert not list(out.glob("*.parquet"))
+    b = CaptureBuilder()
+    b.open("c1", 1.0)
+    b.close("c1", 2.0)
+    b.write(tmp_path / "cap.jsonl")
+    counts, _ = export_parquet(str(tmp_path / "cap.jsonl"), str(out))
+    assert counts["connections"] == 1

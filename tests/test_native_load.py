@@ -5,6 +5,7 @@ batches; batches of the size asked for, handed over in the order of their rows."
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from analysis.capture import watch_reads
 from analysis.config import Config
 from analysis.export import export_parquet
 from analysis.engine import TABLES
@@ -118,10 +120,17 @@ def test_batches_of_the_size_asked_in_row_order(generated):
 
 
 def test_an_error_in_the_consumer_stops_the_analysis(generated):
+    """The error comes out, and the reading stopped there: nothing more is read (or kept)."""
+    calls = []
+
     def fail(table, batch):
+        calls.append(table)
         raise RuntimeError(f"disk full writing {table}")
-    with pytest.raises(RuntimeError, match="disk full writing"):
+    files = []
+    with watch_reads(files.append), pytest.raises(RuntimeError, match="disk full writing"):
         streamed(generated, Config(), ["frames"], fail, rows=100)
+    assert calls == ["frames"]
+    assert files and files[0].bytes_read < os.path.getsize(generated) / 2
 
 
 def test_export_alike(generated, tmp_path, monkeypatch):

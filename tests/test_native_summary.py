@@ -1,25 +1,21 @@
-"""`mwtap analyze` runs on the native core (analysis.native): its summary is the Python engine's,
+"""`mwtap analyze` runs on the native core (analysis.load.analyze): its summary is the Python engine's,
 key for key and type for type (`repr` equal), on every capture the tests ship, on generated captures,
-on captures with more violations than the core hands over at a time, with options, with several
-files, with HAR files (converted by analysis.imports, fed to the core's engine), and on the
-damaged-capture fuzz of tests/test_native_engine.py."""
+on captures with more violations or connections than the core hands over at a time, with options,
+with several files, and on the damaged-capture fuzz of tests/test_native_engine.py."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 
-from analysis import native
 from analysis.capture import CaptureError
 from analysis.config import Config
 from analysis.load import analysed, analyze
 from analysis.synth import CaptureBuilder
 from sample_capture import generate
 from test_fuzz_engine import fuzz_settings
-from test_import_har import chrome_har
 from test_native_engine import SHIPPED, capture_files, written
 from test_reliability_load import soak_size
 
@@ -38,10 +34,10 @@ def assert_same(paths: list[str], config: Config | None = None) -> dict:
         expected = python_summary(paths, config)
     except CaptureError as e:
         with pytest.raises(CaptureError) as raised:
-            native.analyze(paths, config)
+            analyze(paths, config)
         assert str(raised.value) == str(e)
         return {}
-    summary, damage = native.analyze(paths, config)
+    summary, damage = analyze(paths, config)
     assert (summary, [str(d) for d in damage]) == expected
     assert repr(summary) == repr(expected[0])  # the same types too: 1 == 1.0 == True for ==
     return summary
@@ -79,14 +75,17 @@ def test_more_violations_than_one_batch(tmp_path):
     assert summary["violations_total"] > 9000 and len(summary["violations"]) == 5000
 
 
-def test_har_files_and_captures_together(tmp_path):
-    """A HAR is converted by analysis.imports and fed to the core's engine record by record."""
-    har = tmp_path / "session.har"
-    har.write_text(json.dumps(chrome_har()))
-    sample = tmp_path / "sample.jsonl"
-    generate(sample, seed=2)
-    assert assert_same([str(har)])["capture"]["frames"] > 0
-    assert "HAR" in " ".join(assert_same([str(har), str(sample)])["capture"]["notes"])
+def test_more_connections_than_one_batch(tmp_path):
+    """The summary's own tables leave the core 25,000 rows at a time: every connection and
+    reconnect is in the summary, in the one-pass order."""
+    b = CaptureBuilder()
+    for i in range(26_000):
+        b.open(f"c{i}", 1.0 + i / 100, token=None)
+        b.close(f"c{i}", 1.005 + i / 100, code=1006, by="server")
+    path = tmp_path / "storm.jsonl"
+    b.write(path)
+    summary = assert_same([str(path)])
+    assert summary["capture"]["connections"] == 26_000 and summary["reconnects"]["total"] > 25_000
 
 
 def test_the_cli_analyze_is_native(tmp_path, monkeypatch):
@@ -99,9 +98,6 @@ def test_the_cli_analyze_is_native(tmp_path, monkeypatch):
     sample = tmp_path / "s.jsonl"
     generate(sample, seed=4)
     assert analyze(str(sample))[0]["capture"]["frames"] > 0
-    har = tmp_path / "session.har"
-    har.write_text(json.dumps(chrome_har()))
-    assert analyze([str(har), str(sample)])[0]["capture"]["frames"] > 0
 
 
 def check(files) -> None:

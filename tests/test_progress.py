@@ -41,6 +41,7 @@ def write_big_capture(path: Path, pairs: int) -> Path:
     response = response.replace(b'"t":1.0014999999999998', b'"t":%(t2)s').replace(b'"n":1', b'"n":%(n2)d')
     response = response.replace(b'\\"reqId\\":\\"0\\"', b'\\"reqId\\":\\"%(id)d\\"')
     response = response.replace(b'"reqId":"0"', b'"reqId":"%(id)d"')
+    assert request.count(b"%(") == 4 and response.count(b"%(") == 4, "write_capture's lines changed"
     with path.open("wb") as f:
         f.write(header + open_)
         for i in range(pairs):

@@ -1,12 +1,13 @@
-//! The analysis side's Python API: `analysis._core.analyze_native`, the native reader and engine
-//! running Framing and the analyzers ported so far (the others are ported onto `engine::Analyzer`
-//! next). tests/test_native_engine.py and tests/test_native_analyzers.py compare it with the
-//! Python engine.
+//! The analysis side's Python API: `analysis._core.Analysis` (a set of capture files read in one
+//! pass by the native reader and engine, every analyzer; `analysis.load.streamed` runs it) and
+//! `analyze_native` (the same in one call). tests/test_native_*.py compare it with the Python
+//! engine.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use serde_json::Value;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -165,6 +166,8 @@ impl CaptureProgress {
 
 /// Violations handed to `on_violations` at a time: memory stays bounded however many a capture has.
 const VIOLATIONS_BATCH: usize = 4096;
+/// Records read between two checks for Ctrl-C (a few ms of work).
+const SIGNALS_EVERY: u64 = 1 << 16;
 
 #[pymethods]
 impl Analysis {
@@ -245,10 +248,12 @@ impl Analysis {
         };
         let on_violations = on_violations.map(Bound::unbind);
         let mut failed: Option<PyErr> = None;
+        let mut records: u64 = 0;
         py.allow_threads(|| {
             set.for_each(|rec| {
                 engine.feed(rec);
-                if engine.ctx.violations.len() >= VIOLATIONS_BATCH && failed.is_none() {
+                records += 1;
+                if engine.ctx.violations.len() >= VIOLATIONS_BATCH {
                     if let Some(callback) = &on_violations {
                         failed = Python::with_gil(|py| hand_over(py, callback, &mut engine)).err();
                     }
@@ -256,10 +261,21 @@ impl Analysis {
                 if let (Some(stream), None) = (stream.as_mut(), &failed) {
                     failed = stream.after_record(&mut engine).err();
                 }
+                if failed.is_none() && records.is_multiple_of(SIGNALS_EVERY) {
+                    failed = Python::with_gil(|py| py.check_signals()).err();
+                }
+                // A consumer's error or Ctrl-C stops the reading (nothing more is kept).
+                if failed.is_some() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
             });
-            engine.finish();
-            if let (Some(stream), None) = (stream.as_mut(), &failed) {
-                failed = stream.finish(&mut engine).err();
+            if failed.is_none() {
+                engine.finish();
+                if let Some(stream) = stream.as_mut() {
+                    failed = stream.finish(&mut engine).err();
+                }
             }
         });
         if let Some(error) = failed {

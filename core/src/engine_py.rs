@@ -2,6 +2,7 @@
 //! records arrive one by one (`record --live`, replay's diff, imported HAR and flow files):
 //! violations come back from the call that found them.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 
 use pyo3::exceptions::PyValueError;
@@ -25,10 +26,20 @@ impl StreamEngine {
             .lock()
             .map_err(|_| PyValueError::new_err("engine poisoned"))?;
         match engine.as_mut() {
-            Some(engine) => f(engine),
+            Some(engine) => shielded(|| f(engine)),
             None => Err(PyValueError::new_err("the engine has finished")),
         }
     }
+}
+
+/// `f()`, a panic turned into ValueError: a bug in the core must not escape as PanicException (a
+/// BaseException) into the proxy, whose live check catches Exception.
+fn shielded<T>(f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(PyValueError::new_err(
+            "the protocol core failed on this record (a bug in mwtap)",
+        ))
+    })
 }
 
 /// The violations found since the last call, as rows (None when there are none: the common case).
@@ -94,8 +105,10 @@ impl StreamEngine {
         let Some(mut engine) = engine else {
             return Err(PyValueError::new_err("the engine has finished"));
         };
-        engine.finish();
-        engine_result(py, engine, false)
+        shielded(|| {
+            engine.finish();
+            engine_result(py, engine, false)
+        })
     }
 }
 

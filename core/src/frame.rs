@@ -47,20 +47,6 @@ pub fn is_messaging_notification(type_: Option<&str>) -> bool {
     })
 }
 
-/// The change objects of a messaging-event notification, whichever variant it is.
-pub fn messaging_changes<'v>(type_: &str, body: Option<&'v Value>) -> Vec<&'v Map<String, Value>> {
-    let Some(Value::Object(object)) = body else {
-        return Vec::new();
-    };
-    if type_.contains("OnlineEventDistribution") {
-        return vec![object];
-    }
-    as_list(object.get("changes"))
-        .iter()
-        .filter_map(Value::as_object)
-        .collect()
-}
-
 /// A type without its prefix: `cqm.SubscribeExConversations` -> `SubscribeExConversations`.
 pub fn request_name(type_: &str) -> &str {
     type_.rsplit('.').next().unwrap_or(type_)

@@ -7,8 +7,7 @@ mod json_value;
 mod lift;
 mod message;
 mod redact;
-// The analysis side: reader, record projection, engine, timers, Framing (public: the analyzers
-// ported next implement engine::Analyzer).
+// The analysis side: reader, record projection, engine, timers, the analyzers and their Python API.
 mod analysis_py;
 pub mod arrow_out;
 mod batches;

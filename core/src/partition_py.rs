@@ -11,6 +11,8 @@
 //! three phases (records, end, finish) and, for violations (the only rows deadlines make), the
 //! record and delay each was found at.
 
+use std::ops::ControlFlow;
+
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
@@ -99,6 +101,7 @@ fn analyze_partition<'py>(
             places.note(engine.ctx.violations.len(), At::Record(index), None);
             engine.feed(rec);
             index += 1;
+            ControlFlow::Continue(())
         });
         phases.push(engine.take_tables());
         let t_max = match engine.last_t() {

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek};
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -313,11 +313,16 @@ impl CaptureSet {
         Ok(CaptureSet { files, chains })
     }
 
-    /// Hands every record to `f`, in the order the Python CaptureSet yields them.
-    pub fn for_each(&mut self, mut f: impl FnMut(&Record)) {
+    /// Hands every record to `f`, in the order the Python CaptureSet yields them, until `f`
+    /// breaks.
+    pub fn for_each(&mut self, mut f: impl FnMut(&Record) -> ControlFlow<()>) {
         if self.chains.len() == 1 {
             for &i in &self.chains[0] {
-                while self.files[i].next_with(&mut f).is_some() {}
+                while let Some(flow) = self.files[i].next_with(&mut f) {
+                    if flow.is_break() {
+                        return;
+                    }
+                }
             }
             return;
         }
@@ -335,7 +340,9 @@ impl CaptureSet {
             }
             let Some(c) = best else { return };
             let (_, file, at) = pending[c].expect("pending");
-            self.files[file].with_current(&mut f);
+            if self.files[file].with_current(&mut f).is_break() {
+                return;
+            }
             pending[c] = self.pull(c, at);
         }
     }
