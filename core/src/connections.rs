@@ -110,20 +110,12 @@ struct Links {
     reconnect_window_s: f64,
 }
 
-fn str_val(value: Option<&str>) -> Val<'static> {
-    value.map_or(Val::Null, |s| Val::Str(s.to_owned().into()))
-}
-
 /// A record's optional field as Python's `rec.get(name)`: an absent field is None.
 fn field(value: &Val) -> Val<'static> {
     match value {
         Val::Absent => Val::Null,
         other => other.clone().into_owned(),
     }
-}
-
-fn int_val(value: Option<i128>) -> Val<'static> {
-    value.map_or(Val::Null, Val::Int)
 }
 
 impl Links {
@@ -208,12 +200,12 @@ impl Links {
                 ("conn", Val::Str(state.conn.clone().into())),
                 ("t", state.t_open.clone()),
                 ("prev_conn", Val::Str(prev.conn.clone().into())),
-                ("chain", str_val(state.chain.as_deref())),
+                ("chain", Val::from(state.chain.as_deref())),
                 ("attempt", Val::Int(state.attempt)),
                 ("linked_by", Val::Str(linked_by.name().into())),
                 ("delay_s", delay),
-                ("prev_close_code", int_val(prev.code)),
-                ("prev_closed_by", str_val(prev.by)),
+                ("prev_close_code", Val::from(prev.code)),
+                ("prev_closed_by", Val::from(prev.by)),
                 ("fresh_token", fresh.map_or(Val::Null, Val::Bool)),
             ]);
         }
@@ -401,8 +393,8 @@ impl Analyzer for Connections {
         rows.push(vec![
             ("conn", Val::Str(state.conn.clone().into())),
             ("t", state.t_open.clone()),
-            ("url", str_val(state.url.as_deref())),
-            ("client", str_val(state.client.as_deref())),
+            ("url", Val::from(state.url.as_deref())),
+            ("client", Val::from(state.client.as_deref())),
             ("state", Val::Str(status.into())),
             ("refused_status", Val::Null),
             (
@@ -418,13 +410,13 @@ impl Analyzer for Connections {
                 if at_capture_end { Val::Null } else { t.clone() },
             ),
             ("duration_s", t.minus(&state.t_open)),
-            ("close_code", int_val(code)),
+            ("close_code", Val::from(code)),
             ("close_reason", field(&rec.reason)),
-            ("closed_by", str_val(by)),
-            ("side", str_val(side)),
-            ("auth", str_val(state.auth)),
-            ("token", str_val(token)),
-            ("sub", str_val(sub)),
+            ("closed_by", Val::from(by)),
+            ("side", Val::from(side)),
+            ("auth", Val::from(state.auth)),
+            ("token", Val::from(token)),
+            ("sub", Val::from(sub)),
             ("frames_c2s", Val::Int(state.frames_c2s)),
             ("frames_s2c", Val::Int(state.frames_s2c)),
             ("bytes_c2s", Val::Int(state.bytes_c2s)),
@@ -432,7 +424,7 @@ impl Analyzer for Connections {
             ("pings_c2s", Val::Int(state.pings_c2s)),
             ("pings_s2c", Val::Int(state.pings_s2c)),
             ("chain", Val::Str(state.chain().to_owned().into())),
-            ("prev_conn", str_val(state.prev_conn.as_deref())),
+            ("prev_conn", Val::from(state.prev_conn.as_deref())),
         ]);
     }
 

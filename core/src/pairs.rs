@@ -382,33 +382,25 @@ fn early(
     );
 }
 
-fn opt_int(value: Option<i128>) -> Val<'static> {
-    value.map_or(Val::Null, Val::Int)
-}
-
-fn opt_str(value: Option<&str>) -> Val<'static> {
-    value.map_or(Val::Null, string)
-}
-
 /// A row of a request: answered by `resp` (with `code`), or not.
 fn request_row(req: &Req, status: &str, resp: Option<&Record>, code: Option<i128>) -> Row {
     let latency = resp.map_or(Val::Null, |r| Val::Float(r.t.minus(&req.t).num() * 1000.0));
     vec![
         ("conn", string(&req.conn)),
         ("t", req.t.clone()),
-        ("frame", opt_int(req.n)),
+        ("frame", Val::from(req.n)),
         ("id", string(&req.id)),
-        ("type", opt_str(req.type_.as_deref())),
+        ("type", Val::from(req.type_.as_deref())),
         (
             "t_response",
             resp.map_or(Val::Null, |r| r.t.clone().into_owned()),
         ),
-        ("response_frame", opt_int(resp.and_then(|r| r.n.as_int()))),
+        ("response_frame", Val::from(resp.and_then(|r| r.n.as_int()))),
         (
             "response_type",
-            opt_str(resp.and_then(|r| r.type_.as_str())),
+            Val::from(resp.and_then(|r| r.type_.as_str())),
         ),
-        ("code", opt_int(code)),
+        ("code", Val::from(code)),
         ("latency_ms", latency),
         ("status", string(status)),
         ("late", Val::Bool(req.timed_out)),
@@ -425,12 +417,12 @@ fn response_row(resp: &Record, req: Option<&Req>, status: &str, code: Option<i12
         ("conn", resp.conn.clone().into_owned()),
         ("t", resp.t.clone().into_owned()),
         ("frame", Val::Null),
-        ("id", opt_str(resp.req_id.as_str())),
+        ("id", Val::from(resp.req_id.as_str())),
         ("type", Val::Null),
         ("t_response", resp.t.clone().into_owned()),
-        ("response_frame", opt_int(resp.n.as_int())),
-        ("response_type", opt_str(resp.type_.as_str())),
-        ("code", opt_int(code)),
+        ("response_frame", Val::from(resp.n.as_int())),
+        ("response_type", Val::from(resp.type_.as_str())),
+        ("code", Val::from(code)),
         ("latency_ms", Val::Null),
         ("status", string(status)),
         ("late", Val::Bool(false)),
@@ -620,7 +612,7 @@ impl Analyzer for Pairs {
             self.orphan(rec, code);
             return;
         };
-        let code_val = opt_int(code);
+        let code_val = Val::from(code);
         let response_type = rec.type_.as_str();
         let taken = take_answered(
             &mut state.outstanding,

@@ -53,6 +53,20 @@ pub enum Val<'a> {
     Dict,
 }
 
+/// An optional string as a row's value: None is Python's None.
+impl From<Option<&str>> for Val<'static> {
+    fn from(value: Option<&str>) -> Self {
+        value.map_or(Val::Null, |s| Val::Str(Cow::Owned(s.to_owned())))
+    }
+}
+
+/// An optional integer as a row's value: None is Python's None.
+impl From<Option<i128>> for Val<'static> {
+    fn from(value: Option<i128>) -> Self {
+        value.map_or(Val::Null, Val::Int)
+    }
+}
+
 impl<'a> Val<'a> {
     pub fn jtype(&self) -> JType {
         match self {

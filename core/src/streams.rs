@@ -133,14 +133,6 @@ fn or<'v>(x: &'v Val<'static>, y: &'v Val<'static>) -> &'v Val<'static> {
     }
 }
 
-fn opt_str(s: Option<&str>) -> Val<'static> {
-    s.map_or(Val::Null, |s| Val::Str(s.to_owned().into()))
-}
-
-fn opt_int(i: Option<i128>) -> Val<'static> {
-    i.map_or(Val::Null, Val::Int)
-}
-
 /// `Streams._count`: one more notification; the first after an unsubscribe is reported.
 fn count(ctx: &mut Context, stream: &mut Stream, rec: &Record) {
     stream.notifications += 1;
@@ -240,8 +232,8 @@ fn push_row(rows: &mut Option<Vec<Row>>, conn: &str, stream: Stream, t_end: &Val
         ("kind", Val::Str(kind.name().into())),
         ("subscription_id", key(kind.keyed())),
         ("dialog_id", key(kind == Kind::Messaging)),
-        ("request_type", opt_str(stream.request_type.as_deref())),
-        ("request_frame", opt_int(stream.request_frame)),
+        ("request_type", Val::from(stream.request_type.as_deref())),
+        ("request_frame", Val::from(stream.request_frame)),
         ("t_confirmed", stream.t_confirmed.clone()),
         ("notifications", Val::Int(stream.notifications)),
         ("first_notification_delay_ms", delay),
