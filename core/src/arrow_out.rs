@@ -60,17 +60,9 @@ impl Kind {
 pub type Spec = [(String, Kind)];
 
 /// A float column's value: a number (not a bool: `int64` and `epoch_s` do not take bools either).
-fn number(value: &Val) -> Option<f64> {
-    match value {
-        Val::Int(i) => Some(*i as f64),
-        Val::Float(f) => Some(*f),
-        _ => None,
-    }
-}
-
 /// A time column's value (analysis.tables.epoch_s): NaN, inf and times beyond `MAX_TIME` are missing.
 fn seconds(value: &Val) -> Option<f64> {
-    number(value).filter(|t| t.abs() < MAX_TIME)
+    value.number().filter(|t| t.abs() < MAX_TIME)
 }
 
 /// 2**63 (the float nearest is exact).
@@ -109,8 +101,8 @@ fn bools<'v>(
         Val::Bool(b) => Ok(Some(*b)),
         Val::Absent | Val::Null | Val::List | Val::Dict => Ok(None),
         Val::Float(f) if numeric && f.is_nan() => Ok(None),
-        v if numeric && matches!(number(v), Some(x) if x == 0.0 || x == 1.0) => {
-            Ok(number(v).map(|x| x == 1.0))
+        v if numeric && matches!(v.number(), Some(x) if x == 0.0 || x == 1.0) => {
+            Ok(v.number().map(|x| x == 1.0))
         }
         v => Err(format!("column {name:?}: {v:?} is not a bool")),
     });
@@ -126,7 +118,7 @@ fn column<'v>(
     match kind {
         Kind::Str => strings(values.map(text)),
         Kind::Time => primitive(DataType::Float64, values.map(seconds)),
-        Kind::Float => primitive(DataType::Float64, values.map(number)),
+        Kind::Float => primitive(DataType::Float64, values.map(Val::number)),
         Kind::Int => primitive(DataType::Int64, values.map(int64)),
         Kind::Bool => bools(name, values),
     }

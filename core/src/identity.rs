@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 use crate::frame::as_list;
-use crate::pyrepr::{py_ascii, py_float};
+use crate::pyrepr::py_str;
 use crate::record::{Record, Val};
 use crate::redact::{fingerprint, has_jwt, jwt_sub, marked_tokens};
 
@@ -48,16 +48,6 @@ pub fn token_of(credential: &str) -> Option<Token> {
         fingerprint: fingerprint(credential.as_bytes()),
         sub: jwt_sub(credential.as_bytes()).map(|sub| fingerprint(sub.as_bytes())),
     })
-}
-
-/// Python's `str()` of a decoded JSON value (containers as `ascii()`: a header that is an array or
-/// an object is not a token either way).
-fn py_str(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Number(n) if n.is_f64() => py_float(n.as_f64().unwrap_or(f64::NAN)),
-        _ => py_ascii(value),
-    }
 }
 
 /// The upgrade request's headers that are [name, value] pairs, as Python's `str()` of each.

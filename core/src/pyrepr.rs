@@ -50,6 +50,16 @@ fn write_value(out: &mut String, value: &Value) {
     }
 }
 
+/// `str(value)` of a decoded JSON value as the rules use it: a string as itself, anything else as
+/// its `ascii()` (the same as `str()` for numbers, booleans and None; a container is never what a
+/// rule looks for).
+pub fn py_str(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        _ => py_ascii(value),
+    }
+}
+
 /// `ascii(s)` of a Python str: single quotes unless it holds a single quote and no double quote,
 /// escapes for the quote, backslash, control and every non-ASCII character.
 pub fn py_str_ascii(s: &str) -> String {

@@ -17,7 +17,7 @@ use crate::frame::{
 };
 use crate::histogram::LogHistogram;
 use crate::identity::{header_token, init_connection_token, is_agent_request, side_of_url, AGENT};
-use crate::pyrepr::{py_ascii, py_format_g, py_str_ascii};
+use crate::pyrepr::{py_format_g, py_str, py_str_ascii};
 use crate::record::{JType, Record, Val};
 
 const CONTENT_EVENTS: [&str; 2] = ["ContentEvent", "RichContentEvent"];
@@ -111,14 +111,6 @@ impl OwnIds {
             Value::String(s) => self.strings.contains(s.as_str()),
             _ => num_key(value).is_some_and(|n| self.numbers.contains(&n)),
         }
-    }
-}
-
-/// `str(value)` of a scalar JSON value, as an f-string prints it.
-fn py_str(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        _ => py_ascii(value),
     }
 }
 
