@@ -12,9 +12,19 @@ from pathlib import Path
 
 import pytest
 
+from analysis.redact import JWT_RE
+
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data"  # LivePerson's documented example frames, kept with the tests
 BIN = Path(sys.executable).parent
+
+
+def holds_jwt(text: str | bytes) -> bool:
+    """Whether a JWT (three segments) or a JWT's header segment (base64 of '{"alg":') is in `text`.
+    Not a bare "eyJ": a random base64 value such as a Sec-WebSocket-Key holds it by chance (about
+    one capture in a hundred, with a few dozen connections)."""
+    text = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    return JWT_RE.search(text) is not None or "eyJhbGciOi" in text
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -18,7 +18,7 @@ from analysis.capture import CaptureError
 from analysis.engine import TABLES
 from analysis.export import ROW_GROUP_CHARS, export_parquet
 from analysis.synth import CaptureBuilder
-from conftest import BIN, REPO
+from conftest import BIN, REPO, holds_jwt
 
 JWT = ("eyJhbGciOiJIUzI1NiJ9." + base64.urlsafe_b64encode(b'{"sub":"export-user"}').decode().rstrip("=")
        + ".ZXhwb3J0LXNpZ25hdHVyZQ")
@@ -87,7 +87,7 @@ def test_the_export_holds_no_token(exported):
         for column in pq.read_table(out / f"{table}.parquet").to_pylist():
             seen.extend(str(v) for v in column.values() if v is not None)
     text = "\n".join(seen)
-    assert JWT not in text and OPAQUE not in text and "eyJ" not in text
+    assert JWT not in text and OPAQUE not in text and not holds_jwt(text)
     assert "[redacted sha256:" in text
     for path in out.iterdir():  # also not in the raw bytes (dictionary pages, statistics)
         data = path.read_bytes()

@@ -19,7 +19,7 @@ from websockets.exceptions import InvalidStatus
 import analysis
 from analysis.capture import CaptureFile
 from analysis.imports import open_capture
-from conftest import BIN, REPO, Processes, free_port, wait_port
+from conftest import BIN, REPO, Processes, free_port, holds_jwt, wait_port
 from recorder.consumer import ConsumerConfig, run_consumer
 from recorder.server import MessagingServer, ServerConfig
 from test_server import FAST
@@ -124,7 +124,7 @@ def test_har_analysis_agrees_on_pairs_and_says_what_it_cannot_know(recorded):
 def test_convert_writes_private_captures_without_tokens(recorded):
     tmp, _ = recorded
     raw = (tmp / "traffic.har").read_bytes()
-    assert b"eyJ" in raw  # the consumer's JWTs are in the HAR as mitmproxy wrote it
+    assert holds_jwt(raw)  # the consumer's JWTs are in the HAR as mitmproxy wrote it
     for name, source in (("traffic.har", "har"), ("flows.mitm", "flows")):
         out = tmp / f"{name}.jsonl"
         run = subprocess.run([str(BIN / "mwtap"), "convert", str(tmp / name), "-o", str(out)],
@@ -132,7 +132,7 @@ def test_convert_writes_private_captures_without_tokens(recorded):
         assert run.returncode == 0, run.stderr
         assert stat.S_IMODE(os.stat(out).st_mode) == 0o600
         data = out.read_bytes()
-        assert b"eyJ" not in data and b"[redacted sha256:" in data
+        assert not holds_jwt(data) and b"[redacted sha256:" in data
         capture = CaptureFile(str(out))
         records = list(capture.records())
         assert capture.header["source"] == source and capture.header["version"] == 1
