@@ -321,6 +321,9 @@ pub fn surrogatepass_bytes(text: &str) -> Vec<u8> {
 /// `redact_text`, for a text whose lone surrogates stand in as private-use characters when
 /// `surrogates`: a member value holding one is not JSON to orjson, so it is fingerprinted as written.
 pub fn redact_text_of(text: &str, surrogates: bool) -> Cow<'_, str> {
+    if !may_hold_token(text.as_bytes()) {
+        return Cow::Borrowed(text); // most texts: a few SIMD scans instead of the regexes
+    }
     let members = if text.contains("\"jwt\"") || text.contains("\\u00") {
         JWT_MEMBER_RE.replace_all(text, |m: &regex::Captures| {
             let (whole, raw) = (m.get(0).unwrap(), m.get(1).unwrap());
@@ -352,6 +355,17 @@ pub fn redact_text_of(text: &str, surrogates: bool) -> Cow<'_, str> {
 
 /// False when `redact_text` would certainly find nothing in `content` (read one character a byte).
 pub fn may_hold_token(content: &[u8]) -> bool {
+    // Each pattern below holds one of these bytes, and most short strings (ids, names) hold none:
+    // a plain loop over them costs less than setting up any searcher (the tables have millions).
+    let suspect = |b: &u8| matches!(b, b'J' | b'"' | b'%' | b'\\');
+    let clear = if content.len() < 64 {
+        !content.iter().any(suspect)
+    } else {
+        memchr::memchr3(b'J', b'"', b'%', content).is_none() && memchr::memchr(b'\\', content).is_none()
+    };
+    if clear {
+        return false;
+    }
     EYJ.find(content).is_some()
         || JWT_KEY.find(content).is_some()
         || ((ESCAPE.find(content).is_some() || memchr::memchr(b'%', content).is_some())
