@@ -8,9 +8,12 @@ import subprocess
 import sys
 
 import matplotlib
+from pandas.testing import assert_frame_equal
 
 from analysis import load
-from analysis.report import build_report, render_markdown
+from analysis.config import Config
+from analysis.load import streamed, to_frame
+from analysis.report import build_report, render_markdown, stream
 from analysis.report.content import PAYLOAD_CHARS
 from analysis.report.stream import stream_capture
 from analysis.synth import CaptureBuilder
@@ -82,6 +85,29 @@ def test_plots_drawn_from_a_sample_say_so(tmp_path, monkeypatch):
     assert cap.sequences.frame.diff().dropna().nunique() == 1  # evenly spaced
     text = render_markdown(build_report(cap))
     assert f"Sampled: drawn from {kept} of the 300 messaging events" in text
+
+
+def test_first_pass_keeps_the_same_rows_from_dicts_and_from_record_batches(tmp_path, monkeypatch):
+    """The core hands the big tables to the report as RecordBatches, the Python engine (HAR and flow
+    files) as row dicts: the samples, the listed requests and the silences kept whole are the same."""
+    capture = tmp_path / "gen.jsonl"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "gen_capture.py"), str(capture), "--frames", "20000",
+                    "--seed", "3"], check=True, timeout=120)
+    monkeypatch.setattr(stream, "SAMPLE_ROWS", 256)
+    monkeypatch.setattr(stream, "LISTED_REQUESTS", 5)
+    config = Config(keepalive_limit_s=5.0)  # silences over the limit
+    kept = []
+    for as_dicts in (stream.WHOLE, ("pairs", "sequences", "silences")):
+        keeper = stream._Kept(config.keepalive_limit_s)
+        streamed(str(capture), config, keeper.keepers, keeper.add, dicts=[*stream.WHOLE, *as_dicts], rows=500)
+        kept.append(keeper)
+    arrow, rows = kept
+    for sample in ("latencies", "sequences", "silences"):
+        assert getattr(arrow, sample).seen == getattr(rows, sample).seen > getattr(rows, sample).kept
+        assert_frame_equal(getattr(arrow, sample).frame(), getattr(rows, sample).frame())
+    assert len(rows.over_limit) and len(rows.longest) and len(rows.unanswered.rows()) == stream.LISTED_REQUESTS
+    for table, of in (("pairs", lambda k: k.slowest.rows() + k.unanswered.rows()), ("silences", stream._Kept.silence_rows)):
+        assert_frame_equal(to_frame(table, of(arrow)), to_frame(table, of(rows)))
 
 
 def test_benchmark_script_prints_its_figures():

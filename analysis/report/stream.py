@@ -18,9 +18,10 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import count
 from operator import itemgetter
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from analysis.analyzers.framing import Framing, frame_row
 from analysis.capture import MSG, PING, PONG
@@ -52,9 +53,13 @@ class _Rows:
         self.seen, self.every = 0, 1
 
     def add(self, row: dict) -> None:
+        self.add_values(self.values(row))
+
+    def add_values(self, values: tuple) -> None:
+        """A row given as the values of `names`, in their order."""
         self.seen += 1
         if (self.seen - 1) % self.every == 0:
-            self.rows.append(self.values(row))
+            self.rows.append(values)
             if len(self.rows) == self.limit:
                 del self.rows[1::2]
                 self.every *= 2
@@ -74,19 +79,39 @@ class _Best:
     def __init__(self, n: int):
         self.n, self.heap, self.order = n, [], count()
 
-    def add(self, key, row: dict) -> None:
-        entry = (key, -next(self.order), row)  # the heap's top: the worst kept
+    def add(self, key, row_of: Callable[[], dict]) -> None:
+        """`row_of()` gives the row, asked for only when it is kept."""
+        order = -next(self.order)
         if len(self.heap) < self.n:
-            heapq.heappush(self.heap, entry)
-        elif entry > self.heap[0]:
-            heapq.heapreplace(self.heap, entry)
+            heapq.heappush(self.heap, (key, order, row_of()))
+        elif (key, order) > self.heap[0][:2]:  # the heap's top: the worst kept
+            heapq.heapreplace(self.heap, (key, order, row_of()))
 
     def rows(self) -> list[dict]:
         return [row for *_, row in self.heap]
 
 
-def _time_key(row: dict) -> float:
-    t = epoch_s(row["t"])
+class _Batch:
+    """A batch as `analysis.load.streamed` hands it over, read a column at a time: row dicts (values
+    as recorded) or a RecordBatch (values converted as `to_frame` converts them, which converting
+    them again leaves as they are). Rows become dicts only where the report keeps them."""
+
+    def __init__(self, batch):
+        self.batch, self.dicts = batch, isinstance(batch, list)
+
+    def column(self, name: str) -> list:
+        return [row.get(name) for row in self.batch] if self.dicts else self.batch.column(name).to_pylist()
+
+    def columns(self, names: Iterable[str]) -> Iterable[tuple]:
+        """The values of `names`, a tuple a row."""
+        return zip(*(self.column(name) for name in names))
+
+    def row(self, i: int) -> dict:
+        return self.batch[i] if self.dicts else self.batch.slice(i, 1).to_pylist()[0]
+
+
+def _time_key(t) -> float:
+    t = epoch_s(t)
     return math.inf if t is None else t  # to_frame sorts the missing times last
 
 
@@ -96,7 +121,7 @@ def _number(value) -> bool:
 
 class _Kept:
     """What the first pass keeps of the tables (see the module docstring), handed over by
-    `analysis.load.streamed` as row dicts."""
+    `analysis.load.streamed`: the tables kept whole as row dicts, the others as they come."""
 
     def __init__(self, limit_s: float):
         self.limit_s = limit_s
@@ -105,47 +130,52 @@ class _Kept:
         self.sequences = _Rows("sequences", ("conn", "t", "frame", "dialog_id"), SAMPLE_ROWS)
         self.silences = _Rows("silences", ("conn", "t", "start", "silence_s"), SAMPLE_ROWS)
         self.over_limit: list[dict] = []  # every silence over the limit (timelines), whole
-        self.longest: dict[str, dict] = {}  # each connection's longest silence within the limit (its histogram)
+        self.longest: dict[str, tuple] = {}  # each connection's longest silence within the limit (its histogram)
         self.slowest, self.unanswered = _Best(LISTED_REQUESTS), _Best(LISTED_REQUESTS)
-        self.keepers = {**{table: rows.append for table, rows in self.whole.items()},
-                        "pairs": self._pair, "sequences": self._sequence, "silences": self._silence}
+        self.keepers = {**{table: rows.extend for table, rows in self.whole.items()},
+                        "pairs": self._pairs, "sequences": self._sequences, "silences": self._silences}
 
-    def add(self, table: str, rows: list[dict]) -> None:
-        keep = self.keepers[table]
-        for row in rows:
-            keep(row)
+    def add(self, table: str, batch) -> None:
+        self.keepers[table](batch)
 
-    def _pair(self, row: dict) -> None:
-        status = row["status"]
-        if status == "answered":
-            latency = row["latency_ms"]
-            if _number(latency):
-                self.latencies.add(row)
-                self.slowest.add((latency, -_time_key(row)), row)
-        elif status in UNANSWERED:
-            self.unanswered.add(-_time_key(row), row)
+    def _pairs(self, batch) -> None:
+        batch = _Batch(batch)
+        names = self.latencies.names
+        for i, (values, t) in enumerate(zip(batch.columns(names), batch.column("t"))):
+            _, status, latency = values
+            if status == "answered":
+                if _number(latency):
+                    self.latencies.add_values(values)
+                    self.slowest.add((latency, -_time_key(t)), partial(batch.row, i))
+            elif status in UNANSWERED:
+                self.unanswered.add(-_time_key(t), partial(batch.row, i))
 
-    def _sequence(self, row: dict) -> None:
-        if row["dialog_id"] is not None:  # the streams plot's messaging notifications
-            self.sequences.add(row)
+    def _sequences(self, batch) -> None:
+        for values in _Batch(batch).columns(self.sequences.names):
+            if values[3] is not None:  # dialog_id: the streams plot's messaging notifications
+                self.sequences.add_values(values)
 
-    def _silence(self, row: dict) -> None:
+    def _silences(self, batch) -> None:
         """Each silence kept once: whole if over the limit or its connection's longest so far within
         it (the one it displaces joins the sample), else in the sample."""
-        silence = row["silence_s"]
-        if _number(silence):
-            if silence > self.limit_s:
-                self.over_limit.append(row)
-                return
-            longest = self.longest.get(row["conn"])
-            if longest is None or silence > longest["silence_s"]:
-                self.longest[row["conn"]], row = row, longest
-        if row is not None:
-            self.silences.add(row)
+        batch = _Batch(batch)
+        for i, values in enumerate(batch.columns(self.silences.names)):
+            conn, silence = values[0], values[3]
+            if _number(silence):
+                if silence > self.limit_s:
+                    self.over_limit.append(batch.row(i))
+                    continue
+                longest = self.longest.get(conn)
+                if longest is None or silence > longest[0][3]:
+                    self.longest[conn] = (values, batch.row(i))
+                    if longest is None:
+                        continue
+                    values = longest[0]
+            self.silences.add_values(values)
 
     def silence_rows(self) -> list[dict]:
         """The silences kept whole: those over the limit and each connection's longest within it."""
-        return self.over_limit + list(self.longest.values())
+        return self.over_limit + [row for _, row in self.longest.values()]
 
 
 @dataclass
@@ -219,7 +249,7 @@ def stream_capture(paths: Paths, **config) -> StreamedCapture:
     import pandas as pd
     cfg = Config.from_options(**config)
     kept = _Kept(cfg.keepalive_limit_s)
-    summary, damage = streamed(paths, cfg, kept.keepers, kept.add, dicts=list(kept.keepers), rows=DICT_BATCH_ROWS)
+    summary, damage = streamed(paths, cfg, kept.keepers, kept.add, dicts=list(WHOLE), rows=DICT_BATCH_ROWS)
     tables = {table: to_frame(table, rows) for table, rows in kept.whole.items()}
     silences = _by_time(pd.concat([to_frame("silences", kept.silence_rows()), kept.silences.frame()]))
     return StreamedCapture(
