@@ -32,19 +32,31 @@ def open_view(*paths, processes: int = 2) -> tuple[ViewIndex, Queries, Sources]:
     return index, Queries(index, sources.paths, sources.names), sources
 
 
-def test_one_process_and_two_give_the_same_index(sample, tmp_path):
-    """The engine beside the indexing (two processes) or inline: the same pairs, streams,
-    violations, connections; damaged lines reported either way."""
+def followed(path) -> ViewIndex:
+    """The index as `mwtap view --follow` builds it: a record at a time, the Python engine in it."""
+    index, sources = ViewIndex(), Sources([str(path)])
+    _, records = sources.records(0)
+    for rec, file, offset, length in records:
+        index.add(rec, file, offset, length)
+    index.finish()
+    return index
+
+
+def test_one_process_two_and_following_give_the_same_index(sample, tmp_path):
+    """The engine (the native core) beside the indexing (two processes) or after it, or the Python
+    engine fed a record at a time as when following: the same pairs, streams, violations,
+    connections; damaged lines reported either way."""
     damaged = tmp_path / "damaged.jsonl"
     lines = sample.read_bytes().splitlines(keepends=True)
     damaged.write_bytes(b"".join(lines[:50]) + b"{not json\n" + b"".join(lines[50:]))
     one, _, sources_one = open_view(damaged, processes=1)
     two, _, sources_two = open_view(damaged, processes=2)
-    for name in ("peer", "stream", "severity", "t", "offset"):
-        assert (one.columns.view(name) == two.columns.view(name)).all(), name
-    assert one.violations == two.violations and one.violation_total == two.violation_total > 0
-    assert [(c.row, c.prev, c.next, c.identity) for c in one.connections] == \
-        [(c.row, c.prev, c.next, c.identity) for c in two.connections]
+    for other in (two, followed(damaged)):
+        for name in ("peer", "stream", "severity", "t", "offset"):
+            assert (one.columns.view(name) == other.columns.view(name)).all(), name
+        assert one.violations == other.violations and one.violation_total == other.violation_total > 0
+        assert [(c.row, c.prev, c.next, c.identity) for c in one.connections] == \
+            [(c.row, c.prev, c.next, c.identity) for c in other.connections]
     assert [str(d) for d in sources_one.damage] == [str(d) for d in sources_two.damage]
     assert [(d.path, d.line, d.kind) for d in sources_one.damage] == [(str(damaged), 51, "invalid JSON")]
 

@@ -1,8 +1,9 @@
-"""The index of whole captures in one pass. With a second core, the protocol engine reads the
-capture in a child process (exactly as `mwtap analyze` does) while this process records where
-every line is; what the engine found (pairs, violations, reconnects, connection rows) then comes
-back and is attached to the frames. So building the index takes about the time of the analysis
-alone, not the sum of both."""
+"""The index of whole captures in one pass over their lines, with the analysis beside it: the protocol
+engine (the native core, as `mwtap analyze` runs it; the Python engine for HAR and flow files) reads
+the captures in a child process while this process records where every line is; what the engine
+found (pairs, violations, reconnects, connection rows) then comes back and is attached to the frames.
+With two cores building the index takes about the longer of the two passes, not their sum. (`mwtap
+view --follow` feeds the index one record at a time instead: `ViewIndex.add`.)"""
 
 from __future__ import annotations
 
@@ -10,49 +11,42 @@ import multiprocessing
 import os
 
 from analysis.config import Config
-from analysis.engine import Engine
-from analysis.reader import CaptureSet
+from analysis.load import streamed
 from analysis.view.index import ViewIndex
 from analysis.view.source import Sources
 
 _TABLES = ("pairs", "violations", "reconnects", "connections")
 
 
-class _Found:
-    """The engine's sink in the child: the rows the index wants, pairs reduced to their frames."""
+def _found(paths: list[str], config: Config) -> dict[str, list]:
+    """The rows the index wants of the engine's tables, pairs reduced to their frames."""
+    rows: dict[str, list] = {table: [] for table in _TABLES}
 
-    def __init__(self) -> None:
-        self.rows: dict[str, list] = {table: [] for table in _TABLES}
-
-    def adder(self, table: str):
+    def keep(table: str, batch: list[dict]) -> None:
         if table == "pairs":
-            keep = self.rows["pairs"].append
-            return lambda row: keep((row["conn"], row["frame"], row["response_frame"])) \
-                if row["frame"] is not None and row["response_frame"] is not None else None
-        return self.rows[table].append if table in self.rows else None
+            rows["pairs"].extend((row["conn"], row["frame"], row["response_frame"]) for row in batch
+                                 if row["frame"] is not None and row["response_frame"] is not None)
+        else:
+            rows[table].extend(batch)
+    streamed(paths, config, _TABLES, keep, dicts=list(_TABLES))
+    return rows
 
 
 def _engine_pass(paths: list[str], config: Config, send) -> None:
-    found = _Found()
-    engine = Engine(config, sink=found)
-    feed = engine.feed
-    for rec in CaptureSet(paths).records():
-        feed(rec)
-    engine.finish()
-    send.send(found.rows)
+    send.send(_found(paths, config))
     send.close()
 
 
 def build(sources: Sources, config: Config | None = None, processes: int | None = None) -> ViewIndex:
     """The index of every file of `sources`. `processes`: 2 runs the engine beside the indexing
-    (the default with two cores or more), 1 runs both in this process."""
+    (the default with two cores or more), 1 runs it after the indexing, in this process."""
     index = ViewIndex(config)
     streams = [sources.records(i) for i in range(len(sources.paths))]
+    locate = index.locate
     if (processes or min(2, os.cpu_count() or 1)) < 2:
-        add = index.add
         for rec, file, offset, length in sources.ordered(streams):
-            add(rec, file, offset, length)
-        index.finish()
+            locate(rec, file, offset, length)
+        found = _found(sources.paths, index.config)
     else:
         context = multiprocessing.get_context("fork")  # no threads run yet: the view starts them later
         receive, send = context.Pipe(duplex=False)
@@ -60,7 +54,6 @@ def build(sources: Sources, config: Config | None = None, processes: int | None 
                                 name="mwtap-view-engine")
         child.start()
         send.close()
-        locate = index.locate
         for rec, file, offset, length in sources.ordered(streams):
             locate(rec, file, offset, length)
         try:
@@ -69,12 +62,12 @@ def build(sources: Sources, config: Config | None = None, processes: int | None 
             raise RuntimeError(f"the analysis process ended with status {child.exitcode}") from None
         finally:
             child.join()
-        for conn, frame, response_frame in found.pop("pairs"):
-            index.pair(conn, frame, response_frame)
-        for table, rows in found.items():
-            attach = index.adder(table)
-            for row in rows:
-                attach(row)
+    for conn, frame, response_frame in found.pop("pairs"):
+        index.pair(conn, frame, response_frame)
+    for table, rows in found.items():
+        attach = index.adder(table)
+        for row in rows:
+            attach(row)
     for capture, _ in streams:
         sources.damage.extend(capture.damage)
     return index
