@@ -361,7 +361,8 @@ pub fn may_hold_token(content: &[u8]) -> bool {
     let clear = if content.len() < 64 {
         !content.iter().any(suspect)
     } else {
-        memchr::memchr3(b'J', b'"', b'%', content).is_none() && memchr::memchr(b'\\', content).is_none()
+        memchr::memchr3(b'J', b'"', b'%', content).is_none()
+            && memchr::memchr(b'\\', content).is_none()
     };
     if clear {
         return false;
