@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+import orjson
+
 from analysis.capture import MAX_TIME, Damage
 from analysis.config import Config
 from analysis.engine import TABLES, Engine, Sink
@@ -77,8 +79,8 @@ def streamed(paths: Paths, config: Config, tables: Iterable[str], on_batch: Call
     """One pass over `paths` handing each of `tables` to `on_batch(table, batch)` while it is read, a
     batch at a time in the order of its rows: a pyarrow RecordBatch (values converted as `to_frame`
     converts them), or a list of row dicts holding the values as recorded (the violations, the tables
-    the summary aggregates, those named in `dicts`, and every table of HAR and flow files, which the
-    Python engine reads). `batching`: the other options of analysis._core.Batches (batch size,
+    the summary aggregates, those named in `dicts`, and every table of HAR and flow files, whose
+    records are fed to the core one at a time). `batching`: the other options of analysis._core.Batches (batch size,
     redaction). Returns the summary and the damaged lines; memory stays bounded by the batches."""
     tables = set(tables)
 
@@ -91,15 +93,14 @@ def streamed(paths: Paths, config: Config, tables: Iterable[str], on_batch: Call
             if table in tables:
                 on_batch(table, batch)
         return hand_over
-    if not all_captures(paths):
-        wanted = tables | set(native.SUMMARISED)
-        _, result, damage = analysed(paths, config, lambda summary: _Handed(handing_over(summary), wanted))
-        return result, damage
     summary = Summary(config.max_violations)
     hand_over = handing_over(summary)
+    built = [name for name in TABLES if name != "violations" and (name in tables or name in native.SUMMARISED)]
+    if not all_captures(paths):
+        result, files, limits = _fed(paths, config, built, hand_over)
+        return limits.annotate(summary.result(native.Counters(result), files)), files.damage
     analysis = native.open_captures(paths)
     limits = SourceLimits.of(analysis.headers)
-    built = [name for name in TABLES if name != "violations" and (name in tables or name in native.SUMMARISED)]
     dicts = [*native.SUMMARISED, *batching.pop("dicts", ())]
     result = analysis.run(dataclasses.asdict(limits.config(config)), native.ANALYZERS, built,
                           lambda rows: hand_over("violations", rows), _core.Batches(hand_over, dicts=dicts, **batching))
@@ -107,16 +108,25 @@ def streamed(paths: Paths, config: Config, tables: Iterable[str], on_batch: Call
     return limits.annotate(summary.result(native.Counters(result), files)), files.damage
 
 
-class _Handed:
-    """The Python engine's sink: each row of `tables` handed over as a batch of one."""
+def _fed(paths: Paths, config: Config, tables: list[str], hand_over: Callable[[str, list], None]
+         ) -> tuple[dict, CaptureSet, SourceLimits]:
+    """The core's engine fed the records of `paths` one at a time (`analysis._core.Engine`), for
+    HAR and flow files, which `analysis.imports` turns into records: the core reads capture files
+    only. Each record's violations and rows are handed over as row dicts after it."""
+    captures = CaptureSet(paths)
+    limits = SourceLimits.of(capture.header for capture in captures.files)
+    engine = _core.Engine(dataclasses.asdict(limits.config(config)), native.ANALYZERS, tables)
 
-    def __init__(self, hand_over: Callable[[str, list], None], tables: set[str]):
-        self.hand_over, self.tables = hand_over, tables
-
-    def adder(self, table: str):
-        if table in self.tables or table == "violations":
-            return lambda row: self.hand_over(table, [row])
-        return None
+    def handed(violations: list | None, made: dict | None) -> None:
+        if violations:
+            hand_over("violations", violations)
+        for table, rows in (made or {}).items():
+            hand_over(table, rows)
+    for rec in captures.records():
+        handed(engine.feed(orjson.dumps(rec)), engine.take_tables())
+    result = engine.finish()
+    handed(result["violations"], result["tables"])  # the frames were all taken: a finish adds none
+    return result, captures, limits
 
 
 def _frame(table: str, batches: list):
@@ -128,7 +138,8 @@ def _frame(table: str, batches: list):
 
 
 def analysed(paths: Paths, config: Config, sink_of: Callable[[Summary], Sink]) -> tuple[Any, dict, list[Damage]]:
-    """One pass of the engine over `paths` into `sink_of(summary)`: the sink, the summary, the damaged lines."""
+    """One pass of the Python engine over `paths` into `sink_of(summary)`: the sink, the summary, the
+    damaged lines. The reference the native core is compared with (tests/test_native_*.py)."""
     captures = CaptureSet(paths)
     limits = SourceLimits.of(capture.header for capture in captures.files)
     summary = Summary(config.max_violations)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import orjson
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -157,3 +158,17 @@ def test_report_alike(generated, monkeypatch):
     assert native.sampled == python.sampled and native.summary() == python.summary()
     for name in (*TABLES, "listed_pairs"):
         pd.testing.assert_frame_equal(getattr(native, name), getattr(python, name), check_dtype=True, obj=name)
+
+
+def test_har_and_flow_files_fed_to_the_core_give_the_python_engines_tables(tmp_path):
+    """HAR and flow files become records that are fed to the core one at a time (`_core.Engine`):
+    the same DataFrames and summary as the Python engine, alone or beside a capture file."""
+    from test_import_har import chrome_har, write_har
+    chrome, many, sample = tmp_path / "chrome.har", tmp_path / "many.har", tmp_path / "sample.jsonl"
+    chrome.write_bytes(orjson.dumps(chrome_har()))
+    write_har(many, entries=30, messages=40, padding=10, apart=0.5)
+    generate(sample, 4)
+    flows = str(ROOT / "tests" / "data" / "flows-v7-websocket.mitm")
+    for paths in ([str(chrome)], [str(many)], [flows], [str(chrome), str(sample)], [flows, str(many)]):
+        assert_loads_alike(paths)
+        assert_loads_alike(paths, response_timeout_s=0.2, keepalive_limit_s=1)

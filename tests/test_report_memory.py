@@ -106,7 +106,8 @@ def test_first_pass_keeps_the_same_rows_from_dicts_and_from_record_batches(tmp_p
         assert getattr(arrow, sample).seen == getattr(rows, sample).seen > getattr(rows, sample).kept
         assert_frame_equal(getattr(arrow, sample).frame(), getattr(rows, sample).frame())
     assert len(rows.over_limit) and len(rows.longest) and len(rows.unanswered.rows()) == stream.LISTED_REQUESTS
-    for table, of in (("pairs", lambda k: k.slowest.rows() + k.unanswered.rows()), ("silences", stream._Kept.silence_rows)):
+    listed = lambda k: k.slowest.rows() + k.unanswered.rows()  # noqa: E731
+    for table, of in (("pairs", listed), ("silences", stream._Kept.silence_rows)):
         assert_frame_equal(to_frame(table, of(arrow)), to_frame(table, of(rows)))
 
 

@@ -4,23 +4,26 @@ Per record (global number `g`, in the order the engine is fed) it keeps a few pa
 where its line is (file, offset, length), time, connection, frame number `n`, kind, direction,
 type, size, the frame it pairs with, the stream it belongs to and its worst violation: about 70
 bytes a record with the connection's own lists. The frames' JSON stays on disk and is read back
-by offset when shown. What the engine finds (pairs, violations, reconnects, connection rows)
-arrives through its sink, so the view shows exactly the verdict `mwtap analyze` gives.
+by offset when shown. What the engine (the native core) finds, pairs, violations, reconnects and
+connection rows, arrives as rows, so the view shows exactly the verdict `mwtap analyze` gives.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 
+from analysis import _core
 from analysis.capture import CLOSE, MSG, OPEN, PING, PONG, REFUSED
 from analysis.config import Config
-from analysis.engine import Engine
 from analysis.frame import type_is
 from analysis.identity import header_token, url_token
+from analysis.native import ANALYZERS
 from analysis.rules import SEVERITIES
 
 # Record kinds as kept in the `kind` column.
@@ -125,7 +128,8 @@ _pack = RECORD.pack
 
 
 class ViewIndex:
-    """Fed located records (`add`); the engine runs on them and reports to this index as its sink."""
+    """Fed located records: `locate` indexes one (`analysis.view.build` attaches what its engine
+    found through `adder` and `pair`); `add` also feeds it to this index's own engine."""
 
     def __init__(self, config: Config | None = None):
         self.config = config or Config()
@@ -144,9 +148,11 @@ class ViewIndex:
         # over the limit are the keepalive-gap violations).
         self._tables = {"pairs": self._pair, "violations": self._violation, "reconnects": self._reconnect,
                         "connections": self._connection}
-        self.engine = Engine(self.config, sink=self)
+        # `add`'s engine (following a capture); `analysis.view.build` runs its own beside `locate`
+        self.engine = _core.Engine(dataclasses.asdict(self.config), ANALYZERS,
+                                   [table for table in self._tables if table != "violations"])
 
-    # --- the engine's sink -------------------------------------------------------------------
+    # --- what the engine found ---------------------------------------------------------------
     def adder(self, table: str):
         return self._tables.get(table)
 
@@ -209,7 +215,16 @@ class ViewIndex:
     def add(self, rec: dict, file: int, offset: int, length: int) -> None:
         """Index one record, then feed it to the engine (which may report pairs and violations of it)."""
         self.locate(rec, file, offset, length)
-        self.engine.feed(rec)
+        self._found(self.engine.feed(orjson.dumps(rec)), self.engine.take_tables())
+
+    def _found(self, violations: list[dict] | None, tables: dict[str, list[dict]] | None) -> None:
+        """What the engine reported: violation rows, and rows of its tables by name."""
+        for row in violations or ():
+            self._violation(row)
+        for table, rows in (tables or {}).items():
+            attach = self._tables[table]
+            for row in rows:
+                attach(row)
 
     def locate(self, rec: dict, file: int, offset: int, length: int) -> None:
         """Index one record without the engine (`analysis.view.build` runs it in another process).
@@ -312,7 +327,8 @@ class ViewIndex:
 
     def advance(self, t: float) -> None:
         """Let the capture's clock run on without a record (following: deadlines fire on time)."""
-        self.engine.advance(t)
+        self._found(self.engine.advance(t), self.engine.take_tables())
 
     def finish(self) -> None:
-        self.engine.finish()
+        result = self.engine.finish()
+        self._found(result["violations"], result["tables"])

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::connections::Connections;
 use crate::engine::{Analyzer, Config, Engine};
+use crate::framing::FramesTable;
 use crate::keepalive::Keepalive;
 use crate::pairs::Pairs;
 use crate::reader::{CaptureError, CaptureSet};
@@ -382,39 +383,51 @@ pub(crate) fn engine_result<'py>(
     }
     let analyzer_tables = PyDict::new(py);
     for (name, rows) in engine.take_tables() {
-        let list = PyList::empty(py);
-        for row in rows {
-            let dict = PyDict::new(py);
-            for (column, value) in &row {
-                dict.set_item(column, val_to_py(py, value)?)?;
-            }
-            list.append(dict)?;
-        }
-        analyzer_tables.set_item(name, list)?;
+        analyzer_tables.set_item(name, crate::batches::row_dicts(py, &rows)?)?;
     }
     out.set_item("tables", analyzer_tables)?;
     if let Some(rows) = &engine.framing.rows {
-        let table = PyDict::new(py);
-        table.set_item("conn", &rows.conn)?;
-        let t = PyList::empty(py);
-        for value in &rows.t {
-            t.append(val_to_py(py, value)?)?;
+        out.set_item("frames_table", frames_columns(py, rows)?)?;
+    }
+    Ok(out)
+}
+
+/// The frames table as `{column: [value, …]}`, the values as recorded.
+fn frames_columns<'py>(py: Python<'py>, rows: &FramesTable) -> PyResult<Bound<'py, PyDict>> {
+    let table = PyDict::new(py);
+    table.set_item("conn", &rows.conn)?;
+    let t = PyList::empty(py);
+    for value in &rows.t {
+        t.append(val_to_py(py, value)?)?;
+    }
+    table.set_item("t", t)?;
+    table.set_item("frame", &rows.frame)?;
+    table.set_item("dir", &rows.dir)?;
+    table.set_item("op", &rows.op)?;
+    table.set_item("size", &rows.size)?;
+    table.set_item("category", &rows.category)?;
+    table.set_item("kind", &rows.kind)?;
+    table.set_item("type", &rows.type_)?;
+    table.set_item("id", &rows.id)?;
+    table.set_item("req_id", &rows.req_id)?;
+    table.set_item("code", &rows.code)?;
+    table.set_item("subscription_id", &rows.subscription_id)?;
+    table.set_item("truncated", &rows.truncated)?;
+    table.set_item("text", &rows.text)?;
+    Ok(table)
+}
+
+/// The frames table as row dicts (`{column: value}`), the values as recorded.
+pub(crate) fn frame_rows<'py>(py: Python<'py>, rows: &FramesTable) -> PyResult<Bound<'py, PyList>> {
+    let columns: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> =
+        frames_columns(py, rows)?.iter().collect();
+    let out = PyList::empty(py);
+    for i in 0..rows.conn.len() {
+        let row = PyDict::new(py);
+        for (name, values) in &columns {
+            row.set_item(name, values.get_item(i)?)?;
         }
-        table.set_item("t", t)?;
-        table.set_item("frame", &rows.frame)?;
-        table.set_item("dir", &rows.dir)?;
-        table.set_item("op", &rows.op)?;
-        table.set_item("size", &rows.size)?;
-        table.set_item("category", &rows.category)?;
-        table.set_item("kind", &rows.kind)?;
-        table.set_item("type", &rows.type_)?;
-        table.set_item("id", &rows.id)?;
-        table.set_item("req_id", &rows.req_id)?;
-        table.set_item("code", &rows.code)?;
-        table.set_item("subscription_id", &rows.subscription_id)?;
-        table.set_item("truncated", &rows.truncated)?;
-        table.set_item("text", &rows.text)?;
-        out.set_item("frames_table", table)?;
+        out.append(row)?;
     }
     Ok(out)
 }

@@ -9,7 +9,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use crate::analysis_py::{analyzers_named, config_from, engine_result, violation_rows};
+use crate::analysis_py::{analyzers_named, config_from, engine_result, frame_rows, violation_rows};
+use crate::batches::row_dicts;
 use crate::engine::Engine;
 use crate::record::{parse_line, Parsed, Record, Val};
 
@@ -82,6 +83,29 @@ impl StreamEngine {
                 _ => return Err(PyValueError::new_err("not a capture record")),
             }
             found(py, engine)
+        })
+    }
+
+    /// The rows of the tables asked for (`frames` too) made since the last call, `{table: [row
+    /// dict, …]}` with the values as recorded (as `Batches` hands dicts over), or None when there
+    /// are none.
+    fn take_tables(&self, py: Python<'_>) -> PyResult<Option<Py<PyDict>>> {
+        self.with(|engine| {
+            let mut out: Option<Bound<'_, PyDict>> = None;
+            for (name, rows) in engine.take_tables() {
+                if rows.is_empty() {
+                    continue;
+                }
+                // each table is one analyzer's
+                out.get_or_insert_with(|| PyDict::new(py))
+                    .set_item(name, row_dicts(py, &rows)?)?;
+            }
+            if let Some(frames) = engine.framing.rows.as_mut().filter(|f| !f.conn.is_empty()) {
+                let rows = frame_rows(py, &std::mem::take(frames))?;
+                out.get_or_insert_with(|| PyDict::new(py))
+                    .set_item("frames", rows)?;
+            }
+            Ok(out.map(Bound::unbind))
         })
     }
 
