@@ -120,6 +120,15 @@ def test_batches_of_the_size_asked_in_row_order(generated):
         assert [row for rows in handed[name] for row in rows] == expected[name], name
 
 
+def test_row_dicts_come_at_most_1024_at_a_time(generated):
+    """Whatever batch size is asked for: a dict per row is heavy (the summary's tables come as dicts)."""
+    expected, _ = python_rows(generated)
+    handed: list[list[dict]] = []
+    streamed(generated, Config(), ["pairs"], lambda table, batch: handed.append(batch), rows=5000, dicts=["pairs"])
+    assert len(expected["pairs"]) > 3000 and [len(b) for b in handed[:-1]] == [1024] * (len(handed) - 1)
+    assert [row for rows in handed for row in rows] == expected["pairs"]
+
+
 def test_an_error_in_the_consumer_stops_the_analysis(generated):
     """The error comes out, and the reading stopped there: nothing more is read (or kept)."""
     calls = []

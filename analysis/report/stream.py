@@ -36,7 +36,6 @@ WHOLE = ("connections", "reconnects", "keepalive", "streams", "violations")  # a
 LISTED_REQUESTS = 20  # the slowest answered and the first unanswered requests, kept whole
 SAMPLE_ROWS = 50_000  # rows kept of a table drawn from a sample
 TIMELINE_FRAMES = 20_000  # frames drawn per connection timeline
-DICT_BATCH_ROWS = 4_096  # rows handed over at a time as dicts (25,000 request rows: ~40 MB)
 UNANSWERED = ("unanswered", "open-at-end")
 FRAME_COLUMNS = [name for name, _ in COLUMNS["frames"]]
 NOTIFICATION_COLUMNS = ("conn", "t", "frame", "dir", "category", "subscription_id")  # those the plots use
@@ -249,7 +248,7 @@ def stream_capture(paths: Paths, **config) -> StreamedCapture:
     import pandas as pd
     cfg = Config.from_options(**config)
     kept = _Kept(cfg.keepalive_limit_s)
-    summary, damage = streamed(paths, cfg, kept.keepers, kept.add, dicts=list(WHOLE), rows=DICT_BATCH_ROWS)
+    summary, damage = streamed(paths, cfg, kept.keepers, kept.add, dicts=list(WHOLE))
     tables = {table: to_frame(table, rows) for table, rows in kept.whole.items()}
     silences = _by_time(pd.concat([to_frame("silences", kept.silence_rows()), kept.silences.frame()]))
     return StreamedCapture(
