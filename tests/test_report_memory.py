@@ -18,6 +18,7 @@ from analysis.report.content import PAYLOAD_CHARS
 from analysis.report.stream import stream_capture
 from analysis.synth import CaptureBuilder
 from conftest import BIN, REPO
+from sample_capture import generate
 
 matplotlib.use("Agg")
 
@@ -119,3 +120,30 @@ def test_benchmark_script_prints_its_figures():
         assert any(line.startswith(command) and "x analyze" in line and "peak RSS" in line
                    for line in proc.stdout.splitlines()), proc.stdout
     assert "targets: peak RSS < 400 MB" in proc.stdout
+
+
+def test_second_pass_picks_the_same_frames_on_the_core_as_in_python(tmp_path, monkeypatch):
+    """The core picks out the lines of the connections the report shows (`Analysis.select`); the
+    Python reader, which HAR and flow files still need, reads every line: the same frames, pings,
+    cut payloads and notification sample, over two recordings merged by time and a damaged line."""
+    paths = []
+    for seed in (2, 5):
+        paths.append(tmp_path / f"sample{seed}.jsonl")
+        generate(paths[-1], seed)
+    lines = paths[0].read_bytes().splitlines(keepends=True)
+    paths[0].write_bytes(b"".join(lines[:40]) + b"{damaged\n" + b"".join(lines[40:]))
+    monkeypatch.setattr(stream, "SAMPLE_ROWS", 16)
+    fetched = []
+    for on_core in (True, False):
+        monkeypatch.setattr(stream, "all_captures", lambda paths, on_core=on_core: on_core)
+        cap = stream_capture([str(p) for p in paths])
+        found = cap.violations.dropna(subset=["frame"])
+        wanted = {(conn, int(frame) + d) for conn, frame in zip(found.conn, found.frame) for d in (-1, 0, 1)}
+        cap.fetch_frames(wanted, list(cap.connections.conn[:3]), 40)
+        fetched.append(cap)
+    core, python = fetched
+    assert len(core.frames) > 50 and len(core.pings) and core.payload_chars
+    assert_frame_equal(core.frames, python.frames)
+    assert_frame_equal(core.pings, python.pings)
+    assert (core.payload_chars, core.sampled, core.timeline_stride) == \
+        (python.payload_chars, python.sampled, python.timeline_stride)

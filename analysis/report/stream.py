@@ -23,11 +23,15 @@ from itertools import count
 from operator import itemgetter
 from typing import Any, Callable, Iterable
 
+import orjson
+
+from analysis import native
 from analysis.analyzers.framing import Framing, frame_row
 from analysis.capture import MSG, PING, PONG
 from analysis.config import Config
 from analysis.engine import Context
 from analysis.frame import NOTIFICATION
+from analysis.imports import all_captures
 from analysis.load import Capture, streamed, to_frame
 from analysis.reader import CaptureSet, Paths
 from analysis.tables import COLUMNS, epoch_s
@@ -199,19 +203,20 @@ class StreamedCapture(Capture):
         shown, notes = _Rows("frames", FRAME_COLUMNS), _Rows("frames", NOTIFICATION_COLUMNS, SAMPLE_ROWS)
         pings = _Rows("pings", [name for name, _ in COLUMNS["pings"]])
         seen = dict.fromkeys(timeline, 0)
-        for rec in CaptureSet(self.paths).records():
+
+        def take(rec: dict) -> None:
             kind, conn, n = rec.get("rec"), rec.get("conn"), rec.get("n")
             if conn.__class__ is not str:  # the engine skipped it
-                continue
+                return
             if kind != MSG:
                 if (kind == PING or kind == PONG) and conn in seen and epoch_s(rec.get("t")) is not None:
                     pings.add({"conn": conn, "t": rec["t"], "rec": kind, "dir": rec.get("dir")})
-                continue
+                return
             key = (conn, n if n.__class__ is int or n.__class__ is float else None)  # hashable
             if key not in wanted and conn not in seen and "subscriptionId" not in rec:
-                continue  # most messages: nothing the report shows
+                return  # most messages: nothing the report shows
             if rec.get("dir") not in ("c2s", "s2c") or epoch_s(rec.get("t")) is None:
-                continue
+                return
             if key in wanted:
                 row = frame_row(framing.classify(rec))
                 text = row["text"]
@@ -219,7 +224,7 @@ class StreamedCapture(Capture):
                     self.payload_chars[key] = len(text)
                     row["text"] = text[:payload_chars]
                 shown.add(row)
-                continue
+                return
             drawn = conn in seen
             if drawn:
                 seen[conn] += 1
@@ -231,6 +236,13 @@ class StreamedCapture(Capture):
                     shown.add(row)
                 elif row["category"] == NOTIFICATION:
                     notes.add(row)
+        if all_captures(self.paths):  # the core picks out the lines of the connections asked for
+            loads = orjson.loads
+            native.open_captures(self.paths).select([*seen, *{conn for conn, _ in wanted}],
+                                                    lambda lines: [take(loads(line)) for line in lines])
+        else:
+            for rec in CaptureSet(self.paths).records():
+                take(rec)
         import pandas as pd
         self.frames = _by_time(pd.concat([shown.frame(), notes.frame()], ignore_index=True))
         self.pings = pings.frame()

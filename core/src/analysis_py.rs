@@ -5,14 +5,14 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use serde_json::Value;
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::connections::Connections;
-use crate::engine::{Analyzer, Config, Engine};
+use crate::engine::{Analyzer, Config, Engine, FastSet};
 use crate::framing::FramesTable;
 use crate::keepalive::Keepalive;
 use crate::pairs::Pairs;
@@ -287,6 +287,65 @@ impl Analysis {
         }
         result(py, &set, engine, self.arrow)
     }
+
+    /// Reads the captures again, without the engine, for the lines of the records of the
+    /// connections `conns` and of those with a `subscriptionId` (the report's second pass,
+    /// analysis.report.stream), in the order `run` reads them: `on_lines(list[bytes])` is called
+    /// with at most 1,024 of them (or 8 MB) at a time. Damage is not reported again; an error of
+    /// `on_lines`, or Ctrl-C, stops the reading. An `Analysis` reads once: `run` or `select`.
+    fn select(
+        &self,
+        py: Python<'_>,
+        conns: Vec<String>,
+        on_lines: Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let conns: FastSet<String> = conns.into_iter().collect();
+        let set = self.set.lock().ok().and_then(|mut set| set.take());
+        let Some(mut set) = set else {
+            return Err(PyValueError::new_err("this analysis has already run"));
+        };
+        let on_lines = on_lines.unbind();
+        let (mut lines, mut bytes, mut records) = (Vec::new(), 0, 0u64);
+        let mut failed: Option<PyErr> = None;
+        py.allow_threads(|| {
+            set.for_each_line(|rec, line| {
+                records += 1;
+                let subscription = !matches!(rec.subscription_id, Val::Absent);
+                if subscription || rec.conn.as_str().is_some_and(|conn| conns.contains(conn)) {
+                    lines.push(line.to_vec());
+                    bytes += line.len();
+                    if lines.len() >= SELECT_LINES || bytes >= SELECT_BYTES {
+                        failed = Python::with_gil(|py| hand_lines(py, &on_lines, &mut lines)).err();
+                        bytes = 0;
+                    }
+                }
+                if failed.is_none() && records.is_multiple_of(SIGNALS_EVERY) {
+                    failed = Python::with_gil(|py| py.check_signals()).err();
+                }
+                if failed.is_some() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+        });
+        match failed {
+            Some(error) => Err(error),
+            None => hand_lines(py, &on_lines, &mut lines),
+        }
+    }
+}
+
+/// Lines `Analysis.select` hands over at a time, and the bytes that also end a batch.
+const SELECT_LINES: usize = 1024;
+const SELECT_BYTES: usize = 8 << 20;
+
+fn hand_lines(py: Python<'_>, callback: &Py<PyAny>, lines: &mut Vec<Vec<u8>>) -> PyResult<()> {
+    let batch = PyList::empty(py);
+    for line in lines.drain(..) {
+        batch.append(PyBytes::new(py, &line))?;
+    }
+    callback.call1(py, (batch,)).map(drop)
 }
 
 fn hand_over(py: Python<'_>, callback: &Py<PyAny>, engine: &mut Engine) -> PyResult<()> {

@@ -198,9 +198,9 @@ impl CaptureFile {
         Ok(())
     }
 
-    /// Reads up to the next usable record and hands it to `f` (None at the end of the file).
-    /// Damaged lines and records of unknown kinds on the way are noted.
-    pub fn next_with<T>(&mut self, f: impl FnOnce(&Record) -> T) -> Option<T> {
+    /// Reads up to the next usable record and hands it to `f` with its line (None at the end of
+    /// the file). Damaged lines and records of unknown kinds on the way are noted.
+    pub fn next_with<T>(&mut self, f: impl FnOnce(&Record, &[u8]) -> T) -> Option<T> {
         while self.read_line() {
             let (path, lineno) = (&self.path, self.lines);
             let line = self.source.as_ref()?.get(self.line.clone());
@@ -233,16 +233,16 @@ impl CaptureFile {
             if kind == "header" {
                 continue;
             }
-            return Some(f(&record));
+            return Some(f(&record, line));
         }
         None
     }
 
     /// The record `next_with` last handed out, parsed again (for merging files by time).
-    pub fn with_current<T>(&self, f: impl FnOnce(&Record) -> T) -> T {
+    pub fn with_current<T>(&self, f: impl FnOnce(&Record, &[u8]) -> T) -> T {
         let mut record = Record::default();
         match parse_line(self.line(), &mut record) {
-            Parsed::Record => f(&record),
+            Parsed::Record => f(&record, self.line()),
             _ => unreachable!("the current line is a record"),
         }
     }
@@ -316,6 +316,11 @@ impl CaptureSet {
     /// Hands every record to `f`, in the order the Python CaptureSet yields them, until `f`
     /// breaks.
     pub fn for_each(&mut self, mut f: impl FnMut(&Record) -> ControlFlow<()>) {
+        self.for_each_line(|record, _| f(record))
+    }
+
+    /// `for_each`, each record with its line.
+    pub fn for_each_line(&mut self, mut f: impl FnMut(&Record, &[u8]) -> ControlFlow<()>) {
         if self.chains.len() == 1 {
             for &i in &self.chains[0] {
                 while let Some(flow) = self.files[i].next_with(&mut f) {
@@ -351,7 +356,7 @@ impl CaptureSet {
     fn pull(&mut self, c: usize, mut at: usize) -> Option<(f64, usize, usize)> {
         while at < self.chains[c].len() {
             let file = self.chains[c][at];
-            if let Some(t) = self.files[file].next_with(time_key) {
+            if let Some(t) = self.files[file].next_with(|record, _| time_key(record)) {
                 return Some((t, file, at));
             }
             at += 1;
