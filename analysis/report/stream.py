@@ -6,11 +6,11 @@ of a row per connection or finding whole (connections, reconnects, keep-alive, s
 the requests only those the report lists (the slowest, the first unanswered), and of the tables with
 a row per frame or so only the columns its plots draw, an evenly spaced sample of at most `SAMPLE_ROWS`
 rows (`StreamedCapture.sampled` says how many were seen: the report says so under each plot drawn from
-a sample). The second pass
-reads the capture again, without the engine, for the frames the report shows (the linked frames
-with their context, the listed requests and responses, with payloads), the frames and WebSocket
-pings of the timeline connections (at most `TIMELINE_FRAMES` frames a connection, evenly spaced)
-and a sample of the subscription notifications (streams plot).
+a sample). The second pass reads the capture again, without the engine, for the frames the report
+shows (the linked frames with their context, the listed requests and responses, with payloads), the
+frames and WebSocket pings of the timeline connections (at most `TIMELINE_FRAMES` frames a
+connection, evenly spaced) and a sample of the subscription notifications (streams plot); the core
+hands over only the lines of those connections and of subscription messages (`Analysis.select`).
 """
 
 from __future__ import annotations
