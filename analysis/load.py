@@ -112,7 +112,8 @@ def _fed(paths: Paths, config: Config, tables: list[str], hand_over: Callable[[s
          ) -> tuple[dict, CaptureSet, SourceLimits]:
     """The core's engine fed the records of `paths` one at a time (`analysis._core.Engine`), for
     HAR and flow files, which `analysis.imports` turns into records: the core reads capture files
-    only. Each record's violations and rows are handed over as row dicts after it."""
+    only. Each record's violations and rows are handed over as row dicts after it (so `streamed`'s
+    batching options do not apply: no batch size, no redaction, which the importers did already)."""
     captures = CaptureSet(paths)
     limits = SourceLimits.of(capture.header for capture in captures.files)
     engine = _core.Engine(dataclasses.asdict(limits.config(config)), native.ANALYZERS, tables)

@@ -20,11 +20,12 @@ BIN = Path(sys.executable).parent
 
 
 def holds_jwt(text: str | bytes) -> bool:
-    """Whether a JWT (three segments) or a JWT's header segment (base64 of '{"alg":') is in `text`.
+    """Whether a JWT (three segments) or a JWT's header segment (base64 of '{"alg":' or '{"typ":')
+    is in `text`.
     Not a bare "eyJ": a random base64 value such as a Sec-WebSocket-Key holds it by chance (about
     one capture in a hundred, with a few dozen connections)."""
     text = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
-    return JWT_RE.search(text) is not None or "eyJhbGciOi" in text
+    return JWT_RE.search(text) is not None or "eyJhbGciOi" in text or "eyJ0eXAiOi" in text
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -33,7 +33,7 @@ def open_view(*paths, processes: int = 2) -> tuple[ViewIndex, Queries, Sources]:
 
 
 def followed(path) -> ViewIndex:
-    """The index as `mwtap view --follow` builds it: a record at a time, the Python engine in it."""
+    """The index as `mwtap view --follow` builds it: a record at a time, fed to its `_core.Engine`."""
     index, sources = ViewIndex(), Sources([str(path)])
     _, records = sources.records(0)
     for rec, file, offset, length in records:
@@ -43,9 +43,9 @@ def followed(path) -> ViewIndex:
 
 
 def test_one_process_two_and_following_give_the_same_index(sample, tmp_path):
-    """The engine (the native core) beside the indexing (two processes) or after it, or the Python
-    engine fed a record at a time as when following: the same pairs, streams, violations,
-    connections; damaged lines reported either way."""
+    """The engine beside the indexing (two processes) or after it, or fed a record at a time as
+    when following: the same pairs, streams, violations, connections; damaged lines reported
+    either way."""
     damaged = tmp_path / "damaged.jsonl"
     lines = sample.read_bytes().splitlines(keepends=True)
     damaged.write_bytes(b"".join(lines[:50]) + b"{not json\n" + b"".join(lines[50:]))

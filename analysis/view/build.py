@@ -1,6 +1,6 @@
 """The index of whole captures in one pass over their lines, with the analysis beside it: the protocol
-engine (the native core, as `mwtap analyze` runs it; the Python engine for HAR and flow files) reads
-the captures in a child process while this process records where every line is; what the engine
+engine (the native core, as `mwtap analyze` runs it) reads the captures in a child process while
+this process records where every line is; what the engine
 found (pairs, violations, reconnects, connection rows) then comes back and is attached to the frames.
 With two cores building the index takes about the longer of the two passes, not their sum. (`mwtap
 view --follow` feeds the index one record at a time instead: `ViewIndex.add`.)"""

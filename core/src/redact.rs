@@ -446,4 +446,24 @@ mod tests {
         assert!(may_hold_token(&content));
         assert!(!may_hold_token(b"plain %20 \\u0020"));
     }
+
+    #[test]
+    fn the_quick_check_lets_every_written_form_through() {
+        // Each form holds one of J " % \ (the bytes `may_hold_token` looks for first), short or long.
+        let member = |key: &str, pad: usize| format!("{}{{{key}:\"opaque\"}}", "x".repeat(pad));
+        for pad in [0, 100] {
+            for key in [r#""j\u0077t""#, r#""jw\u0074""#, r#""\u006Awt""#, r#""jwt""#] {
+                let text = member(key, pad);
+                assert!(may_hold_token(text.as_bytes()), "{text}");
+                assert!(!redact_text(&text).contains("opaque"), "{text}");
+            }
+            let escaped = format!("{}{}", "x".repeat(pad), JWT.replacen('J', "\\u004a", 1));
+            let encoded = format!("{}{}", "x".repeat(pad), JWT.replacen('J', "%4A", 1));
+            for text in [escaped, encoded] {
+                assert!(may_hold_token(text.as_bytes()), "{text}");
+                assert_eq!(redact_text(&text).trim_start_matches('x'), marker(JWT.as_bytes()));
+            }
+            assert!(!may_hold_token(format!("{}abc-123_def", "x".repeat(pad)).as_bytes()));
+        }
+    }
 }

@@ -33,6 +33,7 @@ def view(paths: tuple[str, ...], host: str, port: int, no_browser: bool, follow:
     import threading
 
     from analysis import Config
+    from analysis.imports import SourceLimits
     from analysis.view.build import build
     from analysis.view.index import ViewIndex
     from analysis.view.queries import Queries
@@ -54,8 +55,8 @@ def view(paths: tuple[str, ...], host: str, port: int, no_browser: bool, follow:
         lock = threading.Lock()
         follower = None
         if follow:
-            index = ViewIndex(config)
-            sources.records(0)  # checks the header now: a file that is not a capture fails here
+            capture, _ = sources.records(0)  # checks the header now: a file that is not a capture fails here
+            index = ViewIndex(SourceLimits.of([capture.header]).config(config))  # the limits `build` applies
             follower = Follower(index, lambda wait: sources.records(0, wait), lock)
             follower.start()
             follower.caught_up.wait()
