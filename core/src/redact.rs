@@ -452,7 +452,12 @@ mod tests {
         // Each form holds one of J " % \ (the bytes `may_hold_token` looks for first), short or long.
         let member = |key: &str, pad: usize| format!("{}{{{key}:\"opaque\"}}", "x".repeat(pad));
         for pad in [0, 100] {
-            for key in [r#""j\u0077t""#, r#""jw\u0074""#, r#""\u006Awt""#, r#""jwt""#] {
+            for key in [
+                r#""j\u0077t""#,
+                r#""jw\u0074""#,
+                r#""\u006Awt""#,
+                r#""jwt""#,
+            ] {
                 let text = member(key, pad);
                 assert!(may_hold_token(text.as_bytes()), "{text}");
                 assert!(!redact_text(&text).contains("opaque"), "{text}");
@@ -461,9 +466,14 @@ mod tests {
             let encoded = format!("{}{}", "x".repeat(pad), JWT.replacen('J', "%4A", 1));
             for text in [escaped, encoded] {
                 assert!(may_hold_token(text.as_bytes()), "{text}");
-                assert_eq!(redact_text(&text).trim_start_matches('x'), marker(JWT.as_bytes()));
+                assert_eq!(
+                    redact_text(&text).trim_start_matches('x'),
+                    marker(JWT.as_bytes())
+                );
             }
-            assert!(!may_hold_token(format!("{}abc-123_def", "x".repeat(pad)).as_bytes()));
+            assert!(!may_hold_token(
+                format!("{}abc-123_def", "x".repeat(pad)).as_bytes()
+            ));
         }
     }
 }
