@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::damage::DamageLog;
 use crate::lines::Lines;
-use crate::record::{parse_json, parse_line, Parsed, Record, Val};
+use crate::record::{json_int, parse_json, parse_line, Parsed, Record, Val};
 
 pub const FORMAT: &str = "mwtap-capture";
 pub const VERSION: i64 = 1;
@@ -180,10 +180,8 @@ impl CaptureFile {
         // isinstance(version, int): a bool is an int to Python.
         let version = match header.get("version") {
             Some(Value::Bool(b)) => Some(*b as i128),
-            Some(Value::Number(n)) if n.is_i64() || n.is_u64() => {
-                n.as_i64().map(i128::from).or(n.as_u64().map(i128::from))
-            }
-            _ => None,
+            Some(value) => json_int(value),
+            None => None,
         };
         match version {
             Some(v) if v >= 1 && v <= VERSION.into() => {}
@@ -294,12 +292,8 @@ impl CaptureSet {
         }
         let part = |file: &CaptureFile| match file.header.as_ref().and_then(|h| h.get("part")) {
             Some(Value::Bool(b)) => i128::from(*b),
-            Some(Value::Number(n)) => n
-                .as_i64()
-                .map(i128::from)
-                .or(n.as_u64().map(i128::from))
-                .unwrap_or(0),
-            _ => 0,
+            Some(value) => json_int(value).unwrap_or(0),
+            None => 0,
         };
         let chains = recordings
             .into_iter()

@@ -470,6 +470,15 @@ pub enum Parsed {
 }
 
 /// Parses one line (its newline included or not) into `record` (a fresh one).
+/// An integral JSON number (beyond i64 too, up to u64), else None: what `isinstance(v, int)` accepts
+/// of a parsed number.
+pub fn json_int(value: &serde_json::Value) -> Option<i128> {
+    let n = value.as_number()?;
+    n.as_i64()
+        .map(i128::from)
+        .or_else(|| n.as_u64().map(i128::from))
+}
+
 pub fn parse_line<'a>(line: &'a [u8], record: &mut Record<'a>) -> Parsed {
     match parse_json_seed(line, LineSeed(record)) {
         Some(true) => Parsed::Record,

@@ -18,7 +18,7 @@ use crate::frame::{
 use crate::histogram::LogHistogram;
 use crate::identity::{header_token, init_connection_token, is_agent_request, side_of_url, AGENT};
 use crate::pyrepr::{py_format_g, py_str, py_str_ascii};
-use crate::record::{JType, Record, Val};
+use crate::record::{json_int, JType, Record, Val};
 
 const CONTENT_EVENTS: [&str; 2] = ["ContentEvent", "RichContentEvent"];
 const CHAT_STATE: &str = "ChatStateEvent";
@@ -124,16 +124,6 @@ fn scalar_val(value: &Value) -> Val<'static> {
         },
         Value::String(s) => Val::Str(s.clone().into()),
         _ => Val::Null,
-    }
-}
-
-fn int_of(value: &Value) -> Option<i128> {
-    match value {
-        Value::Number(n) => n
-            .as_i64()
-            .map(i128::from)
-            .or_else(|| n.as_u64().map(i128::from)),
-        _ => None,
     }
 }
 
@@ -401,7 +391,7 @@ impl Sequences {
         let Some(dialog) = dialog.as_str() else {
             return;
         };
-        let seq = int_of(seq);
+        let seq = json_int(seq);
         let state = self.conns.get_mut(conn).expect("an open connection");
         if !state.dialogs.contains_key(dialog) {
             state.dialogs.insert(dialog.to_owned(), Dialog::default());
@@ -735,7 +725,7 @@ impl Analyzer for Sequences {
         {
             let publish = state.publishes.remove(req_id).expect("checked above");
             if ok && !publish.chat_state {
-                if let Some(seq) = lifted(frame, BodyField::Sequence).and_then(int_of) {
+                if let Some(seq) = lifted(frame, BodyField::Sequence).and_then(json_int) {
                     own_published(state, publish.dialog, seq);
                 }
             }
