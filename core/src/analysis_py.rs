@@ -243,10 +243,7 @@ impl Analysis {
         let analyzers = analyzers_named(&analyzers, &config, &tables)?;
         let frames_table = tables.iter().any(|t| t == "frames");
         let mut engine = Engine::new(config, frames_table, analyzers);
-        let set = self.set.lock().ok().and_then(|mut set| set.take());
-        let Some(mut set) = set else {
-            return Err(PyValueError::new_err("this analysis has already run"));
-        };
+        let mut set = self.take_set()?;
         let on_violations = on_violations.map(Bound::unbind);
         let mut failed: Option<PyErr> = None;
         let mut records: u64 = 0;
@@ -262,15 +259,8 @@ impl Analysis {
                 if let (Some(stream), None) = (stream.as_mut(), &failed) {
                     failed = stream.after_record(&mut engine).err();
                 }
-                if failed.is_none() && records.is_multiple_of(SIGNALS_EVERY) {
-                    failed = Python::with_gil(|py| py.check_signals()).err();
-                }
                 // A consumer's error or Ctrl-C stops the reading (nothing more is kept).
-                if failed.is_some() {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
+                go_on(&mut failed, records)
             });
             if failed.is_none() {
                 engine.finish();
@@ -300,10 +290,7 @@ impl Analysis {
         on_lines: Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let conns: FastSet<String> = conns.into_iter().collect();
-        let set = self.set.lock().ok().and_then(|mut set| set.take());
-        let Some(mut set) = set else {
-            return Err(PyValueError::new_err("this analysis has already run"));
-        };
+        let mut set = self.take_set()?;
         let on_lines = on_lines.unbind();
         let (mut lines, mut bytes, mut records) = (Vec::new(), 0, 0u64);
         let mut failed: Option<PyErr> = None;
@@ -319,20 +306,34 @@ impl Analysis {
                         bytes = 0;
                     }
                 }
-                if failed.is_none() && records.is_multiple_of(SIGNALS_EVERY) {
-                    failed = Python::with_gil(|py| py.check_signals()).err();
-                }
-                if failed.is_some() {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
+                go_on(&mut failed, records)
             });
         });
         match failed {
             Some(error) => Err(error),
             None => hand_lines(py, &on_lines, &mut lines),
         }
+    }
+}
+
+impl Analysis {
+    /// The capture set, which one `run` or `select` reads.
+    fn take_set(&self) -> PyResult<CaptureSet> {
+        let set = self.set.lock().ok().and_then(|mut set| set.take());
+        set.ok_or_else(|| PyValueError::new_err("this analysis has already run"))
+    }
+}
+
+/// Whether to read on after `records` records: not after an error (`failed`), nor after Ctrl-C
+/// (checked every `SIGNALS_EVERY` records, which then becomes the error).
+fn go_on(failed: &mut Option<PyErr>, records: u64) -> ControlFlow<()> {
+    if failed.is_none() && records.is_multiple_of(SIGNALS_EVERY) {
+        *failed = Python::with_gil(|py| py.check_signals()).err();
+    }
+    if failed.is_some() {
+        ControlFlow::Break(())
+    } else {
+        ControlFlow::Continue(())
     }
 }
 
