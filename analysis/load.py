@@ -28,12 +28,13 @@ def run(captures: CaptureSet, config: Config, sink: Sink | None, on_violation=No
     return engine
 
 
-def analyze(paths: Paths, config: Config | None = None) -> tuple[dict, list[Damage]]:
+def analyze(paths: Paths, config: Config | None = None, jobs: int | None = None) -> tuple[dict, list[Damage]]:
     """The summary of one or more captures (what `mwtap analyze --format json` prints) and the damaged lines.
 
     One pass of `streamed` that hands no table on: the summary's own tables leave the core in
-    batches, so memory stays bounded however many connections a capture holds."""
-    return streamed(paths, config or Config(), (), lambda table, batch: None)
+    batches, so memory stays bounded however many connections a capture holds. `jobs`: the cores
+    to use (`native.open_captures`)."""
+    return streamed(paths, config or Config(), (), lambda table, batch: None, jobs=jobs)
 
 
 @dataclass
@@ -75,13 +76,13 @@ def load(paths: Paths, **config) -> Capture:
 
 
 def streamed(paths: Paths, config: Config, tables: Iterable[str], on_batch: Callable[[str, Any], None],
-             **batching) -> tuple[dict, list[Damage]]:
+             jobs: int | None = None, **batching) -> tuple[dict, list[Damage]]:
     """One pass over `paths` handing each of `tables` to `on_batch(table, batch)` while it is read, a
     batch at a time in the order of its rows: a pyarrow RecordBatch (values converted as `to_frame`
     converts them), or a list of row dicts holding the values as recorded (the violations, the tables
     the summary aggregates, those named in `dicts`, and every table of HAR and flow files, whose
-    records are fed to the core one at a time). `batching`: the other options of analysis._core.Batches (batch size,
-    redaction). Returns the summary and the damaged lines; memory stays bounded by the batches."""
+    records are fed to the core one at a time). `jobs`: the cores to use (`native.open_captures`).
+    `batching`: the other options of analysis._core.Batches (batch size, redaction). Returns the summary and the damaged lines; memory stays bounded by the batches."""
     tables = set(tables)
 
     def handing_over(summary: Summary) -> Callable[[str, Any], None]:
@@ -99,7 +100,7 @@ def streamed(paths: Paths, config: Config, tables: Iterable[str], on_batch: Call
     if not all_captures(paths):
         result, files, limits = _fed(paths, config, built, hand_over)
         return limits.annotate(summary.result(native.Counters(result), files)), files.damage
-    analysis = native.open_captures(paths)
+    analysis = native.open_captures(paths, jobs=jobs)
     limits = SourceLimits.of(analysis.headers)
     dicts = [*native.SUMMARISED, *batching.pop("dicts", ())]
     result = analysis.run(dataclasses.asdict(limits.config(config)), native.ANALYZERS, built,

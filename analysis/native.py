@@ -5,6 +5,7 @@ reads of its result (`analysis.load.streamed` runs it)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from analysis import _core
 from analysis.capture import Damage, announce_read, as_paths
@@ -20,13 +21,26 @@ SUMMARISED = ("connections", "keepalive", "streams", "reconnects")
 NO_TYPE_KEY = "\0none"
 
 
-def open_captures(paths: Paths, arrow: bool = False) -> _core.Analysis:
+# More threads parsing than this cannot help: the engine's own thread is the slower half.
+MAX_PARSERS = 2
+
+
+def open_captures(paths: Paths, arrow: bool = False, jobs: int | None = None) -> _core.Analysis:
     """The capture files opened by the core (headers read: a file that is not a capture raises
-    analysis.capture.CaptureError here), each announced to `analysis.capture.watch_reads`."""
-    analysis = _core.Analysis(as_paths(paths), arrow)
+    analysis.capture.CaptureError here), each announced to `analysis.capture.watch_reads`. With
+    `jobs` cores (default: those this process may run on), one recording's lines are parsed on up
+    to `jobs - 1` threads beside the engine's (core/src/reader/parallel.rs): the same result."""
+    analysis = _core.Analysis(as_paths(paths), arrow, min((jobs or cores()) - 1, MAX_PARSERS))
     for progress in analysis.files:
         announce_read(progress)
     return analysis
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class Counters:

@@ -2,7 +2,8 @@
 bare loop that only `orjson.loads` each line of the same capture, and against the core's reader
 and engine running Framing alone (`analysis._core.analyze_native`: the floor of reading and
 classifying), on synthetic captures (benchmarks/gen_capture.py) with and without the body index
-fields (docs/capture-format.md). Each measurement runs in its own subprocess; the ratios compare
+fields (docs/capture-format.md). `mwtap analyze` parses the lines on threads beside the engine's
+(all the cores it may use); `--jobs 1` is the one-thread figure. Each measurement runs in its own subprocess; the ratios compare
 runs made side by side (absolute times drift on shared machines, ratios hold). The target (issue
 "The protocol core in Rust"): at least 2x the bare loop's speed, peak RSS under 100 MB.
 
@@ -40,6 +41,7 @@ def bench(capture: str, older: str | None) -> None:
     analyze = mwtap_analyze(capture)
     print(row("bare orjson loop", lines, bare, bare))
     print(row("mwtap analyze", lines, analyze, bare))
+    print(row("mwtap analyze --jobs 1", lines, mwtap_analyze(capture, "--jobs", "1"), bare))
     print(row("native reader + Framing", lines, native_framing(capture), bare))
     if older:
         bare_older = bare_loop(older)

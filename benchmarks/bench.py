@@ -39,8 +39,8 @@ def bare_loop(capture: str) -> Run:
     return measure([PYTHON, "-c", BARE_LOOP, capture])
 
 
-def mwtap_analyze(capture: str) -> Run:
-    return measure([MWTAP, "analyze", "--format", "json", capture], ok_codes=(0, 3))
+def mwtap_analyze(capture: str, *options: str) -> Run:
+    return measure([MWTAP, "analyze", "--format", "json", *options, capture], ok_codes=(0, 3))
 
 
 def generate(path: str, frames: int, *extra: str) -> str:

@@ -27,7 +27,7 @@ from analysis.capture import as_paths, count_unknown
 from analysis.config import Config
 from analysis.histogram import LogHistogram
 from analysis.imports import SourceLimits, all_captures
-from analysis.native import Counters
+from analysis.native import Counters, cores
 from analysis.parallel.plan import partitions, survey
 from analysis.parallel.run import COUNTERS, END, FINISH, PartitionResult, analyze_partition
 from analysis.reader import Paths
@@ -37,17 +37,18 @@ from analysis.summary import Summary
 def analyze(paths: Paths, config: Config | None = None, *, jobs: int | None = None,
             workers: Workers | None = None) -> tuple[dict, list]:
     """The summary of `paths` (what `analysis.analyze` returns) computed by `workers` (default:
-    `jobs` local processes, the number of cores unless given)."""
+    `jobs` local processes, the number of cores unless given). One recording is analysed in this
+    process, its lines parsed on threads (`jobs` cores in all)."""
     from analysis.load import analyze as analyze_here
 
     config = config or Config()
     paths = as_paths(paths)
-    jobs = jobs or os.cpu_count() or 1
+    jobs = jobs or cores()
     if not all_captures(paths):  # HAR and flow files are converted to records in one process
         return analyze_here(paths, config)
     if workers is None:
         if jobs == 1 or len(paths) == 1:
-            return analyze_here(paths, config)
+            return analyze_here(paths, config, jobs)
         workers = LocalWorkers(jobs)
     gap = max(config.reconnect_window_s, config.response_timeout_s, config.accept_timeout_s, READ_WAIT_S)
     with workers as run_all:
@@ -56,13 +57,13 @@ def analyze(paths: Paths, config: Config | None = None, *, jobs: int | None = No
         analysis_config = limits.config(config)
         plan = partitions(surveys, gap)
         if len(plan) < 2:
-            return analyze_here(paths, config)
+            return analyze_here(paths, config, jobs)
         last = len(plan) - 1
         end_t = plan[-1].t_max
         results = run_all(analyze_partition, [(i, part.files, analysis_config, end_t if i < last else None)
                                               for i, part in enumerate(plan)])
         if not _independent(results, gap):
-            return analyze_here(paths, config)
+            return analyze_here(paths, config, jobs)
         exact_end = results[-1].t_max  # the planned end came from the last lines only
         rerun = [i for i, r in enumerate(results[:-1]) if r.open_at_end and end_t != exact_end]
         for i, result in zip(rerun, run_all(analyze_partition, [(i, plan[i].files, analysis_config, exact_end)

@@ -172,12 +172,15 @@ const SIGNALS_EVERY: u64 = 1 << 16;
 
 #[pymethods]
 impl Analysis {
+    /// `parsers`: threads parsing the lines beside the one running the engine when the files
+    /// are one recording (reader/parallel.rs); 0 reads on the caller's thread only.
     #[new]
-    #[pyo3(signature = (paths, arrow=false))]
-    fn new(py: Python<'_>, paths: Vec<String>, arrow: bool) -> PyResult<Self> {
-        let set = py
+    #[pyo3(signature = (paths, arrow=false, parsers=0))]
+    fn new(py: Python<'_>, paths: Vec<String>, arrow: bool, parsers: usize) -> PyResult<Self> {
+        let mut set = py
             .allow_threads(|| CaptureSet::open(&paths))
             .map_err(|e| capture_error(py, e))?;
+        set.parsers = parsers;
         let files = set
             .files
             .iter()
@@ -377,7 +380,7 @@ pub(crate) fn violation_rows<'py>(
 
 /// `Analysis(paths, ...).run()` in one call (the differential tests' entry point).
 #[pyfunction]
-#[pyo3(signature = (paths, config=None, analyzers=Vec::new(), tables=vec!["frames".to_owned()], arrow=false))]
+#[pyo3(signature = (paths, config=None, analyzers=Vec::new(), tables=vec!["frames".to_owned()], arrow=false, parsers=0))]
 fn analyze_native<'py>(
     py: Python<'py>,
     paths: Vec<String>,
@@ -385,8 +388,9 @@ fn analyze_native<'py>(
     analyzers: Vec<String>,
     tables: Vec<String>,
     arrow: bool,
+    parsers: usize,
 ) -> PyResult<Bound<'py, PyDict>> {
-    Analysis::new(py, paths, arrow)?.run(py, config, analyzers, tables, None, None)
+    Analysis::new(py, paths, arrow, parsers)?.run(py, config, analyzers, tables, None, None)
 }
 
 fn result<'py>(

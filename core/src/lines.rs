@@ -62,6 +62,11 @@ impl Lines {
     pub fn get(&self, line: Range<usize>) -> &[u8] {
         &self.buf[line]
     }
+
+    /// The bytes read and not yet handed out as lines, and the stream the rest is in.
+    pub fn into_parts(self) -> (Vec<u8>, Box<dyn Read + Send>) {
+        (self.buf[self.start..self.end].to_vec(), self.source)
+    }
 }
 
 #[cfg(test)]

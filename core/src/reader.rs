@@ -17,6 +17,8 @@ use crate::damage::DamageLog;
 use crate::lines::Lines;
 use crate::record::{json_int, parse_json, parse_line, Parsed, Record, Val};
 
+mod parallel;
+
 pub const FORMAT: &str = "mwtap-capture";
 pub const VERSION: i64 = 1;
 const KNOWN_RECORDS: [&str; 8] = [
@@ -143,14 +145,8 @@ impl CaptureFile {
             }
             Ok(None) => false,
             Err(e) => {
-                // The wording analysis.capture uses too: zlib's and flate2's own messages differ.
-                let how = if e.kind() == io::ErrorKind::UnexpectedEof {
-                    "ends early"
-                } else {
-                    "corrupt data"
-                };
-                let problem = format!("compressed stream damaged ({how})");
-                self.damage.add(&self.path, self.lines + 1, problem, None);
+                let lineno = self.lines + 1;
+                self.notes().stream_broke(lineno, &e);
                 self.source = None;
                 false
             }
@@ -200,40 +196,24 @@ impl CaptureFile {
     /// the file). Damaged lines and records of unknown kinds on the way are noted.
     pub fn next_with<T>(&mut self, f: impl FnOnce(&Record, &[u8]) -> T) -> Option<T> {
         while self.read_line() {
-            let (path, lineno) = (&self.path, self.lines);
             let line = self.source.as_ref()?.get(self.line.clone());
-            let mut record = Record::default();
-            match parse_line(line, &mut record) {
-                Parsed::Record => {}
-                Parsed::InvalidJson if line.ends_with(b"\n") => {
-                    self.damage.add(path, lineno, "invalid JSON".into(), None);
-                    continue;
-                }
-                Parsed::InvalidJson => {
-                    self.damage.add(path, lineno, "truncated line".into(), None);
-                    continue;
-                }
-                Parsed::NotRecord => {
-                    self.damage
-                        .add(path, lineno, "not a capture record".into(), None);
-                    continue;
-                }
+            let skipped = match classify(line) {
+                Line::Record(record) => return Some(f(&record, line)),
+                Line::Skipped(skipped) => skipped,
             };
-            if let Some((problem, kind)) = record.unusable() {
-                self.damage.add(path, lineno, problem, kind);
-                continue;
-            }
-            let kind = record.rec.as_str().unwrap_or_default();
-            if !KNOWN_RECORDS.contains(&kind) {
-                count_unknown(&mut self.unknown_records, kind, 1);
-                continue;
-            }
-            if kind == "header" {
-                continue;
-            }
-            return Some(f(&record, line));
+            let lineno = self.lines;
+            self.notes().note(lineno, skipped);
         }
         None
+    }
+
+    /// Where the lines that are not records are noted.
+    pub(crate) fn notes(&mut self) -> Notes<'_> {
+        Notes {
+            path: &self.path,
+            damage: &mut self.damage,
+            unknown_records: &mut self.unknown_records,
+        }
     }
 
     /// The record `next_with` last handed out, parsed again (for merging files by time).
@@ -244,6 +224,83 @@ impl CaptureFile {
             _ => unreachable!("the current line is a record"),
         }
     }
+}
+
+/// What one line of a capture is to the reader.
+// Nearly every line is a record: boxing it would add an allocation per line for nothing.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Line<'a> {
+    /// A record to hand on.
+    Record(Record<'a>),
+    Skipped(Skipped),
+}
+
+/// A line that is not handed on.
+#[derive(Clone)]
+pub(crate) enum Skipped {
+    /// A damaged line: the problem, and the kind it is counted under when not the problem itself.
+    Damaged(String, Option<&'static str>),
+    /// A record of a kind this reader does not know (counted).
+    Unknown(String),
+    /// A header line after the first (rotated parts concatenated).
+    Header,
+}
+
+/// Parses and checks one line (its newline kept: a last line without one is truncated).
+pub(crate) fn classify(line: &[u8]) -> Line<'_> {
+    let mut record = Record::default();
+    match parse_line(line, &mut record) {
+        Parsed::Record => {}
+        Parsed::InvalidJson if line.ends_with(b"\n") => return damaged("invalid JSON"),
+        Parsed::InvalidJson => return damaged("truncated line"),
+        Parsed::NotRecord => return damaged("not a capture record"),
+    };
+    if let Some((problem, kind)) = record.unusable() {
+        return Line::Skipped(Skipped::Damaged(problem, kind));
+    }
+    match record.rec.as_str().unwrap_or_default() {
+        "header" => Line::Skipped(Skipped::Header),
+        kind if KNOWN_RECORDS.contains(&kind) => Line::Record(record),
+        kind => Line::Skipped(Skipped::Unknown(kind.to_owned())),
+    }
+}
+
+fn damaged(problem: &str) -> Line<'static> {
+    Line::Skipped(Skipped::Damaged(problem.to_owned(), None))
+}
+
+/// A file's damage log and unknown-kind counts, where the lines that are not records go.
+pub(crate) struct Notes<'f> {
+    path: &'f str,
+    damage: &'f mut DamageLog,
+    unknown_records: &'f mut Vec<(String, u64)>,
+}
+
+impl Notes<'_> {
+    /// Notes line `lineno` (1-based) when it is damaged or of an unknown kind.
+    pub(crate) fn note(&mut self, lineno: u64, skipped: Skipped) {
+        match skipped {
+            Skipped::Damaged(problem, kind) => self.damage.add(self.path, lineno, problem, kind),
+            Skipped::Unknown(kind) => count_unknown(self.unknown_records, &kind, 1),
+            Skipped::Header => {}
+        }
+    }
+
+    /// Notes that the compressed stream broke before line `lineno`.
+    pub(crate) fn stream_broke(&mut self, lineno: u64, e: &io::Error) {
+        self.damage.add(self.path, lineno, stream_damage(e), None);
+    }
+}
+
+/// The damage a read error of the (gzip) stream is noted as: the wording analysis.capture uses
+/// too, as zlib's and flate2's own messages differ.
+fn stream_damage(e: &io::Error) -> String {
+    let how = if e.kind() == io::ErrorKind::UnexpectedEof {
+        "ends early"
+    } else {
+        "corrupt data"
+    };
+    format!("compressed stream damaged ({how})")
 }
 
 /// The OS's wording of an error (Python's `e.strerror`), without Rust's " (os error N)".
@@ -269,6 +326,9 @@ fn time_key(record: &Record) -> f64 {
 pub struct CaptureSet {
     pub files: Vec<CaptureFile>,
     chains: Vec<Vec<usize>>,
+    /// Threads parsing lines beside the caller's (reader/parallel.rs) when the files are one
+    /// recording; 0: everything on the caller's thread.
+    pub parsers: usize,
 }
 
 impl CaptureSet {
@@ -304,7 +364,11 @@ impl CaptureSet {
                 parts
             })
             .collect();
-        Ok(CaptureSet { files, chains })
+        Ok(CaptureSet {
+            files,
+            chains,
+            parsers: 0,
+        })
     }
 
     /// Hands every record to `f`, in the order the Python CaptureSet yields them, until `f`
@@ -317,6 +381,15 @@ impl CaptureSet {
     pub fn for_each_line(&mut self, mut f: impl FnMut(&Record, &[u8]) -> ControlFlow<()>) {
         if self.chains.len() == 1 {
             for &i in &self.chains[0] {
+                if self.parsers > 0 {
+                    if self.files[i]
+                        .each_in_parallel(self.parsers, &mut f)
+                        .is_break()
+                    {
+                        return;
+                    }
+                    continue;
+                }
                 while let Some(flow) = self.files[i].next_with(&mut f) {
                     if flow.is_break() {
                         return;

@@ -21,7 +21,8 @@ from recorder.cli.progress import reading
 @click.option("--accept-timeout", "accept_timeout_s", type=float, help="Seconds before missing-accept [10].")
 @click.option("--max-violations", type=int, help="Violations listed in the output, errors first [1000].")
 @click.option("--full-ids", is_flag=True, help="Connection ids in full (text, Markdown; JSON always has them).")
-@click.option("--jobs", type=click.IntRange(min=1), help="Processes for many files [number of cores].")
+@click.option("--jobs", type=click.IntRange(min=1),
+              help="Cores to use: processes for many recordings, threads for one [all this process may use].")
 @click.option("--dask", "dask_address", metavar="SCHEDULER", help="Run on this Dask scheduler (pip install mwtap[dask]).")
 def analyze(paths: tuple[str, ...], fmt: str, fail_on: str, full_ids: bool, jobs: int | None,
             dask_address: str | None, **options) -> None:
