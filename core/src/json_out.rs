@@ -107,7 +107,7 @@ pub fn write_f64(out: &mut Vec<u8>, f: f64) {
 
 /// Whether negative, the significant digits (no leading or trailing zero; "0" for zero) and the
 /// decimal exponent of the first one, read from ryu's text ("1.5e-7", "123.45", "1e16", "-0.0").
-fn shortest_digits(text: &str) -> (bool, ([u8; 24], usize), i32) {
+pub(crate) fn shortest_digits(text: &str) -> (bool, ([u8; 24], usize), i32) {
     let (negative, text) = text.strip_prefix('-').map_or((false, text), |t| (true, t));
     let (mantissa, exp) = text.split_once(['e', 'E']).unwrap_or((text, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);

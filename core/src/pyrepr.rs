@@ -5,6 +5,7 @@
 //! Analyzers ported later that quote a value with `!r` in Python: switch that to `ascii()` there
 //! (a string's repr and ascii agree on ASCII) and use `py_ascii` here.
 
+use crate::json_out::shortest_digits;
 use serde_json::Value;
 
 /// `ascii(value)` of the value orjson would have decoded.
@@ -99,14 +100,12 @@ pub fn py_float(x: f64) -> String {
     if x.is_infinite() {
         return if x > 0.0 { "inf" } else { "-inf" }.into();
     }
-    let sci = format!("{x:e}"); // shortest round-trip digits: "-1.2345e-7", "1e16"
-    let (mantissa, exp) = sci.split_once('e').expect("LowerExp writes an exponent");
-    let exp: i32 = exp.parse().expect("LowerExp writes an integer exponent");
-    let (sign, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => ("-", m),
-        None => ("", mantissa),
-    };
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    // Shortest round-trip digits, a tie between two of them to the even one as Python does (std's
+    // `{:e}` rounds it up: 562949953421312.25 is "…312.2" to Python, "…312.3" to std).
+    let mut buffer = ryu::Buffer::new();
+    let (negative, (digits, len), exp) = shortest_digits(buffer.format_finite(x));
+    let sign = if negative { "-" } else { "" };
+    let digits = std::str::from_utf8(&digits[..len]).expect("ASCII digits");
     if (-4..16).contains(&exp) {
         let point = exp + 1; // digits before the decimal point
         let body = if point <= 0 {
@@ -122,6 +121,10 @@ pub fn py_float(x: f64) -> String {
         };
         return format!("{sign}{body}");
     }
+    let mantissa = match digits.split_at(1) {
+        (first, "") => first.to_owned(),
+        (first, rest) => format!("{first}.{rest}"),
+    };
     let esign = if exp < 0 { '-' } else { '+' };
     format!("{sign}{mantissa}e{esign}{:02}", exp.abs())
 }
@@ -191,6 +194,10 @@ mod tests {
             (5e-324, "5e-324"),
             (0.0, "0.0"),
             (-0.0, "-0.0"),
+            // 562949953421312.25: "...312.2" and "...312.3" both read back as it; Python takes the
+            // even one.
+            (562_949_953_421_312.2, "562949953421312.2"),
+            (1_152_921_504_606_846_976.0, "1.152921504606847e+18"),
         ] {
             assert_eq!(py_float(x), text, "{x}");
         }
@@ -207,6 +214,7 @@ mod tests {
             (0.00001, "1e-05"),
             (123456.0, "123456"),
             (1234567.0, "1.23457e+06"),
+            (1234565.0, "1.23456e+06"),
             (999999.5, "1e+06"),
             (1.844_674_407_370_955e16, "1.84467e+16"),
             (-2.5e-7, "-2.5e-07"),
