@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -22,12 +23,15 @@ from hypothesis import strategies as st
 from analysis import _core
 from analysis.config import Config
 from analysis.engine import TABLES
+from analysis.load import streamed
 from analysis.native import ANALYZERS
-from conftest import BIN
+from conftest import BIN, holds_jwt
 from test_fuzz_engine import DEFAULT_EXAMPLES, SOAK_EXAMPLES, fuzz_settings
 from test_fuzz_reader import HEADER, line
 
 ROOT = Path(__file__).resolve().parents[1]
+# A token in a payload, which tables that leave the machine carry redacted.
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjb25zdW1lciJ9.c2lnbmF0dXJlc2lnbmF0dXJl"
 CONFIG = dataclasses.asdict(Config())
 # What the reader tells apart besides records, spread through the traffic.
 DAMAGE = [b'{"rec":"msg", broken\n', b'{"rec":"future","t":5}\n', b"[1,2]\n",
@@ -59,7 +63,8 @@ def traffic(tmp_path_factory) -> Path:
         lines.insert(at, DAMAGE[at % len(DAMAGE)])
     conn = json.loads(lines[1])["conn"]
     long = {"rec": "msg", "t": json.loads(lines[2])["t"], "conn": conn, "dir": "c2s", "op": "text",
-            "text": json.dumps({"kind": "req", "id": "long", "type": "GetClock", "body": {"pad": "x" * 200_000}})}
+            "text": json.dumps({"kind": "req", "id": "long", "type": "GetClock",
+                                "body": {"pad": "x" * 200_000, "jwt": JWT}})}
     lines.insert(3, orjson.dumps(long) + b"\n")
     damaged = folder / "damaged.jsonl"
     damaged.write_bytes(b"".join(lines))
@@ -71,6 +76,48 @@ def test_a_damaged_recording_gives_the_same_result_on_every_thread_count(traffic
     assert result["frames"] > 19_000 and len(result["frames_table"]["conn"]) == result["frames"]
     assert len(result["damage"]) >= 5
     assert result["unknown_records"] == {"future": traffic.read_bytes().count(DAMAGE[1])}
+
+
+def test_tables_leave_alike_and_redacted_on_every_thread_count(traffic):
+    """What `mwtap export` asks for (every table in batches, redacted): the payloads are decoded and
+    redacted on the parsing threads, and the batches are the one-thread batches."""
+    def batches(jobs: int) -> list:
+        got = []
+        streamed([str(traffic)], Config(), TABLES, lambda table, batch: got.append((table, batch)), jobs=jobs,
+                 rows=5_000, dicts=["connections"], redact=True)
+        return got
+    one = batches(1)
+    frames = [batch for table, batch in one if table == "frames"]
+    assert sum(batch.num_rows for batch in frames) > 19_000
+    texts = [text for batch in frames for text in batch.column("text").to_pylist() if text]
+    assert any('"id": "long"' in text for text in texts) and not any(holds_jwt(text) for text in texts)
+    for jobs in (2, 3):
+        got = batches(jobs)
+        assert [table for table, _ in got] == [table for table, _ in one]
+        for (table, batch), (_, expected) in zip(got, one):
+            assert batch == expected if isinstance(batch, list) else batch.equals(expected), (table, jobs)
+
+
+def test_redacting_the_tables_does_not_change_what_the_rules_see(traffic, tmp_path):
+    """The payloads redacted for the frames table are not what the analyzers read: a payload that
+    is invalid JSON only until its token member is redacted is still invalid JSON to the rules."""
+    lines = traffic.read_bytes().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if b'"rec":"msg"' in line.replace(b" ", b""))
+    rec = json.loads(lines[at])
+    bare = {key: rec[key] for key in ("rec", "t", "conn", "n", "dir", "op")}  # no index fields: the rules parse it
+    lines[at] = orjson.dumps({**bare, "text": '{"jwt":"\\q"}'}) + b"\n"
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b"".join(lines))
+
+    def found(redact: bool) -> list:
+        rows = []
+        streamed([str(path)], Config(), ["frames", "violations"],
+                 lambda table, batch: rows.extend((r["rule"], r["conn"], r["frame"]) for r in batch)
+                 if table == "violations" else None, redact=redact)
+        return rows
+    plain = found(False)
+    assert ("invalid-json", rec["conn"], rec["n"]) in plain
+    assert found(True) == plain
 
 
 def test_gzip_cut_short_and_rotated_parts(traffic, tmp_path):
@@ -102,18 +149,43 @@ def test_the_cli_gives_the_same_json_and_damage_for_any_jobs(traffic):
         assert (got.stdout, got.stderr) == (one.stdout, one.stderr), f"--jobs {jobs}"
 
 
+def threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
 def test_a_consumer_error_stops_the_threads_and_is_raised(traffic):
-    """The caller's error mid-file (here from the violations callback) ends the pass: the reader and
-    parsers stop instead of blocking on a full queue, and the error reaches the caller."""
+    """The caller's error mid-file (here from the first batch of frames handed over) ends the pass:
+    the reader and parsers stop instead of blocking on a full queue, and the error reaches the caller."""
     class Stop(Exception):
         pass
+    handed = []
 
-    def refuse(rows):
+    def refuse(table, batch):
+        handed.append(table)
         raise Stop
+    before = threads()
     for _ in range(3):
-        analysis = _core.Analysis([str(traffic)], False, 2)
         with pytest.raises(Stop):
-            analysis.run(CONFIG, list(ANALYZERS), [], refuse)
+            streamed([str(traffic)], Config(), ["frames"], refuse, jobs=4, rows=100)
+    assert handed == ["frames"] * 3  # each pass stopped at its first batch, a few blocks in
+    assert threads() == before
+
+
+def test_several_recordings_merged_by_time_leave_redacted(traffic, tmp_path):
+    """Recordings read side by side by time (not on the parsing threads) get their payloads made for
+    the table as one recording does: redacted when the tables leave redacted."""
+    lines = traffic.read_bytes().splitlines(keepends=True)
+    header = json.loads(lines[0])
+    paths = []
+    for number, part in enumerate([lines[1:][0::2], lines[1:][1::2]], 1):  # interleaved in time
+        paths.append(tmp_path / f"rec{number}.jsonl")
+        paths[-1].write_bytes(orjson.dumps({**header, "recording": f"r{number}"}) + b"\n" + b"".join(part))
+    texts = []
+
+    def keep(table, batch):
+        texts.extend(text for text in batch.column("text").to_pylist() if text)
+    streamed([str(p) for p in paths], Config(), ["frames"], keep, rows=5_000, redact=True)
+    assert any('"id": "long"' in text for text in texts) and not any(holds_jwt(text) for text in texts)
 
 
 def check_fuzzed(lines: list[bytes], gz: bool, pad: bool) -> None:

@@ -19,7 +19,6 @@ exactly equal to the single-process run (docs/export.md, "Scale-out").
 from __future__ import annotations
 
 import math
-import os
 from typing import Callable, Protocol
 
 from analysis.analyzers.sequences import READ_WAIT_S

@@ -12,14 +12,16 @@ import os
 
 from analysis.config import Config
 from analysis.load import streamed
+from analysis.native import cores
 from analysis.view.index import ViewIndex
 from analysis.view.source import Sources
 
 _TABLES = ("pairs", "violations", "reconnects", "connections")
 
 
-def _found(paths: list[str], config: Config) -> dict[str, list]:
-    """The rows the index wants of the engine's tables, pairs reduced to their frames."""
+def _found(paths: list[str], config: Config, jobs: int | None = None) -> dict[str, list]:
+    """The rows the index wants of the engine's tables, pairs reduced to their frames, read on
+    `jobs` cores (`analysis.native.open_captures`)."""
     rows: dict[str, list] = {table: [] for table in _TABLES}
 
     def keep(table: str, batch: list[dict]) -> None:
@@ -28,12 +30,13 @@ def _found(paths: list[str], config: Config) -> dict[str, list]:
                                  if row["frame"] is not None and row["response_frame"] is not None)
         else:
             rows[table].extend(batch)
-    streamed(paths, config, _TABLES, keep, dicts=list(_TABLES))
+    streamed(paths, config, _TABLES, keep, jobs=jobs, dicts=list(_TABLES))
     return rows
 
 
 def _engine_pass(paths: list[str], config: Config, send) -> None:
-    send.send(_found(paths, config))
+    # The indexing holds one core: the engine's reading threads get the others.
+    send.send(_found(paths, config, max(1, cores() - 1)))
     send.close()
 
 

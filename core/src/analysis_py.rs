@@ -16,7 +16,7 @@ use crate::engine::{Analyzer, Config, Engine, FastSet};
 use crate::framing::FramesTable;
 use crate::keepalive::Keepalive;
 use crate::pairs::Pairs;
-use crate::reader::{CaptureError, CaptureSet};
+use crate::reader::{CaptureError, CaptureSet, Texts};
 use crate::record::Val;
 use crate::rings::Rings;
 use crate::rules::{default_severity, Violation};
@@ -165,6 +165,8 @@ impl CaptureProgress {
     }
 }
 
+/// More parsing threads than this would only crowd the cores (the engine's thread is the slower).
+const MAX_PARSERS: usize = 8;
 /// Violations handed to `on_violations` at a time: memory stays bounded however many a capture has.
 const VIOLATIONS_BATCH: usize = 4096;
 /// Records read between two checks for Ctrl-C (a few ms of work).
@@ -180,7 +182,7 @@ impl Analysis {
         let mut set = py
             .allow_threads(|| CaptureSet::open(&paths))
             .map_err(|e| capture_error(py, e))?;
-        set.parsers = parsers;
+        set.parsers = parsers.min(MAX_PARSERS);
         let files = set
             .files
             .iter()
@@ -247,6 +249,18 @@ impl Analysis {
         let frames_table = tables.iter().any(|t| t == "frames");
         let mut engine = Engine::new(config, frames_table, analyzers);
         let mut set = self.take_set()?;
+        if frames_table {
+            // The frames' payloads decoded (and redacted) on the parsing threads.
+            let texts = if stream
+                .as_mut()
+                .is_some_and(|s| s.hand_text_redaction_to_reader())
+            {
+                Texts::Redacted
+            } else {
+                Texts::Decoded
+            };
+            set.files.iter_mut().for_each(|file| file.texts = texts);
+        }
         let on_violations = on_violations.map(Bound::unbind);
         let mut failed: Option<PyErr> = None;
         let mut records: u64 = 0;

@@ -83,6 +83,8 @@ pub(crate) struct Stream {
     /// Frames-table rows whose payload bytes are counted in `frame_bytes`.
     counted: usize,
     frame_bytes: usize,
+    /// Whether the reader redacts the frames' payloads (reader.rs `Texts::Redacted`).
+    texts_redacted: bool,
 }
 
 impl Stream {
@@ -101,7 +103,15 @@ impl Stream {
             records: 0,
             counted: 0,
             frame_bytes: 0,
+            texts_redacted: false,
         })
+    }
+
+    /// Hands the redaction of the frames' payloads to the reader, when the tables leave redacted
+    /// (they are then not redacted here again); returns whether it did.
+    pub(crate) fn hand_text_redaction_to_reader(&mut self) -> bool {
+        self.texts_redacted = self.settings.get().redact;
+        self.texts_redacted
     }
 
     /// After each record fed to `engine` (called without the GIL): hands over what is full.
@@ -180,7 +190,7 @@ impl Stream {
 
     fn send_frames(&self, mut table: FramesTable) -> PyResult<()> {
         if self.settings.get().redact {
-            redact_frames(&mut table);
+            redact_frames(&mut table, !self.texts_redacted);
         }
         let spec = self
             .specs
@@ -231,19 +241,23 @@ fn redact_val(value: &mut Val<'static>) {
     }
 }
 
-fn redact_frames(table: &mut FramesTable) {
+/// Redacts every string column, the payloads too with `texts`.
+fn redact_frames(table: &mut FramesTable, texts: bool) {
     for column in [&mut table.conn, &mut table.dir] {
         column.iter_mut().for_each(redact_string);
     }
-    for column in [
+    let mut columns = vec![
         &mut table.op,
         &mut table.kind,
         &mut table.type_,
         &mut table.id,
         &mut table.req_id,
         &mut table.subscription_id,
-        &mut table.text,
-    ] {
+    ];
+    if texts {
+        columns.push(&mut table.text);
+    }
+    for column in columns {
         column.iter_mut().flatten().for_each(redact_string);
     }
 }
@@ -264,7 +278,7 @@ mod tests {
         table.dir.push("c2s".into());
         table.text.push(Some(format!(r#"{{"jwt":"{token}"}}"#)));
         table.id.push(None);
-        redact_frames(&mut table);
+        redact_frames(&mut table, true);
         assert!(!table.conn[0].contains(token) && table.conn[0].contains("[redacted sha256:"));
         assert!(!table.text[0].as_deref().unwrap().contains(token));
         assert_eq!(

@@ -48,7 +48,7 @@ impl FramesTable {
         self.code.push(rec.code.as_int()); // an int code only (not a bool, a float or a string)
         self.subscription_id.push(string(&rec.subscription_id));
         self.truncated.push(rec.truncated.truthy());
-        self.text.push(rec.text.string());
+        self.text.push(rec.table_text());
     }
 }
 

@@ -3,6 +3,7 @@
 //! file, damaged lines reported (damage.rs) instead of failing on them, the same one-line
 //! `CaptureError` messages for a file that is not a capture at all.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::ops::{ControlFlow, Range};
@@ -16,6 +17,7 @@ use serde_json::Value;
 use crate::damage::DamageLog;
 use crate::lines::Lines;
 use crate::record::{json_int, parse_json, parse_line, Parsed, Record, Val};
+use crate::redact::redact_text;
 
 mod parallel;
 
@@ -72,6 +74,21 @@ pub struct CaptureFile {
     read: Arc<AtomicU64>,
     /// Where the current line is; after `next_with` returned a record, that record's line.
     line: Range<usize>,
+    /// What is done with each msg record's `text` as its line is parsed (`Record::table_text`):
+    /// on the parsing threads when there are some, not on the engine's.
+    pub texts: Texts,
+}
+
+/// What the reader makes of a msg record's `text` for the frames table, ahead of the engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum Texts {
+    /// Nothing: the engine decodes it if it needs to.
+    #[default]
+    Raw,
+    Decoded,
+    /// Decoded and redacted (`redact::redact_text`), for tables that leave redacted. Every record
+    /// handed on then has it: the batches do not redact the payloads again.
+    Redacted,
 }
 
 impl CaptureFile {
@@ -109,6 +126,7 @@ impl CaptureFile {
             source: Some(Lines::new(source, BUFFER)),
             read,
             line: 0..0,
+            texts: Texts::Raw,
         };
         capture.read_header()?;
         Ok(capture)
@@ -195,9 +213,14 @@ impl CaptureFile {
     /// Reads up to the next usable record and hands it to `f` with its line (None at the end of
     /// the file). Damaged lines and records of unknown kinds on the way are noted.
     pub fn next_with<T>(&mut self, f: impl FnOnce(&Record, &[u8]) -> T) -> Option<T> {
+        self.next_as(self.texts, f)
+    }
+
+    /// `next_with`, the texts made as `texts` says.
+    fn next_as<T>(&mut self, texts: Texts, f: impl FnOnce(&Record, &[u8]) -> T) -> Option<T> {
         while self.read_line() {
             let line = self.source.as_ref()?.get(self.line.clone());
-            let skipped = match classify(line) {
+            let skipped = match classify(line, texts) {
                 Line::Record(record) => return Some(f(&record, line)),
                 Line::Skipped(skipped) => skipped,
             };
@@ -216,12 +239,12 @@ impl CaptureFile {
         }
     }
 
-    /// The record `next_with` last handed out, parsed again (for merging files by time).
+    /// The record `next_with` last handed out, parsed again, its text made as `texts` says (for
+    /// merging files by time: `pull` peeks at each record's time with `Texts::Raw`).
     pub fn with_current<T>(&self, f: impl FnOnce(&Record, &[u8]) -> T) -> T {
-        let mut record = Record::default();
-        match parse_line(self.line(), &mut record) {
-            Parsed::Record => f(&record, self.line()),
-            _ => unreachable!("the current line is a record"),
+        match classify(self.line(), self.texts) {
+            Line::Record(record) => f(&record, self.line()),
+            Line::Skipped(_) => unreachable!("the current line is a record"),
         }
     }
 }
@@ -246,8 +269,9 @@ pub(crate) enum Skipped {
     Header,
 }
 
-/// Parses and checks one line (its newline kept: a last line without one is truncated).
-pub(crate) fn classify(line: &[u8]) -> Line<'_> {
+/// Parses and checks one line (its newline kept: a last line without one is truncated), a msg
+/// record's text handled as `texts` says.
+pub(crate) fn classify(line: &[u8], texts: Texts) -> Line<'_> {
     let mut record = Record::default();
     match parse_line(line, &mut record) {
         Parsed::Record => {}
@@ -260,6 +284,17 @@ pub(crate) fn classify(line: &[u8]) -> Line<'_> {
     }
     match record.rec.as_str().unwrap_or_default() {
         "header" => Line::Skipped(Skipped::Header),
+        "msg" if texts != Texts::Raw => {
+            let text = record.text.string();
+            record.table_text = match (texts, text) {
+                (Texts::Redacted, Some(text)) => match redact_text(&text) {
+                    Cow::Owned(clean) => Some(clean),
+                    Cow::Borrowed(_) => Some(text),
+                },
+                (_, text) => text,
+            };
+            Line::Record(record)
+        }
         kind if KNOWN_RECORDS.contains(&kind) => Line::Record(record),
         kind => Line::Skipped(Skipped::Unknown(kind.to_owned())),
     }
@@ -423,7 +458,7 @@ impl CaptureSet {
     fn pull(&mut self, c: usize, mut at: usize) -> Option<(f64, usize, usize)> {
         while at < self.chains[c].len() {
             let file = self.chains[c][at];
-            if let Some(t) = self.files[file].next_with(|record, _| time_key(record)) {
+            if let Some(t) = self.files[file].next_as(Texts::Raw, |record, _| time_key(record)) {
                 return Some((t, file, at));
             }
             at += 1;

@@ -291,6 +291,18 @@ pub struct Record<'a> {
     pub sequence: Raw<'a>,
     pub event: Raw<'a>,
     pub events: Raw<'a>,
+    /// A msg record's `text` as the frames table holds it (decoded, and redacted when the table
+    /// leaves redacted), made ahead by the thread that parsed the line when the reader was asked
+    /// to (`CaptureFile::texts`). Only `table_text` reads it: the analyzers read `text` itself.
+    pub table_text: Option<String>,
+}
+
+impl Record<'_> {
+    /// The payload for the frames table: made ahead, or `text` decoded (None when absent or not
+    /// a string).
+    pub fn table_text(&self) -> Option<String> {
+        self.table_text.clone().or_else(|| self.text.string())
+    }
 }
 
 /// Field names the projection keeps; anything else is skipped unparsed.

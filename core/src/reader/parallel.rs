@@ -11,14 +11,16 @@ use std::thread;
 
 use self_cell::self_cell;
 
-use super::{classify, CaptureFile, Line, Notes};
+use super::{classify, CaptureFile, Line, Notes, Texts};
 use crate::lines::Lines;
 use crate::record::Record;
 
-/// Bytes of whole lines read into a block (a longer line makes a block of its own).
+/// Bytes of whole lines read into a block (a longer line makes a block of its own), and the most
+/// lines a block holds (a parsed line takes ~900 bytes however short its text).
 const BLOCK: usize = 64 << 10;
-/// Blocks waiting at each parser, and parsed blocks waiting for the caller. With `BLOCK`, this
-/// bounds the pipeline's memory: a parsed block takes about three times its text.
+const LINES: usize = 1024;
+/// Blocks waiting at each parser, and parsed blocks waiting for the caller. With `BLOCK` and
+/// `LINES`, this bounds the pipeline's memory: a parsed block takes at most ~1 MB besides its text.
 const QUEUE: usize = 2;
 /// Bytes asked of the file at a time once a block is full and its last line has not ended.
 const READ: usize = 16 << 10;
@@ -71,8 +73,10 @@ impl CaptureFile {
             unknown_records,
             lines: count,
             source,
+            texts,
             ..
         } = self;
+        let texts = *texts;
         let mut notes = Notes {
             path,
             damage,
@@ -83,9 +87,16 @@ impl CaptureFile {
                 (0..parsers).map(|_| sync_channel(QUEUE)).unzip();
             let (to_caller, parsed): (Vec<_>, Vec<_>) =
                 (0..parsers).map(|_| sync_channel(QUEUE)).unzip();
-            let reader = s.spawn(move || read_blocks(source, block, to_parsers));
+            // Named, for top -H and profilers.
+            let reader = thread::Builder::new()
+                .name("mwtap-read".into())
+                .spawn_scoped(s, move || read_blocks(source, block, to_parsers))
+                .expect("a thread to read with");
             for (blocks, to_caller) in blocks.into_iter().zip(to_caller) {
-                s.spawn(move || parse_blocks(blocks, to_caller));
+                thread::Builder::new()
+                    .name("mwtap-parse".into())
+                    .spawn_scoped(s, move || parse_blocks(blocks, texts, to_caller))
+                    .expect("a thread to parse with");
             }
             let mut flow = ControlFlow::Continue(());
             // Block k is at parser k % parsers: taking them in turn keeps the file's order.
@@ -123,47 +134,67 @@ fn read_blocks(
     parsers: Vec<SyncSender<Block>>,
 ) -> Option<io::Error> {
     let (mut text, mut input) = source.take()?.into_parts();
+    let mut done: Option<io::Result<()>> = None; // the stream ended, or broke
     for parser in parsers.iter().cycle() {
-        // Read on until a line ends past `block` bytes, or the stream does (`ended`).
         text.reserve((block + READ).saturating_sub(text.len()));
-        let mut from = 0; // no newline in text[..from] once it is past `block`
-        let (cut, ended) = loop {
-            if text.len() >= block {
-                if let Some(at) = memchr::memrchr(b'\n', &text[from..]) {
-                    break (from + at + 1, None);
-                }
-                from = text.len();
+        let mut end = BlockEnd::default();
+        let cut = loop {
+            if let Some(cut) = end.find(&text, block) {
+                break cut;
+            }
+            if done.is_some() {
+                break text.len(); // the last line may have no newline
             }
             let want = block.saturating_sub(text.len()).max(READ);
             match (&mut input).take(want as u64).read_to_end(&mut text) {
-                Ok(n) if n < want => break (text.len(), Some(Ok(()))), // the last line may have no newline
+                Ok(n) if n < want => done = Some(Ok(())),
                 Ok(_) => {}
                 Err(e) => {
-                    break (
-                        memchr::memrchr(b'\n', &text).map_or(0, |at| at + 1),
-                        Some(Err(e)),
-                    )
+                    text.truncate(memchr::memrchr(b'\n', &text).map_or(0, |at| at + 1));
+                    done = Some(Err(e));
                 }
             }
         };
-        let rest = text.split_off(cut); // at the end: nothing, or the partial line an error cut
+        let rest = text.split_off(cut);
         if !text.is_empty() && parser.send(Block(text)).is_err() {
             return None; // the caller stopped
         }
-        match ended {
-            None => text = rest,
-            Some(Ok(())) => return None,
-            Some(Err(e)) => return Some(e),
+        text = rest;
+        if let (true, Some(done)) = (text.is_empty(), &mut done) {
+            return std::mem::replace(done, Ok(())).err();
         }
     }
     None
 }
 
-fn parse_blocks(blocks: Receiver<Block>, caller: SyncSender<Parsed>) {
+/// Where a block ends: after its `LINES`th line, or after the first line that ends at or past
+/// `block` bytes, whichever comes first (so a block of tiny lines stays small once parsed too).
+#[derive(Default)]
+struct BlockEnd {
+    scanned: usize, // no end in text[..scanned]
+    lines: usize,   // the lines ending there
+}
+
+impl BlockEnd {
+    fn find(&mut self, text: &[u8], block: usize) -> Option<usize> {
+        self.scanned = self.scanned.min(text.len()); // a broken stream's partial line was cut off
+        for at in memchr::memchr_iter(b'\n', &text[self.scanned..]) {
+            let end = self.scanned + at + 1;
+            self.lines += 1;
+            if self.lines == LINES || end >= block {
+                return Some(end);
+            }
+        }
+        self.scanned = text.len();
+        None
+    }
+}
+
+fn parse_blocks(blocks: Receiver<Block>, texts: Texts, caller: SyncSender<Parsed>) {
     for block in blocks {
         let parsed = Parsed::new(block, |block| {
             let mut lines = Vec::with_capacity(memchr::memchr_iter(b'\n', &block.0).count() + 1);
-            lines.extend(block.lines().map(classify));
+            lines.extend(block.lines().map(|line| classify(line, texts)));
             lines
         });
         if caller.send(parsed).is_err() {
@@ -178,15 +209,24 @@ mod tests {
 
     use super::*;
     use crate::damage::Damage;
+    use crate::redact::redact_text;
 
-    /// What a pass hands on and notes: each record's line, the damage, the unknown kinds, the
-    /// line count.
-    type Pass = (Vec<Vec<u8>>, Vec<Damage>, Vec<(String, u64)>, u64);
+    /// What a pass hands on and notes: each record's line and decoded text, the damage, the
+    /// unknown kinds, the line count.
+    type Pass = (
+        Vec<(Vec<u8>, Option<String>)>,
+        Vec<Damage>,
+        Vec<(String, u64)>,
+        u64,
+    );
 
-    fn one_by_one(path: &str, stop_after: usize) -> Pass {
+    fn one_by_one(path: &str, texts: Texts, stop_after: usize) -> Pass {
         let mut file = CaptureFile::open(path).unwrap();
+        file.texts = texts;
         let mut lines = Vec::new();
-        while let Some(()) = file.next_with(|_, line| lines.push(line.to_vec())) {
+        while let Some(()) =
+            file.next_with(|rec, line| lines.push((line.to_vec(), rec.table_text.clone())))
+        {
             if lines.len() == stop_after {
                 break;
             }
@@ -194,12 +234,13 @@ mod tests {
         (lines, file.damage.entries, file.unknown_records, file.lines)
     }
 
-    fn in_blocks(path: &str, block: usize, parsers: usize, stop_after: usize) -> Pass {
+    fn in_blocks(path: &str, texts: Texts, block: usize, parsers: usize, stop: usize) -> Pass {
         let mut file = CaptureFile::open(path).unwrap();
+        file.texts = texts;
         let mut lines = Vec::new();
-        let _ = file.each_in_blocks(block, parsers, &mut |_, line| {
-            lines.push(line.to_vec());
-            if lines.len() == stop_after {
+        let _ = file.each_in_blocks(block, parsers, &mut |rec, line| {
+            lines.push((line.to_vec(), rec.table_text.clone()));
+            if lines.len() == stop {
                 ControlFlow::Break(())
             } else {
                 ControlFlow::Continue(())
@@ -228,7 +269,7 @@ mod tests {
             String::from("{\"rec\":\"header\",\"format\":\"mwtap-capture\",\"version\":1}\n");
         for i in 0..40 {
             let line = match i % 8 {
-                0 => format!("{{\"rec\":\"msg\",\"t\":{i},\"conn\":\"c\",\"n\":{i},\"dir\":\"c2s\",\"op\":\"text\",\"size\":2,\"text\":\"{{}}\"}}"),
+                0 => format!("{{\"rec\":\"msg\",\"t\":{i},\"conn\":\"c\",\"n\":{i},\"dir\":\"c2s\",\"op\":\"text\",\"size\":2,\"text\":\"{{\\\"jwt\\\":\\\"{TOKEN}\\\"}}\"}}"),
                 1 => "{\"rec\":\"msg\", broken".to_owned(),
                 2 => format!("{{\"rec\":\"future\",\"t\":{i}}}"),
                 3 => "[1,2]".to_owned(),
@@ -245,12 +286,46 @@ mod tests {
     }
 
     #[test]
+    fn a_block_ends_after_the_line_that_reaches_its_size_or_after_its_last_line() {
+        let text = b"ab\ncdefgh\nij\n";
+        assert_eq!(BlockEnd::default().find(text, 1), Some(3));
+        assert_eq!(BlockEnd::default().find(text, 4), Some(10));
+        assert_eq!(BlockEnd::default().find(text, 100), None);
+        let mut end = BlockEnd::default();
+        assert_eq!(end.find(b"abc", 2), None); // a line longer than the block: not ended yet
+        assert_eq!(end.find(b"abcdef\nx", 2), Some(7));
+        let blank = vec![b'\n'; 3 * LINES];
+        assert_eq!(BlockEnd::default().find(&blank, 1 << 20), Some(LINES));
+    }
+
+    /// A JWT (three base64url segments) in the msg records' payloads.
+    const TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjb25zdW1lciJ9.c2lnbmF0dXJlc2lnbmF0dXJl";
+
+    #[test]
+    fn texts_are_decoded_and_redacted_ahead_as_asked() {
+        let path = written("texts.jsonl", &capture());
+        let (decoded, ..) = one_by_one(&path, Texts::Decoded, 1);
+        let (redacted, ..) = one_by_one(&path, Texts::Redacted, 1);
+        let (raw, ..) = one_by_one(&path, Texts::Raw, 1);
+        let text = decoded[0].1.clone().unwrap();
+        assert_eq!(text, format!("{{\"jwt\":\"{TOKEN}\"}}"));
+        assert_eq!(redacted[0].1.as_deref(), Some(&*redact_text(&text)));
+        assert!(!redacted[0].1.as_ref().unwrap().contains(TOKEN));
+        assert_eq!(raw[0].1, None);
+        std::fs::remove_file(path).unwrap();
+    }
+
+    #[test]
     fn every_block_size_and_parser_count_reads_as_one_thread_does() {
         let plain = capture();
         let mut damaged_gz = gzipped(&plain);
         damaged_gz.truncate(damaged_gz.len() * 2 / 3);
+        let mut tiny_lines = plain.clone();
+        tiny_lines.extend(b"\n".repeat(2 * LINES + 5));
+        tiny_lines.extend(&plain[plain.iter().position(|&b| b == b'\n').unwrap() + 1..]);
         let files = [
             written("plain.jsonl", &plain),
+            written("tiny-lines.jsonl", &tiny_lines),
             written("whole.jsonl.gz", &gzipped(&plain)),
             written("cut.jsonl.gz", &damaged_gz),
             written(
@@ -259,14 +334,14 @@ mod tests {
             ),
         ];
         for path in &files {
-            let expected = one_by_one(path, usize::MAX);
+            let expected = one_by_one(path, Texts::Raw, usize::MAX);
             assert!(
                 path.ends_with("header-only.jsonl") || !expected.0.is_empty(),
                 "{path}"
             );
             for block in [1, 2, 7, 64, 333, 1 << 20] {
                 for parsers in [1, 2, 3] {
-                    let got = in_blocks(path, block, parsers, usize::MAX);
+                    let got = in_blocks(path, Texts::Raw, block, parsers, usize::MAX);
                     assert_eq!(
                         got, expected,
                         "{path}, blocks of {block}, {parsers} parsers"
@@ -274,14 +349,18 @@ mod tests {
                 }
             }
         }
-        let expected = one_by_one(&files[0], 3);
+        let expected = one_by_one(&files[0], Texts::Raw, 3);
         assert_eq!(expected.0.len(), 3);
         for block in [1, 64, 1 << 20] {
             assert_eq!(
-                in_blocks(&files[0], block, 2, 3),
+                in_blocks(&files[0], Texts::Raw, block, 2, 3),
                 expected,
                 "stopped, blocks of {block}"
             );
+        }
+        for texts in [Texts::Decoded, Texts::Redacted] {
+            let expected = one_by_one(&files[0], texts, usize::MAX);
+            assert_eq!(in_blocks(&files[0], texts, 64, 2, usize::MAX), expected);
         }
         for path in files {
             std::fs::remove_file(path).unwrap();
