@@ -17,7 +17,7 @@ use crate::record::Record;
 
 /// Bytes of whole lines read into a block (a longer line makes a block of its own), and the most
 /// lines a block holds (a parsed line takes ~900 bytes however short its text).
-const BLOCK: usize = 64 << 10;
+const BLOCK: usize = 256 << 10;
 const LINES: usize = 1024;
 /// Blocks waiting at each parser, and parsed blocks waiting for the caller. With `BLOCK` and
 /// `LINES`, this bounds the pipeline's memory: a parsed block takes at most ~1 MB besides its text.
