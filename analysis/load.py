@@ -82,7 +82,8 @@ def streamed(paths: Paths, config: Config, tables: Iterable[str], on_batch: Call
     converts them), or a list of row dicts holding the values as recorded (the violations, the tables
     the summary aggregates, those named in `dicts`, and every table of HAR and flow files, whose
     records are fed to the core one at a time). `jobs`: the cores to use (`native.open_captures`).
-    `batching`: the other options of analysis._core.Batches (batch size, redaction). Returns the summary and the damaged lines; memory stays bounded by the batches."""
+    `batching`: the other options of analysis._core.Batches (batch size, redaction). Returns the
+    summary and the damaged lines; memory stays bounded by the batches."""
     tables = set(tables)
 
     def handing_over(summary: Summary) -> Callable[[str, Any], None]:

@@ -22,7 +22,7 @@ use crate::arrow_out::{frames_batch, rows_batch, spec_of, to_pyarrow, Kind};
 use crate::engine::{Engine, Row};
 use crate::framing::FramesTable;
 use crate::record::Val;
-use crate::redact::redact_text;
+use crate::redact::{redact_string, redact_text};
 
 /// The analyzers' finished rows are collected every so many records: they hold at most those
 /// records' rows in between.
@@ -223,12 +223,6 @@ pub(crate) fn row_dicts<'py>(py: Python<'py>, rows: &[Row]) -> PyResult<Bound<'p
         list.append(dict)?;
     }
     Ok(list)
-}
-
-fn redact_string(value: &mut String) {
-    if let Cow::Owned(clean) = redact_text(value) {
-        *value = clean;
-    }
 }
 
 /// A string value redacted (only strings can hold a token: other values are missing in a str

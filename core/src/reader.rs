@@ -3,7 +3,6 @@
 //! file, damaged lines reported (damage.rs) instead of failing on them, the same one-line
 //! `CaptureError` messages for a file that is not a capture at all.
 
-use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Read, Seek};
 use std::ops::{ControlFlow, Range};
@@ -17,7 +16,7 @@ use serde_json::Value;
 use crate::damage::DamageLog;
 use crate::lines::Lines;
 use crate::record::{json_int, parse_json, parse_line, Parsed, Record, Val};
-use crate::redact::redact_text;
+use crate::redact::redact_string;
 
 mod parallel;
 
@@ -285,14 +284,10 @@ pub(crate) fn classify(line: &[u8], texts: Texts) -> Line<'_> {
     match record.rec.as_str().unwrap_or_default() {
         "header" => Line::Skipped(Skipped::Header),
         "msg" if texts != Texts::Raw => {
-            let text = record.text.string();
-            record.table_text = match (texts, text) {
-                (Texts::Redacted, Some(text)) => match redact_text(&text) {
-                    Cow::Owned(clean) => Some(clean),
-                    Cow::Borrowed(_) => Some(text),
-                },
-                (_, text) => text,
-            };
+            record.table_text = record.text.string();
+            if let (Texts::Redacted, Some(text)) = (texts, record.table_text.as_mut()) {
+                redact_string(text);
+            }
             Line::Record(record)
         }
         kind if KNOWN_RECORDS.contains(&kind) => Line::Record(record),

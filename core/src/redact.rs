@@ -287,6 +287,13 @@ fn decode_escapes(run: &[u8]) -> String {
     decoded
 }
 
+/// `redact_text` of a string owned, in place (left alone when it holds no token).
+pub fn redact_string(value: &mut String) {
+    if let Cow::Owned(clean) = redact_text(value) {
+        *value = clean;
+    }
+}
+
 /// A text payload with JWTs (however escaped) and "jwt" member values replaced.
 pub fn redact_text(text: &str) -> Cow<'_, str> {
     redact_text_of(text, false)
