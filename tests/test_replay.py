@@ -183,20 +183,29 @@ def test_diff_reports_a_wrong_code(recording, procs, tmp_path):
     assert "code 200 -> 500" in compared.stdout
 
 
-def test_token_expiry_mid_replay_reconnects_with_a_fresh_token(recording, procs, tmp_path):
-    port = start_server(procs, "--token-lifetime", "1")
+@pytest.mark.parametrize("lifetime", ["1", "2"])
+def test_token_expiry_mid_replay_reconnects_with_a_fresh_token(recording, procs, tmp_path, lifetime):
+    """Tokens shorter-lived than the replay (3 s at --speed 0.3): every 4401 gets a fresh token, a
+    reconnect and the subscriptions re-sent once each; a frame waiting for values when the token
+    expires waits on after the reconnect (a 2 s token expires in that wait, which once restarted
+    for ever), and the replay ends with every recorded frame sent."""
+    port = start_server(procs, "--token-lifetime", lifetime)
     out = tmp_path / "replay.jsonl"
-    first = load_plan(str(recording)).connections[0].id
-    done = replay(recording, port, out, "--conn", first, "--timing", "original", "--speed", "0.4", timeout=90)
+    first = load_plan(str(recording)).connections[0]
+    restoring = sum(f.restores_state for f in first.frames)
+    assert sum(f.restores_state for f in first.frames[:3]) == restoring == 2  # sent in the first 10 ms
+    done = replay(recording, port, out, "--conn", first.id, "--timing", "original", "--speed", "0.3", timeout=90)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     (conn,) = result["connections"]
-    assert conn["reconnects"] >= 1 and 4401 in conn["close_codes"]
-    assert conn["frames_sent"] >= conn["frames_total"]  # everything sent, restore frames on top
+    assert conn["reconnects"] >= 1 and 4401 in conn["close_codes"] and conn["frames_unsent"] == 0
+    # Both subscriptions are sent before the first token expires; each reconnect re-sends them once.
+    assert conn["frames_sent"] == conn["frames_total"] + restoring * conn["reconnects"]
     assert result["tokens_fetched"] == 1 + conn["reconnects"]
-    assert any("fetched a fresh token" in e for e in conn["events"])
+    assert sum("fetched a fresh token" in e for e in conn["events"]) == conn["reconnects"]
+    assert not any("no response to the re-sent" in e for e in conn["events"])
     opens = [r for r in CaptureFile(str(out)).records() if r["rec"] == "open"]
-    assert len(opens) == 1 + conn["reconnects"] and {r["replay_of"] for r in opens} == {first}
+    assert len(opens) == 1 + conn["reconnects"] and {r["replay_of"] for r in opens} == {first.id}
 
 
 def test_a_consumer_that_refreshed_its_token_stays_one_identity_and_resubscribes_in_step(refreshed_recording, procs, tmp_path):

@@ -4,21 +4,27 @@
 * `mwtap replay --as-server -o` records live messages a client must ACCEPT: a client that never
   does gets the same `missing-accept` findings as against `mwtap serve`, even when the capture was
   recorded an hour earlier;
-* a replay that could not send everything exits 1."""
+* a replay that could not send everything exits 1;
+* what the target sends after the replay's close frame is left out, as mitmproxy leaves it out."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import socket
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 import orjson
 import pytest
 
-from analysis.capture import CaptureFile, dumps, message_record
+from analysis.capture import CaptureFile, dumps, header_record, message_record
 from analysis.diff import is_volatile
+from analysis.redact import redaction_info
 from conftest import free_port, wait_port
 from recorder.consumer import ConsumerConfig, run_consumer
 from recorder.proxy import RecordingProxy
@@ -172,3 +178,74 @@ def test_replay_that_could_not_send_everything_exits_1(procs, tmp_path, closes_a
     assert not_made.returncode == 1 and "Traceback" not in not_made.stderr
     assert f"{total} of {total} frame(s) unsent, 1 of 1 connection(s) not made" in not_made.stderr
     assert [r["rec"] for r in CaptureFile(str(nobody)).records()] == ["refused"]
+
+
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def server_frame(opcode: int, payload: bytes) -> bytes:
+    assert len(payload) < 126
+    return bytes([0x80 | opcode, len(payload)]) + payload
+
+
+def late_frame_server(sock: socket.socket, answered: threading.Event) -> None:
+    """A WebSocket server written out by hand, one connection: it answers the request, and when the
+    client's close frame comes it sends one more text frame before its own close, a frame that was
+    on its way (a conversation's change notification, say) when the client closed. A capture through
+    mitmproxy ends at the first close frame, so the recorded client never saw such frames."""
+    conn, _ = sock.accept()
+    with conn, conn.makefile("rb") as f:
+        headers = list(iter(f.readline, b"\r\n"))
+        key = next(line for line in headers if line.lower().startswith(b"sec-websocket-key:"))
+        accept = base64.b64encode(hashlib.sha1(key.split(b":", 1)[1].strip() + WS_GUID).digest())
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n")
+        while True:
+            first, second = f.read(2)
+            length = second & 0x7F
+            if length == 126:
+                length = int.from_bytes(f.read(2), "big")
+            mask = f.read(4)
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(f.read(length)))
+            if first & 0x0F == 0x8:  # the client's close
+                conn.sendall(server_frame(0x1, b'{"kind":"notification","type":"cqm.ExConversationChangeNotification",'
+                                               b'"body":{"subscriptionId":"s1","changes":[]}}'))
+                conn.sendall(server_frame(0x8, payload))
+                return
+            request = orjson.loads(payload)
+            conn.sendall(server_frame(0x1, orjson.dumps({"kind": "resp", "reqId": request["id"], "code": 200,
+                                                         "type": "GenericResponse", "body": {"currentTime": 1}})))
+            answered.set()
+
+
+def test_frames_the_target_sends_after_the_replays_close_are_left_out_as_mitmproxy_does(tmp_path):
+    """The recorded client closed right after its answer; the target sends one more frame after the
+    replay's close frame. The replay's capture leaves it out, as the capture through mitmproxy
+    did, and says so: the diff finds no difference (the frame once made one on a loaded machine)."""
+    url = "ws://127.0.0.1:9/ws_api/account/mwtap/messaging/consumer?v=3"
+    recorded = tmp_path / "recorded.jsonl"
+    recorded.write_bytes(b"".join(dumps(r) for r in [
+        header_record(1.0, mwtap_version="0.1.0", mitmproxy_version=None, redaction=redaction_info(True),
+                      recording_id="r"),
+        {"rec": "open", "t": 1.0, "conn": "c1", "url": url, "request_headers": [], "status": 101},
+        message_record("c1", 1.1, 0, True, True, b'{"kind":"req","id":"1","type":"GetClock"}'),
+        message_record("c1", 1.11, 1, False, True,
+                       b'{"kind":"resp","reqId":"1","code":200,"type":"GenericResponse","body":{"currentTime":1}}'),
+        {"rec": "close", "t": 1.12, "conn": "c1", "code": 1000, "reason": "", "by": "client"}]))
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        answered = threading.Event()
+        server = threading.Thread(target=late_frame_server, args=(sock, answered), daemon=True)
+        server.start()
+        out = tmp_path / "replay.jsonl"
+        done = mwtap("replay", recorded, "--target", f"ws://127.0.0.1:{sock.getsockname()[1]}", "-o", out,
+                     "--format", "json")
+        server.join(10)
+    assert answered.is_set() and not server.is_alive()
+    assert done.returncode == 0, done.stderr
+    (conn,) = json.loads(done.stdout)["connections"]
+    assert conn["responses"] == 1 and conn["notifications"] == 0 and conn["close_codes"] == [1000]
+    assert conn["events"] == ["1 frame(s) the target sent after the replay's close frame left out, as a capture "
+                              "through mitmproxy leaves them (the recorded client never saw them)"]
+    assert [r["dir"] for r in CaptureFile(str(out)).records() if r["rec"] == "msg"] == ["c2s", "s2c"]
+    compared = mwtap("diff", recorded, out)
+    assert compared.returncode == 0 and "no differences" in compared.stdout, compared.stdout

@@ -41,6 +41,9 @@ from recorder.replay.tokens import TokenError, TokenPool
 
 TIMINGS = ("wait", "original", "fast")
 TOKEN_CLOSE_CODES = (4401, 4407)
+RECONNECT_SPACING = 1.0
+"""Seconds at least between two reconnects of one connection, so a target that accepts a fresh
+token and closes again at once is not hammered (the Node agent SDK's sample waits 5 s to retry)."""
 HANDSHAKE_HEADERS = frozenset({"host", "upgrade", "connection", "sec-websocket-key", "sec-websocket-version",
                                "sec-websocket-extensions", "sec-websocket-protocol", "content-length",
                                "user-agent", "authorization"})
@@ -55,6 +58,9 @@ class ReplayOptions:
     fresh_ids: bool = False
     wait_timeout: float = 5.0
     max_reconnects: int = 5
+    """Reconnects in a row that did not restore the connection's state (a reconnect whose re-sent auth
+    and subscription frames were all answered starts the count again: with short-lived tokens, a long
+    recorded pause can take several)."""
     addresses: list[str] = field(default_factory=list)
     """Connect to these addresses (the ones `check_target` approved) instead of resolving the target's name."""
     tls: ssl.SSLContext | None = None
@@ -194,6 +200,7 @@ class ConnectionReplay:
         self.keys = FrameKeys()
         self.sent_requests: set[int] = set()
         self.answered: set[int] = set()
+        self.responses: Counter = Counter()  # request index -> responses, re-sent requests' included
         self.given_up: set[int] = set()
         self.notifications: Counter = Counter()
         self.deficit: Counter = Counter()
@@ -201,7 +208,12 @@ class ConnectionReplay:
         self.ws: ClientConnection | None = None
         self.ws_id = ""
         self.reader: asyncio.Task | None = None
-        self.sent: list[ClientFrame] = []
+        self.state: list[ClientFrame] = []  # recorded frames sent so far that restore state on a reconnect
+        self.failed_reconnects = 0
+        self.deadlines: dict[str, float] = {}  # what the next frame waits for -> when it stops waiting
+        self.last_reconnect = -RECONNECT_SPACING
+        self.closing = False  # the replay sent its close frame: what arrives next is not recorded
+        self.after_close = 0
 
     # -- main loop -----------------------------------------------------------------------------
 
@@ -230,9 +242,17 @@ class ConnectionReplay:
                     return
                 continue
             index += 1
+            self.deadlines.clear()
             self.result.frames_unsent = len(frames) - index
         if not self.r.stop.is_set():
             await self._drain(start)
+
+    def _left(self, waiting_for: str) -> float:
+        """Seconds left to wait for `waiting_for` before the next frame: `wait_timeout` from the first
+        try, however many reconnects come between (a token shorter-lived than the wait would restart
+        it for ever)."""
+        now = asyncio.get_running_loop().time()
+        return self.deadlines.setdefault(waiting_for, now + self.options.wait_timeout) - now
 
     async def _pace(self, frame: ClientFrame, start: float) -> None:
         if self.options.timing == "original":
@@ -240,14 +260,14 @@ class ConnectionReplay:
             await self.r.wait_for(lambda: False, due - asyncio.get_running_loop().time(), also=self._closed)
         elif self.options.timing == "wait":
             if not await self.r.wait_for(lambda: self._caught_up(frame.answered_before, frame.notifications_before),
-                                         self.options.wait_timeout, also=self._closed):
+                                         self._left("answers"), also=self._closed) and not self._closed():
                 self._give_up(frame.answered_before, frame.notifications_before, f"before frame {frame.n}")
 
     async def _await_values(self, frame: ClientFrame) -> None:
         sources = set(frame.needs.values())
         store = self.r.store
         if store.missing(sources) and not await self.r.wait_for(lambda: not store.missing(sources),
-                                                                 self.options.wait_timeout, also=self._closed):
+                                                                 self._left("values"), also=self._closed):
             missing = store.missing(sources)
             if self._closed():
                 return
@@ -289,7 +309,7 @@ class ConnectionReplay:
 
     # -- sending -------------------------------------------------------------------------------
 
-    async def _send(self, frame: ClientFrame) -> bool:
+    async def _send(self, frame: ClientFrame, restoring: bool = False) -> bool:
         data: str | bytes = frame.data
         if frame.is_text:
             try:
@@ -308,7 +328,8 @@ class ConnectionReplay:
         except ConnectionClosed:
             return False
         self.result.frames_sent += 1
-        self.sent.append(frame)
+        if frame.restores_state and not restoring:
+            self.state.append(frame)
         return True
 
     def _rewrite(self, frame: ClientFrame, text: str) -> str:
@@ -383,11 +404,17 @@ class ConnectionReplay:
             await self.reader
         code = self.ws.close_code if self.ws else None
         total = len(self.conn.frames)
-        if code not in TOKEN_CLOSE_CODES or self.result.reconnects >= self.options.max_reconnects \
+        if code not in TOKEN_CLOSE_CODES or self.failed_reconnects >= self.options.max_reconnects \
                 or self.r.stop.is_set():
-            self._event(f"the target closed the connection with {code} after {index} of {total} frames")
+            self._event(f"the target closed the connection with {code} after {index} of {total} frames"
+                        + (f" ({self.failed_reconnects} reconnect(s) in a row did not restore it)"
+                           if code in TOKEN_CLOSE_CODES and self.failed_reconnects else ""))
             return False
+        loop = asyncio.get_running_loop()
+        await self.r.wait_for(self.r.stop.is_set, self.last_reconnect + RECONNECT_SPACING - loop.time())
+        self.last_reconnect = loop.time()
         self.result.reconnects += 1
+        self.failed_reconnects += 1
         lost = sorted(self.sent_requests - self.answered - self.given_up)
         self.given_up.update(lost)
         self._event(f"the target closed with {code} after {index} of {total} frames: fetched a fresh token, "
@@ -395,11 +422,17 @@ class ConnectionReplay:
                     + (f" ({len(lost)} unanswered request(s) not retried)" if lost else ""))
         if not await self._connect(str(code)):
             return False
-        for frame in [f for f in self.sent if f.restores_state]:
-            if not await self._send(frame):
-                return False
-            await self.r.wait_for(lambda: frame.request_index in self.answered, self.options.wait_timeout,
-                                  also=self._closed)
+        for frame in self.state:
+            before = self.responses[frame.request_index]
+            if not await self._send(frame, restoring=True):
+                return True  # closed again: the next round tells whether to go on
+            if frame.request_index is not None and not await self.r.wait_for(
+                    lambda: self.responses[frame.request_index] > before, self.options.wait_timeout,
+                    also=self._closed):
+                if not self._closed():
+                    self._event(f"no response to the re-sent {frame.type} within {self.options.wait_timeout:g} s")
+                return True
+        self.failed_reconnects = 0
         return True
 
     async def _close(self) -> None:
@@ -411,9 +444,13 @@ class ConnectionReplay:
             code = close.get("code") if close.get("by") == "client" else None
             if not isinstance(code, int) or not (code == 1000 or 3000 <= code <= 4999):
                 code = 1000
+            self.closing = True
             await ws.close(code, "replay interrupted" if self.r.stop.is_set() else "")
         if self.reader is not None:
             await self.reader
+        if self.after_close:
+            self._event(f"{self.after_close} frame(s) the target sent after the replay's close frame left out, "
+                        "as a capture through mitmproxy leaves them (the recorded client never saw them)")
 
     def _closed(self) -> bool:
         return self.reader is None or self.reader.done()
@@ -423,6 +460,9 @@ class ConnectionReplay:
     async def _read(self, ws: ClientConnection, ws_id: str) -> None:
         try:
             async for message in ws:
+                if self.closing:
+                    self.after_close += 1
+                    continue
                 rec = self.r.recording.message(ws_id, False, message)
                 self._received(rec)
                 await self.r.notify()
@@ -439,6 +479,7 @@ class ConnectionReplay:
             self.result.responses += 1
             if key is not None:
                 self.answered.add(key[1])
+                self.responses[key[1]] += 1
         elif rec.get("kind") == "notification":
             self.result.notifications += 1
             self.notifications[rec.get("type")] += 1
