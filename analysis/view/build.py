@@ -51,7 +51,10 @@ def build(sources: Sources, config: Config | None = None, processes: int | None 
             locate(rec, file, offset, length)
         found = _found(sources.paths, index.config)
     else:
-        context = multiprocessing.get_context("fork")  # no threads run yet: the view starts them later
+        # A clean server process with the analysis imported forks the child: quick to start, and safe
+        # when this process has threads (a test runner's, a following view's), which a plain fork is not.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
         receive, send = context.Pipe(duplex=False)
         child = context.Process(target=_engine_pass, args=(sources.paths, index.config, send), daemon=True,
                                 name="mwtap-view-engine")
