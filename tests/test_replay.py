@@ -208,6 +208,32 @@ def test_token_expiry_mid_replay_reconnects_with_a_fresh_token(recording, procs,
     assert len(opens) == 1 + conn["reconnects"] and {r["replay_of"] for r in opens} == {first.id}
 
 
+@pytest.mark.parametrize("subscribes", [True, False])
+def test_a_target_that_refuses_every_fresh_token_ends_the_replay_after_five_reconnects(recording, procs, tmp_path,
+                                                                                        subscribes):
+    """Every token is unknown to the target, which closes each connection with 4401 at once: the
+    replay reconnects five times (a second apart), then gives up and exits 1, whether or not the
+    connection had subscriptions to re-send (without any, nothing proved the target works)."""
+    port = start_server(procs)
+    capture = recording
+    if not subscribes:  # the recording's first connection with its GetClock-free requests only
+        capture = tmp_path / "no-subscriptions.jsonl"
+        first = load_plan(str(recording)).connections[0].id
+        kept = [line for line in recording.read_bytes().splitlines(keepends=True)
+                if b'"conn"' not in line or (first.encode() in line and b"Subscribe" not in line)]
+        capture.write_bytes(b"".join(kept))
+    first = load_plan(str(capture)).connections[0]
+    assert any(f.restores_state for f in first.frames) == subscribes
+    started = time.monotonic()
+    done = mwtap("replay", capture, "--target", f"ws://127.0.0.1:{port}", "-o", tmp_path / "out.jsonl",
+                 "--token-command", "echo not-a-token-the-target-knows", "--format", "json", "--conn", first.id)
+    assert done.returncode == 1, done.stderr
+    (conn,) = json.loads(done.stdout)["connections"]
+    assert conn["reconnects"] == 5 and conn["responses"] == 0 and set(conn["close_codes"]) == {4401}
+    assert conn["events"][-1].endswith("(5 reconnect(s) in a row got no answer)")
+    assert 4 <= time.monotonic() - started < 30  # spaced a second apart, and over
+
+
 def test_a_consumer_that_refreshed_its_token_stays_one_identity_and_resubscribes_in_step(refreshed_recording, procs, tmp_path):
     plan = load_plan(str(refreshed_recording))
     assert len({c.header_token.fingerprint for c in plan.connections}) == len(plan.connections) > 1

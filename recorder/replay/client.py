@@ -58,9 +58,8 @@ class ReplayOptions:
     fresh_ids: bool = False
     wait_timeout: float = 5.0
     max_reconnects: int = 5
-    """Reconnects in a row that did not restore the connection's state (a reconnect whose re-sent auth
-    and subscription frames were all answered starts the count again: with short-lived tokens, a long
-    recorded pause can take several)."""
+    """Reconnects in a row on which the target answered nothing (an answer starts the count again:
+    with short-lived tokens, a long recorded pause can take several reconnects)."""
     addresses: list[str] = field(default_factory=list)
     """Connect to these addresses (the ones `check_target` approved) instead of resolving the target's name."""
     tls: ssl.SSLContext | None = None
@@ -209,10 +208,14 @@ class ConnectionReplay:
         self.ws_id = ""
         self.reader: asyncio.Task | None = None
         self.state: list[ClientFrame] = []  # recorded frames sent so far that restore state on a reconnect
-        self.failed_reconnects = 0
+        self.failed_reconnects = 0  # reconnects since the target last answered
         self.deadlines: dict[str, float] = {}  # what the next frame waits for -> when it stops waiting
         self.last_reconnect = -RECONNECT_SPACING
-        self.closing = False  # the replay sent its close frame: what arrives next is not recorded
+        # Past the recorded client's close: the replay has what that client had when it closed (or
+        # has sent its own close frame). What the target sends next, the recorded client never saw:
+        # it had closed, and mitmproxy drops what follows the first close frame. Not recorded.
+        self.past_close = False
+        self.last_frames_sent = False
         self.after_close = 0
 
     # -- main loop -----------------------------------------------------------------------------
@@ -245,6 +248,7 @@ class ConnectionReplay:
             self.deadlines.clear()
             self.result.frames_unsent = len(frames) - index
         if not self.r.stop.is_set():
+            self.last_frames_sent = True
             await self._drain(start)
 
     def _left(self, waiting_for: str) -> float:
@@ -407,7 +411,7 @@ class ConnectionReplay:
         if code not in TOKEN_CLOSE_CODES or self.failed_reconnects >= self.options.max_reconnects \
                 or self.r.stop.is_set():
             self._event(f"the target closed the connection with {code} after {index} of {total} frames"
-                        + (f" ({self.failed_reconnects} reconnect(s) in a row did not restore it)"
+                        + (f" ({self.failed_reconnects} reconnect(s) in a row got no answer)"
                            if code in TOKEN_CLOSE_CODES and self.failed_reconnects else ""))
             return False
         loop = asyncio.get_running_loop()
@@ -432,7 +436,6 @@ class ConnectionReplay:
                 if not self._closed():
                     self._event(f"no response to the re-sent {frame.type} within {self.options.wait_timeout:g} s")
                 return True
-        self.failed_reconnects = 0
         return True
 
     async def _close(self) -> None:
@@ -444,13 +447,22 @@ class ConnectionReplay:
             code = close.get("code") if close.get("by") == "client" else None
             if not isinstance(code, int) or not (code == 1000 or 3000 <= code <= 4999):
                 code = 1000
-            self.closing = True
+            self.past_close = True
             await ws.close(code, "replay interrupted" if self.r.stop.is_set() else "")
         if self.reader is not None:
             await self.reader
         if self.after_close:
-            self._event(f"{self.after_close} frame(s) the target sent after the replay's close frame left out, "
-                        "as a capture through mitmproxy leaves them (the recorded client never saw them)")
+            self._event(f"{self.after_close} frame(s) the target sent after the replay reached the recorded close "
+                        "left out (the recorded client had closed: it never saw them)")
+
+    def _past_close(self) -> bool:
+        """Whether the replay reached the point where the recorded client closed: its close frame is
+        sent, or (timing other than original, the client closing) after the last frame it has the
+        answers and notifications the recorded client had."""
+        if not self.past_close and self.last_frames_sent and self.options.timing != "original" \
+                and (self.conn.close or {}).get("by") != "server":
+            self.past_close = self._caught_up(self.sent_requests, self.conn.notifications)
+        return self.past_close
 
     def _closed(self) -> bool:
         return self.reader is None or self.reader.done()
@@ -460,7 +472,7 @@ class ConnectionReplay:
     async def _read(self, ws: ClientConnection, ws_id: str) -> None:
         try:
             async for message in ws:
-                if self.closing:
+                if self._past_close():
                     self.after_close += 1
                     continue
                 rec = self.r.recording.message(ws_id, False, message)
@@ -477,6 +489,7 @@ class ConnectionReplay:
         key = self.keys.key(rec, payload)
         if rec.get("kind") == "resp":
             self.result.responses += 1
+            self.failed_reconnects = 0
             if key is not None:
                 self.answered.add(key[1])
                 self.responses[key[1]] += 1
