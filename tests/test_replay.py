@@ -9,12 +9,15 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from websockets.asyncio.server import serve
 
-from analysis.capture import CaptureFile, host_port
+from analysis.capture import CaptureFile, dumps, header_record, host_port, message_record
+from analysis.redact import redaction_info
 from conftest import BIN, free_port, holds_jwt, wait_port
 from recorder.consumer import ConsumerConfig, run_consumer
 from recorder.proxy import RecordingProxy
@@ -216,7 +219,7 @@ def test_a_target_that_refuses_every_fresh_token_ends_the_replay_after_five_reco
     connection had subscriptions to re-send (without any, nothing proved the target works)."""
     port = start_server(procs)
     capture = recording
-    if not subscribes:  # the recording's first connection with its GetClock-free requests only
+    if not subscribes:  # the recording's first connection without its subscriptions
         capture = tmp_path / "no-subscriptions.jsonl"
         first = load_plan(str(recording)).connections[0].id
         kept = [line for line in recording.read_bytes().splitlines(keepends=True)
@@ -230,8 +233,58 @@ def test_a_target_that_refuses_every_fresh_token_ends_the_replay_after_five_reco
     assert done.returncode == 1, done.stderr
     (conn,) = json.loads(done.stdout)["connections"]
     assert conn["reconnects"] == 5 and conn["responses"] == 0 and set(conn["close_codes"]) == {4401}
-    assert conn["events"][-1].endswith("(5 reconnect(s) in a row got no answer)")
+    assert conn["events"][-1].endswith("(5 reconnect(s) in a row got no recorded request answered)")
     assert 4 <= time.monotonic() - started < 30  # spaced a second apart, and over
+
+
+def test_answers_to_re_sent_subscriptions_do_not_keep_a_closing_target_reconnected(tmp_path):
+    """A target that answers every request (with 401) and then closes with 4401: the re-sent
+    subscription is answered after each reconnect, yet no recorded request is, so the replay gives
+    up after five reconnects, long before the recorded client's next request 7 s later (an answer
+    to the re-sent frame once started the count again: a reconnect a second for the whole pause)."""
+    url = "ws://127.0.0.1:9/ws_api/account/mwtap/messaging/consumer?v=3"
+    capture = tmp_path / "recorded.jsonl"
+    capture.write_bytes(b"".join(dumps(r) for r in [
+        header_record(1.0, mwtap_version="0.1.0", mitmproxy_version=None, redaction=redaction_info(True),
+                      recording_id="r"),
+        {"rec": "open", "t": 1.0, "conn": "c1", "url": url, "status": 101,
+         "request_headers": [["Authorization", "jwt [redacted sha256:0123456789ab]"]]},
+        message_record("c1", 1.1, 0, True, True, b'{"kind":"req","id":"1","type":"cqm.SubscribeExConversations",'
+                                                 b'"body":{}}'),
+        message_record("c1", 1.11, 1, False, True, b'{"kind":"resp","reqId":"1","code":200,'
+                                                   b'"type":"GenericSubscribeResponse","body":{"subscriptionId":"s"}}'),
+        message_record("c1", 8.1, 2, True, True, b'{"kind":"req","id":"2","type":"GetClock"}'),
+        {"rec": "close", "t": 9.0, "conn": "c1", "code": 1000, "reason": "", "by": "client"}]))
+    connections = []
+
+    async def refuse(ws):
+        connections.append(ws)
+        async for message in ws:
+            request = json.loads(message)
+            await ws.send(json.dumps({"kind": "resp", "reqId": request["id"], "code": 401, "type": "GenericResponse",
+                                      "body": {}}))
+            await ws.close(4401, "token expired")
+
+    async def start():
+        return await serve(refuse, "127.0.0.1", 0)
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.sockets[0].getsockname()[1]
+        done = mwtap("replay", capture, "--target", f"ws://127.0.0.1:{port}", "-o", tmp_path / "out.jsonl",
+                     "--token-command", "echo a-token", "--timing", "original", "--format", "json")
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        asyncio.run_coroutine_threadsafe(server.wait_closed(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+    assert done.returncode == 1, done.stderr
+    (conn,) = json.loads(done.stdout)["connections"]
+    assert conn["reconnects"] == 5 and len(connections) == 6 and conn["frames_unsent"] == 1
+    assert conn["responses"] == 6 and set(conn["close_codes"]) == {4401}
 
 
 def test_a_consumer_that_refreshed_its_token_stays_one_identity_and_resubscribes_in_step(refreshed_recording, procs, tmp_path):

@@ -250,8 +250,8 @@ def test_frames_the_recorded_client_closed_before_are_left_out(tmp_path, after_c
     assert done.returncode == 0, done.stderr
     (conn,) = json.loads(done.stdout)["connections"]
     assert conn["responses"] == 1 and conn["notifications"] == 0 and conn["close_codes"] == [1000]
-    assert conn["events"] == ["1 frame(s) the target sent after the replay reached the recorded close left out "
-                              "(the recorded client had closed: it never saw them)"]
+    assert conn["events"] == ["1 frame(s) the target sent after the recorded client's close (or the replay's close "
+                              "frame) left out, as a capture through mitmproxy ends at the first close frame"]
     assert [r["dir"] for r in CaptureFile(str(out)).records() if r["rec"] == "msg"] == ["c2s", "s2c"]
     compared = mwtap("diff", recorded, out)
     assert compared.returncode == 0 and "no differences" in compared.stdout, compared.stdout

@@ -58,8 +58,8 @@ class ReplayOptions:
     fresh_ids: bool = False
     wait_timeout: float = 5.0
     max_reconnects: int = 5
-    """Reconnects in a row on which the target answered nothing (an answer starts the count again:
-    with short-lived tokens, a long recorded pause can take several reconnects)."""
+    """Reconnects in a row on which the target answered no recorded request (re-sent subscriptions
+    do not count: a target can answer them and close again at once). An answer starts the count again."""
     addresses: list[str] = field(default_factory=list)
     """Connect to these addresses (the ones `check_target` approved) instead of resolving the target's name."""
     tls: ssl.SSLContext | None = None
@@ -208,7 +208,8 @@ class ConnectionReplay:
         self.ws_id = ""
         self.reader: asyncio.Task | None = None
         self.state: list[ClientFrame] = []  # recorded frames sent so far that restore state on a reconnect
-        self.failed_reconnects = 0  # reconnects since the target last answered
+        self.failed_reconnects = 0  # reconnects since the target last answered a recorded request
+        self.answerable: set[int] = set()  # recorded requests sent since the last reconnect
         self.deadlines: dict[str, float] = {}  # what the next frame waits for -> when it stops waiting
         self.last_reconnect = -RECONNECT_SPACING
         # Past the recorded client's close: the replay has what that client had when it closed (or
@@ -326,6 +327,8 @@ class ConnectionReplay:
         if frame.request_index is not None:
             self.keys.request_sent(request_id, frame.request_index)
             self.sent_requests.add(frame.request_index)
+            if not restoring:
+                self.answerable.add(frame.request_index)
         self.r.recording.message(self.ws_id, True, data)
         try:
             await self.ws.send(data)
@@ -411,14 +414,18 @@ class ConnectionReplay:
         if code not in TOKEN_CLOSE_CODES or self.failed_reconnects >= self.options.max_reconnects \
                 or self.r.stop.is_set():
             self._event(f"the target closed the connection with {code} after {index} of {total} frames"
-                        + (f" ({self.failed_reconnects} reconnect(s) in a row got no answer)"
+                        + (f" ({self.failed_reconnects} reconnect(s) in a row got no recorded request answered)"
                            if code in TOKEN_CLOSE_CODES and self.failed_reconnects else ""))
             return False
         loop = asyncio.get_running_loop()
-        await self.r.wait_for(self.r.stop.is_set, self.last_reconnect + RECONNECT_SPACING - loop.time())
+        began = loop.time()
+        await self.r.wait_for(self.r.stop.is_set, self.last_reconnect + RECONNECT_SPACING - began)
+        if self.r.stop.is_set():
+            return False
         self.last_reconnect = loop.time()
         self.result.reconnects += 1
         self.failed_reconnects += 1
+        self.answerable.clear()
         lost = sorted(self.sent_requests - self.answered - self.given_up)
         self.given_up.update(lost)
         self._event(f"the target closed with {code} after {index} of {total} frames: fetched a fresh token, "
@@ -426,17 +433,24 @@ class ConnectionReplay:
                     + (f" ({len(lost)} unanswered request(s) not retried)" if lost else ""))
         if not await self._connect(str(code)):
             return False
+        await self._restore()
+        spent = loop.time() - began  # a frame's waits count the time connected, not the reconnect's
+        self.deadlines = {waiting_for: deadline + spent for waiting_for, deadline in self.deadlines.items()}
+        return True
+
+    async def _restore(self) -> None:
+        """Re-sends the frames that restore state, each awaiting its answer (on a close, the next
+        round of `_run` tells whether to go on)."""
         for frame in self.state:
             before = self.responses[frame.request_index]
             if not await self._send(frame, restoring=True):
-                return True  # closed again: the next round tells whether to go on
+                return
             if frame.request_index is not None and not await self.r.wait_for(
                     lambda: self.responses[frame.request_index] > before, self.options.wait_timeout,
                     also=self._closed):
-                if not self._closed():
-                    self._event(f"no response to the re-sent {frame.type} within {self.options.wait_timeout:g} s")
-                return True
-        return True
+                if self._closed():
+                    return
+                self._event(f"no response to the re-sent {frame.type} within {self.options.wait_timeout:g} s")
 
     async def _close(self) -> None:
         ws = self.ws
@@ -447,20 +461,21 @@ class ConnectionReplay:
             code = close.get("code") if close.get("by") == "client" else None
             if not isinstance(code, int) or not (code == 1000 or 3000 <= code <= 4999):
                 code = 1000
+            await asyncio.sleep(0)  # the reader takes in what arrived before the close frame leaves
             self.past_close = True
             await ws.close(code, "replay interrupted" if self.r.stop.is_set() else "")
         if self.reader is not None:
             await self.reader
         if self.after_close:
-            self._event(f"{self.after_close} frame(s) the target sent after the replay reached the recorded close "
-                        "left out (the recorded client had closed: it never saw them)")
+            self._event(f"{self.after_close} frame(s) the target sent after the recorded client's close (or the "
+                        "replay's close frame) left out, as a capture through mitmproxy ends at the first close frame")
 
     def _past_close(self) -> bool:
         """Whether the replay reached the point where the recorded client closed: its close frame is
         sent, or (timing other than original, the client closing) after the last frame it has the
         answers and notifications the recorded client had."""
         if not self.past_close and self.last_frames_sent and self.options.timing != "original" \
-                and (self.conn.close or {}).get("by") != "server":
+                and (self.conn.close or {}).get("by") == "client":
             self.past_close = self._caught_up(self.sent_requests, self.conn.notifications)
         return self.past_close
 
@@ -489,10 +504,11 @@ class ConnectionReplay:
         key = self.keys.key(rec, payload)
         if rec.get("kind") == "resp":
             self.result.responses += 1
-            self.failed_reconnects = 0
             if key is not None:
                 self.answered.add(key[1])
                 self.responses[key[1]] += 1
+                if key[1] in self.answerable:  # the target serves this connection: reconnecting paid off
+                    self.failed_reconnects = 0
         elif rec.get("kind") == "notification":
             self.result.notifications += 1
             self.notifications[rec.get("type")] += 1
