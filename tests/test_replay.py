@@ -237,54 +237,103 @@ def test_a_target_that_refuses_every_fresh_token_ends_the_replay_after_five_reco
     assert 4 <= time.monotonic() - started < 30  # spaced a second apart, and over
 
 
-def test_answers_to_re_sent_subscriptions_do_not_keep_a_closing_target_reconnected(tmp_path):
-    """A target that answers every request (with 401) and then closes with 4401: the re-sent
-    subscription is answered after each reconnect, yet no recorded request is, so the replay gives
-    up after five reconnects, long before the recorded client's next request 7 s later (an answer
-    to the re-sent frame once started the count again: a reconnect a second for the whole pause)."""
+def token_capture(path: Path, frames: list[tuple[float, bool, bytes]]) -> None:
+    """A one-connection capture whose client sent a (redacted) token in its header: `frames` are
+    (t, from the client, payload); the client closes 1 s after the last."""
     url = "ws://127.0.0.1:9/ws_api/account/mwtap/messaging/consumer?v=3"
-    capture = tmp_path / "recorded.jsonl"
-    capture.write_bytes(b"".join(dumps(r) for r in [
+    path.write_bytes(b"".join(dumps(r) for r in [
         header_record(1.0, mwtap_version="0.1.0", mitmproxy_version=None, redaction=redaction_info(True),
                       recording_id="r"),
         {"rec": "open", "t": 1.0, "conn": "c1", "url": url, "status": 101,
          "request_headers": [["Authorization", "jwt [redacted sha256:0123456789ab]"]]},
-        message_record("c1", 1.1, 0, True, True, b'{"kind":"req","id":"1","type":"cqm.SubscribeExConversations",'
-                                                 b'"body":{}}'),
-        message_record("c1", 1.11, 1, False, True, b'{"kind":"resp","reqId":"1","code":200,'
-                                                   b'"type":"GenericSubscribeResponse","body":{"subscriptionId":"s"}}'),
-        message_record("c1", 8.1, 2, True, True, b'{"kind":"req","id":"2","type":"GetClock"}'),
-        {"rec": "close", "t": 9.0, "conn": "c1", "code": 1000, "reason": "", "by": "client"}]))
-    connections = []
+        *(message_record("c1", t, n, c2s, True, payload) for n, (t, c2s, payload) in enumerate(frames)),
+        {"rec": "close", "t": frames[-1][0] + 1, "conn": "c1", "code": 1000, "reason": "", "by": "client"}]))
 
-    async def refuse(ws):
-        connections.append(ws)
-        async for message in ws:
-            request = json.loads(message)
-            await ws.send(json.dumps({"kind": "resp", "reqId": request["id"], "code": 401, "type": "GenericResponse",
-                                      "body": {}}))
-            await ws.close(4401, "token expired")
 
+def replay_to(handler, capture: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
+    """`mwtap replay` of `capture` to a websockets server on 127.0.0.1 that runs `handler` for each
+    connection (in a thread of this process, stopped after the replay)."""
     async def start():
-        return await serve(refuse, "127.0.0.1", 0)
+        return await serve(handler, "127.0.0.1", 0)
     loop = asyncio.new_event_loop()
     server = loop.run_until_complete(start())
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
     try:
         port = server.sockets[0].getsockname()[1]
-        done = mwtap("replay", capture, "--target", f"ws://127.0.0.1:{port}", "-o", tmp_path / "out.jsonl",
-                     "--token-command", "echo a-token", "--timing", "original", "--format", "json")
+        return mwtap("replay", capture, "--target", f"ws://127.0.0.1:{port}", "-o", out,
+                     "--token-command", "echo a-token", "--format", "json", *args)
     finally:
         loop.call_soon_threadsafe(server.close)
         asyncio.run_coroutine_threadsafe(server.wait_closed(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+def response(request: dict, code: int = 200) -> str:
+    return json.dumps({"kind": "resp", "reqId": request["id"], "code": code, "type": "GenericResponse", "body": {}})
+
+
+SUBSCRIBE_CONVERSATIONS = b'{"kind":"req","id":"1","type":"cqm.SubscribeExConversations","body":{}}'
+SUBSCRIBE_EVENTS = b'{"kind":"req","id":"2","type":"ms.SubscribeMessagingEvents","body":{"dialogId":"d"}}'
+
+
+def test_answers_to_re_sent_subscriptions_do_not_keep_a_closing_target_reconnected(tmp_path):
+    """A target that answers every request (with 401) and then closes with 4401: the re-sent
+    subscription is answered after each reconnect, yet no recorded request is, so the replay gives
+    up after five reconnects, long before the recorded client's next request 7 s later (an answer
+    to the re-sent frame once started the count again: a reconnect a second for the whole pause)."""
+    capture = tmp_path / "recorded.jsonl"
+    token_capture(capture, [(1.1, True, SUBSCRIBE_CONVERSATIONS),
+                            (1.11, False, b'{"kind":"resp","reqId":"1","code":200,"type":"GenericSubscribeResponse",'
+                                          b'"body":{"subscriptionId":"s"}}'),
+                            (8.1, True, b'{"kind":"req","id":"3","type":"GetClock"}')])
+    connections = []
+
+    async def refuse(ws):
+        connections.append(ws)
+        async for message in ws:
+            await ws.send(response(json.loads(message), 401))
+            await ws.close(4401, "token expired")
+            return
+
+    done = replay_to(refuse, capture, tmp_path / "out.jsonl", "--timing", "original")
     assert done.returncode == 1, done.stderr
     (conn,) = json.loads(done.stdout)["connections"]
     assert conn["reconnects"] == 5 and len(connections) == 6 and conn["frames_unsent"] == 1
     assert conn["responses"] == 6 and set(conn["close_codes"]) == {4401}
+
+
+def test_a_re_sent_subscription_left_unanswered_does_not_keep_the_others_from_being_re_sent(tmp_path):
+    """The target answers both subscriptions and closes with 4401 before the next request is due;
+    after the reconnect it ignores the re-sent conversations subscription: the replay says so after
+    --wait-timeout, still re-sends the messaging-events subscription, then goes on."""
+    capture = tmp_path / "recorded.jsonl"
+    token_capture(capture, [(1.1, True, SUBSCRIBE_CONVERSATIONS), (1.2, True, SUBSCRIBE_EVENTS),
+                            (2.5, True, b'{"kind":"req","id":"3","type":"GetClock"}')])
+    received: list[list[str]] = []
+
+    async def expire_then_ignore_one(ws):
+        received.append([])
+        async for message in ws:
+            request = json.loads(message)
+            received[-1].append(request["type"])
+            if len(received) == 1 and request["type"] == "ms.SubscribeMessagingEvents":
+                await ws.send(response(request))
+                await ws.close(4401, "token expired")
+                return
+            elif len(received) == 1 or request["type"] != "cqm.SubscribeExConversations":
+                await ws.send(response(request))
+
+    done = replay_to(expire_then_ignore_one, capture, tmp_path / "out.jsonl", "--timing", "original",
+                     "--wait-timeout", "0.5")
+    assert done.returncode == 0, done.stderr
+    (conn,) = json.loads(done.stdout)["connections"]
+    assert conn["reconnects"] == 1 and conn["frames_unsent"] == 0
+    assert received == [["cqm.SubscribeExConversations", "ms.SubscribeMessagingEvents"],
+                        ["cqm.SubscribeExConversations", "ms.SubscribeMessagingEvents", "GetClock"]]
+    assert "no response to the re-sent cqm.SubscribeExConversations within 0.5 s" in conn["events"]
 
 
 def test_a_consumer_that_refreshed_its_token_stays_one_identity_and_resubscribes_in_step(refreshed_recording, procs, tmp_path):
