@@ -336,6 +336,33 @@ def test_a_re_sent_subscription_left_unanswered_does_not_keep_the_others_from_be
     assert "no response to the re-sent cqm.SubscribeExConversations within 0.5 s" in conn["events"]
 
 
+def test_a_request_the_target_closed_on_after_the_last_frame_is_reported(tmp_path):
+    """The target closes with 4401 on the last request instead of answering it: the replay has
+    sent everything, and says which request went unanswered and why (it said nothing)."""
+    capture = tmp_path / "recorded.jsonl"
+    token_capture(capture, [(1.1, True, SUBSCRIBE_CONVERSATIONS),
+                            (1.11, False, b'{"kind":"resp","reqId":"1","code":200,"type":"GenericSubscribeResponse",'
+                                          b'"body":{"subscriptionId":"s"}}'),
+                            (1.2, True, b'{"kind":"req","id":"3","type":"GetClock"}'),
+                            (1.21, False, b'{"kind":"resp","reqId":"3","code":200,"type":"GenericResponse",'
+                                          b'"body":{}}')])
+
+    async def close_on_the_clock(ws):
+        async for message in ws:
+            request = json.loads(message)
+            if request["type"] == "GetClock":
+                await ws.close(4401, "token expired")
+                return
+            await ws.send(response(request))
+
+    done = replay_to(close_on_the_clock, capture, tmp_path / "out.jsonl")
+    assert done.returncode == 0, done.stderr
+    (conn,) = json.loads(done.stdout)["connections"]
+    assert conn["frames_unsent"] == 0 and conn["responses"] == 1 and conn["close_codes"] == [4401]
+    assert conn["events"] == ["no response to request GetClock (id 3): the target closed the connection with 4401 "
+                              "after the last frame"]
+
+
 def test_a_consumer_that_refreshed_its_token_stays_one_identity_and_resubscribes_in_step(refreshed_recording, procs, tmp_path):
     plan = load_plan(str(refreshed_recording))
     assert len({c.header_token.fingerprint for c in plan.connections}) == len(plan.connections) > 1

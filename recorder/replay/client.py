@@ -287,6 +287,11 @@ class ConnectionReplay:
                                      self.options.wait_timeout, also=self._closed):
             if not self._closed():
                 self._give_up(self.sent_requests, expected, "after the last frame")
+            elif self.reader is not None:  # requests sent as the target closed: nobody else would tell
+                await self.reader
+                for index in sorted(self.sent_requests - self.given_up - self.answered):
+                    self._event(f"no response to request {self._request_name(index)}: the target closed the "
+                                f"connection with {self.ws.close_code} after the last frame")
         close = self.conn.close or {}
         if self.options.timing == "original" and close.get("t"):
             due = start + (close["t"] - self.conn.t_open) / self.options.speed
@@ -299,12 +304,15 @@ class ConnectionReplay:
             return False
         return all(self.notifications[t] >= n - self.deficit[t] for t, n in notifications.items())
 
+    def _request_name(self, index: int) -> str:
+        frame = next((f for f in self.conn.frames if f.request_index == index), None)
+        return f"{frame.type} (id {frame.request_id})" if frame else f"#{index}"
+
     def _give_up(self, requests, notifications: Counter, when: str) -> None:
         for index in sorted(set(requests) - self.given_up - self.answered):
             self.given_up.add(index)
-            frame = next((f for f in self.conn.frames if f.request_index == index), None)
-            what = f"{frame.type} (id {frame.request_id})" if frame else f"#{index}"
-            self._event(f"no response to request {what} within {self.options.wait_timeout:g} s ({when})")
+            self._event(f"no response to request {self._request_name(index)} within {self.options.wait_timeout:g} s "
+                        f"({when})")
         for type_, count in notifications.items():
             short = count - self.deficit[type_] - self.notifications[type_]
             if short > 0:
