@@ -254,8 +254,8 @@ class ConnectionReplay:
 
     def _left(self, waiting_for: str) -> float:
         """Seconds left to wait for `waiting_for` before the next frame: `wait_timeout` from the first
-        try, however many reconnects come between (a token shorter-lived than the wait would restart
-        it for ever)."""
+        try, the time spent reconnecting not counted (restarting the wait on each reconnect, with a
+        token shorter-lived than the wait, never got to the end of it)."""
         now = asyncio.get_running_loop().time()
         return self.deadlines.setdefault(waiting_for, now + self.options.wait_timeout) - now
 
