@@ -109,8 +109,8 @@ pub(crate) fn capture_error(py: Python<'_>, error: CaptureError) -> PyErr {
     }
 }
 
-/// The native analyzers by name, in the order given (the Python engine's order is
-/// analysis.analyzers.ANALYZERS); `wanted(table)` says which of their tables to keep.
+/// The native analyzers by name, in the order given (analysis.native.ANALYZERS is the order the
+/// rules run in); `wanted(table)` says which of their tables to keep.
 pub(crate) fn analyzers_named(
     names: &[String],
     config: &Config,

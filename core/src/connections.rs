@@ -1,4 +1,4 @@
-//! Connections (analysis/analyzers/connections.py): one row per connection (or refused upgrade) and
+//! Connections: one row per connection (or refused upgrade) and
 //! the reconnect chains, which connection follows which of the same client, after how long, and
 //! whether a fresh token was used after 4401/4407. Tables `connections` and `reconnects`
 //! (docs/analysis.md); times keep their Python types (an int minus an int is an int).

@@ -1,13 +1,12 @@
-//! The sans-I/O protocol engine (analysis/engine.py), fed capture records one at a time: it keeps
+//! The sans-I/O protocol engine, fed capture records one at a time (`analysis.Engine` in Python): it keeps
 //! per-connection state (open, closed, implicit opens, records after a close, drops) and hands each
 //! record to the analyzers, each owning one concern and one output table.
 //!
 //! Framing (framing.rs) classifies every message first; the other analyzers implement `Analyzer`
-//! and are routed messages by (direction, category, type) through `Analyzer::wants`. Porting the
-//! Python analyzers (Connections, Keepalive, Pairs, Streams, Sequences, Rings) means one
-//! `impl Analyzer` each, added to `Engine::new`'s list in the Python order: their hooks are called
-//! in that order, so their violations come out in the Python order too. Deadlines: `Context::after`
-//! in a hook, `Analyzer::deadline` when the capture's clock passes it.
+//! and are routed messages by (direction, category, type) through `Analyzer::wants`. Their hooks
+//! are called in the order of `Engine::new`'s list (analysis.native.ANALYZERS: Connections,
+//! Keepalive, Pairs, Streams, Sequences, Rings), so their violations come out in that order.
+//! Deadlines: `Context::after` in a hook, `Analyzer::deadline` when the capture's clock passes it.
 
 use std::cell::OnceCell;
 use std::collections::HashMap;

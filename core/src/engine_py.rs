@@ -11,7 +11,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::analysis_py::{analyzers_named, config_from, engine_result, frame_rows, violation_rows};
 use crate::batches::row_dicts;
-use crate::engine::Engine;
+use crate::engine::{Config, Engine};
 use crate::record::{parse_line, Parsed, Record, Val};
 
 #[pyclass(name = "Engine", module = "analysis._core")]
@@ -136,6 +136,41 @@ impl StreamEngine {
     }
 }
 
+/// The frames-table row (a dict) of one capture line, its category told as the engine tells it, or
+/// None for a line that is not a msg record of a string `conn` and a `c2s` or `s2c` `dir`, or that
+/// the capture reader takes for damage (a field of the wrong type, a time out of range). What
+/// the line breaks of the framing rules is not reported: the report shows, in a second pass, frames
+/// the first pass checked.
+#[pyfunction]
+fn frame_row<'py>(
+    py: Python<'py>,
+    line: &Bound<'py, PyBytes>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let mut rec = Record::default();
+    let usable = matches!(parse_line(line.as_bytes(), &mut rec), Parsed::Record)
+        && rec.rec.as_str() == Some("msg")
+        && rec.conn.as_str().is_some()
+        && matches!(rec.dir.as_str(), Some("c2s" | "s2c"))
+        && rec.unusable().is_none();
+    if !usable {
+        return Ok(None);
+    }
+    shielded(|| {
+        let mut engine = Engine::new(Config::default(), true, Vec::new());
+        engine.framing.classify(&mut engine.ctx, &rec);
+        let rows = engine.framing.rows.take().unwrap_or_default();
+        frame_rows(py, &rows)?.get_item(0).map(Some)
+    })
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<StreamEngine>()
+    m.add_class::<StreamEngine>()?;
+    m.add_function(wrap_pyfunction!(frame_row, m)?)?;
+    // The bounds and slacks of the analyzers that the Python side needs too (`--jobs` plans its
+    // partitions' overlap by READ_WAIT_S, the built-in server idles agents out by AGENT_SLACK).
+    m.add("READ_WAIT_S", crate::sequences::READ_WAIT_S)?;
+    m.add("AGENT_SLACK", crate::keepalive::AGENT_SLACK)?;
+    m.add("ANSWERED_IDS_KEPT", crate::pairs::ANSWERED_IDS_KEPT)?;
+    m.add("CLIENT_KEYS_KEPT", crate::connections::CLIENT_KEYS_KEPT)?;
+    m.add("CLOSED_CONNS_KEPT", crate::engine::CLOSED_CONNS_KEPT)
 }

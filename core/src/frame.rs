@@ -1,4 +1,4 @@
-//! What every analyzer asks of a message (analysis/frame.py): its type under any prefix, arrays
+//! What every analyzer asks of a message: its type under any prefix, arrays
 //! sent bare, the body, whether a response can answer a request, and the body index fields.
 
 use std::collections::HashSet;

@@ -1,4 +1,4 @@
-//! Framing (analysis/analyzers/framing.py): what each message is (request, response, notification
+//! Framing: what each message is (request, response, notification
 //! or unusable), the framing rules, and the per-frame table. The engine calls `classify` for every
 //! msg record before any other analyzer.
 

@@ -1,4 +1,4 @@
-//! Keep-alive (analysis/analyzers/keepalive.py): the client's silences (any client message, ping or
+//! Keep-alive: the client's silences (any client message, ping or
 //! pong resets the clock), and the WebSocket pings and pongs themselves. Tables `keepalive`,
 //! `silences`, `pings` (docs/analysis.md); times keep their Python types (an int minus an int is
 //! an int).
@@ -13,7 +13,7 @@ use crate::record::{Record, Val};
 const SERVER_CLOSE_TOLERANCE: f64 = 0.98;
 /// On an agent connection a silence may exceed the limit by this share of it (node-agent-sdk pings
 /// on a 60 s timer that fires a few ms late).
-const AGENT_SLACK: f64 = 0.1;
+pub const AGENT_SLACK: f64 = 0.1;
 struct Silence {
     last: Val<'static>,
     activities: i128,

@@ -1,4 +1,4 @@
-//! Request/response pairing (analysis/analyzers/pairs.py): latency, unanswered requests, orphan and
+//! Request/response pairing: latency, unanswered requests, orphan and
 //! error responses, responses of a type that cannot answer their request, request ids, response
 //! codes, and requests sent before the InitConnection response. Table `pairs` (docs/analysis.md).
 //!
@@ -30,7 +30,7 @@ use crate::pyrepr::{py_float, py_format_g, py_str_ascii};
 use crate::record::{Record, Val};
 
 /// Answered ids remembered per connection, at least (see trim_oldest), for `reused-request-id`.
-const ANSWERED_IDS_KEPT: usize = 10_000;
+pub const ANSWERED_IDS_KEPT: usize = 10_000;
 /// The `latency` key standing for Python's None (a request without a type).
 pub const NONE_KEY: &str = "\u{0}none";
 

@@ -1,4 +1,4 @@
-//! Rings on agent connections (analysis/analyzers/rings.py): every ring offered WAITING
+//! Rings on agent connections: every ring offered WAITING
 //! (`.ams.routing.RoutingTaskNotification`) is answered with `.ams.routing.UpdateRingState` before it
 //! expires (Messaging Agent API — Getting Started, Step 6).
 

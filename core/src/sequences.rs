@@ -1,4 +1,4 @@
-//! Messaging events (analysis/analyzers/sequences.py): per-dialog sequence gaps, duplicates and
+//! Messaging events: per-dialog sequence gaps, duplicates and
 //! regressions; whether and how fast the client (consumer or agent) acknowledged (ACCEPT, READ)
 //! each message of another participant; publishing to closed conversations. Table `sequences`
 //! (docs/analysis.md), built only when asked.
@@ -31,7 +31,7 @@ const HISTORY_SLACK_S: f64 = 1.0;
 /// Closed conversations, and closed dialogs, remembered (the earliest closed go first).
 const CLOSED_IDS_KEPT: usize = 100_000;
 /// How long an accepted message waits for its READ (bounds memory).
-const READ_WAIT_S: f64 = 300.0;
+pub const READ_WAIT_S: f64 = 300.0;
 const REQUESTS: [&str; 4] = [
     "PublishEvent",
     "SubscribeMessagingEvents",

@@ -1,4 +1,4 @@
-//! Subscription streams (analysis/analyzers/streams.py): conversation-metadata, routing-task and
+//! Subscription streams: conversation-metadata, routing-task and
 //! agent-state streams keyed by the subscriptionId of the subscribe response, messaging-event
 //! streams keyed by the dialogId of `ms.SubscribeMessagingEvents`. Table `streams` (docs/analysis.md);
 //! times keep their Python types. Maps keep Python's dict order (IndexMap, `shift_remove` for a
