@@ -6,26 +6,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-import orjson
-
 from analysis.capture import MAX_TIME, Damage
 from analysis.config import Config
-from analysis.engine import TABLES, Engine, Sink
+from analysis.engine import TABLES, Engine
 from analysis import _core, native
 from analysis.imports import SourceLimits, all_captures
 from analysis.reader import CaptureSet, Paths
 from analysis.summary import Summary
 from analysis.tables import COLUMNS, int64
 from analysis.verdict import Verdict
-
-
-def run(captures: CaptureSet, config: Config, sink: Sink | None, on_violation=None) -> Engine:
-    engine = Engine(config, sink, on_violation)
-    feed = engine.feed
-    for rec in captures.records():
-        feed(rec)
-    engine.finish()
-    return engine
 
 
 def analyze(paths: Paths, config: Config | None = None, jobs: int | None = None) -> tuple[dict, list[Damage]]:
@@ -99,8 +88,8 @@ def streamed(paths: Paths, config: Config, tables: Iterable[str], on_batch: Call
     hand_over = handing_over(summary)
     built = [name for name in TABLES if name != "violations" and (name in tables or name in native.SUMMARISED)]
     if not all_captures(paths):
-        result, files, limits = _fed(paths, config, built, hand_over)
-        return limits.annotate(summary.result(native.Counters(result), files)), files.damage
+        engine, files, limits = _fed(paths, config, built, hand_over)
+        return limits.annotate(summary.result(engine, files)), files.damage
     analysis = native.open_captures(paths, jobs=jobs)
     limits = SourceLimits.of(analysis.headers)
     dicts = [*native.SUMMARISED, *batching.pop("dicts", ())]
@@ -111,25 +100,22 @@ def streamed(paths: Paths, config: Config, tables: Iterable[str], on_batch: Call
 
 
 def _fed(paths: Paths, config: Config, tables: list[str], hand_over: Callable[[str, list], None]
-         ) -> tuple[dict, CaptureSet, SourceLimits]:
-    """The core's engine fed the records of `paths` one at a time (`analysis._core.Engine`), for
+         ) -> tuple[Engine, CaptureSet, SourceLimits]:
+    """The core's engine fed the records of `paths` one at a time (`analysis.engine.Engine`), for
     HAR and flow files, which `analysis.imports` turns into records: the core reads capture files
-    only. Each record's violations and rows are handed over as row dicts after it (so `streamed`'s
-    batching options do not apply: no batch size, no redaction, which the importers did already)."""
+    only. Rows are handed over one at a time as they are made (so `streamed`'s batching options do
+    not apply: no batch size, no redaction, which the importers did already)."""
     captures = CaptureSet(paths)
     limits = SourceLimits.of(capture.header for capture in captures.files)
-    engine = _core.Engine(dataclasses.asdict(limits.config(config)), native.ANALYZERS, tables)
 
-    def handed(violations: list | None, made: dict | None) -> None:
-        if violations:
-            hand_over("violations", violations)
-        for table, rows in (made or {}).items():
-            hand_over(table, rows)
+    class HandOver:
+        def adder(self, table: str) -> Callable[[dict], None] | None:
+            return (lambda row: hand_over(table, [row])) if table in tables or table == "violations" else None
+    engine = Engine(limits.config(config), HandOver())
     for rec in captures.records():
-        handed(engine.feed(orjson.dumps(rec)), engine.take_tables())
-    result = engine.finish()
-    handed(result["violations"], result["tables"])  # the frames were all taken: a finish adds none
-    return result, captures, limits
+        engine.feed(rec)
+    engine.finish()
+    return engine, captures, limits
 
 
 def _frame(table: str, batches: list):
@@ -138,17 +124,6 @@ def _frame(table: str, batches: list):
         import pyarrow as pa
         return frame_from_arrow(table, pa.Table.from_batches(batches))
     return to_frame(table, [row for rows in batches for row in rows])
-
-
-def analysed(paths: Paths, config: Config, sink_of: Callable[[Summary], Sink]) -> tuple[Any, dict, list[Damage]]:
-    """One pass of the Python engine over `paths` into `sink_of(summary)`: the sink, the summary, the
-    damaged lines. The reference the native core is compared with (tests/test_native_*.py)."""
-    captures = CaptureSet(paths)
-    limits = SourceLimits.of(capture.header for capture in captures.files)
-    summary = Summary(config.max_violations)
-    sink = sink_of(summary)
-    engine = run(captures, limits.config(config), sink)
-    return sink, limits.annotate(summary.result(engine, captures)), captures.damage
 
 
 def to_frame(table: str, rows: list[dict] | dict[str, Any]):

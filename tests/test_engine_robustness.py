@@ -47,6 +47,24 @@ def test_odd_records_are_counted_not_fatal():
     assert [v.rule for v in found if v.severity != "info"] == []
 
 
+def test_records_nested_deeper_than_orjson_writes_are_checked():
+    """A capture line may nest up to 1,023 levels (orjson reads that many, writes 254): such a record
+    reaches the core like any other, in `record --live`, `view --follow` and HAR imports alike."""
+    deep = [[]]
+    for _ in range(1000):
+        deep = [deep]
+    b = CaptureBuilder()
+    b.open("c", 1.0)
+    b.c2s("c", 1.1, GET_CLOCK)
+    records = b.records[1:]
+    records[0]["request_headers"] = deep
+    records[1]["extra"] = deep
+    engine, found = feed_all(records + [{"rec": "msg", "t": 1.2, "conn": "c", "dir": "s2c", "text": "[",
+                                         "nested": deep}])
+    assert engine.frames == 2
+    assert [v.rule for v in found] == ["invalid-json", "unanswered-request"]
+
+
 def test_clock_stepping_back_a_little_does_not_confuse_pairing(tmp_path):
     b = CaptureBuilder()
     b.open("c", 1.0)

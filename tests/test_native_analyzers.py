@@ -1,5 +1,6 @@
-"""The native Keepalive and Rings analyzers (core/src/keepalive.rs, rings.rs) give the Python analyzers'
-answers exactly: the same violations in the same order (messages worded alike: `{gap:.1f}`, `{limit:g}`),
+"""The native Keepalive and Rings analyzers (core/src/keepalive.rs, rings.rs) reading a capture
+and fed its records one at a time (`test_native_engine.fed_engine`) give the same answers exactly, as they gave
+the retired Python analyzers': the same violations in the same order (messages worded alike: `{gap:.1f}`, `{limit:g}`),
 the same `keepalive`, `silences` and `pings` rows (an int time stays an int, an int minus an int too), the
 same stats. On every capture the tests ship, on generated captures, on a fuzz of keep-alive and ring
 traffic (agent and consumer URLs, pings and pongs either way, server closes, ring offers, answers,
@@ -15,8 +16,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analysis.analyzers.keepalive import Keepalive
-from analysis.analyzers.rings import Rings
 from analysis.config import Config
 from analysis.synth import CaptureBuilder
 from sample_capture import generate
@@ -25,7 +24,7 @@ from test_native_engine import ROOT, SHIPPED, assert_same, capture_files, writte
 from test_reliability_load import soak_size
 
 TABLES = ("keepalive", "silences", "pings")
-SETS = [(Keepalive,), (Rings,), (Keepalive, Rings)]
+SETS = [("keepalive",), ("rings",), ("keepalive", "rings")]
 AGENT_URL = "wss://127.0.0.1/ws_api/account/1/messaging/brand/[redacted sha256:0123456789ab]?v=2"
 CONSUMER_URL = "wss://127.0.0.1/ws_api/account/1/messaging/consumer?v=3"
 DEFAULT_CASES = 400
@@ -36,7 +35,7 @@ def same(paths: list[str], analyzers, config: Config | None = None) -> dict | st
     return assert_same(paths, config, False, analyzers, TABLES)
 
 
-@pytest.mark.parametrize("analyzers", SETS, ids=lambda s: "+".join(a.__name__ for a in s))
+@pytest.mark.parametrize("analyzers", SETS, ids="+".join)
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_captures(path, analyzers):
     same([str(path)], analyzers)
@@ -45,9 +44,9 @@ def test_shipped_captures(path, analyzers):
 def test_generated_captures(tmp_path):
     sample = tmp_path / "sample.jsonl"
     generate(sample, seed=5)
-    result = same([str(sample)], (Keepalive, Rings), Config(keepalive_limit_s=2.0))
+    result = same([str(sample)], ("keepalive", "rings"), Config(keepalive_limit_s=2.0))
     assert result["tables"]["silences"] and any(v["rule"] == "keepalive-gap" for v in result["violations"])
-    same([str(ROOT / "notebooks/data/demo.jsonl.gz")], (Keepalive, Rings))
+    same([str(ROOT / "notebooks/data/demo.jsonl.gz")], ("keepalive", "rings"))
 
 
 def test_keepalive_and_rings_cases(tmp_path):
@@ -77,7 +76,7 @@ def test_keepalive_and_rings_cases(tmp_path):
         b.close(conn, t + (58.9 if conn == "over" else 58.7), by="server")
     path = tmp_path / "cases.jsonl"
     b.write(path)
-    result = same([str(path)], (Keepalive, Rings))
+    result = same([str(path)], ("keepalive", "rings"))
     messages = [(v["rule"], v["t"], v["message"]) for v in result["violations"]]
     agent = "(limit 60 s + 10% for an agent)"
     assert messages == [
@@ -141,12 +140,12 @@ def check_traffic(records: list[dict], limit: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "traffic.jsonl"
         builder.write(path)
-        same([str(path)], (Keepalive, Rings), Config(keepalive_limit_s=limit))
+        same([str(path)], ("keepalive", "rings"), Config(keepalive_limit_s=limit))
 
 
 def check_damaged(files: list[tuple[str, bytes]]) -> None:
     with written(files) as paths:
-        same(paths, (Keepalive, Rings))
+        same(paths, ("keepalive", "rings"))
 
 
 LIMITS = st.sampled_from([60.0, 5.0, 12.5, 0.5])

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pandas.testing import assert_frame_equal
 
 from analysis import _core
-from analysis.analyzers import ANALYZERS
+from analysis.native import ANALYZERS
 from analysis.capture import CaptureError
 from analysis.load import frame_from_arrow, to_frame
 from analysis.synth import CaptureBuilder
@@ -25,22 +25,9 @@ from sample_capture import generate
 from test_native_engine import SHIPPED
 
 
-def native_analyzers(path: str) -> list[str]:
-    """The analyzers `analyze_native` runs today (others are being ported), in the Python engine's order."""
-    names = []
-    for name in (cls.__name__.lower() for cls in ANALYZERS):
-        try:
-            _core.analyze_native([path], None, [name], [])
-        except ValueError as e:
-            assert str(e).startswith("no native analyzer"), e
-        else:
-            names.append(name)
-    return names
-
-
 def assert_same_tables(path: str) -> list[str]:
     """Every table of `path` by way of Arrow and by way of lists; the tables compared."""
-    analyzers = native_analyzers(path)
+    analyzers = list(ANALYZERS)
     tables = [name for name in COLUMNS if name != "violations"]
     lists = _core.analyze_native([path], None, analyzers, tables)
     arrow = _core.analyze_native([path], None, analyzers, tables, arrow=True)

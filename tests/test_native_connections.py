@@ -1,9 +1,10 @@
-"""The native Connections analyzer (core/src/connections.rs) gives the Python analyzer's answers exactly:
+"""The native Connections analyzer (core/src/connections.rs) reading a capture and fed its records one at a
+time (`test_native_engine.fed_engine`) gives the same answers exactly, as it gave the retired Python analyzer's:
 the same token-not-refreshed and fast-reconnect violations in the same order (`{delay:.3f}`, `{min:g}`),
 the same `connections` rows (refused upgrades, implicit opens, connections open at the end, frame, byte and
 ping counts, tokens from the Authorization header, the URL or InitConnection, agent or consumer side) and
 `reconnects` rows (linked by token, JWT sub or host, chains and attempts, fresh tokens), types included.
-Alone and before Keepalive and Rings (the Python engine's order), on every capture the tests ship, on
+Alone and before Keepalive and Rings (the engine's order), on every capture the tests ship, on
 generated captures, on a fuzz of connection traffic and on the damaged captures of test_native_engine."""
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from analysis.analyzers.connections import CLIENT_KEYS_KEPT, Connections
-from analysis.analyzers.keepalive import Keepalive
-from analysis.analyzers.rings import Rings
+from analysis import _core
 from analysis.capture import dumps
 from analysis.config import Config
 from analysis.redact import marker
@@ -27,14 +26,14 @@ from test_native_message import jwt
 from test_reliability_load import soak_size
 
 TABLES = ("connections", "reconnects", "keepalive", "silences", "pings")
-SETS = [(Connections,), (Connections, Keepalive, Rings)]
+SETS = [("connections",), ("connections", "keepalive", "rings")]
 AGENT_URL = "wss://127.0.0.1/ws_api/account/1/messaging/brand/[redacted sha256:0123456789ab]?v=2"
 CONSUMER_URL = "wss://127.0.0.1/ws_api/account/1/messaging/consumer?v=3"
 DEFAULT_CASES = 400
 SOAK_CASES = soak_size(400, 10_000)
 
 
-def same(paths: list[str], analyzers=(Connections,), config: Config | None = None) -> dict | str:
+def same(paths: list[str], analyzers=("connections",), config: Config | None = None) -> dict | str:
     return assert_same(paths, config, False, analyzers, TABLES)
 
 
@@ -44,13 +43,13 @@ def write(tmp_path, builder: CaptureBuilder) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("analyzers", SETS, ids=lambda s: "+".join(a.__name__ for a in s))
+@pytest.mark.parametrize("analyzers", SETS, ids="+".join)
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_captures(path, analyzers):
     same([str(path)], analyzers)
 
 
-@pytest.mark.parametrize("analyzers", SETS, ids=lambda s: "+".join(a.__name__ for a in s))
+@pytest.mark.parametrize("analyzers", SETS, ids="+".join)
 def test_generated_captures(tmp_path, analyzers):
     sample = tmp_path / "sample.jsonl"
     generate(sample, seed=6)
@@ -143,7 +142,7 @@ def test_connection_rows(tmp_path):
     b.close("bot", 18, code=4401, by="server")
     b.open("bot2", 18, token=None)  # linked by host at its end: after 4401 without any token
     b.close("agent", 20, code=1006, reason="gone", by="client")
-    result = same([write(tmp_path, b)], (Connections, Keepalive, Rings))
+    result = same([write(tmp_path, b)], ("connections", "keepalive", "rings"))
     rows = {r["conn"]: r for r in result["tables"]["connections"]}
     assert [(r["state"], r["refused_status"], r["close_reason"]) for r in (rows["r1"], rows["r2"])] == [
         ("refused", 403, "forbidden"), ("refused", None, None)]
@@ -163,19 +162,19 @@ def test_client_keys_kept_are_bounded_alike(tmp_path):
     are known (the newest CLIENT_KEYS_KEPT kept, a key closed again counting as new): a reconnect from a
     forgotten host is not linked."""
     header = dumps({"rec": "header", "t": 1.0, "format": "mwtap-capture", "version": 1})
-    hosts = CLIENT_KEYS_KEPT + CLIENT_KEYS_KEPT // 4 + 1
+    hosts = _core.CLIENT_KEYS_KEPT + _core.CLIENT_KEYS_KEPT // 4 + 1
     lines = [header]
     for i in range(hosts):
         if i == hosts - 1:  # the first host closes again just before the batch is forgotten
             lines.append(b'{"rec":"open","t":2,"conn":"again","client":"h0:1"}\n{"rec":"close","t":2,"conn":"again"}\n')
         lines.append(b'{"rec":"open","t":2,"conn":"c%d","client":"h%d:1"}\n{"rec":"close","t":2,"conn":"c%d"}\n'
                      % (i, i, i))
-    hosts_back = (0, 1, hosts - CLIENT_KEYS_KEPT, hosts - CLIENT_KEYS_KEPT + 1, hosts - 1)
+    hosts_back = (0, 1, hosts - _core.CLIENT_KEYS_KEPT, hosts - _core.CLIENT_KEYS_KEPT + 1, hosts - 1)
     for i in hosts_back:
         lines.append(b'{"rec":"open","t":3,"conn":"back%d","client":"h%d:2"}\n' % (i, i))
     path = tmp_path / "many-hosts.jsonl"
     path.write_bytes(b"".join(lines))
-    result = assert_same([str(path)], None, False, (Connections,), ("reconnects",))
+    result = assert_same([str(path)], None, False, ("connections",), ("reconnects",))
     assert [(r["conn"], r["prev_conn"]) for r in result["tables"]["reconnects"]] == [
         ("again", "c0"), ("back0", "again"), *((f"back{i}", f"c{i}") for i in hosts_back[3:])]
 

@@ -1,10 +1,11 @@
-"""The native capture reader and engine (core/: reader.rs, record.rs, engine.rs, framing.rs) give the
-Python implementation's answers exactly: the same records read, the same damage (kinds, lines,
-listing bounds), unknown kinds, headers, engine counters, Framing violations in order and the same
-per-frame table, types included (an int `t` stays an int). On every capture the tests ship, on
-generated captures, and on a differential fuzz of generated and damaged captures (invalid JSON,
-truncated lines, wrong field types, times out of range, unknown kinds, gzip cut mid-stream, wrong
-headers, several files of one or more recordings)."""
+"""The core reading a capture itself (core/: reader.rs, record.rs, engine.rs, framing.rs) and the
+core fed the Python reader's records one at a time give the same answers exactly: the same records
+read, the same damage (kinds, lines, listing bounds), unknown kinds, headers, engine counters,
+Framing violations in order and the same per-frame table, types included (an int `t` stays an
+int). On every capture the tests ship, on generated captures, and on a fuzz of generated and
+damaged captures (invalid JSON, truncated lines, wrong field types, times out of range, unknown
+kinds, gzip cut mid-stream, wrong headers, several files of one or more recordings). What the
+rules find is asserted in tests/test_rules.py and beside each analyzer's tests here."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 from analysis import _core
 from analysis.capture import CaptureError, dumps
 from analysis.config import Config
-from analysis.engine import CLOSED_CONNS_KEPT, Analyzer, Engine
+from analysis.engine import as_line
 from analysis.histogram import LogHistogram
 from analysis.reader import CaptureSet
 from analysis.synth import CaptureBuilder
@@ -40,40 +41,20 @@ DEFAULT_CASES = 2_000
 SOAK_CASES = soak_size(2_000, 10_000)
 
 
-class _Nothing(Analyzer):
-    """No hook: the Python engine then runs Framing alone (`analyzers=[]` would mean the defaults)."""
-
-
-def python_engine(paths: list[str], config: Config, frames_table: bool = True, analyzers=(), tables=()) -> dict:
-    """The Python reader and engine's answers (Framing, then `analyzers`; the rows of `tables`), shaped as
-    `_core.analyze_native` returns them."""
-    rows: list[dict] = []
-    violations: list[dict] = []
-    table_rows: dict[str, list[dict]] = {}  # the tables asked for that an analyzer running owns
-
-    class Sink:
-        def adder(self, table):
-            if table == "frames":
-                return rows.append if frames_table else None
-            return table_rows.setdefault(table, []).append if table in tables else None
-
+def fed_engine(paths: list[str], config: Config, frames_table: bool = True, analyzers=(), tables=()) -> dict:
+    """The same analysis by the other road: the Python reader's records (analysis/reader.py, which HAR
+    and flow imports and the view go through) fed one at a time to the core's engine as JSON
+    (`_core.Engine`, as `record --live` and `view --follow` feed it), shaped as `_core.analyze_native`
+    returns them. The Python engine these tests compared the core with until it was retired gave
+    the same answers on them; this road checks the reader, the projection and the engine's
+    line-at-a-time interface against the core's own reading."""
     captures = CaptureSet(paths)
-    engine = Engine(config, Sink(), lambda v: violations.append(v.as_row()), analyzers=[*analyzers] or [_Nothing])
+    engine = _core.Engine(dataclasses.asdict(config), list(analyzers), [*tables, *(["frames"] if frames_table else [])])
+    violations = []
     for rec in captures.records():
-        engine.feed(rec)
-    engine.finish()
-    out = {
-        "frames": engine.frames, "malformed_records": engine.malformed_records,
-        "records_after_close": engine.records_after_close, "drops": engine.drops,
-        "dropped_records": engine.dropped_records,
-        "violations": violations,
-        "stats": engine.stats(),
-        "tables": table_rows,
-    }
-    if frames_table:
-        columns = ("conn", "t", "frame", "dir", "op", "size", "category", "kind", "type", "id", "req_id", "code",
-                   "subscription_id", "truncated", "text")
-        out["frames_table"] = {c: [row[c] for row in rows] for c in columns}
+        violations.extend(engine.feed(as_line(rec)) or ())
+    out = engine.finish()
+    out["violations"] = violations + out["violations"]
     out["files"] = [{"path": f.path, "header": f.header, "lines": f.lines, "bytes_read": f.bytes_read}
                     for f in captures.files]
     out["damage"] = [(d.path, d.line, d.problem, d.kind, d.more) for d in captures.damage]
@@ -90,20 +71,21 @@ def outcome(run, *args) -> dict | str:
 
 def assert_same(paths: list[str], config: Config | None = None, frames_table: bool = True, analyzers=(),
                 tables=()) -> dict | str:
-    """Both engines' answers are equal, types included; `analyzers` are Python analyzer classes, each
-    run natively under its lower-cased class name."""
+    """Both roads' answers are equal, types included; `analyzers`: the core's analyzers by name
+    (Framing alone when none)."""
     config = config or Config()
-    python = outcome(python_engine, paths, config, frames_table, analyzers, tables)
-    native = outcome(_core.analyze_native, paths, dataclasses.asdict(config), [a.__name__.lower() for a in analyzers],
+    fed = outcome(fed_engine, paths, config, frames_table, analyzers, tables)
+    native = outcome(_core.analyze_native, paths, dataclasses.asdict(config), list(analyzers),
                      [*tables, *(["frames"] if frames_table else [])])
-    if isinstance(native, dict) and "accept_ms" in native["stats"]:
-        # Sequences' accept times, for the merge of `--jobs`: they give the percentiles it reports.
-        accepts = LogHistogram.from_state(native["stats"].pop("accept_ms"))
-        messaging = native["stats"]["messaging"]
-        assert [accepts.percentile(50), accepts.percentile(90)] == [messaging["accept_p50_ms"],
-                                                                    messaging["accept_p90_ms"]]
-    assert native == python
-    assert repr(native) == repr(python)  # the same types too: 1 == 1.0 == True for ==
+    for result in (native, fed):
+        if isinstance(result, dict) and "accept_ms" in result["stats"]:
+            # Sequences' accept times, for the merge of `--jobs`: they give the percentiles it reports.
+            accepts = LogHistogram.from_state(result["stats"]["accept_ms"])
+            messaging = result["stats"]["messaging"]
+            assert [accepts.percentile(50), accepts.percentile(90)] == [messaging["accept_p50_ms"],
+                                                                        messaging["accept_p90_ms"]]
+    assert native == fed
+    assert repr(native) == repr(fed)  # the same types too: 1 == 1.0 == True for ==
     return native
 
 
@@ -134,6 +116,29 @@ def test_generated_captures_and_severity_overrides(tmp_path):
         subprocess.run([sys.executable, str(ROOT / "benchmarks/gen_capture.py"), str(generated), "--frames", "3000",
                         "--clients", "20", *extra], check=True)
         assert assert_same([str(generated)])["frames"] >= 3000
+
+
+def test_frame_row_gives_the_frames_tables_row(tmp_path):
+    """`_core.frame_row(line)` (the report's second pass) gives a msg line's row of the frames table,
+    categories and types included; None for a line that is no usable msg record, or damage."""
+    sample = tmp_path / "sample.jsonl"
+    generate(sample, seed=5)
+    odd = [{"rec": "msg", "t": 9, "conn": "odd", "n": i, "dir": "s2c", **fields} for i, fields in enumerate([
+        {"text": "{"}, {"op": "binary", "size": 3}, {"text": '{"type":"x"}', "type": "x"}, {"kind": 5, "text": "{}"},
+        {"text": "{}", "reqId": "1", "code": 1.5}, {"text": "[1]", "truncated": True}])]
+    with sample.open("ab") as f:
+        f.write(b"".join(dumps(rec) for rec in odd))
+    table = _core.analyze_native([str(sample)])["frames_table"]
+    expected = [dict(zip(table, values)) for values in zip(*table.values())]
+    lines = [line for line in sample.read_bytes().splitlines() if b'"rec":"msg"' in line]
+    rows = [_core.frame_row(line) for line in lines]
+    assert rows.count(None) == 1  # `"kind": 5`, damage the reader leaves out
+    rows.remove(None)
+    assert len(rows) == len(expected) > 100 and rows == expected and repr(rows) == repr(expected)
+    assert {row["category"] for row in rows} == {"req", "resp", "notification", None}
+    for line in (b'{"rec":"open","t":1,"conn":"c"}', b'{"rec":"msg","t":1,"conn":"c","dir":"up"}',
+                 b'{"rec":"msg","t":1,"conn":5,"dir":"c2s"}', b"{broken", b"[]"):
+        assert _core.frame_row(line) is None, line
 
 
 def test_not_a_capture_raises_the_same_error(tmp_path):
@@ -203,15 +208,15 @@ def test_quoted_values_in_messages(tmp_path):
 
 @pytest.mark.parametrize("extra", [0, 1])
 def test_closed_connections_kept_are_bounded_alike(tmp_path, extra):
-    """Closed ids are forgotten in batches, once there are 1.25 × CLOSED_CONNS_KEPT of them (the newest
-    CLOSED_CONNS_KEPT kept): a message on a forgotten one opens it implicitly, on a remembered one it
+    """Closed ids are forgotten in batches, once there are 1.25 × _core.CLOSED_CONNS_KEPT of them (the newest
+    _core.CLOSED_CONNS_KEPT kept): a message on a forgotten one opens it implicitly, on a remembered one it
     counts as a record after close."""
     header = dumps({"rec": "header", "t": 1.0, "format": "mwtap-capture", "version": 1})
-    conns = CLOSED_CONNS_KEPT + CLOSED_CONNS_KEPT // 4 + extra
+    conns = _core.CLOSED_CONNS_KEPT + _core.CLOSED_CONNS_KEPT // 4 + extra
     lines = [header]
     for i in range(conns):
         lines.append(b'{"rec":"open","t":2,"conn":"c%d"}\n{"rec":"close","t":2,"conn":"c%d"}\n' % (i, i))
-    for i in (0, conns - CLOSED_CONNS_KEPT - 1, conns - CLOSED_CONNS_KEPT, conns - 1):
+    for i in (0, conns - _core.CLOSED_CONNS_KEPT - 1, conns - _core.CLOSED_CONNS_KEPT, conns - 1):
         lines.append(b'{"rec":"msg","t":3,"conn":"c%d","dir":"c2s","kind":"req","type":"x","id":"1"}\n' % i)
     path = tmp_path / "many-conns.jsonl"
     path.write_bytes(b"".join(lines))
@@ -276,12 +281,12 @@ def check_same(files: list[tuple[str, bytes]]) -> None:
 
 @fuzz_settings(DEFAULT_CASES)
 @given(capture_files())
-def test_fuzz_native_equals_python(files):
+def test_fuzz_read_by_the_core_equals_fed_to_it(files):
     check_same(files)
 
 
 @pytest.mark.soak
 @fuzz_settings(SOAK_CASES)
 @given(capture_files())
-def test_fuzz_native_equals_python_soak(files):
+def test_fuzz_read_by_the_core_equals_fed_to_it_soak(files):
     check_same(files)

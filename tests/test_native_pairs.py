@@ -1,4 +1,5 @@
-"""The native Pairs analyzer (core/src/pairs.rs) gives the Python analyzer's answers exactly: the same
+"""The native Pairs analyzer (core/src/pairs.rs) reading a capture and fed its records one at a time
+(`test_native_engine.fed_engine`) gives the same answers exactly, as it gave the retired Python analyzer's: the same
 violations in the same order (those its response deadlines fire included, messages worded alike), the
 same `pairs` rows (an int time stays an int), none when the table is not asked for, the same `requests`
 counts and the same latency histograms (native stats carry each histogram's `LogHistogram.state()`,
@@ -10,7 +11,6 @@ short and long) and on the damaged captures of tests/test_native_engine.py's fuz
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from pathlib import Path
 
@@ -19,18 +19,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from analysis import _core
-from analysis.analyzers.keepalive import Keepalive
-from analysis.analyzers.pairs import ANSWERED_IDS_KEPT, Pairs
-from analysis.analyzers.rings import Rings
 from analysis.config import Config
 from analysis.histogram import LogHistogram
 from analysis.synth import CaptureBuilder
 from sample_capture import generate
 from test_fuzz_engine import fuzz_settings
-from test_native_engine import ROOT, SHIPPED, capture_files, outcome, python_engine, written
+from test_native_engine import ROOT, SHIPPED, assert_same, capture_files, written
 from test_reliability_load import soak_size
 
-SETS = [(Pairs,), (Keepalive, Pairs, Rings)]  # alone, and in the engine's order with the other ported ones
+SETS = [("pairs",), ("keepalive", "pairs", "rings")]  # alone, and in the engine's order with the other ported ones
 NONE_KEY = "\x00none"
 AGENT_URL = "wss://127.0.0.1/ws_api/account/1/messaging/brand/[redacted sha256:0123456789ab]?v=2"
 CONSUMER_URL = "wss://127.0.0.1/ws_api/account/1/messaging/consumer?v=3"
@@ -46,24 +43,10 @@ def native_key(type_: str | None) -> str:
     return "\x00" + type_ if type_.startswith("\x00") else type_
 
 
-def as_native(result: dict | str) -> dict | str:
-    """Python's answers with the latency histograms as the native stats carry them."""
-    if isinstance(result, dict) and "latency" in result["stats"]:
-        latency = result["stats"]["latency"]
-        result["stats"]["latency"] = {native_key(k): h.state() for k, h in latency.items()}
-    return result
-
-
-def same(paths: list[str], analyzers=(Pairs,), config: Config | None = None, tables=("pairs",)) -> dict | str:
-    """Both engines' answers are equal, types included (`test_native_engine.assert_same`, histograms compared
-    by their state)."""
-    config = config or Config()
-    python = as_native(outcome(python_engine, paths, config, False, analyzers, tables))
-    native = outcome(_core.analyze_native, paths, dataclasses.asdict(config),
-                     [a.__name__.lower() for a in analyzers], list(tables))
-    assert native == python
-    assert repr(native) == repr(python)  # the same types too: 1 == 1.0 == True for ==
-    return native
+def same(paths: list[str], analyzers=("pairs",), config: Config | None = None, tables=("pairs",)) -> dict | str:
+    """Both roads' answers are equal, types included (`test_native_engine.assert_same`), histograms
+    compared by their state."""
+    return assert_same(paths, config, False, analyzers, tables)
 
 
 def write(builder: CaptureBuilder, path: Path) -> str:
@@ -71,7 +54,7 @@ def write(builder: CaptureBuilder, path: Path) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("analyzers", SETS, ids=lambda s: "+".join(a.__name__ for a in s))
+@pytest.mark.parametrize("analyzers", SETS, ids="+".join)
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_shipped_captures(path, analyzers):
     same([str(path)], analyzers)
@@ -80,9 +63,9 @@ def test_shipped_captures(path, analyzers):
 def test_generated_captures(tmp_path):
     sample = tmp_path / "sample.jsonl"
     generate(sample, seed=7)
-    result = same([str(sample)], (Keepalive, Pairs, Rings))
+    result = same([str(sample)], ("keepalive", "pairs", "rings"))
     assert result["tables"]["pairs"] and result["stats"]["requests"]["answered"] > 0
-    demo = same([str(ROOT / "notebooks/data/demo.jsonl.gz")], (Keepalive, Pairs, Rings))
+    demo = same([str(ROOT / "notebooks/data/demo.jsonl.gz")], ("keepalive", "pairs", "rings"))
     assert demo["stats"]["latency"]
 
 
@@ -95,16 +78,21 @@ def test_no_rows_unless_asked(tmp_path):
 
 
 def test_histograms_rebuilt_from_native_state(tmp_path):
-    """LogHistogram.from_state gives the Python histogram back: the same percentiles, the same state."""
+    """LogHistogram.from_state gives back the histogram the core kept of each request type's latencies:
+    the state and percentiles of Python's own histogram of the `pairs` table's latencies."""
     sample = tmp_path / "sample.jsonl"
     generate(sample, seed=9)
-    python = python_engine([str(sample)], Config(), False, (Pairs,))["stats"]["latency"]
-    native = _core.analyze_native([str(sample)], None, ["pairs"], [])["stats"]["latency"]
-    assert len(python) == len(native) > 1
-    for type_, histogram in python.items():
-        rebuilt = LogHistogram.from_state(native[native_key(type_)])
-        assert rebuilt.state() == histogram.state()
-        assert [rebuilt.percentile(q) for q in (50, 90, 99)] == [histogram.percentile(q) for q in (50, 90, 99)]
+    result = _core.analyze_native([str(sample)], None, ["pairs"], ["pairs"])
+    latencies: dict = {}
+    for row in result["tables"]["pairs"]:
+        if row["latency_ms"] is not None:
+            latencies.setdefault(native_key(row["type"]), []).append(row["latency_ms"])
+    native = result["stats"]["latency"]
+    assert native.keys() == latencies.keys() and len(native) > 1
+    for key, values in latencies.items():
+        rebuilt, own = LogHistogram.from_state(native[key]), LogHistogram.of(values)
+        assert rebuilt.state() == own.state()
+        assert [rebuilt.percentile(q) for q in (50, 90, 99)] == [own.percentile(q) for q in (50, 90, 99)]
     values = [-1.0, 0.0, 0.4, 3.0, 3.01, 250.0]
     assert LogHistogram.from_state(LogHistogram.of(values).state()).__dict__ == LogHistogram.of(values).__dict__
 
@@ -228,19 +216,19 @@ def test_init_connection_cases(tmp_path):
 
 def test_answered_ids_forgotten_in_batches(tmp_path):
     """reused-request-id remembers ANSWERED_IDS_KEPT ids per connection at least, forgotten in the same
-    batches as Python (trim_oldest): an id answered long ago is reused unreported, a recent one is reported."""
+    batches as the closed connections: an id answered long ago is reused unreported, a recent one is reported."""
     b = CaptureBuilder()
     b.open("c", 0)
-    total = ANSWERED_IDS_KEPT + ANSWERED_IDS_KEPT // 4 + 1
+    total = _core.ANSWERED_IDS_KEPT + _core.ANSWERED_IDS_KEPT // 4 + 1
     for i in range(total):
         b.c2s("c", i, req(str(i)))
         b.s2c("c", i + 0.5, resp(str(i)))
-    for reused in ("0", str(total - ANSWERED_IDS_KEPT - 1), str(total - ANSWERED_IDS_KEPT), str(total - 1)):
+    for reused in ("0", str(total - _core.ANSWERED_IDS_KEPT - 1), str(total - _core.ANSWERED_IDS_KEPT), str(total - 1)):
         b.c2s("c", total, req(reused))
     result = same([write(b, tmp_path / "ids.jsonl")], tables=())
     reported = [v["message"] for v in result["violations"] if v["rule"] == "reused-request-id"]
     assert reported == [f"request id '{i}' reused after it was answered (reported once per id)"
-                        for i in (total - ANSWERED_IDS_KEPT, total - 1)]
+                        for i in (total - _core.ANSWERED_IDS_KEPT, total - 1)]
 
 
 CONNS = st.sampled_from(["a", "b", "c"])
@@ -302,7 +290,7 @@ def check_traffic(records: list[dict], config: Config) -> None:
 
 def check_damaged(files: list[tuple[str, bytes]]) -> None:
     with written(files) as paths:
-        same(paths, (Keepalive, Pairs, Rings))
+        same(paths, ("keepalive", "pairs", "rings"))
 
 
 CONFIGS = st.sampled_from([Config(), Config(response_timeout_s=5.0), Config(response_timeout_s=0.5),

@@ -1,37 +1,42 @@
-"""`mwtap analyze` runs on the native core (analysis.load.analyze): its summary is the Python engine's,
+"""`mwtap analyze` reads captures in the native core (analysis.load.analyze): its summary is the one
+the records make fed to the core one at a time (the road of HAR and flow files, `analysis.load._fed`),
 key for key and type for type (`repr` equal), on every capture the tests ship, on generated captures,
 on captures with more violations or connections than the core hands over at a time, with options,
 with several files, and on the damaged-capture fuzz of tests/test_native_engine.py."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from hypothesis import given
 
 from analysis.capture import CaptureError
 from analysis.config import Config
-from analysis.load import analysed, analyze
+from analysis.load import analyze
 from analysis.synth import CaptureBuilder
 from sample_capture import generate
 from test_fuzz_engine import fuzz_settings
 from test_native_engine import SHIPPED, capture_files, written
 from test_reliability_load import soak_size
 
+LOAD = sys.modules["analysis.load"]  # `analysis.load` is the function the package exports
 DEFAULT_CASES = 300
 SOAK_CASES = soak_size(300, 10_000)
 
 
-def python_summary(paths, config: Config) -> tuple[dict, list[str]]:
-    _, summary, damage = analysed(paths, config, lambda summary: summary)
+def fed_summary(paths, config: Config) -> tuple[dict, list[str]]:
+    with mock.patch.object(LOAD, "all_captures", lambda paths: False):
+        summary, damage = analyze(paths, config)
     return summary, [str(d) for d in damage]
 
 
 def assert_same(paths: list[str], config: Config | None = None) -> dict:
     config = config or Config()
     try:
-        expected = python_summary(paths, config)
+        expected = fed_summary(paths, config)
     except CaptureError as e:
         with pytest.raises(CaptureError) as raised:
             analyze(paths, config)
@@ -88,12 +93,13 @@ def test_more_connections_than_one_batch(tmp_path):
     assert summary["capture"]["connections"] == 26_000 and summary["reconnects"]["total"] > 25_000
 
 
-def test_the_cli_analyze_is_native(tmp_path, monkeypatch):
-    """Not a Python engine in disguise: `analyze` builds no analysis.engine.Engine for a capture."""
+def test_the_cli_analyze_reads_in_the_core(tmp_path, monkeypatch):
+    """`analyze` has the core read a capture file: it feeds no records one at a time
+    (`analysis.engine.Engine`, the road of HAR files, through the Python reader)."""
     import analysis.engine
 
     def refuse(*args, **kwargs):
-        raise AssertionError("the Python engine ran")
+        raise AssertionError("records were fed one at a time")
     monkeypatch.setattr(analysis.engine.Engine, "__init__", refuse)
     sample = tmp_path / "s.jsonl"
     generate(sample, seed=4)
@@ -107,12 +113,12 @@ def check(files) -> None:
 
 @fuzz_settings(DEFAULT_CASES)
 @given(capture_files())
-def test_fuzz_native_summary_equals_python(files):
+def test_fuzz_native_summary_equals_fed(files):
     check(files)
 
 
 @pytest.mark.soak
 @fuzz_settings(SOAK_CASES)
 @given(capture_files())
-def test_fuzz_native_summary_equals_python_soak(files):
+def test_fuzz_native_summary_equals_fed_soak(files):
     check(files)

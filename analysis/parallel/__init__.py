@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Callable, Protocol
 
-from analysis.analyzers.sequences import READ_WAIT_S
+from analysis import _core
 from analysis.capture import as_paths, count_unknown
 from analysis.config import Config
 from analysis.histogram import LogHistogram
@@ -49,7 +49,7 @@ def analyze(paths: Paths, config: Config | None = None, *, jobs: int | None = No
         if jobs == 1 or len(paths) == 1:
             return analyze_here(paths, config, jobs)
         workers = LocalWorkers(jobs)
-    gap = max(config.reconnect_window_s, config.response_timeout_s, config.accept_timeout_s, READ_WAIT_S)
+    gap = max(config.reconnect_window_s, config.response_timeout_s, config.accept_timeout_s, _core.READ_WAIT_S)
     with workers as run_all:
         surveys = run_all(survey, list(enumerate(paths)))
         limits = SourceLimits.of(s.header for s in surveys)

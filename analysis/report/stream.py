@@ -25,11 +25,10 @@ from typing import Any, Callable, Iterable
 
 import orjson
 
-from analysis import native
-from analysis.analyzers.framing import Framing, frame_row
+from analysis import _core, native
 from analysis.capture import MSG, PING, PONG
 from analysis.config import Config
-from analysis.engine import Context
+from analysis.engine import as_line
 from analysis.frame import NOTIFICATION
 from analysis.imports import all_captures
 from analysis.load import Capture, streamed, to_frame
@@ -199,12 +198,12 @@ class StreamedCapture(Capture):
         frames_of = self.connections.groupby("conn")[["frames_c2s", "frames_s2c"]].sum().sum(axis=1)
         stride = {conn: max(1, math.ceil(int(frames_of.get(conn, 0)) / TIMELINE_FRAMES)) for conn in timeline}
         marked = set(zip(self.violations.conn, self.violations.frame)) | wanted
-        framing = Framing(Context(self.config, None, None))  # its violations were counted in the first pass
         shown, notes = _Rows("frames", FRAME_COLUMNS), _Rows("frames", NOTIFICATION_COLUMNS, SAMPLE_ROWS)
         pings = _Rows("pings", [name for name, _ in COLUMNS["pings"]])
         seen = dict.fromkeys(timeline, 0)
 
-        def take(rec: dict) -> None:
+        def take(rec: dict, line: bytes | None = None) -> None:
+            """One record (`line`: its JSON, when read from a capture file)."""
             kind, conn, n = rec.get("rec"), rec.get("conn"), rec.get("n")
             if conn.__class__ is not str:  # the engine skipped it
                 return
@@ -218,7 +217,9 @@ class StreamedCapture(Capture):
             if rec.get("dir") not in ("c2s", "s2c") or epoch_s(rec.get("t")) is None:
                 return
             if key in wanted:
-                row = frame_row(framing.classify(rec))
+                row = _core.frame_row(line or as_line(rec))
+                if row is None:  # damage, left out of the frames table
+                    return
                 text = row["text"]
                 if text.__class__ is str and len(text) > payload_chars:
                     self.payload_chars[key] = len(text)
@@ -230,7 +231,9 @@ class StreamedCapture(Capture):
                 seen[conn] += 1
                 drawn = key in marked or (seen[conn] - 1) % stride[conn] == 0
             if drawn or "subscriptionId" in rec:
-                row = frame_row(framing.classify(rec))
+                row = _core.frame_row(line or as_line(rec))
+                if row is None:
+                    return
                 row["text"] = None  # only the frames shown in the report carry their payload
                 if drawn:
                     shown.add(row)
@@ -239,7 +242,7 @@ class StreamedCapture(Capture):
         if all_captures(self.paths):  # the core picks out the lines of the connections asked for
             loads = orjson.loads
             native.open_captures(self.paths).select([*seen, *{conn for conn, _ in wanted}],
-                                                    lambda lines: [take(loads(line)) for line in lines])
+                                                    lambda lines: [take(loads(line), line) for line in lines])
         else:
             for rec in CaptureSet(self.paths).records():
                 take(rec)

@@ -10,20 +10,18 @@ connection rows, arrives as rows, so the view shows exactly the verdict `mwtap a
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import struct
 from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
-import orjson
 
-from analysis import _core
 from analysis.capture import CLOSE, MSG, OPEN, PING, PONG, REFUSED
 from analysis.config import Config
 from analysis.frame import type_is
 from analysis.identity import header_token, url_token
-from analysis.native import ANALYZERS
+from analysis.engine import Engine
 from analysis.rules import SEVERITIES
 
 # Record kinds as kept in the `kind` column.
@@ -148,9 +146,11 @@ class ViewIndex:
         # over the limit are the keepalive-gap violations).
         self._tables = {"pairs": self._pair, "violations": self._violation, "reconnects": self._reconnect,
                         "connections": self._connection}
-        # `add`'s engine (following a capture); `analysis.view.build` runs its own beside `locate`
-        self.engine = _core.Engine(dataclasses.asdict(self.config), ANALYZERS,
-                                   [table for table in self._tables if table != "violations"])
+
+    @functools.cached_property
+    def engine(self) -> Engine:
+        """`add`'s engine (following a capture); `analysis.view.build` runs its own beside `locate`."""
+        return Engine(self.config, self)
 
     # --- what the engine found ---------------------------------------------------------------
     def adder(self, table: str):
@@ -215,16 +215,7 @@ class ViewIndex:
     def add(self, rec: dict, file: int, offset: int, length: int) -> None:
         """Index one record, then feed it to the engine (which may report pairs and violations of it)."""
         self.locate(rec, file, offset, length)
-        self._found(self.engine.feed(orjson.dumps(rec)), self.engine.take_tables())
-
-    def _found(self, violations: list[dict] | None, tables: dict[str, list[dict]] | None) -> None:
-        """What the engine reported: violation rows, and rows of its tables by name."""
-        for row in violations or ():
-            self._violation(row)
-        for table, rows in (tables or {}).items():
-            attach = self._tables[table]
-            for row in rows:
-                attach(row)
+        self.engine.feed(rec)
 
     def locate(self, rec: dict, file: int, offset: int, length: int) -> None:
         """Index one record without the engine (`analysis.view.build` runs it in another process).
@@ -327,8 +318,7 @@ class ViewIndex:
 
     def advance(self, t: float) -> None:
         """Let the capture's clock run on without a record (following: deadlines fire on time)."""
-        self._found(self.engine.advance(t), self.engine.take_tables())
+        self.engine.advance(t)
 
     def finish(self) -> None:
-        result = self.engine.finish()
-        self._found(result["violations"], result["tables"])
+        self.engine.finish()

@@ -24,7 +24,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from analysis.analyzers.keepalive import AGENT_SLACK
+from analysis._core import AGENT_SLACK
 from recorder.server.agent import Agent
 from recorder.server.agent_login import AgentLogin
 from recorder.server.auth import CLOSE_TOKEN
