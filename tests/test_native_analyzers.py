@@ -1,11 +1,11 @@
-"""The native Keepalive and Rings analyzers (core/src/keepalive.rs, rings.rs) reading a capture
-and fed its records one at a time (`test_native_engine.fed_engine`) give the same answers exactly, as they gave
-the retired Python analyzers': the same violations in the same order (messages worded alike: `{gap:.1f}`, `{limit:g}`),
-the same `keepalive`, `silences` and `pings` rows (an int time stays an int, an int minus an int too), the
-same stats. On every capture the tests ship, on generated captures, on a fuzz of keep-alive and ring
-traffic (agent and consumer URLs, pings and pongs either way, server closes, ring offers, answers,
-cancellations and expirations of every JSON type, times as ints and floats, clocks stepping back) and on
-the damaged captures of tests/test_native_engine.py's fuzz."""
+"""The native Keepalive and Rings analyzers (core/src/keepalive.rs, rings.rs) reading a capture and fed its
+records one at a time (`test_native_engine.fed_engine`) give the same answers exactly (their answers on
+fixed captures are the retired Python analyzers': tests/test_golden.py): the same violations in the same
+order (messages worded alike: `{gap:.1f}`, `{limit:g}`), the same `keepalive`, `silences` and `pings` rows
+(an int time stays an int, an int minus an int too), the same stats. On every capture the tests ship, on
+generated captures, on a fuzz of keep-alive and ring traffic (agent and consumer URLs, pings and pongs
+either way, server closes, ring offers, answers, cancellations and expirations of every JSON type, times as
+ints and floats, clocks stepping back) and on the damaged captures of tests/test_native_engine.py's fuzz."""
 
 from __future__ import annotations
 

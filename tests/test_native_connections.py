@@ -1,11 +1,12 @@
 """The native Connections analyzer (core/src/connections.rs) reading a capture and fed its records one at a
-time (`test_native_engine.fed_engine`) gives the same answers exactly, as it gave the retired Python analyzer's:
-the same token-not-refreshed and fast-reconnect violations in the same order (`{delay:.3f}`, `{min:g}`),
-the same `connections` rows (refused upgrades, implicit opens, connections open at the end, frame, byte and
-ping counts, tokens from the Authorization header, the URL or InitConnection, agent or consumer side) and
-`reconnects` rows (linked by token, JWT sub or host, chains and attempts, fresh tokens), types included.
-Alone and before Keepalive and Rings (the engine's order), on every capture the tests ship, on
-generated captures, on a fuzz of connection traffic and on the damaged captures of test_native_engine."""
+time (`test_native_engine.fed_engine`) gives the same answers exactly (its answers on fixed captures are the
+retired Python analyzer's: tests/test_golden.py): the same token-not-refreshed and fast-reconnect violations
+in the same order (`{delay:.3f}`, `{min:g}`), the same `connections` rows (refused upgrades, implicit opens,
+connections open at the end, frame, byte and ping counts, tokens from the Authorization header, the URL or
+InitConnection, agent or consumer side) and `reconnects` rows (linked by token, JWT sub or host, chains and
+attempts, fresh tokens), types included. Alone and before Keepalive and Rings (the engine's order), on every
+capture the tests ship, on generated captures, on a fuzz of connection traffic and on the damaged captures
+of test_native_engine."""
 
 from __future__ import annotations
 

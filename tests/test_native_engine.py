@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -43,11 +45,12 @@ SOAK_CASES = soak_size(2_000, 10_000)
 
 def fed_engine(paths: list[str], config: Config, frames_table: bool = True, analyzers=(), tables=()) -> dict:
     """The same analysis by the other road: the Python reader's records (analysis/reader.py, which HAR
-    and flow imports and the view go through) fed one at a time to the core's engine as JSON
-    (`_core.Engine`, as `record --live` and `view --follow` feed it), shaped as `_core.analyze_native`
-    returns them. The Python engine these tests compared the core with until it was retired gave
-    the same answers on them; this road checks the reader, the projection and the engine's
-    line-at-a-time interface against the core's own reading."""
+    and flow imports and the view go through) fed one at a time to the core's line-at-a-time
+    engine as JSON (`_core.Engine`, which `analysis.Engine` wraps for `record --live`, the imports
+    and `view --follow`), shaped as `_core.analyze_native` returns them. It checks the readers, the
+    projection and the line-at-a-time interface against the core's own reading; what the rules
+    answer is checked by tests/test_rules.py and tests/test_golden.py (the retired Python
+    engine's answers)."""
     captures = CaptureSet(paths)
     engine = _core.Engine(dataclasses.asdict(config), list(analyzers), [*tables, *(["frames"] if frames_table else [])])
     violations = []
@@ -60,6 +63,39 @@ def fed_engine(paths: list[str], config: Config, frames_table: bool = True, anal
     out["damage"] = [(d.path, d.line, d.problem, d.kind, d.more) for d in captures.damage]
     out["unknown_records"] = captures.unknown_records
     return out
+
+
+# The retired Python engine's answer to each question the tests below asked of it, in the order
+# asked (a fingerprint each: `fingerprint_of`), by test: tests/test_golden.py says more.
+ANSWERED_BEFORE = json.loads((ROOT / "tests" / "data" / "golden" / "answers.json").read_text())
+_questions: dict[str, int] = {}
+
+
+def fingerprint_of(result: dict | str, paths: list[str]) -> str:
+    """An answer's fingerprint, the files it read named by their names (tests write them to
+    temporary folders)."""
+    if isinstance(result, str):
+        text = result
+        for path in paths:
+            text = text.replace(path, Path(path).name)
+    else:
+        result = {**result, "stats": {k: v for k, v in result["stats"].items() if k != "accept_ms"}}  # new since
+        result["files"] = [{**f, "path": Path(f["path"]).name} for f in result["files"]]
+        result["damage"] = [(Path(d[0]).name, *d[1:]) for d in result["damage"]]
+        text = repr(result)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def assert_answered_as_before(result: dict | str, paths: list[str]) -> None:
+    """The core answers as the retired Python engine did to the same question of the same test.
+    Tests driven by hypothesis (other cases every run) and tests written since have no such answer."""
+    test = os.environ["PYTEST_CURRENT_TEST"].rsplit(" ", 1)[0].lower()
+    before = ANSWERED_BEFORE.get(test)
+    if before is None:
+        return
+    asked = _questions[test] = _questions.get(test, -1) + 1
+    answer = fingerprint_of(result, paths)
+    assert asked < len(before) and answer == before[asked], f"question {asked}: answered {answer}, not as before"
 
 
 def outcome(run, *args) -> dict | str:
@@ -86,6 +122,7 @@ def assert_same(paths: list[str], config: Config | None = None, frames_table: bo
                                                                         messaging["accept_p90_ms"]]
     assert native == fed
     assert repr(native) == repr(fed)  # the same types too: 1 == 1.0 == True for ==
+    assert_answered_as_before(native, paths)
     return native
 
 
@@ -130,15 +167,15 @@ def test_frame_row_gives_the_frames_tables_row(tmp_path):
         f.write(b"".join(dumps(rec) for rec in odd))
     table = _core.analyze_native([str(sample)])["frames_table"]
     expected = [dict(zip(table, values)) for values in zip(*table.values())]
-    lines = [line for line in sample.read_bytes().splitlines() if b'"rec":"msg"' in line]
-    rows = [_core.frame_row(line) for line in lines]
+    lines = [text for text in sample.read_bytes().splitlines() if b'"rec":"msg"' in text]
+    rows = [_core.frame_row(text) for text in lines]
     assert rows.count(None) == 1  # `"kind": 5`, damage the reader leaves out
     rows.remove(None)
     assert len(rows) == len(expected) > 100 and rows == expected and repr(rows) == repr(expected)
     assert {row["category"] for row in rows} == {"req", "resp", "notification", None}
-    for line in (b'{"rec":"open","t":1,"conn":"c"}', b'{"rec":"msg","t":1,"conn":"c","dir":"up"}',
+    for text in (b'{"rec":"open","t":1,"conn":"c"}', b'{"rec":"msg","t":1,"conn":"c","dir":"up"}',
                  b'{"rec":"msg","t":1,"conn":5,"dir":"c2s"}', b"{broken", b"[]"):
-        assert _core.frame_row(line) is None, line
+        assert _core.frame_row(text) is None, text
 
 
 def test_not_a_capture_raises_the_same_error(tmp_path):

@@ -1,13 +1,13 @@
 """The native Pairs analyzer (core/src/pairs.rs) reading a capture and fed its records one at a time
-(`test_native_engine.fed_engine`) gives the same answers exactly, as it gave the retired Python analyzer's: the same
-violations in the same order (those its response deadlines fire included, messages worded alike), the
-same `pairs` rows (an int time stays an int), none when the table is not asked for, the same `requests`
-counts and the same latency histograms (native stats carry each histogram's `LogHistogram.state()`,
-Python's None key written "\\x00none"). On every capture the tests ship, on generated captures, on
-hand-built cases for every rule and branch, on a fuzz of request/response traffic (ids reused and
-duplicated, responses of every type and code, InitConnection first or not, tokens in the URL, in the
-Authorization header or in another header, times as ints and floats, clocks stepping back, timeouts
-short and long) and on the damaged captures of tests/test_native_engine.py's fuzz."""
+(`test_native_engine.fed_engine`) gives the same answers exactly (its answers on fixed captures are the
+retired Python analyzer's: tests/test_golden.py): the same violations in the same order (those its response
+deadlines fire included, messages worded alike), the same `pairs` rows (an int time stays an int), none when
+the table is not asked for, the same `requests` counts and the same latency histograms (native stats carry
+each histogram's `LogHistogram.state()`, Python's None key written "\\x00none"). On every capture the tests
+ship, on generated captures, on hand-built cases for every rule and branch, on a fuzz of request/response
+traffic (ids reused and duplicated, responses of every type and code, InitConnection first or not, tokens in
+the URL, in the Authorization header or in another header, times as ints and floats, clocks stepping back,
+timeouts short and long) and on the damaged captures of tests/test_native_engine.py's fuzz."""
 
 from __future__ import annotations
 

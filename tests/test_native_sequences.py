@@ -1,12 +1,13 @@
 """The native Sequences analyzer (core/src/sequences.rs) reading a capture and fed its records one at a time
-(`test_native_engine.fed_engine`) gives the same answers exactly, as it gave the retired Python analyzer's: the
-same violations in the same order (gaps, duplicates, regressions, missing ACCEPTs from the READ, the
-deadline and the close, publishes after a close; dialog ids quoted with ascii()), the same `sequences` rows
-(accept_ms / read_ms filled in when the message is done with, in the same order), the same `messaging`
-stats. On the captures the tests ship, on generated captures, on hand-built cases for every rule and
-branch, on a fuzz of messaging traffic (own echoes either way round, history replay, agent and consumer
-connections, closes by request and by notification, malformed body index fields, originators and
-sequences that Python compares with == across int, float and bool) and on damaged captures."""
+(`test_native_engine.fed_engine`) gives the same answers exactly (its answers on fixed captures are the
+retired Python analyzer's: tests/test_golden.py): the same violations in the same order (gaps, duplicates,
+regressions, missing ACCEPTs from the READ, the deadline and the close, publishes after a close; dialog ids
+quoted with ascii()), the same `sequences` rows (accept_ms / read_ms filled in when the message is done
+with, in the same order), the same `messaging` stats. On the captures the tests ship, on generated captures,
+on hand-built cases for every rule and branch, on a fuzz of messaging traffic (own echoes either way round,
+history replay, agent and consumer connections, closes by request and by notification, malformed body index
+fields, originators and sequences that Python compares with == across int, float and bool) and on damaged
+captures."""
 
 from __future__ import annotations
 

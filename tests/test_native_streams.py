@@ -1,11 +1,12 @@
 """The native Streams analyzer (core/src/streams.rs) reading a capture and fed its records one at a time
-(`test_native_engine.fed_engine`) gives the same answers exactly, as it gave the retired Python analyzer's: the same
-violations in the same order (values quoted with ascii(), `{delay:.3f}`), the same `streams` rows (an int time
-stays an int, None where Python has None, rows in Python's dict order), alone and routed beside the other
-native analyzers. On every capture the tests ship, on generated captures, on a fuzz of subscription traffic
-(keyed and messaging subscriptions, unsubscribes, responses of every type and code, notifications before
-their answer, agent connections by URL and by request, malformed body index fields, clocks stepping back) and
-on the damaged captures of tests/test_native_engine.py's fuzz."""
+(`test_native_engine.fed_engine`) gives the same answers exactly (its answers on fixed captures are the
+retired Python analyzer's: tests/test_golden.py): the same violations in the same order (values quoted with
+ascii(), `{delay:.3f}`), the same `streams` rows (an int time stays an int, None where Python has None, rows
+in Python's dict order), alone and routed beside the other native analyzers. On every capture the tests
+ship, on generated captures, on a fuzz of subscription traffic (keyed and messaging subscriptions,
+unsubscribes, responses of every type and code, notifications before their answer, agent connections by URL
+and by request, malformed body index fields, clocks stepping back) and on the damaged captures of
+tests/test_native_engine.py's fuzz."""
 
 from __future__ import annotations
 
