@@ -30,14 +30,15 @@ class Sink(Protocol):
 def as_line(rec: dict) -> bytes:
     """A record as the JSON line the core reads. orjson writes at most 254 levels of nesting, but a
     capture line may hold up to 1,023 (the most orjson reads): those are written by `json`, whose
-    encoder recurses once a level."""
+    encoder recurses once a level. A value JSON cannot hold (NaN, bytes, a lone surrogate) raises
+    TypeError or ValueError, from either."""
     try:
         return orjson.dumps(rec)
     except TypeError:
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, 4_000))
         try:
-            return json.dumps(rec).encode()
+            return json.dumps(rec, ensure_ascii=False, allow_nan=False).encode()
         finally:
             sys.setrecursionlimit(limit)
 
@@ -46,9 +47,10 @@ class Engine:
     """Feed capture records (dicts, as a capture line decodes) with `feed`, then call `finish` once.
 
     Violations go to `on_violation` the moment they are found; the rows of the tables `sink` asks
-    for go to it after the record (or the `advance`) that finished them. After `finish`, the
-    counters (`frames`, `malformed_records`, `records_after_close`, `drops`, `dropped_records`) and
-    `stats()` say what was seen.
+    for go to it after the record (or the `advance`) that finished them, a record's violations
+    first. The counters (`frames`, `malformed_records`, `records_after_close`, `drops`,
+    `dropped_records`) and `stats()` are known once finished; a finished engine takes no more
+    records. Every analyzer of the core runs (the tables nobody asked for are not built).
     """
 
     def __init__(self, config: Config | None = None, sink: Sink | None = None,
@@ -61,12 +63,20 @@ class Engine:
         self._core = _core.Engine(dataclasses.asdict(self.config), ANALYZERS, self._tables)
         self.frames = self.malformed_records = self.records_after_close = self.drops = self.dropped_records = 0
         self._counters: Counters | None = None
+        self._unwritable = 0  # records holding a value JSON cannot, counted as malformed
 
     def feed(self, rec: dict) -> None:
         """One record. One without a string `rec` is no capture record and is passed over, as the
-        capture reader passes over lines of kinds it does not know."""
-        if rec.get("rec").__class__ is str:
-            self._hand_over(self._core.feed(as_line(rec)))
+        capture reader passes over lines of kinds it does not know; one holding a value no capture
+        line can (NaN, bytes, a lone surrogate) is counted as malformed."""
+        if rec.get("rec").__class__ is not str:
+            return
+        try:
+            line = as_line(rec)
+        except (TypeError, ValueError):
+            self._unwritable += 1
+            return
+        self._hand_over(self._core.feed(line))
 
     def advance(self, t: float) -> None:
         """Let the clock reach `t` without a record (live checking): deadlines up to `t` fire."""
@@ -77,7 +87,7 @@ class Engine:
         result = self._core.finish()
         self._hand_over(result["violations"], result["tables"])
         self._counters = counters = Counters(result)
-        self.frames, self.malformed_records = counters.frames, counters.malformed_records
+        self.frames, self.malformed_records = counters.frames, counters.malformed_records + self._unwritable
         self.records_after_close, self.drops = counters.records_after_close, counters.drops
         self.dropped_records = counters.dropped_records
 

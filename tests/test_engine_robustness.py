@@ -40,9 +40,12 @@ def test_odd_records_are_counted_not_fatal():
          "truncated": True, "size": 10_000_000},
         {"rec": "close", "t": 4.0, "conn": "z", "code": "x", "by": "nobody"},
         {"rec": "drop", "t": 5.0, "count": 3},
+        {"rec": "msg", "t": 5.1, "conn": "z2", "dir": "c2s", "text": b"bytes"},  # no capture line holds these
+        {"rec": "msg", "t": 5.2, "conn": "z2", "dir": "c2s", "text": "\ud800"},
+        {"t": "no rec"},                                 # not a capture record: passed over
     ]
     engine, found = feed_all(records)
-    assert engine.malformed_records == 3 and engine.records_after_close == 1
+    assert engine.malformed_records == 5 and engine.records_after_close == 1
     assert engine.frames == 3 and engine.dropped_records == 3
     assert [v.rule for v in found if v.severity != "info"] == []
 

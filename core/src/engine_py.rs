@@ -146,16 +146,16 @@ fn frame_row<'py>(
     py: Python<'py>,
     line: &Bound<'py, PyBytes>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
-    let mut rec = Record::default();
-    let usable = matches!(parse_line(line.as_bytes(), &mut rec), Parsed::Record)
-        && rec.rec.as_str() == Some("msg")
-        && rec.conn.as_str().is_some()
-        && matches!(rec.dir.as_str(), Some("c2s" | "s2c"))
-        && rec.unusable().is_none();
-    if !usable {
-        return Ok(None);
-    }
     shielded(|| {
+        let mut rec = Record::default();
+        let usable = matches!(parse_line(line.as_bytes(), &mut rec), Parsed::Record)
+            && rec.rec.as_str() == Some("msg")
+            && rec.conn.as_str().is_some()
+            && matches!(rec.dir.as_str(), Some("c2s" | "s2c"))
+            && rec.unusable().is_none();
+        if !usable {
+            return Ok(None);
+        }
         let mut engine = Engine::new(Config::default(), true, Vec::new());
         engine.framing.classify(&mut engine.ctx, &rec);
         let rows = engine.framing.rows.take().unwrap_or_default();
