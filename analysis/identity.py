@@ -1,5 +1,5 @@
-"""Who a connection is: its token fingerprint (from the redaction marker or the raw token),
-the JWT `sub` when the token is visible, and the client host."""
+"""Who a connection is: its token fingerprint (from the redaction marker or the raw token) and the
+JWT `sub` when the token is visible (the view groups connections by it; replay reads tokens with it)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,10 @@ from typing import Any
 
 from analysis.capture import split_url
 from analysis.frame import as_list
-from analysis.redact import JWT_RE, fingerprint, jwt_sub, marked_tokens
+from analysis.redact import fingerprint, jwt_sub, marked_tokens
 
 CONSUMER_AUTHENTICATION = ".ams.headers.ConsumerAuthentication"
 AGENT, CONSUMER = "agent", "consumer"
-# Request types only an agent sends (Messaging Agent API — Getting Started): they tell an agent
-# connection whose URL does not (an imported capture, a proxy that rewrote the path).
-_AGENT_REQUESTS = (".ams.routing.", ".ams.aam.", ".ams.userprofile.", ".ams.cm.AgentRequestConversation")
-_NOT_TOKEN_HEADERS = frozenset({"authorization", "cookie"})  # read elsewhere, or not tokens
 
 
 @dataclass(slots=True)
@@ -46,16 +42,6 @@ def header_token(open_rec: dict) -> Token | None:
     return None
 
 
-def other_token_header(open_rec: dict) -> str | None:
-    """The name of an upgrade header other than Authorization (and cookies) that carries a token
-    (its redaction marker, or a JWT in an unredacted capture): a client that sent its token where
-    the API does not look for it."""
-    for pair in open_rec.get("request_headers") or ():
-        if isinstance(pair, list) and len(pair) == 2:
-            name, value = str(pair[0]), str(pair[1])
-            if name.lower() not in _NOT_TOKEN_HEADERS and (marked_tokens(value) or JWT_RE.search(value)):
-                return name
-    return None
 
 
 def url_token(url: Any) -> Token | None:
@@ -88,8 +74,6 @@ def side_of_url(url: Any) -> str | None:
     return None
 
 
-def is_agent_request(type_: Any) -> bool:
-    return isinstance(type_, str) and type_.startswith(_AGENT_REQUESTS)
 
 
 def init_connection_token(payload: Any) -> Token | None:
@@ -103,10 +87,3 @@ def init_connection_token(payload: Any) -> Token | None:
                 return token_of(jwt)
     return None
 
-
-def client_host(open_rec: dict) -> str | None:
-    client = open_rec.get("client")
-    if not isinstance(client, str):
-        return None
-    host, _, _ = client.rpartition(":")
-    return host or client

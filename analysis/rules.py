@@ -48,7 +48,3 @@ class Violation:
     frame: int | None
     message: str
     at_capture_end: bool = False
-
-    def as_row(self) -> dict:
-        return {"rule": self.rule, "severity": self.severity, "conn": self.conn, "t": self.t,
-                "frame": self.frame, "message": self.message, "at_capture_end": self.at_capture_end}

@@ -1,7 +1,7 @@
 //! The analysis side's Python API: `analysis._core.Analysis` (a set of capture files read in one
 //! pass by the native reader and engine, every analyzer; `analysis.load.streamed` runs it) and
-//! `analyze_native` (the same in one call). tests/test_native_*.py compare it with the Python
-//! engine.
+//! `analyze_native` (the same in one call). tests/test_native_*.py compare it with the engine fed
+//! one record at a time, tests/test_golden.py with the retired Python engine's answers.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;

@@ -98,7 +98,7 @@ pub struct Frame<'r, 'a> {
     pub category: Option<Category>,
     payload: OnceCell<Option<Value>>,
     /// The body index fields lifted from the payload, once one recorded was malformed or missing
-    /// (frame::lifted): shared by the analyzers, as Python's re-lift updates the record itself.
+    /// (frame::lifted): shared by the analyzers, so that they all see one lift.
     pub(crate) relifted: OnceCell<serde_json::Map<String, Value>>,
     /// The recorded body index fields found well-formed, parsed once for every analyzer.
     pub(crate) lifted: [OnceCell<Option<Value>>; 5],

@@ -156,7 +156,7 @@ impl BodyField {
         }
     }
 
-    /// Whether a recorded value is what the recorder lifts (Python's `_VALID`).
+    /// Whether a recorded value is what the recorder lifts (and not malformed).
     fn valid(self, value: &Value) -> bool {
         let scalar = |v: &Value| !matches!(v, Value::Array(_) | Value::Object(_));
         let int = |v: &Value| matches!(v, Value::Number(n) if !n.is_f64());
@@ -178,7 +178,7 @@ impl BodyField {
 
 /// A body index field of the message: the recorded one when it is well-formed, else lifted from
 /// the payload here, by the function the recorder uses. Once a frame has been re-lifted, every
-/// field of it comes from that lift (Python's `Frame.lifted` replaces them all in the record).
+/// field of it comes from that lift (all of them replaced, as the first engine replaced them).
 /// None when absent or null. Parsed once per frame, whichever analyzers ask.
 pub fn lifted<'f>(frame: &'f Frame, field: BodyField) -> Option<&'f Value> {
     if let Some(relifted) = frame.relifted.get() {

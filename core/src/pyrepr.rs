@@ -1,9 +1,7 @@
 //! Python's `ascii()` (and `str` of a float) of the JSON values a violation message quotes, so that
-//! the native engine words its messages exactly as the Python rules do (`f"kind {ascii(kind)} …"`).
+//! the engine words its messages exactly as the first (Python) rules did (`f"kind {ascii(kind)} …"`).
 //! `ascii`, not `repr`: repr leaves alone the characters its Python's Unicode database calls
 //! printable, which differs between Python versions; ascii escapes every non-ASCII character.
-//! Analyzers ported later that quote a value with `!r` in Python: switch that to `ascii()` there
-//! (a string's repr and ascii agree on ASCII) and use `py_ascii` here.
 
 use crate::json_out::shortest_digits;
 use serde_json::Value;

@@ -285,7 +285,7 @@ pub struct Record<'a> {
     pub truncated: Raw<'a>,
     pub request_headers: Raw<'a>,
     // The body index fields (docs/capture-format.md), as recorded; checked and re-lifted by the
-    // analyzers that read them (lift.rs's `lift_body`, as `Frame.lifted` does in Python).
+    // analyzers that read them (lift.rs's `lift_body`, through frame::lifted).
     pub dialog_id: Raw<'a>,
     pub conversation_id: Raw<'a>,
     pub sequence: Raw<'a>,

@@ -25,7 +25,7 @@ enum Kind {
 
 /// Requests whose response names a subscriptionId that later notifications carry: the consumer's
 /// conversation metadata, and on the brand side routing tasks and agent states (Messaging Agent
-/// API — Getting Started, Step 5). In the Python order (`_KEYED`).
+/// API — Getting Started, Step 5). In the order the first (Python) engine tried them.
 const KEYED: [(&str, Kind); 3] = [
     ("SubscribeExConversations", Kind::Conversations),
     ("SubscribeRoutingTasks", Kind::RoutingTasks),

@@ -1,6 +1,6 @@
-//! Deadlines (request timeouts, accept timeouts), fired by the capture's own clock, in the order
-//! analysis.engine.Timers fires them: queue by queue in the order each delay was first used, each
-//! queue in deadline order (an equal deadline after those already queued).
+//! Deadlines (request timeouts, accept timeouts), fired by the capture's own clock, queue by queue
+//! in the order each delay was first used, each queue in deadline order (an equal deadline after
+//! those already queued): the order the first (Python) engine fired them in.
 //!
 //! Deadlines are mostly "now + a fixed delay", so each delay keeps a queue that is almost always
 //! appended to at its end: cheaper than a heap. An earlier deadline (a clock stepping back) is
