@@ -198,8 +198,8 @@ class ConnectionReplay:
         self.result = ConnectionResult(conn.id, frames_total=len(conn.frames), frames_unsent=len(conn.frames))
         self.keys = FrameKeys()
         self.sent_requests: set[int] = set()
-        self.answered: set[int] = set()
-        self.responses: Counter = Counter()  # request index -> responses, re-sent requests' included
+        # request index -> responses, re-sent requests' included: its keys are the requests answered
+        self.responses: Counter = Counter()
         self.given_up: set[int] = set()
         self.notifications: Counter = Counter()
         self.deficit: Counter = Counter()
@@ -289,7 +289,7 @@ class ConnectionReplay:
                 self._give_up(self.sent_requests, expected, "after the last frame")
             elif self.reader is not None:  # requests sent as the target closed: nobody else would tell
                 await self.reader
-                for index in sorted(self.sent_requests - self.given_up - self.answered):
+                for index in sorted(self.sent_requests - self.given_up - self.responses.keys()):
                     self._event(f"no response to request {self._request_name(index)}: the target closed the "
                                 f"connection with {self.ws.close_code} after the last frame")
         close = self.conn.close or {}
@@ -300,7 +300,7 @@ class ConnectionReplay:
             await self.r.wait_for(self._closed, self.options.wait_timeout)
 
     def _caught_up(self, requests, notifications: Counter) -> bool:
-        if not (set(requests) - self.given_up) <= self.answered:
+        if not (set(requests) - self.given_up) <= self.responses.keys():
             return False
         return all(self.notifications[t] >= n - self.deficit[t] for t, n in notifications.items())
 
@@ -309,7 +309,7 @@ class ConnectionReplay:
         return f"{frame.type} (id {frame.request_id})" if frame else f"#{index}"
 
     def _give_up(self, requests, notifications: Counter, when: str) -> None:
-        for index in sorted(set(requests) - self.given_up - self.answered):
+        for index in sorted(set(requests) - self.given_up - self.responses.keys()):
             self.given_up.add(index)
             self._event(f"no response to request {self._request_name(index)} within {self.options.wait_timeout:g} s "
                         f"({when})")
@@ -434,7 +434,7 @@ class ConnectionReplay:
         self.result.reconnects += 1
         self.failed_reconnects += 1
         self.answerable.clear()
-        lost = sorted(self.sent_requests - self.answered - self.given_up)
+        lost = sorted(self.sent_requests - self.responses.keys() - self.given_up)
         self.given_up.update(lost)
         self._event(f"the target closed with {code} after {index} of {total} frames: fetched a fresh token, "
                     f"reconnected and re-sent the auth and subscription frames"
@@ -513,7 +513,6 @@ class ConnectionReplay:
         if rec.get("kind") == "resp":
             self.result.responses += 1
             if key is not None:
-                self.answered.add(key[1])
                 self.responses[key[1]] += 1
                 if key[1] in self.answerable:  # the target serves this connection: reconnecting paid off
                     self.failed_reconnects = 0
