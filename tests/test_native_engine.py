@@ -73,16 +73,17 @@ _questions: dict[str, int] = {}
 
 def fingerprint_of(result: dict | str, paths: list[str]) -> str:
     """An answer's fingerprint, the files it read named by their names (tests write them to
-    temporary folders)."""
+    temporary folders), its strings as `ascii` writes them (`repr` differs between Pythons)."""
     if isinstance(result, str):
         text = result
         for path in paths:
             text = text.replace(path, Path(path).name)
+        text = ascii(text)
     else:
         result = {**result, "stats": {k: v for k, v in result["stats"].items() if k != "accept_ms"}}  # new since
         result["files"] = [{**f, "path": Path(f["path"]).name} for f in result["files"]]
         result["damage"] = [(Path(d[0]).name, *d[1:]) for d in result["damage"]]
-        text = repr(result)
+        text = ascii(result)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
