@@ -30,8 +30,8 @@ class Sink(Protocol):
 def as_line(rec: dict) -> bytes:
     """A record as the JSON line the core reads. orjson writes at most 254 levels of nesting, but a
     capture line may hold up to 1,023 (the most orjson reads): those are written by `json`, whose
-    encoder recurses once a level. A value JSON cannot hold (NaN, bytes, a lone surrogate) raises
-    TypeError or ValueError, from either."""
+    encoder recurses once a level. A value no JSON text holds (bytes, a lone surrogate) raises
+    TypeError or ValueError; orjson writes NaN and infinities as null."""
     try:
         return orjson.dumps(rec)
     except TypeError:
@@ -68,7 +68,7 @@ class Engine:
     def feed(self, rec: dict) -> None:
         """One record. One without a string `rec` is no capture record and is passed over, as the
         capture reader passes over lines of kinds it does not know; one holding a value no capture
-        line can (NaN, bytes, a lone surrogate) is counted as malformed."""
+        line can (bytes, a lone surrogate) is counted as malformed."""
         if rec.get("rec").__class__ is not str:
             return
         try:
