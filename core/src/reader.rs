@@ -73,6 +73,9 @@ pub struct CaptureFile {
     read: Arc<AtomicU64>,
     /// Where the current line is; after `next_with` returned a record, that record's line.
     line: Range<usize>,
+    /// Where the current line starts in the file's (decompressed) bytes, and where the next does.
+    line_at: u64,
+    next_at: u64,
     /// What is done with each msg record's `text` as its line is parsed (`Record::table_text`):
     /// on the parsing threads when there are some, not on the engine's.
     pub texts: Texts,
@@ -125,6 +128,8 @@ impl CaptureFile {
             source: Some(Lines::new(source, BUFFER)),
             read,
             line: 0..0,
+            line_at: 0,
+            next_at: 0,
             texts: Texts::Raw,
         };
         capture.read_header()?;
@@ -156,6 +161,8 @@ impl CaptureFile {
         };
         match lines.next() {
             Ok(Some(line)) => {
+                self.line_at = self.next_at;
+                self.next_at += line.len() as u64;
                 self.line = line;
                 self.lines += 1;
                 true
@@ -209,18 +216,19 @@ impl CaptureFile {
         Ok(())
     }
 
-    /// Reads up to the next usable record and hands it to `f` with its line (None at the end of
-    /// the file). Damaged lines and records of unknown kinds on the way are noted.
-    pub fn next_with<T>(&mut self, f: impl FnOnce(&Record, &[u8]) -> T) -> Option<T> {
+    /// Reads up to the next usable record and hands it to `f` with its line and where the line
+    /// starts (None at the end of the file). Damaged lines and records of unknown kinds on the way
+    /// are noted.
+    pub fn next_with<T>(&mut self, f: impl FnOnce(&Record, &[u8], u64) -> T) -> Option<T> {
         self.next_as(self.texts, f)
     }
 
     /// `next_with`, the texts made as `texts` says.
-    fn next_as<T>(&mut self, texts: Texts, f: impl FnOnce(&Record, &[u8]) -> T) -> Option<T> {
+    fn next_as<T>(&mut self, texts: Texts, f: impl FnOnce(&Record, &[u8], u64) -> T) -> Option<T> {
         while self.read_line() {
             let line = self.source.as_ref()?.get(self.line.clone());
             let skipped = match classify(line, texts) {
-                Line::Record(record) => return Some(f(&record, line)),
+                Line::Record(record) => return Some(f(&record, line, self.line_at)),
                 Line::Skipped(skipped) => skipped,
             };
             let lineno = self.lines;
@@ -240,9 +248,9 @@ impl CaptureFile {
 
     /// The record `next_with` last handed out, parsed again, its text made as `texts` says (for
     /// merging files by time: `pull` peeks at each record's time with `Texts::Raw`).
-    pub fn with_current<T>(&self, f: impl FnOnce(&Record, &[u8]) -> T) -> T {
+    pub fn with_current<T>(&self, f: impl FnOnce(&Record, &[u8], u64) -> T) -> T {
         match classify(self.line(), self.texts) {
-            Line::Record(record) => f(&record, self.line()),
+            Line::Record(record) => f(&record, self.line(), self.line_at),
             Line::Skipped(_) => unreachable!("the current line is a record"),
         }
     }
@@ -350,6 +358,14 @@ fn time_key(record: &Record) -> f64 {
     }
 }
 
+/// Where a record's line is: the file (its place in the paths the set was opened with), where
+/// the line starts in the file's bytes (decompressed, for gzip), and the line, newline kept.
+pub struct Place<'a> {
+    pub file: usize,
+    pub offset: u64,
+    pub line: &'a [u8],
+}
+
 /// Several capture files read as one stream (analysis.reader.CaptureSet): the parts of one
 /// recording (same header `recording`) in `part` order, then path order; different recordings
 /// merged by time, ties to the recording met first.
@@ -409,8 +425,23 @@ impl CaptureSet {
 
     /// `for_each`, each record with its line.
     pub fn for_each_line(&mut self, mut f: impl FnMut(&Record, &[u8]) -> ControlFlow<()>) {
+        self.for_each_placed(|record, place| f(record, place.line))
+    }
+
+    /// `for_each`, each record with where its line is.
+    pub fn for_each_placed(&mut self, mut f: impl FnMut(&Record, Place) -> ControlFlow<()>) {
         if self.chains.len() == 1 {
             for &i in &self.chains[0] {
+                let mut f = |record: &Record, line: &[u8], offset| {
+                    f(
+                        record,
+                        Place {
+                            file: i,
+                            offset,
+                            line,
+                        },
+                    )
+                };
                 if self.parsers > 0 {
                     if self.files[i]
                         .each_in_parallel(self.parsers, &mut f)
@@ -442,7 +473,9 @@ impl CaptureSet {
             }
             let Some(c) = best else { return };
             let (_, file, at) = pending[c].expect("pending");
-            if self.files[file].with_current(&mut f).is_break() {
+            let placed =
+                |record: &Record, line: &[u8], offset| f(record, Place { file, offset, line });
+            if self.files[file].with_current(placed).is_break() {
                 return;
             }
             pending[c] = self.pull(c, at);
@@ -453,7 +486,7 @@ impl CaptureSet {
     fn pull(&mut self, c: usize, mut at: usize) -> Option<(f64, usize, usize)> {
         while at < self.chains[c].len() {
             let file = self.chains[c][at];
-            if let Some(t) = self.files[file].next_as(Texts::Raw, |record, _| time_key(record)) {
+            if let Some(t) = self.files[file].next_as(Texts::Raw, |record, _, _| time_key(record)) {
                 return Some((t, file, at));
             }
             at += 1;

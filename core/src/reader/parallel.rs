@@ -55,7 +55,7 @@ impl CaptureFile {
     pub(super) fn each_in_parallel(
         &mut self,
         parsers: usize,
-        f: &mut impl FnMut(&Record, &[u8]) -> ControlFlow<()>,
+        f: &mut impl FnMut(&Record, &[u8], u64) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
         self.each_in_blocks(BLOCK, parsers, f)
     }
@@ -65,13 +65,14 @@ impl CaptureFile {
         &mut self,
         block: usize,
         parsers: usize,
-        f: &mut impl FnMut(&Record, &[u8]) -> ControlFlow<()>,
+        f: &mut impl FnMut(&Record, &[u8], u64) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
         let CaptureFile {
             path,
             damage,
             unknown_records,
             lines: count,
+            next_at,
             source,
             texts,
             ..
@@ -104,8 +105,10 @@ impl CaptureFile {
                 flow = block.with_dependent(|block, lines| {
                     for (text, line) in block.lines().zip(lines) {
                         *count += 1;
+                        let at = *next_at;
+                        *next_at += text.len() as u64;
                         match line {
-                            Line::Record(record) => f(record, text)?,
+                            Line::Record(record) => f(record, text, at)?,
                             Line::Skipped(why) => notes.note(*count, why.clone()),
                         }
                     }
@@ -211,10 +214,10 @@ mod tests {
     use crate::damage::Damage;
     use crate::redact::redact_text;
 
-    /// What a pass hands on and notes: each record's line and decoded text, the damage, the
-    /// unknown kinds, the line count.
+    /// What a pass hands on and notes: each record's line, its offset and decoded text, the
+    /// damage, the unknown kinds, the line count.
     type Pass = (
-        Vec<(Vec<u8>, Option<String>)>,
+        Vec<(Vec<u8>, u64, Option<String>)>,
         Vec<Damage>,
         Vec<(String, u64)>,
         u64,
@@ -225,7 +228,7 @@ mod tests {
         file.texts = texts;
         let mut lines = Vec::new();
         while let Some(()) =
-            file.next_with(|rec, line| lines.push((line.to_vec(), rec.table_text.clone())))
+            file.next_with(|rec, line, at| lines.push((line.to_vec(), at, rec.table_text.clone())))
         {
             if lines.len() == stop_after {
                 break;
@@ -238,8 +241,8 @@ mod tests {
         let mut file = CaptureFile::open(path).unwrap();
         file.texts = texts;
         let mut lines = Vec::new();
-        let _ = file.each_in_blocks(block, parsers, &mut |rec, line| {
-            lines.push((line.to_vec(), rec.table_text.clone()));
+        let _ = file.each_in_blocks(block, parsers, &mut |rec, line, at| {
+            lines.push((line.to_vec(), at, rec.table_text.clone()));
             if lines.len() == stop {
                 ControlFlow::Break(())
             } else {
@@ -307,11 +310,11 @@ mod tests {
         let (decoded, ..) = one_by_one(&path, Texts::Decoded, 1);
         let (redacted, ..) = one_by_one(&path, Texts::Redacted, 1);
         let (raw, ..) = one_by_one(&path, Texts::Raw, 1);
-        let text = decoded[0].1.clone().unwrap();
+        let text = decoded[0].2.clone().unwrap();
         assert_eq!(text, format!("{{\"jwt\":\"{TOKEN}\"}}"));
-        assert_eq!(redacted[0].1.as_deref(), Some(&*redact_text(&text)));
-        assert!(!redacted[0].1.as_ref().unwrap().contains(TOKEN));
-        assert_eq!(raw[0].1, None);
+        assert_eq!(redacted[0].2.as_deref(), Some(&*redact_text(&text)));
+        assert!(!redacted[0].2.as_ref().unwrap().contains(TOKEN));
+        assert_eq!(raw[0].2, None);
         std::fs::remove_file(path).unwrap();
     }
 
@@ -333,6 +336,18 @@ mod tests {
                 &plain[..plain.iter().position(|&b| b == b'\n').unwrap() + 1],
             ),
         ];
+        // Each record's offset is where its line starts in the file's (decompressed) bytes.
+        for (path, bytes) in files.iter().zip([&plain, &tiny_lines, &plain]) {
+            let (records, ..) = one_by_one(path, Texts::Raw, usize::MAX);
+            assert!(records.len() >= 10, "{path}: {}", records.len());
+            for (line, at, _) in records {
+                assert_eq!(
+                    &bytes[at as usize..at as usize + line.len()],
+                    &line[..],
+                    "{path}"
+                );
+            }
+        }
         for path in &files {
             let expected = one_by_one(path, Texts::Raw, usize::MAX);
             assert!(
