@@ -65,14 +65,17 @@ def load(paths: Paths, **config) -> Capture:
 
 
 def streamed(paths: Paths, config: Config, tables: Iterable[str], on_batch: Callable[[str, Any], None],
-             jobs: int | None = None, **batching) -> tuple[dict, list[Damage]]:
+             jobs: int | None = None, locations: _core.Locations | None = None, **batching
+             ) -> tuple[dict, list[Damage]]:
     """One pass over `paths` handing each of `tables` to `on_batch(table, batch)` while it is read, a
     batch at a time in the order of its rows: a pyarrow RecordBatch (values converted as `to_frame`
     converts them), or a list of row dicts holding the values as recorded (the violations, the tables
     the summary aggregates, those named in `dicts`, and every table of HAR and flow files, whose
     records are fed to the core one at a time). `jobs`: the cores to use (`native.open_captures`).
-    `batching`: the other options of analysis._core.Batches (batch size, redaction). Returns the
-    summary and the damaged lines; memory stays bounded by the batches."""
+    `batching`: the other options of analysis._core.Batches (batch size, redaction). `locations`
+    (capture files only): every record is placed there too, and the pairs table goes there instead
+    (`mwtap view`'s index, core/src/locations.rs). Returns the summary and the damaged lines;
+    memory stays bounded by the batches."""
     tables = set(tables)
 
     def handing_over(summary: Summary) -> Callable[[str, Any], None]:
@@ -88,13 +91,16 @@ def streamed(paths: Paths, config: Config, tables: Iterable[str], on_batch: Call
     hand_over = handing_over(summary)
     built = [name for name in TABLES if name != "violations" and (name in tables or name in native.SUMMARISED)]
     if not all_captures(paths):
+        if locations is not None:
+            raise ValueError("records are placed only in capture files")
         engine, files, limits = _fed(paths, config, built, hand_over)
         return limits.annotate(summary.result(engine, files)), files.damage
     analysis = native.open_captures(paths, jobs=jobs)
     limits = SourceLimits.of(analysis.headers)
     dicts = [*native.SUMMARISED, *batching.pop("dicts", ())]
     result = analysis.run(dataclasses.asdict(limits.config(config)), native.ANALYZERS, built,
-                          lambda rows: hand_over("violations", rows), _core.Batches(hand_over, dicts=dicts, **batching))
+                          lambda rows: hand_over("violations", rows), _core.Batches(hand_over, dicts=dicts, **batching),
+                          locations)
     files = native.Files(result)
     return limits.annotate(summary.result(native.Counters(result), files)), files.damage
 

@@ -40,7 +40,7 @@ def timed(url: str) -> tuple[float, object]:
 
 def start_view(capture: str) -> tuple[subprocess.Popen, str, float, float, float]:
     """The server, its URL, the time from start to URL (s), the index time it reports (s) and its
-    CPU seconds by then, its engine process included (startup included, as in analyze's)."""
+    CPU seconds by then, all its threads (startup included, as in analyze's)."""
     start = time.perf_counter()
     proc = subprocess.Popen([MWTAP, "view", "--no-browser", capture], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -49,15 +49,15 @@ def start_view(capture: str) -> tuple[subprocess.Popen, str, float, float, float
     if not url.startswith("http://"):
         proc.kill()
         raise SystemExit(f"mwtap view did not start: {proc.stderr.read()[-2000:]}")
-    cpu = cpu_with_children(proc.pid)
+    cpu = cpu_seconds(proc.pid)
     indexed = float(re.search(r"indexed in ([\d.]+) s", proc.stderr.readline())[1])
     return proc, url, ready, indexed, cpu
 
 
-def cpu_with_children(pid: int) -> float:
-    """User + system seconds of a process and of its children it has waited for (the engine's)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system seconds of a running process, all its threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return sum(int(v) for v in fields[11:13]) / os.sysconf("SC_CLK_TCK")
 
 
 def first_screen(url: str) -> tuple[float, int]:

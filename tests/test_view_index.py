@@ -13,7 +13,8 @@ import pytest
 from analysis import analyze
 from analysis.capture import CaptureError
 from analysis.view.build import build
-from analysis.view.index import KINDS, ViewIndex
+from analysis.reader import CaptureSet
+from analysis.view.index import FIXED, KINDS, ViewIndex
 from analysis.view.queries import Filter, Queries
 from analysis.view.source import Sources
 from sample_capture import generate
@@ -26,39 +27,74 @@ def sample(tmp_path_factory) -> Path:
     return path
 
 
-def open_view(*paths, processes: int = 2) -> tuple[ViewIndex, Queries, Sources]:
+def open_view(*paths) -> tuple[ViewIndex, Queries, Sources]:
     sources = Sources([str(p) for p in paths])
-    index = build(sources, processes=processes)
+    index = build(sources)
     return index, Queries(index, sources.paths, sources.names), sources
 
 
-def followed(path) -> ViewIndex:
-    """The index as `mwtap view --follow` builds it: a record at a time, fed to its `_core.Engine`."""
+def followed(path) -> tuple[ViewIndex, list]:
+    """The index as `mwtap view --follow` builds it: a record at a time, placed by `ViewIndex.locate`
+    and fed to its `_core.Engine`; and the damage its reader met."""
     index, sources = ViewIndex(), Sources([str(path)])
-    _, records = sources.records(0)
+    capture, records = sources.records(0)
     for rec, file, offset, length in records:
         index.add(rec, file, offset, length)
     index.finish()
-    return index
+    return index, capture.damage
 
 
-def test_one_process_two_and_following_give_the_same_index(sample, tmp_path):
-    """The engine beside the indexing (two processes) or after it, or fed a record at a time as
-    when following: the same pairs, streams, violations, connections; damaged lines reported
-    either way."""
+def test_the_core_pass_and_following_give_the_same_index(sample, tmp_path):
+    """Built in one pass of the core (core/src/locations.rs) or a record at a time as when following
+    (`ViewIndex.locate`): every column, connection, stream, type and violation the same; damaged
+    lines reported either way. With records each side could read its own way: a frame number past
+    32 bits, a time that is a bool, a connection that only drops, an unknown kind."""
     damaged = tmp_path / "damaged.jsonl"
     lines = sample.read_bytes().splitlines(keepends=True)
-    damaged.write_bytes(b"".join(lines[:50]) + b"{not json\n" + b"".join(lines[50:]))
-    one, _, sources_one = open_view(damaged, processes=1)
-    two, _, sources_two = open_view(damaged, processes=2)
-    for other in (two, followed(damaged)):
-        for name in ("peer", "stream", "severity", "t", "offset"):
-            assert (one.columns.view(name) == other.columns.view(name)).all(), name
-        assert one.violations == other.violations and one.violation_total == other.violation_total > 0
-        assert [(c.row, c.prev, c.next, c.identity) for c in one.connections] == \
-            [(c.row, c.prev, c.next, c.identity) for c in other.connections]
-    assert [str(d) for d in sources_one.damage] == [str(d) for d in sources_two.damage]
-    assert [(d.path, d.line, d.kind) for d in sources_one.damage] == [(str(damaged), 51, "invalid JSON")]
+    last = orjson.loads(lines[-1])
+    odd = [{"rec": "msg", "t": last["t"] + 1, "conn": last["conn"], "n": 1 << 40, "dir": "c2s", "op": "text",
+            "kind": "req", "id": "far", "type": "GetClock", "size": 30, "text": "{}"},
+           {"rec": "ping", "t": True, "conn": last["conn"], "n": 3},
+           {"rec": "drop", "t": last["t"] + 2, "conn": "only-dropped", "count": 3},
+           {"rec": "future", "t": last["t"] + 3, "conn": last["conn"]}]
+    damaged.write_bytes(b"".join(lines[:50]) + b"{not json\n" + b"".join(lines[50:])
+                        + b"".join(orjson.dumps(rec) + b"\n" for rec in odd))
+    built, _, sources = open_view(damaged)
+    follow, follow_damage = followed(damaged)
+    assert len(built.columns) == len(follow.columns) > 100
+    for name in ("peer", "stream", "severity", *(name for name, _ in FIXED)):
+        assert (built.columns.view(name) == follow.columns.view(name)).all(), name
+    assert built.violations == follow.violations and built.violation_total == follow.violation_total > 0
+    facts = ("number", "conn", "t_open", "url", "client", "identity", "closed", "refused", "row", "prev", "next",
+             "linked_by", "counts", "streams")
+    assert [[getattr(c, f) for f in facts] + [list(c.rows), list(c.msgs)] for c in built.connections] == \
+        [[getattr(c, f) for f in facts] + [list(c.rows), list(c.msgs)] for c in follow.connections]
+    assert (built.types, built.streams, built.stream_sizes, built.last_t, built._subscribe_types) == \
+        (follow.types, follow.streams, follow.stream_sizes, follow.last_t, follow._subscribe_types)
+    assert any(c.conn == "only-dropped" and not c.rows for c in built.connections)
+    assert [str(d) for d in sources.damage] == [str(d) for d in follow_damage]
+    assert [(d.path, d.line, d.kind) for d in sources.damage] == [(str(damaged), 51, "invalid JSON")]
+
+
+def test_several_files_are_read_back_in_the_order_analysis_reads_them(sample, tmp_path):
+    """Two recordings (one of them gzip) merged by time, as analysis.reader.CaptureSet merges them:
+    each record's file and offset read back that record."""
+    lines = sample.read_bytes().splitlines()
+    header = orjson.loads(lines[0])
+    other = [orjson.dumps({**header, "recording": "other"})]
+    for line in lines[1:]:
+        rec = orjson.loads(line)
+        other.append(orjson.dumps({**rec, "t": rec["t"] + 0.25, "conn": "other-" + rec["conn"]}))
+    gz = tmp_path / "other.jsonl.gz"
+    with gzip.open(gz, "wb") as f:
+        f.write(b"\n".join(other) + b"\n")
+    index, q, sources = open_view(sample, gz)
+    expected = list(CaptureSet([str(sample), str(gz)]).records())
+    assert len(index.columns) == len(expected) == 2 * (len(lines) - 1)
+    assert {index.columns.file[g] for g in range(len(expected))} == {0, 1}
+    for g in range(0, len(expected), 3):
+        assert q.record(g) == expected[g]
+    sources.close()
 
 
 def test_offsets_read_back_every_record_and_verdict_matches_analyze(sample):

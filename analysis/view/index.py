@@ -6,6 +6,8 @@ type, size, the frame it pairs with, the stream it belongs to and its worst viol
 bytes a record with the connection's own lists. The frames' JSON stays on disk and is read back
 by offset when shown. What the engine (the native core) finds, pairs, violations, reconnects and
 connection rows, arrives as rows, so the view shows exactly the verdict `mwtap analyze` gives.
+Whole captures are placed by the core (`place`, core/src/locations.rs); a capture followed as it
+grows, a record at a time here (`add`): both make the same index (tests/test_view_index.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 
 from analysis.capture import CLOSE, MSG, OPEN, PING, PONG, REFUSED
 from analysis.config import Config
@@ -115,6 +118,19 @@ class Columns:
             getattr(self, name).extend(array(code, [default]) * self.CHUNK)
         self.capacity += self.CHUNK
 
+    def load(self, count: int, fixed: bytes, **later: bytes) -> None:
+        """Columns made elsewhere (the core's locating pass, `ViewIndex.place`): `fixed` packed as
+        RECORD, the columns set later as their arrays' bytes (those not given: their default)."""
+        self.fixed = bytearray(fixed)
+        for name, (code, default) in self.LATER.items():
+            column = array(code)
+            if name in later:
+                column.frombytes(later[name])
+            else:
+                column.extend(array(code, [default]) * count)
+            setattr(self, name, column)
+        self.count = self.capacity = count
+
     def view(self, name: str) -> np.ndarray:
         if name in self.LATER:
             column = getattr(self, name)
@@ -126,8 +142,9 @@ _pack = RECORD.pack
 
 
 class ViewIndex:
-    """Fed located records: `locate` indexes one (`analysis.view.build` attaches what its engine
-    found through `adder` and `pair`); `add` also feeds it to this index's own engine."""
+    """Records placed by the core (`place`, then `analysis.view.build` attaches what its engine found
+    through `adder`), or fed one at a time with their places (`add`: `locate` indexes it, this index's
+    own engine analyses it and reports through `adder`)."""
 
     def __init__(self, config: Config | None = None):
         self.config = config or Config()
@@ -149,7 +166,7 @@ class ViewIndex:
 
     @functools.cached_property
     def engine(self) -> Engine:
-        """`add`'s engine (following a capture); `analysis.view.build` runs its own beside `locate`."""
+        """`add`'s engine (following a capture)."""
         return Engine(self.config, self)
 
     # --- what the engine found ---------------------------------------------------------------
@@ -212,14 +229,34 @@ class ViewIndex:
         return self.by_conn.get(conn)
 
     # --- records -----------------------------------------------------------------------------
+    def place(self, found: dict) -> None:
+        """Take the records of whole captures as the core placed them in one pass (`_core.Locations`,
+        core/src/locations.rs: what `locate` makes of each record, pairs linked) into this empty index."""
+        self.columns.load(found["count"], found["fixed"], peer=found["peer"], stream=found["stream"])
+        for conn, t_open, rows, msgs in found["connections"]:
+            c = self._open(conn, t_open)
+            c.rows.frombytes(rows)
+            c.msgs.frombytes(msgs)
+        self.types = found["types"]
+        self._type_code.update((name, code) for code, name in enumerate(self.types) if code)
+        self._subscribe_types = set(found["subscribe_types"])
+        for number, (conn, kind, key) in enumerate(found["streams"]):
+            self.streams.append((conn, kind, key))
+            self.connections[conn].streams[(kind, key)] = number
+        self.stream_sizes.frombytes(found["stream_sizes"])
+        for conn, line in found["connection_records"]:
+            rec = orjson.loads(line)
+            self._connection_record(self.connections[conn], rec, rec["rec"], rec["t"])
+        self.last_t = found["last_t"]
+
     def add(self, rec: dict, file: int, offset: int, length: int) -> None:
         """Index one record, then feed it to the engine (which may report pairs and violations of it)."""
         self.locate(rec, file, offset, length)
         self.engine.feed(rec)
 
     def locate(self, rec: dict, file: int, offset: int, length: int) -> None:
-        """Index one record without the engine (`analysis.view.build` runs it in another process).
-        The hot path: about half the work per record of the engine's own."""
+        """Index one record without the engine (`place` does it for every record in the core). The hot
+        path when following: about half the work per record of the engine's own."""
         kind = rec["rec"]
         conn = rec.get("conn")
         t = rec.get("t")
@@ -237,7 +274,7 @@ class ViewIndex:
                 if type_code is None:
                     type_code = self._type(rec.get("type"))
                 n = rec.get("n")
-                if n.__class__ is not int:
+                if n.__class__ is not int or not -0x80000000 <= n <= 0x7FFFFFFF:
                     n = len(c.msgs)
                 size = rec.get("size")
                 if size.__class__ is not int or not 0 <= size <= 0xFFFFFFFF:

@@ -8,9 +8,8 @@ file as it grows: a last line without its newline is left for the next read.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
-import heapq
-import itertools
 import os
 import shutil
 import tempfile
@@ -89,8 +88,9 @@ class Sources:
                 self.damage.append(Damage(path, 0, f"compressed stream damaged ({e})"))
         return out
 
-    def records(self, number: int, wait: Callable[[], bool] | None = None) -> tuple[CaptureFile, Iterator[Located]]:
-        """The capture file (its header read and checked now) and its records with their places."""
+    def capture(self, number: int) -> CaptureFile:
+        """Capture file `number`, its header read and checked now (a CaptureError names the file as the
+        user gave it, not its decompressed copy)."""
         name = self.names[number]
         with open(self.paths[number], "rb") as f:
             first = f.readline()
@@ -98,7 +98,22 @@ class Sources:
             raise CaptureError(f"{name}: empty file, not an mwtap capture")
         checked = CaptureFile(name)
         list(checked._parse([first]))  # the capture reader's header check: raises CaptureError
-        capture = CaptureFile(name, header=checked.header)
+        return CaptureFile(name, header=checked.header)
+
+    def check(self) -> None:
+        """Every file's header read and checked (`capture`)."""
+        for number in range(len(self.paths)):
+            self.capture(number)
+
+    def named(self, damage: Damage) -> Damage:
+        """`damage` found reading `paths`, naming its file as the user gave it."""
+        if damage.path in self.paths:
+            return dataclasses.replace(damage, path=self.names[self.paths.index(damage.path)])
+        return damage
+
+    def records(self, number: int, wait: Callable[[], bool] | None = None) -> tuple[CaptureFile, Iterator[Located]]:
+        """The capture file (its header read and checked now) and its records with their places."""
+        capture = self.capture(number)
 
         def located() -> Iterator[Located]:
             with open(self.paths[number], "rb") as f:
@@ -107,27 +122,8 @@ class Sources:
                     yield rec, number, lines.start, lines.length
         return capture, located()
 
-    def ordered(self, streams: list[tuple[CaptureFile, Iterator[Located]]]) -> Iterator[Located]:
-        """Records in the order `analysis.reader.CaptureSet` gives them: the rotated parts of a
-        recording chained in `part` order, different recordings merged by time."""
-        recordings: dict[str, list] = {}
-        for path, (capture, stream) in zip(self.paths, streams):  # CaptureSet sees the paths read
-            header = capture.header or {}
-            key = header.get("recording") if isinstance(header.get("recording"), str) else path
-            part = header.get("part")
-            recordings.setdefault(key, []).append((part if isinstance(part, int) else 0, path, stream))
-        chained = [itertools.chain.from_iterable(s for *_, s in sorted(parts, key=lambda p: p[:2]))
-                   for parts in recordings.values()]
-        if len(chained) == 1:
-            return chained[0]
-        return heapq.merge(*chained, key=_time)
-
     def close(self) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
 
-
-def _time(located: Located) -> float:
-    t = located[0].get("t")
-    return t if isinstance(t, (int, float)) else 0.0

@@ -15,6 +15,7 @@ use crate::connections::Connections;
 use crate::engine::{Analyzer, Config, Engine, FastSet};
 use crate::framing::FramesTable;
 use crate::keepalive::Keepalive;
+use crate::locations::Locations;
 use crate::pairs::Pairs;
 use crate::reader::{CaptureError, CaptureSet, Texts};
 use crate::record::Val;
@@ -231,7 +232,10 @@ impl Analysis {
     /// With `arrow`, `tables` and `frames_table` are pyarrow RecordBatches of the columns of
     /// analysis.tables.COLUMNS instead (arrow_out.rs). With `on_batch` (a `Batches`), the tables
     /// are handed to it while the capture is read instead (batches.rs) and are empty here.
-    #[pyo3(signature = (config=None, analyzers=Vec::new(), tables=vec!["frames".to_owned()], on_violations=None, on_batch=None))]
+    /// With `locations` (a `Locations`, which needs `on_batch`), every record is placed there
+    /// too, and the pairs table goes there instead of to `on_batch` (locations.rs).
+    #[pyo3(signature = (config=None, analyzers=Vec::new(), tables=vec!["frames".to_owned()], on_violations=None, on_batch=None, locations=None))]
+    #[allow(clippy::too_many_arguments)]
     fn run<'py>(
         &self,
         py: Python<'py>,
@@ -240,9 +244,22 @@ impl Analysis {
         tables: Vec<String>,
         on_violations: Option<Bound<'py, PyAny>>,
         on_batch: Option<Py<crate::batches::Batches>>,
+        locations: Option<Py<Locations>>,
     ) -> PyResult<Bound<'py, PyDict>> {
+        if locations.is_some() && on_batch.is_none() {
+            return Err(PyValueError::new_err(
+                "locations are placed while batches are handed over: on_batch is needed",
+            ));
+        }
         let mut stream = on_batch
-            .map(|batches| crate::batches::Stream::new(py, batches, &tables))
+            .map(|batches| {
+                crate::batches::Stream::new(
+                    py,
+                    batches,
+                    &tables,
+                    locations.as_ref().map(|l| l.clone_ref(py)),
+                )
+            })
             .transpose()?;
         let config = config_from(config)?;
         let analyzers = analyzers_named(&analyzers, &config, &tables)?;
@@ -265,7 +282,10 @@ impl Analysis {
         let mut failed: Option<PyErr> = None;
         let mut records: u64 = 0;
         py.allow_threads(|| {
-            set.for_each(|rec| {
+            set.for_each_placed(|rec, place| {
+                if let Some(locations) = &locations {
+                    failed = locations.get().add(rec, &place).err();
+                }
                 engine.feed(rec);
                 records += 1;
                 if engine.ctx.violations.len() >= VIOLATIONS_BATCH {
@@ -404,7 +424,7 @@ fn analyze_native<'py>(
     arrow: bool,
     parsers: usize,
 ) -> PyResult<Bound<'py, PyDict>> {
-    Analysis::new(py, paths, arrow, parsers)?.run(py, config, analyzers, tables, None, None)
+    Analysis::new(py, paths, arrow, parsers)?.run(py, config, analyzers, tables, None, None, None)
 }
 
 fn result<'py>(

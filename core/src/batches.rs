@@ -21,6 +21,7 @@ use crate::analysis_py::val_to_py;
 use crate::arrow_out::{frames_batch, rows_batch, spec_of, to_pyarrow, Kind};
 use crate::engine::{Engine, Row};
 use crate::framing::FramesTable;
+use crate::locations::Locations;
 use crate::record::Val;
 use crate::redact::{redact_string, redact_text};
 
@@ -85,11 +86,18 @@ pub(crate) struct Stream {
     frame_bytes: usize,
     /// Whether the reader redacts the frames' payloads (reader.rs `Texts::Redacted`).
     texts_redacted: bool,
+    /// Where the pairs table goes instead of the callback (`mwtap view`'s index).
+    locations: Option<Py<Locations>>,
 }
 
 impl Stream {
     /// The hand-over of `tables` (their columns read here, with the GIL).
-    pub(crate) fn new(py: Python<'_>, settings: Py<Batches>, tables: &[String]) -> PyResult<Self> {
+    pub(crate) fn new(
+        py: Python<'_>,
+        settings: Py<Batches>,
+        tables: &[String],
+        locations: Option<Py<Locations>>,
+    ) -> PyResult<Self> {
         let dicts = &settings.get().dicts;
         let specs = tables
             .iter()
@@ -104,6 +112,7 @@ impl Stream {
             counted: 0,
             frame_bytes: 0,
             texts_redacted: false,
+            locations,
         })
     }
 
@@ -173,6 +182,9 @@ impl Stream {
     }
 
     fn send(&self, name: &'static str, mut rows: Vec<Row>) -> PyResult<()> {
+        if let (Some(locations), "pairs") = (&self.locations, name) {
+            return locations.get().pairs(&rows);
+        }
         let settings = self.settings.get();
         let Some(spec) = self.specs.get(name) else {
             return Python::with_gil(|py| {

@@ -21,6 +21,7 @@ pub mod histogram;
 pub mod identity;
 pub mod keepalive;
 mod lines;
+mod locations;
 pub mod pairs;
 mod partition_py;
 pub mod pyrepr;
@@ -45,5 +46,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     partition_py::register(m)?;
     arrow_out::register(m)?;
     batches::register(m)?;
+    locations::register(m)?;
     Ok(())
 }
