@@ -118,10 +118,11 @@ class Columns:
             getattr(self, name).extend(array(code, [default]) * self.CHUNK)
         self.capacity += self.CHUNK
 
-    def load(self, count: int, fixed: bytes, **later: bytes) -> None:
+    def load(self, count: int, fixed: bytearray, **later: bytes) -> None:
         """Columns made elsewhere (the core's locating pass, `ViewIndex.place`): `fixed` packed as
-        RECORD, the columns set later as their arrays' bytes (those not given: their default)."""
-        self.fixed = bytearray(fixed)
+        RECORD (taken as it is), the columns set later as their arrays' bytes (those not given: their
+        default)."""
+        self.fixed = fixed
         for name, (code, default) in self.LATER.items():
             column = array(code)
             if name in later:

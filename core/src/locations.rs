@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList};
 use serde::de::{Deserialize, Deserializer, IgnoredAny, SeqAccess, Visitor};
 
 use crate::engine::{FastMap, FastSet, Row};
@@ -94,7 +94,8 @@ impl Locations {
         })
     }
 
-    /// Everything found, once: `count` records; `fixed` (38 bytes each, as RECORD packs them),
+    /// Everything found, once: `count` records; `fixed` (a bytearray, 38 bytes a record as RECORD
+    /// packs them),
     /// `peer` (int64, -1: none) and `stream` (int32, -1: none), one value per record;
     /// `connections` ((conn, t of its first record, rows, msgs: int64 record numbers) each, in the
     /// order met); `types` (code → name, 0 is ""); `subscribe_types` (codes of
@@ -104,19 +105,23 @@ impl Locations {
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let mut state = std::mem::take(&mut *self.lock()?);
         state.link_pairs();
+        // Each column freed once copied: the peak is the state and one column, not two states.
         let out = PyDict::new(py);
         out.set_item("count", state.n.len())?;
-        out.set_item("fixed", PyBytes::new(py, &state.fixed))?;
+        drop(std::mem::take(&mut state.n));
+        // A bytearray: what the index's own column is (it grows when following).
         out.set_item(
-            "peer",
-            PyBytes::new(py, &bytes_of(&state.peer, i64::to_le_bytes)),
+            "fixed",
+            PyByteArray::new(py, &std::mem::take(&mut state.fixed)),
         )?;
-        out.set_item(
-            "stream",
-            PyBytes::new(py, &bytes_of(&state.stream, i32::to_le_bytes)),
-        )?;
+        let peer = bytes_of(&std::mem::take(&mut state.peer), i64::to_le_bytes);
+        out.set_item("peer", PyBytes::new(py, &peer))?;
+        drop(peer);
+        let stream = bytes_of(&std::mem::take(&mut state.stream), i32::to_le_bytes);
+        out.set_item("stream", PyBytes::new(py, &stream))?;
+        drop(stream);
         let conns = PyList::empty(py);
-        for c in &state.conns {
+        for c in std::mem::take(&mut state.conns) {
             let rows = PyBytes::new(py, &bytes_of(&c.rows, i64::to_le_bytes));
             let msgs = PyBytes::new(py, &bytes_of(&c.msgs, i64::to_le_bytes));
             conns.append((&c.conn, c.t_open, rows, msgs))?;
