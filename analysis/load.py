@@ -73,9 +73,9 @@ def streamed(paths: Paths, config: Config, tables: Iterable[str], on_batch: Call
     the summary aggregates, those named in `dicts`, and every table of HAR and flow files, whose
     records are fed to the core one at a time). `jobs`: the cores to use (`native.open_captures`).
     `batching`: the other options of analysis._core.Batches (batch size, redaction). `locations`
-    (capture files only): every record is placed there too, and the pairs table goes there instead
-    (`mwtap view`'s index, core/src/locations.rs). Returns the summary and the damaged lines;
-    memory stays bounded by the batches."""
+    (capture files only): every record is placed there too, and which request and response answer
+    each other (`mwtap view`'s index, core/src/locations.rs). Returns the summary and the damaged
+    lines; memory stays bounded by the batches."""
     tables = set(tables)
 
     def handing_over(summary: Summary) -> Callable[[str, Any], None]:
@@ -95,6 +95,8 @@ def streamed(paths: Paths, config: Config, tables: Iterable[str], on_batch: Call
             raise ValueError("records are placed only in capture files")
         engine, files, limits = _fed(paths, config, built, hand_over)
         return limits.annotate(summary.result(engine, files)), files.damage
+    if locations is not None:
+        built.append("pair_links")  # the core's internal table of request and response frames, for `locations`
     analysis = native.open_captures(paths, jobs=jobs)
     limits = SourceLimits.of(analysis.headers)
     dicts = [*native.SUMMARISED, *batching.pop("dicts", ())]

@@ -48,7 +48,8 @@ def test_the_core_pass_and_following_give_the_same_index(sample, tmp_path):
     """Built in one pass of the core (core/src/locations.rs) or a record at a time as when following
     (`ViewIndex.locate`): every column, connection, stream, type and violation the same; damaged
     lines reported either way. With records each side could read its own way: a frame number past
-    32 bits, a time that is a bool, a connection that only drops, an unknown kind."""
+    32 bits, a time that is a bool, a connection that only drops, an unknown kind, notifications
+    without a subscriptionId whose first event names a dialog (with a quote), none, or a number."""
     damaged = tmp_path / "damaged.jsonl"
     lines = sample.read_bytes().splitlines(keepends=True)
     last = orjson.loads(lines[-1])
@@ -56,7 +57,10 @@ def test_the_core_pass_and_following_give_the_same_index(sample, tmp_path):
             "kind": "req", "id": "far", "type": "GetClock", "size": 30, "text": "{}"},
            {"rec": "ping", "t": True, "conn": last["conn"], "n": 3},
            {"rec": "drop", "t": last["t"] + 2, "conn": "only-dropped", "count": 3},
-           {"rec": "future", "t": last["t"] + 3, "conn": last["conn"]}]
+           {"rec": "future", "t": last["t"] + 3, "conn": last["conn"]},
+           *({"rec": "msg", "t": last["t"] + 4, "conn": last["conn"], "n": 1 << 20, "dir": "s2c", "op": "text",
+              "kind": "notification", "type": "ms.MessagingEventNotification", "events": events, "size": 2,
+              "text": "{}"} for events in ([['dialog "x"', "ContentEvent"], ["other"]], [[]], [[7, "d"]]))]
     damaged.write_bytes(b"".join(lines[:50]) + b"{not json\n" + b"".join(lines[50:])
                         + b"".join(orjson.dumps(rec) + b"\n" for rec in odd))
     built, _, sources = open_view(damaged)
@@ -72,6 +76,7 @@ def test_the_core_pass_and_following_give_the_same_index(sample, tmp_path):
     assert (built.types, built.streams, built.stream_sizes, built.last_t, built._subscribe_types) == \
         (follow.types, follow.streams, follow.stream_sizes, follow.last_t, follow._subscribe_types)
     assert any(c.conn == "only-dropped" and not c.rows for c in built.connections)
+    assert ("dialog", 'dialog "x"') in {(kind, key) for _, kind, key in built.streams}
     assert [str(d) for d in sources.damage] == [str(d) for d in follow_damage]
     assert [(d.path, d.line, d.kind) for d in sources.damage] == [(str(damaged), 51, "invalid JSON")]
 

@@ -21,7 +21,7 @@ def build(sources: Sources, config: Config | None = None, jobs: int | None = Non
     sources.check()  # a file that is not a capture fails naming it as the user did (not its decompressed copy)
     rows: dict[str, list] = {table: [] for table in _ROWS}
     locations = _core.Locations(MAX_TYPES)
-    _, damage = streamed(sources.paths, index.config, ("pairs", *_ROWS), lambda table, batch: rows[table].extend(batch),
+    _, damage = streamed(sources.paths, index.config, _ROWS, lambda table, batch: rows[table].extend(batch),
                          jobs=jobs, dicts=list(_ROWS), locations=locations)
     index.place(locations.take())
     for table, found in rows.items():

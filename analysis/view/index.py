@@ -232,9 +232,13 @@ class ViewIndex:
     # --- records -----------------------------------------------------------------------------
     def place(self, found: dict) -> None:
         """Take the records of whole captures as the core placed them in one pass (`_core.Locations`,
-        core/src/locations.rs: what `locate` makes of each record, pairs linked) into this empty index."""
-        self.columns.load(found["count"], found["fixed"], peer=found["peer"], stream=found["stream"])
-        for conn, t_open, rows, msgs in found["connections"]:
+        core/src/locations.rs: what `locate` makes of each record, pairs linked) into this empty index.
+        Each part of `found` is dropped once taken (the memory of two copies is never held at once)."""
+        self.columns.load(found.pop("count"), found.pop("fixed"), peer=found.pop("peer"), stream=found.pop("stream"))
+        connections = found.pop("connections")
+        connections.reverse()
+        while connections:  # popped: each connection's bytes freed once its arrays hold them
+            conn, t_open, rows, msgs = connections.pop()
             c = self._open(conn, t_open)
             c.rows.frombytes(rows)
             c.msgs.frombytes(msgs)
@@ -338,7 +342,8 @@ class ViewIndex:
             key = ("sub", sid)
         elif rec.get("kind") == "notification":
             events = rec.get("events")
-            if events.__class__ is list and events and events[0].__class__ is list and events[0][0].__class__ is str:
+            if events.__class__ is list and events and events[0].__class__ is list and events[0] and \
+                    events[0][0].__class__ is str:
                 key = ("dialog", events[0][0])
         elif rec.get("kind") == "req" and type_is(rec.get("type"), "SubscribeMessagingEvents"):
             dialog = rec.get("dialogId")

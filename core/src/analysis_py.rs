@@ -233,7 +233,7 @@ impl Analysis {
     /// analysis.tables.COLUMNS instead (arrow_out.rs). With `on_batch` (a `Batches`), the tables
     /// are handed to it while the capture is read instead (batches.rs) and are empty here.
     /// With `locations` (a `Locations`, which needs `on_batch`), every record is placed there
-    /// too, and the pairs table goes there instead of to `on_batch` (locations.rs).
+    /// too, and the internal table `pair_links` (pairs.rs `LINKS`), when asked for, goes there.
     #[pyo3(signature = (config=None, analyzers=Vec::new(), tables=vec!["frames".to_owned()], on_violations=None, on_batch=None, locations=None))]
     #[allow(clippy::too_many_arguments)]
     fn run<'py>(

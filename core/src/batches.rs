@@ -22,6 +22,7 @@ use crate::arrow_out::{frames_batch, rows_batch, spec_of, to_pyarrow, Kind};
 use crate::engine::{Engine, Row};
 use crate::framing::FramesTable;
 use crate::locations::Locations;
+use crate::pairs::LINKS;
 use crate::record::Val;
 use crate::redact::{redact_string, redact_text};
 
@@ -86,7 +87,7 @@ pub(crate) struct Stream {
     frame_bytes: usize,
     /// Whether the reader redacts the frames' payloads (reader.rs `Texts::Redacted`).
     texts_redacted: bool,
-    /// Where the pairs table goes instead of the callback (`mwtap view`'s index).
+    /// Where the pair links go (`mwtap view`'s index; pairs.rs `LINKS`).
     locations: Option<Py<Locations>>,
 }
 
@@ -99,9 +100,10 @@ impl Stream {
         locations: Option<Py<Locations>>,
     ) -> PyResult<Self> {
         let dicts = &settings.get().dicts;
+        let to_locations = |t: &str| locations.is_some() && t == LINKS;
         let specs = tables
             .iter()
-            .filter(|t| !dicts.contains(t))
+            .filter(|t| !dicts.contains(t) && !to_locations(t))
             .map(|t| Ok((t.clone(), spec_of(py, t)?)))
             .collect::<PyResult<_>>()?;
         Ok(Stream {
@@ -182,8 +184,8 @@ impl Stream {
     }
 
     fn send(&self, name: &'static str, mut rows: Vec<Row>) -> PyResult<()> {
-        if let (Some(locations), "pairs") = (&self.locations, name) {
-            return locations.get().pairs(&rows);
+        if let (Some(locations), LINKS) = (&self.locations, name) {
+            return locations.get().links(&rows);
         }
         let settings = self.settings.get();
         let Some(spec) = self.specs.get(name) else {

@@ -3,17 +3,14 @@
 //! `Analysis.run` reads, `Locations` packs the columns the view's index keeps per record (its
 //! `RECORD`: file, offset, length, time, connection, frame number, kind, direction, type, size),
 //! each connection's records and messages, the subscription streams, and which request and
-//! response answer each other (the pairs table, which comes here instead of to Python). The view
+//! response answer each other (pairs.rs `LINKS`, which comes here instead of to Python). The view
 //! takes them as bytes (`take`): no Python object per record.
 
-use std::fmt;
-use std::marker::PhantomData;
 use std::sync::{Mutex, MutexGuard};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList};
-use serde::de::{Deserialize, Deserializer, IgnoredAny, SeqAccess, Visitor};
 
 use crate::engine::{FastMap, FastSet, Row};
 use crate::frame::type_is;
@@ -38,20 +35,29 @@ enum StreamKey {
     Dialog(String),
 }
 
+/// Bytes of a packed record (analysis/view/index.py's RECORD).
+const RECORD: usize = 38;
+/// Records packed here before they join the Python column (a bytearray grows in place, and the
+/// core never holds the whole column nor a copy of it).
+const CHUNK: usize = 1 << 16;
+
 struct Conn {
     conn: String,
     t_open: f64,
-    rows: Vec<i64>,
-    msgs: Vec<i64>,
+    /// Record numbers (u32: half the memory; a view indexes fewer than 4 billion records).
+    rows: Vec<u32>,
+    msgs: Vec<u32>,
     streams: FastMap<StreamKey, i32>,
 }
 
 #[derive(Default)]
 struct State {
     max_types: usize,
-    fixed: Vec<u8>,
+    /// The packed records not yet in `column`, and those that are (made at the first hand-over).
+    chunk: Vec<u8>,
+    column: Option<Py<PyByteArray>>,
+    count: usize,
     n: Vec<i32>,
-    peer: Vec<i64>,
     stream: Vec<i32>,
     conns: Vec<Conn>,
     by_conn: FastMap<String, u32>,
@@ -65,7 +71,7 @@ struct State {
     connection_records: Vec<(u32, Vec<u8>)>,
     /// (connection, request frame, response frame) of each pair, linked when taken: by then every
     /// frame a pair names has been placed.
-    pairs: Vec<(u32, i128, i128)>,
+    pairs: Vec<(u32, i32, i32)>,
     last_t: f64,
 }
 
@@ -95,8 +101,7 @@ impl Locations {
     }
 
     /// Everything found, once: `count` records; `fixed` (a bytearray, 38 bytes a record as RECORD
-    /// packs them),
-    /// `peer` (int64, -1: none) and `stream` (int32, -1: none), one value per record;
+    /// packs them), `peer` (int64, -1: none) and `stream` (int32, -1: none), one value per record;
     /// `connections` ((conn, t of its first record, rows, msgs: int64 record numbers) each, in the
     /// order met); `types` (code → name, 0 is ""); `subscribe_types` (codes of
     /// SubscribeMessagingEvents); `streams` ((connection, "sub"|"dialog", id) each) and
@@ -104,26 +109,30 @@ impl Locations {
     /// refused record); `last_t`.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let mut state = std::mem::take(&mut *self.lock()?);
-        state.link_pairs();
-        // Each column freed once copied: the peak is the state and one column, not two states.
+        state.hand_over(py)?;
+        // Each column freed once handed over: never the state and a copy of all of it.
         let out = PyDict::new(py);
-        out.set_item("count", state.n.len())?;
+        out.set_item("count", state.count)?;
+        out.set_item("fixed", state.column.take())?;
+        let peer = PyByteArray::new_with(py, state.count * 8, |peer| {
+            state.link_pairs(peer);
+            Ok(())
+        })?;
+        out.set_item("peer", peer)?;
         drop(std::mem::take(&mut state.n));
-        // A bytearray: what the index's own column is (it grows when following).
-        out.set_item(
-            "fixed",
-            PyByteArray::new(py, &std::mem::take(&mut state.fixed)),
-        )?;
-        let peer = bytes_of(&std::mem::take(&mut state.peer), i64::to_le_bytes);
-        out.set_item("peer", PyBytes::new(py, &peer))?;
-        drop(peer);
         let stream = bytes_of(&std::mem::take(&mut state.stream), i32::to_le_bytes);
         out.set_item("stream", PyBytes::new(py, &stream))?;
         drop(stream);
         let conns = PyList::empty(py);
+        let as_i64 = |numbers: &[u32]| -> Vec<u8> {
+            numbers
+                .iter()
+                .flat_map(|&g| i64::from(g).to_le_bytes())
+                .collect()
+        };
         for c in std::mem::take(&mut state.conns) {
-            let rows = PyBytes::new(py, &bytes_of(&c.rows, i64::to_le_bytes));
-            let msgs = PyBytes::new(py, &bytes_of(&c.msgs, i64::to_le_bytes));
+            let rows = PyBytes::new(py, &as_i64(&c.rows));
+            let msgs = PyBytes::new(py, &as_i64(&c.msgs));
             conns.append((&c.conn, c.t_open, rows, msgs))?;
         }
         out.set_item("connections", conns)?;
@@ -165,12 +174,16 @@ impl Locations {
 
     /// Places one record read by `Analysis.run`.
     pub(crate) fn add(&self, rec: &Record, place: &Place) -> PyResult<()> {
-        self.lock()?.add(rec, place);
+        let mut state = self.lock()?;
+        state.add(rec, place);
+        if state.chunk.len() >= CHUNK * RECORD {
+            Python::with_gil(|py| state.hand_over(py))?;
+        }
         Ok(())
     }
 
-    /// Rows of the pairs table.
-    pub(crate) fn pairs(&self, rows: &[Row]) -> PyResult<()> {
+    /// Rows of pairs.rs `LINKS`.
+    pub(crate) fn links(&self, rows: &[Row]) -> PyResult<()> {
         let mut state = self.lock()?;
         for row in rows {
             let value = |name: &str| row.iter().find(|(n, _)| *n == name).map(|(_, v)| v);
@@ -179,8 +192,13 @@ impl Locations {
             else {
                 continue;
             };
+            // A frame number past 32 bits is no record's (the column is int32).
+            let (Ok(frame), Ok(response)) = (i32::try_from(*frame), i32::try_from(*response))
+            else {
+                continue;
+            };
             if let Some(&c) = state.by_conn.get(conn.as_ref()) {
-                state.pairs.push((c, *frame, *response));
+                state.pairs.push((c, frame, response));
             }
         }
         Ok(())
@@ -207,7 +225,7 @@ impl State {
                 c
             }
         };
-        let g = self.n.len() as i64;
+        let g = self.count as u32;
         let (code, type_code, n, size, stream);
         if rec.rec.as_str() == Some("msg") {
             code = match rec.kind.as_str() {
@@ -242,7 +260,7 @@ impl State {
                 _ => return,
             };
             (type_code, size, stream) = (0, 0, -1);
-            n = rows.last().map_or(-1, |&g| self.n[g as usize]);
+            n = rows.last().map_or(-1, |&g| self.n(g));
             if matches!(code, OPEN | CLOSE | REFUSED) {
                 self.connection_records.push((c, place.line.to_vec()));
             }
@@ -252,7 +270,7 @@ impl State {
             Some("s2c") => 1,
             _ => 2,
         };
-        let fixed = &mut self.fixed;
+        let fixed = &mut self.chunk;
         fixed.extend(u16::try_from(place.file).unwrap_or(u16::MAX).to_le_bytes());
         fixed.extend((place.offset as i64).to_le_bytes());
         fixed.extend(
@@ -266,9 +284,14 @@ impl State {
         fixed.extend([code, dir]);
         fixed.extend(type_code.to_le_bytes());
         fixed.extend(size.to_le_bytes());
-        self.n.push(n);
-        self.peer.push(-1);
+        if self.stream.len() == self.stream.capacity() {
+            // Grown a chunk at a time: never twice what it holds.
+            self.stream.reserve_exact(CHUNK);
+            self.n.reserve_exact(CHUNK);
+        }
         self.stream.push(stream);
+        self.n.push(n);
+        self.count += 1;
         self.conns[c as usize].rows.push(g);
         if t > self.last_t {
             self.last_t = t;
@@ -298,11 +321,10 @@ impl State {
         let key = if let Some(id) = rec.subscription_id.as_str() {
             Some(StreamKey::Sub(id.to_owned()))
         } else if rec.kind.as_str() == Some("notification") {
-            // events[0][0]: the dialog of the first event, when it is a string.
             let events = rec.events.0;
-            let first =
-                events.and_then(|raw| serde_json::from_str::<First<First<String>>>(raw.get()).ok());
-            first.and_then(|event| event.0?.0).map(StreamKey::Dialog)
+            events
+                .and_then(|raw| first_dialog(raw.get()))
+                .map(StreamKey::Dialog)
         } else if rec.kind.as_str() == Some("req")
             && type_is(rec.type_.as_str(), "SubscribeMessagingEvents")
         {
@@ -325,31 +347,47 @@ impl State {
         number
     }
 
+    /// The packed records so far appended to the Python column.
+    fn hand_over(&mut self, py: Python<'_>) -> PyResult<()> {
+        let column = self
+            .column
+            .get_or_insert_with(|| PyByteArray::new(py, &[]).unbind());
+        column
+            .bind(py)
+            .call_method1("extend", (PyBytes::new(py, &self.chunk),))?;
+        self.chunk.clear();
+        Ok(())
+    }
+
+    /// The frame number of record `g`.
+    fn n(&self, g: u32) -> i32 {
+        self.n[g as usize]
+    }
+
     /// The record number of message `n` of connection `c` (recorders number a connection's
     /// messages 0, 1, …; a capture that does not is searched).
-    fn frame(&self, c: u32, n: i128) -> Option<i64> {
+    fn frame(&self, c: u32, n: i32) -> Option<u32> {
         let msgs = &self.conns[c as usize].msgs;
         let at = usize::try_from(n).ok().filter(|&at| at < msgs.len());
         if let Some(g) = at.map(|at| msgs[at]) {
-            if i128::from(self.n[g as usize]) == n {
+            if self.n(g) == n {
                 return Some(g);
             }
         }
-        msgs.iter()
-            .copied()
-            .find(|&g| i128::from(self.n[g as usize]) == n)
+        msgs.iter().copied().find(|&g| self.n(g) == n)
     }
 
-    /// Each pair's request and response point at each other; a subscribe and its answer share
-    /// their stream.
-    fn link_pairs(&mut self) {
+    /// Each pair's request and response point at each other (in `peer`, int64 a record); a
+    /// subscribe and its answer share their stream.
+    fn link_pairs(&mut self, peer: &mut [u8]) {
+        peer.fill(0xFF); // -1: none
         for (c, frame, response) in std::mem::take(&mut self.pairs) {
             let (Some(req), Some(resp)) = (self.frame(c, frame), self.frame(c, response)) else {
                 continue;
             };
             let (req, resp) = (req as usize, resp as usize);
-            self.peer[req] = resp as i64;
-            self.peer[resp] = req as i64;
+            peer[req * 8..req * 8 + 8].copy_from_slice(&(resp as i64).to_le_bytes());
+            peer[resp * 8..resp * 8 + 8].copy_from_slice(&(req as i64).to_le_bytes());
             let (of_req, of_resp) = (self.stream[req], self.stream[resp]);
             if of_req >= 0 && of_resp < 0 {
                 self.stream[resp] = of_req;
@@ -362,28 +400,19 @@ impl State {
     }
 }
 
-/// The first element of a JSON array (None for an empty one), the rest skipped unparsed; any other
-/// JSON, or a first element that is not a `T`, does not deserialize.
-struct First<T>(Option<T>);
-
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for First<T> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Elements<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for Elements<T> {
-            type Value = First<T>;
-
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("an array")
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<First<T>, A::Error> {
-                let first = seq.next_element()?;
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(First(first))
-            }
-        }
-        deserializer.deserialize_seq(Elements(PhantomData))
+/// `events[0][0]` when it is a string: the dialog of a notification's first event. `events` is JSON
+/// the reader has checked, so only its start is read (most of it is the events' content).
+fn first_dialog(events: &str) -> Option<String> {
+    let json_space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r');
+    let rest = events.trim_start_matches(json_space).strip_prefix('[')?;
+    let rest = rest.trim_start_matches(json_space).strip_prefix('[')?;
+    let rest = rest.trim_start_matches(json_space);
+    let text = rest.strip_prefix('"')?.as_bytes();
+    let mut at = 0;
+    while at < text.len() && text[at] != b'"' {
+        at += if text[at] == b'\\' { 2 } else { 1 };
     }
+    serde_json::from_str(rest.get(..at + 2)?).ok()
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -394,16 +423,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 mod tests {
     use super::*;
 
-    /// `events[0][0]` as analysis/view/index.py reads it: the first event's dialog when a string.
-    fn dialog(events: &str) -> Option<String> {
-        let first = serde_json::from_str::<First<First<String>>>(events).ok();
-        first.and_then(|event| event.0?.0)
-    }
-
     #[test]
     fn the_dialog_of_the_first_event() {
         let events = r#"[["d\"1", 4, {"x": [1, 2]}], ["d2"], 7]"#;
-        assert_eq!(dialog(events).as_deref(), Some("d\"1"));
+        assert_eq!(first_dialog(events).as_deref(), Some("d\"1"));
+        assert_eq!(first_dialog(" [ [\"d\\\\\"] ]").as_deref(), Some("d\\"));
         for not_one in [
             "[]",
             "[[]]",
@@ -413,7 +437,7 @@ mod tests {
             "\"d\"",
             "null",
         ] {
-            assert_eq!(dialog(not_one), None, "{not_one}");
+            assert_eq!(first_dialog(not_one), None, "{not_one}");
         }
     }
 }

@@ -146,7 +146,14 @@ pub struct Pairs {
     counts: Counts,
     latency: OrderedMap<Option<String>, LogHistogram>,
     rows: Option<Vec<Row>>,
+    /// The `LINKS` table's rows.
+    links: Option<Vec<Row>>,
 }
+
+/// An internal table: of each answered request, the connection and the frames of the request and
+/// its response (what the pairs table says of them, without the rest of its row: `mwtap view`'s
+/// index links the two, core/src/locations.rs).
+pub const LINKS: &str = "pair_links";
 
 /// `f"{x}"` of a type or frame number that may be None.
 fn or_none<T: ToString>(value: Option<T>) -> String {
@@ -228,6 +235,7 @@ impl Pairs {
             counts: Counts::default(),
             latency: OrderedMap::default(),
             rows: wanted("pairs").then(Vec::new),
+            links: wanted(LINKS).then(Vec::new),
         }
     }
 
@@ -685,6 +693,13 @@ impl Analyzer for Pairs {
                 self.latency.insert(req.type_.clone(), histogram);
             }
         }
+        if let Some(links) = self.links.as_mut() {
+            links.push(vec![
+                ("conn", string(&req.conn)),
+                ("frame", Val::from(req.n)),
+                ("response_frame", Val::from(rec.n.as_int())),
+            ]);
+        }
         self.push_row(|| response_row(rec, Some(&req), "answered", code));
     }
 
@@ -723,12 +738,15 @@ impl Analyzer for Pairs {
     }
 
     fn take_tables(&mut self) -> Vec<(&'static str, Vec<Row>)> {
-        self.rows
+        let rows = self
+            .rows
             .as_mut()
-            .map(std::mem::take)
-            .map(|rows| ("pairs", rows))
-            .into_iter()
-            .collect()
+            .map(|rows| ("pairs", std::mem::take(rows)));
+        let links = self
+            .links
+            .as_mut()
+            .map(|links| (LINKS, std::mem::take(links)));
+        rows.into_iter().chain(links).collect()
     }
 }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import sys
 import time
 
@@ -32,13 +34,16 @@ def view(paths: tuple[str, ...], host: str, port: int, no_browser: bool, follow:
     import asyncio
     import threading
 
+    # The server's modules (aiohttp above all: a third of a second) load while the core builds the
+    # index without the GIL, not before it.
+    server_loaded = threading.Thread(target=_preload, args=("recorder.view.server",), daemon=True)
+    server_loaded.start()
     from analysis import Config
     from analysis.imports import SourceLimits
     from analysis.view.build import build
     from analysis.view.index import ViewIndex
     from analysis.view.queries import Queries
     from analysis.view.source import Sources
-    from recorder.view.server import Follower, View
 
     if not is_loopback(host):
         raise click.BadParameter(f"{host!r} is not a loopback address: the view serves this machine only",
@@ -55,6 +60,8 @@ def view(paths: tuple[str, ...], host: str, port: int, no_browser: bool, follow:
         lock = threading.Lock()
         follower = None
         if follow:
+            server_loaded.join()
+            from recorder.view.server import Follower
             capture, _ = sources.records(0)  # checks the header now: a file that is not a capture fails here
             index = ViewIndex(SourceLimits.of([capture.header]).config(config))  # the limits `build` applies
             follower = Follower(index, lambda wait: sources.records(0, wait), lock)
@@ -69,6 +76,8 @@ def view(paths: tuple[str, ...], host: str, port: int, no_browser: bool, follow:
         click.echo(f"mwtap view: {len(index.columns):,} records, {len(index.connections):,} connections, "
                    f"{index.violation_total:,} violations indexed in {time.monotonic() - started:.1f} s", err=True)
         queries = Queries(index, sources.paths, sources.names)
+        server_loaded.join()
+        from recorder.view.server import View  # raises here if loading it failed
         page = View(queries, lock, lambda: follower is not None and follower.is_alive())
         try:
             asyncio.run(_serve(page, host, port, not no_browser))
@@ -79,6 +88,12 @@ def view(paths: tuple[str, ...], host: str, port: int, no_browser: bool, follow:
             queries.close()
     finally:
         sources.close()
+
+
+def _preload(module: str) -> None:
+    """Imports `module` ahead (in a thread); an error shows where it is imported for use."""
+    with contextlib.suppress(Exception):
+        importlib.import_module(module)
 
 
 async def _serve(page, host: str, port: int, open_browser: bool) -> None:
