@@ -256,3 +256,16 @@ def test_every_rule_is_explained():
     from analysis.rules import RULES
     from analysis.explain import EXPLANATIONS
     assert set(EXPLANATIONS) == set(RULES)
+
+
+def test_records_are_placed_only_while_a_capture_is_read_by_the_core(sample):
+    """`Locations` takes what the core reads from capture files: not HAR or flow files (fed a record at
+    a time), and not without batches (where the pairs' links would have gone)."""
+    from analysis import _core
+    from analysis.config import Config
+    from analysis.load import streamed
+    flows = Path(__file__).parent / "data" / "flows-v7-websocket.mitm"
+    with pytest.raises(ValueError, match="capture files"):
+        streamed([str(flows)], Config(), (), lambda table, batch: None, locations=_core.Locations(10))
+    with pytest.raises(ValueError, match="on_batch"):
+        _core.Analysis([str(sample)]).run(locations=_core.Locations(10))
