@@ -95,8 +95,6 @@ def streamed(paths: Paths, config: Config, tables: Iterable[str], on_batch: Call
             raise ValueError("records are placed only in capture files")
         engine, files, limits = _fed(paths, config, built, hand_over)
         return limits.annotate(summary.result(engine, files)), files.damage
-    if locations is not None:
-        built.append("pair_links")  # the core's internal table of request and response frames, for `locations`
     analysis = native.open_captures(paths, jobs=jobs)
     limits = SourceLimits.of(analysis.headers)
     dicts = [*native.SUMMARISED, *batching.pop("dicts", ())]

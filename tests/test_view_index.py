@@ -269,3 +269,19 @@ def test_records_are_placed_only_while_a_capture_is_read_by_the_core(sample):
         streamed([str(flows)], Config(), (), lambda table, batch: None, locations=_core.Locations(10))
     with pytest.raises(ValueError, match="on_batch"):
         _core.Analysis([str(sample)]).run(locations=_core.Locations(10))
+    with pytest.raises(ValueError, match="pair_links"):
+        _core.Analysis([str(sample)]).run(tables=["pair_links"])
+
+
+def test_a_number_past_a_double_in_a_field_the_core_skips(sample, tmp_path):
+    """The core reads an open record holding 1e400 in a field it does not decode (orjson refuses the
+    line): the view still shows that connection as the analysis sees it."""
+    lines = sample.read_bytes().splitlines(keepends=True)
+    at = next(i for i, line in enumerate(lines) if orjson.loads(line).get("rec") == "open")
+    odd = tmp_path / "odd.jsonl"
+    odd.write_bytes(b"".join(lines[:at]) + lines[at].rstrip(b"}\n") + b',"x":1e400}\n' + b"".join(lines[at + 1:]))
+    index, _, sources = open_view(odd)
+    opened = orjson.loads(lines[at])
+    c = index.by_conn[opened["conn"]]
+    assert (c.url, c.client, c.t_open) == (opened.get("url"), opened.get("client"), opened["t"])
+    assert len(index.columns) == len(lines) - 1 and not sources.damage

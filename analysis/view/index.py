@@ -13,6 +13,7 @@ grows, a record at a time here (`add`): both make the same index (tests/test_vie
 from __future__ import annotations
 
 import functools
+import json
 import struct
 from array import array
 from dataclasses import dataclass, field
@@ -113,7 +114,7 @@ class Columns:
         return self.count
 
     def grow(self) -> None:
-        """Room for the next CHUNK records in the columns set later."""
+        """Room for the next CHUNK records in the columns set later (`locate`, when following)."""
         for name, (code, default) in self.LATER.items():
             getattr(self, name).extend(array(code, [default]) * self.CHUNK)
         self.capacity += self.CHUNK
@@ -178,7 +179,8 @@ class ViewIndex:
         self.pair(row["conn"], row.get("frame"), row.get("response_frame"))
 
     def pair(self, conn: str, frame: int | None, response_frame: int | None) -> None:
-        """Request `frame` and response `response_frame` of `conn` answer each other."""
+        """Request `frame` and response `response_frame` of `conn` answer each other (reported by this
+        index's engine when following; a whole capture's pairs are linked in the core)."""
         c = self._conn(conn)
         if c is None or frame is None or response_frame is None:
             return
@@ -250,7 +252,10 @@ class ViewIndex:
             self.connections[conn].streams[(kind, key)] = number
         self.stream_sizes.frombytes(found["stream_sizes"])
         for conn, line in found["connection_records"]:
-            rec = orjson.loads(line)
+            try:
+                rec = orjson.loads(line)
+            except orjson.JSONDecodeError:  # a number past a double (1e400) in a field the core skips
+                rec = json.loads(line)
             self._connection_record(self.connections[conn], rec, rec["rec"], rec["t"])
         self.last_t = found["last_t"]
 

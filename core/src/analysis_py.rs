@@ -16,7 +16,7 @@ use crate::engine::{Analyzer, Config, Engine, FastSet};
 use crate::framing::FramesTable;
 use crate::keepalive::Keepalive;
 use crate::locations::Locations;
-use crate::pairs::Pairs;
+use crate::pairs::{Pairs, LINKS};
 use crate::reader::{CaptureError, CaptureSet, Texts};
 use crate::record::Val;
 use crate::rings::Rings;
@@ -233,7 +233,7 @@ impl Analysis {
     /// analysis.tables.COLUMNS instead (arrow_out.rs). With `on_batch` (a `Batches`), the tables
     /// are handed to it while the capture is read instead (batches.rs) and are empty here.
     /// With `locations` (a `Locations`, which needs `on_batch`), every record is placed there
-    /// too, and the internal table `pair_links` (pairs.rs `LINKS`), when asked for, goes there.
+    /// too, and so do the request/response links (pairs.rs `LINKS`, not a table to ask for).
     #[pyo3(signature = (config=None, analyzers=Vec::new(), tables=vec!["frames".to_owned()], on_violations=None, on_batch=None, locations=None))]
     #[allow(clippy::too_many_arguments)]
     fn run<'py>(
@@ -250,6 +250,15 @@ impl Analysis {
             return Err(PyValueError::new_err(
                 "locations are placed while batches are handed over: on_batch is needed",
             ));
+        }
+        // The request/response links go to the locations, and only there.
+        let mut tables = tables;
+        if locations.is_some() {
+            tables.push(LINKS.to_owned());
+        } else if tables.iter().any(|t| t == LINKS) {
+            return Err(PyValueError::new_err(format!(
+                "{LINKS} is the core's own table (for locations)"
+            )));
         }
         let mut stream = on_batch
             .map(|batches| {
@@ -284,7 +293,10 @@ impl Analysis {
         py.allow_threads(|| {
             set.for_each_placed(|rec, place| {
                 if let Some(locations) = &locations {
-                    failed = locations.get().add(rec, &place).err();
+                    if let Err(e) = locations.get().add(rec, &place) {
+                        failed = Some(e);
+                        return ControlFlow::Break(());
+                    }
                 }
                 engine.feed(rec);
                 records += 1;

@@ -108,7 +108,9 @@ impl Locations {
     /// `stream_sizes` (uint32); `connection_records` ((connection, line) of each open, close and
     /// refused record); `last_t`.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let mut state = std::mem::take(&mut *self.lock()?);
+        // Locked without the GIL: `add` holds the lock while it waits for the GIL.
+        let mut state =
+            py.allow_threads(|| self.lock().map(|mut state| std::mem::take(&mut *state)))?;
         state.hand_over(py)?;
         // Each column freed once handed over: never the state and a copy of all of it.
         let out = PyDict::new(py);
@@ -175,6 +177,12 @@ impl Locations {
     /// Places one record read by `Analysis.run`.
     pub(crate) fn add(&self, rec: &Record, place: &Place) -> PyResult<()> {
         let mut state = self.lock()?;
+        if state.count >= u32::MAX as usize {
+            return Err(PyValueError::new_err(format!(
+                "a view indexes at most {} records",
+                u32::MAX
+            )));
+        }
         state.add(rec, place);
         if state.chunk.len() >= CHUNK * RECORD {
             Python::with_gil(|py| state.hand_over(py))?;

@@ -35,7 +35,9 @@ def view(paths: tuple[str, ...], host: str, port: int, no_browser: bool, follow:
     import threading
 
     # The server's modules (aiohttp above all: a third of a second) load while the core builds the
-    # index without the GIL, not before it.
+    # index without the GIL, not before it. Safe while recorder.view.server and the analysis modules
+    # imported below do not import each other circularly (a cycle could hand one thread a module
+    # still loading in the other).
     server_loaded = threading.Thread(target=_preload, args=("recorder.view.server",), daemon=True)
     server_loaded.start()
     from analysis import Config
