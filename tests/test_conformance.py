@@ -227,17 +227,31 @@ def pipelined(capture, account: str) -> bool:
     return directions[:2] == ["c2s", "c2s"]
 
 
+RUNS = 6  # at most: a loaded machine's recorder often gets to a quick answer first (see `pipelined`)
+
+
 @pytest.fixture(scope="module")
 def verdicts(tmp_path_factory):
-    """The clients of CLIENTS; run again (at most twice) when the recorder saw a pipelining client's
-    answer before its second request, since that capture shows no pipelining to judge."""
-    for _ in range(3):
-        summary, found, capture = record_and_analyse(tmp_path_factory.mktemp("conformance"),
-                                                     ["--delay", f"cm.UpdateConversationField={CLOSE_DELAY_MS}"],
-                                                     CLIENTS)
-        if all(pipelined(capture, script.__name__.replace("_", "-")) for script in PIPELINING):
+    """The clients of CLIENTS, run together. A pipelining client's verdicts are taken from a run whose
+    capture shows its second request before the first answer (a capture that does not shows no
+    pipelining to judge): the clients are run again, at most RUNS times, until each did; the other
+    clients' verdicts come from the first run."""
+    summary, found, pipelining = None, None, {}
+    for _ in range(RUNS):
+        run_summary, run_found, capture = record_and_analyse(
+            tmp_path_factory.mktemp("conformance"), ["--delay", f"cm.UpdateConversationField={CLOSE_DELAY_MS}"],
+            CLIENTS)
+        if summary is None:
+            summary, found = run_summary, run_found
+        for script in PIPELINING:
+            account = script.__name__.replace("_", "-")
+            if account not in pipelining and pipelined(capture, account):
+                pipelining[account] = run_found[account]
+        if len(pipelining) == len(PIPELINING):
+            found.update(pipelining)
             return summary, found
-    pytest.fail("the recorder never saw a pipelining client's second request before the answer to its first")
+    pytest.fail(f"in {RUNS} runs the recorder never saw some pipelining client's second request before the answer "
+                f"to its first (seen for: {sorted(pipelining)})")
 
 
 def test_sdk_pipelining_refused_by_a_server_that_waits_for_init_connection_is_an_error(tmp_path):
