@@ -126,15 +126,10 @@ impl Locations {
         out.set_item("stream", PyBytes::new(py, &stream))?;
         drop(stream);
         let conns = PyList::empty(py);
-        let as_i64 = |numbers: &[u32]| -> Vec<u8> {
-            numbers
-                .iter()
-                .flat_map(|&g| i64::from(g).to_le_bytes())
-                .collect()
-        };
+        let as_i64: fn(u32) -> [u8; 8] = |g| i64::from(g).to_le_bytes();
         for c in std::mem::take(&mut state.conns) {
-            let rows = PyBytes::new(py, &as_i64(&c.rows));
-            let msgs = PyBytes::new(py, &as_i64(&c.msgs));
+            let rows = PyBytes::new(py, &bytes_of(&c.rows, as_i64));
+            let msgs = PyBytes::new(py, &bytes_of(&c.msgs, as_i64));
             conns.append((&c.conn, c.t_open, rows, msgs))?;
         }
         out.set_item("connections", conns)?;
