@@ -505,25 +505,28 @@ pub(crate) fn engine_result<'py>(
 /// The frames table as `{column: [value, …]}`, the values as recorded.
 fn frames_columns<'py>(py: Python<'py>, rows: &FramesTable) -> PyResult<Bound<'py, PyDict>> {
     let table = PyDict::new(py);
-    table.set_item("conn", &rows.conn)?;
+    table.set_item("conn", rows.conn.iter().collect::<Vec<_>>())?;
     let t = PyList::empty(py);
     for value in &rows.t {
         t.append(val_to_py(py, value)?)?;
     }
     table.set_item("t", t)?;
     table.set_item("frame", &rows.frame)?;
-    table.set_item("dir", &rows.dir)?;
-    table.set_item("op", &rows.op)?;
+    table.set_item("dir", rows.dir.iter().collect::<Vec<_>>())?;
+    table.set_item("op", rows.op.iter().collect::<Vec<_>>())?;
     table.set_item("size", &rows.size)?;
-    table.set_item("category", &rows.category)?;
-    table.set_item("kind", &rows.kind)?;
-    table.set_item("type", &rows.type_)?;
-    table.set_item("id", &rows.id)?;
-    table.set_item("req_id", &rows.req_id)?;
+    table.set_item("category", rows.category.iter().collect::<Vec<_>>())?;
+    table.set_item("kind", rows.kind.iter().collect::<Vec<_>>())?;
+    table.set_item("type", rows.type_.iter().collect::<Vec<_>>())?;
+    table.set_item("id", rows.id.iter().collect::<Vec<_>>())?;
+    table.set_item("req_id", rows.req_id.iter().collect::<Vec<_>>())?;
     table.set_item("code", &rows.code)?;
-    table.set_item("subscription_id", &rows.subscription_id)?;
+    table.set_item(
+        "subscription_id",
+        rows.subscription_id.iter().collect::<Vec<_>>(),
+    )?;
     table.set_item("truncated", &rows.truncated)?;
-    table.set_item("text", &rows.text)?;
+    table.set_item("text", rows.text.iter().collect::<Vec<_>>())?;
     Ok(table)
 }
 
@@ -532,7 +535,7 @@ pub(crate) fn frame_rows<'py>(py: Python<'py>, rows: &FramesTable) -> PyResult<B
     let columns: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> =
         frames_columns(py, rows)?.iter().collect();
     let out = PyList::empty(py);
-    for i in 0..rows.conn.len() {
+    for i in 0..rows.len() {
         let row = PyDict::new(py);
         for (name, values) in &columns {
             row.set_item(name, values.get_item(i)?)?;

@@ -23,6 +23,7 @@ use crate::engine::Row;
 use crate::framing::FramesTable;
 use crate::pyrepr::py_float;
 use crate::record::{Val, MAX_TIME};
+use crate::redact::{may_hold_token, redact_text};
 
 /// A column's dtype token (analysis.tables.COLUMNS).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,18 +110,121 @@ fn bools<'v>(
     booleans(values.collect::<Result<Vec<_>, _>>()?.into_iter())
 }
 
-/// One column of any kind from its values.
-fn column<'v>(
-    name: &str,
-    kind: Kind,
-    values: impl Iterator<Item = &'v Val<'static>> + Clone,
-) -> Result<ArrayData, String> {
-    match kind {
-        Kind::Str => strings(values.map(text)),
-        Kind::Time => primitive(DataType::Float64, values.map(seconds)),
-        Kind::Float => primitive(DataType::Float64, values.map(Val::number)),
-        Kind::Int => primitive(DataType::Int64, values.map(int64)),
-        Kind::Bool => bools(name, values),
+/// A column built from its values one at a time.
+enum Column {
+    Str(Strings),
+    Float(
+        Vec<f64>,
+        NullBufferBuilder,
+        fn(&Val<'static>) -> Option<f64>,
+    ),
+    Int(Vec<i64>, NullBufferBuilder),
+    /// Whether a bool column takes numbers depends on all its values (`bools`).
+    Bool(Vec<Val<'static>>),
+}
+
+impl Column {
+    fn new(kind: Kind) -> Self {
+        match kind {
+            Kind::Str => Column::Str(Strings::default()),
+            Kind::Time => Column::Float(Vec::new(), NullBufferBuilder::new(0), seconds),
+            Kind::Float => Column::Float(Vec::new(), NullBufferBuilder::new(0), Val::number),
+            Kind::Int => Column::Int(Vec::new(), NullBufferBuilder::new(0)),
+            Kind::Bool => Column::Bool(Vec::new()),
+        }
+    }
+
+    fn push(&mut self, value: &Val<'static>) {
+        fn add<T: Default>(values: &mut Vec<T>, nulls: &mut NullBufferBuilder, value: Option<T>) {
+            nulls.append(value.is_some());
+            values.push(value.unwrap_or_default());
+        }
+        match self {
+            Column::Str(strings) => strings.push(text(value).as_deref()),
+            Column::Float(values, nulls, number) => add(values, nulls, number(value)),
+            Column::Int(values, nulls) => add(values, nulls, int64(value)),
+            Column::Bool(values) => values.push(value.clone()),
+        }
+    }
+
+    /// The array (`redact`: its strings through the redaction).
+    fn finish(self, name: &str, redact: bool) -> Result<ArrayData, String> {
+        match self {
+            Column::Str(mut strings) => {
+                if redact {
+                    strings.redact();
+                }
+                strings.into_array()
+            }
+            Column::Float(values, nulls, _) => primitive(DataType::Float64, values, nulls),
+            Column::Int(values, nulls) => primitive(DataType::Int64, values, nulls),
+            Column::Bool(values) => bools(name, values.iter()),
+        }
+    }
+}
+
+/// An analyzer's table built into columns as its rows come (a row's values lie together in
+/// memory, a column's do not: each row is read once, soon after it was made).
+pub struct Table {
+    spec: Vec<(String, Kind)>,
+    columns: Vec<Column>,
+    rows: usize,
+}
+
+impl Table {
+    pub fn new(spec: &Spec) -> Self {
+        let columns = spec.iter().map(|(_, kind)| Column::new(*kind)).collect();
+        Table {
+            spec: spec.to_vec(),
+            columns,
+            rows: 0,
+        }
+    }
+
+    /// The rows added since the last batch.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Adds `rows`: each takes the columns the spec names (a column a row lacks is missing).
+    pub fn add<N: AsRef<str>>(&mut self, rows: &[Vec<(N, Val<'static>)>]) {
+        static ABSENT: Val<'static> = Val::Absent;
+        for row in rows {
+            for (index, ((name, _), column)) in self.spec.iter().zip(&mut self.columns).enumerate()
+            {
+                // rows have the table's columns in order: look where the column should be first
+                let at = |(column, _): &&(N, Val<'static>)| column.as_ref() == name;
+                let value = row
+                    .get(index)
+                    .filter(|entry| at(entry))
+                    .or_else(|| row.iter().find(at));
+                column.push(value.map_or(&ABSENT, |(_, v)| v));
+            }
+        }
+        self.rows += rows.len();
+    }
+
+    /// The rows added since the last batch as a batch (`redact`: the strings redacted; an int
+    /// or a float written with `str()` holds no token); the table starts again empty.
+    pub fn batch(&mut self, redact: bool) -> Result<ArrayData, String> {
+        let fresh = self
+            .spec
+            .iter()
+            .map(|(_, kind)| Column::new(*kind))
+            .collect();
+        let columns = std::mem::replace(&mut self.columns, fresh);
+        self.rows = 0;
+        let arrays = self
+            .spec
+            .iter()
+            .zip(columns)
+            .map(|((name, _), column)| column.finish(name, redact))
+            .collect::<Result<_, _>>()?;
+        batch(&self.spec, arrays)
     }
 }
 
@@ -132,15 +236,9 @@ fn built(data: ArrayDataBuilder) -> Result<ArrayData, String> {
 /// A float64 or int64 column: the values (0 where missing) and the validity bitmap.
 fn primitive<T: ArrowNativeType>(
     data_type: DataType,
-    values: impl Iterator<Item = Option<T>>,
+    values: Vec<T>,
+    mut nulls: NullBufferBuilder,
 ) -> Result<ArrayData, String> {
-    let mut nulls = NullBufferBuilder::new(0);
-    let values: Vec<T> = values
-        .map(|v| {
-            nulls.append(v.is_some());
-            v.unwrap_or_default()
-        })
-        .collect();
     built(
         ArrayData::builder(data_type)
             .len(values.len())
@@ -164,25 +262,85 @@ fn booleans(values: impl Iterator<Item = Option<bool>>) -> Result<ArrayData, Str
     )
 }
 
-/// A large_utf8 column: 64-bit offsets, the bytes one after the other.
-fn strings<S: AsRef<str>>(values: impl Iterator<Item = Option<S>>) -> Result<ArrayData, String> {
-    let mut nulls = NullBufferBuilder::new(0);
-    let mut offsets = vec![0i64];
-    let mut bytes = Vec::new();
-    for value in values {
-        nulls.append(value.is_some());
-        if let Some(s) = value {
-            bytes.extend_from_slice(s.as_ref().as_bytes());
+/// A large_utf8 column as it is built: the bytes one after the other, 64-bit offsets, the
+/// validity. A value costs no allocation of its own, and the column leaves without a copy.
+#[derive(Debug)]
+pub struct Strings {
+    bytes: String,
+    offsets: Vec<i64>,
+    nulls: NullBufferBuilder,
+}
+
+impl Default for Strings {
+    fn default() -> Self {
+        Strings {
+            bytes: String::new(),
+            offsets: vec![0],
+            nulls: NullBufferBuilder::new(0),
         }
-        offsets.push(bytes.len() as i64);
     }
-    built(
-        ArrayData::builder(DataType::LargeUtf8)
-            .len(offsets.len() - 1)
-            .add_buffer(Buffer::from_vec(offsets))
-            .add_buffer(Buffer::from_vec(bytes))
-            .nulls(nulls.finish()),
-    )
+}
+
+impl<S: AsRef<str>> FromIterator<Option<S>> for Strings {
+    fn from_iter<I: IntoIterator<Item = Option<S>>>(values: I) -> Self {
+        let mut column = Strings::default();
+        values
+            .into_iter()
+            .for_each(|value| column.push(value.as_ref().map(AsRef::as_ref)));
+        column
+    }
+}
+
+impl Strings {
+    pub fn push(&mut self, value: Option<&str>) {
+        self.nulls.append(value.is_some());
+        self.bytes.push_str(value.unwrap_or_default());
+        self.offsets.push(self.bytes.len() as i64);
+    }
+
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes of all its values.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn get(&self, row: usize) -> Option<&str> {
+        let (start, end) = (self.offsets[row] as usize, self.offsets[row + 1] as usize);
+        self.nulls.is_valid(row).then(|| &self.bytes[start..end])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Option<&str>> {
+        (0..self.len()).map(|row| self.get(row))
+    }
+
+    /// Every value through the payload redaction (`redact::redact_text`). The whole column is
+    /// looked at first: most hold none of the bytes a token needs, and are left as they are.
+    pub fn redact(&mut self) {
+        if !may_hold_token(self.bytes.as_bytes()) {
+            return;
+        }
+        let mut clean = Strings::default();
+        self.iter()
+            .for_each(|value| clean.push(value.map(redact_text).as_deref()));
+        *self = clean;
+    }
+
+    pub fn into_array(mut self) -> Result<ArrayData, String> {
+        built(
+            ArrayData::builder(DataType::LargeUtf8)
+                .len(self.len())
+                .add_buffer(Buffer::from_vec(self.offsets))
+                .add_buffer(Buffer::from_vec(self.bytes.into_bytes()))
+                .nulls(self.nulls.finish()),
+        )
+    }
 }
 
 /// The table as one struct array (what the C Data Interface hands over as a record batch).
@@ -198,60 +356,54 @@ fn batch(spec: &Spec, columns: Vec<ArrayData>) -> Result<ArrayData, String> {
     )
 }
 
-/// An analyzer's rows as a batch of the columns `spec` names (a column a row lacks is missing).
+/// An analyzer's rows as a batch of the columns `spec` names (`Table`).
 pub fn rows_batch<N: AsRef<str>>(
     spec: &Spec,
     rows: &[Vec<(N, Val<'static>)>],
+    redact: bool,
 ) -> Result<ArrayData, String> {
-    static ABSENT: Val<'static> = Val::Absent;
-    let columns = spec
-        .iter()
-        .enumerate()
-        .map(|(index, (name, kind))| {
-            let values = rows.iter().map(move |row| {
-                // rows have the table's columns in order: look where the column should be first
-                let at = |(column, _): &&(N, Val<'static>)| column.as_ref() == name;
-                row.get(index)
-                    .filter(|entry| at(entry))
-                    .or_else(|| row.iter().find(at))
-                    .map_or(&ABSENT, |(_, v)| v)
-            });
-            column(name, *kind, values)
-        })
-        .collect::<Result<_, _>>()?;
-    batch(spec, columns)
+    let mut table = Table::new(spec);
+    table.add(rows);
+    table.batch(redact)
 }
 
 /// The frames table (kept per column by Framing) as a batch, each column freed once converted.
 pub fn frames_batch(spec: &Spec, mut table: FramesTable) -> Result<ArrayData, String> {
-    fn take<T>(column: &mut Vec<T>) -> Vec<T> {
+    fn take<T: Default>(column: &mut T) -> T {
         std::mem::take(column)
     }
     fn ints(values: Vec<Option<i128>>) -> Result<ArrayData, String> {
-        let values = values.into_iter();
-        primitive(
-            DataType::Int64,
-            values.map(|v| v.and_then(|i| i64::try_from(i).ok())),
-        )
+        let mut nulls = NullBufferBuilder::new(values.len());
+        let values = values.into_iter().map(|v| {
+            let v = v.and_then(|i| i64::try_from(i).ok());
+            nulls.append(v.is_some());
+            v.unwrap_or_default()
+        });
+        primitive(DataType::Int64, values.collect(), nulls)
+    }
+    fn times(values: Vec<Val<'static>>) -> Result<ArrayData, String> {
+        let mut column = Column::new(Kind::Time);
+        values.iter().for_each(|value| column.push(value));
+        column.finish("t", false)
     }
     let columns = spec
         .iter()
         .map(|(name, kind)| match (name.as_str(), kind) {
-            ("conn", Kind::Str) => strings(take(&mut table.conn).into_iter().map(Some)),
-            ("t", Kind::Time) => column(name, *kind, take(&mut table.t).iter()),
+            ("conn", Kind::Str) => take(&mut table.conn).into_array(),
+            ("t", Kind::Time) => times(take(&mut table.t)),
             ("frame", Kind::Int) => ints(take(&mut table.frame)),
-            ("dir", Kind::Str) => strings(take(&mut table.dir).into_iter().map(Some)),
-            ("op", Kind::Str) => strings(take(&mut table.op).into_iter()),
+            ("dir", Kind::Str) => take(&mut table.dir).into_array(),
+            ("op", Kind::Str) => take(&mut table.op).into_array(),
             ("size", Kind::Int) => ints(take(&mut table.size)),
-            ("category", Kind::Str) => strings(take(&mut table.category).into_iter()),
-            ("kind", Kind::Str) => strings(take(&mut table.kind).into_iter()),
-            ("type", Kind::Str) => strings(take(&mut table.type_).into_iter()),
-            ("id", Kind::Str) => strings(take(&mut table.id).into_iter()),
-            ("req_id", Kind::Str) => strings(take(&mut table.req_id).into_iter()),
+            ("category", Kind::Str) => take(&mut table.category).into_array(),
+            ("kind", Kind::Str) => take(&mut table.kind).into_array(),
+            ("type", Kind::Str) => take(&mut table.type_).into_array(),
+            ("id", Kind::Str) => take(&mut table.id).into_array(),
+            ("req_id", Kind::Str) => take(&mut table.req_id).into_array(),
             ("code", Kind::Int) => ints(take(&mut table.code)),
-            ("subscription_id", Kind::Str) => strings(take(&mut table.subscription_id).into_iter()),
+            ("subscription_id", Kind::Str) => take(&mut table.subscription_id).into_array(),
             ("truncated", Kind::Bool) => booleans(take(&mut table.truncated).into_iter().map(Some)),
-            ("text", Kind::Str) => strings(take(&mut table.text).into_iter()),
+            ("text", Kind::Str) => take(&mut table.text).into_array(),
             _ => Err(format!(
                 "frames column {name:?} ({kind:?}) is not one Framing keeps"
             )),
@@ -309,7 +461,7 @@ pub fn set_tables(
     for (name, rows) in tables {
         let spec = spec_of(py, name)?;
         let batch = py
-            .allow_threads(|| rows_batch(&spec, &rows))
+            .allow_threads(|| rows_batch(&spec, &rows, false))
             .map_err(failed(name))?;
         batches.set_item(name, to_pyarrow(py, batch)?)?;
     }
@@ -361,7 +513,10 @@ fn arrow_rows<'py>(
                 .collect()
         })
         .collect::<PyResult<Vec<Vec<_>>>>()?;
-    to_pyarrow(py, rows_batch(&spec, &rows).map_err(PyValueError::new_err)?)
+    to_pyarrow(
+        py,
+        rows_batch(&spec, &rows, false).map_err(PyValueError::new_err)?,
+    )
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -427,7 +582,7 @@ mod tests {
                 ("t", Val::Int(10_000_000_000)),
             ],
         ];
-        let batch = rows_batch(&spec, &rows).unwrap();
+        let batch = rows_batch(&spec, &rows, false).unwrap();
         let [s, t, i, f] = batch.child_data() else {
             panic!("four columns")
         };
@@ -455,8 +610,63 @@ mod tests {
         let rows = |values: Vec<Val<'static>>| -> Vec<Row> {
             values.into_iter().map(|v| vec![("b", v)]).collect()
         };
-        assert!(rows_batch(&spec, &rows(vec![Val::Int(1), Val::Float(0.0), Val::Null])).is_ok());
-        assert!(rows_batch(&spec, &rows(vec![Val::Int(1), Val::Bool(true)])).is_err());
-        assert!(rows_batch(&spec, &rows(vec![Val::Int(2)])).is_err());
+        assert!(rows_batch(
+            &spec,
+            &rows(vec![Val::Int(1), Val::Float(0.0), Val::Null]),
+            false
+        )
+        .is_ok());
+        assert!(rows_batch(&spec, &rows(vec![Val::Int(1), Val::Bool(true)]), false).is_err());
+        assert!(rows_batch(&spec, &rows(vec![Val::Int(2)]), false).is_err());
+    }
+
+    #[test]
+    fn a_column_is_redacted_as_its_values_are_one_by_one() {
+        let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+        let escaped = token.replace('J', "\\u004a");
+        let values = [
+            Some("conn-1".to_owned()),
+            None,
+            Some(String::new()),
+            Some(format!("x{token}")),
+            Some("ey".into()), // a token's start at one value's end, its rest in the next
+            Some(token[2..].into()),
+            Some(format!(r#"{{"jwt":"{escaped}"}}"#)),
+            Some("50%".into()),
+        ];
+        let mut column: Strings = values.iter().map(Option::as_deref).collect();
+        column.redact();
+        let expected: Vec<Option<String>> = values
+            .iter()
+            .map(|v| v.as_deref().map(|v| redact_text(v).into_owned()))
+            .collect();
+        let got: Vec<Option<String>> = column.iter().map(|v| v.map(str::to_owned)).collect();
+        assert_eq!(got, expected);
+        assert!(got.iter().flatten().all(|v| !v.contains(token)));
+        let mut clean: Strings = [Some("conn-1"), None, Some("ms.PublishEvent")]
+            .into_iter()
+            .collect();
+        clean.redact();
+        assert_eq!(
+            clean.iter().collect::<Vec<_>>(),
+            [Some("conn-1"), None, Some("ms.PublishEvent")]
+        );
+    }
+
+    #[test]
+    fn rows_are_redacted_when_asked() {
+        let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+        let spec = spec(&[("s", Kind::Str), ("i", Kind::Int)]);
+        let rows: Vec<Row> = vec![vec![
+            ("s", Val::Str(Cow::Borrowed(token))),
+            ("i", Val::Int(7)),
+        ]];
+        let redacted = rows_batch(&spec, &rows, true).unwrap();
+        assert!(str_at(&redacted.child_data()[0], 0).starts_with("[redacted sha256:"));
+        assert_eq!(at::<i64>(&redacted.child_data()[1], 0), Some(7));
+        assert_eq!(
+            str_at(&rows_batch(&spec, &rows, false).unwrap().child_data()[0], 0),
+            token
+        );
     }
 }

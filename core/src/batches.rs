@@ -9,7 +9,6 @@
 //! (arrow_out.rs), or for the tables named in `dicts` a list of at most `DICT_ROWS` row dicts
 //! holding the values as recorded (what `analysis.summary.Summary` aggregates; never redacted).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
 use arrow_data::ArrayData;
@@ -18,13 +17,11 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::analysis_py::val_to_py;
-use crate::arrow_out::{frames_batch, rows_batch, spec_of, to_pyarrow, Kind};
+use crate::arrow_out::{frames_batch, spec_of, to_pyarrow, Kind, Strings, Table};
 use crate::engine::{Engine, Row};
 use crate::framing::FramesTable;
 use crate::locations::Locations;
 use crate::pairs::LINKS;
-use crate::record::Val;
-use crate::redact::{redact_string, redact_text};
 
 /// The analyzers' finished rows are collected every so many records: they hold at most those
 /// records' rows in between.
@@ -80,11 +77,11 @@ impl Batches {
 pub(crate) struct Stream {
     settings: Py<Batches>,
     specs: HashMap<String, Vec<(String, Kind)>>,
+    /// The tables handed over as Arrow: the rows collected, as columns.
+    tables: Vec<(&'static str, Table)>,
+    /// The other tables' rows not yet handed over.
     pending: Vec<(&'static str, Vec<Row>)>,
     records: u64,
-    /// Frames-table rows whose payload bytes are counted in `frame_bytes`.
-    counted: usize,
-    frame_bytes: usize,
     /// Whether the reader redacts the frames' payloads (reader.rs `Texts::Redacted`).
     texts_redacted: bool,
     /// Where the pair links go (`mwtap view`'s index; pairs.rs `LINKS`).
@@ -109,10 +106,9 @@ impl Stream {
         Ok(Stream {
             settings,
             specs,
+            tables: Vec::new(),
             pending: Vec::new(),
             records: 0,
-            counted: 0,
-            frame_bytes: 0,
             texts_redacted: false,
             locations,
         })
@@ -129,18 +125,14 @@ impl Stream {
     pub(crate) fn after_record(&mut self, engine: &mut Engine) -> PyResult<()> {
         let settings = self.settings.get();
         if let Some(frames) = engine.framing.rows.as_mut() {
-            let texts = &frames.text[self.counted..];
-            self.frame_bytes += texts.iter().flatten().map(String::len).sum::<usize>();
-            self.counted = frames.text.len();
-            if self.counted >= settings.rows || self.frame_bytes >= settings.payload_bytes {
+            if frames.len() >= settings.rows || frames.text.byte_len() >= settings.payload_bytes {
                 let table = std::mem::take(frames);
-                (self.counted, self.frame_bytes) = (0, 0);
                 self.send_frames(table)?;
             }
         }
         self.records += 1;
         if self.records.is_multiple_of(COLLECT_EVERY) {
-            self.collect(engine);
+            self.collect(engine)?;
             self.send_full()?;
         }
         Ok(())
@@ -151,24 +143,52 @@ impl Stream {
         if let Some(frames) = engine.framing.rows.as_mut() {
             self.send_frames(std::mem::take(frames))?;
         }
-        self.collect(engine);
+        self.collect(engine)?;
         self.send_full()?;
         for (name, rows) in std::mem::take(&mut self.pending) {
             self.send(name, rows)?;
         }
+        let redact = self.settings.get().redact;
+        for (name, table) in &mut self.tables {
+            self.settings.get().hand_over(name, table.batch(redact))?;
+        }
         Ok(())
     }
 
-    fn collect(&mut self, engine: &mut Engine) {
+    /// The analyzers' rows made since the last time: those of the Arrow tables into their
+    /// columns (handed over each time a table holds `rows` rows), the others kept as rows.
+    fn collect(&mut self, engine: &mut Engine) -> PyResult<()> {
+        let settings = self.settings.get();
         for (name, rows) in engine.take_tables() {
-            match self.pending.iter_mut().find(|(n, _)| *n == name) {
-                Some((_, pending)) => pending.extend(rows),
-                None => self.pending.push((name, rows)),
+            let Some(spec) = self.specs.get(name) else {
+                match self.pending.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, pending)) => pending.extend(rows),
+                    None => self.pending.push((name, rows)),
+                }
+                continue;
+            };
+            let index = match self.tables.iter().position(|(n, _)| *n == name) {
+                Some(index) => index,
+                None => {
+                    self.tables.push((name, Table::new(spec)));
+                    self.tables.len() - 1
+                }
+            };
+            let table = &mut self.tables[index].1;
+            let mut rows = rows.as_slice();
+            while !rows.is_empty() {
+                let (now, rest) = rows.split_at((settings.rows - table.len()).min(rows.len()));
+                table.add(now);
+                rows = rest;
+                if table.len() == settings.rows {
+                    settings.hand_over(name, table.batch(settings.redact))?;
+                }
             }
         }
+        Ok(())
     }
 
-    /// Every full batch of the analyzers' tables (exactly `rows` rows each, `DICT_ROWS` for dicts).
+    /// Every full batch of the row tables (`DICT_ROWS` rows each for dicts).
     fn send_full(&mut self) -> PyResult<()> {
         let rows = self.settings.get().rows;
         for index in 0..self.pending.len() {
@@ -183,45 +203,41 @@ impl Stream {
         Ok(())
     }
 
-    fn send(&self, name: &'static str, mut rows: Vec<Row>) -> PyResult<()> {
+    /// Rows of a table handed over as dicts (or the pair links, to `locations`).
+    fn send(&self, name: &'static str, rows: Vec<Row>) -> PyResult<()> {
         if let (Some(locations), LINKS) = (&self.locations, name) {
             return locations.get().links(&rows);
         }
-        let settings = self.settings.get();
-        let Some(spec) = self.specs.get(name) else {
-            return Python::with_gil(|py| {
-                let batch = row_dicts(py, &rows)?;
-                settings.callback.call1(py, (name, batch)).map(drop)
-            });
-        };
-        if settings.redact {
-            rows.iter_mut()
-                .flat_map(|row| row.iter_mut())
-                .for_each(|(_, value)| redact_val(value));
-        }
-        self.send_arrow(name, rows_batch(spec, &rows))
+        Python::with_gil(|py| {
+            let batch = row_dicts(py, &rows)?;
+            self.settings
+                .get()
+                .callback
+                .call1(py, (name, batch))
+                .map(drop)
+        })
     }
 
     fn send_frames(&self, mut table: FramesTable) -> PyResult<()> {
-        if self.settings.get().redact {
+        let settings = self.settings.get();
+        if settings.redact {
             redact_frames(&mut table, !self.texts_redacted);
         }
         let spec = self
             .specs
             .get("frames")
             .expect("the frames table was asked for");
-        self.send_arrow("frames", frames_batch(spec, table))
+        settings.hand_over("frames", frames_batch(spec, table))
     }
+}
 
-    fn send_arrow(&self, name: &str, batch: Result<ArrayData, String>) -> PyResult<()> {
+impl Batches {
+    /// A table's batch to the callback, as a pyarrow RecordBatch.
+    fn hand_over(&self, name: &str, batch: Result<ArrayData, String>) -> PyResult<()> {
         let batch = batch.map_err(|e| PyValueError::new_err(format!("table {name}: {e}")))?;
         Python::with_gil(|py| {
             let batch = to_pyarrow(py, batch)?;
-            self.settings
-                .get()
-                .callback
-                .call1(py, (name, batch))
-                .map(drop)
+            self.callback.call1(py, (name, batch)).map(drop)
         })
     }
 }
@@ -239,22 +255,11 @@ pub(crate) fn row_dicts<'py>(py: Python<'py>, rows: &[Row]) -> PyResult<Bound<'p
     Ok(list)
 }
 
-/// A string value redacted (only strings can hold a token: other values are missing in a str
-/// column or written with `str()`, which holds none).
-fn redact_val(value: &mut Val<'static>) {
-    if let Val::Str(text) = value {
-        if let Cow::Owned(clean) = redact_text(text) {
-            *text = Cow::Owned(clean);
-        }
-    }
-}
-
 /// Redacts every string column, the payloads too with `texts`.
 fn redact_frames(table: &mut FramesTable, texts: bool) {
-    for column in [&mut table.conn, &mut table.dir] {
-        column.iter_mut().for_each(redact_string);
-    }
     let mut columns = vec![
+        &mut table.conn,
+        &mut table.dir,
         &mut table.op,
         &mut table.kind,
         &mut table.type_,
@@ -265,9 +270,7 @@ fn redact_frames(table: &mut FramesTable, texts: bool) {
     if texts {
         columns.push(&mut table.text);
     }
-    for column in columns {
-        column.iter_mut().flatten().for_each(redact_string);
-    }
+    columns.into_iter().for_each(Strings::redact);
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -282,19 +285,14 @@ mod tests {
     fn redaction_reaches_every_string_column() {
         let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
         let mut table = FramesTable::default();
-        table.conn.push(format!("c-{token}"));
-        table.dir.push("c2s".into());
-        table.text.push(Some(format!(r#"{{"jwt":"{token}"}}"#)));
+        table.conn.push(Some(&format!("c-{token}")));
+        table.dir.push(Some("c2s"));
+        table.text.push(Some(&format!(r#"{{"jwt":"{token}"}}"#)));
         table.id.push(None);
         redact_frames(&mut table, true);
-        assert!(!table.conn[0].contains(token) && table.conn[0].contains("[redacted sha256:"));
-        assert!(!table.text[0].as_deref().unwrap().contains(token));
-        assert_eq!(
-            (table.dir[0].as_str(), table.id[0].as_deref()),
-            ("c2s", None)
-        );
-        let mut value = Val::Str(Cow::Owned(token.into()));
-        redact_val(&mut value);
-        assert!(matches!(value, Val::Str(s) if s.starts_with("[redacted sha256:")));
+        let conn = table.conn.get(0).unwrap();
+        assert!(!conn.contains(token) && conn.contains("[redacted sha256:"));
+        assert!(!table.text.get(0).unwrap().contains(token));
+        assert_eq!((table.dir.get(0), table.id.get(0)), (Some("c2s"), None));
     }
 }

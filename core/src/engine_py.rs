@@ -100,7 +100,7 @@ impl StreamEngine {
                 out.get_or_insert_with(|| PyDict::new(py))
                     .set_item(name, row_dicts(py, &rows)?)?;
             }
-            if let Some(frames) = engine.framing.rows.as_mut().filter(|f| !f.conn.is_empty()) {
+            if let Some(frames) = engine.framing.rows.as_mut().filter(|f| !f.is_empty()) {
                 let rows = frame_rows(py, &std::mem::take(frames))?;
                 out.get_or_insert_with(|| PyDict::new(py))
                     .set_item("frames", rows)?;

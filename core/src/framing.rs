@@ -4,6 +4,7 @@
 
 use serde_json::Value;
 
+use crate::arrow_out::Strings;
 use crate::engine::{parse_payload, Category, Context, Frame};
 use crate::pyrepr::{py_ascii, py_str_ascii};
 use crate::record::{Record, Val};
@@ -12,43 +13,49 @@ use crate::rules::{INFO, WARNING};
 /// The `frames` table, column by column (docs/analysis.md; `t` as recorded, int or float).
 #[derive(Debug, Default)]
 pub struct FramesTable {
-    pub conn: Vec<String>,
+    pub conn: Strings,
     pub t: Vec<Val<'static>>,
     pub frame: Vec<Option<i128>>,
-    pub dir: Vec<String>,
-    pub op: Vec<Option<String>>,
+    pub dir: Strings,
+    pub op: Strings,
     pub size: Vec<Option<i128>>,
-    pub category: Vec<Option<&'static str>>,
-    pub kind: Vec<Option<String>>,
-    pub type_: Vec<Option<String>>,
-    pub id: Vec<Option<String>>,
-    pub req_id: Vec<Option<String>>,
+    pub category: Strings,
+    pub kind: Strings,
+    pub type_: Strings,
+    pub id: Strings,
+    pub req_id: Strings,
     pub code: Vec<Option<i128>>,
-    pub subscription_id: Vec<Option<String>>,
+    pub subscription_id: Strings,
     pub truncated: Vec<bool>,
-    pub text: Vec<Option<String>>,
+    pub text: Strings,
 }
 
 impl FramesTable {
     fn push(&mut self, rec: &Record, category: Option<Category>) {
-        let string = |v: &Val| v.as_str().map(str::to_owned);
-        self.conn
-            .push(rec.conn.as_str().unwrap_or_default().to_owned());
+        self.conn.push(Some(rec.conn.as_str().unwrap_or_default()));
         self.t.push(rec.t.clone().into_owned());
         self.frame.push(rec.n.as_int());
-        self.dir
-            .push(rec.dir.as_str().unwrap_or_default().to_owned());
-        self.op.push(string(&rec.op));
+        self.dir.push(Some(rec.dir.as_str().unwrap_or_default()));
+        self.op.push(rec.op.as_str());
         self.size.push(rec.size.as_int());
         self.category.push(category.map(Category::name));
-        self.kind.push(string(&rec.kind));
-        self.type_.push(string(&rec.type_));
-        self.id.push(string(&rec.id));
-        self.req_id.push(string(&rec.req_id));
+        self.kind.push(rec.kind.as_str());
+        self.type_.push(rec.type_.as_str());
+        self.id.push(rec.id.as_str());
+        self.req_id.push(rec.req_id.as_str());
         self.code.push(rec.code.as_int()); // an int code only (not a bool, a float or a string)
-        self.subscription_id.push(string(&rec.subscription_id));
+        self.subscription_id.push(rec.subscription_id.as_str());
         self.truncated.push(rec.truncated.truthy());
-        self.text.push(rec.table_text());
+        self.text.push(rec.table_text().as_deref());
+    }
+
+    /// Its rows.
+    pub fn len(&self) -> usize {
+        self.conn.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

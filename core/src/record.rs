@@ -300,8 +300,11 @@ pub struct Record<'a> {
 impl Record<'_> {
     /// The payload for the frames table: made ahead, or `text` decoded (None when absent or not
     /// a string).
-    pub fn table_text(&self) -> Option<String> {
-        self.table_text.clone().or_else(|| self.text.string())
+    pub fn table_text(&self) -> Option<Cow<'_, str>> {
+        match &self.table_text {
+            Some(text) => Some(Cow::Borrowed(text)),
+            None => self.text.string().map(Cow::Owned),
+        }
     }
 }
 
