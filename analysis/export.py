@@ -87,22 +87,19 @@ class _TableWriter:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         os.fchmod(fd, FILE_MODE)
         self.file = os.fdopen(fd, "wb")
-        self.writer = pq.ParquetWriter(self.file, self.schema, compression="zstd")
+        # payloads are nearly all different: no dictionary, and no min/max (of JSON texts) to keep
+        plain = [name for name in self.names if name != "text"]
+        self.writer = pq.ParquetWriter(self.file, self.schema, compression="zstd", use_dictionary=plain,
+                                       write_statistics=plain)
 
     def write(self, batch) -> None:
-        """Rows handed over by `analysis.load.streamed`: row dicts, or a RecordBatch (one row group)."""
+        """Rows handed over by `analysis.load.streamed`: row dicts, or a RecordBatch in the file's
+        types (one row group)."""
         if isinstance(batch, list):
             for row in batch:
                 self.add(row)
             return
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        arrays = []
-        for column, field in zip(batch.columns, self.schema):
-            if field.type == pa.timestamp("us", tz="UTC"):  # epoch seconds: as _time rounds them
-                column = pc.round(pc.multiply(column, 1_000_000), round_mode="half_to_even").cast(pa.int64())
-            arrays.append(column.cast(field.type))
-        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+        self.writer.write_batch(batch)
         self.rows += batch.num_rows
 
     def add(self, row: dict) -> None:
@@ -152,7 +149,8 @@ def export_parquet(paths: Paths, out_dir: str, config: Config | None = None, *,
     written = False
     try:  # the core cuts the tables into row groups and redacts them (the url column: here, as rows)
         _, damage = streamed(paths, config or Config(), TABLES, lambda table, batch: writers[table].write(batch),
-                             rows=row_group_rows, payload_bytes=ROW_GROUP_CHARS, dicts=["connections"], redact=True)
+                             rows=row_group_rows, payload_bytes=ROW_GROUP_CHARS, dicts=["connections"], redact=True,
+                             parquet=True)
         written = True
     finally:
         for writer in writers.values():

@@ -131,3 +131,21 @@ def test_a_bad_input_leaves_no_table_behind(tmp_path):
     b.write(tmp_path / "cap.jsonl")
     counts, _ = export_parquet(str(tmp_path / "cap.jsonl"), str(out))
     assert counts["connections"] == 1
+
+
+def test_times_are_the_recorded_seconds_rounded_half_to_even_to_the_microsecond(tmp_path):
+    """The core writes the big tables' times itself: as `round(seconds * 1e6)` rounds them, ties to even."""
+    b = CaptureBuilder()
+    b.open("c", 1_795_600_000.0)
+    times = [1_795_600_000.0 + i * 0.0000013 + k for i in range(1500) for k in (0.0000005, 0.25000049)]
+    for i, t in enumerate(times):
+        b.c2s("c", t, {"kind": "req", "id": str(i), "type": "GetClock"})
+    capture = tmp_path / "times.jsonl"
+    b.write(capture)
+    export_parquet(str(capture), str(tmp_path / "out"), row_group_rows=700)
+    frames = pq.read_table(tmp_path / "out" / "frames.parquet")
+    assert str(frames.schema.field("t").type) == "timestamp[us, tz=UTC]"
+    assert str(frames.schema.field("text").type) == "string"
+    micros = frames.column("t").cast("int64").to_pylist()
+    assert micros == [round(t * 1_000_000) for t in times]
+    assert len({m % 10 for m in micros}) > 1  # not all cut the same way

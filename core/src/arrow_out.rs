@@ -14,7 +14,7 @@ use arrow_buffer::{ArrowNativeType, BooleanBufferBuilder, Buffer, NullBufferBuil
 use arrow_data::ffi::FFI_ArrowArray;
 use arrow_data::{ArrayData, ArrayDataBuilder};
 use arrow_schema::ffi::FFI_ArrowSchema;
-use arrow_schema::{DataType, Field, Fields};
+use arrow_schema::{DataType, Field, Fields, TimeUnit};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyCapsule, PyDict, PyFloat, PyInt, PyString};
@@ -47,14 +47,28 @@ impl Kind {
         })
     }
 
-    fn data_type(self) -> DataType {
-        match self {
-            Kind::Str => DataType::LargeUtf8,
-            Kind::Time | Kind::Float => DataType::Float64,
-            Kind::Int => DataType::Int64,
-            Kind::Bool => DataType::Boolean,
+    fn data_type(self, types: Types) -> DataType {
+        match (self, types) {
+            (Kind::Str, Types::Frame) => DataType::LargeUtf8,
+            (Kind::Str, Types::Parquet) => DataType::Utf8,
+            (Kind::Time, Types::Parquet) => {
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+            }
+            (Kind::Time | Kind::Float, _) => DataType::Float64,
+            (Kind::Int, _) => DataType::Int64,
+            (Kind::Bool, _) => DataType::Boolean,
         }
     }
+}
+
+/// The Arrow types of a batch's columns: as `analysis.load` makes DataFrames of them (`Frame`:
+/// times as float epoch seconds, strings large_utf8), or as `mwtap export` writes them
+/// (`Parquet`, docs/export.md: times as timestamp[us, UTC], rounded half to even as
+/// `analysis.export` rounds a dict row's, strings utf8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Types {
+    Frame,
+    Parquet,
 }
 
 /// A table's columns: (name, kind), in the table's order.
@@ -113,11 +127,8 @@ fn bools<'v>(
 /// A column built from its values one at a time.
 enum Column {
     Str(Strings),
-    Float(
-        Vec<f64>,
-        NullBufferBuilder,
-        fn(&Val<'static>) -> Option<f64>,
-    ),
+    Time(Vec<f64>, NullBufferBuilder),
+    Float(Vec<f64>, NullBufferBuilder),
     Int(Vec<i64>, NullBufferBuilder),
     /// Whether a bool column takes numbers depends on all its values (`bools`).
     Bool(Vec<Val<'static>>),
@@ -127,8 +138,8 @@ impl Column {
     fn new(kind: Kind) -> Self {
         match kind {
             Kind::Str => Column::Str(Strings::default()),
-            Kind::Time => Column::Float(Vec::new(), NullBufferBuilder::new(0), seconds),
-            Kind::Float => Column::Float(Vec::new(), NullBufferBuilder::new(0), Val::number),
+            Kind::Time => Column::Time(Vec::new(), NullBufferBuilder::new(0)),
+            Kind::Float => Column::Float(Vec::new(), NullBufferBuilder::new(0)),
             Kind::Int => Column::Int(Vec::new(), NullBufferBuilder::new(0)),
             Kind::Bool => Column::Bool(Vec::new()),
         }
@@ -141,22 +152,29 @@ impl Column {
         }
         match self {
             Column::Str(strings) => strings.push(text(value).as_deref()),
-            Column::Float(values, nulls, number) => add(values, nulls, number(value)),
+            Column::Time(values, nulls) => add(values, nulls, seconds(value)),
+            Column::Float(values, nulls) => add(values, nulls, value.number()),
             Column::Int(values, nulls) => add(values, nulls, int64(value)),
             Column::Bool(values) => values.push(value.clone()),
         }
     }
 
     /// The array (`redact`: its strings through the redaction).
-    fn finish(self, name: &str, redact: bool) -> Result<ArrayData, String> {
+    fn finish(self, name: &str, redact: bool, types: Types) -> Result<ArrayData, String> {
         match self {
             Column::Str(mut strings) => {
                 if redact {
                     strings.redact();
                 }
-                strings.into_array()
+                strings.into_array(types)
             }
-            Column::Float(values, nulls, _) => primitive(DataType::Float64, values, nulls),
+            Column::Time(values, nulls) if types == Types::Parquet => {
+                let micros = values.iter().map(|t| (t * 1e6).round_ties_even() as i64);
+                primitive(Kind::Time.data_type(types), micros.collect(), nulls)
+            }
+            Column::Time(values, nulls) | Column::Float(values, nulls) => {
+                primitive(DataType::Float64, values, nulls)
+            }
             Column::Int(values, nulls) => primitive(DataType::Int64, values, nulls),
             Column::Bool(values) => bools(name, values.iter()),
         }
@@ -210,7 +228,7 @@ impl Table {
 
     /// The rows added since the last batch as a batch (`redact`: the strings redacted; an int
     /// or a float written with `str()` holds no token); the table starts again empty.
-    pub fn batch(&mut self, redact: bool) -> Result<ArrayData, String> {
+    pub fn batch(&mut self, redact: bool, types: Types) -> Result<ArrayData, String> {
         let fresh = self
             .spec
             .iter()
@@ -222,9 +240,9 @@ impl Table {
             .spec
             .iter()
             .zip(columns)
-            .map(|((name, _), column)| column.finish(name, redact))
+            .map(|((name, _), column)| column.finish(name, redact, types))
             .collect::<Result<_, _>>()?;
-        batch(&self.spec, arrays)
+        batch(&self.spec, arrays, types)
     }
 }
 
@@ -332,11 +350,21 @@ impl Strings {
         *self = clean;
     }
 
-    pub fn into_array(mut self) -> Result<ArrayData, String> {
+    /// The column as an array of `types` (utf8 only below 2 GB of strings).
+    pub fn into_array(mut self, types: Types) -> Result<ArrayData, String> {
+        let len = self.len();
+        let offsets = match types {
+            Types::Frame => Buffer::from_vec(self.offsets),
+            Types::Parquet => {
+                let small = self.offsets.into_iter().map(i32::try_from);
+                let small: Result<Vec<i32>, _> = small.collect();
+                Buffer::from_vec(small.map_err(|_| "a batch of over 2 GB of strings")?)
+            }
+        };
         built(
-            ArrayData::builder(DataType::LargeUtf8)
-                .len(self.len())
-                .add_buffer(Buffer::from_vec(self.offsets))
+            ArrayData::builder(Kind::Str.data_type(types))
+                .len(len)
+                .add_buffer(offsets)
                 .add_buffer(Buffer::from_vec(self.bytes.into_bytes()))
                 .nulls(self.nulls.finish()),
         )
@@ -344,10 +372,10 @@ impl Strings {
 }
 
 /// The table as one struct array (what the C Data Interface hands over as a record batch).
-fn batch(spec: &Spec, columns: Vec<ArrayData>) -> Result<ArrayData, String> {
+fn batch(spec: &Spec, columns: Vec<ArrayData>, types: Types) -> Result<ArrayData, String> {
     let fields: Fields = spec
         .iter()
-        .map(|(name, kind)| Field::new(name, kind.data_type(), true))
+        .map(|(name, kind)| Field::new(name, kind.data_type(types), true))
         .collect();
     built(
         ArrayData::builder(DataType::Struct(fields))
@@ -364,11 +392,15 @@ pub fn rows_batch<N: AsRef<str>>(
 ) -> Result<ArrayData, String> {
     let mut table = Table::new(spec);
     table.add(rows);
-    table.batch(redact)
+    table.batch(redact, Types::Frame)
 }
 
 /// The frames table (kept per column by Framing) as a batch, each column freed once converted.
-pub fn frames_batch(spec: &Spec, mut table: FramesTable) -> Result<ArrayData, String> {
+pub fn frames_batch(
+    spec: &Spec,
+    mut table: FramesTable,
+    types: Types,
+) -> Result<ArrayData, String> {
     fn take<T: Default>(column: &mut T) -> T {
         std::mem::take(column)
     }
@@ -381,35 +413,35 @@ pub fn frames_batch(spec: &Spec, mut table: FramesTable) -> Result<ArrayData, St
         });
         primitive(DataType::Int64, values.collect(), nulls)
     }
-    fn times(values: Vec<Val<'static>>) -> Result<ArrayData, String> {
+    let times = |values: Vec<Val<'static>>| {
         let mut column = Column::new(Kind::Time);
         values.iter().for_each(|value| column.push(value));
-        column.finish("t", false)
-    }
+        column.finish("t", false, types)
+    };
     let columns = spec
         .iter()
         .map(|(name, kind)| match (name.as_str(), kind) {
-            ("conn", Kind::Str) => take(&mut table.conn).into_array(),
+            ("conn", Kind::Str) => take(&mut table.conn).into_array(types),
             ("t", Kind::Time) => times(take(&mut table.t)),
             ("frame", Kind::Int) => ints(take(&mut table.frame)),
-            ("dir", Kind::Str) => take(&mut table.dir).into_array(),
-            ("op", Kind::Str) => take(&mut table.op).into_array(),
+            ("dir", Kind::Str) => take(&mut table.dir).into_array(types),
+            ("op", Kind::Str) => take(&mut table.op).into_array(types),
             ("size", Kind::Int) => ints(take(&mut table.size)),
-            ("category", Kind::Str) => take(&mut table.category).into_array(),
-            ("kind", Kind::Str) => take(&mut table.kind).into_array(),
-            ("type", Kind::Str) => take(&mut table.type_).into_array(),
-            ("id", Kind::Str) => take(&mut table.id).into_array(),
-            ("req_id", Kind::Str) => take(&mut table.req_id).into_array(),
+            ("category", Kind::Str) => take(&mut table.category).into_array(types),
+            ("kind", Kind::Str) => take(&mut table.kind).into_array(types),
+            ("type", Kind::Str) => take(&mut table.type_).into_array(types),
+            ("id", Kind::Str) => take(&mut table.id).into_array(types),
+            ("req_id", Kind::Str) => take(&mut table.req_id).into_array(types),
             ("code", Kind::Int) => ints(take(&mut table.code)),
-            ("subscription_id", Kind::Str) => take(&mut table.subscription_id).into_array(),
+            ("subscription_id", Kind::Str) => take(&mut table.subscription_id).into_array(types),
             ("truncated", Kind::Bool) => booleans(take(&mut table.truncated).into_iter().map(Some)),
-            ("text", Kind::Str) => take(&mut table.text).into_array(),
+            ("text", Kind::Str) => take(&mut table.text).into_array(types),
             _ => Err(format!(
                 "frames column {name:?} ({kind:?}) is not one Framing keeps"
             )),
         })
         .collect::<Result<_, _>>()?;
-    batch(spec, columns)
+    batch(spec, columns, types)
 }
 
 /// A batch as Python sees it through the Arrow PyCapsule Interface (`pyarrow.record_batch(x)`).
@@ -469,7 +501,7 @@ pub fn set_tables(
     if let Some(frames) = frames {
         let spec = spec_of(py, "frames")?;
         let batch = py
-            .allow_threads(|| frames_batch(&spec, frames))
+            .allow_threads(|| frames_batch(&spec, frames, Types::Frame))
             .map_err(failed("frames"))?;
         out.set_item("frames_table", to_pyarrow(py, batch)?)?;
     }

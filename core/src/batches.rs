@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
 use crate::analysis_py::val_to_py;
-use crate::arrow_out::{frames_batch, spec_of, to_pyarrow, Kind, Strings, Table};
+use crate::arrow_out::{frames_batch, spec_of, to_pyarrow, Kind, Strings, Table, Types};
 use crate::engine::{Engine, Row};
 use crate::framing::FramesTable;
 use crate::locations::Locations;
@@ -34,7 +34,8 @@ const DICT_ROWS: usize = 1024;
 
 /// How `Analysis.run` hands tables over while it reads (see the module's description).
 /// `redact`: every string passes through the payload redaction (`analysis.redact.redact_text`)
-/// first, as `mwtap export` writes them.
+/// first, as `mwtap export` writes them. `parquet`: the batches in the types `mwtap export`
+/// writes (arrow_out.rs `Types::Parquet`: times as timestamp[us, UTC], strings utf8).
 #[pyclass(module = "analysis._core", frozen)]
 pub struct Batches {
     callback: Py<PyAny>,
@@ -42,18 +43,22 @@ pub struct Batches {
     payload_bytes: usize,
     dicts: Vec<String>,
     redact: bool,
+    types: Types,
 }
 
 #[pymethods]
 impl Batches {
     #[new]
-    #[pyo3(signature = (on_batch, rows=25_000, payload_bytes=16_000_000, dicts=Vec::new(), redact=false))]
+    #[pyo3(signature = (
+        on_batch, rows=25_000, payload_bytes=16_000_000, dicts=Vec::new(), redact=false, parquet=false
+    ))]
     fn new(
         on_batch: Py<PyAny>,
         rows: usize,
         payload_bytes: usize,
         dicts: Vec<String>,
         redact: bool,
+        parquet: bool,
     ) -> PyResult<Self> {
         if rows == 0 || payload_bytes == 0 {
             return Err(PyValueError::new_err("batches of 0 rows or bytes"));
@@ -69,6 +74,11 @@ impl Batches {
             payload_bytes,
             dicts,
             redact,
+            types: if parquet {
+                Types::Parquet
+            } else {
+                Types::Frame
+            },
         })
     }
 }
@@ -148,9 +158,9 @@ impl Stream {
         for (name, rows) in std::mem::take(&mut self.pending) {
             self.send(name, rows)?;
         }
-        let redact = self.settings.get().redact;
+        let settings = self.settings.get();
         for (name, table) in &mut self.tables {
-            self.settings.get().hand_over(name, table.batch(redact))?;
+            settings.hand_over(name, table.batch(settings.redact, settings.types))?;
         }
         Ok(())
     }
@@ -181,7 +191,7 @@ impl Stream {
                 table.add(now);
                 rows = rest;
                 if table.len() == settings.rows {
-                    settings.hand_over(name, table.batch(settings.redact))?;
+                    settings.hand_over(name, table.batch(settings.redact, settings.types))?;
                 }
             }
         }
@@ -227,7 +237,7 @@ impl Stream {
             .specs
             .get("frames")
             .expect("the frames table was asked for");
-        settings.hand_over("frames", frames_batch(spec, table))
+        settings.hand_over("frames", frames_batch(spec, table, settings.types))
     }
 }
 
