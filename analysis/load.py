@@ -69,13 +69,14 @@ def streamed(paths: Paths, config: Config, tables: Iterable[str], on_batch: Call
              ) -> tuple[dict, list[Damage]]:
     """One pass over `paths` handing each of `tables` to `on_batch(table, batch)` while it is read, a
     batch at a time in the order of its rows: a pyarrow RecordBatch (values converted as `to_frame`
-    converts them), or a list of row dicts holding the values as recorded (the violations, the tables
-    the summary aggregates, those named in `dicts`, and every table of HAR and flow files, whose
-    records are fed to the core one at a time). `jobs`: the cores to use (`native.open_captures`).
-    `batching`: the other options of analysis._core.Batches (batch size, redaction). `locations`
-    (capture files only): every record is placed there too, and which request and response answer
-    each other (`mwtap view`'s index, core/src/locations.rs). Returns the summary and the damaged
-    lines; memory stays bounded by the batches."""
+    converts them; with `parquet=True`, in the types `mwtap export` writes), or a list of row dicts
+    holding the values as recorded (the violations, the tables the summary aggregates, those named in
+    `dicts`, and every table of HAR and flow files, whose records are fed to the core one at a
+    time). `jobs`: the cores to use (`native.open_captures`). `batching`: the other options of
+    analysis._core.Batches (batch size, redaction, types). `locations` (capture files only): every
+    record is placed there too, and which request and response answer each other (`mwtap view`'s
+    index, core/src/locations.rs). Returns the summary and the damaged lines; memory stays bounded by
+    the batches."""
     tables = set(tables)
 
     def handing_over(summary: Summary) -> Callable[[str, Any], None]:

@@ -6,7 +6,9 @@
 //! turns them into datetimes with the same code as `to_frame`), an int is `analysis.tables.int64`
 //! (an integer or integral float that int64 holds), a float is a number, a bool column takes
 //! what pandas' `astype("boolean")` takes, a str is `str(value)` (NaN missing). Strings are
-//! `large_utf8`: one column (the frames' `text`) can pass 2 GB.
+//! `large_utf8`: one column (the frames' `text`) can pass 2 GB. `mwtap export` takes them in the
+//! types its Parquet files hold instead (`Types::Parquet`): times as timestamp[us, UTC], strings
+//! as utf8 (its batches hold a few megabytes of payloads).
 
 use std::borrow::Cow;
 
@@ -251,7 +253,7 @@ fn built(data: ArrayDataBuilder) -> Result<ArrayData, String> {
     data.build().map_err(|e| e.to_string())
 }
 
-/// A float64 or int64 column: the values (0 where missing) and the validity bitmap.
+/// A float64, int64 or timestamp column: the values (0 where missing) and the validity bitmap.
 fn primitive<T: ArrowNativeType>(
     data_type: DataType,
     values: Vec<T>,
@@ -280,7 +282,7 @@ fn booleans(values: impl Iterator<Item = Option<bool>>) -> Result<ArrayData, Str
     )
 }
 
-/// A large_utf8 column as it is built: the bytes one after the other, 64-bit offsets, the
+/// A string column as it is built: the bytes one after the other, 64-bit offsets, the
 /// validity. A value costs no allocation of its own, and the column leaves without a copy.
 #[derive(Debug)]
 pub struct Strings {
@@ -388,11 +390,11 @@ fn batch(spec: &Spec, columns: Vec<ArrayData>, types: Types) -> Result<ArrayData
 pub fn rows_batch<N: AsRef<str>>(
     spec: &Spec,
     rows: &[Vec<(N, Val<'static>)>],
-    redact: bool,
+    types: Types,
 ) -> Result<ArrayData, String> {
     let mut table = Table::new(spec);
     table.add(rows);
-    table.batch(redact, Types::Frame)
+    table.batch(false, types)
 }
 
 /// The frames table (kept per column by Framing) as a batch, each column freed once converted.
@@ -404,15 +406,13 @@ pub fn frames_batch(
     fn take<T: Default>(column: &mut T) -> T {
         std::mem::take(column)
     }
-    fn ints(values: Vec<Option<i128>>) -> Result<ArrayData, String> {
-        let mut nulls = NullBufferBuilder::new(values.len());
-        let values = values.into_iter().map(|v| {
-            let v = v.and_then(|i| i64::try_from(i).ok());
-            nulls.append(v.is_some());
-            v.unwrap_or_default()
-        });
-        primitive(DataType::Int64, values.collect(), nulls)
-    }
+    let ints = |values: Vec<Option<i128>>| {
+        let mut column = Column::new(Kind::Int);
+        values
+            .into_iter()
+            .for_each(|value| column.push(&value.map_or(Val::Absent, Val::Int)));
+        column.finish("", false, types)
+    };
     let times = |values: Vec<Val<'static>>| {
         let mut column = Column::new(Kind::Time);
         values.iter().for_each(|value| column.push(value));
@@ -493,7 +493,7 @@ pub fn set_tables(
     for (name, rows) in tables {
         let spec = spec_of(py, name)?;
         let batch = py
-            .allow_threads(|| rows_batch(&spec, &rows, false))
+            .allow_threads(|| rows_batch(&spec, &rows, Types::Frame))
             .map_err(failed(name))?;
         batches.set_item(name, to_pyarrow(py, batch)?)?;
     }
@@ -527,14 +527,18 @@ fn val_of(value: &Bound<'_, PyAny>) -> PyResult<Val<'static>> {
     })
 }
 
-/// `analysis._core.arrow_rows(table, rows)`: rows of `table` (dicts of None, bools, ints, floats
-/// and strs) as a pyarrow RecordBatch, converted as the native tables are (tests/test_native_arrow.py
-/// holds the conversion against `analysis.load.to_frame` with it).
+/// `analysis._core.arrow_rows(table, rows, parquet=False)`: rows of `table` (dicts of None,
+/// bools, ints, floats and strs) as a pyarrow RecordBatch, converted as the native tables are
+/// (tests/test_native_arrow.py holds the conversion against `analysis.load.to_frame` with it),
+/// in the types `mwtap export` writes with `parquet` (pyarrow's own conversion of Python values
+/// imports pandas, a third of a second).
 #[pyfunction]
+#[pyo3(signature = (table, rows, parquet=false))]
 fn arrow_rows<'py>(
     py: Python<'py>,
     table: &str,
     rows: Vec<Bound<'py, PyDict>>,
+    parquet: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let spec = spec_of(py, table)?;
     let rows = rows
@@ -547,7 +551,16 @@ fn arrow_rows<'py>(
         .collect::<PyResult<Vec<Vec<_>>>>()?;
     to_pyarrow(
         py,
-        rows_batch(&spec, &rows, false).map_err(PyValueError::new_err)?,
+        rows_batch(
+            &spec,
+            &rows,
+            if parquet {
+                Types::Parquet
+            } else {
+                Types::Frame
+            },
+        )
+        .map_err(PyValueError::new_err)?,
     )
 }
 
@@ -614,7 +627,7 @@ mod tests {
                 ("t", Val::Int(10_000_000_000)),
             ],
         ];
-        let batch = rows_batch(&spec, &rows, false).unwrap();
+        let batch = rows_batch(&spec, &rows, Types::Frame).unwrap();
         let [s, t, i, f] = batch.child_data() else {
             panic!("four columns")
         };
@@ -645,11 +658,16 @@ mod tests {
         assert!(rows_batch(
             &spec,
             &rows(vec![Val::Int(1), Val::Float(0.0), Val::Null]),
-            false
+            Types::Frame
         )
         .is_ok());
-        assert!(rows_batch(&spec, &rows(vec![Val::Int(1), Val::Bool(true)]), false).is_err());
-        assert!(rows_batch(&spec, &rows(vec![Val::Int(2)]), false).is_err());
+        assert!(rows_batch(
+            &spec,
+            &rows(vec![Val::Int(1), Val::Bool(true)]),
+            Types::Frame
+        )
+        .is_err());
+        assert!(rows_batch(&spec, &rows(vec![Val::Int(2)]), Types::Frame).is_err());
     }
 
     #[test]
@@ -693,12 +711,39 @@ mod tests {
             ("s", Val::Str(Cow::Borrowed(token))),
             ("i", Val::Int(7)),
         ]];
-        let redacted = rows_batch(&spec, &rows, true).unwrap();
+        let mut table = Table::new(&spec);
+        table.add(&rows);
+        let redacted = table.batch(true, Types::Frame).unwrap();
         assert!(str_at(&redacted.child_data()[0], 0).starts_with("[redacted sha256:"));
         assert_eq!(at::<i64>(&redacted.child_data()[1], 0), Some(7));
         assert_eq!(
-            str_at(&rows_batch(&spec, &rows, false).unwrap().child_data()[0], 0),
+            str_at(
+                &rows_batch(&spec, &rows, Types::Frame).unwrap().child_data()[0],
+                0
+            ),
             token
         );
+    }
+
+    #[test]
+    fn parquet_types_are_the_exports() {
+        let spec = spec(&[("t", Kind::Time), ("s", Kind::Str)]);
+        let rows: Vec<Row> = [0.0000025, 0.0000035, 1_795_600_000.250_000_5, f64::NAN]
+            .into_iter()
+            .map(|t| vec![("t", Val::Float(t)), ("s", Val::Str(Cow::Borrowed("x")))])
+            .collect();
+        let batch = rows_batch(&spec, &rows, Types::Parquet).unwrap();
+        let [t, s] = batch.child_data() else {
+            panic!("two columns")
+        };
+        let utc = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        assert_eq!((t.data_type(), s.data_type()), (&utc, &DataType::Utf8));
+        let micros: Vec<Option<i64>> = (0..4).map(|row| at(t, row)).collect();
+        // ties to even, as Python's round(): 2.5 -> 2, 3.5 -> 4, 1795600000250000.5 -> ...000
+        assert_eq!(
+            micros,
+            [Some(2), Some(4), Some(1_795_600_000_250_000), None]
+        );
+        assert_eq!(s.buffer::<i32>(0), [0, 1, 2, 3, 4]);
     }
 }

@@ -5,7 +5,8 @@
 //! A table is handed over (`callback(table, batch)`) each time it holds `rows` rows (the frames
 //! table also once its payloads reach `payload_bytes`), then with its last rows at the end, even
 //! none: every table asked for comes at least once. Each table's batches come in the order its
-//! rows were made (the order of the one-pass tables). A batch is a pyarrow RecordBatch
+//! rows were made (the order of the one-pass tables); batches of different tables come in no
+//! set order. A batch is a pyarrow RecordBatch
 //! (arrow_out.rs), or for the tables named in `dicts` a list of at most `DICT_ROWS` row dicts
 //! holding the values as recorded (what `analysis.summary.Summary` aggregates; never redacted).
 
@@ -198,12 +199,10 @@ impl Stream {
         Ok(())
     }
 
-    /// Every full batch of the row tables (`DICT_ROWS` rows each for dicts).
+    /// Every full batch of the tables handed over as rows (`DICT_ROWS` rows each at most).
     fn send_full(&mut self) -> PyResult<()> {
-        let rows = self.settings.get().rows;
+        let size = self.settings.get().rows.min(DICT_ROWS);
         for index in 0..self.pending.len() {
-            let dicts = !self.specs.contains_key(self.pending[index].0);
-            let size = if dicts { rows.min(DICT_ROWS) } else { rows };
             while self.pending[index].1.len() >= size {
                 let (name, pending) = &mut self.pending[index];
                 let (name, rows) = (*name, pending.drain(..size).collect());
