@@ -2,7 +2,11 @@
 export --parquet` against `mwtap analyze --format json` on the same capture (benchmarks/gen_capture.py,
 or your own), each in its own subprocess, in one run: the ratios are what to read on a shared machine.
 
-    python benchmarks/report_export.py [--frames 1000000] [--capture FILE] [--smoke]
+    python benchmarks/report_export.py [--frames 1000000] [--capture FILE] [--repeat N] [--smoke]
+
+`--repeat N` runs the four N times, one after the other in each round, and gives each ratio as the
+median of the rounds' ratios (each to the same round's analyze): on a machine whose speed drifts
+by a third from one minute to the next, one round can land on either side of a target.
 
 Targets (issue "Long work shows progress, and stays within memory"): report and export under 400 MB
 of peak RSS at any size (load holds every table: it grows with the capture); each at most 2x analyze's
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 
 from bench import MWTAP, PYTHON, Run, generate, line_count, measure, mwtap_analyze
@@ -27,30 +32,51 @@ def row(name: str, run: Run, analyze: Run) -> str:
             f"(cpu)  peak RSS {run.rss_mb:7.1f} MB")
 
 
-def bench(capture: str, tmp: str) -> None:
+def round_of(capture: str, out: str) -> dict[str, Run]:
+    """One run of each, in this order (their outputs in `out`, a new directory)."""
+    return {"mwtap analyze": mwtap_analyze(capture),
+            "analysis.load": measure([PYTHON, "-c", LOAD, capture]),
+            "mwtap report": measure([MWTAP, "report", "-o", os.path.join(out, "report.html"), capture]),
+            "mwtap export": measure([MWTAP, "export", "--parquet", os.path.join(out, "parquet"), capture])}
+
+
+def bench(capture: str, tmp: str, repeat: int) -> None:
     print(f"capture: {line_count(capture):,} lines, {os.path.getsize(capture) / 1e6:.1f} MB")
-    analyze = mwtap_analyze(capture)
-    load = measure([PYTHON, "-c", LOAD, capture])
-    report = measure([MWTAP, "report", "-o", os.path.join(tmp, "report.html"), capture])
-    export = measure([MWTAP, "export", "--parquet", os.path.join(tmp, "parquet"), capture])
-    print(row("mwtap analyze", analyze, analyze))
-    print(row("analysis.load", load, analyze))
-    print(row("mwtap report", report, analyze))
-    print(row("mwtap export", export, analyze))
-    print(f"targets: peak RSS < {TARGET_RSS_MB} MB (report {report.rss_mb:.0f}, export {export.rss_mb:.0f}); "
-          f"<= {TARGET_TIME_RATIO:g}x analyze (load {load.cpu_s / analyze.cpu_s:.2f}x, "
-          f"report {report.cpu_s / analyze.cpu_s:.2f}x, export {export.cpu_s / analyze.cpu_s:.2f}x)")
+    rounds = []
+    for n in range(repeat):
+        out = os.path.join(tmp, f"round-{n}")
+        os.mkdir(out)
+        runs = round_of(capture, out)
+        if repeat > 1:
+            print(f"round {n + 1} of {repeat}")
+        for name, run in runs.items():
+            print(row(name, run, runs["mwtap analyze"]))
+        rounds.append(runs)
+
+    def ratio(name: str) -> float:
+        return statistics.median(runs[name].cpu_s / runs["mwtap analyze"].cpu_s for runs in rounds)
+
+    def rss(name: str) -> float:
+        return max(runs[name].rss_mb for runs in rounds)
+    median = f"the median of {repeat} rounds' " if repeat > 1 else ""
+    print(f"targets: peak RSS < {TARGET_RSS_MB} MB (report {rss('mwtap report'):.0f}, "
+          f"export {rss('mwtap export'):.0f}); "
+          f"<= {TARGET_TIME_RATIO:g}x analyze, {median}CPU (load {ratio('analysis.load'):.2f}x, "
+          f"report {ratio('mwtap report'):.2f}x, export {ratio('mwtap export'):.2f}x)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=1_000_000, help="capture size, in frames")
     parser.add_argument("--capture", help="an existing capture instead of a generated one")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; each ratio is the median of theirs")
     parser.add_argument("--smoke", action="store_true", help="a tiny run (10,000 frames) to check the script works")
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat: at least 1")
     with tempfile.TemporaryDirectory() as tmp:
         capture = args.capture or generate(os.path.join(tmp, "capture.jsonl"), 10_000 if args.smoke else args.frames)
-        bench(capture, tmp)
+        bench(capture, tmp, args.repeat)
 
 
 if __name__ == "__main__":
