@@ -11,6 +11,7 @@ use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::arrow_out::Strings;
 use crate::connections::Connections;
 use crate::engine::{Analyzer, Config, Engine, FastSet};
 use crate::framing::FramesTable;
@@ -505,28 +506,28 @@ pub(crate) fn engine_result<'py>(
 /// The frames table as `{column: [value, …]}`, the values as recorded.
 fn frames_columns<'py>(py: Python<'py>, rows: &FramesTable) -> PyResult<Bound<'py, PyDict>> {
     let table = PyDict::new(py);
-    table.set_item("conn", rows.conn.iter().collect::<Vec<_>>())?;
+    fn strings(column: &Strings) -> Vec<Option<&str>> {
+        column.iter().collect()
+    }
+    table.set_item("conn", strings(&rows.conn))?;
     let t = PyList::empty(py);
     for value in &rows.t {
         t.append(val_to_py(py, value)?)?;
     }
     table.set_item("t", t)?;
     table.set_item("frame", &rows.frame)?;
-    table.set_item("dir", rows.dir.iter().collect::<Vec<_>>())?;
-    table.set_item("op", rows.op.iter().collect::<Vec<_>>())?;
+    table.set_item("dir", strings(&rows.dir))?;
+    table.set_item("op", strings(&rows.op))?;
     table.set_item("size", &rows.size)?;
-    table.set_item("category", rows.category.iter().collect::<Vec<_>>())?;
-    table.set_item("kind", rows.kind.iter().collect::<Vec<_>>())?;
-    table.set_item("type", rows.type_.iter().collect::<Vec<_>>())?;
-    table.set_item("id", rows.id.iter().collect::<Vec<_>>())?;
-    table.set_item("req_id", rows.req_id.iter().collect::<Vec<_>>())?;
+    table.set_item("category", strings(&rows.category))?;
+    table.set_item("kind", strings(&rows.kind))?;
+    table.set_item("type", strings(&rows.type_))?;
+    table.set_item("id", strings(&rows.id))?;
+    table.set_item("req_id", strings(&rows.req_id))?;
     table.set_item("code", &rows.code)?;
-    table.set_item(
-        "subscription_id",
-        rows.subscription_id.iter().collect::<Vec<_>>(),
-    )?;
+    table.set_item("subscription_id", strings(&rows.subscription_id))?;
     table.set_item("truncated", &rows.truncated)?;
-    table.set_item("text", rows.text.iter().collect::<Vec<_>>())?;
+    table.set_item("text", strings(&rows.text))?;
     Ok(table)
 }
 

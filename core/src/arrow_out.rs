@@ -73,6 +73,17 @@ pub enum Types {
     Parquet,
 }
 
+impl Types {
+    /// The export's types with `parquet` (the flag of `Batches` and `arrow_rows`).
+    pub fn parquet_if(parquet: bool) -> Types {
+        if parquet {
+            Types::Parquet
+        } else {
+            Types::Frame
+        }
+    }
+}
+
 /// A table's columns: (name, kind), in the table's order.
 pub type Spec = [(String, Kind)];
 
@@ -137,6 +148,22 @@ enum Column {
 }
 
 impl Column {
+    /// An empty column of each of `spec`'s.
+    fn of(spec: &Spec) -> Vec<Column> {
+        spec.iter().map(|(_, kind)| Column::new(*kind)).collect()
+    }
+
+    /// A column of `values` (for the frames table's own columns: no redaction, no bools).
+    fn built(
+        kind: Kind,
+        values: impl Iterator<Item = Val<'static>>,
+        types: Types,
+    ) -> Result<ArrayData, String> {
+        let mut column = Column::new(kind);
+        values.for_each(|value| column.push(&value));
+        column.finish("", false, types)
+    }
+
     fn new(kind: Kind) -> Self {
         match kind {
             Kind::Str => Column::Str(Strings::default()),
@@ -193,10 +220,9 @@ pub struct Table {
 
 impl Table {
     pub fn new(spec: &Spec) -> Self {
-        let columns = spec.iter().map(|(_, kind)| Column::new(*kind)).collect();
         Table {
             spec: spec.to_vec(),
-            columns,
+            columns: Column::of(spec),
             rows: 0,
         }
     }
@@ -231,12 +257,7 @@ impl Table {
     /// The rows added since the last batch as a batch (`redact`: the strings redacted; an int
     /// or a float written with `str()` holds no token); the table starts again empty.
     pub fn batch(&mut self, redact: bool, types: Types) -> Result<ArrayData, String> {
-        let fresh = self
-            .spec
-            .iter()
-            .map(|(_, kind)| Column::new(*kind))
-            .collect();
-        let columns = std::mem::replace(&mut self.columns, fresh);
+        let columns = std::mem::replace(&mut self.columns, Column::of(&self.spec));
         self.rows = 0;
         let arrays = self
             .spec
@@ -341,7 +362,9 @@ impl Strings {
     }
 
     /// Every value through the payload redaction (`redact::redact_text`). The whole column is
-    /// looked at first: most hold none of the bytes a token needs, and are left as they are.
+    /// looked at first: most hold none of the bytes a token needs, and are left as they are
+    /// (`may_hold_token` only looks for substrings, so a value that may hold one makes the
+    /// column's bytes hold it too).
     pub fn redact(&mut self) {
         if !may_hold_token(self.bytes.as_bytes()) {
             return;
@@ -407,22 +430,14 @@ pub fn frames_batch(
         std::mem::take(column)
     }
     let ints = |values: Vec<Option<i128>>| {
-        let mut column = Column::new(Kind::Int);
-        values
-            .into_iter()
-            .for_each(|value| column.push(&value.map_or(Val::Absent, Val::Int)));
-        column.finish("", false, types)
-    };
-    let times = |values: Vec<Val<'static>>| {
-        let mut column = Column::new(Kind::Time);
-        values.iter().for_each(|value| column.push(value));
-        column.finish("t", false, types)
+        let values = values.into_iter().map(|v| v.map_or(Val::Absent, Val::Int));
+        Column::built(Kind::Int, values, types)
     };
     let columns = spec
         .iter()
         .map(|(name, kind)| match (name.as_str(), kind) {
             ("conn", Kind::Str) => take(&mut table.conn).into_array(types),
-            ("t", Kind::Time) => times(take(&mut table.t)),
+            ("t", Kind::Time) => Column::built(Kind::Time, take(&mut table.t).into_iter(), types),
             ("frame", Kind::Int) => ints(take(&mut table.frame)),
             ("dir", Kind::Str) => take(&mut table.dir).into_array(types),
             ("op", Kind::Str) => take(&mut table.op).into_array(types),
@@ -551,16 +566,7 @@ fn arrow_rows<'py>(
         .collect::<PyResult<Vec<Vec<_>>>>()?;
     to_pyarrow(
         py,
-        rows_batch(
-            &spec,
-            &rows,
-            if parquet {
-                Types::Parquet
-            } else {
-                Types::Frame
-            },
-        )
-        .map_err(PyValueError::new_err)?,
+        rows_batch(&spec, &rows, Types::parquet_if(parquet)).map_err(PyValueError::new_err)?,
     )
 }
 

@@ -6,9 +6,9 @@
 //! table also once its payloads reach `payload_bytes`), then with its last rows at the end, even
 //! none: every table asked for comes at least once. Each table's batches come in the order its
 //! rows were made (the order of the one-pass tables); batches of different tables come in no
-//! set order. A batch is a pyarrow RecordBatch
-//! (arrow_out.rs), or for the tables named in `dicts` a list of at most `DICT_ROWS` row dicts
-//! holding the values as recorded (what `analysis.summary.Summary` aggregates; never redacted).
+//! set order. A batch is a pyarrow RecordBatch (arrow_out.rs), or for the tables named in `dicts`
+//! a list of at most `DICT_ROWS` row dicts holding the values as recorded (what
+//! `analysis.summary.Summary` aggregates; never redacted).
 
 use std::collections::HashMap;
 
@@ -75,11 +75,7 @@ impl Batches {
             payload_bytes,
             dicts,
             redact,
-            types: if parquet {
-                Types::Parquet
-            } else {
-                Types::Frame
-            },
+            types: Types::parquet_if(parquet),
         })
     }
 }
