@@ -112,9 +112,10 @@ function scale() {  // list pixels per scrollbar pixel
   return real > shown && shown > view ? (real - view) / (shown - view) : 1;
 }
 
-let rendering = false;
+// One render at a time; one asked for meanwhile (a new filter, a scroll) runs after it, or stale rows would stay.
+let rendering = false, renderAgain = false;
 async function renderRows() {
-  if (rendering) return;
+  if (rendering) { renderAgain = true; return; }
   rendering = true;
   try {
     const top = list.scrollTop * scale(), first = Math.floor(top / ROW_H), count = Math.ceil(list.clientHeight / ROW_H) + 2;
@@ -134,6 +135,10 @@ async function renderRows() {
     visible.replaceChildren(...rows);
   } finally {
     rendering = false;
+  }
+  if (renderAgain) {
+    renderAgain = false;
+    await renderRows();
   }
 }
 
