@@ -102,6 +102,7 @@ def test_first_pass_keeps_the_same_rows_from_dicts_and_from_record_batches(tmp_p
     for as_dicts in (stream.WHOLE, ("pairs", "sequences", "silences")):
         keeper = stream._Kept(config.keepalive_limit_s)
         streamed(str(capture), config, keeper.keepers, keeper.add, dicts=[*stream.WHOLE, *as_dicts], rows=500)
+        keeper.finish()
         kept.append(keeper)
     arrow, rows = kept
     for sample in ("latencies", "sequences", "silences"):
@@ -111,6 +112,67 @@ def test_first_pass_keeps_the_same_rows_from_dicts_and_from_record_batches(tmp_p
     listed = lambda k: k.slowest.rows() + k.unanswered.rows()  # noqa: E731
     for table, of in (("pairs", listed), ("silences", stream._Kept.silence_rows)):
         assert_frame_equal(to_frame(table, of(arrow)), to_frame(table, of(rows)))
+
+
+def test_first_pass_keeps_what_its_definitions_say(tmp_path, monkeypatch):
+    """The first pass reads the big tables a column at a time; what it keeps, held against the tables
+    in the order the engine made them: the slowest answered requests (ties to the earliest), the
+    earliest unanswered, every silence over the limit, each connection's longest within it (the first
+    of equal ones), and samples of every `every`-th row (the longest silences left out)."""
+    import pyarrow as pa
+    capture = tmp_path / "gen.jsonl"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "gen_capture.py"), str(capture), "--frames", "20000",
+                    "--seed", "4"], check=True, timeout=120)
+    monkeypatch.setattr(stream, "SAMPLE_ROWS", 300)
+    monkeypatch.setattr(stream, "LISTED_REQUESTS", 7)
+    keeper = stream._Kept(5.0)
+    made: dict[str, list] = {table: [] for table in stream.BATCHED}
+
+    def both(table, batch):
+        keeper.add(table, batch)
+        made.get(table, []).append(batch)
+    streamed(str(capture), Config(keepalive_limit_s=5.0), keeper.keepers, both, dicts=list(stream.WHOLE), rows=700)
+    keeper.finish()
+    pairs, silences = (pa.Table.from_batches(made[table]).to_pandas() for table in ("pairs", "silences"))
+    rows = lambda frame, names: list(frame[names].itertuples(index=False, name=None))  # noqa: E731
+
+    answered = pairs[(pairs.status == "answered") & pairs.latency_ms.notna()]
+    slowest = answered.sort_values(["latency_ms", "t"], ascending=[False, True], kind="stable").head(7)
+    unanswered = pairs[pairs.status.isin(stream.UNANSWERED)].sort_values("t", kind="stable").head(7)
+    for best, expected in ((keeper.slowest, slowest), (keeper.unanswered, unanswered)):
+        assert [(row["conn"], row["frame"]) for row in best.rows()] == rows(expected, ["conn", "frame"])
+    every = keeper.latencies.every
+    assert every > 1 and keeper.latencies.seen == len(answered)
+    assert keeper.latencies.rows == rows(answered.iloc[::every], ["type", "status", "latency_ms"])
+
+    over = silences.silence_s > 5.0
+    within = silences[~over]
+    longest = within.loc[within.groupby("conn", sort=False).silence_s.idxmax()]  # idxmax: the first of equal ones
+    names = ["conn", "t", "start", "silence_s"]
+    assert over.any() and rows(silences[over], names) == [tuple(map(r.get, names)) for r in keeper.over_limit]
+    assert sorted(rows(longest, names)) == sorted(tuple(map(r.get, names)) for r in keeper.longest.values())
+    every = keeper.silences.every
+    assert every > 1 and keeper.silences.seen == len(within) - len(longest)
+    assert keeper.silences.rows == rows(within.iloc[::every].drop(index=longest.index, errors="ignore"), names)
+
+
+def test_first_pass_ties_go_to_the_first_whatever_the_batches(monkeypatch):
+    """Equal latencies list the earliest request first, then the one that came first; of equal
+    silences the first stays a connection's longest: the same however the rows come in batches."""
+    from analysis import _core
+    monkeypatch.setattr(stream, "LISTED_REQUESTS", 3)
+    pairs = [{"conn": "c", "t": t, "frame": frame, "status": "answered", "latency_ms": latency}
+             for frame, (t, latency) in enumerate([(5.0, 9.0), (6.0, 9.0), (3.0, 9.0), (3.0, 9.0), (1.0, 2.0), (0.5, 9.0)])]
+    silences = [{"conn": conn, "t": float(t), "start": float(t) - 1, "silence_s": silence}
+                for t, (conn, silence) in enumerate([("a", 2.0), ("b", 1.0), ("a", 3.0), ("a", 3.0), ("b", 1.0)])]
+    for cut in range(1, 6):
+        keeper = stream._Kept(10.0)
+        for table, rows in (("pairs", pairs), ("silences", silences)):
+            for part in (rows[:cut], rows[cut:]):
+                keeper.add(table, _core.arrow_rows(table, part))
+        keeper.finish()
+        assert [row["frame"] for row in keeper.slowest.rows()] == [5, 2, 3]
+        assert {conn: row["t"] for conn, row in keeper.longest.items()} == {"a": 2.0, "b": 1.0}
 
 
 def test_benchmark_script_prints_its_figures():

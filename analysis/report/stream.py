@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import Counter
 from dataclasses import dataclass, field
-from functools import partial
 from itertools import count
 from operator import itemgetter
 from typing import Any, Callable, Iterable
@@ -63,8 +63,29 @@ class _Rows:
         if (self.seen - 1) % self.every == 0:
             self.rows.append(values)
             if len(self.rows) == self.limit:
-                del self.rows[1::2]
-                self.every *= 2
+                self._thin()
+
+    def add_batch(self, batch) -> None:
+        """Every row of a RecordBatch holding `names`, as `add` would take them one by one: only the
+        rows kept become Python values."""
+        start, end = 0, batch.num_rows
+        while start < end:
+            room = self.limit - len(self.rows) if self.limit else end + 1  # no limit: never full
+            kept = range(start + (-self.seen) % self.every, end, self.every)[:room]
+            if kept:
+                columns = batch.take(list(kept)).select(self.names).to_pydict().values()
+                self.rows.extend(zip(*columns))
+            if len(kept) == room:  # full: thinned, then on from the row after the last kept
+                self.seen += kept[-1] + 1 - start
+                start = kept[-1] + 1
+                self._thin()
+            else:
+                self.seen += end - start
+                start = end
+
+    def _thin(self) -> None:
+        del self.rows[1::2]
+        self.every *= 2
 
     @property
     def kept(self) -> int:
@@ -81,35 +102,33 @@ class _Best:
     def __init__(self, n: int):
         self.n, self.heap, self.order = n, [], count()
 
-    def add(self, key, row_of: Callable[[], dict]) -> None:
-        """`row_of()` gives the row, asked for only when it is kept."""
+    def add(self, key, row: dict) -> None:
         order = -next(self.order)
         if len(self.heap) < self.n:
-            heapq.heappush(self.heap, (key, order, row_of()))
+            heapq.heappush(self.heap, (key, order, row))
         elif (key, order) > self.heap[0][:2]:  # the heap's top: the worst kept
-            heapq.heapreplace(self.heap, (key, order, row_of()))
+            heapq.heapreplace(self.heap, (key, order, row))
+
+    def add_best(self, batch, sort_keys: list[tuple[str, str]], key: Callable[[dict], Any]) -> None:
+        """The rows of `batch` that could be among the `n` best: its own best `n` by `sort_keys` (a
+        stable sort, missing and NaN last, so ties go to the first), added in the order they came."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        best = pc.sort_indices(batch, sort_keys=sort_keys)[:self.n]  # nulls last
+        for row in batch.take(pa.array(sorted(best.to_pylist()), pa.uint64())).to_pylist():
+            self.add(key(row), row)
 
     def rows(self) -> list[dict]:
-        return [row for *_, row in self.heap]
+        """Best first (the heap's own order depends on how the rows came in batches)."""
+        return [row for *_, row in sorted(self.heap, reverse=True)]
 
 
-class _Batch:
-    """A batch as `analysis.load.streamed` hands it over, read a column at a time: row dicts (values
-    as recorded) or a RecordBatch (values converted as `to_frame` converts them, which converting
-    them again leaves as they are). Rows become dicts only where the report keeps them."""
-
-    def __init__(self, batch):
-        self.batch, self.dicts = batch, isinstance(batch, list)
-
-    def column(self, name: str) -> list:
-        return [row.get(name) for row in self.batch] if self.dicts else self.batch.column(name).to_pylist()
-
-    def columns(self, names: Iterable[str]) -> Iterable[tuple]:
-        """The values of `names`, a tuple a row."""
-        return zip(*(self.column(name) for name in names))
-
-    def row(self, i: int) -> dict:
-        return self.batch[i] if self.dicts else self.batch.slice(i, 1).to_pylist()[0]
+def _take(counts: Counter, values: tuple) -> bool:
+    """Whether `values` is one of `counts` (then counted one less)."""
+    if counts[values] > 0:
+        counts[values] -= 1
+        return True
+    return False
 
 
 def _time_key(t) -> float:
@@ -117,13 +136,14 @@ def _time_key(t) -> float:
     return math.inf if t is None else t  # to_frame sorts the missing times last
 
 
-def _number(value) -> bool:
-    return (value.__class__ is float or value.__class__ is int) and value == value
+BATCHED = ("pairs", "sequences", "silences")  # the tables the first pass reads a column at a time
+DICT_ROWS = 4_096  # rows of these tables handed over as dicts (HAR, flow files) made into a batch at a time
 
 
 class _Kept:
     """What the first pass keeps of the tables (see the module docstring), handed over by
-    `analysis.load.streamed`: the tables kept whole as row dicts, the others as they come."""
+    `analysis.load.streamed`: the tables kept whole as row dicts, the others read a column at a time
+    from RecordBatches (rows handed over as dicts are made into one first); `finish` when all came."""
 
     def __init__(self, limit_s: float):
         self.limit_s = limit_s
@@ -132,52 +152,77 @@ class _Kept:
         self.sequences = _Rows("sequences", ("conn", "t", "frame", "dialog_id"), SAMPLE_ROWS)
         self.silences = _Rows("silences", ("conn", "t", "start", "silence_s"), SAMPLE_ROWS)
         self.over_limit: list[dict] = []  # every silence over the limit (timelines), whole
-        self.longest: dict[str, tuple] = {}  # each connection's longest silence within the limit (its histogram)
+        self.longest: dict[str, dict] = {}  # each connection's longest silence within the limit (its histogram)
         self.slowest, self.unanswered = _Best(LISTED_REQUESTS), _Best(LISTED_REQUESTS)
+        self.dict_rows: dict[str, list[dict]] = {table: [] for table in BATCHED}
         self.keepers = {**{table: rows.extend for table, rows in self.whole.items()},
                         "pairs": self._pairs, "sequences": self._sequences, "silences": self._silences}
 
     def add(self, table: str, batch) -> None:
+        if isinstance(batch, list) and table in self.dict_rows:
+            waiting = self.dict_rows[table]
+            waiting.extend(batch)
+            if len(waiting) < DICT_ROWS:
+                return
+            batch = self._batch_of(table)
         self.keepers[table](batch)
 
+    def finish(self) -> None:
+        """After the last batch: the rows still waiting are read, and the silences kept whole leave
+        the sample (it stands for the others)."""
+        for table, waiting in self.dict_rows.items():
+            if waiting:
+                self.keepers[table](self._batch_of(table))
+        whole = Counter(self.silences.values(row) for row in self.longest.values())
+        sample = self.silences.rows
+        self.silences.rows = [values for values in sample if not _take(whole, values)]
+        self.silences.seen -= len(self.longest)
+
+    def _batch_of(self, table: str):
+        batch = _core.arrow_rows(table, self.dict_rows[table])
+        self.dict_rows[table] = []
+        return batch
+
     def _pairs(self, batch) -> None:
-        batch = _Batch(batch)
-        names = self.latencies.names
-        for i, (values, t) in enumerate(zip(batch.columns(names), batch.column("t"))):
-            _, status, latency = values
-            if status == "answered":
-                if _number(latency):
-                    self.latencies.add_values(values)
-                    self.slowest.add((latency, -_time_key(t)), partial(batch.row, i))
-            elif status in UNANSWERED:
-                self.unanswered.add(-_time_key(t), partial(batch.row, i))
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        status, latency = batch.column("status"), batch.column("latency_ms")
+        answered = batch.filter(pc.and_(pc.equal(status, "answered"), pc.invert(pc.is_nan(latency))))
+        self.latencies.add_batch(answered)
+        self.slowest.add_best(answered, [("latency_ms", "descending"), ("t", "ascending")],
+                              lambda row: (row["latency_ms"], -_time_key(row["t"])))
+        self.unanswered.add_best(batch.filter(pc.is_in(status, pa.array(UNANSWERED))), [("t", "ascending")],
+                                 lambda row: -_time_key(row["t"]))
 
     def _sequences(self, batch) -> None:
-        for values in _Batch(batch).columns(self.sequences.names):
-            if values[3] is not None:  # dialog_id: the streams plot's messaging notifications
-                self.sequences.add_values(values)
+        import pyarrow.compute as pc
+        self.sequences.add_batch(batch.filter(pc.is_valid(batch.column("dialog_id"))))  # the streams plot's
 
     def _silences(self, batch) -> None:
-        """Each silence kept once: whole if over the limit or its connection's longest so far within
-        it (the one it displaces joins the sample), else in the sample."""
-        batch = _Batch(batch)
-        for i, values in enumerate(batch.columns(self.silences.names)):
-            conn, silence = values[0], values[3]
-            if _number(silence):
-                if silence > self.limit_s:
-                    self.over_limit.append(batch.row(i))
-                    continue
-                longest = self.longest.get(conn)
-                if longest is None or silence > longest[0][3]:
-                    self.longest[conn] = (values, batch.row(i))
-                    if longest is None:
-                        continue
-                    values = longest[0]
-            self.silences.add_values(values)
+        """Silences over the limit are kept whole; those within it go to the sample, and each
+        connection's longest (the first of equal ones) is kept whole too (`finish` takes it out of
+        the sample)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        silence = batch.column("silence_s")
+        over = pc.greater(silence, self.limit_s)  # NaN is not over, nor a missing silence
+        self.over_limit += batch.filter(over).to_pylist()
+        within = batch.filter(pc.invert(pc.fill_null(over, False)))
+        self.silences.add_batch(within)
+        numbers = within.filter(pc.invert(pc.is_nan(within.column("silence_s"))))
+        if not numbers.num_rows:
+            return
+        order = pc.sort_indices(numbers, sort_keys=[("conn", "ascending"), ("silence_s", "descending")])
+        conns = numbers.column("conn").take(order)
+        first = pa.concat_arrays([pa.array([True]), pc.not_equal(conns[1:], conns[:-1])])
+        for row in numbers.take(order.filter(first)).to_pylist():  # each connection's longest in the batch
+            longest = self.longest.get(row["conn"])
+            if longest is None or row["silence_s"] > longest["silence_s"]:  # equal: the first stays
+                self.longest[row["conn"]] = row
 
     def silence_rows(self) -> list[dict]:
         """The silences kept whole: those over the limit and each connection's longest within it."""
-        return self.over_limit + [row for _, row in self.longest.values()]
+        return self.over_limit + list(self.longest.values())
 
 
 @dataclass
@@ -264,6 +309,7 @@ def stream_capture(paths: Paths, **config) -> StreamedCapture:
     cfg = Config.from_options(**config)
     kept = _Kept(cfg.keepalive_limit_s)
     summary, damage = streamed(paths, cfg, kept.keepers, kept.add, dicts=list(WHOLE))
+    kept.finish()
     tables = {table: to_frame(table, rows) for table, rows in kept.whole.items()}
     silences = _by_time(pd.concat([to_frame("silences", kept.silence_rows()), kept.silences.frame()]))
     return StreamedCapture(
