@@ -4,9 +4,10 @@ or your own), each in its own subprocess, in one run: the ratios are what to rea
 
     python benchmarks/report_export.py [--frames 1000000] [--capture FILE] [--repeat N] [--smoke]
 
-`--repeat N` runs the four N times, one after the other in each round, and gives each ratio as the
-median of the rounds' ratios (each to the same round's analyze): on a machine whose speed drifts
-by a third from one minute to the next, one round can land on either side of a target.
+Each of the three runs right after a run of analyze of its own, and its ratio is to that run: on a
+machine whose speed drifts by a third from one minute to the next, a baseline measured a minute
+earlier can put a ratio on either side of a target. `--repeat N` makes N such rounds and gives each
+ratio as the median of the rounds'.
 
 Targets (issue "Long work shows progress, and stays within memory"): report and export under 400 MB
 of peak RSS at any size (load holds every table: it grows with the capture); each at most 2x analyze's
@@ -32,12 +33,16 @@ def row(name: str, run: Run, analyze: Run) -> str:
             f"(cpu)  peak RSS {run.rss_mb:7.1f} MB")
 
 
-def round_of(capture: str, out: str) -> dict[str, Run]:
-    """One run of each, in this order (their outputs in `out`, a new directory)."""
-    return {"mwtap analyze": mwtap_analyze(capture),
-            "analysis.load": measure([PYTHON, "-c", LOAD, capture]),
-            "mwtap report": measure([MWTAP, "report", "-o", os.path.join(out, "report.html"), capture]),
-            "mwtap export": measure([MWTAP, "export", "--parquet", os.path.join(out, "parquet"), capture])}
+COMMANDS = {
+    "analysis.load": lambda capture, out: measure([PYTHON, "-c", LOAD, capture]),
+    "mwtap report": lambda capture, out: measure([MWTAP, "report", "-o", os.path.join(out, "report.html"), capture]),
+    "mwtap export": lambda capture, out: measure([MWTAP, "export", "--parquet", os.path.join(out, "parquet"),
+                                                  capture])}
+
+
+def round_of(capture: str, out: str) -> dict[str, tuple[Run, Run]]:
+    """Each command (its output in `out`, a new directory) and the run of analyze just before it."""
+    return {name: (mwtap_analyze(capture), command(capture, out)) for name, command in COMMANDS.items()}
 
 
 def bench(capture: str, tmp: str, repeat: int) -> None:
@@ -49,15 +54,16 @@ def bench(capture: str, tmp: str, repeat: int) -> None:
         runs = round_of(capture, out)
         if repeat > 1:
             print(f"round {n + 1} of {repeat}")
-        for name, run in runs.items():
-            print(row(name, run, runs["mwtap analyze"]))
+        for name, (analyze, run) in runs.items():
+            print(row("mwtap analyze", analyze, analyze))
+            print(row(name, run, analyze))
         rounds.append(runs)
 
     def ratio(name: str) -> float:
-        return statistics.median(runs[name].cpu_s / runs["mwtap analyze"].cpu_s for runs in rounds)
+        return statistics.median(runs[name][1].cpu_s / runs[name][0].cpu_s for runs in rounds)
 
     def rss(name: str) -> float:
-        return max(runs[name].rss_mb for runs in rounds)
+        return max(runs[name][1].rss_mb for runs in rounds)
     median = f"the median of {repeat} rounds' " if repeat > 1 else ""
     print(f"targets: peak RSS < {TARGET_RSS_MB} MB (report {rss('mwtap report'):.0f}, "
           f"export {rss('mwtap export'):.0f}); "
