@@ -175,6 +175,42 @@ def test_first_pass_ties_go_to_the_first_whatever_the_batches(monkeypatch):
         assert {conn: row["t"] for conn, row in keeper.longest.items()} == {"a": 2.0, "b": 1.0}
 
 
+def test_second_pass_on_one_file_passes_over_lines_unparsed_and_misses_none(tmp_path, monkeypatch):
+    """On one recording the core parses only the lines that may hold what the second pass wants (a
+    wanted connection's id, `subscriptionId`, or a `\\u` escape): a connection id and a key spelled
+    with escapes are still found, as the Python reader finds them."""
+    import orjson
+    path = tmp_path / "one.jsonl"
+    generate(path, 3)
+    records = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    conn = next(r["conn"] for r in records if r["rec"] == "open")
+    other = next(r["conn"] for r in records if r["rec"] == "open" and r["conn"] != conn)
+    t = max(r["t"] for r in records)
+    text = orjson.dumps({"kind": "req", "id": "x1", "type": "GetClock", "body": {"note": "caf\\u00e9"}}).decode()
+    at = next(i for i, c in enumerate(conn) if c.isalpha())  # a digit's escape ends in the digit: \\u0032
+    escaped_conn = conn[:at] + "\\u%04x" % ord(conn[at]) + conn[at + 1:]
+    odd = [  # the id with a letter escaped; the key subscriptionId with an escaped o
+        '{"rec":"msg","t":%r,"conn":"%s","n":90001,"dir":"c2s","op":"text","size":60,"text":%s,'
+        '"kind":"req","type":"GetClock","id":"x1"}' % (t + 1, escaped_conn, orjson.dumps(text).decode()),
+        '{"rec":"msg","t":%r,"conn":"%s","n":90002,"dir":"s2c","op":"text","size":40,"text":"{}",'
+        '"kind":"notification","type":"cqm.ExConversationChangeNotification","subscripti\\u006fnId":"s-9"}'
+        % (t + 2, other)]
+    with path.open("a") as f:
+        f.write("".join(line + "\n" for line in odd))
+    assert orjson.loads(odd[0])["conn"] == conn and "subscriptionId" in orjson.loads(odd[1])
+    fetched = []
+    for on_core in (True, False):
+        monkeypatch.setattr(stream, "all_captures", lambda paths, on_core=on_core: on_core)
+        cap = stream_capture(str(path))
+        cap.fetch_frames(set(), [conn], 40)
+        fetched.append(cap)
+    core, python = fetched
+    assert {90001, 90002} <= set(core.frames.frame.dropna())
+    assert_frame_equal(core.frames, python.frames)
+    assert_frame_equal(core.pings, python.pings)
+    assert core.sampled == python.sampled
+
+
 def test_benchmark_script_prints_its_figures():
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "report_export.py"), "--smoke"],
                           capture_output=True, text=True, timeout=300, cwd=REPO)

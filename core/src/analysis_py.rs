@@ -18,7 +18,7 @@ use crate::framing::FramesTable;
 use crate::keepalive::Keepalive;
 use crate::locations::Locations;
 use crate::pairs::{Pairs, LINKS};
-use crate::reader::{CaptureError, CaptureSet, Texts};
+use crate::reader::{CaptureError, CaptureSet, LineTest, Texts};
 use crate::record::Val;
 use crate::rings::Rings;
 use crate::rules::{default_severity, Violation};
@@ -339,8 +339,11 @@ impl Analysis {
         conns: Vec<String>,
         on_lines: Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let conns: FastSet<String> = conns.into_iter().collect();
         let mut set = self.take_set()?;
+        if let Some(test) = select_test(&conns) {
+            set.only(test);
+        }
+        let conns: FastSet<String> = conns.into_iter().collect();
         let on_lines = on_lines.unbind();
         let (mut lines, mut bytes, mut records) = (Vec::new(), 0, 0u64);
         let mut failed: Option<PyErr> = None;
@@ -385,6 +388,30 @@ fn go_on(failed: &mut Option<PyErr>, records: u64) -> ControlFlow<()> {
     } else {
         ControlFlow::Continue(())
     }
+}
+
+/// A test every line `select` keeps passes, and few others: it holds `subscriptionId` or one of
+/// `conns`, or a `\u` escape (a writer may spell any character so, in a key or an id). None (every
+/// line parsed) when an id holds a character a writer may escape otherwise (`"`, `\`, `/`, controls).
+fn select_test(conns: &[String]) -> Option<LineTest> {
+    let escaped = |c: char| matches!(c, '"' | '\\' | '/') || c < ' ';
+    if conns.iter().any(|conn| conn.contains(escaped)) {
+        return None;
+    }
+    let literals =
+        std::iter::once("subscriptionId".to_owned()).chain(conns.iter().map(|c| regex::escape(c)));
+    let found = regex::bytes::Regex::new(&literals.collect::<Vec<_>>().join("|")).ok()?;
+    Some(Arc::new(move |line: &[u8]| {
+        found.is_match(line) || unicode_escape(line)
+    }))
+}
+
+/// Whether `line` holds a `\u` escape: a backslash not itself escaped, then `u`.
+fn unicode_escape(line: &[u8]) -> bool {
+    memchr::memmem::find_iter(line, br"\u").any(|at| {
+        let before = line[..at].iter().rev().take_while(|&&b| b == b'\\').count();
+        before % 2 == 0
+    })
 }
 
 /// Lines `Analysis.select` hands over at a time, and the bytes that also end a batch.

@@ -79,7 +79,12 @@ pub struct CaptureFile {
     /// What is done with each msg record's `text` as its line is parsed (`Record::table_text`):
     /// on the parsing threads when there are some, not on the engine's.
     pub texts: Texts,
+    /// When set, the lines it refuses are passed over unparsed and unnoted (`CaptureSet::only`).
+    pub only: Option<LineTest>,
 }
+
+/// Whether a line is worth parsing, asked before it is (on the parsing threads when there are some).
+pub type LineTest = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
 /// What the reader makes of a msg record's `text` for the frames table, ahead of the engine.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -131,6 +136,7 @@ impl CaptureFile {
             line_at: 0,
             next_at: 0,
             texts: Texts::Raw,
+            only: None,
         };
         capture.read_header()?;
         Ok(capture)
@@ -227,6 +233,9 @@ impl CaptureFile {
     fn next_as<T>(&mut self, texts: Texts, f: impl FnOnce(&Record, &[u8], u64) -> T) -> Option<T> {
         while self.read_line() {
             let line = self.source.as_ref()?.get(self.line.clone());
+            if self.only.as_ref().is_some_and(|only| !only(line)) {
+                continue;
+            }
             let skipped = match classify(line, texts) {
                 Line::Record(record) => return Some(f(&record, line, self.line_at)),
                 Line::Skipped(skipped) => skipped,
@@ -274,6 +283,8 @@ pub(crate) enum Skipped {
     Unknown(String),
     /// A header line after the first (rotated parts concatenated).
     Header,
+    /// A line the reader was told to pass over (`CaptureFile::only`).
+    Passed,
 }
 
 /// Parses and checks one line (its newline kept: a last line without one is truncated), a msg
@@ -320,7 +331,7 @@ impl Notes<'_> {
         match skipped {
             Skipped::Damaged(problem, kind) => self.damage.add(self.path, lineno, problem, kind),
             Skipped::Unknown(kind) => count_unknown(self.unknown_records, &kind, 1),
-            Skipped::Header => {}
+            Skipped::Header | Skipped::Passed => {}
         }
     }
 
@@ -421,6 +432,19 @@ impl CaptureSet {
     /// breaks.
     pub fn for_each(&mut self, mut f: impl FnMut(&Record) -> ControlFlow<()>) {
         self.for_each_line(|record, _| f(record))
+    }
+
+    /// Parses only the lines `test` accepts (the others are passed over as if absent) when the
+    /// files are one recording: merging several by time needs the time of every record. Returns
+    /// whether it will.
+    pub fn only(&mut self, test: LineTest) -> bool {
+        if self.chains.len() != 1 {
+            return false;
+        }
+        for file in &mut self.files {
+            file.only = Some(test.clone());
+        }
+        true
     }
 
     /// `for_each`, each record with its line.

@@ -11,7 +11,7 @@ use std::thread;
 
 use self_cell::self_cell;
 
-use super::{classify, CaptureFile, Line, Notes, Texts};
+use super::{classify, CaptureFile, Line, LineTest, Notes, Skipped, Texts};
 use crate::lines::Lines;
 use crate::record::Record;
 
@@ -75,6 +75,7 @@ impl CaptureFile {
             next_at,
             source,
             texts,
+            only,
             ..
         } = self;
         let texts = *texts;
@@ -96,7 +97,10 @@ impl CaptureFile {
             for (blocks, to_caller) in blocks.into_iter().zip(to_caller) {
                 thread::Builder::new()
                     .name("mwtap-parse".into())
-                    .spawn_scoped(s, move || parse_blocks(blocks, texts, to_caller))
+                    .spawn_scoped(s, {
+                        let only = only.clone();
+                        move || parse_blocks(blocks, texts, only, to_caller)
+                    })
                     .expect("a thread to parse with");
             }
             let mut flow = ControlFlow::Continue(());
@@ -193,11 +197,19 @@ impl BlockEnd {
     }
 }
 
-fn parse_blocks(blocks: Receiver<Block>, texts: Texts, caller: SyncSender<Parsed>) {
+fn parse_blocks(
+    blocks: Receiver<Block>,
+    texts: Texts,
+    only: Option<LineTest>,
+    caller: SyncSender<Parsed>,
+) {
     for block in blocks {
         let parsed = Parsed::new(block, |block| {
             let mut lines = Vec::with_capacity(memchr::memchr_iter(b'\n', &block.0).count() + 1);
-            lines.extend(block.lines().map(|line| classify(line, texts)));
+            lines.extend(block.lines().map(|line| match &only {
+                Some(only) if !only(line) => Line::Skipped(Skipped::Passed),
+                _ => classify(line, texts),
+            }));
             lines
         });
         if caller.send(parsed).is_err() {
