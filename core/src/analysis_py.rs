@@ -330,7 +330,8 @@ impl Analysis {
 
     /// Reads the captures again, without the engine, for the lines of the records of the
     /// connections `conns` and of those with a `subscriptionId` (the report's second pass,
-    /// analysis.report.stream), in the order `run` reads them: `on_lines(list[bytes])` is called
+    /// analysis.report.stream; in one recording, the lines that cannot hold one are passed over
+    /// unparsed), in the order `run` reads them: `on_lines(list[bytes])` is called
     /// with at most 1,024 of them (or 8 MB) at a time. Damage is not reported again; an error of
     /// `on_lines`, or Ctrl-C, stops the reading. An `Analysis` reads once: `run` or `select`.
     fn select(
