@@ -90,8 +90,9 @@ def test_plots_drawn_from_a_sample_say_so(tmp_path, monkeypatch):
 
 def test_first_pass_keeps_the_same_rows_from_dicts_and_from_record_batches(tmp_path, monkeypatch):
     """The core hands the big tables to the report as RecordBatches, and as row dicts when it is fed
-    records one at a time (HAR and flow files): the samples, the listed requests and the silences
-    kept whole are the same."""
+    records one at a time (HAR and flow files), which the first pass makes into batches of its own
+    size (`_core.arrow_rows`): the samples, the listed requests and the silences kept whole are the
+    same whatever the batches."""
     capture = tmp_path / "gen.jsonl"
     subprocess.run([sys.executable, str(REPO / "benchmarks" / "gen_capture.py"), str(capture), "--frames", "20000",
                     "--seed", "3"], check=True, timeout=120)

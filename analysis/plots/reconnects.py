@@ -96,11 +96,11 @@ def _chain_row(ax, y: int, conns: pd.DataFrame, delays: pd.Series, pt_per_s: flo
     free_from_pt = -np.inf  # where the previous delay label ends
     for start, end, conn, opened, label in zip(starts, ends, conns.conn, conns.opened_at, labels):
         if (len(label) + 1) * CHAR_PT <= at_pt(end) - at_pt(start):
-            # inside the axes: left out of the layout, which would otherwise lay out every label once more
+            # inside its bar: left out of the layout, which would otherwise lay out every label once more
             ax.text(end, y, f"{label} ", ha="right", va="center", fontsize=7, gid="close-code", in_layout=False)
         delay = delays.get((conn, opened))
         text = f"+{delay:.1f} s" if delay is not None and pd.notna(delay) else ""
         if text and at_pt(start) - len(text) * CHAR_PT >= free_from_pt:
             free_from_pt = at_pt(start) + CHAR_PT
             ax.annotate(text, (start, y - 0.3), xytext=(0, 2), textcoords="offset points",
-                        ha="right", va="bottom", fontsize=6, color="dimgrey", gid="gap", in_layout=False)
+                        ha="right", va="bottom", fontsize=6, color="dimgrey", gid="gap")

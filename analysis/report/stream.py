@@ -49,6 +49,7 @@ class _Rows:
     `limit`, an evenly spaced sample: every row until `limit` are kept, then every 2nd, 4th, … row."""
 
     def __init__(self, table: str, names: Iterable[str], limit: int | None = None):
+        assert limit is None or limit >= 2, "a sample of at least two rows"
         self.table, self.names, self.limit = table, list(names), limit
         self.values = itemgetter(*self.names)
         self.rows: list[tuple] = []
@@ -155,6 +156,7 @@ class _Kept:
         self.longest: dict[str, dict] = {}  # each connection's longest silence within the limit (its histogram)
         self.slowest, self.unanswered = _Best(LISTED_REQUESTS), _Best(LISTED_REQUESTS)
         self.dict_rows: dict[str, list[dict]] = {table: [] for table in BATCHED}
+        self.finished = False
         self.keepers = {**{table: rows.extend for table, rows in self.whole.items()},
                         "pairs": self._pairs, "sequences": self._sequences, "silences": self._silences}
 
@@ -168,8 +170,12 @@ class _Kept:
         self.keepers[table](batch)
 
     def finish(self) -> None:
-        """After the last batch: the rows still waiting are read, and the silences kept whole leave
-        the sample (it stands for the others)."""
+        """After the last batch, once: the rows still waiting are read, and the silences kept whole
+        leave the sample (it stands for the others; of two equal rows, one silence read twice, one
+        copy leaves)."""
+        if self.finished:
+            raise RuntimeError("the first pass is finished already")
+        self.finished = True
         for table, waiting in self.dict_rows.items():
             if waiting:
                 self.keepers[table](self._batch_of(table))
@@ -196,7 +202,8 @@ class _Kept:
 
     def _sequences(self, batch) -> None:
         import pyarrow.compute as pc
-        self.sequences.add_batch(batch.filter(pc.is_valid(batch.column("dialog_id"))))  # the streams plot's
+        # those of a dialog: the streams plot's messaging notifications
+        self.sequences.add_batch(batch.filter(pc.is_valid(batch.column("dialog_id"))))
 
     def _silences(self, batch) -> None:
         """Silences over the limit are kept whole; those within it go to the sample, and each
@@ -209,7 +216,8 @@ class _Kept:
         self.over_limit += batch.filter(over).to_pylist()
         within = batch.filter(pc.invert(pc.fill_null(over, False)))
         self.silences.add_batch(within)
-        numbers = within.filter(pc.invert(pc.is_nan(within.column("silence_s"))))
+        numbers = within.filter(pc.and_(pc.invert(pc.is_nan(within.column("silence_s"))),
+                                        pc.is_valid(within.column("conn"))))
         if not numbers.num_rows:
             return
         order = pc.sort_indices(numbers, sort_keys=[("conn", "ascending"), ("silence_s", "descending")])
@@ -222,6 +230,7 @@ class _Kept:
 
     def silence_rows(self) -> list[dict]:
         """The silences kept whole: those over the limit and each connection's longest within it."""
+        assert self.finished, "finish() first"
         return self.over_limit + list(self.longest.values())
 
 

@@ -310,7 +310,7 @@ impl Analysis {
                     failed = stream.after_record(&mut engine).err();
                 }
                 // A consumer's error or Ctrl-C stops the reading (nothing more is kept).
-                go_on(&mut failed, records)
+                go_on(&mut failed, records.is_multiple_of(SIGNALS_EVERY))
             });
             if failed.is_none() {
                 engine.finish();
@@ -360,7 +360,7 @@ impl Analysis {
                         bytes = 0;
                     }
                 }
-                go_on(&mut failed, records)
+                go_on(&mut failed, records.is_multiple_of(SELECT_SIGNALS_EVERY))
             });
         });
         match failed {
@@ -378,10 +378,10 @@ impl Analysis {
     }
 }
 
-/// Whether to read on after `records` records: not after an error (`failed`), nor after Ctrl-C
-/// (checked every `SIGNALS_EVERY` records, which then becomes the error).
-fn go_on(failed: &mut Option<PyErr>, records: u64) -> ControlFlow<()> {
-    if failed.is_none() && records.is_multiple_of(SIGNALS_EVERY) {
+/// Whether to read on: not after an error (`failed`), nor after Ctrl-C (looked for when `due`,
+/// which then becomes the error).
+fn go_on(failed: &mut Option<PyErr>, due: bool) -> ControlFlow<()> {
+    if failed.is_none() && due {
         *failed = Python::with_gil(|py| py.check_signals()).err();
     }
     if failed.is_some() {
@@ -401,9 +401,16 @@ fn select_test(conns: &[String]) -> Option<LineTest> {
     }
     let literals =
         std::iter::once("subscriptionId".to_owned()).chain(conns.iter().map(|c| regex::escape(c)));
+    // more ids than a regex holds (its size limit): every line parsed
     let found = regex::bytes::Regex::new(&literals.collect::<Vec<_>>().join("|")).ok()?;
+    let tested = AtomicU64::new(0);
     Some(Arc::new(move |line: &[u8]| {
-        found.is_match(line) || unicode_escape(line)
+        // and one line in SELECT_SIGNALS_EVERY whatever it holds: Ctrl-C is looked for as records come
+        tested
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(SELECT_SIGNALS_EVERY)
+            || found.is_match(line)
+            || unicode_escape(line)
     }))
 }
 
@@ -414,6 +421,10 @@ fn unicode_escape(line: &[u8]) -> bool {
         before % 2 == 0
     })
 }
+
+/// `select` looks for Ctrl-C every this many records; its line test lets one line in this many
+/// through: at most this many records and this many squared lines pass between two looks.
+const SELECT_SIGNALS_EVERY: u64 = 1 << 10;
 
 /// Lines `Analysis.select` hands over at a time, and the bytes that also end a batch.
 const SELECT_LINES: usize = 1024;
@@ -578,4 +589,36 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Analysis>()?;
     m.add_class::<CaptureProgress>()?;
     m.add_function(wrap_pyfunction!(analyze_native, m)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_lets_through_every_line_it_may_keep() {
+        assert!(unicode_escape(br#"{"conn":"c\u006fnn-1"}"#));
+        assert!(!unicode_escape(br#"{"text":"caf\\u00e9"}"#)); // an escaped backslash, then u
+        assert!(unicode_escape(br#"{"text":"caf\\\u00e9"}"#));
+        for odd in ["a/b", "a\"b", "a\\b", "a\nb"] {
+            assert!(
+                select_test(&["conn-1".into(), odd.into()]).is_none(),
+                "{odd}"
+            );
+        }
+        let test = select_test(&["conn-1".into(), "x.y".into()]).unwrap();
+        let other = br#"{"rec":"msg","conn":"conn-2","text":"{\"a\":1}"}"#;
+        let kept: Vec<bool> = (0..2 * SELECT_SIGNALS_EVERY).map(|_| test(other)).collect();
+        // one line in SELECT_SIGNALS_EVERY passes whatever it holds (Ctrl-C is looked for as records come)
+        assert_eq!(kept.iter().filter(|&&k| k).count(), 2);
+        for line in [
+            &br#"{"rec":"msg","conn":"conn-1"}"#[..],
+            br#"{"rec":"msg","conn":"conn-2","subscriptionId":"s-1"}"#,
+            br#"{"rec":"msg","conn":"c\u006fnn-1"}"#,
+            br#"{"rec":"ping","conn":"x.y"}"#,
+        ] {
+            assert!(test(line), "{}", String::from_utf8_lossy(line));
+        }
+        assert!(!test(br#"{"rec":"msg","conn":"xzy"}"#)); // the dot is no wildcard
+    }
 }

@@ -317,6 +317,47 @@ mod tests {
     const TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjb25zdW1lciJ9.c2lnbmF0dXJlc2lnbmF0dXJl";
 
     #[test]
+    fn lines_a_test_refuses_are_passed_over_unparsed_and_unnoted() {
+        let path = written("only.jsonl", &capture());
+        let only: LineTest = std::sync::Arc::new(|line: &[u8]| {
+            memchr::memmem::find(line, b"pong").is_some()
+                || line.starts_with(b"{\"rec\":\"msg\", broken")
+        });
+        let pass = |parsers: usize, block: usize| {
+            let mut file = CaptureFile::open(&path).unwrap();
+            file.only = Some(only.clone());
+            let mut lines = Vec::new();
+            let mut add = |_: &Record, line: &[u8], at: u64| {
+                lines.push((line.to_vec(), at));
+                ControlFlow::Continue(())
+            };
+            if parsers == 0 {
+                while file.next_with(&mut add).is_some() {}
+            } else {
+                let _ = file.each_in_blocks(block, parsers, &mut add);
+            }
+            (lines, file.damage.entries, file.lines)
+        };
+        let (lines, damage, count) = pass(0, 0);
+        assert_eq!(lines.len(), 5); // the pongs, and nothing else: not the ping with 1e400 either
+        assert!(lines
+            .iter()
+            .all(|(line, _)| line.starts_with(b"{\"rec\":\"pong\"")));
+        // only the broken lines the test let through are noted (not the truncated last one)
+        assert_eq!(damage.len(), 5);
+        assert!(
+            damage.iter().all(|d| d.problem == "invalid JSON"),
+            "{damage:?}"
+        );
+        assert_eq!(count, 42);
+        for block in [64, 1000, 1 << 20] {
+            for parsers in [1, 2] {
+                assert_eq!(pass(parsers, block), (lines.clone(), damage.clone(), count));
+            }
+        }
+    }
+
+    #[test]
     fn texts_are_decoded_and_redacted_ahead_as_asked() {
         let path = written("texts.jsonl", &capture());
         let (decoded, ..) = one_by_one(&path, Texts::Decoded, 1);

@@ -86,9 +86,10 @@ async function refreshList() {
   pages.set(0, first.rows);
   total = first.total;
   spacer.style.height = `${Math.min(total * ROW_H, MAX_HEIGHT)}px`;
-  $("list-foot").textContent = `${total.toLocaleString()} frames` + (Object.keys(filterParams()).length ? " (filtered)" : "");
-  renderRows();
   drawTimeline();
+  await renderRows();
+  // after the rows: the footer names the list that is drawn
+  $("list-foot").textContent = `${total.toLocaleString()} frames` + (Object.keys(filterParams()).length ? " (filtered)" : "");
 }
 
 async function drawTimeline() {
@@ -112,34 +113,40 @@ function scale() {  // list pixels per scrollbar pixel
   return real > shown && shown > view ? (real - view) / (shown - view) : 1;
 }
 
-// One render at a time; one asked for meanwhile (a new filter, a scroll) runs after it, or stale rows would stay.
-let rendering = false, renderAgain = false;
-async function renderRows() {
-  if (rendering) { renderAgain = true; return; }
-  rendering = true;
-  try {
-    const top = list.scrollTop * scale(), first = Math.floor(top / ROW_H), count = Math.ceil(list.clientHeight / ROW_H) + 2;
-    const last = Math.min(total, first + count);
-    const wanted = new Set();
-    for (let i = first; i < last; i++) wanted.add(Math.floor(i / PAGE));
-    const loaded = new Map();
-    for (const p of wanted) loaded.set(p, await page(p));
-    const rows = [];
-    for (let i = first; i < last; i++) {
-      const r = (loaded.get(Math.floor(i / PAGE)) || [])[i % PAGE];
-      if (r) rows.push(rowNode(r));
+// One render at a time; one asked for meanwhile (a new filter, a scroll) runs after it, or stale rows
+// would stay. Every caller gets the promise of the renders that include what it asked for.
+let rendering = null, renderAgain = false;
+function renderRows() {
+  if (rendering) { renderAgain = true; return rendering; }
+  rendering = (async () => {
+    try {
+      do {
+        renderAgain = false;
+        await drawRows();
+      } while (renderAgain);
+    } finally {
+      rendering = null;
     }
-    // One offset for the visible block: at a million rows a top per row would be rounded apart.
-    visible.style.top = `${list.scrollTop - (top - first * ROW_H)}px`;  // CSSOM: the policy forbids style attributes
-    visible.dataset.first = first;
-    visible.replaceChildren(...rows);
-  } finally {
-    rendering = false;
+  })();
+  return rendering;
+}
+
+async function drawRows() {
+  const top = list.scrollTop * scale(), first = Math.floor(top / ROW_H), count = Math.ceil(list.clientHeight / ROW_H) + 2;
+  const last = Math.min(total, first + count);
+  const wanted = new Set();
+  for (let i = first; i < last; i++) wanted.add(Math.floor(i / PAGE));
+  const loaded = new Map();
+  for (const p of wanted) loaded.set(p, await page(p));
+  const rows = [];
+  for (let i = first; i < last; i++) {
+    const r = (loaded.get(Math.floor(i / PAGE)) || [])[i % PAGE];
+    if (r) rows.push(rowNode(r));
   }
-  if (renderAgain) {
-    renderAgain = false;
-    await renderRows();
-  }
+  // One offset for the visible block: at a million rows a top per row would be rounded apart.
+  visible.style.top = `${list.scrollTop - (top - first * ROW_H)}px`;  // CSSOM: the policy forbids style attributes
+  visible.dataset.first = first;
+  visible.replaceChildren(...rows);
 }
 
 function rowNode(r) {
