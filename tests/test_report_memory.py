@@ -162,8 +162,9 @@ def test_first_pass_ties_go_to_the_first_whatever_the_batches(monkeypatch):
     silences the first stays a connection's longest: the same however the rows come in batches."""
     from analysis import _core
     monkeypatch.setattr(stream, "LISTED_REQUESTS", 3)
+    times_latencies = [(5.0, 9.0), (6.0, 9.0), (3.0, 9.0), (3.0, 9.0), (1.0, 2.0), (0.5, 9.0)]
     pairs = [{"conn": "c", "t": t, "frame": frame, "status": "answered", "latency_ms": latency}
-             for frame, (t, latency) in enumerate([(5.0, 9.0), (6.0, 9.0), (3.0, 9.0), (3.0, 9.0), (1.0, 2.0), (0.5, 9.0)])]
+             for frame, (t, latency) in enumerate(times_latencies)]
     silences = [{"conn": conn, "t": float(t), "start": float(t) - 1, "silence_s": silence}
                 for t, (conn, silence) in enumerate([("a", 2.0), ("b", 1.0), ("a", 3.0), ("a", 3.0), ("b", 1.0)])]
     for cut in range(1, 6):
