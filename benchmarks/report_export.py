@@ -4,8 +4,8 @@ or your own), each in its own subprocess, in one run: the ratios are what to rea
 
     python benchmarks/report_export.py [--frames 1000000] [--capture FILE] [--repeat N] [--smoke]
 
-Each of the three runs right after a run of analyze of its own, and its ratio is to that run: on a
-machine whose speed drifts by a third from one minute to the next, a baseline measured a minute
+Each of the three runs between two runs of analyze of its own, and its ratio is to their mean: on
+a machine whose speed drifts by a third from one minute to the next, a baseline measured a minute
 earlier can put a ratio on either side of a target. `--repeat N` makes N such rounds and gives each
 ratio as the median of the rounds'.
 
@@ -20,6 +20,7 @@ import argparse
 import os
 import statistics
 import tempfile
+from dataclasses import astuple
 
 from bench import MWTAP, PYTHON, Run, generate, line_count, measure, mwtap_analyze
 
@@ -41,8 +42,13 @@ COMMANDS = {
 
 
 def round_of(capture: str, out: str) -> dict[str, tuple[Run, Run]]:
-    """Each command (its output in `out`, a new directory) and the run of analyze just before it."""
-    return {name: (mwtap_analyze(capture), command(capture, out)) for name, command in COMMANDS.items()}
+    """Each command (its output in `out`, a new directory) and the mean of the runs of analyze just
+    before and just after it."""
+    runs = {}
+    for name, command in COMMANDS.items():
+        before, run, after = mwtap_analyze(capture), command(capture, out), mwtap_analyze(capture)
+        runs[name] = (Run(*((a + b) / 2 for a, b in zip(astuple(before), astuple(after)))), run)
+    return runs
 
 
 def bench(capture: str, tmp: str, repeat: int) -> None:
@@ -55,7 +61,7 @@ def bench(capture: str, tmp: str, repeat: int) -> None:
         if repeat > 1:
             print(f"round {n + 1} of {repeat}")
         for name, (analyze, run) in runs.items():
-            print(row("mwtap analyze", analyze, analyze))
+            print(row("mwtap analyze", analyze, analyze) + " (mean of the runs before and after)")
             print(row(name, run, analyze))
         rounds.append(runs)
 
