@@ -435,16 +435,13 @@ impl CaptureSet {
     }
 
     /// Parses only the lines `test` accepts (the others are passed over as if absent) when the
-    /// files are one recording: merging several by time needs the time of every record. Returns
-    /// whether it will.
-    pub fn only(&mut self, test: LineTest) -> bool {
-        if self.chains.len() != 1 {
-            return false;
+    /// files are one recording: merging several by time needs the time of every record.
+    pub fn only(&mut self, test: LineTest) {
+        if self.chains.len() == 1 {
+            for file in &mut self.files {
+                file.only = Some(test.clone());
+            }
         }
-        for file in &mut self.files {
-            file.only = Some(test.clone());
-        }
-        true
     }
 
     /// `for_each`, each record with its line.

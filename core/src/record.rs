@@ -19,6 +19,7 @@ use serde::de::{
 };
 use serde_json::value::RawValue;
 
+use crate::json_value;
 use crate::pyrepr::py_float;
 
 /// orjson's nesting limit: 1024 levels parse, 1025 do not.
@@ -205,56 +206,12 @@ impl<'de> Visitor<'de> for ValVisitor {
     }
 }
 
-/// A JSON value's text decoded as a string, as serde_json decodes it (None where it refuses). A
-/// payload kept in a record is JSON inside a JSON string, an escape every few bytes: the runs
-/// between escapes are copied whole and the common escapes decoded here, serde_json's one call per
-/// escape cost a third of the decoding. Anything else (a surrogate escape, not a string, a raw
-/// control character) is left to serde_json.
-pub fn json_string(text: &str) -> Option<String> {
-    let serde = || serde_json::from_str(text).ok();
-    let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) else {
-        return serde();
-    };
-    let bytes = inner.as_bytes();
-    if bytes.iter().any(|&b| b < 0x20) {
-        return serde(); // a raw control character: refused
+/// A JSON value's text decoded as a string (None when it is not one, or not JSON).
+fn json_string(text: &str) -> Option<String> {
+    match json_value::parse(text)? {
+        json_value::Value::Str(decoded) => Some(decoded.into_owned()),
+        _ => None,
     }
-    let mut out = String::with_capacity(inner.len());
-    let mut from = 0;
-    while let Some(found) = memchr::memchr2(b'\\', b'"', &bytes[from..]) {
-        let at = from + found;
-        let escape = match (bytes[at], bytes.get(at + 1)) {
-            (b'\\', Some(&escape)) => escape,
-            _ => return serde(), // a quote inside (not one string), or a last backslash
-        };
-        out.push_str(&inner[from..at]);
-        let (decoded, used) = match escape {
-            b'"' => ('"', 2),
-            b'\\' => ('\\', 2),
-            b'/' => ('/', 2),
-            b'b' => ('\u{8}', 2),
-            b'f' => ('\u{c}', 2),
-            b'n' => ('\n', 2),
-            b'r' => ('\r', 2),
-            b't' => ('\t', 2),
-            b'u' => match bytes.get(at + 2..at + 6) {
-                // from_str_radix would take a sign; from_u32 refuses a surrogate (serde pairs them)
-                Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => {
-                    let code = u32::from_str_radix(&inner[at + 2..at + 6], 16).ok()?;
-                    match char::from_u32(code) {
-                        Some(c) => (c, 6),
-                        None => return serde(),
-                    }
-                }
-                _ => return serde(),
-            },
-            _ => return serde(),
-        };
-        out.push(decoded);
-        from = at + used;
-    }
-    out.push_str(&inner[from..]);
-    Some(out)
 }
 
 /// A field kept as its JSON text; its type is told from the first character.
@@ -284,7 +241,9 @@ impl<'a> Raw<'a> {
         self.0.is_some()
     }
 
-    /// The decoded string, when the field is one.
+    /// The decoded string, when the field is one. Decoded by json_value, as serde_json decodes
+    /// it: a payload kept in a record is JSON inside a JSON string, an escape every few bytes, and
+    /// serde_json's one call per escape made a third of the decoding.
     pub fn string(&self) -> Option<String> {
         self.0.and_then(|raw| json_string(raw.get()))
     }
