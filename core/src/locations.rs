@@ -6,6 +6,7 @@
 //! response answer each other (pairs.rs `LINKS`, which comes here instead of to Python). The view
 //! takes them as bytes (`take`): no Python object per record.
 
+use std::borrow::Cow;
 use std::sync::{Mutex, MutexGuard};
 
 use pyo3::exceptions::PyValueError;
@@ -29,10 +30,9 @@ const OTHER_MSG: u8 = 7;
 const REFUSED: u8 = 8;
 
 /// A subscription stream's key within its connection: a subscriptionId, or a dialog.
-#[derive(PartialEq, Eq, Hash, Clone)]
-enum StreamKey {
-    Sub(String),
-    Dialog(String),
+enum StreamKey<'a> {
+    Sub(Cow<'a, str>),
+    Dialog(Cow<'a, str>),
 }
 
 /// Bytes of a packed record (analysis/view/index.py's RECORD).
@@ -47,7 +47,10 @@ struct Conn {
     /// Record numbers (u32: half the memory; a view indexes fewer than 4 billion records).
     rows: Vec<u32>,
     msgs: Vec<u32>,
-    streams: FastMap<StreamKey, i32>,
+    /// Stream numbers by subscriptionId and by dialog (two maps: looked up by `&str`, no key
+    /// made for the many notifications of a known stream).
+    subs: FastMap<String, i32>,
+    dialogs: FastMap<String, i32>,
 }
 
 #[derive(Default)]
@@ -64,7 +67,8 @@ struct State {
     types: Vec<String>,
     type_code: FastMap<String, u16>,
     subscribe_types: FastSet<u16>,
-    streams: Vec<(u32, StreamKey)>,
+    /// (connection, is a dialog, id) of each stream.
+    streams: Vec<(u32, bool, String)>,
     stream_sizes: Vec<u32>,
     /// The open, close and refused records' lines (the view reads what it shows of a connection
     /// from them), with their connection.
@@ -139,11 +143,8 @@ impl Locations {
             state.subscribe_types.iter().collect::<Vec<_>>(),
         )?;
         let streams = PyList::empty(py);
-        for (conn, key) in &state.streams {
-            match key {
-                StreamKey::Sub(id) => streams.append((conn, "sub", id))?,
-                StreamKey::Dialog(id) => streams.append((conn, "dialog", id))?,
-            }
+        for (conn, dialog, id) in &state.streams {
+            streams.append((conn, if *dialog { "dialog" } else { "sub" }, id))?;
         }
         out.set_item("streams", streams)?;
         let sizes = bytes_of(&state.stream_sizes, u32::to_le_bytes);
@@ -222,7 +223,8 @@ impl State {
                     t_open: t,
                     rows: Vec::new(),
                     msgs: Vec::new(),
-                    streams: FastMap::default(),
+                    subs: FastMap::default(),
+                    dialogs: FastMap::default(),
                 });
                 self.by_conn.insert(conn.to_owned(), c);
                 c
@@ -273,20 +275,27 @@ impl State {
             Some("s2c") => 1,
             _ => 2,
         };
-        let fixed = &mut self.chunk;
-        fixed.extend(u16::try_from(place.file).unwrap_or(u16::MAX).to_le_bytes());
-        fixed.extend((place.offset as i64).to_le_bytes());
-        fixed.extend(
-            u32::try_from(place.line.len())
+        // Packed in place, then appended at once (one copy, not ten small ones).
+        let mut packed = [0u8; RECORD];
+        let fields: [&[u8]; 9] = [
+            &u16::try_from(place.file).unwrap_or(u16::MAX).to_le_bytes(),
+            &(place.offset as i64).to_le_bytes(),
+            &u32::try_from(place.line.len())
                 .unwrap_or(u32::MAX)
                 .to_le_bytes(),
-        );
-        fixed.extend(t.to_le_bytes());
-        fixed.extend(c.to_le_bytes());
-        fixed.extend(n.to_le_bytes());
-        fixed.extend([code, dir]);
-        fixed.extend(type_code.to_le_bytes());
-        fixed.extend(size.to_le_bytes());
+            &t.to_le_bytes(),
+            &c.to_le_bytes(),
+            &n.to_le_bytes(),
+            &[code, dir],
+            &type_code.to_le_bytes(),
+            &size.to_le_bytes(),
+        ];
+        let mut at = 0;
+        for field in fields {
+            packed[at..at + field.len()].copy_from_slice(field);
+            at += field.len();
+        }
+        self.chunk.extend_from_slice(&packed);
         if self.stream.len() == self.stream.capacity() {
             // Grown a chunk at a time: never twice what it holds.
             self.stream.reserve_exact(CHUNK);
@@ -322,26 +331,33 @@ impl State {
     /// dialog of their messaging events), subscribe requests for a dialog, answers naming one.
     fn stream(&mut self, c: u32, rec: &Record) -> i32 {
         let key = if let Some(id) = rec.subscription_id.as_str() {
-            Some(StreamKey::Sub(id.to_owned()))
+            StreamKey::Sub(Cow::Borrowed(id))
         } else if rec.kind.as_str() == Some("notification") {
-            let events = rec.events.0;
-            events
-                .and_then(|raw| first_dialog(raw.get()))
-                .map(StreamKey::Dialog)
+            match rec.events.0.and_then(|raw| first_dialog(raw.get())) {
+                Some(dialog) => StreamKey::Dialog(dialog),
+                None => return -1,
+            }
         } else if rec.kind.as_str() == Some("req")
             && type_is(rec.type_.as_str(), "SubscribeMessagingEvents")
         {
-            rec.dialog_id.string().map(StreamKey::Dialog)
+            match rec.dialog_id.string() {
+                Some(dialog) => StreamKey::Dialog(Cow::Owned(dialog)),
+                None => return -1,
+            }
         } else {
-            None
+            return -1;
         };
-        let Some(key) = key else { return -1 };
-        let number = match self.conns[c as usize].streams.get(&key) {
+        let conn = &mut self.conns[c as usize];
+        let (known, dialog, id) = match &key {
+            StreamKey::Sub(id) => (&mut conn.subs, false, id),
+            StreamKey::Dialog(id) => (&mut conn.dialogs, true, id),
+        };
+        let number = match known.get(id.as_ref()) {
             Some(&number) => number,
             None => {
                 let number = self.streams.len() as i32;
-                self.conns[c as usize].streams.insert(key.clone(), number);
-                self.streams.push((c, key));
+                known.insert(id.clone().into_owned(), number);
+                self.streams.push((c, dialog, id.clone().into_owned()));
                 self.stream_sizes.push(0);
                 number
             }
@@ -404,18 +420,29 @@ impl State {
 }
 
 /// `events[0][0]` when it is a string: the dialog of a notification's first event. `events` is JSON
-/// the reader has checked, so only its start is read (most of it is the events' content).
-fn first_dialog(events: &str) -> Option<String> {
+/// the reader has checked, so only its start is read (most of it is the events' content); a
+/// string without escapes is borrowed as it is.
+fn first_dialog(events: &str) -> Option<Cow<'_, str>> {
     let json_space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r');
     let rest = events.trim_start_matches(json_space).strip_prefix('[')?;
     let rest = rest.trim_start_matches(json_space).strip_prefix('[')?;
     let rest = rest.trim_start_matches(json_space);
     let text = rest.strip_prefix('"')?.as_bytes();
     let mut at = 0;
+    let mut escaped = false;
     while at < text.len() && text[at] != b'"' {
+        escaped |= text[at] == b'\\';
         at += if text[at] == b'\\' { 2 } else { 1 };
     }
-    serde_json::from_str(rest.get(..at + 2)?).ok()
+    if at >= text.len() {
+        return None;
+    }
+    if !escaped {
+        return Some(Cow::Borrowed(&rest[1..at + 1]));
+    }
+    serde_json::from_str(rest.get(..at + 2)?)
+        .ok()
+        .map(Cow::Owned)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -431,6 +458,8 @@ mod tests {
         let events = r#"[["d\"1", 4, {"x": [1, 2]}], ["d2"], 7]"#;
         assert_eq!(first_dialog(events).as_deref(), Some("d\"1"));
         assert_eq!(first_dialog(" [ [\"d\\\\\"] ]").as_deref(), Some("d\\"));
+        // Without an escape, the dialog is the events' own text (nothing made per notification).
+        assert!(matches!(first_dialog("[[\"d1\", 2]]"), Some(Cow::Borrowed("d1"))));
         for not_one in [
             "[]",
             "[[]]",
@@ -438,6 +467,8 @@ mod tests {
             "[\"d\"]",
             "{\"0\": [\"d\"]}",
             "\"d\"",
+            "[[\"d",
+            "[[\"d\\\"]]",
             "null",
         ] {
             assert_eq!(first_dialog(not_one), None, "{not_one}");
