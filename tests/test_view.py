@@ -189,6 +189,37 @@ def test_acknowledgements_streams_and_reconnects(procs, tmp_path, capture, brows
 
 
 @needs_chromium
+def test_a_late_answer_for_a_replaced_filter_is_not_drawn(procs, tmp_path, capture, browser):
+    """Two filters in a row, the first one's rows arriving last: the list and its count stay the
+    second's (the answer of a list no longer asked for is dropped)."""
+    _, url = start_view(procs, tmp_path, str(capture))
+    page, errors = open_page(browser, url)
+    wait_until(page, "document.querySelector('#list-foot').textContent.includes('frames')")
+    held = []  # the first filter's first page, answered only when the test says
+    page.route(lambda u: "/frames?" in u and "type=PublishEvent" in u, lambda route: held.append(route))
+    page.fill("#filters input[name=type]", "PublishEvent")
+    page.press("#filters input[name=type]", "Enter")
+    deadline = time.monotonic() + 30
+    while not held:
+        assert time.monotonic() < deadline, "the first filter's rows were never asked for"
+        page.wait_for_timeout(50)
+    page.fill("#filters input[name=type]", "MessagingEventNotification")
+    page.press("#filters input[name=type]", "Enter")
+    shown = "parseInt(document.querySelector('#list-foot').textContent.replace(/,/g, ''))"
+    wait_until(page, "location.hash.includes('type=MessagingEventNotification') && "
+                     "document.querySelector('#list-foot').textContent.includes('filtered')")
+    count = page.evaluate(shown)
+    types = page.locator("#list .row span:nth-child(4)").all_inner_texts()
+    assert count > 0 and types and all("MessagingEventNotification" in t for t in types)
+    with page.expect_response(lambda r: "type=PublishEvent" in r.url):
+        held[0].continue_()
+    page.wait_for_timeout(1000)  # the late rows had their chance to be drawn
+    assert page.evaluate(shown) == count
+    assert page.locator("#list .row span:nth-child(4)").all_inner_texts() == types
+    assert errors == []
+
+
+@needs_chromium
 def test_follow_shows_appended_frame(procs, tmp_path, capture, browser):
     _, url = start_view(procs, tmp_path, "--follow", str(capture))
     page, errors = open_page(browser, url)

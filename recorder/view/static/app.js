@@ -80,14 +80,16 @@ async function refreshList() {
   writeState(state);
   syncForm();
   pages.clear();
-  listKey = JSON.stringify([state.conn, filterParams()]);
+  const key = listKey = JSON.stringify([state.conn, filterParams()]);
   if (state.conn === null) return;
   const first = await get("frames", { conn: state.conn, start: 0, count: PAGE, ...filterParams() });
+  if (key !== listKey) return;  // another list was asked for meanwhile: its refresh draws it
   pages.set(0, first.rows);
   total = first.total;
   spacer.style.height = `${Math.min(total * ROW_H, MAX_HEIGHT)}px`;
   drawTimeline();
   await renderRows();
+  if (key !== listKey) return;
   // after the rows: the footer names the list that is drawn
   $("list-foot").textContent = `${total.toLocaleString()} frames` + (Object.keys(filterParams()).length ? " (filtered)" : "");
 }
