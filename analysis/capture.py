@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import gzip
 import io
+import json
 import os
 import zlib
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import orjson
 
-from analysis._core import message_line
+from analysis._core import line_problem, message_line
 
 FORMAT = "mwtap-capture"
 VERSION = 1
@@ -232,11 +233,10 @@ class CaptureFile:
             except orjson.JSONDecodeError as e:
                 if lineno == 1:
                     raise CaptureError(f"{self.path}:1: not an mwtap capture (no JSON header line)") from e
-                if line.endswith(b"\n"):  # orjson's detail left out: the native reader's parser words it otherwise
-                    self.damage.append(Damage(self.path, lineno, "invalid JSON"))
-                else:
-                    self.damage.append(Damage(self.path, lineno, "truncated line"))
-                continue
+                rec = _refused(line)
+                if isinstance(rec, tuple):
+                    self.damage.append(Damage(self.path, lineno, rec[0], rec[1] or ""))
+                    continue
             if not isinstance(rec, dict) or not isinstance(rec.get("rec"), str):
                 if lineno == 1:
                     raise CaptureError(f"{self.path}:1: not an mwtap capture (first line is not a header)")
@@ -256,6 +256,29 @@ class CaptureFile:
             if kind == HEADER:
                 continue
             yield rec
+
+
+def _refused(line: bytes) -> dict | tuple[str, str | None]:
+    """A line orjson refuses, as the core's reader takes it (`_core.line_problem`), so that this
+    reader damns the lines `mwtap analyze` does, in its words: the problem, or the record (see
+    `record_of`)."""
+    problem = line_problem(line)
+    if problem is not None:
+        return problem
+    try:
+        return json.loads(line)
+    except (ValueError, RecursionError):  # nesting deeper than Python's stack, past the core's limits too
+        return "invalid JSON", None
+
+
+def record_of(line: bytes) -> dict:
+    """The record of a line the core has read (`mwtap view` reads its frames back by their place):
+    orjson's, or `json`'s for a line orjson refuses (a number past a double, 1e400, in a field the
+    core does not decode, made infinity)."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
 
 
 _read_watcher: ContextVar = ContextVar("capture_read_watcher", default=None)

@@ -13,15 +13,13 @@ grows, a record at a time here (`add`): both make the same index (tests/test_vie
 from __future__ import annotations
 
 import functools
-import json
 import struct
 from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
-import orjson
 
-from analysis.capture import CLOSE, MSG, OPEN, PING, PONG, REFUSED
+from analysis.capture import CLOSE, MSG, OPEN, PING, PONG, REFUSED, record_of
 from analysis.config import Config
 from analysis.frame import type_is
 from analysis.identity import header_token, url_token
@@ -252,10 +250,7 @@ class ViewIndex:
             self.connections[conn].streams[(kind, key)] = number
         self.stream_sizes.frombytes(found["stream_sizes"])
         for conn, line in found["connection_records"]:
-            try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError:  # a number past a double (1e400) in a field the core skips
-                rec = json.loads(line)
+            rec = record_of(line)
             self._connection_record(self.connections[conn], rec, rec["rec"], rec["t"])
         self.last_t = found["last_t"]
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import orjson
 
+from analysis.capture import record_of
 from analysis.explain import EXPLANATIONS
 from analysis.rules import SEVERITIES, SEVERITY_RANK
 from analysis.verdict import consumer_keys
@@ -70,8 +71,7 @@ class Queries:
     # --- reading ------------------------------------------------------------------------------
     def record(self, g: int) -> dict:
         cols = self.index.columns
-        line = os.pread(self._fds[cols.file[g]], cols.length[g], cols.offset[g])
-        return orjson.loads(line)
+        return record_of(os.pread(self._fds[cols.file[g]], cols.length[g], cols.offset[g]))
 
     # --- summary and connections --------------------------------------------------------------
     def summary(self) -> dict:

@@ -18,7 +18,7 @@ use crate::framing::FramesTable;
 use crate::keepalive::Keepalive;
 use crate::locations::Locations;
 use crate::pairs::{Pairs, LINKS};
-use crate::reader::{CaptureError, CaptureSet, LineTest, Texts};
+use crate::reader::{classify, CaptureError, CaptureSet, Line, LineTest, Skipped, Texts};
 use crate::record::Val;
 use crate::rings::Rings;
 use crate::rules::{default_severity, Violation};
@@ -464,6 +464,19 @@ pub(crate) fn violation_rows<'py>(
     Ok(violations)
 }
 
+/// What the core's reader makes of one line after the header (reader.rs `classify`, as `run` reads
+/// every line): None for a record it hands on (or passes over: a header, a kind it does not know),
+/// else the problem it reports and the kind the damage is counted under (None: the problem
+/// itself). Python's line-at-a-time reader (analysis.capture, `view --follow`) asks it about the
+/// lines orjson refuses, so both readers damn the same lines in the same words.
+#[pyfunction]
+fn line_problem(line: &[u8]) -> Option<(String, Option<&'static str>)> {
+    match classify(line, Texts::Raw) {
+        Line::Skipped(Skipped::Damaged(problem, kind)) => Some((problem, kind)),
+        _ => None,
+    }
+}
+
 /// `Analysis(paths, ...).run()` in one call (the differential tests' entry point).
 #[pyfunction]
 #[pyo3(signature = (paths, config=None, analyzers=Vec::new(), tables=vec!["frames".to_owned()], arrow=false, parsers=0))]
@@ -588,7 +601,8 @@ pub(crate) fn frame_rows<'py>(py: Python<'py>, rows: &FramesTable) -> PyResult<B
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Analysis>()?;
     m.add_class::<CaptureProgress>()?;
-    m.add_function(wrap_pyfunction!(analyze_native, m)?)
+    m.add_function(wrap_pyfunction!(analyze_native, m)?)?;
+    m.add_function(wrap_pyfunction!(line_problem, m)?)
 }
 
 #[cfg(test)]

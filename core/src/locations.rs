@@ -459,7 +459,10 @@ mod tests {
         assert_eq!(first_dialog(events).as_deref(), Some("d\"1"));
         assert_eq!(first_dialog(" [ [\"d\\\\\"] ]").as_deref(), Some("d\\"));
         // Without an escape, the dialog is the events' own text (nothing made per notification).
-        assert!(matches!(first_dialog("[[\"d1\", 2]]"), Some(Cow::Borrowed("d1"))));
+        assert!(matches!(
+            first_dialog("[[\"d1\", 2]]"),
+            Some(Cow::Borrowed("d1"))
+        ));
         for not_one in [
             "[]",
             "[[]]",
