@@ -201,3 +201,13 @@ def test_deadlines_of_two_delays_fire_in_the_whole_inputs_order(tmp_path, monkey
     monkeypatch.setattr(analysis.parallel, "_independent", lambda *a: independent.append(check(*a)) or independent[-1])
     assert as_json(analyze_parallel(paths, config, jobs=3)[0]) == as_json(single)
     assert independent == [True]  # the partitions were merged, not analysed again in one process
+
+
+def test_a_last_record_holding_a_number_past_a_double_still_dates_the_file(tmp_path):
+    """The planner reads a file's last lines for its latest time; a record the core reads though
+    orjson refuses it (1e400 in a field the core does not decode) counts, a damaged line does not."""
+    path = tmp_path / "c.jsonl"
+    header = {"rec": "header", "t": 1.0, "format": "mwtap-capture", "version": 1, "recording": "r", "part": 1}
+    path.write_bytes(orjson.dumps(header) + b"\n" + b'{"rec":"ping","t":5,"conn":"c"}\n'
+                     + b'{"rec":"ping","t":9,"conn":"c","x":1e400}\n' + b'{"rec":"ping","t":1e400,"conn":"c"}\n')
+    assert survey(0, str(path)).t_last == 9

@@ -55,7 +55,7 @@ def _time(rec: dict | None) -> float:
 
 
 def _last_records(path: str) -> list[dict]:
-    from analysis.capture import _open, is_gzip
+    from analysis.capture import _open, _refused, is_gzip
     with _open(path) as f:
         if is_gzip(f):
             tail = b""
@@ -69,7 +69,7 @@ def _last_records(path: str) -> list[dict]:
         try:
             rec = orjson.loads(line)
         except orjson.JSONDecodeError:
-            continue
+            rec = _refused(line + b"\n")  # as the core reads it: 1e400 in a field it skips is a record
         if isinstance(rec, dict):
             records.append(rec)
     return records

@@ -23,10 +23,9 @@ from itertools import count
 from operator import itemgetter
 from typing import Any, Callable, Iterable
 
-import orjson
 
 from analysis import _core, native
-from analysis.capture import MSG, PING, PONG
+from analysis.capture import MSG, PING, PONG, record_of
 from analysis.config import Config
 from analysis.engine import as_line
 from analysis.frame import NOTIFICATION
@@ -294,9 +293,8 @@ class StreamedCapture(Capture):
                 elif row["category"] == NOTIFICATION:
                     notes.add(row)
         if all_captures(self.paths):  # the core picks out the lines of the connections asked for
-            loads = orjson.loads
             native.open_captures(self.paths).select([*seen, *{conn for conn, _ in wanted}],
-                                                    lambda lines: [take(loads(line), line) for line in lines])
+                                                    lambda lines: [take(record_of(line), line) for line in lines])
         else:
             for rec in CaptureSet(self.paths).records():
                 take(rec)
