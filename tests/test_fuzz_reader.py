@@ -88,6 +88,9 @@ def check_reader(lines: list[bytes], cut_last: bool, compress: bool) -> None:
         assert len(records) + len(expected) + sum(capture.unknown_records.values()) + mid_file_headers == len(lines)
         summary, damage = analyze([str(path)])  # whatever the lines held: the rest is analysed
         assert summary["capture"]["damaged_lines"] == sum(d.lines for d in damage) == len(expected)
+        # The core's reader and this one (view --follow, replay, diff) damn the same lines in the same words.
+        assert [(d.line, d.problem, d.kind, d.more) for d in damage] == \
+            [(d.line, d.problem, d.kind, d.more) for d in capture.damage]
 
 
 lines_strategy = st.lists(line, max_size=30)
