@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 import analysis
 from analysis import plots
+from analysis.capture import CaptureError, CaptureFile
 from analysis.export import export_parquet
 from analysis.report import build_report, render_html, render_markdown
 from analysis.synth import T0, CaptureBuilder
@@ -253,6 +255,21 @@ def test_a_file_starting_with_a_digit_is_not_taken_for_a_flow_file(tmp_path, con
         result = mwtap(command[0], path, *command[1:])
         assert result.returncode == 2 and result.stdout == "", result
         assert result.stderr.count("\n") == 1 and problem in result.stderr and str(path) in result.stderr
+
+
+def test_a_header_holding_a_number_past_a_double_is_refused_in_one_line(tmp_path):
+    """The header is read whole: 1e400 in a field the records' reader would pass over (the core
+    used to panic there) makes the file no capture, in the same words for every command and for
+    Python's line-at-a-time reader."""
+    path = tmp_path / "x.jsonl"
+    path.write_bytes(b'{"rec":"header","t":1.0,"format":"mwtap-capture","version":1,"recording":"r","part":1,'
+                     b'"x":1e400}\n{"rec":"ping","t":2,"conn":"c"}\n')
+    problem = f"{path}:1: not an mwtap capture (no JSON header line)"
+    for command in (("analyze",), ("report", "-o", tmp_path / "r.html"), ("export", "--parquet", tmp_path / "pq")):
+        result = mwtap(command[0], path, *command[1:])
+        assert result.returncode == 2 and result.stdout == "" and result.stderr == f"Error: {problem}\n", result
+    with pytest.raises(CaptureError, match=re.escape(problem)):
+        list(CaptureFile(str(path)).records())
 
 
 def test_mitmproxy_flow_files_of_format_7(tmp_path):

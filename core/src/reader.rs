@@ -196,7 +196,12 @@ impl CaptureFile {
         let header: Value = match parse_line(self.line(), &mut Record::default()) {
             Parsed::InvalidJson => return Err(not_capture("no JSON header line")),
             Parsed::NotRecord => return Err(not_capture("first line is not a header")),
-            Parsed::Record => parse_json(self.line()).expect("the line parsed as a record"),
+            // The header is read whole: a number past a double (1e400) anywhere in it, which
+            // `parse_line` passes over in fields it skips, refuses it here (as Python's reader does).
+            Parsed::Record => match parse_json(self.line()) {
+                Some(header) => header,
+                None => return Err(not_capture("no JSON header line")),
+            },
         };
         if header.get("rec").and_then(Value::as_str) != Some("header")
             || header.get("format").and_then(Value::as_str) != Some(FORMAT)
