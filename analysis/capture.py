@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import os
+import sys
 import zlib
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -233,7 +234,7 @@ class CaptureFile:
             except orjson.JSONDecodeError as e:
                 if lineno == 1:
                     raise CaptureError(f"{self.path}:1: not an mwtap capture (no JSON header line)") from e
-                rec = _refused(line)
+                rec = read_refused(line)
                 if isinstance(rec, tuple):
                     self.damage.append(Damage(self.path, lineno, rec[0], rec[1] or ""))
                     continue
@@ -258,7 +259,7 @@ class CaptureFile:
             yield rec
 
 
-def _refused(line: bytes) -> dict | tuple[str, str | None]:
+def read_refused(line: bytes) -> dict | tuple[str, str | None]:
     """A line orjson refuses, as the core's reader takes it (`_core.line_problem`), so that this
     reader damns the lines `mwtap analyze` does, in its words: the problem, or the record (see
     `record_of`)."""
@@ -266,19 +267,38 @@ def _refused(line: bytes) -> dict | tuple[str, str | None]:
     if problem is not None:
         return problem
     try:
-        return json.loads(line)
-    except (ValueError, RecursionError):  # nesting deeper than Python's stack, past the core's limits too
+        return _json_record(line)
+    except (ValueError, RecursionError):  # not met: `json` reads what the core reads; a reader never raises
         return "invalid JSON", None
 
 
 def record_of(line: bytes) -> dict:
     """The record of a line the core has read (`mwtap view` reads its frames back by their place):
-    orjson's, or `json`'s for a line orjson refuses (a number past a double, 1e400, in a field the
-    core does not decode, made infinity)."""
+    orjson's, or for a line orjson refuses (a number past a double, 1e400, in a field the core does
+    not decode) `json`'s, made as orjson makes it but that number infinity."""
     try:
         return orjson.loads(line)
     except orjson.JSONDecodeError:
-        return json.loads(line)
+        return _json_record(line)
+
+
+def _json_record(line: bytes) -> dict:
+    # Room for the nesting the core reads (1,024 levels; Python's stack allows ~1,000 by default).
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 4_000))
+    try:
+        return json.loads(line, parse_int=_orjson_int)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _orjson_int(text: str) -> int | float:
+    """An integer as orjson reads it: a float past 64 bits."""
+    if len(text) <= 20:
+        value = int(text)
+        if -2**63 <= value < 2**64:
+            return value
+    return float(text)
 
 
 _read_watcher: ContextVar = ContextVar("capture_read_watcher", default=None)

@@ -45,7 +45,10 @@ damaged = st.one_of(
     st.sampled_from([b'{"rec":"msg","t":NaN}', b'{"rec":"msg","t":Infinity}', b'{"rec":"close","t":-Infinity}',
                      b'{"rec":"open","t":1e400}', b'{"rec":"open","t":1e300,"conn":"c1"}',
                      b'{"rec":"msg","t":1,"n":123456789012345678901234567890}', b"[]", b"null", b'"rec"',
-                     b'{"rec":5}', b"\xef\xbb\xbf{}"]),
+                     b'{"rec":5}', b"\xef\xbb\xbf{}",
+                     # a number past a double where the reader passes over it, with or without other damage
+                     b'{"rec":"ping","t":1,"conn":"c1","x":[1e400]}', b'{"rec":"ping","t":1,"conn":"c1","n":"2","x":-1e400}',
+                     b'{"rec":"msg","t":1,"conn":"c1","dir":"c2s","code":123456789012345678901234567890,"x":1e400}']),
 )
 line = st.one_of(record.map(lambda r: json.dumps(r).encode()),
                  wrong_typed.map(lambda r: json.dumps(r).encode()),
@@ -54,9 +57,8 @@ line = st.one_of(record.map(lambda r: json.dumps(r).encode()),
 
 def expected_problem(data: bytes) -> bool:
     """Whether the reader must report this line (the contract, restated independently)."""
-    try:
-        rec = orjson.loads(data)
-    except orjson.JSONDecodeError:
+    rec = readable(data)
+    if rec is None:
         return True
     if not isinstance(rec, dict) or not isinstance(rec.get("rec"), str):
         return True
@@ -66,6 +68,27 @@ def expected_problem(data: bytes) -> bool:
     fields = DOCUMENTED.get(rec["rec"], {})
     return any(("-" not in allowed) if key not in rec else type(rec[key]) not in allowed
                for key, allowed in fields.items())
+
+
+def readable(data: bytes):
+    """The JSON value of a line a reader reads (None: not JSON it reads)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return past_a_double_in_x(data)
+
+
+def past_a_double_in_x(data: bytes) -> dict | None:
+    """The record of a line orjson refuses only for numbers past a double in "x", a field the
+    format does not define (readers pass over it), without that field; None for any other line."""
+    def refuse(constant):
+        raise ValueError(constant)
+    try:
+        rec = json.loads(data, parse_constant=refuse)
+        rec.pop("x")
+        return orjson.loads(json.dumps(rec, allow_nan=False))
+    except (ValueError, RecursionError, AttributeError, KeyError, TypeError):
+        return None
 
 
 def check_reader(lines: list[bytes], cut_last: bool, compress: bool) -> None:
@@ -83,8 +106,7 @@ def check_reader(lines: list[bytes], cut_last: bool, compress: bool) -> None:
         assert listed == sorted(listed) and set(listed) <= set(expected)
         assert len(listed) == len(expected) or any(d.more for d in capture.damage)
         assert all(str(d).startswith(f"{path}:{d.line}: ") for d in capture.damage if not d.more)
-        mid_file_headers = sum(orjson.loads(line).get("rec") == "header" for line in lines
-                               if not expected_problem(line))
+        mid_file_headers = sum(readable(line).get("rec") == "header" for line in lines if not expected_problem(line))
         assert len(records) + len(expected) + sum(capture.unknown_records.values()) + mid_file_headers == len(lines)
         summary, damage = analyze([str(path)])  # whatever the lines held: the rest is analysed
         assert summary["capture"]["damaged_lines"] == sum(d.lines for d in damage) == len(expected)

@@ -205,9 +205,11 @@ def test_deadlines_of_two_delays_fire_in_the_whole_inputs_order(tmp_path, monkey
 
 def test_a_last_record_holding_a_number_past_a_double_still_dates_the_file(tmp_path):
     """The planner reads a file's last lines for its latest time; a record the core reads though
-    orjson refuses it (1e400 in a field the core does not decode) counts, a damaged line does not."""
+    orjson refuses it (1e400 in a field the core does not decode) counts, a damaged line does not
+    (1e400 in `t`, a time out of range, a connection that is not a string)."""
     path = tmp_path / "c.jsonl"
     header = {"rec": "header", "t": 1.0, "format": "mwtap-capture", "version": 1, "recording": "r", "part": 1}
     path.write_bytes(orjson.dumps(header) + b"\n" + b'{"rec":"ping","t":5,"conn":"c"}\n'
-                     + b'{"rec":"ping","t":9,"conn":"c","x":1e400}\n' + b'{"rec":"ping","t":1e400,"conn":"c"}\n')
+                     + b'{"rec":"ping","t":9,"conn":"c","x":1e400}\n' + b'{"rec":"ping","t":1e400,"conn":"c"}\n'
+                     + b'{"rec":"ping","t":1e300,"conn":"c"}\n' + b'{"rec":"ping","t":99,"conn":5}\n')
     assert survey(0, str(path)).t_last == 9

@@ -55,7 +55,7 @@ def _time(rec: dict | None) -> float:
 
 
 def _last_records(path: str) -> list[dict]:
-    from analysis.capture import _open, _refused, is_gzip
+    from analysis.capture import _open, _unusable, is_gzip, read_refused
     with _open(path) as f:
         if is_gzip(f):
             tail = b""
@@ -69,8 +69,8 @@ def _last_records(path: str) -> list[dict]:
         try:
             rec = orjson.loads(line)
         except orjson.JSONDecodeError:
-            rec = _refused(line + b"\n")  # as the core reads it: 1e400 in a field it skips is a record
-        if isinstance(rec, dict):
+            rec = read_refused(line + b"\n")  # as the core reads it: 1e400 in a field it skips is a record
+        if isinstance(rec, dict) and _unusable(rec) is None:  # a line the reader damns dates nothing
             records.append(rec)
     return records
 
