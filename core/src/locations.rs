@@ -37,6 +37,9 @@ enum StreamKey<'a> {
 
 /// Bytes of a packed record (analysis/view/index.py's RECORD).
 const RECORD: usize = 38;
+// Its fields as `State::add` packs them: file, offset, length, t, connection, frame, kind and
+// direction, type, size.
+const _: () = assert!(2 + 8 + 4 + 8 + 4 + 4 + 2 + 2 + 4 == RECORD);
 /// Records packed here before they join the Python column (a bytearray grows in place, and the
 /// core never holds the whole column nor a copy of it).
 const CHUNK: usize = 1 << 16;
@@ -356,8 +359,9 @@ impl State {
             Some(&number) => number,
             None => {
                 let number = self.streams.len() as i32;
-                known.insert(id.clone().into_owned(), number);
-                self.streams.push((c, dialog, id.clone().into_owned()));
+                let id = id.clone().into_owned();
+                known.insert(id.clone(), number);
+                self.streams.push((c, dialog, id));
                 self.stream_sizes.push(0);
                 number
             }

@@ -9,7 +9,7 @@ const MAX_HEIGHT = 1_000_000;
 const REDACTED = /\[redacted sha256:[0-9a-f]+(?: sub:[0-9a-f]+)?\]/g;
 const state = readState();
 const pages = new Map();   // page number -> rows (of the current connection and filter)
-let total = 0, listKey = "", consumers = [], connections = new Map(), lastRecords = -1;
+let total = 0, listKey = "", refreshes = 0, consumers = [], connections = new Map(), lastRecords = -1;
 
 const $ = (id) => document.getElementById(id);
 const list = $("list"), spacer = $("spacer"), visible = $("rows");
@@ -80,16 +80,18 @@ async function refreshList() {
   writeState(state);
   syncForm();
   pages.clear();
-  const key = listKey = JSON.stringify([state.conn, filterParams()]);
+  listKey = JSON.stringify([state.conn, filterParams()]);
+  const refresh = ++refreshes;
   if (state.conn === null) return;
   const first = await get("frames", { conn: state.conn, start: 0, count: PAGE, ...filterParams() });
-  if (key !== listKey) return;  // another list was asked for meanwhile: its refresh draws it
+  // A later refresh asked meanwhile draws its list (even the same one: when following, it is newer).
+  if (refresh !== refreshes) return;
   pages.set(0, first.rows);
   total = first.total;
   spacer.style.height = `${Math.min(total * ROW_H, MAX_HEIGHT)}px`;
   drawTimeline();
   await renderRows();
-  if (key !== listKey) return;
+  if (refresh !== refreshes) return;
   // after the rows: the footer names the list that is drawn
   $("list-foot").textContent = `${total.toLocaleString()} frames` + (Object.keys(filterParams()).length ? " (filtered)" : "");
 }
