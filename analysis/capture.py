@@ -283,11 +283,18 @@ def record_of(line: bytes) -> dict:
 
 
 def _json_record(line: bytes) -> dict:
-    # Room for the nesting the core reads (1,024 levels; Python's stack allows ~1,000 by default).
+    with json_nesting_room():
+        return json.loads(line, parse_int=_orjson_int)
+
+
+@contextmanager
+def json_nesting_room() -> Iterator[None]:
+    """Room on Python's stack for `json`, which recurses once a level, to read or write the deepest
+    line a capture holds (1,024 levels, as the core reads; Python allows ~1,000 by default)."""
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 4_000))
     try:
-        return json.loads(line, parse_int=_orjson_int)
+        yield
     finally:
         sys.setrecursionlimit(limit)
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from typing import Callable, Protocol
 
 import orjson
 
 from analysis import _core
+from analysis.capture import json_nesting_room
 from analysis.config import Config
 from analysis.native import ANALYZERS, Counters
 from analysis.rules import Violation
@@ -35,12 +35,8 @@ def as_line(rec: dict) -> bytes:
     try:
         return orjson.dumps(rec)
     except TypeError:
-        limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(limit, 4_000))
-        try:
+        with json_nesting_room():
             return json.dumps(rec, ensure_ascii=False, allow_nan=False).encode()
-        finally:
-            sys.setrecursionlimit(limit)
 
 
 class Engine:

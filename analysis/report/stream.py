@@ -23,7 +23,6 @@ from itertools import count
 from operator import itemgetter
 from typing import Any, Callable, Iterable
 
-
 from analysis import _core, native
 from analysis.capture import MSG, PING, PONG, record_of
 from analysis.config import Config
