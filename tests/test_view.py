@@ -220,6 +220,33 @@ def test_a_late_answer_for_a_replaced_filter_is_not_drawn(procs, tmp_path, captu
 
 
 @needs_chromium
+def test_a_late_timeline_of_a_connection_left_is_not_drawn(procs, tmp_path, capture, browser):
+    """One connection's timeline answered after another connection was chosen: the canvas keeps
+    the chosen connection's timeline."""
+    _, url = start_view(procs, tmp_path, str(capture))
+    page, errors = open_page(browser, url)
+    wait_until(page, "document.querySelector('#list-foot').textContent.includes('frames')")
+    numbers = [int(n) for n in page.eval_on_selector_all("li.conn", "lis => lis.map(li => li.dataset.conn)")]
+    left, chosen = numbers[-2], numbers[-1]
+    held = []  # the left connection's timeline, answered only when the test says
+    page.route(re.compile(rf"/timeline\?(.*&)?conn={left}(&|$)"), lambda route: held.append(route))
+    page.click(f"li.conn[data-conn='{left}']")
+    deadline = time.monotonic() + 30
+    while not held:
+        assert time.monotonic() < deadline, "the first connection's timeline was never asked for"
+        page.wait_for_timeout(50)
+    with page.expect_response(re.compile(rf"/timeline\?(.*&)?conn={chosen}(&|$)")):
+        page.click(f"li.conn[data-conn='{chosen}']")
+    page.wait_for_timeout(300)  # drawn
+    drawn = page.eval_on_selector("#timeline", "c => c.toDataURL()")
+    with page.expect_response(re.compile(rf"/timeline\?(.*&)?conn={left}(&|$)")):
+        held[0].continue_()
+    page.wait_for_timeout(1000)  # the late timeline had its chance to be drawn
+    assert page.eval_on_selector("#timeline", "c => c.toDataURL()") == drawn
+    assert errors == []
+
+
+@needs_chromium
 def test_follow_shows_appended_frame(procs, tmp_path, capture, browser):
     _, url = start_view(procs, tmp_path, "--follow", str(capture))
     page, errors = open_page(browser, url)

@@ -89,17 +89,17 @@ async function refreshList() {
   pages.set(0, first.rows);
   total = first.total;
   spacer.style.height = `${Math.min(total * ROW_H, MAX_HEIGHT)}px`;
-  drawTimeline();
+  drawTimeline(refresh);
   await renderRows();
   if (refresh !== refreshes) return;
   // after the rows: the footer names the list that is drawn
   $("list-foot").textContent = `${total.toLocaleString()} frames` + (Object.keys(filterParams()).length ? " (filtered)" : "");
 }
 
-async function drawTimeline() {
-  if (state.conn === null) return;
+async function drawTimeline(refresh) {
   const buckets = Math.max(50, Math.floor($("timeline").clientWidth / 3));
-  timeline.show(await get("timeline", { conn: state.conn, t0: state.filter.t0, t1: state.filter.t1, buckets }));
+  const answer = await get("timeline", { conn: state.conn, t0: state.filter.t0, t1: state.filter.t1, buckets });
+  if (refresh === refreshes) timeline.show(answer);  // as the list: a later refresh draws its own
 }
 
 async function page(number) {
