@@ -77,6 +77,36 @@ pub fn parse(text: &str) -> Option<Value<'_>> {
     (p.i == p.s.len()).then_some(value)
 }
 
+/// The most room reserved ahead for a decoded string (beyond, it grows as it needs).
+const MAX_RESERVED: usize = 1 << 16;
+
+/// Where the run of plain string bytes that starts at `i` ends: the first quote, backslash or control
+/// character from `i` (or the end). Eight bytes at a time: in each 64-bit word, the lowest byte whose
+/// high bit the three tests set is the first such byte (a test can only flag wrongly above a byte it
+/// flags rightly, through the borrow).
+fn plain_run(s: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    while let Some(word) = s.get(i..i + 8) {
+        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        let zero = |x: u64| x.wrapping_sub(ONES) & !x;
+        let found = (zero(quote) | zero(backslash) | (w.wrapping_sub(ONES * 0x20) & !w)) & HIGH;
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while s
+        .get(i)
+        .is_some_and(|&b| b != b'"' && b != b'\\' && b >= 0x20)
+    {
+        i += 1;
+    }
+    i
+}
+
 struct Parser<'a> {
     s: &'a [u8],
     text: &'a str,
@@ -218,12 +248,7 @@ impl<'a> Parser<'a> {
         let mut owned: Option<String> = None;
         loop {
             let run = self.i;
-            while let Some(&b) = self.s.get(self.i) {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.i += 1;
-            }
+            self.i = plain_run(self.s, self.i);
             if let Some(out) = owned.as_mut() {
                 out.push_str(&self.text[run..self.i]);
             }
@@ -231,12 +256,25 @@ impl<'a> Parser<'a> {
                 b'"' => {
                     self.i += 1;
                     return Some(match owned {
-                        Some(out) => Cow::Owned(out),
+                        Some(mut out) => {
+                            if out.capacity() > 2 * out.len() + 64 {
+                                out.shrink_to_fit(); // reserved for a longer document than the string
+                            }
+                            Cow::Owned(out)
+                        }
                         None => Cow::Borrowed(&self.text[start..self.i - 1]),
                     });
                 }
                 b'\\' => {
-                    let out = owned.get_or_insert_with(|| self.text[start..self.i].to_owned());
+                    let out = owned.get_or_insert_with(|| {
+                        // Room for the rest of the document at once: a payload kept as JSON text in
+                        // a record has an escape every ten bytes or so, and growing by doubling
+                        // copied it six times over.
+                        let mut out =
+                            String::with_capacity((self.s.len() - start).min(MAX_RESERVED));
+                        out.push_str(&self.text[start..self.i]);
+                        out
+                    });
                     self.i += 1;
                     let escape = *self.s.get(self.i)?;
                     self.i += 1;
@@ -320,6 +358,36 @@ mod tests {
         ] {
             assert_eq!(parse(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn plain_runs_end_at_the_first_quote_backslash_or_control_character() {
+        let naive = |s: &[u8], i: usize| {
+            (i..s.len())
+                .find(|&j| matches!(s[j], b'"' | b'\\' | 0..=0x1f))
+                .unwrap_or(s.len())
+        };
+        // every byte value at every place around two words, alone and behind another special byte
+        for len in 0..20 {
+            for at in 0..len {
+                for byte in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = byte;
+                    for start in 0..=at {
+                        assert_eq!(plain_run(&s, start), naive(&s, start), "{s:?} from {start}");
+                    }
+                    for later in at + 1..len {
+                        for special in [b'"', b'\\', 0x1f, 0] {
+                            s[later] = special;
+                            assert_eq!(plain_run(&s, 0), naive(&s, 0), "{s:?}");
+                            s[later] = b'a';
+                        }
+                    }
+                }
+            }
+        }
+        let text = "é€😀\u{7f}\u{80}ÿ".repeat(3) + "\"";
+        assert_eq!(plain_run(text.as_bytes(), 0), text.len() - 1);
     }
 
     #[test]
