@@ -59,7 +59,8 @@ class Engine:
         self._core = _core.Engine(dataclasses.asdict(self.config), ANALYZERS, self._tables)
         self.frames = self.malformed_records = self.records_after_close = self.drops = self.dropped_records = 0
         self._counters: Counters | None = None
-        self._unwritable = 0  # records holding a value JSON cannot, counted as malformed
+        # records the core could not take (a value no JSON holds, a line it reads as no record): malformed
+        self._unfed = 0
 
     def feed(self, rec: dict) -> None:
         """One record. One without a string `rec` is no capture record and is passed over, as the
@@ -70,9 +71,19 @@ class Engine:
         try:
             line = as_line(rec)
         except (TypeError, ValueError):
-            self._unwritable += 1
+            self._unfed += 1
             return
         self._hand_over(self._core.feed(line))
+
+    def feed_line(self, line: bytes) -> None:
+        """One record as its capture line (a line of a capture file that holds a record), read by the
+        core as `mwtap analyze` reads it; a line it reads as no record is counted as malformed."""
+        try:
+            found = self._core.feed(line)
+        except ValueError:
+            self._unfed += 1
+            return
+        self._hand_over(found)
 
     def advance(self, t: float) -> None:
         """Let the clock reach `t` without a record (live checking): deadlines up to `t` fire."""
@@ -83,7 +94,7 @@ class Engine:
         result = self._core.finish()
         self._hand_over(result["violations"], result["tables"])
         self._counters = counters = Counters(result)
-        self.frames, self.malformed_records = counters.frames, counters.malformed_records + self._unwritable
+        self.frames, self.malformed_records = counters.frames, counters.malformed_records + self._unfed
         self.records_after_close, self.drops = counters.records_after_close, counters.drops
         self.dropped_records = counters.dropped_records
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+import orjson
 import pytest
 
 from analysis import Config, Engine
@@ -66,6 +67,22 @@ def test_records_nested_deeper_than_orjson_writes_are_checked():
                                          "nested": deep}])
     assert engine.frames == 2
     assert [v.rule for v in found] == ["invalid-json", "unanswered-request"]
+
+
+def test_lines_fed_as_read_are_checked_as_the_records_they_hold():
+    """`feed_line` (what `view --follow` feeds): a record's line as read, numbers past a double in
+    fields no rule reads included; a line holding no record is counted as malformed, not raised."""
+    b = CaptureBuilder()
+    b.open("c", 1.0)
+    b.c2s("c", 1.1, GET_CLOCK)
+    lines = [orjson.dumps(rec)[:-1] + b',"x":[-1e400]}\n' for rec in b.records[1:]]
+    found: list = []
+    engine = Engine(Config(), on_violation=found.append)
+    for line in [*lines, b"[1]\n", b'{"rec":5}\n']:
+        engine.feed_line(line)
+    engine.finish()
+    assert (engine.frames, engine.malformed_records) == (1, 2)
+    assert [v.rule for v in found] == ["unanswered-request"]
 
 
 def test_clock_stepping_back_a_little_does_not_confuse_pairing(tmp_path):

@@ -38,8 +38,8 @@ def followed(path) -> tuple[ViewIndex, list]:
     and fed to its `_core.Engine`; and the damage its reader met."""
     index, sources = ViewIndex(), Sources([str(path)])
     capture, records = sources.records(0)
-    for rec, file, offset, length in records:
-        index.add(rec, file, offset, length)
+    for rec, file, offset, line in records:
+        index.add(rec, file, offset, line)
     index.finish()
     return index, capture.damage
 
@@ -68,6 +68,9 @@ def test_the_core_pass_and_following_give_the_same_index(sample, tmp_path):
         b'"size":2,"text":"{}","x":1e400,"y":[[-1e400]]}\n' % (int(last["t"]) + 5, last["conn"].encode()),
         b'{"rec":"ping","t":1e400,"conn":"%s"}\n' % last["conn"].encode(),
         b'{"rec":"msg","t":1,"conn":"%s","n":8,"dir":"c2s","size":1e400}\n' % last["conn"].encode(),
+        # deeper than orjson writes (254 levels): the follower feeds the line as read, not re-encoded
+        b'{"rec":"msg","t":%d,"conn":"%s","n":9,"dir":"c2s","op":"text","kind":"req","id":"x2","type":"GetClock",'
+        b'"size":2,"text":"{}","y":%s1e400%s}\n' % (int(last["t"]) + 6, last["conn"].encode(), b"[" * 300, b"]" * 300),
     ]
     damaged.write_bytes(b"".join(lines[:50]) + b"{not json\n" + b"".join(lines[50:])
                         + b"".join(orjson.dumps(rec) + b"\n" for rec in odd) + b"".join(past_a_double))
@@ -90,9 +93,11 @@ def test_the_core_pass_and_following_give_the_same_index(sample, tmp_path):
     assert [(d.path, d.line, d.kind) for d in sources.damage] == \
         [(str(damaged), 51, "invalid JSON"), (str(damaged), end + 2, "invalid JSON"),
          (str(damaged), end + 3, "invalid JSON")]
-    # The record holding 1e400 is the last one placed, and its frame reads back (`json` reads it).
-    assert built.columns.view("offset")[-1] == damaged.stat().st_size - sum(map(len, past_a_double))
-    assert Queries(built, sources.paths, sources.names).record(len(built.columns) - 1)["id"] == "x1"
+    # The records holding 1e400 are the last two placed, and their frames read back (`json` reads them).
+    offsets, size = built.columns.view("offset"), damaged.stat().st_size
+    assert list(offsets[-2:]) == [size - sum(map(len, past_a_double)), size - len(past_a_double[-1])]
+    queries = Queries(built, sources.paths, sources.names)
+    assert [queries.record(len(built.columns) - k)["id"] for k in (2, 1)] == ["x1", "x2"]
 
 
 def test_several_files_are_read_back_in_the_order_analysis_reads_them(sample, tmp_path):
@@ -232,8 +237,8 @@ def test_growing_file_partial_last_line(sample, tmp_path):
         return False
 
     _, records = sources.records(0, wait)
-    for rec, file, offset, length in records:
-        index.add(rec, file, offset, length)
+    for rec, file, offset, line in records:
+        index.add(rec, file, offset, line)
     assert waits == [39, 41]
     q = Queries(index, sources.paths, sources.names)
     assert q.record(39) == orjson.loads(lines[40]) and q.record(40) == orjson.loads(lines[41])

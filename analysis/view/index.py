@@ -254,10 +254,12 @@ class ViewIndex:
             self._connection_record(self.connections[conn], rec, rec["rec"], rec["t"])
         self.last_t = found["last_t"]
 
-    def add(self, rec: dict, file: int, offset: int, length: int) -> None:
-        """Index one record, then feed it to the engine (which may report pairs and violations of it)."""
-        self.locate(rec, file, offset, length)
-        self.engine.feed(rec)
+    def add(self, rec: dict, file: int, offset: int, line: bytes) -> None:
+        """Index one record, then feed its line to the engine (which may report pairs and violations of
+        it): the line as read, which the core reads as `mwtap analyze` does (a record re-encoded could
+        differ: orjson writes at most 254 levels, json no infinity)."""
+        self.locate(rec, file, offset, len(line))
+        self.engine.feed_line(line)
 
     def locate(self, rec: dict, file: int, offset: int, length: int) -> None:
         """Index one record without the engine (`place` does it for every record in the core). The hot

@@ -18,11 +18,11 @@ from typing import Callable, Iterator
 
 from analysis.capture import CaptureError, CaptureFile, Damage
 
-Located = tuple[dict, int, int, int]  # (record, file number, offset, length)
+Located = tuple[dict, int, int, bytes]  # (record, file number, offset, its line)
 
 
 class Lines:
-    """A binary file's lines from its start, remembering where the last one given out starts.
+    """A binary file's lines from its start, remembering the last one given out and where it starts.
 
     `wait` (following): called at the end of the file, or at a last line not yet complete; it
     returns False to stop reading. Without it, reading stops at the end (a last line without
@@ -32,15 +32,15 @@ class Lines:
     def __init__(self, f, wait: Callable[[], bool] | None = None):
         self.f = f
         self.wait = wait
-        self.start = self.length = 0
+        self.start = 0
+        self.line = b""
 
     def __iter__(self) -> Iterator[bytes]:
         f, offset = self.f, 0
         if self.wait is None:
             for line in f:  # C-level line iteration: the common case, kept cheap
-                self.start = offset
-                self.length = length = len(line)
-                offset += length
+                self.start, self.line = offset, line
+                offset += len(line)
                 yield line
             return
         while True:
@@ -52,7 +52,7 @@ class Lines:
                 continue
             if not line:
                 return
-            self.start, self.length = offset, len(line)
+            self.start, self.line = offset, line
             offset += len(line)
             yield line
 
@@ -112,14 +112,15 @@ class Sources:
         return damage
 
     def records(self, number: int, wait: Callable[[], bool] | None = None) -> tuple[CaptureFile, Iterator[Located]]:
-        """The capture file (its header read and checked now) and its records with their places."""
+        """The capture file (its header read and checked now) and its records with their places and
+        lines."""
         capture = self.capture(number)
 
         def located() -> Iterator[Located]:
             with open(self.paths[number], "rb") as f:
                 lines = Lines(f, wait)
                 for rec in capture._parse(lines):  # the capture reader's checks, line by line
-                    yield rec, number, lines.start, lines.length
+                    yield rec, number, lines.start, lines.line
         return capture, located()
 
     def close(self) -> None:

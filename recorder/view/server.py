@@ -126,9 +126,9 @@ class Follower(threading.Thread):
         try:
             _, records = self.records_of(self._wait)
             add = self.index.add
-            for rec, file, offset, length in records:
+            for rec, file, offset, line in records:
                 with self.lock:
-                    add(rec, file, offset, length)
+                    add(rec, file, offset, line)
                 self._last_read = time.monotonic()
         except Exception as e:  # before the first end of file: raised by the command; later: said here
             if self.caught_up.is_set():
