@@ -235,9 +235,9 @@ def test_a_late_timeline_of_a_connection_left_is_not_drawn(procs, tmp_path, capt
     while not held:
         assert time.monotonic() < deadline, "the first connection's timeline was never asked for"
         page.wait_for_timeout(50)
-    with page.expect_response(re.compile(rf"/timeline\?(.*&)?conn={chosen}(&|$)")):
-        page.click(f"li.conn[data-conn='{chosen}']")
-    page.wait_for_timeout(300)  # drawn
+    before = page.eval_on_selector("#timeline", "c => c.toDataURL()")
+    page.click(f"li.conn[data-conn='{chosen}']")
+    wait_until(page, f"document.querySelector('#timeline').toDataURL() !== {before!r}")  # the chosen one drawn
     drawn = page.eval_on_selector("#timeline", "c => c.toDataURL()")
     with page.expect_response(re.compile(rf"/timeline\?(.*&)?conn={left}(&|$)")):
         held[0].continue_()

@@ -11,7 +11,7 @@ import click
 from analysis.capture import CaptureError
 
 # numpy (which pyarrow and matplotlib import) starts OpenBLAS's thread pool, whose threads spin for a
-# while: 0.12 s of CPU for nothing per command on 2 cores. mwtap does no linear algebra; a user's own
+# while: 0.05–0.1 s of CPU for nothing per command on 2 cores. mwtap does no linear algebra; a user's own
 # setting stands.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
