@@ -68,8 +68,7 @@ def traffic(tmp_path_factory) -> Path:
             "text": json.dumps({"kind": "req", "id": "long", "type": "GetClock",
                                 "body": {"pad": "x" * 200_000, "jwt": JWT}})}
     lines.insert(3, orjson.dumps(long) + b"\n")
-    # Body index fields recorded malformed (lifted again from the payload) and well-formed: the
-    # parsing threads parse them ahead of the engine (frame::lift_ahead), one thread parses on demand.
+    # Body index fields recorded malformed (lifted again from the payload) and well-formed.
     change = {"dialogId": "d-ahead", "sequence": 3, "event": {"type": "ContentEvent", "message": "hi"}}
     for events in ([["d-ahead", None, "three"]], [["d-ahead", None, 4, "ContentEvent", None, "p", "AGENT", 9]]):
         note = {"rec": "msg", "t": json.loads(lines[2])["t"], "conn": conn, "dir": "s2c", "op": "text",

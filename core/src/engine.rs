@@ -100,6 +100,8 @@ pub struct Frame<'r, 'a> {
     /// The body index fields lifted from the payload, once one recorded was malformed or missing
     /// (frame::lifted): shared by the analyzers, so that they all see one lift.
     pub(crate) relifted: OnceCell<serde_json::Map<String, Value>>,
+    /// The recorded body index fields found well-formed, parsed once for every analyzer.
+    pub(crate) lifted: [OnceCell<Option<Value>>; 5],
 }
 
 impl<'r, 'a> Frame<'r, 'a> {
@@ -109,6 +111,7 @@ impl<'r, 'a> Frame<'r, 'a> {
             category,
             payload: OnceCell::new(),
             relifted: OnceCell::new(),
+            lifted: Default::default(),
         }
     }
 
@@ -123,6 +126,7 @@ impl<'r, 'a> Frame<'r, 'a> {
             category,
             payload: OnceCell::from(payload),
             relifted: OnceCell::new(),
+            lifted: Default::default(),
         }
     }
 

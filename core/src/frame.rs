@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::engine::Frame;
 use crate::json_out::Members;
-use crate::record::{Raw, Record, Val};
+use crate::record::{Raw, Val};
 
 /// Whether a request type is `name` under any of its prefixes (cqm., .ams.aam., .ams.ms., …).
 pub fn type_is(type_: Option<&str>, name: &str) -> bool {
@@ -145,15 +145,8 @@ impl BodyField {
         }
     }
 
-    const ALL: [BodyField; 5] = [
-        BodyField::DialogId,
-        BodyField::ConversationId,
-        BodyField::Sequence,
-        BodyField::Event,
-        BodyField::Events,
-    ];
-
-    fn recorded<'a>(self, rec: &Record<'a>) -> Raw<'a> {
+    fn recorded<'a>(self, frame: &Frame<'_, 'a>) -> Raw<'a> {
+        let rec = frame.rec;
         match self {
             BodyField::DialogId => rec.dialog_id,
             BodyField::ConversationId => rec.conversation_id,
@@ -161,19 +154,6 @@ impl BodyField {
             BodyField::Event => rec.event,
             BodyField::Events => rec.events,
         }
-    }
-
-    /// The recorded value, parsed once (`Record::body_fields`); None when absent, null or
-    /// malformed.
-    fn parsed<'r>(self, rec: &'r Record<'_>) -> Option<&'r Value> {
-        rec.body_fields[self as usize]
-            .get_or_init(|| {
-                let raw = self.recorded(rec).0?;
-                serde_json::from_str::<Value>(raw.get())
-                    .ok()
-                    .filter(|value| !value.is_null() && self.valid(value))
-            })
-            .as_ref()
     }
 
     /// Whether a recorded value is what the recorder lifts (and not malformed).
@@ -204,25 +184,19 @@ pub fn lifted<'f>(frame: &'f Frame, field: BodyField) -> Option<&'f Value> {
     if let Some(relifted) = frame.relifted.get() {
         return relifted.get(field.key());
     }
-    if let Some(value) = field.parsed(frame.rec) {
+    let recorded = frame.lifted[field as usize].get_or_init(|| {
+        let raw = field.recorded(frame).0?;
+        serde_json::from_str::<Value>(raw.get())
+            .ok()
+            .filter(|value| !value.is_null() && field.valid(value))
+    });
+    if let Some(value) = recorded {
         return Some(value);
     }
     frame
         .relifted
         .get_or_init(|| relift(frame))
         .get(field.key())
-}
-
-/// Parses the body index fields a message record holds, ahead of the engine: the reader's
-/// parsing threads call it, so that the engine's thread (the slower one) finds them parsed.
-pub fn lift_ahead(rec: &Record) {
-    if rec.rec.as_str() == Some("msg") {
-        for field in BodyField::ALL {
-            if field.recorded(rec).is_present() {
-                field.parsed(rec);
-            }
-        }
-    }
 }
 
 /// The body index fields lift.rs's `lift_body` gives for the frame's type and body.

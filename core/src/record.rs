@@ -8,7 +8,6 @@
 //! limit of 1024 nested arrays/objects, which serde_json's own limit (128) is lifted to.
 
 use std::borrow::Cow;
-use std::cell::OnceCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::LazyLock;
@@ -307,10 +306,6 @@ pub struct Record<'a> {
     /// leaves redacted), made ahead by the thread that parsed the line when the reader was asked
     /// to (`CaptureFile::texts`). Only `table_text` reads it: the analyzers read `text` itself.
     pub table_text: Option<String>,
-    /// The body index fields above parsed (None: absent, null or malformed), once for every
-    /// analyzer that reads them (frame::lifted), by the engine's thread when first read or ahead
-    /// by the thread that parsed the line (frame::lift_ahead): a quarter of the engine's work.
-    pub(crate) body_fields: [OnceCell<Option<serde_json::Value>>; 5],
 }
 
 impl Record<'_> {

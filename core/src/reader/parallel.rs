@@ -2,8 +2,7 @@
 //! gzip), `parsers` threads parse them a block at a time, and the caller gets the records in file
 //! order on its own thread. Line for line the outcome is `CaptureFile::next_with`'s: the same
 //! records, damage and unknown kinds at the same line numbers, the same end at a broken gzip
-//! stream; only the wall time differs (the parsing, ~40 % of an analysis, runs beside the engine;
-//! so do the parsing of the body index fields the analyzers read, and the freeing of it all).
+//! stream; only the wall time differs (the parsing, ~40 % of an analysis, runs beside the engine).
 
 use std::io::{self, Read};
 use std::ops::ControlFlow;
@@ -13,7 +12,6 @@ use std::thread;
 use self_cell::self_cell;
 
 use super::{classify, CaptureFile, Line, LineTest, Notes, Skipped, Texts};
-use crate::frame::lift_ahead;
 use crate::lines::Lines;
 use crate::record::Record;
 
@@ -21,9 +19,8 @@ use crate::record::Record;
 /// lines a block holds (a parsed line takes ~900 bytes however short its text).
 const BLOCK: usize = 256 << 10;
 const LINES: usize = 1024;
-/// Blocks waiting at each parser, parsed blocks waiting for the caller, and spent ones waiting to
-/// be freed. With `BLOCK` and `LINES`, this bounds the pipeline's memory: a parsed block takes
-/// ~1 MB besides its text, and its body index fields parsed (a few times their text at most).
+/// Blocks waiting at each parser, and parsed blocks waiting for the caller. With `BLOCK` and
+/// `LINES`, this bounds the pipeline's memory: a parsed block takes at most ~1 MB besides its text.
 const QUEUE: usize = 2;
 /// Bytes asked of the file at a time once a block is full and its last line has not ended.
 const READ: usize = 16 << 10;
@@ -106,13 +103,6 @@ impl CaptureFile {
                     })
                     .expect("a thread to parse with");
             }
-            // A block's records hold the values parsed for them (the payload for the frames
-            // table, the body index fields): freed on a thread of their own, not the caller's.
-            let (to_free, spent) = sync_channel::<Parsed>(QUEUE);
-            thread::Builder::new()
-                .name("mwtap-free".into())
-                .spawn_scoped(s, move || spent.into_iter().for_each(drop))
-                .expect("a thread to free blocks with");
             let mut flow = ControlFlow::Continue(());
             // Block k is at parser k % parsers: taking them in turn keeps the file's order.
             for block in parsed.iter().cycle().map_while(|r| r.recv().ok()) {
@@ -128,8 +118,6 @@ impl CaptureFile {
                     }
                     ControlFlow::Continue(())
                 });
-                // The thread only drops what it is sent: it ends when `to_free` does.
-                let _ = to_free.send(block);
                 if flow.is_break() {
                     break;
                 }
@@ -220,13 +208,7 @@ fn parse_blocks(
             let mut lines = Vec::with_capacity(memchr::memchr_iter(b'\n', &block.0).count() + 1);
             lines.extend(block.lines().map(|line| match &only {
                 Some(only) if !only(line) => Line::Skipped(Skipped::Passed),
-                _ => {
-                    let line = classify(line, texts);
-                    if let Line::Record(record) = &line {
-                        lift_ahead(record);
-                    }
-                    line
-                }
+                _ => classify(line, texts),
             }));
             lines
         });
