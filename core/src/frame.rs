@@ -186,7 +186,7 @@ pub fn lifted<'f>(frame: &'f Frame, field: BodyField) -> Option<&'f Value> {
     }
     let recorded = frame.lifted[field as usize].get_or_init(|| {
         let raw = field.recorded(frame).0?;
-        serde_json::from_str::<Value>(raw.get())
+        serde_json::from_str::<Value>(raw)
             .ok()
             .filter(|value| !value.is_null() && field.valid(value))
     });

@@ -55,7 +55,7 @@ fn header_pairs(open: &Record) -> Vec<(String, String)> {
     let Some(raw) = open.request_headers.0 else {
         return Vec::new();
     };
-    let Ok(Value::Array(pairs)) = serde_json::from_str::<Value>(raw.get()) else {
+    let Ok(Value::Array(pairs)) = serde_json::from_str::<Value>(raw) else {
         return Vec::new();
     };
     pairs

@@ -65,16 +65,116 @@ impl<'a> Value<'a> {
 
 /// The document `text` holds, or None where orjson.loads raises.
 pub fn parse(text: &str) -> Option<Value<'_>> {
-    let mut p = Parser {
-        s: text.as_bytes(),
-        text,
-        i: 0,
-        depth: 0,
-    };
+    let mut p = Parser::new(text);
     p.ws();
     let value = p.value()?;
     p.ws();
     (p.i == p.s.len()).then_some(value)
+}
+
+/// The members of a JSON object read one at a time, for the capture reader (record.rs
+/// `parse_line`): a member's value is decoded when its field is kept, and otherwise only checked
+/// as `parse` checks it (orjson's rules, depth and surrogates included) and passed over, its text
+/// kept where the field is read later. A payload kept as JSON inside a JSON string has an escape
+/// every few bytes, which this passes over eight plain bytes at a time.
+pub(crate) struct Members<'a> {
+    p: Parser<'a>,
+    first: bool,
+}
+
+impl<'a> Members<'a> {
+    /// The members of the object `text` holds; None when it holds no object (`other_document`
+    /// tells whether it holds other JSON).
+    pub(crate) fn of(text: &'a str) -> Option<Self> {
+        let mut p = Parser::new(text);
+        p.depth = 1; // the object's
+        p.ws();
+        p.eat(b"{")?;
+        Some(Members { p, first: true })
+    }
+
+    /// The next member's name (its value to be read next), Some(None) at the object's end (text
+    /// after it is refused), None where the text is not JSON.
+    pub(crate) fn next_key(&mut self) -> Option<Option<Cow<'a, str>>> {
+        let first = std::mem::replace(&mut self.first, false);
+        let p = &mut self.p;
+        p.ws();
+        match *p.s.get(p.i)? {
+            b'}' => return self.end().then_some(None),
+            b',' if !first => {
+                p.i += 1;
+                p.ws();
+            }
+            _ if first => {}
+            _ => return None,
+        }
+        if p.s.get(p.i) != Some(&b'"') {
+            return None;
+        }
+        let key = p.string()?;
+        p.ws();
+        p.eat(b":")?;
+        p.ws();
+        Some(Some(key))
+    }
+
+    /// The value: a scalar decoded (1e400 refused), a container checked and given empty (only
+    /// its kind is kept). `-0` is the float -0.0 here, as serde_json, which read record lines
+    /// before, reads it (orjson, and `parse`, read the integer 0): a field's type, and so whether
+    /// a record is damaged, stays what it was.
+    pub(crate) fn scalar(&mut self) -> Option<Value<'a>> {
+        match *self.p.s.get(self.p.i)? {
+            b'{' => self.p.skip().map(|_| Value::Object(Vec::new())),
+            b'[' => self.p.skip().map(|_| Value::Array(Vec::new())),
+            b'-' => match self.p.value()? {
+                Value::Int(0) => Some(Value::Float(-0.0)),
+                number => Some(number),
+            },
+            _ => self.p.value(),
+        }
+    }
+
+    /// The value's JSON text, checked.
+    pub(crate) fn raw(&mut self) -> Option<&'a str> {
+        let start = self.p.i;
+        self.p.skip()?;
+        Some(&self.p.text[start..self.p.i])
+    }
+
+    /// The value's JSON text, checked, and when it is a string, the string decoded (one pass).
+    pub(crate) fn raw_decoded(&mut self) -> Option<(&'a str, Option<Cow<'a, str>>)> {
+        if self.p.s.get(self.p.i) != Some(&b'"') {
+            return self.raw().map(|raw| (raw, None));
+        }
+        let start = self.p.i;
+        let decoded = self.p.string()?;
+        Some((&self.p.text[start..self.p.i], Some(decoded)))
+    }
+
+    /// The value checked and passed over.
+    pub(crate) fn skip(&mut self) -> Option<()> {
+        self.p.skip()
+    }
+
+    /// Past the closing brace: only whitespace follows.
+    fn end(&mut self) -> bool {
+        self.p.i += 1;
+        self.p.ws();
+        self.p.i == self.p.s.len()
+    }
+}
+
+/// Whether `text` holds one JSON document that is no object, as the capture reader checks a line
+/// that is no record: an array passed over as `Members` passes a member over, a scalar decoded.
+pub(crate) fn other_document(text: &str) -> bool {
+    let mut p = Parser::new(text);
+    p.ws();
+    let read = match p.s.get(p.i) {
+        Some(b'[') => p.skip().is_some(),
+        _ => p.value().is_some(),
+    };
+    p.ws();
+    read && p.i == p.s.len()
 }
 
 /// The most room reserved ahead for a decoded string (beyond, it grows as it needs).
@@ -115,6 +215,15 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
+    fn new(text: &'a str) -> Self {
+        Parser {
+            s: text.as_bytes(),
+            text,
+            i: 0,
+            depth: 0,
+        }
+    }
+
     fn ws(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.s.get(self.i) {
             self.i += 1;
@@ -139,32 +248,56 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn container(&mut self, close: u8, object: bool) -> Option<Value<'a>> {
+    /// Checks the value at `i` as `value` would read it, without making it, and passes it; of
+    /// its numbers only the grammar is checked (as serde_json passes over what it does not keep:
+    /// the capture reader reads a record holding 1e400 in a field it does not decode).
+    fn skip(&mut self) -> Option<()> {
+        match *self.s.get(self.i)? {
+            b'{' => self.skip_container(b'}', true),
+            b'[' => self.skip_container(b']', false),
+            b'"' => self.skip_string(),
+            b't' => self.eat(b"true"),
+            b'f' => self.eat(b"false"),
+            b'n' => self.eat(b"null"),
+            _ => self.number_syntax().map(drop),
+        }
+    }
+
+    fn skip_container(&mut self, close: u8, object: bool) -> Option<()> {
+        self.each_item(close, object, |p| {
+            if object {
+                p.skip_string()?;
+                p.ws();
+                p.eat(b":")?;
+                p.ws();
+            }
+            p.skip()
+        })
+    }
+
+    /// Reads the array or object at `i` (its depth counted): `item` reads each item, or each
+    /// member from its key on (the key's quote checked).
+    fn each_item(
+        &mut self,
+        close: u8,
+        object: bool,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return None;
         }
         self.i += 1;
-        let mut items = Vec::new();
-        let mut members = Vec::new();
         self.ws();
         if self.s.get(self.i) == Some(&close) {
             self.i += 1;
         } else {
             loop {
                 self.ws();
-                if object {
-                    if self.s.get(self.i) != Some(&b'"') {
-                        return None;
-                    }
-                    let key = self.string()?;
-                    self.ws();
-                    self.eat(b":")?;
-                    self.ws();
-                    members.push((key, self.value()?));
-                } else {
-                    items.push(self.value()?);
+                if object && self.s.get(self.i) != Some(&b'"') {
+                    return None;
                 }
+                item(self)?;
                 self.ws();
                 match *self.s.get(self.i)? {
                     b',' => self.i += 1,
@@ -177,6 +310,56 @@ impl<'a> Parser<'a> {
             }
         }
         self.depth -= 1;
+        Some(())
+    }
+
+    /// Checks the string at `i` as `string` would decode it, without decoding it, and passes it.
+    fn skip_string(&mut self) -> Option<()> {
+        self.i += 1; // the opening quote
+        loop {
+            self.i = plain_run(self.s, self.i);
+            match *self.s.get(self.i)? {
+                b'"' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                b'\\' => {
+                    let escape = *self.s.get(self.i + 1)?;
+                    self.i += 2;
+                    match escape {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                        b'u' => match self.hex4()? {
+                            0xD800..=0xDBFF => {
+                                self.eat(b"\\u")?;
+                                if !(0xDC00..=0xDFFF).contains(&self.hex4()?) {
+                                    return None;
+                                }
+                            }
+                            0xDC00..=0xDFFF => return None,
+                            _ => {}
+                        },
+                        _ => return None,
+                    }
+                }
+                _ => return None, // a control character
+            }
+        }
+    }
+
+    fn container(&mut self, close: u8, object: bool) -> Option<Value<'a>> {
+        let (mut items, mut members) = (Vec::new(), Vec::new());
+        self.each_item(close, object, |p| {
+            if object {
+                let key = p.string()?;
+                p.ws();
+                p.eat(b":")?;
+                p.ws();
+                members.push((key, p.value()?));
+            } else {
+                items.push(p.value()?);
+            }
+            Some(())
+        })?;
         Some(if object {
             Value::Object(members)
         } else {
@@ -194,6 +377,24 @@ impl<'a> Parser<'a> {
 
     fn number(&mut self) -> Option<Value<'a>> {
         let start = self.i;
+        let float = self.number_syntax()?;
+        let literal = &self.text[start..self.i];
+        if !float {
+            if let Ok(i) = literal.parse::<i64>() {
+                return Some(Value::Int(i));
+            }
+            if let Ok(u) = literal.parse::<u64>() {
+                return Some(Value::UInt(u));
+            }
+        }
+        let f: f64 = literal.parse().ok()?;
+        f.is_finite().then_some(Value::Float(f))
+    }
+
+    /// Passes a number's text, checked against JSON's grammar only (its value is not made: a
+    /// number past a double is refused by `number`, not here). Whether it has a fraction or an
+    /// exponent.
+    fn number_syntax(&mut self) -> Option<bool> {
         if self.s[self.i] == b'-' {
             self.i += 1;
         }
@@ -220,17 +421,7 @@ impl<'a> Parser<'a> {
             }
             float = true;
         }
-        let literal = &self.text[start..self.i];
-        if !float {
-            if let Ok(i) = literal.parse::<i64>() {
-                return Some(Value::Int(i));
-            }
-            if let Ok(u) = literal.parse::<u64>() {
-                return Some(Value::UInt(u));
-            }
-        }
-        let f: f64 = literal.parse().ok()?;
-        f.is_finite().then_some(Value::Float(f))
+        Some(float)
     }
 
     fn hex4(&mut self) -> Option<u32> {

@@ -336,7 +336,7 @@ impl State {
         let key = if let Some(id) = rec.subscription_id.as_str() {
             StreamKey::Sub(Cow::Borrowed(id))
         } else if rec.kind.as_str() == Some("notification") {
-            match rec.events.0.and_then(|raw| first_dialog(raw.get())) {
+            match rec.events.0.and_then(first_dialog) {
                 Some(dialog) => StreamKey::Dialog(dialog),
                 None => return -1,
             }

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::damage::DamageLog;
 use crate::lines::Lines;
-use crate::record::{json_int, parse_json, parse_line, Parsed, Record, Val};
+use crate::record::{json_int, parse_json, parse_line, parse_line_with, Parsed, Record, Val};
 use crate::redact::redact_string;
 
 mod parallel;
@@ -296,7 +296,7 @@ pub(crate) enum Skipped {
 /// record's text handled as `texts` says.
 pub(crate) fn classify(line: &[u8], texts: Texts) -> Line<'_> {
     let mut record = Record::default();
-    match parse_line(line, &mut record) {
+    match parse_line_with(line, &mut record, texts != Texts::Raw) {
         Parsed::Record => {}
         Parsed::InvalidJson if line.ends_with(b"\n") => return damaged("invalid JSON"),
         Parsed::InvalidJson => return damaged("truncated line"),
@@ -308,7 +308,6 @@ pub(crate) fn classify(line: &[u8], texts: Texts) -> Line<'_> {
     match record.rec.as_str().unwrap_or_default() {
         "header" => Line::Skipped(Skipped::Header),
         "msg" if texts != Texts::Raw => {
-            record.table_text = record.text.string();
             if let (Texts::Redacted, Some(text)) = (texts, record.table_text.as_mut()) {
                 redact_string(text);
             }

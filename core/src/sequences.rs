@@ -877,10 +877,9 @@ fn own_published(state: &mut SeqConn, dialog: Option<String>, seq: i128) {
 
 /// `"CLOSE" in rec["text"]`, on the JSON text when it has no escapes.
 fn text_has_close(rec: &Record) -> bool {
-    let Some(raw) = rec.text.0 else {
+    let Some(json) = rec.text.0 else {
         return false;
     };
-    let json = raw.get();
     if json.contains('\\') {
         rec.text.string().is_some_and(|text| text.contains("CLOSE"))
     } else {
