@@ -69,8 +69,8 @@ def traffic(tmp_path_factory) -> Path:
                                 "body": {"pad": "x" * 200_000, "jwt": JWT}})}
     lines.insert(3, orjson.dumps(long) + b"\n")
     # Body index fields recorded malformed (lifted again from the payload) and well-formed.
-    change = {"dialogId": "d-ahead", "sequence": 3, "event": {"type": "ContentEvent", "message": "hi"}}
-    for events in ([["d-ahead", None, "three"]], [["d-ahead", None, 4, "ContentEvent", None, "p", "AGENT", 9]]):
+    change = {"dialogId": "d-events", "sequence": 3, "event": {"type": "ContentEvent", "message": "hi"}}
+    for events in ([["d-events", None, "three"]], [["d-events", None, 4, "ContentEvent", None, "p", "AGENT", 9]]):
         note = {"rec": "msg", "t": json.loads(lines[2])["t"], "conn": conn, "dir": "s2c", "op": "text",
                 "kind": "notification", "type": "ms.MessagingEventNotification", "events": events,
                 "text": json.dumps({"kind": "notification", "type": "ms.MessagingEventNotification",

@@ -324,22 +324,7 @@ impl<'a> Parser<'a> {
                     return Some(());
                 }
                 b'\\' => {
-                    let escape = *self.s.get(self.i + 1)?;
-                    self.i += 2;
-                    match escape {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
-                        b'u' => match self.hex4()? {
-                            0xD800..=0xDBFF => {
-                                self.eat(b"\\u")?;
-                                if !(0xDC00..=0xDFFF).contains(&self.hex4()?) {
-                                    return None;
-                                }
-                            }
-                            0xDC00..=0xDFFF => return None,
-                            _ => {}
-                        },
-                        _ => return None,
-                    }
+                    self.escape()?;
                 }
                 _ => return None, // a control character
             }
@@ -466,41 +451,46 @@ impl<'a> Parser<'a> {
                         out.push_str(&self.text[start..self.i]);
                         out
                     });
-                    self.i += 1;
-                    let escape = *self.s.get(self.i)?;
-                    self.i += 1;
-                    let c = match escape {
-                        b'"' => '"',
-                        b'\\' => '\\',
-                        b'/' => '/',
-                        b'b' => '\u{8}',
-                        b'f' => '\u{c}',
-                        b'n' => '\n',
-                        b'r' => '\r',
-                        b't' => '\t',
-                        b'u' => {
-                            let unit = self.hex4()?;
-                            let code = match unit {
-                                0xD800..=0xDBFF => {
-                                    self.eat(b"\\u")?;
-                                    let low = self.hex4()?;
-                                    if !(0xDC00..=0xDFFF).contains(&low) {
-                                        return None;
-                                    }
-                                    0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
-                                }
-                                0xDC00..=0xDFFF => return None,
-                                _ => unit,
-                            };
-                            char::from_u32(code)?
-                        }
-                        _ => return None,
-                    };
+                    let c = self.escape()?;
                     out.push(c);
                 }
                 _ => return None, // a control character
             }
         }
+    }
+
+    /// The character the escape at `i` (its backslash) stands for, the escape passed; None for an
+    /// unknown escape or a surrogate that is not one of a pair.
+    fn escape(&mut self) -> Option<char> {
+        let escape = *self.s.get(self.i + 1)?;
+        self.i += 2;
+        Some(match escape {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let unit = self.hex4()?;
+                let code = match unit {
+                    0xD800..=0xDBFF => {
+                        self.eat(b"\\u")?;
+                        let low = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return None;
+                        }
+                        0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+                    }
+                    0xDC00..=0xDFFF => return None,
+                    _ => unit,
+                };
+                char::from_u32(code)?
+            }
+            _ => return None,
+        })
     }
 }
 
