@@ -264,11 +264,27 @@ mod tests {
         (lines, file.damage.entries, file.unknown_records, file.lines)
     }
 
-    fn written(name: &str, bytes: &[u8]) -> String {
+    /// A file in the temporary folder, removed when dropped: also when a test fails.
+    struct Written(String);
+
+    impl std::ops::Deref for Written {
+        type Target = str;
+        fn deref(&self) -> &str {
+            &self.0
+        }
+    }
+
+    impl Drop for Written {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn written(name: &str, bytes: &[u8]) -> Written {
         let path =
             std::env::temp_dir().join(format!("mwtap-parallel-{}-{name}", std::process::id()));
         std::fs::write(&path, bytes).unwrap();
-        path.to_str().unwrap().to_owned()
+        Written(path.to_str().unwrap().to_owned())
     }
 
     fn gzipped(bytes: &[u8]) -> Vec<u8> {
@@ -368,7 +384,6 @@ mod tests {
         assert_eq!(redacted[0].2.as_deref(), Some(&*redact_text(&text)));
         assert!(!redacted[0].2.as_ref().unwrap().contains(TOKEN));
         assert_eq!(raw[0].2, None);
-        std::fs::remove_file(path).unwrap();
     }
 
     #[test]
@@ -390,7 +405,11 @@ mod tests {
             ),
         ];
         // Each record's offset is where its line starts in the file's (decompressed) bytes.
-        for (path, bytes) in files.iter().zip([&plain, &tiny_lines, &plain]) {
+        for (path, bytes) in files
+            .iter()
+            .map(|f| &f.0)
+            .zip([&plain, &tiny_lines, &plain])
+        {
             let (records, ..) = one_by_one(path, Texts::Raw, usize::MAX);
             assert!(records.len() >= 10, "{path}: {}", records.len());
             for (line, at, _) in records {
@@ -401,7 +420,7 @@ mod tests {
                 );
             }
         }
-        for path in &files {
+        for path in files.iter().map(|f| &f.0) {
             let expected = one_by_one(path, Texts::Raw, usize::MAX);
             assert!(
                 path.ends_with("header-only.jsonl") || !expected.0.is_empty(),
@@ -429,9 +448,6 @@ mod tests {
         for texts in [Texts::Decoded, Texts::Redacted] {
             let expected = one_by_one(&files[0], texts, usize::MAX);
             assert_eq!(in_blocks(&files[0], texts, 64, 2, usize::MAX), expected);
-        }
-        for path in files {
-            std::fs::remove_file(path).unwrap();
         }
     }
 }
