@@ -153,10 +153,12 @@ def test_a_bad_file_among_many_is_a_one_line_error(multi_file_input, tmp_path):
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and str(bad) in out.stderr
 
 
-def test_dask_cluster_gives_the_single_process_summary(multi_file_input):
+def test_dask_cluster_gives_the_single_process_summary(multi_file_input, tmp_path):
+    import dask
     from distributed import LocalCluster
     single, _ = analysis.analyze(multi_file_input)
-    with LocalCluster(n_workers=2, processes=True, host="127.0.0.1", dashboard_address=None) as cluster:
+    with (dask.config.set({"temporary-directory": str(tmp_path)}),  # its scratch folder, not left in /tmp
+          LocalCluster(n_workers=2, processes=True, host="127.0.0.1", dashboard_address=None) as cluster):
         on_dask, _ = analyze_parallel(multi_file_input, workers=DaskWorkers(cluster.scheduler_address))
     assert as_json(on_dask) == as_json(single)
 
