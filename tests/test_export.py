@@ -10,6 +10,7 @@ import stat
 import subprocess
 
 import duckdb
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
@@ -73,10 +74,18 @@ def test_every_table_is_a_private_parquet_file_matching_the_analysis(exported):
     assert set(connections.close_code) == {4401} and str(connections.t.dtype) == "datetime64[us, UTC]"
 
 
-def test_big_tables_are_written_in_row_groups(exported):
+def test_big_tables_are_written_in_row_groups_a_filter_on_time_skips(exported):
     _, out, counts = exported
     frames = pq.ParquetFile(out / "frames.parquet")
-    assert counts["frames"] > 2000 and frames.metadata.num_row_groups == -(-counts["frames"] // 500)
+    groups = frames.metadata.num_row_groups
+    assert counts["frames"] > 2000 and groups == -(-counts["frames"] // 500)
+    # every row group bounds its times (and numbers), so a reader filtering on `t` reads one of them
+    t = frames.schema_arrow.get_field_index("t")
+    last = frames.metadata.row_group(groups - 1).column(t).statistics
+    assert last.has_min_max and all(frames.metadata.row_group(g).column(t).statistics.max < last.min
+                                    for g in range(groups - 1))
+    fragment = next(iter(ds.dataset(out / "frames.parquet").get_fragments()))
+    assert len(fragment.split_by_row_group(ds.field("t") >= last.min)) == 1
 
 
 def test_the_export_holds_no_token(exported):
