@@ -128,8 +128,8 @@ def test_streams_top_n_title_says_how_many(cap):
 
 def test_reconnect_chains_bars_codes_and_gaps(cap):
     fig = plots.plot_reconnects(cap)
-    bars = [p for c in by_gid(fig, "connection") for p in getattr(c, "patches", [c])]
-    assert len(bars) == (cap.connections.state != "refused").sum()
+    bars = sum(len(row.get_paths()) for row in by_gid(fig, "connection"))
+    assert bars == (cap.connections.state != "refused").sum()
     labels = [t.get_text().strip() for t in by_gid(fig, "close-code")]
     assert "4401 server" in labels and "1006 server" in labels and "open at end" in labels
     assert len(by_gid(fig, "gap")) == len(cap.reconnects)

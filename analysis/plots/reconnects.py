@@ -87,9 +87,12 @@ def _chain_row(ax, y: int, conns: pd.DataFrame, delays: pd.Series, pt_per_s: flo
     labels = ["open at end" if state == "open-at-end" else label for state, label in zip(conns.state, labels)]
     import matplotlib.dates as mdates
     left = mdates.date2num(starts)  # in days: a datetime64[ns] difference overflows beyond 292 years
-    ax.barh([y] * len(conns), mdates.date2num(ends) - left, left=left, height=0.6,
-            color=["#ffbb78" if t else "#aec7e8" for t in token_close],
-            edgecolor=[ALERT_COLOR if s else "black" for s in by_server], gid="connection")
+    # one collection for the row (a patch per bar cost a tenth of a second per 100 bars); its bars'
+    # left ends stop the axis as barh's do, so that the label fits computed above hold
+    bars = ax.broken_barh(list(zip(left, mdates.date2num(ends) - left)), (y - 0.3, 0.6),
+                          facecolors=["#ffbb78" if t else "#aec7e8" for t in token_close],
+                          edgecolors=[ALERT_COLOR if s else "black" for s in by_server], gid="connection")
+    bars.sticky_edges.x.extend(left)
     first_s = starts[0].astype("datetime64[ns]").astype("int64") / 1e9 if len(starts) else 0.0
     at_pt = lambda t: (t.astype("datetime64[ns]").astype("int64") / 1e9 - first_s) * pt_per_s  # float seconds:
     # a difference of datetime64[ns] overflows beyond 292 years
