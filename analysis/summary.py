@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from analysis.histogram import LogHistogram
-from analysis.rules import SEVERITIES, SEVERITY_RANK
+from analysis.rules import SEVERITIES
 from analysis.verdict import build_verdict, identity
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class Summary:
         self.violation_counts: dict[str, dict[str, int]] = {}
         self.violations_total = 0
         self.conn_violations: dict[str, dict[str, int]] = {}
-        self.findings: dict[tuple, list] = {}  # (conn, rule) -> [count, worst severity, first t, its frame]
+        self.findings: dict[tuple, list] = {}  # (conn, rule, severity) -> [count, first t, its frame]
 
     def adder(self, table: str):
         return getattr(self, "_" + table, None)  # tables it does not aggregate are not even built
@@ -79,15 +79,14 @@ class Summary:
         if row["conn"] is not None:
             per_conn = self.conn_violations.setdefault(row["conn"], {})
             per_conn[row["severity"]] = per_conn.get(row["severity"], 0) + 1
-        finding = self.findings.get((row["conn"], row["rule"]))
+        key = (row["conn"], row["rule"], row["severity"])
+        finding = self.findings.get(key)
         if finding is None:
-            self.findings[(row["conn"], row["rule"])] = [1, row["severity"], row["t"], row["frame"]]
+            self.findings[key] = [1, row["t"], row["frame"]]
         else:
             finding[0] += 1
-            if SEVERITY_RANK[row["severity"]] < SEVERITY_RANK[finding[1]]:
-                finding[1] = row["severity"]
-            if row["t"] is not None and (finding[2] is None or row["t"] < finding[2]):
-                finding[2], finding[3] = row["t"], row["frame"]
+            if row["t"] is not None and (finding[1] is None or row["t"] < finding[1]):
+                finding[1], finding[2] = row["t"], row["frame"]
         kept = self.violations[row["severity"]]
         if len(kept) < self.max_violations:
             kept.append(row)

@@ -42,29 +42,42 @@ def consumer_keys(conns: Mapping[Hashable, tuple]) -> dict:
 
 
 def build_verdict(findings: Mapping[tuple, list], conns: Mapping[Hashable, tuple], listed: int) -> dict:
-    """`findings` maps (conn, rule) to [count, worst severity, first t, its frame]; `conns` as
-    `consumer_keys` takes it. The groups (consumer, rule), worst first, at most `listed` of them."""
+    """`findings` maps (conn, rule, severity) to [count, first t, its frame]; `conns` as
+    `consumer_keys` takes it. The groups (consumer, rule), worst first, at most `listed` of them. A
+    group says its worst severity and counts the findings at it (`count`, `connections`, `since`,
+    `conn`, `frame`); those at lower severities are only counted, in `lower` (severity: count): a
+    consumer with 9 warnings and 1 info of a rule is told as 9 times, and one more as info."""
     keys = consumer_keys(conns)
     groups: dict[tuple, dict] = {}
-    for (conn, rule), (count, severity, t, frame) in findings.items():
+    for (conn, rule, severity), (count, t, frame) in findings.items():
         consumer = CAPTURE if conn is None else keys.get(conn) or f"conn:{conn}"
         g = groups.get((consumer, rule))
         if g is None:
             side = conns[conn][3] if conn in conns and len(conns[conn]) > 3 else None
-            g = groups[(consumer, rule)] = {"consumer": consumer, "side": side, "rule": rule, "severity": severity,
-                                            "count": 0, "connections": 0, "since": t, "conn": conn, "frame": frame}
-        g["count"] += count
-        g["connections"] += conn is not None
-        if SEVERITY_RANK[severity] < SEVERITY_RANK[g["severity"]]:
-            g["severity"] = severity
-        if t is not None and (g["since"] is None or t < g["since"]):
-            g["since"], g["conn"], g["frame"] = t, conn, frame
+            g = groups[(consumer, rule)] = {"consumer": consumer, "side": side, "rule": rule, "at": {}}
+        at = g["at"].get(severity)
+        if at is None:
+            at = g["at"][severity] = {"count": 0, "connections": 0, "since": t, "conn": conn, "frame": frame}
+        at["count"] += count
+        at["connections"] += conn is not None
+        if t is not None and (at["since"] is None or t < at["since"]):
+            at["since"], at["conn"], at["frame"] = t, conn, frame
+    for g in groups.values():
+        severities = sorted(g.pop("at").items(), key=lambda item: SEVERITY_RANK[item[0]])
+        (worst, at), lower = severities[0], severities[1:]
+        g.update(severity=worst, **at, lower={severity: at["count"] for severity, at in lower})
     ranked = sorted(groups.values(), key=lambda g: (SEVERITY_RANK[g["severity"]], -g["count"], g["consumer"],
                                                     g["rule"]))
     for g in ranked[:listed]:
         g["does"] = DOES.get(g["rule"], f"breaks {g['rule']}")
         g["explanation"] = EXPLANATIONS.get(g["rule"])
     return {"clean": not ranked, "findings": ranked[:listed], "omitted": max(0, len(ranked) - listed)}
+
+
+def lower(g: dict) -> str:
+    """' (and 1 more as info)' for a group's findings below its severity, '' when there are none."""
+    more = ", ".join(f"{count} more as {severity}" for severity, count in g["lower"].items())
+    return f" (and {more})" if more else ""
 
 
 def who(consumer: str, connections: int, side: str | None = None) -> str:
@@ -83,7 +96,7 @@ def finding_line(g: dict, full_ids: bool = False) -> str:
     where += "" if g["conn"] is None or g["frame"] is None else f" frame {g['frame']}"
     times = "once" if g["count"] == 1 else f"{g['count']} times"
     return (f"{g['severity']}: {who(g['consumer'], g['connections'], g.get('side'))} {g['does']}: {times} "
-            f"since {clock(g['since'])} [{g['rule']}]{where}")
+            f"since {clock(g['since'])}{lower(g)} [{g['rule']}]{where}")
 
 
 def verdict_lines(verdict: dict, full_ids: bool = False, shown: int = SHOWN) -> list[str]:

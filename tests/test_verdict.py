@@ -15,7 +15,7 @@ from analysis.report import build_report, render_html, render_markdown
 from analysis.rules import RULES
 from analysis.synth import T0, CaptureBuilder
 from analysis.verdict import consumer_keys
-from conftest import BIN
+from conftest import BIN, REPO
 
 A1, A2, B1 = "aaaaaaaa-0000-4000-8000-000000000001", "aaaaaaaa-0000-4000-8000-000000000002", \
     "bbbbbbbb-0000-4000-8000-000000000003"
@@ -148,3 +148,18 @@ def test_a_bots_findings_are_told_as_the_agents(tmp_path):
     lines = analysis.load(path).verdict().lines()
     assert any(line.strip().startswith("error: agent token:") and "2 times" in line for line in lines), lines
     assert any(line.strip().startswith("error: consumer token:") and "once" in line for line in lines), lines
+
+
+def test_a_group_counts_its_findings_at_its_severity_and_the_lower_ones_apart():
+    """In the demo one consumer has 9 missing-accept warnings and 1 info (its connection closed just after
+    a message arrived, before it could have accepted): the verdict says 9 times, and one more as info."""
+    cap = analysis.load(REPO / "notebooks" / "data" / "demo.jsonl.gz")
+    findings = cap.verdict().findings
+    accept = cap.violations[cap.violations.rule == "missing-accept"].severity.value_counts().to_dict()
+    group, = [g for g in findings if g["rule"] == "missing-accept"]
+    assert accept == {"warning": 9, "info": 1}
+    assert (group["severity"], group["count"], group["lower"]) == ("warning", 9, {"info": 1})
+    line, = [line for line in cap.verdict().lines() if "[missing-accept]" in line]
+    assert ": 9 times since " in line and " (and 1 more as info) [missing-accept]" in line
+    # every finding is counted once, at its own severity
+    assert sum(g["count"] + sum(g["lower"].values()) for g in findings) == len(cap.violations)

@@ -13,7 +13,7 @@ from analysis.report.stream import LISTED_REQUESTS, TIMELINE_FRAMES, UNANSWERED,
 from analysis.report.model import (Anchor, Code, Conn, Details, Heading, Link, Plot, Report, Section, Table,
                                    anchor_id)
 from analysis.rules import SEVERITIES, SEVERITY_RANK
-from analysis.verdict import clock, verdict_lines, who
+from analysis.verdict import clock, lower, verdict_lines, who
 
 LISTED = 50  # rows of a table before "first N of M"
 PER_RULE = 50  # violations listed per rule
@@ -99,8 +99,8 @@ class _Builder:
         if verdict["clean"]:
             return Section("verdict", "Verdict", [head])
         rows = [[g["severity"], who(g["consumer"], g["connections"], g.get("side")),
-                 Details(f"{g['does']} [{g['rule']}]", g["explanation"] or ""), g["count"],
-                 clock(g["since"]),
+                 Details(f"{g['does']} [{g['rule']}]", g["explanation"] or ""),
+                 f"{g['count']}{lower(g)}" if g["lower"] else g["count"], clock(g["since"]),
                  self.conn(g["conn"]), self.frame_link(g["conn"], g["frame"])] for g in verdict["findings"][:LISTED]]
         total = len(verdict["findings"]) + verdict["omitted"]
         return Section("verdict", "Verdict", [head, Table(
