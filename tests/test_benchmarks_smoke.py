@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import orjson
+
 from conftest import REPO
 
 BENCHMARKS = REPO / "benchmarks"
@@ -35,3 +37,26 @@ def test_compare_benchmark_prints_every_tool_or_why_it_is_skipped():
 def test_compare_skips_what_would_not_fit_in_memory():
     out = run("compare.py", "--smoke", "--slurp-limit-mb", "0")
     assert "pandas read_json + merge" in out and "skipped: capture above --slurp-limit-mb" in out
+
+
+def test_generated_captures_are_in_time_order_as_a_recorder_writes(tmp_path):
+    """The benchmarks measure captures as recorders write them: records in time order, each
+    connection's frames numbered in that order, nothing after its close (the generator builds
+    answers ahead of the clock; `--as-built` keeps its older order)."""
+    for extra in ([], ["--as-built"]):
+        path = tmp_path / f"gen{len(extra)}.jsonl"
+        run("gen_capture.py", str(path), "--frames", "5000", "--clients", "30", *extra)
+        records = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+        times = [rec["t"] for rec in records]
+        numbers: dict[str, list] = {}
+        closed, after_close = set(), 0
+        for rec in records:
+            if rec["rec"] == "msg":
+                numbers.setdefault(rec["conn"], []).append(rec["n"])
+                after_close += rec["conn"] in closed
+            closed |= {rec["conn"]} if rec["rec"] == "close" else set()
+        in_order = times == sorted(times) and all(n == list(range(len(n))) for n in numbers.values())
+        if extra:
+            assert not in_order  # answers ahead of the next request, as built
+        else:
+            assert in_order and after_close == 0 and len(records) > 5000
