@@ -1,5 +1,8 @@
 """How every output prints a connection id: one short form, the full id behind `--full-ids` (and in JSON)."""
 
+import re
+from typing import Container
+
 SHORT = 8  # the first 8 characters of a uuid4 tell the connections of one capture apart
 LONGEST_SHOWN = 12  # ids up to this long are shown whole (mwtap view's page applies the same rule)
 
@@ -10,3 +13,14 @@ def short_id(conn, full: bool = False) -> str:
         return "-"
     conn = str(conn)
     return conn if full or len(conn) <= LONGEST_SHOWN else conn[:SHORT] + "…"
+
+
+_LONG_TOKEN = re.compile(r"[^\s'\"(),;]{%d,}" % (LONGEST_SHOWN + 1))
+
+
+def short_ids_in(text, conns: Container[str], full: bool = False):
+    """A violation's message with each id of `conns` it names (a reconnect's names the connection
+    before it) in its short form; other ids, such as dialogs', are left whole."""
+    if full or not isinstance(text, str):
+        return text
+    return _LONG_TOKEN.sub(lambda m: short_id(m[0]) if m[0] in conns else m[0], text)

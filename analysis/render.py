@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from analysis.explain import EXPLANATIONS
 from analysis.histogram import PERCENTILE_METHOD
-from analysis.ids import short_id
+from analysis.ids import short_id, short_ids_in
 from analysis.rules import SEVERITIES, SEVERITY_RANK
 from analysis.verdict import SHOWN, verdict_lines
 
@@ -69,9 +69,11 @@ def render(summary: dict, markdown: bool = False, full_ids: bool = False) -> str
     if by_rule:
         out += _table(["rule", "severity", "count"], [list(r) for r in by_rule], markdown)
         listed = summary["violations"][:LISTED]
+        conns = {c["conn"] for c in summary["connections"]}
         heading(f"First {len(listed)} of {summary['violations_total']} violations (worst first)")
         out += _table(["severity", "rule", "conn", "t", "frame", "message"],
-                      [[v["severity"], v["rule"], conn(v["conn"]), _time(v["t"]), v["frame"], v["message"]]
+                      [[v["severity"], v["rule"], conn(v["conn"]), _time(v["t"]), v["frame"],
+                        short_ids_in(v["message"], conns, full_ids)]
                        for v in listed], markdown)
 
     req = summary["requests"]

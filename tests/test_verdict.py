@@ -4,6 +4,7 @@ rule explained, in analyze's text, Markdown and JSON, the report and `cap.verdic
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -163,3 +164,19 @@ def test_a_group_counts_its_findings_at_its_severity_and_the_lower_ones_apart():
     assert ": 9 times since " in line and " (and 1 more as info) [missing-accept]" in line
     # every finding is counted once, at its own severity
     assert sum(g["count"] + sum(g["lower"].values()) for g in findings) == len(cap.violations)
+
+
+def test_no_full_connection_id_in_any_text_without_full_ids():
+    """Connection ids print short everywhere, violation messages naming the connection before a
+    reconnect included; dialog ids (uuids too) stay whole, and `--full-ids` gives every id in full."""
+    demo = REPO / "notebooks" / "data" / "demo.jsonl.gz"
+    summary, _ = analysis.analyze(demo)
+    ids = {c["conn"] for c in summary["connections"]}
+    report = build_report(analysis.load(demo))
+    texts = [render(summary), render(summary, markdown=True), render_markdown(report),
+             re.sub(r"<[^>]*>", "", render_html(report))]  # the page's text: ids stay in its links and titles
+    assert [i for i in ids for text in texts if i in text] == []
+    full = render(summary, full_ids=True)
+    assert "after close 4401 (server) of 269c5632-832b-419a-8196-e0265f12789f;" in full
+    assert "after close 4401 (server) of 269c5632…;" in render(summary)
+    assert "dialog '2142f915-ba97-497a-b73e-6eebe9e7a778'" in render(summary)

@@ -9,6 +9,7 @@ import pandas as pd
 from analysis import plots
 from analysis.explain import EXPLANATIONS
 from analysis.histogram import PERCENTILE_METHOD
+from analysis.ids import short_ids_in
 from analysis.report.stream import LISTED_REQUESTS, TIMELINE_FRAMES, UNANSWERED, StreamedCapture
 from analysis.report.model import (Anchor, Code, Conn, Details, Heading, Link, Plot, Report, Section, Table,
                                    anchor_id)
@@ -137,13 +138,15 @@ class _Builder:
         blocks = [Table(["rule", "severity", "count"],
                         [[Link(r.rule, anchor_id("rule", r.rule)), r.severity, r.count]
                          for r in by_rule.itertuples()])]
+        conns = set(self.cap.connections.conn)
         for rule in dict.fromkeys(by_rule.rule):
             rows = v[v.rule == rule].sort_values("t")
             blocks.append(Heading(f"{rule} ({len(rows)})", anchor_id("rule", rule)))
             blocks.append(Details("what this rule means", EXPLANATIONS.get(rule, "")))
             blocks.append(Table(["time", "severity", "conn", "frame", "message"],
                                 [[fmt_time(r.t), r.severity, self.conn(r.conn), self.frame_link(r.conn, r.frame),
-                                  _value(r.message)] for r in rows.head(PER_RULE).itertuples()],
+                                  _value(short_ids_in(r.message, conns, self.full_ids))]
+                                 for r in rows.head(PER_RULE).itertuples()],
                                 _listed(len(rows), PER_RULE)))
         return Section("violations", f"Violations ({len(v)})", blocks)
 
