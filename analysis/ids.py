@@ -15,12 +15,13 @@ def short_id(conn, full: bool = False) -> str:
     return conn if full or len(conn) <= LONGEST_SHOWN else conn[:SHORT] + "…"
 
 
-_LONG_TOKEN = re.compile(r"[^\s'\"(),;]{%d,}" % (LONGEST_SHOWN + 1))
+_LONG_TOKEN = re.compile(r"[0-9A-Za-z_-]{%d,}" % (LONGEST_SHOWN + 1))  # uuids, flow ids, hex
 
 
 def short_ids_in(text, conns: Container[str], full: bool = False):
     """A violation's message with each id of `conns` it names (a reconnect's names the connection
-    before it) in its short form; other ids, such as dialogs', are left whole."""
+    before it) in its short form, whatever punctuation follows it; other ids, such as dialogs', are
+    left whole. (An id of other characters than letters, digits, `-` and `_` is left whole too.)"""
     if full or not isinstance(text, str):
         return text
     return _LONG_TOKEN.sub(lambda m: short_id(m[0]) if m[0] in conns else m[0], text)

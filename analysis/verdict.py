@@ -64,8 +64,8 @@ def build_verdict(findings: Mapping[tuple, list], conns: Mapping[Hashable, tuple
             at["since"], at["conn"], at["frame"] = t, conn, frame
     for g in groups.values():
         severities = sorted(g.pop("at").items(), key=lambda item: SEVERITY_RANK[item[0]])
-        (worst, at), lower = severities[0], severities[1:]
-        g.update(severity=worst, **at, lower={severity: at["count"] for severity, at in lower})
+        (worst, at), below = severities[0], severities[1:]
+        g.update(severity=worst, **at, lower={severity: at["count"] for severity, at in below})
     ranked = sorted(groups.values(), key=lambda g: (SEVERITY_RANK[g["severity"]], -g["count"], g["consumer"],
                                                     g["rule"]))
     for g in ranked[:listed]:

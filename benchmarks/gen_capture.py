@@ -37,33 +37,31 @@ class InTimeOrder:
     out of time order by up to a quarter of a second, which no recorder writes, and
     `analysis.load` paid for a sort that no real capture costs."""
 
-    def __init__(self, out, clock: list[float]):
-        self.out, self.clock = out, clock
-        self.waiting: list[tuple[float, int, bytes]] = []
+    def __init__(self, out):
+        self.out = out
+        self.waiting: list[tuple[float, int, dict]] = []
         self.built = 0
         self.last_t: dict[str, float] = {}  # of each connection's latest record
         self.numbers: dict[str, int] = {}
 
     def write(self, line: bytes) -> None:
         rec = orjson.loads(line)
-        t, conn = rec["t"], rec.get("conn")
+        conn = rec.get("conn")
         if conn is not None:
-            if rec["rec"] == "close" and t < self.last_t.get(conn, t):
-                t = rec["t"] = self.last_t[conn]
-                line = dumps(rec)
-            self.last_t[conn] = max(t, self.last_t.get(conn, t))
+            if rec["rec"] == "close":
+                rec["t"] = max(rec["t"], self.last_t.get(conn, rec["t"]))
+            self.last_t[conn] = max(rec["t"], self.last_t.get(conn, rec["t"]))
         self.built += 1
-        heapq.heappush(self.waiting, (t, self.built, line))
+        heapq.heappush(self.waiting, (rec["t"], self.built, rec))
 
     def flush(self, until: float = math.inf) -> None:
+        """Writes the records older than `until`, in time order (then in the order built)."""
         while self.waiting and self.waiting[0][0] < until:
-            _, _, line = heapq.heappop(self.waiting)
-            rec = orjson.loads(line)
+            _, _, rec = heapq.heappop(self.waiting)
             if rec["rec"] == "msg":
                 rec["n"] = self.numbers.get(rec["conn"], 0)
                 self.numbers[rec["conn"]] = rec["n"] + 1
-                line = dumps(rec)
-            self.out.write(line)
+            self.out.write(dumps(rec))
 
 
 class WithoutBodyIndex:
@@ -192,7 +190,7 @@ def consumer(b: CaptureBuilder, rng: random.Random, client: int, clock: list[flo
 def generate(out, frames: int, clients: int, seed: int, as_built: bool = False) -> None:
     rng = random.Random(seed)
     clock = [T0]
-    ordered = None if as_built else InTimeOrder(out, clock)
+    ordered = None if as_built else InTimeOrder(out)
     b = CaptureBuilder(ordered or out, recording=f"synthetic-{seed}")
     lives = [consumer(b, rng, c, clock) for c in range(clients)]
     try:

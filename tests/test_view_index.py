@@ -17,6 +17,7 @@ from analysis.reader import CaptureSet
 from analysis.view.index import FIXED, KINDS, ViewIndex
 from analysis.view.queries import Filter, Queries
 from analysis.view.source import Sources
+from conftest import REPO
 from sample_capture import generate
 
 
@@ -304,3 +305,16 @@ def test_a_number_past_a_double_in_a_field_the_core_skips(sample, tmp_path):
     c = index.by_conn[opened["conn"]]
     assert (c.url, c.client, c.t_open) == (opened.get("url"), opened.get("client"), opened["t"])
     assert len(index.columns) == len(lines) - 1 and not sources.damage
+
+
+def test_violation_groups_count_as_the_verdict():
+    """Each (consumer, rule) group counts its findings at its worst severity and the lower ones apart, as
+    the verdict of `mwtap analyze` does (the demo: 9 missing-accept warnings, and one more as info)."""
+    demo = REPO / "notebooks" / "data" / "demo.jsonl.gz"
+    _, q, _ = open_view(demo)
+    viewed = {(g["consumer"], r["rule"]): (r["severity"], r["count"], r["lower"], r["connections"])
+              for g in q.violations() for r in g["rules"]}
+    summary, _ = analyze(demo)
+    verdict = {(f["consumer"], f["rule"]): (f["severity"], f["count"], f["lower"], f["connections"])
+               for f in summary["verdict"]["findings"]}
+    assert viewed == verdict and ("warning", 9, {"info": 1}, 2) in viewed.values()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -311,9 +311,12 @@ class Queries:
         for consumer, rules in groups.items():
             listed = []
             for rule, items in rules.items():
-                worst = min((v[1] for v in items), key=SEVERITY_RANK.__getitem__)
-                listed.append({"rule": rule, "severity": worst, "count": len(items),
-                               "connections": len({v[2] for v in items}), "explanation": EXPLANATIONS.get(rule),
+                # as the verdict counts: the findings at the worst severity, the lower ones apart
+                by_severity = sorted(Counter(v[1] for v in items).items(), key=lambda s: SEVERITY_RANK[s[0]])
+                (worst, count), lower = by_severity[0], by_severity[1:]
+                listed.append({"rule": rule, "severity": worst, "count": count, "lower": dict(lower),
+                               "connections": len({v[2] for v in items if v[1] == worst}),
+                               "explanation": EXPLANATIONS.get(rule),
                                "items": [_violation(index, v) for v in items[:ITEMS_PER_RULE]]})
             listed.sort(key=lambda r: (SEVERITY_RANK[r["severity"]], -r["count"]))
             out.append({"consumer": consumer, "rules": listed})

@@ -258,7 +258,8 @@ async function loadViolations() {
       rules.add(r.rule);
       box.append(el("details", { class: `rule ${r.severity}` },
         el("summary", {}, el("span", { class: `badge ${r.severity}` }, r.severity), ` ${r.rule} × ${r.count}`,
-           r.connections > 1 ? ` (${r.connections} connections)` : ""),
+           r.connections > 1 ? ` (${r.connections} connections)` : "",
+           ...Object.entries(r.lower).map(([severity, n]) => ` (and ${n} more as ${severity})`)),
         el("p", { class: "explain" }, r.explanation ?? ""),
         el("ul", {}, ...r.items.map((v) => el("li", { class: "vitem", onclick: () => v.g !== null ? openFrame(v.g) : selectConnection(v.connection) },
           `${clock(v.t)} ${v.message}`)))));
