@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import BIN
+from conftest import BIN, REPO
 from sample_capture import generate
 
 CHROMIUM = "/usr/bin/chromium"
@@ -275,6 +275,28 @@ def test_follow_shows_appended_frame(procs, tmp_path, capture, browser):
     page.click(".tabs button[data-tab=violations]")
     page.wait_for_selector("#summary:has-text('6 errors')", timeout=15_000)
     assert page.locator("details.rule", has_text="invalid-json").count() == 2
+    assert errors == []
+
+
+@needs_chromium
+def test_violation_groups_read_as_the_verdict(procs, tmp_path, browser):
+    """The violations panel words each (consumer, rule) group as `mwtap analyze`'s verdict does: the
+    count at the group's severity, the lower ones apart (the demo: missing-accept × 9, 1 more as info)."""
+    from analysis import analyze
+    from analysis.verdict import lower
+    demo = REPO / "notebooks" / "data" / "demo.jsonl.gz"
+    summary, _ = analyze(demo)
+    expected = sorted(
+        f"{g['severity']} {g['rule']} × {g['count']}"
+        + (f" ({g['connections']} connections)" if g["connections"] > 1 else "") + lower(g)
+        for g in summary["verdict"]["findings"])
+    assert any("(and 1 more as info)" in line for line in expected)
+    _, url = start_view(procs, tmp_path, str(demo))
+    page, errors = open_page(browser, url)
+    page.click(".tabs button[data-tab=violations]")
+    page.wait_for_selector("details.rule summary")
+    shown = sorted(page.eval_on_selector_all("details.rule > summary", "els => els.map((e) => e.textContent)"))
+    assert shown == expected
     assert errors == []
 
 

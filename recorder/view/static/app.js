@@ -247,6 +247,12 @@ function highlight(text) {  // redaction markers shown as such; everything else 
 }
 
 // --- violations ---------------------------------------------------------------------------------
+// " (and 2 more as warning, 1 more as info)" for a group's findings below its severity, as `mwtap analyze` says it
+function lower(counts) {
+  const more = Object.entries(counts).map(([severity, n]) => `${n} more as ${severity}`).join(", ");
+  return more ? ` (and ${more})` : "";
+}
+
 async function loadViolations() {
   const groups = await get("violations");
   const pane = $("violations");
@@ -259,7 +265,7 @@ async function loadViolations() {
       box.append(el("details", { class: `rule ${r.severity}` },
         el("summary", {}, el("span", { class: `badge ${r.severity}` }, r.severity), ` ${r.rule} × ${r.count}`,
            r.connections > 1 ? ` (${r.connections} connections)` : "",
-           ...Object.entries(r.lower).map(([severity, n]) => ` (and ${n} more as ${severity})`)),
+           lower(r.lower)),
         el("p", { class: "explain" }, r.explanation ?? ""),
         el("ul", {}, ...r.items.map((v) => el("li", { class: "vitem", onclick: () => v.g !== null ? openFrame(v.g) : selectConnection(v.connection) },
           `${clock(v.t)} ${v.message}`)))));
