@@ -7,7 +7,9 @@ speed; counting is switched on with callgrind_control after a warm-up), relays `
 round trips on one connection (one in flight), and the count over exactly those trips is divided
 by the messages relayed (2 per trip). Configurations: plain `mitmdump`; `mitmdump -s trim` (a script
 whose addon only trims the message list: what hosting any script costs); `mitmdump -s addon`
-(the recorder); `mwtap record`.
+(the recorder, as a user runs it: mitmproxy keeps every message of a flow); `mitmdump -s addon
+--trim` (the recorder trimming the list as the trim script does: the difference between the two
+is the recorder's own work); `mwtap record`.
 
     python benchmarks/relay_instructions.py                # 500 round trips
     python benchmarks/relay_instructions.py --smoke        # 20 round trips: check that it runs
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from relay_setup import ServerCounts, captured, clean_environment, frames_lost, request, running
 
-CONFIGURATIONS = ("mitmdump", "mitmdump -s trim", "mitmdump -s addon", "mwtap record")
+CONFIGURATIONS = ("mitmdump", "mitmdump -s trim", "mitmdump -s addon", "mitmdump -s addon --trim", "mwtap record")
 WARM_UP = 100  # round trips before counting (first-use imports and caches)
 START_TIMEOUT = 300.0  # seconds: mitmdump's start under valgrind takes ~10 s on an idle box
 
@@ -88,7 +90,10 @@ async def main() -> None:
     base = results.get("mitmdump", {}).get("per_message")
     for kind, result in results.items():
         versus = f"  {result['per_message'] / base - 1:+6.1%} vs mitmdump" if base and kind != "mitmdump" else ""
-        print(f"  {kind:20} {result['per_message']:12,.0f} instructions/msg{versus}")
+        print(f"  {kind:24} {result['per_message']:12,.0f} instructions/msg{versus}")
+    if "mitmdump -s trim" in results and "mitmdump -s addon --trim" in results:
+        own = results["mitmdump -s addon --trim"]["per_message"] - results["mitmdump -s trim"]["per_message"]
+        print(f"  the recorder's own work (addon --trim minus trim): {own:,.0f} instructions/msg")
     print(f"  frames lost: {sum(r['lost'] for r in results.values())}")
 
 

@@ -5,7 +5,8 @@ Every configuration relays ws://127.0.0.1:PORT to a server in the benchmark's ow
 "direct" (no proxy, the limit), plain mitmdump, mitmdump with the mwtap addon, `mwtap record`,
 `mwtap record --live`, and mitmdump saving flows with `-w FILE`; and, for relay_instructions.py,
 "mitmdump -s trim": mitmdump hosting a script whose addon only trims the message list (what hosting
-any script costs).
+any script costs), and "mitmdump -s addon --trim": the recorder trimming the list too
+(`mwtap_trim_messages`), so that the two differ only by the recorder's own work.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from conftest import free_port, wait_port  # noqa: E402  (the tests' port helper
 
 CONFIGURATIONS = ("direct", "mitmdump", "mitmdump -s addon", "mwtap record", "mwtap record --live",
                   "mitmdump -w FILE")
-CAPTURING = ("mitmdump -s addon", "mwtap record", "mwtap record --live", "mitmdump -w FILE")
+CAPTURING = ("mitmdump -s addon", "mitmdump -s addon --trim", "mwtap record", "mwtap record --live", "mitmdump -w FILE")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -66,6 +67,8 @@ def proxy_command(kind: str, server_port: int, proxy_port: int, out: Path) -> li
                 "--listen", f"127.0.0.1:{proxy_port}", "-o", str(out), *live]
     extra = {"mitmdump": [], "mitmdump -s addon": ["-s", str(REPO / "recorder" / "addon.py"),
                                                    "--set", f"mwtap_out={out}"],
+             "mitmdump -s addon --trim": ["-s", str(REPO / "recorder" / "addon.py"), "--set", f"mwtap_out={out}",
+                                          "--set", "mwtap_trim_messages=true"],
              "mitmdump -s trim": ["-s", str(REPO / "benchmarks" / "trim_addon.py")],
              "mitmdump -w FILE": ["-w", str(out)]}[kind]
     return [str(BIN / "mitmdump"), "-q", "--listen-host", "127.0.0.1", "--listen-port", str(proxy_port),

@@ -19,9 +19,11 @@ host that knows every addon sets it: `mwtap record`'s lean master does; under mi
 unless the user turns it on.
 
 Hooks run on mitmproxy's event loop and every message waits for them, so the per-message path
-is kept small: build the record, redact only when a cheap substring check says so, append it to
-the writer's buffer. A hook never raises into mitmproxy: a failure is logged once per hook,
-counted in `errors`, and reported as lost in the capture's next `drop` record.
+is kept small: one native call builds the record, redacts it only when a cheap substring check
+says so and encodes it into the writer's buffer (`CaptureWriter.lines`), which is written out
+when that call says it is full and on the recorder's 250 ms tick. A hook never raises into
+mitmproxy: a failure is logged once per hook, counted in `errors`, and reported as lost in the
+capture's next `drop` record.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from recorder.writer import CaptureWriter, creation_problem
 log = logging.getLogger(__name__)
 
 Observer = Callable[[dict], None]
-FLUSH_TICK = 0.25  # seconds between flushes of data buffered while traffic is idle
+FLUSH_TICK = 0.25  # seconds between flushes of what is buffered (messages are written out by size or by it)
 _REFUSED_MARK = "mwtap_refused"
 
 
@@ -306,19 +308,30 @@ class Recorder:
             return
         try:
             self._message(flow.id, messages[-1])
+        except Exception as e:  # noqa: BLE001 - as `_guarded`, without a second call on every message
+            self._failed("_message", e)
         finally:
             if self.trim_messages:
                 del messages[:-1]  # later addons still read messages[-1]
 
-    @_guarded
     def _message(self, conn: str, message) -> None:
         n = self._next_n.get(conn, 0)
         self._next_n[conn] = n + 1
-        # One native call builds, redacts and encodes the record (analysis._core.message_line).
-        line = message_line(conn, message.timestamp, n, message.from_client, message.is_text, message.content,
-                            self.max_payload, self.redact)
+        if self.observers:  # they take each record as a dict
+            line = message_line(conn, message.timestamp, n, message.from_client, message.is_text, message.content,
+                                self.max_payload, self.redact)
+            self.messages += 1
+            self._emit_line(line)
+            return
+        # One native call builds, redacts and encodes the record into the writer's buffer; it says
+        # when the buffer is full (writing out by time is the tick's: `_flush_tick`).
+        writer = self.writer
+        full = writer is not None and writer.lines.message(conn, message.timestamp, n, message.from_client,
+                                                           message.is_text, message.content, self.max_payload,
+                                                           self.redact)
         self.messages += 1
-        self._emit_line(line)
+        if full:
+            writer.write_out()
 
     @_guarded
     def websocket_end(self, flow: http.HTTPFlow) -> None:

@@ -1,12 +1,17 @@
 """CaptureWriter: the buffered, rotating, never-raising JSONL writer of a capture.
 
-Records are encoded with `analysis.capture.dumps` (or arrive encoded, `write_line`: the recorder's
-msg records, encoded by the native core) into an in-memory buffer and written with
+Records are encoded with `analysis.capture.dumps` (or arrive encoded, `write_line`) into an
+in-memory buffer, `lines` (`analysis._core.Lines`), and written with
 `os.write` on a file created 0600 with `O_EXCL | O_NOFOLLOW`, every part alike: an existing
 file is never overwritten, and a symbolic link is never followed. The buffer is written out when
-it reaches 1 MiB, when a record arrives at least `flush_interval` after the last write, and
-whenever the owner calls `flush()` (the recorder does so on every close, every 250 ms from its
-event loop while data is pending, and at exit).
+it reaches 1 MiB, when a record passed to `write` or `write_line` arrives at least
+`flush_interval` after the last write, and whenever the owner calls `flush()` (the recorder does
+so on every close, every 250 ms from its event loop while data is pending, and at exit).
+
+The recorder's messages take a shorter way, the one native call a message costs: the core encodes
+each straight into `lines` (`lines.message(...)`), which says when the buffer is full (1 MiB, or
+the part's rotation size), and the recorder then calls `write_out()`; by time, its 250 ms tick
+writes them out.
 
 A failing write (disk full, file size limit) never raises: the failure is logged once, the records
 it lost are counted, and a `drop` record carrying the count is written as soon as writing works
@@ -30,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from analysis._core import Lines
 from analysis.capture import DROP, dumps
 
 log = logging.getLogger(__name__)
@@ -72,7 +78,6 @@ class CaptureWriter:
                  flush_interval: float = FLUSH_INTERVAL, clock: Callable[[], float] = time.monotonic):
         self.path = Path(path)
         self.header = header
-        self.rotate_bytes = rotate_bytes
         self.flush_interval = flush_interval
         self.clock = clock
         self.written = 0
@@ -80,8 +85,7 @@ class CaptureWriter:
         self.part = 1
         self.paths = [self.path]
         self._fd: int | None = _create(self.path)
-        self._lines: list[bytes] = []
-        self._buffered = 0
+        self.lines = Lines(BUFFER_BYTES)
         self._file_bytes = 0
         self._header_due = True
         self._last_flush = clock()
@@ -89,10 +93,26 @@ class CaptureWriter:
         self._lost_reason = ""
         self._failing = False
         self._torn = False  # the file ends in a partial line
+        self.rotate_bytes = rotate_bytes
 
     @property
     def pending(self) -> bool:
-        return bool(self._lines) or self._lost > 0
+        return self.lines.lines > 0 or self._lost > 0
+
+    @property
+    def rotate_bytes(self) -> int:
+        """The size at which a part is closed and the next one opened (0: one file)."""
+        return self._rotate_bytes
+
+    @rotate_bytes.setter
+    def rotate_bytes(self, size: int) -> None:
+        self._rotate_bytes = size
+        self._set_limit()
+
+    def _set_limit(self) -> None:
+        """The buffer is full at 1 MiB, or sooner when it would take the part to its rotation size."""
+        room = self._rotate_bytes - self._file_bytes if self._rotate_bytes else BUFFER_BYTES
+        self.lines.limit = max(1, min(BUFFER_BYTES, room))
 
     def write(self, record: dict) -> None:
         """Queue one record; writes out the buffer when it is full or due."""
@@ -107,15 +127,22 @@ class CaptureWriter:
         self.write_line(line)
 
     def write_line(self, line: bytes) -> None:
-        """Queue one record already encoded (a capture line, newline included), like `write`."""
+        """Queue one record already encoded (a capture line: one newline, at its end), like `write`."""
         if self._fd is None:
             self.dropped += 1
             return
-        self._lines.append(line)
-        self._buffered += len(line)
-        if self._buffered >= BUFFER_BYTES or self.clock() - self._last_flush >= self.flush_interval:
-            self.flush()
-        if self.rotate_bytes and self._file_bytes + self._buffered >= self.rotate_bytes:
+        if self.lines.append(line) or self.clock() - self._last_flush >= self.flush_interval:
+            self.write_out()
+
+    def write_out(self) -> None:
+        """Write out the buffer (`lines` is full, or the write is due), then go on to the next part
+        when this one reached its rotation size. Once closed: what `lines` holds is dropped."""
+        if self._fd is None:
+            self.dropped += self.lines.lines
+            self.lines.take()
+            return
+        self.flush()
+        if self._rotate_bytes and self._file_bytes >= self._rotate_bytes:
             self._rotate()
 
     def note_lost(self, count: int, reason: str) -> None:
@@ -135,42 +162,47 @@ class CaptureWriter:
             meta.append(dumps(self.header(self.part)))
         if has_drop:
             meta.append(dumps({"rec": DROP, "t": time.time(), "count": self._lost, "reason": self._lost_reason}))
-        if not meta and not self._lines:
+        n_lines = self.lines.lines
+        if not meta and not n_lines:
             return
-        lines, self._lines, self._buffered = self._lines, [], 0
-        pieces = [b"\n"] * self._torn + meta + lines
-        data = b"".join(pieces)
+        lines = self.lines.take()
+        meta = [b"\n"] * self._torn + meta  # the newline ending a line a failed write cut
+        data = b"".join(meta) + lines if meta else lines
         done = self._write_all(data)
         if done == len(data):
             self._torn = False
             self._header_due = False
             self._lost = 0
-            self.written += len(lines)
+            self.written += n_lines
             if self._failing:
                 self._failing = False
                 log.warning("mwtap: writing %s works again", self.paths[-1])
             return
-        self._account_failure(pieces, has_header, has_drop, len(lines), done)
+        self._account_failure(meta, lines, n_lines, has_header, has_drop, done)
 
-    def _account_failure(self, pieces: list[bytes], has_header: bool, has_drop: bool, n_lines: int,
+    def _account_failure(self, meta: list[bytes], lines: bytes, n_lines: int, has_header: bool, has_drop: bool,
                          done: int) -> None:
-        """After a write that stopped at byte `done`: what made it whole into the file, what is lost."""
-        end = 0
-        complete = 0
-        for piece in pieces:
+        """After a write of `meta` then `lines` that stopped at byte `done`: what made it whole into the
+        file, what is lost."""
+        end = 0  # bytes of the pieces written whole
+        whole_meta = 0
+        for piece in meta:
             if end + len(piece) > done:
                 break
             end += len(piece)
-            complete += 1
+            whole_meta += 1
+        complete = 0
+        if whole_meta == len(meta) and done > end:
+            complete = lines.count(b"\n", 0, done - end)
+            end += lines.rfind(b"\n", 0, done - end) + 1
         if done > 0:
             self._torn = done > end
-        complete = max(0, complete - (len(pieces) - has_header - has_drop - n_lines))  # the leading newline
-        if has_header and complete:
+        whole_meta -= len(meta) - has_header - has_drop  # the leading newline
+        if has_header and whole_meta > 0:
             self._header_due = False
-            complete -= 1
-        if has_drop and complete:
+            whole_meta -= 1
+        if has_drop and whole_meta > 0:
             self._lost = 0
-            complete -= 1
         self.written += complete
         lost = n_lines - complete
         self.dropped += lost
@@ -202,6 +234,7 @@ class CaptureWriter:
                 self._lost_reason = f"write failed: {e}"
                 break
         self._file_bytes += done
+        self._set_limit()
         return done
 
     def _rotate(self) -> None:
@@ -231,5 +264,6 @@ class CaptureWriter:
         self.part = part
         self.paths.append(part_path(self.path, part))
         self._file_bytes = 0
+        self._set_limit()
         self._header_due = True
         self._torn = False

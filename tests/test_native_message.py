@@ -404,3 +404,35 @@ def test_writer_takes_native_lines_like_records(tmp_path):
         assert orjson.loads(lines[0]) == header(part)
         got += [line for line in lines[1:] if b'"msg"' in line]
     assert got == sent
+
+
+def test_messages_encoded_into_the_writers_buffer_make_the_same_parts(tmp_path):
+    """The recorder's way (`writer.lines.message`, then `write_out` when it says the buffer is full)
+    writes the same parts, byte for byte, rotated at the same lines, as `write_line` of each message's
+    `message_line`, records written through `write` in between."""
+    from recorder.writer import CaptureWriter
+    header = lambda part: {"rec": "header", "t": 0.0, "format": "mwtap-capture", "version": 1,  # noqa: E731
+                           "recording": "r1", "part": part}
+    writers = {}
+    for way in ("lines", "message"):
+        (tmp_path / way).mkdir()
+        writers[way] = CaptureWriter(tmp_path / way / "c.jsonl", header, rotate_bytes=10_000)
+    for n in range(300):
+        fields = ("c", 1.5 + n, n, n % 2 == 0, True, b'{"kind":"req","id":%d,"p":"%s"}' % (n, b"y" * (n % 97)),
+                  DEFAULT_MAX_PAYLOAD, True)
+        writers["lines"].write_line(_core.message_line(*fields))
+        if writers["message"].lines.message(*fields):
+            writers["message"].write_out()
+        if n % 40 == 0:
+            for writer in writers.values():
+                writer.write({"rec": "ping", "t": 1.0, "conn": "c", "dir": "c2s", "payload": ""})
+    for writer in writers.values():
+        writer.close()
+    by_lines, by_message = writers["lines"], writers["message"]
+    assert len(by_message.paths) >= 4 and by_message.written == by_lines.written == 308
+    assert [p.read_bytes() for p in by_message.paths] == [p.read_bytes() for p in by_lines.paths]
+    # closed: a message still handed over is dropped and counted, and no part is opened for it
+    by_message.rotate_bytes = 1
+    if by_message.lines.message(*fields):
+        by_message.write_out()
+    assert by_message.dropped == 1 and not by_message.pending and len(by_message.paths) == len(by_lines.paths)

@@ -28,23 +28,41 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut run = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        if let Some(word) = bytes.get(i..i + 8) {
+            if !any_escaped(u64::from_le_bytes(word.try_into().unwrap_or_default())) {
+                i += 8; // ids and plain text pass eight bytes at a time
+                continue;
+            }
+        }
+        let b = bytes[i];
         let escape = ESCAPES[b as usize];
-        if escape == 0 {
-            continue;
+        if escape != 0 {
+            out.extend_from_slice(&bytes[run..i]);
+            run = i + 1;
+            if escape == b'u' {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let (high, low) = (HEX[(b >> 4) as usize], HEX[(b & 15) as usize]);
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', high, low]);
+            } else {
+                out.extend_from_slice(&[b'\\', escape]);
+            }
         }
-        out.extend_from_slice(&bytes[run..i]);
-        run = i + 1;
-        if escape == b'u' {
-            const HEX: &[u8; 16] = b"0123456789abcdef";
-            let (high, low) = (HEX[(b >> 4) as usize], HEX[(b & 15) as usize]);
-            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', high, low]);
-        } else {
-            out.extend_from_slice(&[b'\\', escape]);
-        }
+        i += 1;
     }
     out.extend_from_slice(&bytes[run..]);
     out.push(b'"');
+}
+
+/// Whether any of eight bytes is one a JSON string escapes (`"`, `\`, below 0x20): the classic
+/// bit tricks, exact about whether one is there (not about which).
+fn any_escaped(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let zero_in = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
+    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    control | zero_in(word ^ (ONES * b'"' as u64)) | zero_in(word ^ (ONES * b'\\' as u64)) != 0
 }
 
 /// An integer's decimal digits.
@@ -72,37 +90,24 @@ pub fn write_f64(out: &mut Vec<u8>, f: f64) {
         return;
     }
     let mut buffer = ryu::Buffer::new();
-    let (negative, digits, exp) = shortest_digits(buffer.format_finite(f));
+    let text = buffer.format_finite(f);
+    if !text.contains('e') {
+        // ryu writes positional notation exactly where orjson does, with the same digits
+        out.extend_from_slice(text.as_bytes());
+        return;
+    }
+    let (negative, digits, exp) = shortest_digits(text);
     let d = &digits.0[..digits.1];
     if negative {
         out.push(b'-');
     }
-    if (-5..16).contains(&exp) {
-        if exp >= 0 {
-            let point = exp as usize + 1;
-            if d.len() <= point {
-                out.extend_from_slice(d);
-                out.extend(std::iter::repeat_n(b'0', point - d.len()));
-                out.extend_from_slice(b".0");
-            } else {
-                out.extend_from_slice(&d[..point]);
-                out.push(b'.');
-                out.extend_from_slice(&d[point..]);
-            }
-        } else {
-            out.extend_from_slice(b"0.");
-            out.extend(std::iter::repeat_n(b'0', (-exp - 1) as usize));
-            out.extend_from_slice(d);
-        }
-    } else {
-        out.push(d[0]);
-        if d.len() > 1 {
-            out.push(b'.');
-            out.extend_from_slice(&d[1..]);
-        }
-        out.extend_from_slice(if exp >= 0 { b"e+" } else { b"e-" });
-        write_int(out, exp.unsigned_abs() as i128);
+    out.push(d[0]);
+    if d.len() > 1 {
+        out.push(b'.');
+        out.extend_from_slice(&d[1..]);
     }
+    out.extend_from_slice(if exp >= 0 { b"e+" } else { b"e-" });
+    write_int(out, exp.unsigned_abs() as i128);
 }
 
 /// Whether negative, the significant digits (no leading or trailing zero; "0" for zero) and the
@@ -189,9 +194,45 @@ mod tests {
             (562949953421312.2, "562949953421312.2"),
             (0.0, "0.0"),
             (f64::NAN, "null"),
+            (9999999999999998.0, "9999999999999998.0"),
+            (0.000012345, "0.000012345"),
+            (-1700000000.123456, "-1700000000.123456"),
+            (-1e-7, "-1e-7"),
         ];
         for (x, want) in cases {
             assert_eq!(f(x), want);
+        }
+    }
+
+    #[test]
+    fn every_byte_escaped_wherever_it_falls_in_a_word() {
+        for b in 0u8..0x80 {
+            for at in 0..17 {
+                let mut text = vec![b'a'; 17];
+                text[at] = b;
+                let s = std::str::from_utf8(&text).unwrap();
+                let mut out = Vec::new();
+                write_str(&mut out, s);
+                let want: String = s
+                    .chars()
+                    .map(|c| match c {
+                        '"' => "\\\"".to_string(),
+                        '\\' => "\\\\".to_string(),
+                        '\n' => "\\n".to_string(),
+                        '\t' => "\\t".to_string(),
+                        '\r' => "\\r".to_string(),
+                        '\u{8}' => "\\b".to_string(),
+                        '\u{c}' => "\\f".to_string(),
+                        c if (c as u32) < 0x20 => format!("\\u{:04x}", c as u32),
+                        c => c.to_string(),
+                    })
+                    .collect();
+                assert_eq!(
+                    String::from_utf8(out).unwrap(),
+                    format!("\"{want}\""),
+                    "byte {b:#x} at {at}"
+                );
+            }
         }
     }
 

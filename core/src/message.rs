@@ -35,22 +35,35 @@ pub struct Message<'c> {
 /// (Python slice semantics); with `redact`, secrets are replaced in the whole payload before
 /// anything is lifted or cut, `size` stays the relayed length and `redacted: true` is added.
 pub fn message_line(msg: &Message, max_payload: i64, redact: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_message_line(&mut out, msg, max_payload, redact);
+    out
+}
+
+/// `message_line`, appended to `out`.
+pub fn write_message_line(out: &mut Vec<u8>, msg: &Message, max_payload: i64, redact: bool) {
     let clean = if redact && may_hold_token(msg.content) {
         redacted_bytes(msg.content)
     } else {
         None
     };
     let payload = clean.as_deref().unwrap_or(msg.content);
-    let mut out = Vec::with_capacity(payload.len() + payload.len() / 4 + 256);
+    let truncated = (payload.len() as i128) > max_payload as i128;
+    let kept = if truncated {
+        python_slice_end(payload.len(), max_payload)
+    } else {
+        payload.len()
+    };
+    out.reserve(kept + kept / 4 + 256);
     out.extend_from_slice(b"{\"rec\":\"msg\",\"t\":");
     match msg.t {
-        Time::Float(t) => write_f64(&mut out, t),
-        Time::Int(t) => write_int(&mut out, t as i128),
+        Time::Float(t) => write_f64(out, t),
+        Time::Int(t) => write_int(out, t as i128),
     }
     out.extend_from_slice(b",\"conn\":");
-    write_str(&mut out, msg.conn);
+    write_str(out, msg.conn);
     out.extend_from_slice(b",\"n\":");
-    write_int(&mut out, msg.n as i128);
+    write_int(out, msg.n as i128);
     out.extend_from_slice(b",\"dir\":");
     out.extend_from_slice(if msg.from_client {
         b"\"c2s\""
@@ -63,7 +76,7 @@ pub fn message_line(msg: &Message, max_payload: i64, redact: bool) -> Vec<u8> {
         b",\"op\":\"binary\""
     });
     out.extend_from_slice(b",\"size\":");
-    write_int(&mut out, msg.content.len() as i128);
+    write_int(out, msg.content.len() as i128);
     let text = if msg.is_text {
         std::str::from_utf8(payload).ok()
     } else {
@@ -80,12 +93,6 @@ pub fn message_line(msg: &Message, max_payload: i64, redact: bool) -> Vec<u8> {
         })
         .and_then(parse)
         .filter(|doc| matches!(doc, Value::Object(_)));
-    let truncated = (payload.len() as i128) > max_payload as i128;
-    let kept = if truncated {
-        python_slice_end(payload.len(), max_payload)
-    } else {
-        payload.len()
-    };
     if truncated {
         out.extend_from_slice(b",\"truncated\":true");
     }
@@ -98,20 +105,14 @@ pub fn message_line(msg: &Message, max_payload: i64, redact: bool) -> Vec<u8> {
                 Err(e) => &text[..e.valid_up_to()],
             };
             out.extend_from_slice(b",\"text\":");
-            write_str(&mut out, text);
+            write_str(out, text);
             if let Some(doc) = index {
-                lift_index(
-                    &doc,
-                    &mut Members {
-                        out: &mut out,
-                        first: false,
-                    },
-                );
+                lift_index(&doc, &mut Members { out, first: false });
             }
         }
         None => {
             out.extend_from_slice(b",\"b64\":\"");
-            base64(&mut out, &payload[..kept]);
+            base64(out, &payload[..kept]);
             out.push(b'"');
         }
     }
@@ -119,7 +120,6 @@ pub fn message_line(msg: &Message, max_payload: i64, redact: bool) -> Vec<u8> {
         out.extend_from_slice(b",\"redacted\":true");
     }
     out.extend_from_slice(b"}\n");
-    out
 }
 
 /// How much of `len` bytes `content[:max_payload]` keeps when `len > max_payload`.
@@ -163,22 +163,99 @@ fn py_message_line<'py>(
     max_payload: i64,
     redact: bool,
 ) -> PyResult<Bound<'py, PyBytes>> {
-    let t = if let Ok(f) = t.downcast::<PyFloat>() {
-        Time::Float(f.value())
-    } else if t.is_instance_of::<pyo3::types::PyInt>() {
-        Time::Int(t.extract()?)
-    } else {
-        return Err(PyTypeError::new_err("t must be a float or an int"));
-    };
     let msg = Message {
         conn,
-        t,
+        t: time_of(t)?,
         n,
         from_client,
         is_text,
         content,
     };
     Ok(PyBytes::new(py, &message_line(&msg, max_payload, redact)))
+}
+
+fn time_of(t: &Bound<'_, PyAny>) -> PyResult<Time> {
+    if let Ok(f) = t.downcast::<PyFloat>() {
+        Ok(Time::Float(f.value()))
+    } else if t.is_instance_of::<pyo3::types::PyInt>() {
+        Ok(Time::Int(t.extract()?))
+    } else {
+        Err(PyTypeError::new_err("t must be a float or an int"))
+    }
+}
+
+const KEPT_CAPACITY: usize = 2 << 20;
+
+/// The capture writer's buffer (recorder/writer.py): capture lines, encoded messages or lines
+/// handed over, in the order they came, until the writer takes them to write them out. The
+/// recorder's messages are encoded straight into it, one native call a message, which says
+/// whether the buffer reached `limit` bytes (the writer's cue to write it out).
+#[pyclass(name = "Lines", module = "analysis._core")]
+struct Lines {
+    data: Vec<u8>,
+    lines: usize,
+    #[pyo3(get, set)]
+    limit: usize,
+}
+
+#[pymethods]
+impl Lines {
+    #[new]
+    fn new(limit: usize) -> Self {
+        Self {
+            data: Vec::new(),
+            lines: 0,
+            limit,
+        }
+    }
+
+    /// `message_line(...)` appended; whether the buffer is full.
+    #[allow(clippy::too_many_arguments)]
+    fn message(
+        &mut self,
+        conn: &str,
+        t: &Bound<'_, PyAny>,
+        n: i64,
+        from_client: bool,
+        is_text: bool,
+        content: &[u8],
+        max_payload: i64,
+        redact: bool,
+    ) -> PyResult<bool> {
+        let msg = Message {
+            conn,
+            t: time_of(t)?,
+            n,
+            from_client,
+            is_text,
+            content,
+        };
+        write_message_line(&mut self.data, &msg, max_payload, redact);
+        self.lines += 1;
+        Ok(self.data.len() >= self.limit)
+    }
+
+    /// A line already encoded (newline included) appended; whether the buffer is full.
+    fn append(&mut self, line: &[u8]) -> bool {
+        self.data.extend_from_slice(line);
+        self.lines += 1;
+        self.data.len() >= self.limit
+    }
+
+    /// Everything buffered, and the buffer emptied.
+    fn take<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let data = PyBytes::new(py, &self.data);
+        self.data.clear();
+        self.data.shrink_to(KEPT_CAPACITY); // a message of megabytes leaves no buffer that size behind
+        self.lines = 0;
+        data
+    }
+
+    /// Lines buffered.
+    #[getter]
+    fn lines(&self) -> usize {
+        self.lines
+    }
 }
 
 /// A Python string's text, to `f` with the flag saying whether its lone surrogates (which Rust
@@ -282,6 +359,7 @@ fn py_lift_body<'py>(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_message_line, m)?)?;
+    m.add_class::<Lines>()?;
     m.add_function(wrap_pyfunction!(py_redact_text, m)?)?;
     m.add_function(wrap_pyfunction!(py_replace_jwts, m)?)?;
     m.add_function(wrap_pyfunction!(py_marker, m)?)?;
