@@ -1,13 +1,22 @@
 """CPU cost of the recorder addon per message, with and without live protocol checking, on
 mitmproxy's test flows (no sockets), next to a baseline addon that only counts, in the same run.
 
+With `--instructions`, the recorder's own work per message counted by valgrind's callgrind instead
+(a figure that does not drift with the machine): each addon's loop runs in a process of its own
+twice, over N messages and over none, and the difference is divided by N; the recorder trims the
+message list there as the counting addon does, so the two differ only by the recorder's work.
+
     python benchmarks/addon_cost.py [--messages N]
-    python benchmarks/addon_cost.py --smoke    # 2,000 messages: check that it runs
+    python benchmarks/addon_cost.py --instructions [--messages N]
+    python benchmarks/addon_cost.py --smoke [--instructions]    # a few messages: check that it runs
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -48,15 +57,56 @@ def per_message_us(addon, n: int, configure: dict) -> float:
         elapsed = time.perf_counter() - start
         if hasattr(addon, "done"):
             addon.done()
-    return elapsed / n * 1e6
+    return elapsed / max(n, 1) * 1e6
+
+
+def loop_instructions(addon: str, n: int) -> int:
+    """Instructions of a whole process running `addon`'s loop over `n` messages (callgrind)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
+                        "--loop", addon, "--messages", str(n)], check=True, capture_output=True, timeout=600,
+                       env={**os.environ, "PYTHONHASHSEED": "0"})  # the same dict layouts in every run
+        summary = next(line for line in out.read_text().splitlines() if line.startswith("summary:"))
+        return int(summary.split()[1])
+
+
+def run_loop(addon: str, n: int) -> None:
+    """One addon's loop, for `loop_instructions` (the recorder trims as the counting addon does)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if addon == "counting":
+            per_message_us(Counter(), n, {})
+        else:
+            recorder = Recorder()
+            per_message_us(recorder, n, {"mwtap_out": str(Path(tmp) / "c.jsonl"), "mwtap_trim_messages": True})
+            if recorder.messages != n or recorder.dropped:  # counted, not read back (that would be counted too)
+                raise SystemExit(f"the recorder took {recorder.messages} of {n} messages, dropped {recorder.dropped}")
+
+
+def print_instructions(n: int) -> None:
+    per_message = {addon: (loop_instructions(addon, n) - loop_instructions(addon, 0)) / n
+                   for addon in ("counting", "recorder")}
+    print(f"messages            {n}")
+    print(f"counting addon      {per_message['counting']:8,.0f} instructions/message")
+    print(f"recorder addon      {per_message['recorder']:8,.0f} instructions/message")
+    print(f"the recorder's own work: {per_message['recorder'] - per_message['counting']:,.0f} instructions/message")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=50_000)
-    parser.add_argument("--smoke", action="store_true", help="2,000 messages: check that it runs")
+    parser.add_argument("--messages", type=int)
+    parser.add_argument("--instructions", action="store_true", help="count instructions (valgrind) instead of time")
+    parser.add_argument("--smoke", action="store_true", help="a few messages: check that it runs")
+    parser.add_argument("--loop", choices=("counting", "recorder"), help=argparse.SUPPRESS)  # loop_instructions'
     args = parser.parse_args()
-    n = 2000 if args.smoke else args.messages
+    if args.loop:
+        run_loop(args.loop, args.messages)
+        return
+    n = args.messages or (200 if args.smoke else 4000) if args.instructions else args.messages or (
+        2000 if args.smoke else 50_000)
+    if args.instructions:
+        print_instructions(n)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         baseline = per_message_us(Counter(), n, {})
         recorder = per_message_us(Recorder(), n, {"mwtap_out": str(Path(tmp) / "c.jsonl")})

@@ -49,12 +49,23 @@ def test_benchmark_scripts_print_their_figures_and_lose_no_frame():
 
 
 def test_instruction_counts_are_printed_for_every_configuration():
-    out = run_all({"instructions": ["relay_instructions.py", "--smoke"]}, timeout=150.0)["instructions"]
+    outputs = run_all({"relay": ["relay_instructions.py", "--smoke"], "addon": ["addon_cost.py", "--smoke",
+                                                                            "--instructions"]}, timeout=300.0)
+    out = outputs["relay"]
     per_message = {}
-    for kind in ("mitmdump", "mitmdump -s trim", "mitmdump -s addon", "mwtap record"):
+    for kind in ("mitmdump", "mitmdump -s trim", "mitmdump -s addon", "mitmdump -s addon --trim", "mwtap record"):
         found = re.search(rf"^  {re.escape(kind)} +([\d,]+) instructions/msg", out, re.M)
         assert found, out
         per_message[kind] = int(found.group(1).replace(",", ""))
     assert re.search(r"^  mitmdump -s addon .* [+-][\d.]+% vs mitmdump$", out, re.M), out
     assert per_message["mwtap record"] < per_message["mitmdump"], out  # the lean relay's whole point
+    own = re.search(r"^  the recorder's own work \(addon --trim minus trim\): ([\d,-]+) instructions/msg$", out, re.M)
+    difference = per_message["mitmdump -s addon --trim"] - per_message["mitmdump -s trim"]
+    assert own and abs(int(own.group(1).replace(",", "")) - difference) <= 1, out  # figures rounded apart
     assert re.search(r"^\s*frames lost: 0$", out, re.M), out
+    # the hook alone, in a loop: what the recorder adds to a counting addon
+    counts = {name: int(value.replace(",", "")) for name, value in
+              re.findall(r"^(counting|recorder) addon +([\d,]+) instructions/message$", outputs["addon"], re.M)}
+    assert set(counts) == {"counting", "recorder"} and counts["recorder"] > counts["counting"] > 0, outputs["addon"]
+    own_hook = re.search(r"^the recorder's own work: [\d,]+ instructions/message$", outputs["addon"], re.M)
+    assert own_hook, outputs["addon"]

@@ -28,41 +28,23 @@ pub fn write_str(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut run = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        if let Some(word) = bytes.get(i..i + 8) {
-            if !any_escaped(u64::from_le_bytes(word.try_into().unwrap_or_default())) {
-                i += 8; // ids and plain text pass eight bytes at a time
-                continue;
-            }
-        }
-        let b = bytes[i];
+    for (i, &b) in bytes.iter().enumerate() {
         let escape = ESCAPES[b as usize];
-        if escape != 0 {
-            out.extend_from_slice(&bytes[run..i]);
-            run = i + 1;
-            if escape == b'u' {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                let (high, low) = (HEX[(b >> 4) as usize], HEX[(b & 15) as usize]);
-                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', high, low]);
-            } else {
-                out.extend_from_slice(&[b'\\', escape]);
-            }
+        if escape == 0 {
+            continue;
         }
-        i += 1;
+        out.extend_from_slice(&bytes[run..i]);
+        run = i + 1;
+        if escape == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let (high, low) = (HEX[(b >> 4) as usize], HEX[(b & 15) as usize]);
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', high, low]);
+        } else {
+            out.extend_from_slice(&[b'\\', escape]);
+        }
     }
     out.extend_from_slice(&bytes[run..]);
     out.push(b'"');
-}
-
-/// Whether any of eight bytes is one a JSON string escapes (`"`, `\`, below 0x20): the classic
-/// bit tricks, exact about whether one is there (not about which).
-fn any_escaped(word: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let zero_in = |w: u64| w.wrapping_sub(ONES) & !w & HIGH;
-    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
-    control | zero_in(word ^ (ONES * b'"' as u64)) | zero_in(word ^ (ONES * b'\\' as u64)) != 0
 }
 
 /// An integer's decimal digits.
@@ -205,7 +187,7 @@ mod tests {
     }
 
     #[test]
-    fn every_byte_escaped_wherever_it_falls_in_a_word() {
+    fn every_ascii_byte_escaped_as_orjson_escapes_it_anywhere_in_a_string() {
         for b in 0u8..0x80 {
             for at in 0..17 {
                 let mut text = vec![b'a'; 17];
