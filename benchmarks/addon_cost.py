@@ -102,11 +102,10 @@ def main() -> None:
     if args.loop:
         run_loop(args.loop, args.messages)
         return
-    n = args.messages or (200 if args.smoke else 4000) if args.instructions else args.messages or (
-        2000 if args.smoke else 50_000)
     if args.instructions:
-        print_instructions(n)
+        print_instructions(args.messages or (200 if args.smoke else 4000))
         return
+    n = args.messages or (2000 if args.smoke else 50_000)
     with tempfile.TemporaryDirectory() as tmp:
         baseline = per_message_us(Counter(), n, {})
         recorder = per_message_us(Recorder(), n, {"mwtap_out": str(Path(tmp) / "c.jsonl")})
