@@ -333,6 +333,22 @@ impl<S: AsRef<str>> FromIterator<Option<S>> for Strings {
 }
 
 impl Strings {
+    /// An empty column with room for `rows` values of `bytes` bytes in all.
+    pub fn with_capacity(rows: usize, bytes: usize) -> Self {
+        let mut offsets = Vec::with_capacity(rows + 1);
+        offsets.push(0);
+        Strings {
+            bytes: String::with_capacity(bytes),
+            offsets,
+            nulls: NullBufferBuilder::new(rows),
+        }
+    }
+
+    /// An empty column with room for as many values and bytes as this one holds.
+    pub fn empty_like(&self) -> Self {
+        Strings::with_capacity(self.len(), self.byte_len())
+    }
+
     pub fn push(&mut self, value: Option<&str>) {
         self.nulls.append(value.is_some());
         self.bytes.push_str(value.unwrap_or_default());

@@ -49,6 +49,29 @@ impl FramesTable {
         self.text.push(rec.table_text().as_deref());
     }
 
+    /// An empty table with room for as many rows and bytes as this one holds: the next batch is
+    /// about as big, and columns grown by doubling copy what they hold at every step.
+    pub fn empty_like(&self) -> Self {
+        let rows = self.len();
+        FramesTable {
+            conn: self.conn.empty_like(),
+            t: Vec::with_capacity(rows),
+            frame: Vec::with_capacity(rows),
+            dir: self.dir.empty_like(),
+            op: self.op.empty_like(),
+            size: Vec::with_capacity(rows),
+            category: self.category.empty_like(),
+            kind: self.kind.empty_like(),
+            type_: self.type_.empty_like(),
+            id: self.id.empty_like(),
+            req_id: self.req_id.empty_like(),
+            code: Vec::with_capacity(rows),
+            subscription_id: self.subscription_id.empty_like(),
+            truncated: Vec::with_capacity(rows),
+            text: self.text.empty_like(),
+        }
+    }
+
     /// Its rows.
     pub fn len(&self) -> usize {
         self.conn.len()
