@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,7 +29,7 @@ from wsproto.frame_protocol import Opcode
 from analysis.config import Config
 from analysis.live import LiveChecker
 from recorder.addon import Recorder
-from relay_setup import captured
+from relay_setup import captured, instructions
 
 PAYLOAD = (b'{"kind":"req","id":"42","type":"ms.PublishEvent","body":{"dialogId":"d1","event":'
            b'{"type":"ContentEvent","contentType":"text/plain","message":"hello there"}}}')
@@ -60,15 +61,24 @@ def per_message_us(addon, n: int, configure: dict) -> float:
     return elapsed / max(n, 1) * 1e6
 
 
+def positive(text: str) -> int:
+    n = int(text)
+    if n <= 0:
+        raise argparse.ArgumentTypeError("a positive number")
+    return n
+
+
 def loop_instructions(addon: str, n: int) -> int:
     """Instructions of a whole process running `addon`'s loop over `n` messages (callgrind)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
-        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
-                        "--loop", addon, "--messages", str(n)], check=True, capture_output=True, timeout=600,
-                       env={**os.environ, "PYTHONHASHSEED": "0"})  # the same dict layouts in every run
-        summary = next(line for line in out.read_text().splitlines() if line.startswith("summary:"))
-        return int(summary.split()[1])
+        done = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable,
+                               __file__, "--loop", addon, *(["--messages", str(n)] if n else [])],  # 0: none
+                              capture_output=True, text=True,
+                              timeout=600, env={**os.environ, "PYTHONHASHSEED": "0"})  # the same dict layouts
+        if done.returncode != 0:
+            raise SystemExit(f"the {addon} loop failed under valgrind:\n{done.stderr[-2000:]}")
+        return instructions(out)
 
 
 def run_loop(addon: str, n: int) -> None:
@@ -86,7 +96,7 @@ def run_loop(addon: str, n: int) -> None:
 def print_instructions(n: int) -> None:
     per_message = {addon: (loop_instructions(addon, n) - loop_instructions(addon, 0)) / n
                    for addon in ("counting", "recorder")}
-    print(f"messages            {n}")
+    print(f"messages            {n} (each loop also builds its messages: only the difference is the recorder's)")
     print(f"counting addon      {per_message['counting']:8,.0f} instructions/message")
     print(f"recorder addon      {per_message['recorder']:8,.0f} instructions/message")
     print(f"the recorder's own work: {per_message['recorder'] - per_message['counting']:,.0f} instructions/message")
@@ -94,15 +104,17 @@ def print_instructions(n: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int)
+    parser.add_argument("--messages", type=positive)
     parser.add_argument("--instructions", action="store_true", help="count instructions (valgrind) instead of time")
     parser.add_argument("--smoke", action="store_true", help="a few messages: check that it runs")
     parser.add_argument("--loop", choices=("counting", "recorder"), help=argparse.SUPPRESS)  # loop_instructions'
     args = parser.parse_args()
     if args.loop:
-        run_loop(args.loop, args.messages)
+        run_loop(args.loop, args.messages or 0)
         return
     if args.instructions:
+        if shutil.which("valgrind") is None:
+            parser.error("valgrind is not installed (Debian package valgrind)")
         print_instructions(args.messages or (200 if args.smoke else 4000))
         return
     n = args.messages or (2000 if args.smoke else 50_000)

@@ -24,7 +24,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from relay_setup import ServerCounts, captured, clean_environment, frames_lost, request, running
+from relay_setup import ServerCounts, captured, clean_environment, frames_lost, instructions, request, running
 
 CONFIGURATIONS = ("mitmdump", "mitmdump -s trim", "mitmdump -s addon", "mitmdump -s addon --trim", "mwtap record")
 WARM_UP = 100  # round trips before counting (first-use imports and caches)
@@ -44,15 +44,6 @@ async def round_trips(port: int, trips: int) -> tuple[int, int]:
 
 def callgrind_control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args], check=True, capture_output=True, timeout=120)
-
-
-def instructions(dump: Path) -> int:
-    """The event total of a callgrind dump (its `summary:` line)."""
-    with open(dump) as f:
-        for line in f:
-            if line.startswith("summary:"):
-                return int(line.split()[1])
-    raise ValueError(f"{dump}: no summary line")
 
 
 async def measure(kind: str, trips: int, workdir: Path) -> dict:

@@ -127,6 +127,15 @@ async def running(kind: str, workdir: Path, counts: ServerCounts, wrapper: tuple
             await asyncio.to_thread(proc.wait, start_timeout)
 
 
+def instructions(dump: Path) -> int:
+    """The event total of a callgrind dump (its `summary:` line)."""
+    with open(dump) as f:
+        for line in f:
+            if line.startswith("summary:"):
+                return int(line.split()[1])
+    raise ValueError(f"{dump}: no summary line")
+
+
 def captured(out: Path) -> Counter:
     """Messages a capture (mwtap JSONL or mitmproxy flow file) holds, by direction: c2s, s2c."""
     counts: Counter = Counter()

@@ -344,9 +344,10 @@ impl Strings {
         }
     }
 
-    /// An empty column with room for as many values and bytes as this one holds.
-    pub fn empty_like(&self) -> Self {
-        Strings::with_capacity(self.len(), self.byte_len())
+    /// An empty column with room for as many values and bytes as this one holds, at most
+    /// `max_rows` and `max_bytes`.
+    pub fn empty_like(&self, max_rows: usize, max_bytes: usize) -> Self {
+        Strings::with_capacity(self.len().min(max_rows), self.byte_len().min(max_bytes))
     }
 
     pub fn push(&mut self, value: Option<&str>) {

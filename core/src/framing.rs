@@ -49,26 +49,28 @@ impl FramesTable {
         self.text.push(rec.table_text().as_deref());
     }
 
-    /// An empty table with room for as many rows and bytes as this one holds: the next batch is
-    /// about as big, and columns grown by doubling copy what they hold at every step.
-    pub fn empty_like(&self) -> Self {
-        let rows = self.len();
+    /// An empty table with room for as many rows and bytes as this one holds, at most `max_rows`
+    /// rows and `max_bytes` bytes a column (a batch's limits: one huge payload does not make the
+    /// next batch reserve its size): the next batch is about as big, and columns grown by
+    /// doubling copy what they hold at every step.
+    pub fn empty_like(&self, max_rows: usize, max_bytes: usize) -> Self {
+        let rows = self.len().min(max_rows);
         FramesTable {
-            conn: self.conn.empty_like(),
+            conn: self.conn.empty_like(max_rows, max_bytes),
             t: Vec::with_capacity(rows),
             frame: Vec::with_capacity(rows),
-            dir: self.dir.empty_like(),
-            op: self.op.empty_like(),
+            dir: self.dir.empty_like(max_rows, max_bytes),
+            op: self.op.empty_like(max_rows, max_bytes),
             size: Vec::with_capacity(rows),
-            category: self.category.empty_like(),
-            kind: self.kind.empty_like(),
-            type_: self.type_.empty_like(),
-            id: self.id.empty_like(),
-            req_id: self.req_id.empty_like(),
+            category: self.category.empty_like(max_rows, max_bytes),
+            kind: self.kind.empty_like(max_rows, max_bytes),
+            type_: self.type_.empty_like(max_rows, max_bytes),
+            id: self.id.empty_like(max_rows, max_bytes),
+            req_id: self.req_id.empty_like(max_rows, max_bytes),
             code: Vec::with_capacity(rows),
-            subscription_id: self.subscription_id.empty_like(),
+            subscription_id: self.subscription_id.empty_like(max_rows, max_bytes),
             truncated: Vec::with_capacity(rows),
-            text: self.text.empty_like(),
+            text: self.text.empty_like(max_rows, max_bytes),
         }
     }
 
