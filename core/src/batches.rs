@@ -133,7 +133,9 @@ impl Stream {
         let settings = self.settings.get();
         if let Some(frames) = engine.framing.rows.as_mut() {
             if frames.len() >= settings.rows || frames.text.byte_len() >= settings.payload_bytes {
-                let next = frames.empty_like(settings.rows, settings.payload_bytes);
+                // a batch's payloads end past their limit by the last one: room for twice the limit
+                let next =
+                    frames.empty_like(settings.rows, settings.payload_bytes.saturating_mul(2));
                 let table = std::mem::replace(frames, next);
                 self.send_frames(table)?;
             }

@@ -50,9 +50,9 @@ impl FramesTable {
     }
 
     /// An empty table with room for as many rows and bytes as this one holds, at most `max_rows`
-    /// rows and `max_bytes` bytes a column (a batch's limits: one huge payload does not make the
-    /// next batch reserve its size): the next batch is about as big, and columns grown by
-    /// doubling copy what they hold at every step.
+    /// rows and `max_bytes` bytes a column (bounds from the batch's limits: one huge payload does
+    /// not make the next batch reserve its size): the next batch is about as big, and columns
+    /// grown by doubling copy what they hold at every step.
     pub fn empty_like(&self, max_rows: usize, max_bytes: usize) -> Self {
         let rows = self.len().min(max_rows);
         FramesTable {
