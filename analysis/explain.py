@@ -65,7 +65,8 @@ EXPLANATIONS: dict[str, str] = {
                          "agent: answer every WAITING ring before its ringExpiration.",
     "publish-after-close": "After a conversation or dialog is closed the client should not publish to it "
                            "(Protocol Overview, Finish a conversation). Stop the composer when the CLOSE "
-                           "notification arrives.",
+                           "notification arrives. A publish within 1 s of that notification is only info: it "
+                           "may have left the client before the notification reached it.",
 }
 
 # What a client that breaks the rule does, as the verdict says it ("consumer … <does this>: 16 times").

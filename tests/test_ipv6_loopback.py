@@ -151,7 +151,10 @@ def test_replay_to_an_ipv6_target(recorded, procs, tmp_path):
                  token_command(port, host=V6), "--format", "json", "--wait-timeout", "3")
     assert done.returncode == 0, done.stderr
     [connection] = json.loads(done.stdout)["connections"]
-    assert connection["frames_sent"] == connection["frames_total"] > 0 and connection["events"] == [], connection
+    # The server sends a notification a request causes only after its response, so one can come after
+    # the consumer's close, there or here: replay says it left it out. Anything else is a difference.
+    events = [e for e in connection["events"] if "after the recorded client's close" not in e]
+    assert connection["frames_sent"] == connection["frames_total"] > 0 and events == [], connection
     assert f"-> ws://[::1]:{port}{WS_PATH}" in done.stderr
     [opened] = open_records(replayed)
     assert opened["url"] == f"ws://[::1]:{port}{WS_PATH}" and opened["server"] == f"[::1]:{port}"

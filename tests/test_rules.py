@@ -678,6 +678,43 @@ def test_publish_after_close():
     assert [(v.rule, v.frame) for v in found] == [("publish-after-close", 3)]
 
 
+def test_publish_crossing_the_close_notification_is_info_and_later_ones_warn():
+    """Seen with node-agent-sdk: the bot ACCEPTs a message 5 ms after the proxy passed the close
+    notification, before the notification can have reached it. Only a publish a second or more after
+    the notification, or after the client's own close request, is the client's fault."""
+    b = session()
+    closing = fixture("D-TUT conversation-metadata.md (participantsPId")
+    closing["body"]["changes"][0]["result"].update(convId=DIALOG)
+    closing["body"]["changes"][0]["result"]["conversationDetails"]["state"] = "CLOSE"
+    b.c2s("c", 1, SUBSCRIBE)
+    b.s2c("c", 1.1, SUBSCRIBED)
+    b.s2c("c", 2, {**closing, "body": {**closing["body"], "subscriptionId": SID}})
+    b.c2s("c", 2.005, accept([3], "a1"))
+    b.s2c("c", 2.1, response("a1", 400))
+    text = copy.deepcopy(PUBLISH_TEXT)
+    text["body"]["dialogId"] = DIALOG
+    b.c2s("c", 2.6, {**text, "id": "t1"})
+    b.s2c("c", 2.7, response("t1", 400))
+    b.c2s("c", 3.5, {**text, "id": "t2"})
+    b.s2c("c", 3.6, response("t2", 400))
+    # the client's own close request: it knew, so even at once it is a warning
+    b.c2s("c", 4, CLOSE_CONVERSATION)
+    b.s2c("c", 4.1, response("0"))
+    own = copy.deepcopy(PUBLISH_TEXT)
+    own["body"].update(dialogId="id", conversationId="id")
+    b.c2s("c", 4.2, {**own, "id": "t3"})
+    b.s2c("c", 4.3, response("t3", 400))
+    found = [(v.frame, v.severity, v.message) for v in run(b) if v.rule == "publish-after-close"]
+    assert found == [
+        (3, "info", f"AcceptStatusEvent published to dialog '{DIALOG}' 0.005 s after its close notification: "
+                    "it may have crossed the notification in flight"),
+        (5, "info", f"ContentEvent published to dialog '{DIALOG}' 0.600 s after its close notification: "
+                    "it may have crossed the notification in flight"),
+        (7, "warning", f"ContentEvent published to dialog '{DIALOG}' closed 1.5 s earlier"),
+        (11, "warning", "ContentEvent published to dialog 'id' closed 0.1 s earlier"),
+    ]
+
+
 def test_publish_after_close_request_and_not_for_chat_state_or_survey_dialog():
     b = session()
     b.c2s("c", 1, CLOSE_CONVERSATION)   # conversationField as an array

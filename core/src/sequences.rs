@@ -32,6 +32,17 @@ const HISTORY_SLACK_S: f64 = 1.0;
 const CLOSED_IDS_KEPT: usize = 100_000;
 /// How long an accepted message waits for its READ (bounds memory).
 pub const READ_WAIT_S: f64 = 300.0;
+/// A publish this soon after a close notification may have crossed it in flight: the client sent
+/// it before the notification reached it (a round trip between client and proxy, with margin).
+const CROSSING_S: f64 = 1.0;
+
+/// When a conversation or dialog was seen closed, and whether a notification told the client so
+/// (rather than the answer to its own close request).
+#[derive(Clone, Copy)]
+struct Closed {
+    t: f64,
+    notified: bool,
+}
 const REQUESTS: [&str; 4] = [
     "PublishEvent",
     "SubscribeMessagingEvents",
@@ -190,8 +201,8 @@ pub struct Sequences {
     conns: FastMap<String, SeqConn>,
     opened: u64,
     /// Closed conversations and dialogs (ids are global: a reconnect still publishes to them).
-    closed_conversations: OrderedMap<String, f64>,
-    closed_dialogs: OrderedMap<String, f64>,
+    closed_conversations: OrderedMap<String, Closed>,
+    closed_dialogs: OrderedMap<String, Closed>,
     counts: Counts,
     accept_ms: LogHistogram,
     /// Expects still named by a deadline; a deadline's token is its id × 2 (+1 for the READ wait).
@@ -249,19 +260,32 @@ impl Sequences {
         let chat_state = event_type.as_str() == Some(CHAT_STATE);
         let any_closed = !self.closed_dialogs.is_empty() || !self.closed_conversations.is_empty();
         if !chat_state && any_closed {
-            let earlier = |closed: &OrderedMap<String, f64>, id: &Option<String>| {
+            let earlier = |closed: &OrderedMap<String, Closed>, id: &Option<String>| {
                 let id = id.as_deref()?;
-                closed.get(id).map(|at| (py_str_ascii(id), t - at))
+                closed
+                    .get(id)
+                    .map(|c| (py_str_ascii(id), t - c.t, c.notified))
             };
             let closed = earlier(&self.closed_dialogs, &dialog)
-                .map(|(id, s)| format!("dialog {id} closed {s:.1} s earlier"))
+                .map(|(id, s, notified)| ("dialog", id, s, notified))
                 .or_else(|| {
                     earlier(&self.closed_conversations, &conversation)
-                        .map(|(id, s)| format!("conversation {id} closed {s:.1} s earlier"))
+                        .map(|(id, s, notified)| ("conversation", id, s, notified))
                 });
-            if let Some(closed) = closed {
-                let message = format!("{} published to {closed}", py_str(event_type));
-                ctx.at_message("publish-after-close", rec, message, None);
+            if let Some((what, id, s, notified)) = closed {
+                let event_type = py_str(event_type);
+                let (message, severity) = if notified && s < CROSSING_S {
+                    let message = format!(
+                        "{event_type} published to {what} {id} {s:.3} s after its close notification: \
+                         it may have crossed the notification in flight"
+                    );
+                    (message, Some("info"))
+                } else {
+                    let message =
+                        format!("{event_type} published to {what} {id} closed {s:.1} s earlier");
+                    (message, None)
+                };
+                ctx.at_message("publish-after-close", rec, message, severity);
             }
         }
         let conn = rec.conn.as_str().expect("an open connection's id");
@@ -589,16 +613,17 @@ fn truthy(value: &Value) -> bool {
     }
 }
 
-fn mark(closed: &mut OrderedMap<String, f64>, key: &str, t: f64) {
+fn mark(closed: &mut OrderedMap<String, Closed>, key: &str, closing: Closed) {
     if !closed.contains_key(key) {
-        closed.insert(key.to_owned(), t);
+        closed.insert(key.to_owned(), closing);
         trim_oldest(closed, CLOSED_IDS_KEPT);
     }
 }
 
-fn set_closed(closed: &mut OrderedMap<String, f64>, key: &str, state: Option<&Value>, t: f64) {
+/// A conversation notification's `state`: CLOSE closes, OPEN reopens.
+fn set_closed(closed: &mut OrderedMap<String, Closed>, key: &str, state: Option<&Value>, t: f64) {
     match state.and_then(Value::as_str) {
-        Some("CLOSE") => mark(closed, key, t),
+        Some("CLOSE") => mark(closed, key, Closed { t, notified: true }),
         Some("OPEN") => {
             closed.shift_remove(key);
         }
@@ -739,10 +764,18 @@ impl Analyzer for Sequences {
         let (conversations, dialogs) = state.closes.remove(req_id).expect("checked above");
         if ok {
             for conversation in conversations {
-                mark(&mut self.closed_conversations, &conversation, t);
+                mark(
+                    &mut self.closed_conversations,
+                    &conversation,
+                    Closed { t, notified: false },
+                );
             }
             for dialog in dialogs {
-                mark(&mut self.closed_dialogs, &dialog, t);
+                mark(
+                    &mut self.closed_dialogs,
+                    &dialog,
+                    Closed { t, notified: false },
+                );
             }
         }
     }
