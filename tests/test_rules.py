@@ -600,6 +600,37 @@ def test_missing_accept_is_info_when_client_closes_within_the_timeout():
     assert [(v.rule, v.severity) for v in found] == [("missing-accept", "info")]
 
 
+def closing_dialog(dialog: str) -> dict:
+    """The conversation notification that closes the conversation (and MAIN dialog) `dialog`."""
+    closing = fixture("D-TUT conversation-metadata.md (participantsPId")
+    closing["body"]["changes"][0]["result"].update(convId=dialog)
+    closing["body"]["changes"][0]["result"]["conversationDetails"]["state"] = "CLOSE"
+    return {**closing, "body": {**closing["body"], "subscriptionId": SID}}
+
+
+def test_missing_accept_is_info_when_the_dialog_closes_before_the_deadline():
+    """An ACCEPT after the close would be a publish to a closed dialog (the server refuses it with
+    400): a client that stops acknowledging when the conversation closes is right, not late."""
+    b = session()
+    subscribed_to_events(b, t=100.0)
+    b.c2s("c", 100.5, SUBSCRIBE)
+    b.s2c("c", 100.6, SUBSCRIBED)
+    b.s2c("c", 101, event(0))
+    b.s2c("c", 101.2, closing_dialog(DIALOG))
+    b.s2c("c", 102, event(1))                            # arrives in the closed dialog
+    b.s2c("c", 103, event(0, dialog="d2"))
+    b.s2c("c", 115, closing_dialog("d2"))                # after d2's deadline: the client had its 10 s
+    b.c2s("c", 130, GET_CLOCK)
+    b.s2c("c", 130.1, response("1"))
+    found = [(v.severity, v.frame, v.message) for v in run(b, keepalive_limit_s=1000) if v.rule == "missing-accept"]
+    assert found == [
+        ("info", 4, f"dialog '{DIALOG}' closed 0.2 s after sequence 0 arrived, before any ACCEPT"),
+        ("info", 6, f"sequence 1 of dialog '{DIALOG}' arrived 0.8 s after the dialog closed, and was not "
+                    "acknowledged"),
+        ("warning", 7, "no ACCEPT for sequence 0 of dialog 'd2' from agent-1 within 10 s"),
+    ]
+
+
 def test_missing_accept_not_reported_for_own_or_history_or_acknowledged():
     b = session()
     subscribed_to_events(b, t=100.0)
@@ -664,12 +695,9 @@ def test_messaging_events_of_a_refused_subscription_are_not_subscribed_after_its
 
 def test_publish_after_close():
     b = session()
-    closing = fixture("D-TUT conversation-metadata.md (participantsPId")
-    closing["body"]["changes"][0]["result"].update(convId=DIALOG)
-    closing["body"]["changes"][0]["result"]["conversationDetails"]["state"] = "CLOSE"
     b.c2s("c", 1, SUBSCRIBE)
     b.s2c("c", 1.1, SUBSCRIBED)
-    b.s2c("c", 2, {**closing, "body": {**closing["body"], "subscriptionId": SID}})
+    b.s2c("c", 2, closing_dialog(DIALOG))
     publish = copy.deepcopy(PUBLISH_TEXT)
     publish["body"]["dialogId"] = DIALOG
     b.c2s("c", 3, publish)
@@ -683,12 +711,9 @@ def test_publish_crossing_the_close_notification_is_info_and_later_ones_warn():
     notification, before the notification can have reached it. Only a publish a second or more after
     the notification, or after the client's own close request, is the client's fault."""
     b = session()
-    closing = fixture("D-TUT conversation-metadata.md (participantsPId")
-    closing["body"]["changes"][0]["result"].update(convId=DIALOG)
-    closing["body"]["changes"][0]["result"]["conversationDetails"]["state"] = "CLOSE"
     b.c2s("c", 1, SUBSCRIBE)
     b.s2c("c", 1.1, SUBSCRIBED)
-    b.s2c("c", 2, {**closing, "body": {**closing["body"], "subscriptionId": SID}})
+    b.s2c("c", 2, closing_dialog(DIALOG))
     b.c2s("c", 2.005, accept([3], "a1"))
     b.s2c("c", 2.1, response("a1", 400))
     text = copy.deepcopy(PUBLISH_TEXT)

@@ -152,6 +152,7 @@ struct Expect {
     /// Which opening of `conn` it belongs to (a reopened connection id is a new state).
     serial: u64,
     dialog: String,
+    conversation: Option<String>,
     seq: i128,
     t: f64,
     frame: Option<i128>,
@@ -496,6 +497,7 @@ impl Sequences {
                         conn: conn.to_owned(),
                         serial: state.serial,
                         dialog: dialog.to_owned(),
+                        conversation: conversation.as_str().map(str::to_owned),
                         seq,
                         t,
                         frame: rec.n.as_int(),
@@ -546,7 +548,41 @@ impl Sequences {
             return;
         }
         // (an agent's READ has finalized its message already: an agent may READ without ACCEPT)
-        if expect.accept_t.is_none() && !state.own_ids.contains(&expect.originator) {
+        let closed = closed_at(&self.closed_dialogs, &self.closed_conversations, &expect);
+        if let (None, Some(closed)) = (expect.accept_t, closed) {
+            // An ACCEPT would be a publish to a closed dialog: not acknowledging is right.
+            if !state.own_ids.contains(&expect.originator) {
+                expect.reported = true;
+                let (seq, dialog) = (expect.seq, py_str_ascii(&expect.dialog));
+                let message = if closed >= expect.t {
+                    let before = if state.agent {
+                        "before the agent's ACCEPT or READ"
+                    } else {
+                        "before any ACCEPT"
+                    };
+                    format!(
+                        "dialog {dialog} closed {:.1} s after sequence {seq} arrived, {before}",
+                        closed - expect.t
+                    )
+                } else {
+                    format!(
+                        "sequence {seq} of dialog {dialog} arrived {:.1} s after the dialog closed, \
+                         and was not acknowledged",
+                        expect.t - closed
+                    )
+                };
+                let (conn, at) = (Some(expect.conn.as_str()), Val::Float(deadline));
+                ctx.violation(
+                    "missing-accept",
+                    conn,
+                    &at,
+                    expect.frame,
+                    message,
+                    Some("info"),
+                    false,
+                );
+            }
+        } else if expect.accept_t.is_none() && !state.own_ids.contains(&expect.originator) {
             expect.reported = true;
             let within = format!(
                 "from {} within {} s",
@@ -618,6 +654,19 @@ fn mark(closed: &mut OrderedMap<String, Closed>, key: &str, closing: Closed) {
         closed.insert(key.to_owned(), closing);
         trim_oldest(closed, CLOSED_IDS_KEPT);
     }
+}
+
+/// When the dialog of an awaited message closed (or its conversation), if it did.
+fn closed_at(
+    dialogs: &OrderedMap<String, Closed>,
+    conversations: &OrderedMap<String, Closed>,
+    expect: &Expect,
+) -> Option<f64> {
+    let conversation = expect.conversation.as_deref().unwrap_or(&expect.dialog);
+    dialogs
+        .get(&expect.dialog)
+        .or_else(|| conversations.get(conversation))
+        .map(|closed| closed.t)
 }
 
 /// A conversation notification's `state`: CLOSE closes, OPEN reopens.
