@@ -50,8 +50,10 @@ EXPLANATIONS: dict[str, str] = {
     "fast-reconnect": "After a server close or a dropped connection the client should wait a short while "
                       "before reconnecting (Protocol Overview, Error Handling). It came back sooner than the "
                       "minimum: add a delay with back-off.",
-    "sequence-gap": "Messaging events of a dialog are numbered in sequence (API reference, PublishEvent "
-                    "response). A number was skipped: events were lost. Re-subscribe with fromSeq to fetch them.",
+    "sequence-gap": "Messaging events of a conversation are numbered in sequence (API reference, PublishEvent "
+                    "response). A number was skipped: events were lost, unless (on a consumer's connection) it "
+                    "was a message for agents only, which the consumer never receives. Re-subscribe with "
+                    "fromSeq to fetch what was lost.",
     "sequence-duplicate": "A sequence of the dialog was delivered again outside a re-subscribe's replay: "
                           "deduplicate by sequence before showing messages.",
     "sequence-regression": "Sequences within a dialog only grow (Protocol Overview, Continue an existing "

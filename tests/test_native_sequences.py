@@ -149,10 +149,11 @@ def test_sequence_rules_and_acknowledgements(tmp_path):
     assert found[:4] == [
         ("missing-accept", 2.5, "READ published for sequence 1 of dialog 'd1' from agent-1 without an ACCEPT "
                                 "before it"),
-        ("sequence-gap", 3, "dialog 'd1': sequence 3 after 1 (missing 2)"),
+        ("sequence-gap", 3, "dialog 'd1': sequence 3 after 1 (missing 2): lost, or a message for agents only"),
         ("sequence-duplicate", 4, "dialog 'd1': sequence 3 delivered again"),
         ("sequence-regression", 5, "dialog 'd1': sequence 2 after 3")]
-    assert ("sequence-gap", 6, "dialog 'd\\xe9': sequence 12 after 8 (missing 9-11)") in found
+    assert ("sequence-gap", 6, "dialog 'd\\xe9': sequence 12 after 8 (missing 9-11): lost, or a message for agents "
+            "only") in found
     assert ("missing-accept", 13.0, "no ACCEPT for sequence 3 of dialog 'd1' from agent-1 within 10 s") in found
     rows = result["tables"]["sequences"]
     assert [r["accept_ms"] for r in rows if r["dialog_id"] == "d1" and r["sequence"] == 0] == [250.0]

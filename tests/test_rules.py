@@ -529,12 +529,18 @@ def test_fast_reconnect_after_the_proxy_failed_the_connection():
 
 
 def test_sequence_gap():
-    b = session()
-    subscribed_to_events(b)
-    for t, seq in ((1, 0), (2, 1), (2.5, None), (3, 4)):  # a chat-state event carries no sequence
-        b.s2c("c", t, event(seq, originator="me", role="CONSUMER"))
-    found = run(b)
-    assert [v.rule for v in found] == ["sequence-gap"] and "missing 2-3" in found[0].message
+    """A conversation numbers all its events, and a message for agents only (`messageAudience`
+    AGENTS_AND_MANAGERS: "never shown to the consumer") is not sent to the consumer: a gap on a
+    consumer's connection may be one, so it is info. An agent's connection receives them all."""
+    for begin, severity in ((session, "info"), (agent_session, "warning")):
+        b = begin()
+        subscribed_to_events(b)
+        for t, seq in ((1, 0), (2, 1), (2.5, None), (3, 4)):  # a chat-state event carries no sequence
+            b.s2c("c", t, event(seq, originator="me", role="CONSUMER"))
+        found = [v for v in run(b) if v.rule.startswith("sequence")]
+        assert [(v.rule, v.severity) for v in found] == [("sequence-gap", severity)]
+        assert "missing 2-3" in found[0].message
+        assert ("a message for agents only" in found[0].message) == (severity == "info")
 
 
 def test_sequence_duplicate():

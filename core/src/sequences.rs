@@ -437,6 +437,7 @@ impl Sequences {
             state.own_ids.add_value(originator);
         }
         let own = state.own_ids.contains(originator);
+        let agent = state.agent;
         let d = state
             .dialogs
             .get_mut(dialog)
@@ -453,7 +454,9 @@ impl Sequences {
         if let Some(seq) = seq {
             self.counts.sequenced += 1;
             match d.last {
-                Some(last) if seq != last + 1 => out_of_order(ctx, d, rec, dialog, seq, last),
+                Some(last) if seq != last + 1 => {
+                    out_of_order(ctx, d, rec, (dialog, agent), seq, last)
+                }
                 _ => d.last = Some(seq),
             }
             let kept = if maybe_own {
@@ -680,27 +683,35 @@ fn set_closed(closed: &mut OrderedMap<String, Closed>, key: &str, state: Option<
     }
 }
 
+/// `of`: the dialog, and whether the connection is an agent's.
 fn out_of_order(
     ctx: &mut Context,
     d: &mut Dialog,
     rec: &Record,
-    dialog: &str,
+    of: (&str, bool),
     seq: i128,
     last: i128,
 ) {
-    let dialog = py_str_ascii(dialog);
-    let (rule, message) = if seq > last + 1 {
+    let (dialog, agent) = (py_str_ascii(of.0), of.1);
+    if seq > last + 1 {
         let missing = if seq == last + 2 {
             format!("{}", last + 1)
         } else {
             format!("{}-{}", last + 1, seq - 1)
         };
         d.last = Some(seq);
-        (
-            "sequence-gap",
-            format!("dialog {dialog}: sequence {seq} after {last} (missing {missing})"),
-        )
-    } else if d.seen.contains_key(&seq) {
+        let message = format!("dialog {dialog}: sequence {seq} after {last} (missing {missing})");
+        if agent {
+            ctx.at_message("sequence-gap", rec, message, None);
+        } else {
+            // A conversation numbers every event, and a message for agents only is never sent to
+            // the consumer: a consumer's gap is not proof of a loss.
+            let message = format!("{message}: lost, or a message for agents only");
+            ctx.at_message("sequence-gap", rec, message, Some("info"));
+        }
+        return;
+    }
+    let (rule, message) = if d.seen.contains_key(&seq) {
         (
             "sequence-duplicate",
             format!("dialog {dialog}: sequence {seq} delivered again"),
