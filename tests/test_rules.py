@@ -637,6 +637,28 @@ def test_missing_accept_is_info_when_the_dialog_closes_before_the_deadline():
     ]
 
 
+def test_history_is_told_on_the_servers_clock_from_getclock():
+    """`serverTimestamp` is the server's clock, the subscribe's time the capture's: with the server
+    5 s ahead, a message stamped 3 s before the subscribe looked 2 s after it, so live, and its
+    missing ACCEPT was reported. The GetClock answer's `currentTime` gives the difference."""
+    def replayed(clock_answer: bool) -> list:
+        b = session()
+        if clock_answer:
+            b.c2s("c", 50, GET_CLOCK)
+            b.s2c("c", 50.05, response("1", type_="GetClockResponse", body={"currentTime": 55_050}))
+        subscribed_to_events(b, t=100.0)
+        b.s2c("c", 100.5, event(0, serverTimestamp=102_000))    # history: 97 s on the capture's clock
+        b.s2c("c", 101, event(1, serverTimestamp=105_990))      # live
+        b.c2s("c", 130, GET_CLOCK)
+        b.s2c("c", 130.1, response("1"))
+        return [(v.severity, v.message) for v in run(b, keepalive_limit_s=1000) if v.rule == "missing-accept"]
+
+    live = ("warning", f"no ACCEPT for sequence 1 of dialog '{DIALOG}' from agent-1 within 10 s")
+    assert replayed(clock_answer=True) == [live]
+    assert replayed(clock_answer=False) == [  # without it the capture's clock is taken for the server's
+        ("warning", f"no ACCEPT for sequence 0 of dialog '{DIALOG}' from agent-1 within 10 s"), live]
+
+
 def test_missing_accept_not_reported_for_own_or_history_or_acknowledged():
     b = session()
     subscribed_to_events(b, t=100.0)

@@ -26,7 +26,7 @@ const CHAT_STATE: &str = "ChatStateEvent";
 const SEEN_KEPT: usize = 1024;
 /// Published sequences per connection still waiting for their notification.
 const ECHOES_KEPT: usize = 1024;
-/// Events stamped this long before the subscribe are history replay.
+/// Events stamped (on the server's clock) this long before the subscribe are history replay.
 const HISTORY_SLACK_S: f64 = 1.0;
 /// Closed conversations, and closed dialogs, remembered (the earliest closed go first).
 const CLOSED_IDS_KEPT: usize = 100_000;
@@ -204,6 +204,9 @@ pub struct Sequences {
     /// Closed conversations and dialogs (ids are global: a reconnect still publishes to them).
     closed_conversations: OrderedMap<String, Closed>,
     closed_dialogs: OrderedMap<String, Closed>,
+    /// The server's clock minus the capture's, from the last GetClock answer (its `currentTime`):
+    /// `serverTimestamp`s are the server's, the subscribe's time is the capture's.
+    clock_offset_s: f64,
     counts: Counts,
     accept_ms: LogHistogram,
     /// Expects still named by a deadline; a deadline's token is its id × 2 (+1 for the READ wait).
@@ -221,6 +224,7 @@ impl Sequences {
             opened: 0,
             closed_conversations: OrderedMap::default(),
             closed_dialogs: OrderedMap::default(),
+            clock_offset_s: 0.0,
             counts: Counts::default(),
             accept_ms: LogHistogram::default(),
             expects: FastMap::default(),
@@ -437,7 +441,7 @@ impl Sequences {
             state.own_ids.add_value(originator);
         }
         let own = state.own_ids.contains(originator);
-        let agent = state.agent;
+        let (agent, offset) = (state.agent, self.clock_offset_s);
         let d = state
             .dialogs
             .get_mut(dialog)
@@ -448,7 +452,7 @@ impl Sequences {
                 Value::Number(n) => n.as_f64(),
                 _ => None,
             };
-            stamp.is_some_and(|s| s / 1000.0 < subscribed - HISTORY_SLACK_S)
+            stamp.is_some_and(|s| s / 1000.0 - offset < subscribed - HISTORY_SLACK_S)
         });
         self.counts.events += 1;
         if let Some(seq) = seq {
@@ -799,12 +803,21 @@ impl Analyzer for Sequences {
 
     fn response(&mut self, _ctx: &mut Context, frame: &Frame) {
         let rec = frame.rec;
+        let (code, type_) = (&rec.code, rec.type_.as_str());
+        let t = rec.t.number().expect("a record's time");
+        if type_.is_some_and(|name| name.contains("GetClock")) {
+            let now = body(frame)
+                .and_then(|b| b.get("currentTime"))
+                .and_then(Value::as_f64);
+            if let Some(now) = now.filter(|ms| ms.is_finite()) {
+                self.clock_offset_s = now / 1000.0 - t;
+            }
+            return;
+        }
         let Some(req_id) = rec.req_id.as_str() else {
             return; // None is never a request id kept
         };
-        let (code, type_) = (&rec.code, rec.type_.as_str());
         let ok = matches!(code, Val::Int(code) if *code < 400);
-        let t = rec.t.number().expect("a record's time");
         let state = self.state(rec);
         if state.publishes.contains_key(req_id) && can_answer(type_, code, Some("ms.PublishEvent"))
         {
