@@ -646,6 +646,8 @@ def test_history_is_told_on_the_servers_clock_from_getclock():
         if clock_answer:
             b.c2s("c", 50, GET_CLOCK)
             b.s2c("c", 50.05, response("1", type_="GetClockResponse", body={"currentTime": 55_050}))
+        b.c2s("c", 60, GET_CLOCK)  # an answer a day off is no clock: not taken
+        b.s2c("c", 60.05, response("1", type_=".GetClock$Response", body={"currentTime": 60_050 + 86_401_000}))
         subscribed_to_events(b, t=100.0)
         b.s2c("c", 100.5, event(0, serverTimestamp=102_000))    # history: 97 s on the capture's clock
         b.s2c("c", 101, event(1, serverTimestamp=105_990))      # live

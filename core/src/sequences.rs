@@ -28,6 +28,9 @@ const SEEN_KEPT: usize = 1024;
 const ECHOES_KEPT: usize = 1024;
 /// Events stamped (on the server's clock) this long before the subscribe are history replay.
 const HISTORY_SLACK_S: f64 = 1.0;
+/// A GetClock answer further off the capture's clock than this is not a clock (a test's
+/// `currentTime: 1`, a placeholder): it is not taken as the server's.
+const CLOCK_OFFSET_MAX_S: f64 = 86_400.0;
 /// Closed conversations, and closed dialogs, remembered (the earliest closed go first).
 const CLOSED_IDS_KEPT: usize = 100_000;
 /// How long an accepted message waits for its READ (bounds memory).
@@ -809,8 +812,9 @@ impl Analyzer for Sequences {
             let now = body(frame)
                 .and_then(|b| b.get("currentTime"))
                 .and_then(Value::as_f64);
-            if let Some(now) = now.filter(|ms| ms.is_finite()) {
-                self.clock_offset_s = now / 1000.0 - t;
+            let offset = now.map(|ms| ms / 1000.0 - t);
+            if let Some(offset) = offset.filter(|s| s.abs() <= CLOCK_OFFSET_MAX_S) {
+                self.clock_offset_s = offset;
             }
             return;
         }
