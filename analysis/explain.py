@@ -60,7 +60,8 @@ EXPLANATIONS: dict[str, str] = {
                            "conversation). A lower, unseen one arrived: order is broken on the server side.",
     "missing-accept": "When a message arrives the client publishes an ACCEPT for its sequence, and READ once "
                       "shown (Protocol Overview, Continue an existing conversation, step 4). None came within the "
-                      "timeout: the agent never sees the message as delivered. Publish AcceptStatusEvent ACCEPT.",
+                      "timeout: the agent never sees the message as delivered. Publish AcceptStatusEvent ACCEPT. "
+                      "(Once the dialog is closed no ACCEPT is due: it would be a publish to a closed dialog.)",
     "ring-not-answered": "An agent is offered routing tasks and takes one by sending UpdateRingState ACCEPTED "
                          "with the ring's ringId, or REJECTED (Messaging Agent API, Getting Started, steps 5 "
                          "and 6). This ring expired unanswered, so the consumer waited until it went to another "
@@ -68,7 +69,8 @@ EXPLANATIONS: dict[str, str] = {
     "publish-after-close": "After a conversation or dialog is closed the client should not publish to it "
                            "(Protocol Overview, Finish a conversation). Stop the composer when the CLOSE "
                            "notification arrives. A publish within 1 s of that notification is only info: it "
-                           "may have left the client before the notification reached it.",
+                           "may have left the client before the notification reached it; after the client's own "
+                           "close request there is no such allowance.",
 }
 
 # What a client that breaks the rule does, as the verdict says it ("consumer … <does this>: 16 times").

@@ -625,6 +625,8 @@ def test_missing_accept_is_info_when_the_dialog_closes_before_the_deadline():
     b.s2c("c", 101.2, closing_dialog(DIALOG))
     b.s2c("c", 102, event(1))                            # arrives in the closed dialog
     b.s2c("c", 103, event(0, dialog="d2"))
+    b.s2c("c", 104, event(0, dialog="pcs", conversationId="conv-9"))
+    b.s2c("c", 104.5, closing_dialog("conv-9"))          # the conversation of dialog pcs
     b.s2c("c", 115, closing_dialog("d2"))                # after d2's deadline: the client had its 10 s
     b.c2s("c", 130, GET_CLOCK)
     b.s2c("c", 130.1, response("1"))
@@ -634,20 +636,20 @@ def test_missing_accept_is_info_when_the_dialog_closes_before_the_deadline():
         ("info", 6, f"sequence 1 of dialog '{DIALOG}' arrived 0.8 s after the dialog closed, and was not "
                     "acknowledged"),
         ("warning", 7, "no ACCEPT for sequence 0 of dialog 'd2' from agent-1 within 10 s"),
+        ("info", 8, "conversation 'conv-9' closed 0.5 s after sequence 0 of dialog 'pcs' arrived, before any ACCEPT"),
     ]
 
 
 def test_history_is_told_on_the_servers_clock_from_getclock():
     """`serverTimestamp` is the server's clock, the subscribe's time the capture's: with the server
     5 s ahead, a message stamped 3 s before the subscribe looked 2 s after it, so live, and its
-    missing ACCEPT was reported. The GetClock answer's `currentTime` gives the difference."""
-    def replayed(clock_answer: bool) -> list:
+    missing ACCEPT was reported. A GetClock answer's `currentTime` against the middle of its round
+    trip gives the difference; an answer that took over a second, or is a day off, is not taken."""
+    def replayed(*answers) -> list:
         b = session()
-        if clock_answer:
-            b.c2s("c", 50, GET_CLOCK)
-            b.s2c("c", 50.05, response("1", type_="GetClockResponse", body={"currentTime": 55_050}))
-        b.c2s("c", 60, GET_CLOCK)  # an answer a day off is no clock: not taken
-        b.s2c("c", 60.05, response("1", type_=".GetClock$Response", body={"currentTime": 60_050 + 86_401_000}))
+        for asked, answered, now_ms in answers:
+            b.c2s("c", asked, GET_CLOCK)
+            b.s2c("c", answered, response("1", type_="GetClockResponse", body={"currentTime": now_ms}))
         subscribed_to_events(b, t=100.0)
         b.s2c("c", 100.5, event(0, serverTimestamp=102_000))    # history: 97 s on the capture's clock
         b.s2c("c", 101, event(1, serverTimestamp=105_990))      # live
@@ -656,9 +658,12 @@ def test_history_is_told_on_the_servers_clock_from_getclock():
         return [(v.severity, v.message) for v in run(b, keepalive_limit_s=1000) if v.rule == "missing-accept"]
 
     live = ("warning", f"no ACCEPT for sequence 1 of dialog '{DIALOG}' from agent-1 within 10 s")
-    assert replayed(clock_answer=True) == [live]
-    assert replayed(clock_answer=False) == [  # without it the capture's clock is taken for the server's
-        ("warning", f"no ACCEPT for sequence 0 of dialog '{DIALOG}' from agent-1 within 10 s"), live]
+    history = ("warning", f"no ACCEPT for sequence 0 of dialog '{DIALOG}' from agent-1 within 10 s")
+    ahead = (50, 50.05, 55_025)                                  # 5 s ahead, a 50 ms round trip
+    a_day_off = (60, 60.01, 60_005 + 86_401_000)                 # a shorter round trip, but no clock
+    assert replayed(ahead, a_day_off) == [live]
+    assert replayed() == [history, live]  # without an answer the capture's clock is taken for the server's
+    assert replayed((50, 53, 56_500)) == [history, live]        # 5 s ahead too, but a 3 s round trip
 
 
 def test_missing_accept_not_reported_for_own_or_history_or_acknowledged():
@@ -736,11 +741,13 @@ def test_publish_after_close():
     assert [(v.rule, v.frame) for v in found] == [("publish-after-close", 3)]
 
 
-def test_publish_crossing_the_close_notification_is_info_and_later_ones_warn():
+def test_publish_crossing_the_close_is_info_and_later_ones_warn():
     """Seen with node-agent-sdk: the bot ACCEPTs a message 5 ms after the proxy passed the close
-    notification, before the notification can have reached it. Only a publish a second or more after
-    the notification, or after the client's own close request, is the client's fault."""
+    notification, before the notification can have reached it. Judged per connection: a publish less
+    than a second after the close reached its connection (or, never told there, after the close) is
+    info; later ones, and any after the connection's own close request, are the client's fault."""
     b = session()
+    b.open("d", 0.5, token="tok-d")                      # a second client, never told of the close
     b.c2s("c", 1, SUBSCRIBE)
     b.s2c("c", 1.1, SUBSCRIBED)
     b.s2c("c", 2, closing_dialog(DIALOG))
@@ -748,25 +755,34 @@ def test_publish_crossing_the_close_notification_is_info_and_later_ones_warn():
     b.s2c("c", 2.1, response("a1", 400))
     text = copy.deepcopy(PUBLISH_TEXT)
     text["body"]["dialogId"] = DIALOG
+    b.c2s("d", 2.3, {**text, "id": "d1"})
+    b.s2c("d", 2.4, response("d1", 400))
     b.c2s("c", 2.6, {**text, "id": "t1"})
     b.s2c("c", 2.7, response("t1", 400))
+    b.c2s("d", 3.2, {**text, "id": "d2"})
+    b.s2c("d", 3.3, response("d2", 400))
     b.c2s("c", 3.5, {**text, "id": "t2"})
     b.s2c("c", 3.6, response("t2", 400))
-    # the client's own close request: it knew, so even at once it is a warning
+    # its own close request, the notification passing before the answer: it knew since it asked
     b.c2s("c", 4, CLOSE_CONVERSATION)
+    b.s2c("c", 4.05, closing_dialog("id"))
     b.s2c("c", 4.1, response("0"))
     own = copy.deepcopy(PUBLISH_TEXT)
     own["body"].update(dialogId="id", conversationId="id")
     b.c2s("c", 4.2, {**own, "id": "t3"})
     b.s2c("c", 4.3, response("t3", 400))
-    found = [(v.frame, v.severity, v.message) for v in run(b) if v.rule == "publish-after-close"]
+    found = [(v.conn, v.frame, v.severity, v.message) for v in run(b) if v.rule == "publish-after-close"]
+    crossed = "it may have crossed the close in flight"
     assert found == [
-        (3, "info", f"AcceptStatusEvent published to dialog '{DIALOG}' 0.005 s after its close notification: "
-                    "it may have crossed the notification in flight"),
-        (5, "info", f"ContentEvent published to dialog '{DIALOG}' 0.600 s after its close notification: "
-                    "it may have crossed the notification in flight"),
-        (7, "warning", f"ContentEvent published to dialog '{DIALOG}' closed 1.5 s earlier"),
-        (11, "warning", "ContentEvent published to dialog 'id' closed 0.1 s earlier"),
+        ("c", 3, "info", f"AcceptStatusEvent published to dialog '{DIALOG}' 0.005 s after its close notification: "
+                         f"{crossed}"),
+        ("d", 0, "info", f"ContentEvent published to dialog '{DIALOG}' 0.300 s after it closed, before this "
+                         f"connection was told: {crossed}"),
+        ("c", 5, "info", f"ContentEvent published to dialog '{DIALOG}' 0.600 s after its close notification: "
+                         f"{crossed}"),
+        ("d", 2, "warning", f"ContentEvent published to dialog '{DIALOG}' closed 1.2 s earlier"),
+        ("c", 7, "warning", f"ContentEvent published to dialog '{DIALOG}' closed 1.5 s earlier"),
+        ("c", 12, "warning", "ContentEvent published to dialog 'id' closed 0.2 s earlier"),
     ]
 
 

@@ -35,22 +35,19 @@ const CLOCK_OFFSET_MAX_S: f64 = 86_400.0;
 const CLOSED_IDS_KEPT: usize = 100_000;
 /// How long an accepted message waits for its READ (bounds memory).
 pub const READ_WAIT_S: f64 = 300.0;
-/// A publish this soon after a close notification may have crossed it in flight: the client sent
-/// it before the notification reached it (a round trip between client and proxy, with margin).
+/// A publish this soon after the close reached its connection may have crossed it in flight: the
+/// client sent it before the notification reached it (a round trip between client and proxy).
 const CROSSING_S: f64 = 1.0;
-
-/// When a conversation or dialog was seen closed, and whether a notification told the client so
-/// (rather than the answer to its own close request).
-#[derive(Clone, Copy)]
-struct Closed {
-    t: f64,
-    notified: bool,
-}
-const REQUESTS: [&str; 4] = [
+/// Closes a connection learned of (notified, or asked for), remembered per connection.
+const KNOWN_CLOSES_KEPT: usize = 1024;
+/// A GetClock answer that took longer than this says too little of the server's clock.
+const CLOCK_RTT_MAX_S: f64 = 1.0;
+const REQUESTS: [&str; 5] = [
     "PublishEvent",
     "SubscribeMessagingEvents",
     "UpdateConversationField",
     "InitConnection",
+    "GetClock",
 ];
 /// Columns of the `sequences` table filled in when the message is acknowledged.
 const ACCEPT_MS: usize = 12;
@@ -188,6 +185,15 @@ struct SeqConn {
     next_order: u64,
     /// An agent connection: the consumer's events are the others'; READ alone acknowledges.
     agent: bool,
+    /// Closed conversation or dialog id -> when this connection learned of the close, and whether
+    /// by its own close request (then it knew since it asked).
+    known_closes: OrderedMap<String, (f64, bool)>,
+    /// When the GetClock request now waiting for its answer was sent.
+    clock_asked: Option<f64>,
+    /// The server's clock minus the capture's, from the GetClock answer with the shortest round
+    /// trip (`serverTimestamp`s are the server's, a subscribe's time is the capture's): its round
+    /// trip and the offset.
+    clock: Option<(f64, f64)>,
 }
 
 #[derive(Default)]
@@ -205,11 +211,8 @@ pub struct Sequences {
     conns: FastMap<String, SeqConn>,
     opened: u64,
     /// Closed conversations and dialogs (ids are global: a reconnect still publishes to them).
-    closed_conversations: OrderedMap<String, Closed>,
-    closed_dialogs: OrderedMap<String, Closed>,
-    /// The server's clock minus the capture's, from the last GetClock answer (its `currentTime`):
-    /// `serverTimestamp`s are the server's, the subscribe's time is the capture's.
-    clock_offset_s: f64,
+    closed_conversations: OrderedMap<String, f64>,
+    closed_dialogs: OrderedMap<String, f64>,
     counts: Counts,
     accept_ms: LogHistogram,
     /// Expects still named by a deadline; a deadline's token is its id × 2 (+1 for the READ wait).
@@ -227,7 +230,6 @@ impl Sequences {
             opened: 0,
             closed_conversations: OrderedMap::default(),
             closed_dialogs: OrderedMap::default(),
-            clock_offset_s: 0.0,
             counts: Counts::default(),
             accept_ms: LogHistogram::default(),
             expects: FastMap::default(),
@@ -268,30 +270,40 @@ impl Sequences {
         let chat_state = event_type.as_str() == Some(CHAT_STATE);
         let any_closed = !self.closed_dialogs.is_empty() || !self.closed_conversations.is_empty();
         if !chat_state && any_closed {
-            let earlier = |closed: &OrderedMap<String, Closed>, id: &Option<String>| {
+            let earlier = |closed: &OrderedMap<String, f64>, id: &Option<String>| {
                 let id = id.as_deref()?;
-                closed
-                    .get(id)
-                    .map(|c| (py_str_ascii(id), t - c.t, c.notified))
+                closed.get(id).map(|&at| (id.to_owned(), at))
             };
             let closed = earlier(&self.closed_dialogs, &dialog)
-                .map(|(id, s, notified)| ("dialog", id, s, notified))
+                .map(|(id, at)| ("dialog", id, at))
                 .or_else(|| {
                     earlier(&self.closed_conversations, &conversation)
-                        .map(|(id, s, notified)| ("conversation", id, s, notified))
+                        .map(|(id, at)| ("conversation", id, at))
                 });
-            if let Some((what, id, s, notified)) = closed {
-                let event_type = py_str(event_type);
-                let (message, severity) = if notified && s < CROSSING_S {
-                    let message = format!(
-                        "{event_type} published to {what} {id} {s:.3} s after its close notification: \
-                         it may have crossed the notification in flight"
-                    );
-                    (message, Some("info"))
-                } else {
-                    let message =
-                        format!("{event_type} published to {what} {id} closed {s:.1} s earlier");
-                    (message, None)
+            if let Some((what, id, at)) = closed {
+                let conn = rec.conn.as_str().expect("an open connection's id");
+                let known = self.conns[conn].known_closes.get(&id).copied();
+                let (event_type, id) = (py_str(event_type), py_str_ascii(&id));
+                let crossing = match known {
+                    Some((_, true)) => None, // its own close request: it knew
+                    Some((told, false)) => Some((t - told, "after its close notification")),
+                    None => Some((t - at, "after it closed, before this connection was told")),
+                };
+                let (message, severity) = match crossing {
+                    Some((s, after)) if s < CROSSING_S => {
+                        let message = format!(
+                            "{event_type} published to {what} {id} {s:.3} s {after}: \
+                             it may have crossed the close in flight"
+                        );
+                        (message, Some("info"))
+                    }
+                    _ => {
+                        let s = t - at;
+                        let message = format!(
+                            "{event_type} published to {what} {id} closed {s:.1} s earlier"
+                        );
+                        (message, None)
+                    }
                 };
                 ctx.at_message("publish-after-close", rec, message, severity);
             }
@@ -388,6 +400,7 @@ impl Sequences {
             return;
         };
         let t = frame.rec.t.number().expect("a record's time");
+        let conn = frame.rec.conn.as_str().expect("an open connection's id");
         for change in as_list(body.get("changes")) {
             let Some(change) = change.as_object() else {
                 continue;
@@ -405,11 +418,22 @@ impl Sequences {
             };
             let state = details.get("state");
             let stage = details.get("stage").filter(|s| truthy(s)).or(state);
-            set_closed(&mut self.closed_dialogs, conversation, state, t);
-            set_closed(&mut self.closed_conversations, conversation, stage, t);
+            let known = &mut self
+                .conns
+                .get_mut(conn)
+                .expect("an open connection")
+                .known_closes;
+            set_closed(&mut self.closed_dialogs, known, conversation, state, t);
+            set_closed(
+                &mut self.closed_conversations,
+                known,
+                conversation,
+                stage,
+                t,
+            );
             for dialog in as_list(details.get("dialogs")) {
                 if let Some(Value::String(id)) = dialog.get("dialogId") {
-                    set_closed(&mut self.closed_dialogs, id, dialog.get("state"), t);
+                    set_closed(&mut self.closed_dialogs, known, id, dialog.get("state"), t);
                 }
             }
         }
@@ -444,7 +468,7 @@ impl Sequences {
             state.own_ids.add_value(originator);
         }
         let own = state.own_ids.contains(originator);
-        let (agent, offset) = (state.agent, self.clock_offset_s);
+        let (agent, offset) = (state.agent, state.clock.map_or(0.0, |(_, offset)| offset));
         let d = state
             .dialogs
             .get_mut(dialog)
@@ -559,7 +583,7 @@ impl Sequences {
         }
         // (an agent's READ has finalized its message already: an agent may READ without ACCEPT)
         let closed = closed_at(&self.closed_dialogs, &self.closed_conversations, &expect);
-        if let (None, Some(closed)) = (expect.accept_t, closed) {
+        if let (None, Some((what, closed))) = (expect.accept_t, closed) {
             // An ACCEPT would be a publish to a closed dialog: not acknowledging is right.
             if !state.own_ids.contains(&expect.originator) {
                 expect.reported = true;
@@ -570,13 +594,21 @@ impl Sequences {
                     } else {
                         "before any ACCEPT"
                     };
-                    format!(
-                        "dialog {dialog} closed {:.1} s after sequence {seq} arrived, {before}",
-                        closed - expect.t
-                    )
+                    let (s, message) = (closed - expect.t, format!("sequence {seq}"));
+                    match what {
+                        None => format!(
+                            "dialog {dialog} closed {s:.1} s after {message} arrived, {before}"
+                        ),
+                        Some(conversation) => format!(
+                            "conversation {conversation} closed {s:.1} s after {message} of dialog \
+                             {dialog} arrived, {before}"
+                        ),
+                    }
                 } else {
+                    let what =
+                        what.map_or("the dialog".to_owned(), |c| format!("conversation {c}"));
                     format!(
-                        "sequence {seq} of dialog {dialog} arrived {:.1} s after the dialog closed, \
+                        "sequence {seq} of dialog {dialog} arrived {:.1} s after {what} closed, \
                          and was not acknowledged",
                         expect.t - closed
                     )
@@ -659,32 +691,47 @@ fn truthy(value: &Value) -> bool {
     }
 }
 
-fn mark(closed: &mut OrderedMap<String, Closed>, key: &str, closing: Closed) {
+fn mark(closed: &mut OrderedMap<String, f64>, key: &str, t: f64) {
     if !closed.contains_key(key) {
-        closed.insert(key.to_owned(), closing);
+        closed.insert(key.to_owned(), t);
         trim_oldest(closed, CLOSED_IDS_KEPT);
     }
 }
 
-/// When the dialog of an awaited message closed (or its conversation), if it did.
+/// When the dialog of an awaited message closed, or else its conversation (then named).
 fn closed_at(
-    dialogs: &OrderedMap<String, Closed>,
-    conversations: &OrderedMap<String, Closed>,
+    dialogs: &OrderedMap<String, f64>,
+    conversations: &OrderedMap<String, f64>,
     expect: &Expect,
-) -> Option<f64> {
+) -> Option<(Option<String>, f64)> {
     let conversation = expect.conversation.as_deref().unwrap_or(&expect.dialog);
-    dialogs
-        .get(&expect.dialog)
-        .or_else(|| conversations.get(conversation))
-        .map(|closed| closed.t)
+    let dialog = dialogs.get(&expect.dialog).map(|&at| (None, at));
+    dialog.or_else(|| {
+        let at = *conversations.get(conversation)?;
+        Some((Some(py_str_ascii(conversation)), at))
+    })
 }
 
-/// A conversation notification's `state`: CLOSE closes, OPEN reopens.
-fn set_closed(closed: &mut OrderedMap<String, Closed>, key: &str, state: Option<&Value>, t: f64) {
+/// A conversation notification's `state`: CLOSE closes, OPEN reopens; `known`: the closes the
+/// notification's connection learned of.
+fn set_closed(
+    closed: &mut OrderedMap<String, f64>,
+    known: &mut OrderedMap<String, (f64, bool)>,
+    key: &str,
+    state: Option<&Value>,
+    t: f64,
+) {
     match state.and_then(Value::as_str) {
-        Some("CLOSE") => mark(closed, key, Closed { t, notified: true }),
+        Some("CLOSE") => {
+            mark(closed, key, t);
+            if !known.contains_key(key) {
+                known.insert(key.to_owned(), (t, false));
+                trim_oldest(known, KNOWN_CLOSES_KEPT);
+            }
+        }
         Some("OPEN") => {
             closed.shift_remove(key);
+            known.shift_remove(key);
         }
         _ => {}
     }
@@ -797,6 +844,8 @@ impl Analyzer for Sequences {
             }
         } else if type_is(type_, "UpdateConversationField") {
             self.close_request(frame);
+        } else if type_is(type_, "GetClock") {
+            self.state(frame.rec).clock_asked = frame.rec.t.number();
         } else if type_is(type_, "InitConnection") {
             if let Some(sub) = init_connection_token(frame.payload()).and_then(|token| token.sub) {
                 self.state(frame.rec).own_ids.add(Originator::Str(sub));
@@ -809,12 +858,19 @@ impl Analyzer for Sequences {
         let (code, type_) = (&rec.code, rec.type_.as_str());
         let t = rec.t.number().expect("a record's time");
         if type_.is_some_and(|name| name.contains("GetClock")) {
+            let state = self.state(rec);
+            let Some(asked) = state.clock_asked.take() else {
+                return;
+            };
             let now = body(frame)
                 .and_then(|b| b.get("currentTime"))
                 .and_then(Value::as_f64);
-            let offset = now.map(|ms| ms / 1000.0 - t);
+            let (rtt, offset) = (t - asked, now.map(|ms| ms / 1000.0 - (asked + t) / 2.0));
+            let better = state.clock.is_none_or(|(best, _)| rtt < best);
             if let Some(offset) = offset.filter(|s| s.abs() <= CLOCK_OFFSET_MAX_S) {
-                self.clock_offset_s = offset;
+                if rtt <= CLOCK_RTT_MAX_S && better {
+                    state.clock = Some((rtt, offset));
+                }
             }
             return;
         }
@@ -822,7 +878,8 @@ impl Analyzer for Sequences {
             return; // None is never a request id kept
         };
         let ok = matches!(code, Val::Int(code) if *code < 400);
-        let state = self.state(rec);
+        let conn = rec.conn.as_str().expect("an open connection's id");
+        let state = self.conns.get_mut(conn).expect("an open connection");
         if state.publishes.contains_key(req_id) && can_answer(type_, code, Some("ms.PublishEvent"))
         {
             let publish = state.publishes.remove(req_id).expect("checked above");
@@ -840,19 +897,15 @@ impl Analyzer for Sequences {
         }
         let (conversations, dialogs) = state.closes.remove(req_id).expect("checked above");
         if ok {
-            for conversation in conversations {
-                mark(
-                    &mut self.closed_conversations,
-                    &conversation,
-                    Closed { t, notified: false },
-                );
-            }
-            for dialog in dialogs {
-                mark(
-                    &mut self.closed_dialogs,
-                    &dialog,
-                    Closed { t, notified: false },
-                );
+            for (closed, ids) in [
+                (&mut self.closed_conversations, conversations),
+                (&mut self.closed_dialogs, dialogs),
+            ] {
+                for id in ids {
+                    mark(closed, &id, t);
+                    state.known_closes.insert(id, (t, true));
+                    trim_oldest(&mut state.known_closes, KNOWN_CLOSES_KEPT);
+                }
             }
         }
     }
