@@ -582,71 +582,35 @@ impl Sequences {
             return;
         }
         // (an agent's READ has finalized its message already: an agent may READ without ACCEPT)
-        let closed = closed_at(&self.closed_dialogs, &self.closed_conversations, &expect);
-        if let (None, Some((what, closed))) = (expect.accept_t, closed) {
-            // An ACCEPT would be a publish to a closed dialog: not acknowledging is right.
-            if !state.own_ids.contains(&expect.originator) {
-                expect.reported = true;
-                let (seq, dialog) = (expect.seq, py_str_ascii(&expect.dialog));
-                let message = if closed >= expect.t {
-                    let before = if state.agent {
-                        "before the agent's ACCEPT or READ"
-                    } else {
-                        "before any ACCEPT"
-                    };
-                    let (s, message) = (closed - expect.t, format!("sequence {seq}"));
-                    match what {
-                        None => format!(
-                            "dialog {dialog} closed {s:.1} s after {message} arrived, {before}"
-                        ),
-                        Some(conversation) => format!(
-                            "conversation {conversation} closed {s:.1} s after {message} of dialog \
-                             {dialog} arrived, {before}"
-                        ),
-                    }
-                } else {
-                    let what =
-                        what.map_or("the dialog".to_owned(), |c| format!("conversation {c}"));
-                    format!(
-                        "sequence {seq} of dialog {dialog} arrived {:.1} s after {what} closed, \
-                         and was not acknowledged",
-                        expect.t - closed
-                    )
-                };
-                let (conn, at) = (Some(expect.conn.as_str()), Val::Float(deadline));
-                ctx.violation(
-                    "missing-accept",
-                    conn,
-                    &at,
-                    expect.frame,
-                    message,
-                    Some("info"),
-                    false,
-                );
-            }
-        } else if expect.accept_t.is_none() && !state.own_ids.contains(&expect.originator) {
+        if expect.accept_t.is_none() && !state.own_ids.contains(&expect.originator) {
             expect.reported = true;
+            let closed = closed_at(&self.closed_dialogs, &self.closed_conversations, &expect);
+            let dialog = py_str_ascii(&expect.dialog);
             let within = format!(
                 "from {} within {} s",
                 py_str(&expect.originator),
                 py_format_g(self.accept_timeout_s)
             );
-            let dialog = py_str_ascii(&expect.dialog);
-            let message = if state.agent {
-                format!(
+            let (message, severity) = if let Some((what, at)) = closed {
+                // An ACCEPT would be a publish to a closed dialog: not acknowledging is right.
+                (closed_message(&expect, state.agent, what, at), Some("info"))
+            } else if state.agent {
+                let message = format!(
                     "the agent acknowledged (ACCEPT or READ) no consumer message at sequence {} of dialog {dialog} {within}",
                     expect.seq
-                )
+                );
+                (message, None)
             } else {
                 let read = if expect.read_t.is_some() {
                     " (a READ was sent)"
                 } else {
                     ""
                 };
-                format!(
+                let message = format!(
                     "no ACCEPT for sequence {} of dialog {dialog} {within}{read}",
                     expect.seq
-                )
+                );
+                (message, None)
             };
             ctx.violation(
                 "missing-accept",
@@ -654,7 +618,7 @@ impl Sequences {
                 &Val::Float(deadline),
                 expect.frame,
                 message,
-                None,
+                severity,
                 false,
             );
         }
@@ -710,6 +674,31 @@ fn closed_at(
         let at = *conversations.get(conversation)?;
         Some((Some(py_str_ascii(conversation)), at))
     })
+}
+
+/// Why an awaited message's missing ACCEPT is no fault: its dialog, or (`conversation`, named) its
+/// conversation, closed `at`, before the deadline or even before the message arrived.
+fn closed_message(expect: &Expect, agent: bool, conversation: Option<String>, at: f64) -> String {
+    let (seq, dialog) = (expect.seq, py_str_ascii(&expect.dialog));
+    if at < expect.t {
+        let what = conversation.map_or("the dialog".to_owned(), |c| format!("conversation {c}"));
+        let s = expect.t - at;
+        return format!(
+            "sequence {seq} of dialog {dialog} arrived {s:.1} s after {what} closed, and was not acknowledged"
+        );
+    }
+    let before = if agent {
+        "before the agent's ACCEPT or READ"
+    } else {
+        "before any ACCEPT"
+    };
+    let s = at - expect.t;
+    match conversation {
+        None => format!("dialog {dialog} closed {s:.1} s after sequence {seq} arrived, {before}"),
+        Some(c) => format!(
+            "conversation {c} closed {s:.1} s after sequence {seq} of dialog {dialog} arrived, {before}"
+        ),
+    }
 }
 
 /// A conversation notification's `state`: CLOSE closes, OPEN reopens; `known`: the closes the
