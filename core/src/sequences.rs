@@ -851,15 +851,17 @@ impl Analyzer for Sequences {
             let Some(asked) = state.clock_asked.take() else {
                 return;
             };
+            let rtt = t - asked;
+            let better = state.clock.is_none_or(|(best, _)| rtt < best);
+            if !(rtt <= CLOCK_RTT_MAX_S && better) {
+                return; // the payload is read only for an answer that could be taken
+            }
             let now = body(frame)
                 .and_then(|b| b.get("currentTime"))
                 .and_then(Value::as_f64);
-            let (rtt, offset) = (t - asked, now.map(|ms| ms / 1000.0 - (asked + t) / 2.0));
-            let better = state.clock.is_none_or(|(best, _)| rtt < best);
+            let offset = now.map(|ms| ms / 1000.0 - (asked + t) / 2.0);
             if let Some(offset) = offset.filter(|s| s.abs() <= CLOCK_OFFSET_MAX_S) {
-                if rtt <= CLOCK_RTT_MAX_S && better {
-                    state.clock = Some((rtt, offset));
-                }
+                state.clock = Some((rtt, offset));
             }
             return;
         }
