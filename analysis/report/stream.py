@@ -10,7 +10,8 @@ a sample). The second pass reads the capture again, without the engine, for the 
 shows (the linked frames with their context, the listed requests and responses, with payloads), the
 frames and WebSocket pings of the timeline connections (at most `TIMELINE_FRAMES` frames a
 connection, evenly spaced) and a sample of the subscription notifications (streams plot); the core
-hands over only the lines of those connections and of subscription messages (`Analysis.select`).
+hands over only the lines of those frames, of those connections and of subscription messages
+(`Analysis.select`).
 """
 
 from __future__ import annotations
@@ -292,7 +293,7 @@ class StreamedCapture(Capture):
                 elif row["category"] == NOTIFICATION:
                     notes.add(row)
         if all_captures(self.paths):  # the core picks out the lines of the connections asked for
-            native.open_captures(self.paths).select([*seen, *{conn for conn, _ in wanted}],
+            native.open_captures(self.paths).select(list(seen), list(wanted),
                                                     lambda lines: [take(record_of(line), line) for line in lines])
         else:
             for rec in CaptureSet(self.paths).records():

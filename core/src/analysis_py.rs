@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::arrow_out::Strings;
 use crate::connections::Connections;
-use crate::engine::{Analyzer, Config, Engine, FastSet};
+use crate::engine::{Analyzer, Config, Engine, FastMap, FastSet};
 use crate::framing::FramesTable;
 use crate::keepalive::Keepalive;
 use crate::locations::Locations;
@@ -329,19 +329,25 @@ impl Analysis {
     }
 
     /// Reads the captures again, without the engine, for the lines of the records of the
-    /// connections `conns` and of those with a `subscriptionId` (the report's second pass,
-    /// analysis.report.stream; in one recording, the lines that cannot hold one are passed over
-    /// unparsed), in the order `run` reads them: `on_lines(list[bytes])` is called
+    /// connections `conns`, of the messages `frames` ((connection, frame number): a float number
+    /// equal to the integer counts) and of those with a `subscriptionId` (the report's second
+    /// pass, analysis.report.stream; in one recording, the lines that cannot hold one are passed
+    /// over unparsed), in the order `run` reads them: `on_lines(list[bytes])` is called
     /// with at most 1,024 of them (or 8 MB) at a time. Damage is not reported again; an error of
     /// `on_lines`, or Ctrl-C, stops the reading. An `Analysis` reads once: `run` or `select`.
     fn select(
         &self,
         py: Python<'_>,
         conns: Vec<String>,
+        frames: Vec<(String, i64)>,
         on_lines: Bound<'_, PyAny>,
     ) -> PyResult<()> {
         let mut set = self.take_set()?;
-        if let Some(test) = select_test(&conns) {
+        let mut wanted: FastMap<String, FastSet<i64>> = FastMap::default();
+        for (conn, n) in frames {
+            wanted.entry(conn).or_default().insert(n);
+        }
+        if let Some(test) = select_test(conns.iter().chain(wanted.keys())) {
             set.only(test);
         }
         let conns: FastSet<String> = conns.into_iter().collect();
@@ -352,7 +358,14 @@ impl Analysis {
             set.for_each_line(|rec, line| {
                 records += 1;
                 let subscription = !matches!(rec.subscription_id, Val::Absent);
-                if subscription || rec.conn.as_str().is_some_and(|conn| conns.contains(conn)) {
+                let keep = subscription
+                    || rec.conn.as_str().is_some_and(|conn| {
+                        conns.contains(conn)
+                            || wanted.get(conn).is_some_and(|numbers| {
+                                frame_number(&rec.n).is_some_and(|n| numbers.contains(&n))
+                            })
+                    });
+                if keep {
                     lines.push(line.to_vec());
                     bytes += line.len();
                     if lines.len() >= SELECT_LINES || bytes >= SELECT_BYTES {
@@ -367,6 +380,16 @@ impl Analysis {
             Some(error) => Err(error),
             None => hand_lines(py, &on_lines, &mut lines),
         }
+    }
+}
+
+/// A record's `n` as the frame number Python's `(conn, n) in wanted` would match: an integer, or
+/// a float equal to one.
+fn frame_number(n: &Val) -> Option<i64> {
+    match *n {
+        Val::Int(n) => i64::try_from(n).ok(),
+        Val::Float(n) if n.fract() == 0.0 && n.abs() < 9.0e18 => Some(n as i64),
+        _ => None,
     }
 }
 
@@ -394,13 +417,13 @@ fn go_on(failed: &mut Option<PyErr>, due: bool) -> ControlFlow<()> {
 /// A test every line `select` keeps passes, and few others: it holds `subscriptionId` or one of
 /// `conns`, or a `\u` escape (a writer may spell any character so, in a key or an id). None (every
 /// line parsed) when an id holds a character a writer may escape otherwise (`"`, `\`, `/`, controls).
-fn select_test(conns: &[String]) -> Option<LineTest> {
+fn select_test<'c>(conns: impl Iterator<Item = &'c String> + Clone) -> Option<LineTest> {
     let escaped = |c: char| matches!(c, '"' | '\\' | '/') || c < ' ';
-    if conns.iter().any(|conn| conn.contains(escaped)) {
+    if conns.clone().any(|conn| conn.contains(escaped)) {
         return None;
     }
     let literals =
-        std::iter::once("subscriptionId".to_owned()).chain(conns.iter().map(|c| regex::escape(c)));
+        std::iter::once("subscriptionId".to_owned()).chain(conns.map(|c| regex::escape(c)));
     // more ids than a regex holds (its size limit): every line parsed
     let found = regex::bytes::Regex::new(&literals.collect::<Vec<_>>().join("|")).ok()?;
     let tested = AtomicU64::new(0);
@@ -616,11 +639,11 @@ mod tests {
         assert!(unicode_escape(br#"{"text":"caf\\\u00e9"}"#));
         for odd in ["a/b", "a\"b", "a\\b", "a\nb"] {
             assert!(
-                select_test(&["conn-1".into(), odd.into()]).is_none(),
+                select_test(["conn-1".to_owned(), odd.into()].iter()).is_none(),
                 "{odd}"
             );
         }
-        let test = select_test(&["conn-1".into(), "x.y".into()]).unwrap();
+        let test = select_test(["conn-1".to_owned(), "x.y".into()].iter()).unwrap();
         let other = br#"{"rec":"msg","conn":"conn-2","text":"{\"a\":1}"}"#;
         let kept: Vec<bool> = (0..2 * SELECT_SIGNALS_EVERY).map(|_| test(other)).collect();
         // one line in SELECT_SIGNALS_EVERY passes whatever it holds (Ctrl-C is looked for as records come)
@@ -634,5 +657,21 @@ mod tests {
             assert!(test(line), "{}", String::from_utf8_lossy(line));
         }
         assert!(!test(br#"{"rec":"msg","conn":"xzy"}"#)); // the dot is no wildcard
+    }
+
+    #[test]
+    fn frame_numbers_match_as_python_compares_them() {
+        assert_eq!(frame_number(&Val::Int(5)), Some(5));
+        assert_eq!(frame_number(&Val::Float(5.0)), Some(5)); // (c, 5.0) in {(c, 5)}
+        assert_eq!(frame_number(&Val::Float(-0.0)), Some(0));
+        for other in [
+            Val::Float(5.5),
+            Val::Float(f64::INFINITY),
+            Val::Float(f64::NAN),
+            Val::Bool(true),
+        ] {
+            assert_eq!(frame_number(&other), None);
+        }
+        assert_eq!(frame_number(&Val::Int(1 << 70)), None);
     }
 }
