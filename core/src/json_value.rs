@@ -111,7 +111,7 @@ impl<'a> Members<'a> {
         if p.s.get(p.i) != Some(&b'"') {
             return None;
         }
-        let key = p.string()?;
+        let key = p.short_string()?;
         p.ws();
         p.eat(b":")?;
         p.ws();
@@ -176,6 +176,9 @@ pub(crate) fn other_document(text: &str) -> bool {
     p.ws();
     read && p.i == p.s.len()
 }
+
+/// The bytes `short_string` reads one at a time before it leaves a string to the word scan.
+const SHORT: usize = 16;
 
 /// The most room reserved ahead for a decoded string (beyond, it grows as it needs).
 const MAX_RESERVED: usize = 1 << 16;
@@ -459,6 +462,23 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// `string` for the names of a record's members: a few plain bytes, read one at a time (the
+    /// word scan's set-up costs more than such a name); anything longer or escaped as `string`.
+    fn short_string(&mut self) -> Option<Cow<'a, str>> {
+        let start = self.i + 1;
+        for (at, &b) in self.s.iter().enumerate().skip(start).take(SHORT) {
+            match b {
+                b'"' => {
+                    self.i = at + 1;
+                    return Some(Cow::Borrowed(&self.text[start..at]));
+                }
+                b'\\' | 0..=0x1f => break,
+                _ => {}
+            }
+        }
+        self.string()
+    }
+
     /// The character the escape at `i` (its backslash) stands for, the escape passed; None for an
     /// unknown escape or a surrogate that is not one of a pair.
     fn escape(&mut self) -> Option<char> {
@@ -538,6 +558,28 @@ mod tests {
             r#""\x""#,
         ] {
             assert_eq!(parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn short_strings_read_as_strings_do() {
+        let chars = [
+            'a', '"', '\\', 'u', '0', '\u{1f}', '\0', 'é', '😀', '/', ' ',
+        ];
+        for len in 0..=SHORT + 2 {
+            for at in 0..len {
+                for c in chars {
+                    for tail in ["\"", "\\\"\"", "\\u0041\"", ""] {
+                        let mut text: String = "\"".to_owned() + &"k".repeat(len);
+                        text.replace_range(1 + at..2 + at, &c.to_string());
+                        text.push_str(tail);
+                        text.push_str(":1");
+                        let (mut short, mut long) = (Parser::new(&text), Parser::new(&text));
+                        assert_eq!(short.short_string(), long.string(), "{text:?}");
+                        assert_eq!(short.i, long.i, "{text:?}");
+                    }
+                }
+            }
         }
     }
 
