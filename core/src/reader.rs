@@ -296,30 +296,50 @@ pub(crate) enum Skipped {
 /// record's text handled as `texts` says.
 pub(crate) fn classify(line: &[u8], texts: Texts) -> Line<'_> {
     let mut record = Record::default();
-    match parse_line_with(line, &mut record, texts != Texts::Raw) {
+    match read_record(line, texts, &mut record) {
+        None => Line::Record(record),
+        Some(skipped) => Line::Skipped(skipped),
+    }
+}
+
+/// `classify`, its line pushed onto `lines`, the record read where it lies there (a record is
+/// large: returned and then pushed, it was copied twice a line).
+pub(crate) fn classify_onto<'a>(line: &'a [u8], texts: Texts, lines: &mut Vec<Line<'a>>) {
+    lines.push(Line::Record(Record::default()));
+    let Some(Line::Record(record)) = lines.last_mut() else {
+        unreachable!("a record was just pushed")
+    };
+    if let Some(skipped) = read_record(line, texts, record) {
+        *lines.last_mut().expect("just pushed") = Line::Skipped(skipped);
+    }
+}
+
+/// Reads `line` into `record` (a default one): None when it is a record to hand on, else why not.
+fn read_record<'a>(line: &'a [u8], texts: Texts, record: &mut Record<'a>) -> Option<Skipped> {
+    match parse_line_with(line, record, texts != Texts::Raw) {
         Parsed::Record => {}
-        Parsed::InvalidJson if line.ends_with(b"\n") => return damaged("invalid JSON"),
-        Parsed::InvalidJson => return damaged("truncated line"),
-        Parsed::NotRecord => return damaged("not a capture record"),
+        Parsed::InvalidJson if line.ends_with(b"\n") => return Some(damage("invalid JSON")),
+        Parsed::InvalidJson => return Some(damage("truncated line")),
+        Parsed::NotRecord => return Some(damage("not a capture record")),
     };
     if let Some((problem, kind)) = record.unusable() {
-        return Line::Skipped(Skipped::Damaged(problem, kind));
+        return Some(Skipped::Damaged(problem, kind));
     }
     match record.rec.as_str().unwrap_or_default() {
-        "header" => Line::Skipped(Skipped::Header),
+        "header" => Some(Skipped::Header),
         "msg" if texts != Texts::Raw => {
             if let (Texts::Redacted, Some(text)) = (texts, record.table_text.as_mut()) {
                 redact_string(text);
             }
-            Line::Record(record)
+            None
         }
-        kind if KNOWN_RECORDS.contains(&kind) => Line::Record(record),
-        kind => Line::Skipped(Skipped::Unknown(kind.to_owned())),
+        kind if KNOWN_RECORDS.contains(&kind) => None,
+        kind => Some(Skipped::Unknown(kind.to_owned())),
     }
 }
 
-fn damaged(problem: &str) -> Line<'static> {
-    Line::Skipped(Skipped::Damaged(problem.to_owned(), None))
+fn damage(problem: &str) -> Skipped {
+    Skipped::Damaged(problem.to_owned(), None)
 }
 
 /// A file's damage log and unknown-kind counts, where the lines that are not records go.

@@ -11,7 +11,7 @@ use std::thread;
 
 use self_cell::self_cell;
 
-use super::{classify, CaptureFile, Line, LineTest, Notes, Skipped, Texts};
+use super::{classify_onto, CaptureFile, Line, LineTest, Notes, Skipped, Texts};
 use crate::lines::Lines;
 use crate::record::Record;
 
@@ -206,10 +206,12 @@ fn parse_blocks(
     for block in blocks {
         let parsed = Parsed::new(block, |block| {
             let mut lines = Vec::with_capacity(memchr::memchr_iter(b'\n', &block.0).count() + 1);
-            lines.extend(block.lines().map(|line| match &only {
-                Some(only) if !only(line) => Line::Skipped(Skipped::Passed),
-                _ => classify(line, texts),
-            }));
+            for line in block.lines() {
+                match &only {
+                    Some(only) if !only(line) => lines.push(Line::Skipped(Skipped::Passed)),
+                    _ => classify_onto(line, texts, &mut lines),
+                }
+            }
             lines
         });
         if caller.send(parsed).is_err() {
