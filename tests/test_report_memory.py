@@ -248,3 +248,19 @@ def test_second_pass_picks_the_same_frames_on_the_core_as_in_python(tmp_path, mo
     assert_frame_equal(core.pings, python.pings)
     assert (core.payload_chars, core.sampled, core.timeline_stride) == \
         (python.payload_chars, python.sampled, python.timeline_stride)
+
+
+def test_a_frame_linked_at_the_end_of_int64_is_shown(tmp_path):
+    """A recorder's frame numbers fit int64, and a linked frame's context (two frames either side)
+    steps past it: those numbers are no record's, and the report shows the frame it links."""
+    b = CaptureBuilder()
+    b.open("conn-1", 1.0)
+    b.counters["conn-1"] = 2**63 - 1
+    b.c2s("conn-1", 2.0, {"kind": "req", "id": "1", "type": "GetClock", "body": {}})  # never answered
+    b.close("conn-1", 100.0)
+    path = tmp_path / "edge.jsonl"
+    b.write(path)
+    cap = stream_capture([str(path)])
+    assert 2**63 - 1 in set(cap.violations.frame)
+    text = render_markdown(build_report(cap))
+    assert f"#{2**63 - 1}" in text and '"type":"GetClock"' in text

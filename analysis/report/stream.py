@@ -32,7 +32,7 @@ from analysis.frame import NOTIFICATION
 from analysis.imports import all_captures
 from analysis.load import Capture, streamed, to_frame
 from analysis.reader import CaptureSet, Paths
-from analysis.tables import COLUMNS, epoch_s
+from analysis.tables import COLUMNS, INT64, epoch_s
 
 WHOLE = ("connections", "reconnects", "keepalive", "streams", "violations")  # a row per connection or finding
 LISTED_REQUESTS = 20  # the slowest answered and the first unanswered requests, kept whole
@@ -293,7 +293,9 @@ class StreamedCapture(Capture):
                 elif row["category"] == NOTIFICATION:
                     notes.add(row)
         if all_captures(self.paths):  # the core picks out the lines of the connections asked for
-            native.open_captures(self.paths).select(list(seen), list(wanted),
+            # a linked frame's context may step past int64, where no record's number is (nor the core's)
+            frames = [(conn, n) for conn, n in wanted if n in INT64]
+            native.open_captures(self.paths).select(list(seen), frames,
                                                     lambda lines: [take(record_of(line), line) for line in lines])
         else:
             for rec in CaptureSet(self.paths).records():
