@@ -202,7 +202,7 @@ pub fn lifted<'f>(frame: &'f Frame, field: BodyField) -> Option<&'f Value> {
 /// A recorded body index field as serde_json reads it, when it is written as the recorder writes
 /// it: arrays (no whitespace) of null, booleans, integers from 0 to 10^19 - 1 and strings without
 /// escapes or control characters. None for anything else (serde_json then reads it): the fields
-/// are read for most notifications, and serde's visitor took three times as long.
+/// are read for most notifications, and serde's visitor cost a third more (callgrind, 200k frames).
 fn plain_value(raw: &str) -> Option<Value> {
     let (value, end) = plain_at(raw, 0, 0)?;
     (end == raw.len()).then_some(value)
