@@ -523,20 +523,40 @@ fn depth_within(text: &[u8], limit: usize) -> bool {
     true
 }
 
-const ID: &[JType] = &[JType::Str, JType::Null, JType::Absent];
-const STR: &[JType] = &[JType::Str];
-const MAYBE_STR: &[JType] = &[JType::Str, JType::Absent];
-const MAYBE_INT: &[JType] = &[JType::Int, JType::Absent];
-const OPT_INT: &[JType] = &[JType::Int, JType::Null, JType::Absent];
-const OPT_LIST: &[JType] = &[JType::List, JType::Null, JType::Absent];
-const SCALAR: &[JType] = &[
+/// The JSON types a field may hold, a bit each (a field's check is one AND, not a search).
+#[derive(Clone, Copy)]
+struct Types(u8);
+
+impl Types {
+    const fn of(types: &[JType]) -> Self {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < types.len() {
+            bits |= 1 << types[i] as u8;
+            i += 1;
+        }
+        Types(bits)
+    }
+
+    fn allow(self, jtype: JType) -> bool {
+        self.0 & (1 << jtype as u8) != 0
+    }
+}
+
+const ID: Types = Types::of(&[JType::Str, JType::Null, JType::Absent]);
+const STR: Types = Types::of(&[JType::Str]);
+const MAYBE_STR: Types = Types::of(&[JType::Str, JType::Absent]);
+const MAYBE_INT: Types = Types::of(&[JType::Int, JType::Absent]);
+const OPT_INT: Types = Types::of(&[JType::Int, JType::Null, JType::Absent]);
+const OPT_LIST: Types = Types::of(&[JType::List, JType::Null, JType::Absent]);
+const SCALAR: Types = Types::of(&[
     JType::Int,
     JType::Float,
     JType::Str,
     JType::Bool,
     JType::Null,
     JType::Absent,
-];
+]);
 
 impl Record<'_> {
     /// (problem, kind) of a record that parsed but cannot be analysed (analysis.capture._unusable):
@@ -552,7 +572,7 @@ impl Record<'_> {
             }
         }
         let rec = self.rec.as_str().unwrap_or_default();
-        let fields: &[(&str, JType, &[JType])] = match rec {
+        let fields: &[(&str, JType, Types)] = match rec {
             "msg" => &[
                 ("conn", self.conn.jtype(), STR),
                 ("n", self.n.jtype(), MAYBE_INT),
@@ -600,7 +620,7 @@ impl Record<'_> {
         };
         let (name, _, _) = fields
             .iter()
-            .find(|(_, jtype, allowed)| !allowed.contains(jtype))?;
+            .find(|(_, jtype, allowed)| !allowed.allow(*jtype))?;
         let problem = format!("field '{name}' of a {rec} record has the wrong type");
         Some((problem, None))
     }
