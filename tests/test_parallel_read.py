@@ -165,7 +165,8 @@ def threads() -> int:
     alive = 0
     for task in os.listdir("/proc/self/task"):
         with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
-            alive += Path("/proc/self/task", task, "comm").read_text().strip() in ("mwtap-read", "mwtap-parse")
+            alive += Path("/proc/self/task", task, "comm").read_text().strip() in ("mwtap-read", "mwtap-parse",
+                                                                                  "mwtap-place")
     return alive
 
 
@@ -194,6 +195,38 @@ def test_a_consumer_error_stops_the_threads_and_is_raised(traffic):
     # Each pass stopped at its first batch, a few blocks in, with the reader and parsers running.
     # (The second parser may not have named itself yet: at least the reader and one parser.)
     assert [table for table, _ in handed] == ["frames"] * 3 and all(alive >= 2 for _, alive in handed)
+    assert no_threads_left()
+
+
+def placed(paths: list[str], jobs: int) -> dict:
+    """What `mwtap view`'s index pass places (core/src/locations.rs), on `jobs` cores."""
+    locations = _core.Locations(1_000)
+    streamed(paths, Config(), (), lambda table, batch: None, jobs=jobs, locations=locations)
+    return locations.take()
+
+
+def test_the_view_index_is_placed_alike_on_every_thread_count(traffic):
+    """Records are placed on the caller's thread with one core, else on a thread of their own once
+    the engine is done with their block (the pairs it links arrive before some of their records
+    are placed): the same columns, connections, streams and pairs either way."""
+    one = placed([str(traffic)], 1)
+    assert one["count"] > 19_000 and len(one["fixed"]) == 38 * one["count"]
+    peers = memoryview(one["peer"]).cast("q")
+    assert sum(peer >= 0 for peer in peers) > 5_000  # both ends of thousands of pairs
+    assert len(one["connections"]) >= 40 and len(one["streams"]) > 40
+    for jobs in (2, 3, 4):
+        assert placed([str(traffic)], jobs) == one, f"{jobs} cores"
+
+
+def test_a_consumer_error_stops_the_placing_thread_too(traffic):
+    class Stop(Exception):
+        pass
+
+    def refuse(table, batch):
+        raise Stop
+    for jobs in (2, 4):
+        with pytest.raises(Stop):
+            streamed([str(traffic)], Config(), ["frames"], refuse, jobs=jobs, rows=100, locations=_core.Locations(10))
     assert no_threads_left()
 
 

@@ -18,7 +18,7 @@ use crate::framing::FramesTable;
 use crate::keepalive::Keepalive;
 use crate::locations::Locations;
 use crate::pairs::{Pairs, LINKS};
-use crate::reader::{classify, CaptureError, CaptureSet, Line, LineTest, Skipped, Texts};
+use crate::reader::{classify, CaptureError, CaptureSet, Line, LineTest, Placer, Skipped, Texts};
 use crate::record::Val;
 use crate::rings::Rings;
 use crate::rules::{default_severity, Violation};
@@ -292,15 +292,17 @@ impl Analysis {
         let mut failed: Option<PyErr> = None;
         let mut records: u64 = 0;
         py.allow_threads(|| {
-            set.for_each_placed(|rec, place| {
-                if let Some(locations) = &locations {
-                    if let Err(e) = locations.get().add(rec, &place) {
+            let placer = locations.as_ref().map(|l| l.get() as &dyn Placer);
+            set.for_each_placed_by(placer, |rec, _| {
+                engine.feed(rec);
+                records += 1;
+                if let (Some(locations), true) = (&locations, records.is_multiple_of(SIGNALS_EVERY))
+                {
+                    if let Err(e) = locations.get().check() {
                         failed = Some(e);
                         return ControlFlow::Break(());
                     }
                 }
-                engine.feed(rec);
-                records += 1;
                 if engine.ctx.violations.len() >= VIOLATIONS_BATCH {
                     if let Some(callback) = &on_violations {
                         failed = Python::with_gil(|py| hand_over(py, callback, &mut engine)).err();

@@ -15,7 +15,7 @@ use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList};
 
 use crate::engine::{FastMap, FastSet, Row};
 use crate::frame::type_is;
-use crate::reader::Place;
+use crate::reader::{Place, Placer};
 use crate::record::{Record, Val};
 
 /// Kind codes, as analysis/view/index.py's KINDS lists them.
@@ -40,8 +40,9 @@ const RECORD: usize = 38;
 // Its fields as `State::add` packs them: file, offset, length, t, connection, frame, kind and
 // direction, type, size.
 const _: () = assert!(2 + 8 + 4 + 8 + 4 + 4 + 2 + 2 + 4 == RECORD);
-/// Records packed here before they join the Python column (a bytearray grows in place, and the
-/// core never holds the whole column nor a copy of it).
+/// Records packed here before they are handed to Python, a chunk at a time (as bytes: the
+/// column is made once, from the chunks, by `take`, and the chunks freed then go back to the
+/// system at once, which memory the core freed would not).
 const CHUNK: usize = 1 << 16;
 
 struct Conn {
@@ -56,12 +57,17 @@ struct Conn {
     dialogs: FastMap<String, i32>,
 }
 
+/// A pair's connection: its number, or its id when no record of it was placed yet.
+enum PairConn {
+    Placed(u32),
+    Unplaced(Box<str>),
+}
+
 #[derive(Default)]
 struct State {
     max_types: usize,
-    /// The packed records not yet in `column`, and those that are (made at the first hand-over).
+    /// The packed records not yet handed over.
     chunk: Vec<u8>,
-    column: Option<Py<PyByteArray>>,
     count: usize,
     n: Vec<i32>,
     stream: Vec<i32>,
@@ -78,8 +84,10 @@ struct State {
     connection_records: Vec<(u32, Vec<u8>)>,
     /// (connection, request frame, response frame) of each pair, linked when taken: by then every
     /// frame a pair names has been placed.
-    pairs: Vec<(u32, i32, i32)>,
+    pairs: Vec<(PairConn, i32, i32)>,
     last_t: f64,
+    /// More records than the columns number were met (the rest were not placed).
+    full: bool,
 }
 
 /// The view's locating pass (see the module's description); `Analysis.run(..., locations=)` feeds
@@ -87,6 +95,8 @@ struct State {
 #[pyclass(module = "analysis._core", frozen)]
 pub struct Locations {
     state: Mutex<State>,
+    /// The chunks of packed records handed over, in order.
+    handed: Mutex<Vec<Py<PyBytes>>>,
 }
 
 #[pymethods]
@@ -104,6 +114,7 @@ impl Locations {
         };
         Ok(Locations {
             state: Mutex::new(state),
+            handed: Mutex::new(Vec::new()),
         })
     }
 
@@ -115,14 +126,27 @@ impl Locations {
     /// `stream_sizes` (uint32); `connection_records` ((connection, line) of each open, close and
     /// refused record); `last_t`.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        // Locked without the GIL: `add` holds the lock while it waits for the GIL.
+        // Locked without the GIL, which another thread may hold while it waits for the lock.
         let mut state =
             py.allow_threads(|| self.lock().map(|mut state| std::mem::take(&mut *state)))?;
-        state.hand_over(py)?;
+        if state.full {
+            return Err(full());
+        }
         // Each column freed once handed over: never the state and a copy of all of it.
         let out = PyDict::new(py);
         out.set_item("count", state.count)?;
-        out.set_item("fixed", state.column.take())?;
+        let handed = std::mem::take(&mut *self.handed.lock().map_err(|_| poisoned())?);
+        let fixed = PyByteArray::new_with(py, state.count * RECORD, |fixed| {
+            let mut at = 0;
+            let chunks = handed.iter().map(|chunk| chunk.as_bytes(py));
+            for chunk in chunks.chain([&state.chunk[..]]) {
+                fixed[at..at + chunk.len()].copy_from_slice(chunk);
+                at += chunk.len();
+            }
+            Ok(())
+        })?;
+        drop(handed);
+        out.set_item("fixed", fixed)?;
         let peer = PyByteArray::new_with(py, state.count * 8, |peer| {
             state.link_pairs(peer);
             Ok(())
@@ -162,31 +186,29 @@ impl Locations {
     }
 }
 
+fn poisoned() -> PyErr {
+    PyValueError::new_err("locations poisoned")
+}
+
+fn full() -> PyErr {
+    PyValueError::new_err(format!("a view indexes at most {} records", u32::MAX))
+}
+
 fn bytes_of<T: Copy, const N: usize>(values: &[T], to_le: fn(T) -> [u8; N]) -> Vec<u8> {
     values.iter().flat_map(|&v| to_le(v)).collect()
 }
 
 impl Locations {
     fn lock(&self) -> PyResult<MutexGuard<'_, State>> {
-        self.state
-            .lock()
-            .map_err(|_| PyValueError::new_err("locations poisoned"))
+        self.state.lock().map_err(|_| poisoned())
     }
 
-    /// Places one record read by `Analysis.run`.
-    pub(crate) fn add(&self, rec: &Record, place: &Place) -> PyResult<()> {
-        let mut state = self.lock()?;
-        if state.count >= u32::MAX as usize {
-            return Err(PyValueError::new_err(format!(
-                "a view indexes at most {} records",
-                u32::MAX
-            )));
+    /// An error once more records were met than a view indexes (`Analysis.run` stops then).
+    pub(crate) fn check(&self) -> PyResult<()> {
+        match self.lock()?.full {
+            true => Err(full()),
+            false => Ok(()),
         }
-        state.add(rec, place);
-        if state.chunk.len() >= CHUNK * RECORD {
-            Python::with_gil(|py| state.hand_over(py))?;
-        }
-        Ok(())
     }
 
     /// Rows of pairs.rs `LINKS`.
@@ -204,11 +226,43 @@ impl Locations {
             else {
                 continue;
             };
-            if let Some(&c) = state.by_conn.get(conn.as_ref()) {
-                state.pairs.push((c, frame, response));
-            }
+            // Records are placed once the engine is done with their block: this connection's
+            // first one may not be yet.
+            let conn = match state.by_conn.get(conn.as_ref()) {
+                Some(&c) => PairConn::Placed(c),
+                None => PairConn::Unplaced(conn.as_ref().into()),
+            };
+            state.pairs.push((conn, frame, response));
         }
         Ok(())
+    }
+}
+
+/// Records are placed as `Analysis.run` reads them, in the file's order (on a thread of their
+/// own when there are parsing threads).
+impl Placer for Locations {
+    fn place(&self, placed: &[(&Record, Place)]) {
+        let Ok(mut state) = self.state.lock() else {
+            return; // poisoned: `check` and `take` say so
+        };
+        for (rec, place) in placed {
+            if state.count >= u32::MAX as usize {
+                state.full = true;
+                return;
+            }
+            state.add(rec, place);
+        }
+        if state.chunk.len() < CHUNK * RECORD {
+            return;
+        }
+        let chunk = std::mem::take(&mut state.chunk);
+        // The GIL is waited for without the lock held (a thread holding the GIL may be waiting
+        // for the lock), by the one thread that places records: the chunks stay in order.
+        drop(state);
+        let bytes = Python::with_gil(|py| PyBytes::new(py, &chunk).unbind());
+        if let Ok(mut handed) = self.handed.lock() {
+            handed.push(bytes);
+        }
     }
 }
 
@@ -298,6 +352,10 @@ impl State {
             packed[at..at + field.len()].copy_from_slice(field);
             at += field.len();
         }
+        if self.chunk.capacity() == 0 {
+            // Room for a chunk and the rest of a block placed at once (reader/parallel.rs LINES).
+            self.chunk.reserve_exact((CHUNK + 1024) * RECORD);
+        }
         self.chunk.extend_from_slice(&packed);
         if self.stream.len() == self.stream.capacity() {
             // Grown a chunk at a time: never twice what it holds.
@@ -370,18 +428,6 @@ impl State {
         number
     }
 
-    /// The packed records so far appended to the Python column.
-    fn hand_over(&mut self, py: Python<'_>) -> PyResult<()> {
-        let column = self
-            .column
-            .get_or_insert_with(|| PyByteArray::new(py, &[]).unbind());
-        column
-            .bind(py)
-            .call_method1("extend", (PyBytes::new(py, &self.chunk),))?;
-        self.chunk.clear();
-        Ok(())
-    }
-
     /// The frame number of record `g`.
     fn n(&self, g: u32) -> i32 {
         self.n[g as usize]
@@ -404,7 +450,14 @@ impl State {
     /// subscribe and its answer share their stream.
     fn link_pairs(&mut self, peer: &mut [u8]) {
         peer.fill(0xFF); // -1: none
-        for (c, frame, response) in std::mem::take(&mut self.pairs) {
+        for (conn, frame, response) in std::mem::take(&mut self.pairs) {
+            let c = match conn {
+                PairConn::Placed(c) => c,
+                PairConn::Unplaced(conn) => match self.by_conn.get(&*conn) {
+                    Some(&c) => c,
+                    None => continue,
+                },
+            };
             let (Some(req), Some(resp)) = (self.frame(c, frame), self.frame(c, response)) else {
                 continue;
             };
@@ -427,24 +480,29 @@ impl State {
 /// the reader has checked, so only its start is read (most of it is the events' content); a
 /// string without escapes is borrowed as it is.
 fn first_dialog(events: &str) -> Option<Cow<'_, str>> {
-    let json_space = |c: char| matches!(c, ' ' | '\t' | '\n' | '\r');
-    let rest = events.trim_start_matches(json_space).strip_prefix('[')?;
-    let rest = rest.trim_start_matches(json_space).strip_prefix('[')?;
-    let rest = rest.trim_start_matches(json_space);
-    let text = rest.strip_prefix('"')?.as_bytes();
+    let bytes = events.as_bytes();
     let mut at = 0;
-    let mut escaped = false;
-    while at < text.len() && text[at] != b'"' {
-        escaped |= text[at] == b'\\';
-        at += if text[at] == b'\\' { 2 } else { 1 };
+    for opening in [b'[', b'[', b'"'] {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = bytes.get(at) {
+            at += 1;
+        }
+        if bytes.get(at) != Some(&opening) {
+            return None;
+        }
+        at += 1;
     }
-    if at >= text.len() {
-        return None;
+    let start = at;
+    match memchr::memchr2(b'"', b'\\', &bytes[start..]) {
+        Some(end) if bytes[start + end] == b'"' => {
+            return Some(Cow::Borrowed(&events[start..start + end]));
+        }
+        None => return None,
+        Some(_) => {}
     }
-    if !escaped {
-        return Some(Cow::Borrowed(&rest[1..at + 1]));
+    while at < bytes.len() && bytes[at] != b'"' {
+        at += if bytes[at] == b'\\' { 2 } else { 1 };
     }
-    serde_json::from_str(rest.get(..at + 2)?)
+    serde_json::from_str(events.get(start - 1..at + 1)?)
         .ok()
         .map(Cow::Owned)
 }

@@ -395,10 +395,20 @@ fn time_key(record: &Record) -> f64 {
 
 /// Where a record's line is: the file (its place in the paths the set was opened with), where
 /// the line starts in the file's bytes (decompressed, for gzip), and the line, newline kept.
+#[derive(Clone, Copy)]
 pub struct Place<'a> {
     pub file: usize,
     pub offset: u64,
     pub line: &'a [u8],
+}
+
+/// Told of every record the caller of `CaptureSet::for_each_placed_by` gets, in the same order:
+/// one at a time on the caller's thread, just before the caller gets it, or, when there are
+/// parsing threads, a block at a time on a thread of its own once the caller is done with the
+/// block (so that its work is neither the engine's nor the parsers'). `mwtap view`'s index
+/// (locations.rs) is one.
+pub trait Placer: Sync {
+    fn place(&self, placed: &[(&Record, Place)]);
 }
 
 /// Several capture files read as one stream (analysis.reader.CaptureSet): the parts of one
@@ -474,32 +484,44 @@ impl CaptureSet {
     }
 
     /// `for_each`, each record with where its line is.
-    pub fn for_each_placed(&mut self, mut f: impl FnMut(&Record, Place) -> ControlFlow<()>) {
+    pub fn for_each_placed(&mut self, f: impl FnMut(&Record, Place) -> ControlFlow<()>) {
+        self.for_each_placed_by(None, f);
+    }
+
+    /// `for_each_placed`, every record handed to `f` also placed by `placer` (see `Placer`).
+    pub fn for_each_placed_by(
+        &mut self,
+        placer: Option<&dyn Placer>,
+        mut f: impl FnMut(&Record, Place) -> ControlFlow<()>,
+    ) {
+        // Each record is placed here before `f` gets it, unless a parsing thread placed it.
+        let mut hand = |record: &Record, line: &[u8], offset: u64, file: usize, placed: bool| {
+            let place = Place { file, offset, line };
+            if let (Some(placer), false) = (placer, placed) {
+                placer.place(&[(record, place)]);
+            }
+            f(record, place)
+        };
         if self.chains.len() == 1 {
             for &i in &self.chains[0] {
-                let mut f = |record: &Record, line: &[u8], offset| {
-                    f(
-                        record,
-                        Place {
-                            file: i,
-                            offset,
-                            line,
-                        },
-                    )
+                let file = &mut self.files[i];
+                let flow = if self.parsers > 0 {
+                    let placing = placer.map(|p| (p, i));
+                    file.each_in_parallel(self.parsers, placing, &mut |r, line, offset| {
+                        hand(r, line, offset, i, true)
+                    })
+                } else {
+                    let mut flow = ControlFlow::Continue(());
+                    while let Some(next) = file.next_with(|r, line, o| hand(r, line, o, i, false)) {
+                        flow = next;
+                        if flow.is_break() {
+                            break;
+                        }
+                    }
+                    flow
                 };
-                if self.parsers > 0 {
-                    if self.files[i]
-                        .each_in_parallel(self.parsers, &mut f)
-                        .is_break()
-                    {
-                        return;
-                    }
-                    continue;
-                }
-                while let Some(flow) = self.files[i].next_with(&mut f) {
-                    if flow.is_break() {
-                        return;
-                    }
+                if flow.is_break() {
+                    return;
                 }
             }
             return;
@@ -518,9 +540,9 @@ impl CaptureSet {
             }
             let Some(c) = best else { return };
             let (_, file, at) = pending[c].expect("pending");
-            let placed =
-                |record: &Record, line: &[u8], offset| f(record, Place { file, offset, line });
-            if self.files[file].with_current(placed).is_break() {
+            let handed =
+                |record: &Record, line: &[u8], offset| hand(record, line, offset, file, false);
+            if self.files[file].with_current(handed).is_break() {
                 return;
             }
             pending[c] = self.pull(c, at);

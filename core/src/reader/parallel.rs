@@ -11,7 +11,7 @@ use std::thread;
 
 use self_cell::self_cell;
 
-use super::{classify_onto, CaptureFile, Line, LineTest, Notes, Skipped, Texts};
+use super::{classify_onto, CaptureFile, Line, LineTest, Notes, Place, Placer, Skipped, Texts};
 use crate::lines::Lines;
 use crate::record::Record;
 
@@ -25,12 +25,16 @@ const QUEUE: usize = 2;
 /// Bytes asked of the file at a time once a block is full and its last line has not ended.
 const READ: usize = 16 << 10;
 
-/// Whole lines of a file, one after another (the last line of the file may have no newline).
-struct Block(Vec<u8>);
+/// Whole lines of a file, one after another (the last line of the file may have no newline),
+/// starting `at` that many bytes into the file.
+struct Block {
+    text: Vec<u8>,
+    at: u64,
+}
 
 impl Block {
     fn lines(&self) -> impl Iterator<Item = &[u8]> {
-        let text = &self.0[..];
+        let text = &self.text[..];
         let ends = memchr::memchr_iter(b'\n', text).map(|at| at + 1);
         let ends = ends.chain((text.last() != Some(&b'\n')).then_some(text.len()));
         let mut start = 0;
@@ -38,7 +42,11 @@ impl Block {
     }
 }
 
-type Classified<'a> = Vec<Line<'a>>;
+/// A block's lines and what each one is.
+struct Classified<'a> {
+    texts: Vec<&'a [u8]>,
+    lines: Vec<Line<'a>>,
+}
 
 self_cell!(
     /// A block and what each of its lines is (the records borrow the block's text).
@@ -49,22 +57,33 @@ self_cell!(
     }
 );
 
+/// The placer of a pass's records (`CaptureSet::for_each_placed_by`) and the file they are in.
+type Placing<'p> = Option<(&'p dyn Placer, usize)>;
+
+/// Blocks the caller is done with, waiting to be placed.
+const PLACING_QUEUE: usize = 4;
+
 impl CaptureFile {
     /// Hands the rest of the file's records to `f` as `next_with` would, until `f` breaks, with
     /// `parsers` threads parsing the lines.
     pub(super) fn each_in_parallel(
         &mut self,
         parsers: usize,
+        placing: Placing,
         f: &mut impl FnMut(&Record, &[u8], u64) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
-        self.each_in_blocks(BLOCK, parsers, f)
+        self.each_in_blocks(BLOCK, parsers, placing, f)
     }
 
-    /// `each_in_parallel` with blocks of `block` bytes (tests try every line split).
+    /// `each_in_parallel` with blocks of `block` bytes (tests try every line split). With a
+    /// `placing`, the blocks the caller is done with are placed on a thread of their own, in the
+    /// file's order (and freed there): the placing costs neither the caller nor the parsers
+    /// time, and a block the caller stopped in is not placed.
     fn each_in_blocks(
         &mut self,
         block: usize,
         parsers: usize,
+        placing: Placing,
         f: &mut impl FnMut(&Record, &[u8], u64) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
         let CaptureFile {
@@ -84,6 +103,7 @@ impl CaptureFile {
             damage,
             unknown_records,
         };
+        let first_at = *next_at;
         thread::scope(|s| {
             let (to_parsers, blocks): (Vec<_>, Vec<_>) =
                 (0..parsers).map(|_| sync_channel(QUEUE)).unzip();
@@ -92,7 +112,7 @@ impl CaptureFile {
             // Named, for top -H and profilers.
             let reader = thread::Builder::new()
                 .name("mwtap-read".into())
-                .spawn_scoped(s, move || read_blocks(source, block, to_parsers))
+                .spawn_scoped(s, move || read_blocks(source, block, first_at, to_parsers))
                 .expect("a thread to read with");
             for (blocks, to_caller) in blocks.into_iter().zip(to_caller) {
                 thread::Builder::new()
@@ -103,11 +123,19 @@ impl CaptureFile {
                     })
                     .expect("a thread to parse with");
             }
+            let to_placer = placing.map(|(placer, file)| {
+                let (to_placer, done) = sync_channel(PLACING_QUEUE);
+                thread::Builder::new()
+                    .name("mwtap-place".into())
+                    .spawn_scoped(s, move || place_blocks(done, placer, file))
+                    .expect("a thread to place with");
+                to_placer
+            });
             let mut flow = ControlFlow::Continue(());
             // Block k is at parser k % parsers: taking them in turn keeps the file's order.
             for block in parsed.iter().cycle().map_while(|r| r.recv().ok()) {
-                flow = block.with_dependent(|block, lines| {
-                    for (text, line) in block.lines().zip(lines) {
+                flow = block.with_dependent(|_, classified| {
+                    for (text, line) in classified.texts.iter().zip(&classified.lines) {
                         *count += 1;
                         let at = *next_at;
                         *next_at += text.len() as u64;
@@ -120,6 +148,9 @@ impl CaptureFile {
                 });
                 if flow.is_break() {
                     break;
+                }
+                if let Some(to_placer) = &to_placer {
+                    let _ = to_placer.send(block); // fails only if the placer panicked
                 }
             }
             drop(parsed); // the parsers, then the reader, stop at their next send
@@ -138,6 +169,7 @@ impl CaptureFile {
 fn read_blocks(
     source: &mut Option<Lines>,
     block: usize,
+    mut at: u64,
     parsers: Vec<SyncSender<Block>>,
 ) -> Option<io::Error> {
     let (mut text, mut input) = source.take()?.into_parts();
@@ -163,9 +195,11 @@ fn read_blocks(
             }
         };
         let rest = text.split_off(cut);
-        if !text.is_empty() && parser.send(Block(text)).is_err() {
+        let length = text.len() as u64;
+        if !text.is_empty() && parser.send(Block { text, at }).is_err() {
             return None; // the caller stopped
         }
+        at += length;
         text = rest;
         if let (true, Some(done)) = (text.is_empty(), &mut done) {
             return std::mem::replace(done, Ok(())).err();
@@ -205,14 +239,18 @@ fn parse_blocks(
 ) {
     for block in blocks {
         let parsed = Parsed::new(block, |block| {
-            let mut lines = Vec::with_capacity(memchr::memchr_iter(b'\n', &block.0).count() + 1);
-            for line in block.lines() {
+            let texts_of_lines: Vec<&[u8]> = block.lines().collect();
+            let mut lines = Vec::with_capacity(texts_of_lines.len());
+            for &line in &texts_of_lines {
                 match &only {
                     Some(only) if !only(line) => lines.push(Line::Skipped(Skipped::Passed)),
                     _ => classify_onto(line, texts, &mut lines),
                 }
             }
-            lines
+            Classified {
+                texts: texts_of_lines,
+                lines,
+            }
         });
         if caller.send(parsed).is_err() {
             return;
@@ -220,9 +258,27 @@ fn parse_blocks(
     }
 }
 
+/// Places the records of each block the caller is done with (of file `file`).
+fn place_blocks(blocks: Receiver<Parsed>, placer: &dyn Placer, file: usize) {
+    for block in blocks {
+        block.with_dependent(|block, classified| {
+            let mut offset = block.at;
+            let mut placed = Vec::with_capacity(classified.lines.len());
+            for (&line, parsed) in classified.texts.iter().zip(&classified.lines) {
+                if let Line::Record(record) = parsed {
+                    placed.push((record, Place { file, offset, line }));
+                }
+                offset += line.len() as u64;
+            }
+            placer.place(&placed);
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+    use std::sync::Mutex;
 
     use super::*;
     use crate::damage::Damage;
@@ -251,11 +307,30 @@ mod tests {
         (lines, file.damage.entries, file.unknown_records, file.lines)
     }
 
+    /// The place of each record placed, in the order placed.
+    #[derive(Default)]
+    struct Placed(Mutex<Vec<(usize, u64, Vec<u8>)>>);
+
+    impl Placer for Placed {
+        fn place(&self, placed: &[(&Record, Place)]) {
+            let mut places = self.0.lock().unwrap();
+            places.extend(
+                placed
+                    .iter()
+                    .map(|(_, p)| (p.file, p.offset, p.line.to_vec())),
+            );
+        }
+    }
+
+    /// The pass with blocks of `block` bytes, `parsers` threads and `stop` records at most; every
+    /// record handed on is placed, in the same order, at the same place (but for those of the
+    /// block the pass stopped in).
     fn in_blocks(path: &str, texts: Texts, block: usize, parsers: usize, stop: usize) -> Pass {
         let mut file = CaptureFile::open(path).unwrap();
         file.texts = texts;
         let mut lines = Vec::new();
-        let _ = file.each_in_blocks(block, parsers, &mut |rec, line, at| {
+        let placed = Placed::default();
+        let _ = file.each_in_blocks(block, parsers, Some((&placed, 7)), &mut |rec, line, at| {
             lines.push((line.to_vec(), at, rec.table_text.clone()));
             if lines.len() == stop {
                 ControlFlow::Break(())
@@ -263,6 +338,17 @@ mod tests {
                 ControlFlow::Continue(())
             }
         });
+        let places = placed.0.into_inner().unwrap();
+        let handed = lines.iter().map(|(line, at, _)| (7, *at, line.clone()));
+        if stop == usize::MAX {
+            assert!(places.iter().cloned().eq(handed), "all placed, in order");
+        } else {
+            assert!(
+                places.len() < lines.len(),
+                "the block stopped in is not placed"
+            );
+            assert!(places.iter().cloned().eq(handed.take(places.len())));
+        }
         (lines, file.damage.entries, file.unknown_records, file.lines)
     }
 
@@ -352,7 +438,7 @@ mod tests {
             if parsers == 0 {
                 while file.next_with(&mut add).is_some() {}
             } else {
-                let _ = file.each_in_blocks(block, parsers, &mut add);
+                let _ = file.each_in_blocks(block, parsers, None, &mut add);
             }
             (lines, file.damage.entries, file.lines)
         };
