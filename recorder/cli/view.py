@@ -76,7 +76,7 @@ def view(paths: tuple[str, ...], host: str, port: int, no_browser: bool, follow:
         for d in sources.damage:
             click.echo(str(d), err=True)
         click.echo(f"mwtap view: {len(index.columns):,} records, {len(index.connections):,} connections, "
-                   f"{index.violation_total:,} violations indexed in {time.monotonic() - started:.1f} s", err=True)
+                   f"{index.violation_total:,} violations indexed in {time.monotonic() - started:.2f} s", err=True)
         queries = Queries(index, sources.paths, sources.names)
         server_loaded.join()
         from recorder.view.server import View  # raises here if loading it failed
