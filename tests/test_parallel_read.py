@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -205,28 +206,61 @@ def placed(paths: list[str], jobs: int) -> dict:
     return locations.take()
 
 
-def test_the_view_index_is_placed_alike_on_every_thread_count(traffic):
+@pytest.fixture(scope="module")
+def long_traffic(tmp_path_factory) -> Path:
+    """A capture of more records than the core packs before handing them to Python (65,536)."""
+    generated = tmp_path_factory.mktemp("long") / "gen.jsonl"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gen_capture.py"), str(generated), "--frames", "70000",
+                    "--clients", "60"], check=True, capture_output=True)
+    return generated
+
+
+def test_the_view_index_is_placed_alike_on_every_thread_count(traffic, long_traffic):
     """Records are placed on the caller's thread with one core, else on a thread of their own once
     the engine is done with their block (the pairs it links arrive before some of their records
-    are placed): the same columns, connections, streams and pairs either way."""
-    one = placed([str(traffic)], 1)
-    assert one["count"] > 19_000 and len(one["fixed"]) == 38 * one["count"]
-    peers = memoryview(one["peer"]).cast("q")
-    assert sum(peer >= 0 for peer in peers) > 5_000  # both ends of thousands of pairs
-    assert len(one["connections"]) >= 40 and len(one["streams"]) > 40
-    for jobs in (2, 3, 4):
-        assert placed([str(traffic)], jobs) == one, f"{jobs} cores"
+    are placed; the packed records reach Python from that thread, a chunk at a time): the same
+    columns, connections, streams and pairs either way."""
+    for capture in (traffic, long_traffic):
+        one = placed([str(capture)], 1)
+        assert len(one["fixed"]) == 38 * one["count"]
+        peers = memoryview(one["peer"]).cast("q")
+        assert sum(peer >= 0 for peer in peers) > one["count"] // 4  # both ends of the pairs
+        assert len(one["connections"]) >= 40 and len(one["streams"]) > 40
+        for jobs in (2, 3, 4):
+            assert placed([str(capture)], jobs) == one, f"{capture.name}, {jobs} cores"
+    assert one["count"] > 70_000  # more than one chunk
 
 
-def test_a_consumer_error_stops_the_placing_thread_too(traffic):
+def test_a_consumer_error_stops_the_placing_thread_too(long_traffic):
+    """An error raised once the placing thread has handed over a chunk (it took the GIL) ends the
+    pass: no thread is left waiting, and the error reaches the caller."""
     class Stop(Exception):
         pass
+    handed = []
+    every = placed([str(long_traffic)], 1)["count"]
 
-    def refuse(table, batch):
-        raise Stop
+    def refuse_late(table, batch):
+        handed.append(batch.num_rows)
+        if sum(handed) > 69_000:
+            raise Stop
     for jobs in (2, 4):
-        with pytest.raises(Stop):
-            streamed([str(traffic)], Config(), ["frames"], refuse, jobs=jobs, rows=100, locations=_core.Locations(10))
+        handed.clear()
+        locations, raised = _core.Locations(10), []
+
+        def run():
+            try:
+                streamed([str(long_traffic)], Config(), ["frames"], refuse_late, jobs=jobs, rows=1_000,
+                         locations=locations)
+            except Stop as e:
+                raised.append(e)
+        running = threading.Thread(target=run, daemon=True)
+        running.start()
+        running.join(60)
+        assert not running.is_alive(), "the pass hangs"
+        assert raised
+        # What was placed before the error reached Python whole: more than one chunk.
+        found = locations.take()
+        assert 65_536 < found["count"] < every and len(found["fixed"]) == 38 * found["count"]
     assert no_threads_left()
 
 

@@ -40,9 +40,8 @@ const RECORD: usize = 38;
 // Its fields as `State::add` packs them: file, offset, length, t, connection, frame, kind and
 // direction, type, size.
 const _: () = assert!(2 + 8 + 4 + 8 + 4 + 4 + 2 + 2 + 4 == RECORD);
-/// Records packed here before they are handed to Python, a chunk at a time (as bytes: the
-/// column is made once, from the chunks, by `take`, and the chunks freed then go back to the
-/// system at once, which memory the core freed would not).
+/// Records packed here before they join the Python column (a bytearray grows in place, and the
+/// core never holds the whole column nor a copy of it).
 const CHUNK: usize = 1 << 16;
 
 struct Conn {
@@ -88,6 +87,8 @@ struct State {
     last_t: f64,
     /// More records than the columns number were met (the rest were not placed).
     full: bool,
+    /// A chunk of packed records could not be handed over.
+    lost: bool,
 }
 
 /// The view's locating pass (see the module's description); `Analysis.run(..., locations=)` feeds
@@ -95,8 +96,8 @@ struct State {
 #[pyclass(module = "analysis._core", frozen)]
 pub struct Locations {
     state: Mutex<State>,
-    /// The chunks of packed records handed over, in order.
-    handed: Mutex<Vec<Py<PyBytes>>>,
+    /// The packed records handed over (made at the first hand-over).
+    column: Mutex<Option<Py<PyByteArray>>>,
 }
 
 #[pymethods]
@@ -114,7 +115,7 @@ impl Locations {
         };
         Ok(Locations {
             state: Mutex::new(state),
-            handed: Mutex::new(Vec::new()),
+            column: Mutex::new(None),
         })
     }
 
@@ -126,27 +127,22 @@ impl Locations {
     /// `stream_sizes` (uint32); `connection_records` ((connection, line) of each open, close and
     /// refused record); `last_t`.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        // Locked without the GIL, which another thread may hold while it waits for the lock.
+        // Locked without the GIL, as everywhere (see `Placer::place`).
         let mut state =
             py.allow_threads(|| self.lock().map(|mut state| std::mem::take(&mut *state)))?;
+        let handed = self.hand_over(py, &std::mem::take(&mut state.chunk));
+        let column = self.column.lock().map_err(|_| poisoned())?.take();
+        handed?;
         if state.full {
             return Err(full());
+        }
+        if state.lost {
+            return Err(PyValueError::new_err("records could not be handed over"));
         }
         // Each column freed once handed over: never the state and a copy of all of it.
         let out = PyDict::new(py);
         out.set_item("count", state.count)?;
-        let handed = std::mem::take(&mut *self.handed.lock().map_err(|_| poisoned())?);
-        let fixed = PyByteArray::new_with(py, state.count * RECORD, |fixed| {
-            let mut at = 0;
-            let chunks = handed.iter().map(|chunk| chunk.as_bytes(py));
-            for chunk in chunks.chain([&state.chunk[..]]) {
-                fixed[at..at + chunk.len()].copy_from_slice(chunk);
-                at += chunk.len();
-            }
-            Ok(())
-        })?;
-        drop(handed);
-        out.set_item("fixed", fixed)?;
+        out.set_item("fixed", column)?;
         let peer = PyByteArray::new_with(py, state.count * 8, |peer| {
             state.link_pairs(peer);
             Ok(())
@@ -203,6 +199,16 @@ impl Locations {
         self.state.lock().map_err(|_| poisoned())
     }
 
+    /// `chunk` appended to the Python column (made at the first hand-over).
+    fn hand_over(&self, py: Python<'_>, chunk: &[u8]) -> PyResult<()> {
+        let mut column = self.column.lock().map_err(|_| poisoned())?;
+        let column = column.get_or_insert_with(|| PyByteArray::new(py, &[]).unbind());
+        column
+            .bind(py)
+            .call_method1("extend", (PyBytes::new(py, chunk),))?;
+        Ok(())
+    }
+
     /// An error once more records were met than a view indexes (`Analysis.run` stops then).
     pub(crate) fn check(&self) -> PyResult<()> {
         match self.lock()?.full {
@@ -256,12 +262,15 @@ impl Placer for Locations {
             return;
         }
         let chunk = std::mem::take(&mut state.chunk);
-        // The GIL is waited for without the lock held (a thread holding the GIL may be waiting
-        // for the lock), by the one thread that places records: the chunks stay in order.
+        // The GIL is waited for without the state's lock held, by the one thread that places
+        // records (the chunks join the column in order).
         drop(state);
-        let bytes = Python::with_gil(|py| PyBytes::new(py, &chunk).unbind());
-        if let Ok(mut handed) = self.handed.lock() {
-            handed.push(bytes);
+        if Python::with_gil(|py| self.hand_over(py, &chunk)).is_err() {
+            // Not expected (a bytearray's extend fails only without memory): the records are
+            // counted but missing, which `take` reports.
+            if let Ok(mut state) = self.state.lock() {
+                state.lost = true;
+            }
         }
     }
 }

@@ -403,10 +403,11 @@ pub struct Place<'a> {
 }
 
 /// Told of every record the caller of `CaptureSet::for_each_placed_by` gets, in the same order:
-/// one at a time on the caller's thread, just before the caller gets it, or, when there are
-/// parsing threads, a block at a time on a thread of its own once the caller is done with the
-/// block (so that its work is neither the engine's nor the parsers'). `mwtap view`'s index
-/// (locations.rs) is one.
+/// when the files are one recording read with parsing threads, a block at a time on a thread of
+/// its own once the caller is done with the block (so that its work is neither the engine's nor
+/// the parsers'); else one at a time on the caller's thread, just before the caller gets it.
+/// That thread is joined before `for_each_placed_by` returns: a placer that takes the GIL needs
+/// the caller not to hold it. `mwtap view`'s index (locations.rs) is one.
 pub trait Placer: Sync {
     fn place(&self, placed: &[(&Record, Place)]);
 }

@@ -525,21 +525,23 @@ fn depth_within(text: &[u8], limit: usize) -> bool {
 
 /// The JSON types a field may hold, a bit each (a field's check is one AND, not a search).
 #[derive(Clone, Copy)]
-struct Types(u8);
+struct Types(u16);
+
+const _: () = assert!((JType::Dict as u16) < 16, "a bit for each JSON type");
 
 impl Types {
     const fn of(types: &[JType]) -> Self {
         let mut bits = 0;
         let mut i = 0;
         while i < types.len() {
-            bits |= 1 << types[i] as u8;
+            bits |= 1 << types[i] as u16;
             i += 1;
         }
         Types(bits)
     }
 
     fn allow(self, jtype: JType) -> bool {
-        self.0 & (1 << jtype as u8) != 0
+        self.0 & (1 << jtype as u16) != 0
     }
 }
 

@@ -1,8 +1,10 @@
 //! One capture file read on threads beside the caller's: a thread reads its lines (inflating
 //! gzip), `parsers` threads parse them a block at a time, and the caller gets the records in file
-//! order on its own thread. Line for line the outcome is `CaptureFile::next_with`'s: the same
-//! records, damage and unknown kinds at the same line numbers, the same end at a broken gzip
-//! stream; only the wall time differs (the parsing, ~40 % of an analysis, runs beside the engine).
+//! order on its own thread; with a `Placer` (`mwtap view`), a last thread places each block's
+//! records once the caller is done with it. Line for line the outcome is
+//! `CaptureFile::next_with`'s: the same records, damage and unknown kinds at the same line numbers,
+//! the same end at a broken gzip stream; only the wall time differs (the parsing, ~40 % of an
+//! analysis, runs beside the engine).
 
 use std::io::{self, Read};
 use std::ops::ControlFlow;
@@ -19,8 +21,9 @@ use crate::record::Record;
 /// lines a block holds (a parsed line takes ~900 bytes however short its text).
 const BLOCK: usize = 256 << 10;
 const LINES: usize = 1024;
-/// Blocks waiting at each parser, and parsed blocks waiting for the caller. With `BLOCK` and
-/// `LINES`, this bounds the pipeline's memory: a parsed block takes at most ~1 MB besides its text.
+/// Blocks waiting at each parser, and parsed blocks waiting for the caller. With `BLOCK`,
+/// `LINES` and `PLACING_QUEUE`, this bounds the pipeline's memory: a parsed block takes at most
+/// ~1 MB besides its text.
 const QUEUE: usize = 2;
 /// Bytes asked of the file at a time once a block is full and its last line has not ended.
 const READ: usize = 16 << 10;
@@ -60,7 +63,7 @@ self_cell!(
 /// The placer of a pass's records (`CaptureSet::for_each_placed_by`) and the file they are in.
 type Placing<'p> = Option<(&'p dyn Placer, usize)>;
 
-/// Blocks the caller is done with, waiting to be placed.
+/// Parsed blocks the caller is done with, waiting to be placed.
 const PLACING_QUEUE: usize = 4;
 
 impl CaptureFile {
