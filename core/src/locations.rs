@@ -127,7 +127,7 @@ impl Locations {
     /// `stream_sizes` (uint32); `connection_records` ((connection, line) of each open, close and
     /// refused record); `last_t`.
     fn take<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        // Locked without the GIL, as everywhere (see `Placer::place`).
+        // The state is locked without the GIL held, as everywhere (see `Placer::place`).
         let mut state =
             py.allow_threads(|| self.lock().map(|mut state| std::mem::take(&mut *state)))?;
         let handed = self.hand_over(py, &std::mem::take(&mut state.chunk));
