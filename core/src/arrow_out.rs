@@ -150,7 +150,20 @@ enum Column {
 impl Column {
     /// An empty column of each of `spec`'s.
     fn of(spec: &Spec) -> Vec<Column> {
-        spec.iter().map(|(_, kind)| Column::new(*kind)).collect()
+        spec.iter().map(|(_, kind)| Column::new(*kind, 0)).collect()
+    }
+
+    /// An empty column of the same kind with room for as many values as this one holds (and for
+    /// strings, a quarter more bytes): the next batch of a table is as long, and a column grown
+    /// by doubling copies what it holds at every step.
+    fn empty_like(&self) -> Column {
+        match self {
+            Column::Str(strings) => Column::Str(strings.empty_like(usize::MAX, usize::MAX)),
+            Column::Time(values, _) => Column::new(Kind::Time, values.len()),
+            Column::Float(values, _) => Column::new(Kind::Float, values.len()),
+            Column::Int(values, _) => Column::new(Kind::Int, values.len()),
+            Column::Bool(values) => Column::new(Kind::Bool, values.len()),
+        }
     }
 
     /// A column of `values` (for the frames table's own columns: no redaction, no bools).
@@ -159,18 +172,19 @@ impl Column {
         values: impl Iterator<Item = Val<'static>>,
         types: Types,
     ) -> Result<ArrayData, String> {
-        let mut column = Column::new(kind);
+        let mut column = Column::new(kind, values.size_hint().0);
         values.for_each(|value| column.push(&value));
         column.finish("", false, types)
     }
 
-    fn new(kind: Kind) -> Self {
+    /// An empty column with room for `rows` values.
+    fn new(kind: Kind, rows: usize) -> Self {
         match kind {
-            Kind::Str => Column::Str(Strings::default()),
-            Kind::Time => Column::Time(Vec::new(), NullBufferBuilder::new(0)),
-            Kind::Float => Column::Float(Vec::new(), NullBufferBuilder::new(0)),
-            Kind::Int => Column::Int(Vec::new(), NullBufferBuilder::new(0)),
-            Kind::Bool => Column::Bool(Vec::new()),
+            Kind::Str => Column::Str(Strings::with_capacity(rows, 0)),
+            Kind::Time => Column::Time(Vec::with_capacity(rows), NullBufferBuilder::new(rows)),
+            Kind::Float => Column::Float(Vec::with_capacity(rows), NullBufferBuilder::new(rows)),
+            Kind::Int => Column::Int(Vec::with_capacity(rows), NullBufferBuilder::new(rows)),
+            Kind::Bool => Column::Bool(Vec::with_capacity(rows)),
         }
     }
 
@@ -257,16 +271,26 @@ impl Table {
     /// The rows added since the last batch as a batch (`redact`: the strings redacted; an int
     /// or a float written with `str()` holds no token); the table starts again empty.
     pub fn batch(&mut self, redact: bool, types: Types) -> Result<ArrayData, String> {
-        let columns = std::mem::replace(&mut self.columns, Column::of(&self.spec));
+        let next = self.columns.iter().map(Column::empty_like).collect();
+        let columns = std::mem::replace(&mut self.columns, next);
         self.rows = 0;
-        let arrays = self
-            .spec
-            .iter()
-            .zip(columns)
-            .map(|((name, _), column)| column.finish(name, redact, types))
-            .collect::<Result<_, _>>()?;
-        batch(&self.spec, arrays, types)
+        columns_batch(&self.spec, columns, redact, types)
     }
+}
+
+/// The batch of `columns`, those of `spec` (`redact`: the strings redacted).
+fn columns_batch(
+    spec: &Spec,
+    columns: Vec<Column>,
+    redact: bool,
+    types: Types,
+) -> Result<ArrayData, String> {
+    let arrays = spec
+        .iter()
+        .zip(columns)
+        .map(|((name, _), column)| column.finish(name, redact, types))
+        .collect::<Result<_, _>>()?;
+    batch(spec, arrays, types)
 }
 
 /// The array, its buffers checked (lengths, offsets, UTF-8) as arrow-data checks them.
@@ -344,10 +368,13 @@ impl Strings {
         }
     }
 
-    /// An empty column with room for as many values and bytes as this one holds, at most
-    /// `max_rows` and `max_bytes`.
+    /// An empty column with room for as many values as this one holds and a quarter more bytes,
+    /// at most `max_rows` and `max_bytes`: a batch of as many rows with a little more text then
+    /// fits without doubling its buffer (which copied ~11 MB of payloads in every other frames
+    /// batch; room never written is only address space when it is fresh).
     pub fn empty_like(&self, max_rows: usize, max_bytes: usize) -> Self {
-        Strings::with_capacity(self.len().min(max_rows), self.byte_len().min(max_bytes))
+        let bytes = self.byte_len().saturating_add(self.byte_len() / 4);
+        Strings::with_capacity(self.len().min(max_rows), bytes.min(max_bytes))
     }
 
     pub fn push(&mut self, value: Option<&str>) {
@@ -434,7 +461,7 @@ pub fn rows_batch<N: AsRef<str>>(
 ) -> Result<ArrayData, String> {
     let mut table = Table::new(spec);
     table.add(rows);
-    table.batch(false, types)
+    columns_batch(spec, table.columns, false, types)
 }
 
 /// The frames table (kept per column by Framing) as a batch, each column freed once converted.
