@@ -162,3 +162,22 @@ def test_report_renders_in_headless_chromium(html_report, procs, tmp_path):
     pixels = imread(io.BytesIO(page.screenshot))[..., :3]
     assert pixels.shape[0] > 500 and pixels.std() > 0.05  # not a blank page
     assert (np.abs(pixels - 1.0).sum(axis=2) > 0.3).mean() > 0.01  # some ink on the first screen
+
+
+def test_each_figure_is_the_image_savefig_makes_of_it(sample_capture):
+    """The report draws each figure once (`savefig` lays a figure out in a draw of its own first);
+    the PNG is byte for byte what savefig makes of the same figure."""
+    import base64
+    from analysis.report import build_report, stream_capture
+    from analysis.report.html import DPI, png
+    from analysis.report.model import Plot
+
+    def figures():
+        report = build_report(stream_capture([sample_capture]))
+        return [block.figure for section in report.sections for block in section.blocks if isinstance(block, Plot)]
+    drawn_once, saved = figures(), figures()
+    assert len(drawn_once) == 5
+    for figure, twin in zip(drawn_once, saved):
+        buffer = io.BytesIO()
+        twin.savefig(buffer, format="png", dpi=DPI)
+        assert base64.b64decode(png(figure)) == buffer.getvalue()
