@@ -1,8 +1,8 @@
 """The analysis tables as Parquet files, one per table (docs/export.md), for DuckDB, Polars or Spark.
 
 Rows are written in row groups of `row_group_rows` as the engine finishes them (the native core hands
-them over as Arrow record batches), so memory stays bounded by the engine's open state plus one row
-group per table, whatever the size of the input. Every string is passed through the redaction once
+them over as Arrow record batches; a thread of their own writes them), so memory stays bounded by the
+engine's open state plus one row group per table and `QUEUED` waiting, whatever the size of the input. Every string is passed through the redaction once
 more, so an export holds no token even from a capture recorded with redaction off.
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
+import threading
 from operator import itemgetter
 from typing import Callable
 
@@ -25,6 +27,7 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 ROW_GROUP_ROWS = 25_000
 ROW_GROUP_CHARS = 8_000_000  # payload bytes buffered before a row group is written (frames): peak RSS stays under 300 MB
+QUEUED = 2  # row groups waiting for the writing thread (each up to ~ROW_GROUP_CHARS of payloads)
 
 
 def _schema(table: str):
@@ -65,11 +68,47 @@ _CONVERT: dict[str, Callable[[tuple], list]] = {
 _URL = _redacted(redact_url)
 
 
+class _Writing:
+    """The row groups of every file written in the order they come, on a thread of its own
+    (`mwtap-write`): pyarrow encodes and compresses without the GIL, so the core reads on while a row
+    group is written (the core's callback wrote them itself, a third of the export's time). At most
+    `QUEUED` row groups wait, so memory stays bounded; a failed write is raised at the next hand-over."""
+
+    def __init__(self):
+        self.queue: queue.Queue = queue.Queue(maxsize=QUEUED)
+        self.error: BaseException | None = None
+        self.discard = False
+        self.thread = threading.Thread(target=self._run, name="mwtap-write", daemon=True)
+        self.thread.start()
+
+    def put(self, writer, batch) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((writer, batch))
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is None and not self.discard:
+                try:
+                    item[0].write_batch(item[1])
+                except BaseException as e:  # raised on the core's thread, where the export stops
+                    self.error = e
+
+    def finish(self, discard: bool) -> None:
+        """Waits until what was handed over is written (`discard`: dropped instead); raises a failed write."""
+        self.discard = discard
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+        if self.error is not None and not discard:
+            raise self.error
+
+
 class _TableWriter:
     """One Parquet file, written a row group at a time: at most `row_group_rows` rows, and at most
     about `ROW_GROUP_CHARS` characters of payloads (frames of megabytes would otherwise pile up)."""
 
-    def __init__(self, table: str, path: str, row_group_rows: int):
+    def __init__(self, table: str, path: str, row_group_rows: int, writing: _Writing):
         import pyarrow.parquet as pq
         self.table, self.schema = table, _schema(table)
         self.names = [name for name, _ in COLUMNS[table]]
@@ -80,6 +119,7 @@ class _TableWriter:
         self.sized, self.chars = "text" in self.names, 0
         self.rows = 0
         self.path = path
+        self.writing = writing
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         os.fchmod(fd, FILE_MODE)
         self.file = os.fdopen(fd, "wb")
@@ -100,7 +140,7 @@ class _TableWriter:
             for row in batch:
                 self.add(row)
             return
-        self.writer.write_batch(batch)
+        self.writing.put(self.writer, batch)
         self.rows += batch.num_rows
 
     def add(self, row: dict) -> None:
@@ -122,13 +162,13 @@ class _TableWriter:
         # the core makes the batch (times rounded to the microsecond as in the tables it hands over):
         # pyarrow's own conversion of Python values imports pandas, a third of a second
         converted = [dict(zip(self.names, values)) for values in zip(*columns)]
-        self.writer.write_batch(_core.arrow_rows(self.table, converted, parquet=True))
+        self.writing.put(self.writer, _core.arrow_rows(self.table, converted, parquet=True))
         self.rows += len(self.buffer)
         self.buffer.clear()
         self.chars = 0
 
     def close(self) -> None:
-        self.flush()
+        """Ends the file (after `_Writing.finish`: every row group written)."""
         self.writer.close()
         self.file.close()
 
@@ -141,15 +181,21 @@ def export_parquet(paths: Paths, out_dir: str, config: Config | None = None, *,
     existing = [t for t in TABLES if os.path.exists(os.path.join(out_dir, f"{t}.parquet"))]
     if existing:
         raise FileExistsError(f"{out_dir}: {existing[0]}.parquet exists (mwtap never overwrites an export)")
-    writers = {table: _TableWriter(table, os.path.join(out_dir, f"{table}.parquet"), row_group_rows)
+    writing = _Writing()
+    writers = {table: _TableWriter(table, os.path.join(out_dir, f"{table}.parquet"), row_group_rows, writing)
                for table in TABLES}
     written = False
     try:  # the core cuts the tables into row groups and redacts them (the url column: here, as rows)
         _, damage = streamed(paths, config or Config(), TABLES, lambda table, batch: writers[table].write(batch),
                              rows=row_group_rows, payload_bytes=ROW_GROUP_CHARS, dicts=["connections"], redact=True,
                              parquet=True)
+        for writer in writers.values():
+            writer.flush()
+        writing.finish(discard=False)
         written = True
     finally:
+        if not written:
+            writing.finish(discard=True)
         for writer in writers.values():
             writer.close()
         if not written:  # a bad input or a failed write leaves no table behind (a rerun would be refused)

@@ -161,3 +161,29 @@ def test_times_are_the_recorded_seconds_rounded_half_to_even_to_the_microsecond(
     micros = frames.column("t").cast("int64").to_pylist()
     assert micros == [round(t * 1_000_000) for t in times]
     assert len({m % 10 for m in micros}) > 1  # not all cut the same way
+
+
+def test_a_write_that_fails_stops_the_export_with_one_line_and_leaves_no_table(tmp_path):
+    """Row groups are written on a thread of their own: a write that fails there (the file size limit
+    here, as a full disk would) still stops the export with a one-line error, exit 2, and no table left."""
+    import random
+    import resource
+    import signal
+    b = CaptureBuilder()
+    b.open("c", 1_795_600_000.0)
+    noise = random.Random(7)
+    for i in range(30_000):  # more than a row group of payloads Parquet cannot squeeze under the limit
+        b.c2s("c", 1_795_600_000.0 + i / 1000, {"kind": "req", "id": str(i), "type": "GetClock",
+                                                 "pad": "".join(noise.choices("abcdefghijklmnopqrstuvwxyz", k=60))})
+    b.close("c", 1_795_600_100.0)
+    b.write(tmp_path / "cap.jsonl")
+    out = tmp_path / "parquet"
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+    run = subprocess.run([str(BIN / "mwtap"), "export", str(tmp_path / "cap.jsonl"), "--parquet", str(out)],
+                         capture_output=True, text=True, timeout=120, preexec_fn=limited)
+    assert run.returncode == 2
+    assert run.stderr == f"Error: {out}: File too large\n"
+    assert list(out.iterdir()) == []
