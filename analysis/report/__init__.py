@@ -5,9 +5,19 @@
     html = render_html(report)
 """
 
-from analysis.report.content import Report, build_report
-from analysis.report.html import render_html
-from analysis.report.markdown import render_markdown
-from analysis.report.stream import stream_capture
+from __future__ import annotations
+
+import importlib
+
+# Each name loads its module on first use, so that reading a capture (`stream`) does not wait for
+# pandas and matplotlib (`content`, most of a second): `mwtap report` loads them meanwhile.
+_MODULES = {"Report": "content", "build_report": "content", "render_html": "html", "render_markdown": "markdown",
+            "stream_capture": "stream"}
 
 __all__ = ["Report", "build_report", "render_html", "render_markdown", "stream_capture"]
+
+
+def __getattr__(name: str):
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)

@@ -6,7 +6,7 @@ import os
 
 import click
 
-from recorder.cli import BadInput, refuse_to_overwrite
+from recorder.cli import BadInput, preload, refuse_to_overwrite
 from recorder.cli.progress import Stages, reading
 
 REPORT_MODE = 0o600  # a report holds payloads: only its owner reads it
@@ -26,17 +26,21 @@ REPORT_MODE = 0o600  # a report holds payloads: only its owner reads it
 def report(paths: tuple[str, ...], output: str | None, force: bool, fmt: str, full_ids: bool, **options) -> None:
     """Analyse captures and write a report: summary, violations by rule linked to their frames,
     latency, slowest requests with payloads, connections, reconnects, keep-alive and streams."""
-    import matplotlib
-    matplotlib.use("Agg")
-
-    from analysis.report import build_report, render_html, render_markdown, stream_capture
-    from analysis.report.content import STAGES
+    # pandas and matplotlib (most of a second) load while the core reads the capture without the GIL
+    content_loaded = preload("analysis.report.content")
+    from analysis.report.stream import stream_capture
 
     output = output or ("report.md" if fmt == "markdown" else "report.html")
     if output != "-":
         refuse_to_overwrite([output], force)
     with reading("report: reading"):
         cap = stream_capture(list(paths), **options)
+    content_loaded.join()
+    import matplotlib
+    matplotlib.use("Agg")
+
+    from analysis.report import build_report, render_html, render_markdown
+    from analysis.report.content import STAGES
     for d in cap.damage:
         click.echo(str(d), err=True)
     with Stages("report: building", len(STAGES)) as progress:

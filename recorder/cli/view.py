@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import sys
 import time
 
 import click
 
 from analysis.capture import host_port
-from recorder.cli import BadInput
+from recorder.cli import BadInput, preload
 from recorder.cli.record import is_loopback
 
 
@@ -34,12 +32,8 @@ def view(paths: tuple[str, ...], host: str, port: int, no_browser: bool, follow:
     import asyncio
     import threading
 
-    # The server's modules (aiohttp above all: a third of a second) load while the core builds the
-    # index without the GIL, not before it. Safe while recorder.view.server and the analysis modules
-    # imported below do not import each other circularly (a cycle could hand one thread a module
-    # still loading in the other).
-    server_loaded = threading.Thread(target=_preload, args=("recorder.view.server",), daemon=True)
-    server_loaded.start()
+    # the server's modules (aiohttp above all: a third of a second) load while the core builds the index
+    server_loaded = preload("recorder.view.server")
     from analysis import Config
     from analysis.imports import SourceLimits
     from analysis.view.build import build
@@ -90,12 +84,6 @@ def view(paths: tuple[str, ...], host: str, port: int, no_browser: bool, follow:
             queries.close()
     finally:
         sources.close()
-
-
-def _preload(module: str) -> None:
-    """Imports `module` ahead (in a thread); an error shows where it is imported for use."""
-    with contextlib.suppress(Exception):
-        importlib.import_module(module)
 
 
 async def _serve(page, host: str, port: int, open_browser: bool) -> None:
