@@ -11,6 +11,7 @@ from analysis.config import Config
 from analysis.engine import TABLES, Engine
 from analysis import _core, native
 from analysis.imports import SourceLimits, all_captures
+from analysis.preload import preload
 from analysis.reader import CaptureSet, Paths
 from analysis.summary import Summary
 from analysis.tables import COLUMNS, int64
@@ -58,8 +59,10 @@ def load(paths: Paths, **config) -> Capture:
     Keyword arguments are `Config` fields (e.g. `response_timeout_s=10`).
     """
     cfg = Config.from_options(**config)
+    pandas_loaded = preload("pandas")  # a third of a second, while the core reads without the GIL
     batches: dict[str, list] = {name: [] for name in TABLES}
     summary, damage = streamed(paths, cfg, TABLES, lambda table, batch: batches[table].append(batch))
+    pandas_loaded.join()
     tables = {name: _frame(name, parts) for name, parts in batches.items()}
     return Capture(**tables, config=cfg, damage=damage, _summary=summary)
 

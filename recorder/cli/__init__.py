@@ -3,10 +3,8 @@ so `mwtap analyze` never loads mitmproxy."""
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
-import threading
 
 import click
 
@@ -62,20 +60,6 @@ def refuse_to_overwrite(paths, force: bool, *, remove: bool = False) -> None:
                 os.unlink(path)
             except OSError as e:
                 raise BadInput(f"{path}: cannot overwrite ({e.strerror})") from None
-
-
-def preload(module: str) -> threading.Thread:
-    """Starts importing `module` on a thread of its own (join it before use), for heavy modules
-    (aiohttp, pandas, matplotlib) that can load while the core reads a capture without the GIL.
-    An error shows where the module is then imported for use. Safe while `module` and what the
-    command imports meanwhile do not import each other circularly (a cycle could hand one thread a
-    module still loading in the other)."""
-    def load() -> None:
-        with contextlib.suppress(Exception):
-            importlib.import_module(module)
-    thread = threading.Thread(target=load, name=f"mwtap-import-{module}", daemon=True)
-    thread.start()
-    return thread
 
 
 class LazyGroup(click.Group):

@@ -6,7 +6,8 @@ import os
 
 import click
 
-from recorder.cli import BadInput, preload, refuse_to_overwrite
+from analysis.preload import preload
+from recorder.cli import BadInput, refuse_to_overwrite
 from recorder.cli.progress import Stages, reading
 
 REPORT_MODE = 0o600  # a report holds payloads: only its owner reads it

@@ -8,7 +8,8 @@ import time
 import click
 
 from analysis.capture import host_port
-from recorder.cli import BadInput, preload
+from analysis.preload import preload
+from recorder.cli import BadInput
 from recorder.cli.record import is_loopback
 
 
