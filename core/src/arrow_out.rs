@@ -10,7 +10,7 @@
 //! types its Parquet files hold instead (`Types::Parquet`): times as timestamp[us, UTC], strings
 //! as utf8 (its batches hold a few megabytes of payloads).
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 
 use arrow_buffer::{ArrowNativeType, BooleanBufferBuilder, Buffer, NullBufferBuilder};
 use arrow_data::ffi::FFI_ArrowArray;
@@ -173,7 +173,7 @@ impl Column {
         types: Types,
     ) -> Result<ArrayData, String> {
         let mut column = Column::new(kind, values.size_hint().0);
-        values.for_each(|value| column.push(&value));
+        column.extend(values);
         column.finish("", false, types)
     }
 
@@ -188,17 +188,24 @@ impl Column {
         }
     }
 
-    fn push(&mut self, value: &Val<'static>) {
+    /// Appends `values`, the column's kind matched once for all of them (not once a value).
+    fn extend<V: Borrow<Val<'static>>>(&mut self, values: impl Iterator<Item = V>) {
         fn add<T: Default>(values: &mut Vec<T>, nulls: &mut NullBufferBuilder, value: Option<T>) {
             nulls.append(value.is_some());
             values.push(value.unwrap_or_default());
         }
         match self {
-            Column::Str(strings) => strings.push(text(value).as_deref()),
-            Column::Time(values, nulls) => add(values, nulls, seconds(value)),
-            Column::Float(values, nulls) => add(values, nulls, value.number()),
-            Column::Int(values, nulls) => add(values, nulls, int64(value)),
-            Column::Bool(values) => values.push(value.clone()),
+            Column::Str(strings) => values.for_each(|v| strings.push(text(v.borrow()).as_deref())),
+            Column::Time(column, nulls) => {
+                values.for_each(|v| add(column, nulls, seconds(v.borrow())));
+            }
+            Column::Float(column, nulls) => {
+                values.for_each(|v| add(column, nulls, v.borrow().number()));
+            }
+            Column::Int(column, nulls) => {
+                values.for_each(|v| add(column, nulls, int64(v.borrow())))
+            }
+            Column::Bool(column) => column.extend(values.map(|v| v.borrow().clone())),
         }
     }
 
@@ -253,17 +260,14 @@ impl Table {
     /// Adds `rows`: each takes the columns the spec names (a column a row lacks is missing).
     pub fn add<N: AsRef<str>>(&mut self, rows: &[Vec<(N, Val<'static>)>]) {
         static ABSENT: Val<'static> = Val::Absent;
-        for row in rows {
-            for (index, ((name, _), column)) in self.spec.iter().zip(&mut self.columns).enumerate()
-            {
+        // a column at a time: each column's kind is matched once for all the rows
+        for (index, ((name, _), column)) in self.spec.iter().zip(&mut self.columns).enumerate() {
+            let at = |(column, _): &&(N, Val<'static>)| column.as_ref() == name;
+            column.extend(rows.iter().map(|row| {
                 // rows have the table's columns in order: look where the column should be first
-                let at = |(column, _): &&(N, Val<'static>)| column.as_ref() == name;
-                let value = row
-                    .get(index)
-                    .filter(|entry| at(entry))
-                    .or_else(|| row.iter().find(at));
-                column.push(value.map_or(&ABSENT, |(_, v)| v));
-            }
+                let value = row.get(index).filter(at).or_else(|| row.iter().find(at));
+                value.map_or(&ABSENT, |(_, v)| v)
+            }));
         }
         self.rows += rows.len();
     }
