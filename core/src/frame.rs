@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::engine::Frame;
 use crate::json_out::Members;
+use crate::json_value::plain_run;
 use crate::record::{Raw, Val};
 
 /// Whether a request type is `name` under any of its prefixes (cqm., .ams.aam., .ams.ms., …).
@@ -213,15 +214,9 @@ fn plain_at(raw: &str, i: usize, depth: usize) -> Option<(Value, usize)> {
     let s = raw.as_bytes();
     match *s.get(i)? {
         b'"' => {
-            let mut end = i + 1;
-            while let Some(&b) = s.get(end) {
-                match b {
-                    b'"' => return Some((Value::String(raw[i + 1..end].to_owned()), end + 1)),
-                    b'\\' | 0..=0x1f => return None,
-                    _ => end += 1,
-                }
-            }
-            None
+            let end = plain_run(s, i + 1);
+            (s.get(end) == Some(&b'"'))
+                .then(|| (Value::String(raw[i + 1..end].to_owned()), end + 1))
         }
         b'[' if depth < 4 => {
             let mut items = Vec::new();

@@ -187,7 +187,7 @@ const MAX_RESERVED: usize = 1 << 16;
 /// character from `i` (or the end). Eight bytes at a time: in each 64-bit word, the lowest byte whose
 /// high bit the three tests set is the first such byte (a test can only flag wrongly above a byte it
 /// flags rightly, through the borrow).
-fn plain_run(s: &[u8], mut i: usize) -> usize {
+pub(crate) fn plain_run(s: &[u8], mut i: usize) -> usize {
     const ONES: u64 = u64::from_le_bytes([1; 8]);
     const HIGH: u64 = ONES << 7;
     while let Some(word) = s.get(i..i + 8) {
