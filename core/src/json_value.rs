@@ -326,9 +326,14 @@ impl<'a> Parser<'a> {
                     self.i += 1;
                     return Some(());
                 }
-                b'\\' => {
-                    self.escape()?;
-                }
+                // a payload kept as JSON text has an escaped quote every few bytes: the escapes
+                // of one character are passed here, `\u` (hex digits, surrogate pairs) by `escape`
+                b'\\' => match self.s.get(self.i + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 2,
+                    _ => {
+                        self.escape()?;
+                    }
+                },
                 _ => return None, // a control character
             }
         }
