@@ -130,8 +130,13 @@ class _TableWriter:
         # would skip nothing (they were a quarter of the writing's CPU).
         coded = [name for name, kind in COLUMNS[table] if kind == "str" and name != "text"]
         bounded = [name for name, kind in COLUMNS[table] if kind != "str"]
-        self.writer = pq.ParquetWriter(self.file, self.schema, compression="zstd", use_dictionary=coded,
-                                       write_statistics=bounded)
+        try:
+            self.writer = pq.ParquetWriter(self.file, self.schema, compression="zstd", use_dictionary=coded,
+                                           write_statistics=bounded)
+        except BaseException:
+            self.file.close()
+            os.unlink(path)
+            raise
 
     def write(self, batch) -> None:
         """Rows handed over by `analysis.load.streamed`: row dicts, or a RecordBatch in the file's
@@ -168,9 +173,12 @@ class _TableWriter:
         self.chars = 0
 
     def close(self) -> None:
-        """Ends the file (after `_Writing.finish`: every row group written)."""
-        self.writer.close()
-        self.file.close()
+        """Ends the file (after `_Writing.finish`: every row group written); the file is closed also
+        when its end cannot be written."""
+        try:
+            self.writer.close()
+        finally:
+            self.file.close()
 
 
 def export_parquet(paths: Paths, out_dir: str, config: Config | None = None, *,
@@ -182,24 +190,26 @@ def export_parquet(paths: Paths, out_dir: str, config: Config | None = None, *,
     if existing:
         raise FileExistsError(f"{out_dir}: {existing[0]}.parquet exists (mwtap never overwrites an export)")
     writing = _Writing()
-    writers = {table: _TableWriter(table, os.path.join(out_dir, f"{table}.parquet"), row_group_rows, writing)
-               for table in TABLES}
+    writers: dict[str, _TableWriter] = {}
     written = False
     try:  # the core cuts the tables into row groups and redacts them (the url column: here, as rows)
+        for table in TABLES:
+            writers[table] = _TableWriter(table, os.path.join(out_dir, f"{table}.parquet"), row_group_rows, writing)
         _, damage = streamed(paths, config or Config(), TABLES, lambda table, batch: writers[table].write(batch),
                              rows=row_group_rows, payload_bytes=ROW_GROUP_CHARS, dicts=["connections"], redact=True,
                              parquet=True)
         for writer in writers.values():
             writer.flush()
         writing.finish(discard=False)
+        for writer in writers.values():  # the last bytes and each file's footer are written here
+            writer.close()
         written = True
     finally:
-        if not written:
-            writing.finish(discard=True)
-        for writer in writers.values():
-            writer.close()
         if not written:  # a bad input or a failed write leaves no table behind (a rerun would be refused)
+            writing.finish(discard=True)
             for writer in writers.values():
+                with contextlib.suppress(Exception):  # a file whose end cannot be written either
+                    writer.close()
                 with contextlib.suppress(OSError):
                     os.unlink(writer.path)
     return {table: writer.rows for table, writer in writers.items()}, damage

@@ -163,27 +163,56 @@ def test_times_are_the_recorded_seconds_rounded_half_to_even_to_the_microsecond(
     assert len({m % 10 for m in micros}) > 1  # not all cut the same way
 
 
-def test_a_write_that_fails_stops_the_export_with_one_line_and_leaves_no_table(tmp_path):
-    """Row groups are written on a thread of their own: a write that fails there (the file size limit
-    here, as a full disk would) still stops the export with a one-line error, exit 2, and no table left."""
+@pytest.fixture(scope="module")
+def incompressible(tmp_path_factory):
+    """A capture whose frames.parquet spans two row groups and over a megabyte, and that file's size."""
     import random
-    import resource
-    import signal
+    tmp = tmp_path_factory.mktemp("incompressible")
     b = CaptureBuilder()
     b.open("c", 1_795_600_000.0)
     noise = random.Random(7)
-    for i in range(30_000):  # more than a row group of payloads Parquet cannot squeeze under the limit
+    for i in range(30_000):  # more than a row group of payloads Parquet cannot squeeze much
         b.c2s("c", 1_795_600_000.0 + i / 1000, {"kind": "req", "id": str(i), "type": "GetClock",
                                                  "pad": "".join(noise.choices("abcdefghijklmnopqrstuvwxyz", k=60))})
     b.close("c", 1_795_600_100.0)
-    b.write(tmp_path / "cap.jsonl")
+    b.write(tmp / "cap.jsonl")
+    export_parquet(str(tmp / "cap.jsonl"), str(tmp / "whole"))
+    return tmp / "cap.jsonl", (tmp / "whole" / "frames.parquet").stat().st_size
+
+
+@pytest.mark.parametrize("short_by", [None, 20_000, 1], ids=["mid-pass", "last-row-group", "footer"])
+def test_a_write_that_fails_stops_the_export_with_one_line_and_leaves_no_table(tmp_path, incompressible, short_by):
+    """Row groups are written on a thread of their own: a write that fails there (the file size limit
+    here, as a full disk would), early, in the last row group or in the file's footer, still stops the
+    export with a one-line error, exit 2, and no table left (a rerun would be refused otherwise)."""
+    import resource
+    import signal
+    capture, size = incompressible
+    limit = 300_000 if short_by is None else size - short_by
     out = tmp_path / "parquet"
 
     def limited() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
-    run = subprocess.run([str(BIN / "mwtap"), "export", str(tmp_path / "cap.jsonl"), "--parquet", str(out)],
+    run = subprocess.run([str(BIN / "mwtap"), "export", str(capture), "--parquet", str(out)],
                          capture_output=True, text=True, timeout=120, preexec_fn=limited)
     assert run.returncode == 2
     assert run.stderr == f"Error: {out}: File too large\n"
     assert list(out.iterdir()) == []
+
+
+def test_a_table_file_that_cannot_be_made_leaves_no_table_and_no_thread(tmp_path):
+    """A dangling link where a table goes (not an existing table, so not refused up front): the file
+    cannot be made; the tables made before it are removed and the writing thread ends."""
+    import threading
+    b = CaptureBuilder()
+    b.open("c1", 1.0)
+    b.close("c1", 2.0)
+    b.write(tmp_path / "cap.jsonl")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "pairs.parquet").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(FileExistsError):
+        export_parquet(str(tmp_path / "cap.jsonl"), str(out))
+    assert [p.name for p in out.iterdir()] == ["pairs.parquet"] and not (tmp_path / "nowhere").exists()
+    assert "mwtap-write" not in [t.name for t in threading.enumerate()]
