@@ -166,7 +166,7 @@ def test_report_renders_in_headless_chromium(html_report, procs, tmp_path):
 
 def test_each_figure_is_the_image_savefig_makes_of_it(sample_capture):
     """The report draws each figure once (`savefig` lays a figure out in a draw of its own first);
-    the PNG is byte for byte what savefig makes of the same figure."""
+    the PNG is byte for byte what savefig makes of the same figure, and the figure is left as it was."""
     import base64
     from analysis.report import build_report, stream_capture
     from analysis.report.html import DPI, png
@@ -180,4 +180,6 @@ def test_each_figure_is_the_image_savefig_makes_of_it(sample_capture):
     for figure, twin in zip(drawn_once, saved):
         buffer = io.BytesIO()
         twin.savefig(buffer, format="png", dpi=DPI)
+        dpi, canvas = figure.dpi, figure.canvas
         assert base64.b64decode(png(figure)) == buffer.getvalue()
+        assert figure.dpi == dpi and figure.canvas is canvas  # the figure is left as it was

@@ -65,13 +65,18 @@ def png(figure) -> str:
     (the first time only to lay it out), a third of the report's plotting time. The same bytes."""
     import matplotlib.image
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    figure.set_dpi(DPI)
-    canvas = FigureCanvasAgg(figure)
-    with warnings.catch_warnings():  # a capture's characters missing from matplotlib's font, odd date ranges
-        warnings.simplefilter("ignore", UserWarning)
-        canvas.draw()
-    buffer = io.BytesIO()
-    matplotlib.image.imsave(buffer, canvas.buffer_rgba(), format="png", origin="upper", dpi=DPI)
+    dpi, canvas = figure.dpi, figure.canvas  # given back as savefig does: a notebook may show the figure
+    try:
+        figure.set_dpi(DPI)
+        agg = FigureCanvasAgg(figure)
+        with warnings.catch_warnings():  # a capture's characters missing from matplotlib's font, odd date ranges
+            warnings.simplefilter("ignore", UserWarning)
+            agg.draw()
+        buffer = io.BytesIO()
+        matplotlib.image.imsave(buffer, agg.buffer_rgba(), format="png", origin="upper", dpi=DPI)
+    finally:
+        figure.set_dpi(dpi)
+        figure.set_canvas(canvas)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
