@@ -5,8 +5,6 @@
     html = render_html(report)
 """
 
-from __future__ import annotations
-
 import importlib
 
 # Each name loads its module on first use, so that reading a capture (`stream`) does not wait for
@@ -21,3 +19,7 @@ def __getattr__(name: str):
     if name not in _MODULES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULES})
