@@ -221,7 +221,8 @@ fn plain_at(raw: &str, i: usize, depth: usize) -> Option<(Value, usize)> {
                 .then(|| (Value::String(raw[i + 1..end].to_owned()), end + 1))
         }
         b'[' if depth < 4 => {
-            let mut items = Vec::new();
+            // room for the longest documented array (an `events` entry's eight fields): no regrowth
+            let mut items = Vec::with_capacity(8);
             let mut i = i + 1;
             if s.get(i) == Some(&b']') {
                 return Some((Value::Array(items), i + 1));
