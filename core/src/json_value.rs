@@ -618,6 +618,80 @@ mod tests {
         assert_eq!(plain_run(text.as_bytes(), 0), text.len() - 1);
     }
 
+    /// `skip_string` against a byte-at-a-time reader of the same rules: where it stops, or that it
+    /// fails, for escapes of every kind at every place around three words, and random strings.
+    #[test]
+    fn skipped_strings_end_where_a_byte_reader_ends_them() {
+        fn by_bytes(text: &str) -> Option<usize> {
+            let mut p = Parser::new(text);
+            p.i = 1;
+            loop {
+                match *p.s.get(p.i)? {
+                    b'"' => return Some(p.i + 1),
+                    b'\\' => {
+                        p.escape()?;
+                    }
+                    0..=0x1f => return None,
+                    _ => p.i += 1,
+                }
+            }
+        }
+        let check = |text: &str| {
+            let mut p = Parser::new(text);
+            let skipped = p.skip_string().map(|()| p.i);
+            assert_eq!(skipped, by_bytes(text), "{text:?}");
+        };
+        let pieces = [
+            "\\\"",
+            "\\\\",
+            "\\/",
+            "\\n",
+            "\\t",
+            "\\u0041",
+            "\\ud83d\\ude00",
+            "\\ud83d",
+            "\\ude00",
+            "\\x",
+            "\\",
+            "\"",
+            "\u{1}",
+            "\u{1f}",
+            "é",
+            "😀",
+            "\u{7f}",
+            "\\u00",
+            "\\u12G4",
+        ];
+        for len in 0..26 {
+            for at in 0..=len {
+                for piece in pieces {
+                    for later in [None, Some("\""), Some("\\\""), Some("\u{1}")] {
+                        let mut text =
+                            format!("\"{}{piece}{}", "a".repeat(at), "b".repeat(len - at));
+                        if let Some(later) = later {
+                            text.push_str(later);
+                        }
+                        check(&text);
+                        text.push('"');
+                        check(&text);
+                    }
+                }
+            }
+        }
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..200_000 {
+            let mut text = String::from("\"");
+            for _ in 0..(state % 40) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                text.push_str(pieces[(state % pieces.len() as u64) as usize]);
+                text.push_str(&"abc"[..(state >> 32) as usize % 4]);
+            }
+            check(&text);
+        }
+    }
+
     #[test]
     fn depth_limit_and_duplicates() {
         assert!(parse(&format!("{}{}", "[".repeat(1024), "]".repeat(1024))).is_some());
