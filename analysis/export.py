@@ -2,8 +2,9 @@
 
 Rows are written in row groups of `row_group_rows` as the engine finishes them (the native core hands
 them over as Arrow record batches; a thread of their own writes them), so memory stays bounded by the
-engine's open state plus one row group per table and `QUEUED` waiting, whatever the size of the input. Every string is passed through the redaction once
-more, so an export holds no token even from a capture recorded with redaction off.
+engine's open state plus one row group per table and `QUEUED` waiting, whatever the size of the input.
+Every string is passed through the redaction once more, so an export holds no token even from a
+capture recorded with redaction off.
 """
 
 from __future__ import annotations
