@@ -62,7 +62,7 @@ def _block(block) -> str:
 
 def png(figure) -> str:
     """The figure as base64 PNG, drawn once: `savefig` draws a figure with a layout engine twice
-    (the first time only to lay it out), a third of the report's plotting time. The same bytes."""
+    (the first time only to lay it out), about a quarter of the report's plotting time. The same bytes."""
     import matplotlib.image
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     dpi, canvas = figure.dpi, figure.canvas  # given back as savefig does: a notebook may show the figure
