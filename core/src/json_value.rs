@@ -8,6 +8,8 @@
 
 use std::borrow::Cow;
 
+use crate::json_blocks::{escaped, masks, BLOCK};
+
 const MAX_DEPTH: usize = 1024;
 
 #[derive(Debug, PartialEq)]
@@ -210,6 +212,21 @@ pub(crate) fn plain_run(s: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Whether the escaped bytes `bits` of `block` are all escapes of one character (`\\u` and unknown
+/// ones are left to `Parser::escape`).
+fn single_escapes(block: &[u8; BLOCK], mut bits: u64) -> bool {
+    while bits != 0 {
+        if !matches!(
+            block[bits.trailing_zeros() as usize],
+            b'/' | b'b' | b'f' | b'n' | b'r' | b't'
+        ) {
+            return false;
+        }
+        bits &= bits - 1;
+    }
+    true
+}
+
 struct Parser<'a> {
     s: &'a [u8],
     text: &'a str,
@@ -317,24 +334,58 @@ impl<'a> Parser<'a> {
     }
 
     /// Checks the string at `i` as `string` would decode it, without decoding it, and passes it.
+    /// Passes the string at `i` (its opening quote), checked as `string` checks it, a block of
+    /// json_blocks.rs at a time while its escapes are of quotes and backslashes, otherwise (a `\\u`,
+    /// another escape, a control character) byte by byte through that block.
     fn skip_string(&mut self) -> Option<()> {
         self.i += 1; // the opening quote
+        let mut carry = 0; // 1: the block's first byte is escaped by the backslash before it
         loop {
-            self.i = plain_run(self.s, self.i);
-            match *self.s.get(self.i)? {
-                b'"' => {
-                    self.i += 1;
+            let start = self.i;
+            let padded;
+            let block: &[u8; BLOCK] = match self.s.get(start..start + BLOCK) {
+                Some(block) => block.try_into().expect("a block"),
+                None => {
+                    // the text's last bytes, then spaces: nothing a string ends or fails at
+                    let rest = &self.s[start..];
+                    let mut tail = [b' '; BLOCK];
+                    tail[..rest.len()].copy_from_slice(rest);
+                    padded = tail;
+                    &padded
+                }
+            };
+            let escaped_first = carry;
+            let masks = masks(block);
+            let escaped = escaped(masks.backslashes, &mut carry);
+            let ends = masks.quotes & !escaped;
+            let before = (ends & ends.wrapping_neg()).wrapping_sub(1); // all bits when no end
+            let other_escapes = escaped & !(masks.quotes | masks.backslashes) & before;
+            if masks.controls & before == 0 && single_escapes(block, other_escapes) {
+                if ends != 0 {
+                    self.i = start + ends.trailing_zeros() as usize + 1;
                     return Some(());
                 }
-                // a payload kept as JSON text has an escaped quote every few bytes: the escapes
-                // of one character are passed here, `\u` (hex digits, surrogate pairs) by `escape`
-                b'\\' => match self.s.get(self.i + 1) {
-                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.i += 2,
-                    _ => {
+                if start + BLOCK >= self.s.len() {
+                    return None; // the text ends inside the string
+                }
+                self.i = start + BLOCK;
+                continue;
+            }
+            // from the escape that reaches into the block, if one does, to the block's end or past
+            self.i = start - escaped_first as usize;
+            carry = 0;
+            while self.i < start + BLOCK {
+                self.i = plain_run(self.s, self.i);
+                match *self.s.get(self.i)? {
+                    b'"' => {
+                        self.i += 1;
+                        return Some(());
+                    }
+                    b'\\' => {
                         self.escape()?;
                     }
-                },
-                _ => return None, // a control character
+                    _ => return None, // a control character
+                }
             }
         }
     }
@@ -619,7 +670,8 @@ mod tests {
     }
 
     /// `skip_string` against a byte-at-a-time reader of the same rules: where it stops, or that it
-    /// fails, for escapes of every kind at every place around three words, and random strings.
+    /// fails, for escapes of every kind at every place around three words and two blocks' ends, and
+    /// random strings.
     #[test]
     fn skipped_strings_end_where_a_byte_reader_ends_them() {
         fn by_bytes(text: &str) -> Option<usize> {
@@ -662,7 +714,9 @@ mod tests {
             "\\u00",
             "\\u12G4",
         ];
-        for len in 0..26 {
+        // every piece at every place in short strings and around the ends of the first two blocks
+        let blocks = (BLOCK - 8..BLOCK + 8).chain(2 * BLOCK - 8..2 * BLOCK + 8);
+        for len in (0..26).chain(blocks) {
             for at in 0..=len {
                 for piece in pieces {
                     for later in [None, Some("\""), Some("\\\""), Some("\u{1}")] {
@@ -681,7 +735,7 @@ mod tests {
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
         for _ in 0..200_000 {
             let mut text = String::from("\"");
-            for _ in 0..(state % 40) {
+            for _ in 0..(state % 60) {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;

@@ -2,6 +2,7 @@
 
 use pyo3::prelude::*;
 
+mod json_blocks;
 mod json_out;
 mod json_value;
 mod lift;
