@@ -227,6 +227,66 @@ fn single_escapes(block: &[u8; BLOCK], mut bits: u64) -> bool {
     true
 }
 
+/// A string's text as `Parser::pass_blocks` reads it: nothing of its own until its first escape
+/// (the text is then borrowed from the document), then the bytes so far, the escapes unescaped.
+struct Unescaping {
+    /// Where the plain bytes not yet copied start.
+    run: usize,
+    bytes: Option<Vec<u8>>,
+}
+
+impl Unescaping {
+    /// The bytes up to `at` (a backslash), copied.
+    #[inline(always)] // an escape every few bytes: a call each cost a third of the copying
+    fn plain_to(&mut self, document: &[u8], at: usize) -> &mut Vec<u8> {
+        let bytes = self.bytes.get_or_insert_with(|| {
+            // Room for the rest of the document at once: a payload kept as JSON text in a
+            // record has an escape every ten bytes or so, and growing by doubling copied it six
+            // times over.
+            Vec::with_capacity((document.len() - self.run).min(MAX_RESERVED))
+        });
+        let run = &document[self.run..at];
+        match document.get(self.run..self.run + 16) {
+            // a short run (most of them: an escape comes every ten bytes or so) copied sixteen
+            // bytes at once, the bytes past it then dropped: no call to copy a few bytes
+            Some(sixteen) if run.len() <= 16 => {
+                let len = bytes.len();
+                bytes.extend_from_slice(<&[u8; 16]>::try_from(sixteen).expect("sixteen bytes"));
+                bytes.truncate(len + run.len());
+            }
+            _ => bytes.extend_from_slice(run),
+        }
+        bytes
+    }
+
+    /// The escape at `at` (its backslash), which stands for `c`, the plain bytes resuming at `next`.
+    fn push(&mut self, document: &[u8], at: usize, c: char, next: usize) {
+        let bytes = self.plain_to(document, at);
+        bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
+        self.run = next;
+    }
+
+    /// The escape of one character whose backslash is at `at` (`escaped`: the byte after it).
+    #[inline(always)]
+    fn escape_at(&mut self, document: &[u8], at: usize, escaped: u8) {
+        let byte = match escaped {
+            // the character is the escaped byte itself: it starts the next plain bytes
+            b'"' | b'\\' | b'/' => {
+                self.plain_to(document, at);
+                self.run = at + 1;
+                return;
+            }
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            _ => b'\t', // single_escapes let no other through
+        };
+        self.plain_to(document, at).push(byte);
+        self.run = at + 2;
+    }
+}
+
 struct Parser<'a> {
     s: &'a [u8],
     text: &'a str,
@@ -334,11 +394,49 @@ impl<'a> Parser<'a> {
     }
 
     /// Checks the string at `i` as `string` would decode it, without decoding it, and passes it.
-    /// Passes the string at `i` (its opening quote), checked as `string` checks it, a block of
-    /// json_blocks.rs at a time while its escapes are of quotes and backslashes, otherwise (a `\\u`,
-    /// another escape, a control character) byte by byte through that block.
+    /// The string at `i` (its opening quote): borrowed from the document when it has no escape.
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        let start = self.i + 1;
+        // most strings other than payloads are short and plain: read before a block is
+        self.i = plain_run(self.s, start);
+        if self.s.get(self.i) == Some(&b'"') {
+            self.i += 1;
+            return Some(Cow::Borrowed(&self.text[start..self.i - 1]));
+        }
+        let mut text = Unescaping {
+            run: start,
+            bytes: None,
+        };
+        self.pass_blocks(Some(&mut text))?;
+        let end = self.i - 1; // the closing quote
+        Some(match text.bytes {
+            Some(mut bytes) => {
+                bytes.extend_from_slice(&self.s[text.run..end]);
+                if bytes.capacity() > 2 * bytes.len() + 64 {
+                    bytes.shrink_to_fit(); // reserved for a longer document than the string
+                }
+                // UTF-8: the document's characters, less backslashes, and escapes' characters
+                Cow::Owned(String::from_utf8(bytes).ok()?)
+            }
+            None => Cow::Borrowed(&self.text[start..end]),
+        })
+    }
+
+    /// Passes the string at `i` (its opening quote), checked as `string` checks it.
     fn skip_string(&mut self) -> Option<()> {
-        self.i += 1; // the opening quote
+        self.i = plain_run(self.s, self.i + 1);
+        if self.s.get(self.i) == Some(&b'"') {
+            self.i += 1;
+            return Some(());
+        }
+        self.pass_blocks(None)
+    }
+
+    /// Reads the rest of a string from `i` (outside any escape) to its closing quote, unescaping
+    /// it into `text` when given. A block of json_blocks.rs at a time while its escapes are of one
+    /// character other than `\\u`; byte by byte through a block with a `\\u`, an unknown escape or
+    /// a control character.
+    fn pass_blocks(&mut self, mut text: Option<&mut Unescaping>) -> Option<()> {
         let mut carry = 0; // 1: the block's first byte is escaped by the backslash before it
         loop {
             let start = self.i;
@@ -361,6 +459,19 @@ impl<'a> Parser<'a> {
             let before = (ends & ends.wrapping_neg()).wrapping_sub(1); // all bits when no end
             let other_escapes = escaped & !(masks.quotes | masks.backslashes) & before;
             if masks.controls & before == 0 && single_escapes(block, other_escapes) {
+                if let Some(text) = text.as_deref_mut() {
+                    // the escape that reaches into the block, then those that start in it (one
+                    // on its last byte is the next block's: its escaped byte is checked there)
+                    if escaped_first == 1 {
+                        text.escape_at(self.s, start - 1, block[0]);
+                    }
+                    let mut starts = masks.backslashes & !escaped & before & !(1 << (BLOCK - 1));
+                    while starts != 0 {
+                        let at = starts.trailing_zeros() as usize;
+                        text.escape_at(self.s, start + at, block[at + 1]);
+                        starts &= starts - 1;
+                    }
+                }
                 if ends != 0 {
                     self.i = start + ends.trailing_zeros() as usize + 1;
                     return Some(());
@@ -381,9 +492,16 @@ impl<'a> Parser<'a> {
                         self.i += 1;
                         return Some(());
                     }
-                    b'\\' => {
-                        self.escape()?;
-                    }
+                    b'\\' => match text.as_deref_mut() {
+                        Some(text) => {
+                            let at = self.i;
+                            let c = self.escape()?;
+                            text.push(self.s, at, c, self.i);
+                        }
+                        None => {
+                            self.escape()?;
+                        }
+                    },
                     _ => return None, // a control character
                 }
             }
@@ -475,47 +593,6 @@ impl<'a> Parser<'a> {
         }
         self.i += 4;
         u32::from_str_radix(digits, 16).ok()
-    }
-
-    fn string(&mut self) -> Option<Cow<'a, str>> {
-        self.i += 1; // the opening quote
-        let start = self.i;
-        let mut owned: Option<String> = None;
-        loop {
-            let run = self.i;
-            self.i = plain_run(self.s, self.i);
-            if let Some(out) = owned.as_mut() {
-                out.push_str(&self.text[run..self.i]);
-            }
-            match *self.s.get(self.i)? {
-                b'"' => {
-                    self.i += 1;
-                    return Some(match owned {
-                        Some(mut out) => {
-                            if out.capacity() > 2 * out.len() + 64 {
-                                out.shrink_to_fit(); // reserved for a longer document than the string
-                            }
-                            Cow::Owned(out)
-                        }
-                        None => Cow::Borrowed(&self.text[start..self.i - 1]),
-                    });
-                }
-                b'\\' => {
-                    let out = owned.get_or_insert_with(|| {
-                        // Room for the rest of the document at once: a payload kept as JSON text in
-                        // a record has an escape every ten bytes or so, and growing by doubling
-                        // copied it six times over.
-                        let mut out =
-                            String::with_capacity((self.s.len() - start).min(MAX_RESERVED));
-                        out.push_str(&self.text[start..self.i]);
-                        out
-                    });
-                    let c = self.escape()?;
-                    out.push(c);
-                }
-                _ => return None, // a control character
-            }
-        }
     }
 
     /// `string` for the names of a record's members: a few plain bytes, read one at a time (the
@@ -669,29 +746,36 @@ mod tests {
         assert_eq!(plain_run(text.as_bytes(), 0), text.len() - 1);
     }
 
-    /// `skip_string` against a byte-at-a-time reader of the same rules: where it stops, or that it
-    /// fails, for escapes of every kind at every place around three words and two blocks' ends, and
-    /// random strings.
+    /// `skip_string` and `string` against a byte-at-a-time reader of the same rules: where they
+    /// stop, or that they fail, and the text read, for escapes of every kind at every place around
+    /// three words and two blocks' ends, and random strings.
     #[test]
-    fn skipped_strings_end_where_a_byte_reader_ends_them() {
-        fn by_bytes(text: &str) -> Option<usize> {
+    fn strings_end_and_read_as_a_byte_reader_reads_them() {
+        fn by_bytes(text: &str) -> Option<(usize, String)> {
             let mut p = Parser::new(text);
             p.i = 1;
+            let mut read = String::new();
             loop {
                 match *p.s.get(p.i)? {
-                    b'"' => return Some(p.i + 1),
-                    b'\\' => {
-                        p.escape()?;
-                    }
+                    b'"' => return Some((p.i + 1, read)),
+                    b'\\' => read.push(p.escape()?),
                     0..=0x1f => return None,
-                    _ => p.i += 1,
+                    _ => {
+                        let c = text[p.i..].chars().next().expect("a character");
+                        read.push(c);
+                        p.i += c.len_utf8();
+                    }
                 }
             }
         }
         let check = |text: &str| {
+            let expected = by_bytes(text);
             let mut p = Parser::new(text);
             let skipped = p.skip_string().map(|()| p.i);
-            assert_eq!(skipped, by_bytes(text), "{text:?}");
+            assert_eq!(skipped, expected.as_ref().map(|(end, _)| *end), "{text:?}");
+            let mut p = Parser::new(text);
+            let read = p.string().map(|read| (p.i, read.into_owned()));
+            assert_eq!(read, expected, "{text:?}");
         };
         let pieces = [
             "\\\"",
@@ -699,6 +783,9 @@ mod tests {
             "\\/",
             "\\n",
             "\\t",
+            "\\b",
+            "\\f",
+            "\\r",
             "\\u0041",
             "\\ud83d\\ude00",
             "\\ud83d",
