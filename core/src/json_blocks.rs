@@ -1,4 +1,4 @@
-//! JSON text 64 bytes at a time, for passing strings (json_value.rs `skip_string`): where a block's
+//! JSON text 64 bytes at a time, for reading strings (json_value.rs `pass_blocks`): where a block's
 //! quotes, backslashes and control characters are, one bit a byte, and which of its bytes a
 //! backslash escapes. A payload kept as JSON text in a record has an escaped quote every few bytes,
 //! so a scan that stops at each one spends most of its time stopping; a block's bits answer for all

@@ -78,7 +78,7 @@ pub fn parse(text: &str) -> Option<Value<'_>> {
 /// `parse_line`): a member's value is decoded when its field is kept, and otherwise only checked
 /// as `parse` checks it (orjson's rules, depth and surrogates included) and passed over, its text
 /// kept where the field is read later. A payload kept as JSON inside a JSON string has an escape
-/// every few bytes, which this passes over eight plain bytes at a time.
+/// every few bytes, which this passes over 64 bytes at a time (json_blocks.rs).
 pub(crate) struct Members<'a> {
     p: Parser<'a>,
     first: bool,
@@ -212,7 +212,7 @@ pub(crate) fn plain_run(s: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Whether the escaped bytes `bits` of `block` are all escapes of one character (`\\u` and unknown
+/// Whether the escaped bytes `bits` of `block` are all escapes of one character (`\u` and unknown
 /// ones are left to `Parser::escape`).
 fn single_escapes(block: &[u8; BLOCK], mut bits: u64) -> bool {
     while bits != 0 {
@@ -393,7 +393,6 @@ impl<'a> Parser<'a> {
         Some(())
     }
 
-    /// Checks the string at `i` as `string` would decode it, without decoding it, and passes it.
     /// The string at `i` (its opening quote): borrowed from the document when it has no escape.
     fn string(&mut self) -> Option<Cow<'a, str>> {
         let start = self.i + 1;
@@ -434,7 +433,7 @@ impl<'a> Parser<'a> {
 
     /// Reads the rest of a string from `i` (outside any escape) to its closing quote, unescaping
     /// it into `text` when given. A block of json_blocks.rs at a time while its escapes are of one
-    /// character other than `\\u`; byte by byte through a block with a `\\u`, an unknown escape or
+    /// character other than `\u`; byte by byte through a block with a `\u`, an unknown escape or
     /// a control character.
     fn pass_blocks(&mut self, mut text: Option<&mut Unescaping>) -> Option<()> {
         let mut carry = 0; // 1: the block's first byte is escaped by the backslash before it
@@ -444,7 +443,8 @@ impl<'a> Parser<'a> {
             let block: &[u8; BLOCK] = match self.s.get(start..start + BLOCK) {
                 Some(block) => block.try_into().expect("a block"),
                 None => {
-                    // the text's last bytes, then spaces: nothing a string ends or fails at
+                    // the text's last bytes, then spaces: no string ends in them, and one that
+                    // ends the text escaping a space goes to the byte reader, which refuses it
                     let rest = &self.s[start..];
                     let mut tail = [b' '; BLOCK];
                     tail[..rest.len()].copy_from_slice(rest);
