@@ -120,6 +120,27 @@ impl<'a> Members<'a> {
         Some(Some(key))
     }
 
+    /// Which of `names` the next member's name and colon are, byte for byte, when no whitespace
+    /// comes before the name: that one's place in `names`, the name and colon passed over as
+    /// `next_key` passes them over (the value is to be read next). None, and nothing read, for any
+    /// other name. A name the recorder writes is found in a few instructions this way, where
+    /// `next_key` reads any name.
+    #[inline]
+    pub(crate) fn next_of<K>(&mut self, names: &[(Quoted, K)]) -> Option<usize> {
+        let p = &mut self.p;
+        let at = match self.first {
+            true => p.i,
+            false if p.s.get(p.i) == Some(&b',') => p.i + 1,
+            false => return None,
+        };
+        let rest = &p.s[at..];
+        let found = names.iter().position(|(name, _)| name.starts(rest))?;
+        self.first = false;
+        p.i = at + names[found].0.bytes.len();
+        p.ws();
+        Some(found)
+    }
+
     /// The value: a scalar decoded (1e400 refused), a container checked and given empty (only
     /// its kind is kept). `-0` is the float -0.0 here, as serde_json, which read record lines
     /// before, reads it (orjson, and `parse`, read the integer 0): a field's type, and so whether
@@ -163,6 +184,40 @@ impl<'a> Members<'a> {
         self.p.i += 1;
         self.p.ws();
         self.p.i == self.p.s.len()
+    }
+}
+
+/// A member's name in quotes and its colon as a writer writes them (`"rec":`; the name without
+/// quote, backslash or control character), for `Members::next_of`. Its first eight bytes are
+/// kept as one word: most such names fit, and one comparison of words costs less than a call to
+/// memcmp for a few bytes.
+pub(crate) struct Quoted {
+    head: u64,
+    mask: u64,
+    bytes: &'static [u8],
+}
+
+impl Quoted {
+    pub(crate) const fn new(bytes: &'static [u8]) -> Self {
+        let (mut head, mut i) = (0, 0);
+        while i < bytes.len() && i < 8 {
+            head |= (bytes[i] as u64) << (8 * i);
+            i += 1;
+        }
+        let mask = if i == 8 { u64::MAX } else { (1 << (8 * i)) - 1 };
+        Quoted { head, mask, bytes }
+    }
+
+    /// `s.starts_with(self.bytes)`.
+    #[inline]
+    fn starts(&self, s: &[u8]) -> bool {
+        match s.get(..8) {
+            Some(word) => {
+                u64::from_le_bytes(word.try_into().expect("eight bytes")) & self.mask == self.head
+                    && (self.bytes.len() <= 8 || s[8..].starts_with(&self.bytes[8..]))
+            }
+            None => s.starts_with(self.bytes),
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use memchr::memmem;
 
 use serde::de::{Deserialize, DeserializeSeed};
 
-use crate::json_value::{self, Members};
+use crate::json_value::{self, Members, Quoted};
 use crate::pyrepr::py_float;
 
 /// orjson's nesting limit: 1024 levels parse, 1025 do not.
@@ -269,6 +269,7 @@ impl Record<'_> {
 }
 
 /// Field names the projection keeps; anything else is skipped unparsed.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Key {
     Rec,
     T,
@@ -345,14 +346,57 @@ impl Key {
     }
 }
 
+/// The members of a msg record's line in the order the recorder writes them (message.rs, then
+/// lift.rs), each name as it is written: `fill` looks for the next member among those after the
+/// last one found before it reads a name (a record from elsewhere is read as well, by `next_key`).
+const WRITTEN: [(Quoted, Key); 22] = [
+    (Quoted::new(b"\"rec\":"), Key::Rec),
+    (Quoted::new(b"\"t\":"), Key::T),
+    (Quoted::new(b"\"conn\":"), Key::Conn),
+    (Quoted::new(b"\"n\":"), Key::N),
+    (Quoted::new(b"\"dir\":"), Key::Dir),
+    (Quoted::new(b"\"op\":"), Key::Op),
+    (Quoted::new(b"\"size\":"), Key::Size),
+    (Quoted::new(b"\"utf8\":"), Key::Utf8),
+    (Quoted::new(b"\"truncated\":"), Key::Truncated),
+    (Quoted::new(b"\"text\":"), Key::Text),
+    (Quoted::new(b"\"b64\":"), Key::B64),
+    (Quoted::new(b"\"kind\":"), Key::Kind),
+    (Quoted::new(b"\"type\":"), Key::Type),
+    (Quoted::new(b"\"id\":"), Key::Id),
+    (Quoted::new(b"\"reqId\":"), Key::ReqId),
+    (Quoted::new(b"\"code\":"), Key::Code),
+    (Quoted::new(b"\"subscriptionId\":"), Key::SubscriptionId),
+    (Quoted::new(b"\"events\":"), Key::Events),
+    (Quoted::new(b"\"dialogId\":"), Key::DialogId),
+    (Quoted::new(b"\"conversationId\":"), Key::ConversationId),
+    (Quoted::new(b"\"sequence\":"), Key::Sequence),
+    (Quoted::new(b"\"event\":"), Key::Event),
+];
+
 /// Fills a record from the members of its line, in place (a record is large: moving it per line
 /// would cost more than parsing). None where the line is not JSON.
 /// With `decode_text`, a string `text` is decoded as it is read, into `table_text`.
 fn fill<'a>(members: &mut Members<'a>, record: &mut Record<'a>, decode_text: bool) -> Option<()> {
     let r = record;
-    while let Some(key) = members.next_key()? {
+    let mut written = 0; // where in WRITTEN the next member's name is looked for
+    loop {
         let m = &mut *members;
-        match Key::of(&key) {
+        let key = match m.next_of(&WRITTEN[written..]) {
+            Some(at) => {
+                written += at + 1;
+                WRITTEN[written - 1].1
+            }
+            None => {
+                let Some(name) = m.next_key()? else { break };
+                let key = Key::of(&name);
+                if let Some(at) = WRITTEN.iter().position(|(_, k)| *k == key) {
+                    written = at + 1;
+                }
+                key
+            }
+        };
+        match key {
             Key::Rec => r.rec = val(m)?,
             Key::T => r.t = val(m)?,
             Key::Conn => r.conn = val(m)?,
@@ -631,6 +675,7 @@ impl Record<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn record(line: &str) -> Record<'_> {
         let mut r = Record::default();
@@ -658,6 +703,13 @@ mod tests {
             b"{\"a\":\"\\ud800\"}",
             b"{\"a\":\"\xff\"}",
             b"{\"rec\":\"msg\",\"text\":\"\\udc00\\ud800\"}",
+            b"{\"rec\":\"msg\"\"t\":1}",
+            b"{\"rec\":\"msg\",,\"t\":1}",
+            b"{\"rec\":\"msg\",\"t\":1,}",
+            b"{\"rec\":\"msg\",\"t\" 1}",
+            b"{\"rec\"\"msg\"}",
+            b"{\"rec\":}",
+            b"{\"rec\":\"msg\",\"t\":1 \"n\":1}",
         ] {
             assert!(matches!(parsed(bad), Parsed::InvalidJson), "{bad:?}");
         }
@@ -745,6 +797,94 @@ mod tests {
                         assert_eq!(r.code, expected, "{line}");
                     }
                 }
+            }
+        }
+    }
+
+    /// The members of the object `line` holds: each name decoded, each value as the line has it.
+    fn members_of(line: &str) -> Vec<(String, &str)> {
+        let mut members = Members::of(line.trim_end()).expect("an object");
+        let mut read = Vec::new();
+        while let Some(name) = members.next_key().expect("JSON") {
+            read.push((name.into_owned(), members.raw().expect("JSON")));
+        }
+        read
+    }
+
+    /// `members` written again, `comma` after each comma and `colon` between each name and its
+    /// value, the names from the `escaped`th on written as `\u` escapes.
+    fn written(members: &[(String, &str)], comma: &str, colon: &str, escaped: usize) -> String {
+        let mut out = Vec::new();
+        for (at, (name, raw)) in members.iter().enumerate() {
+            out.extend_from_slice(if at == 0 { b"{" } else { b"," });
+            out.extend_from_slice(comma.as_bytes());
+            if at >= escaped {
+                out.push(b'"');
+                name.chars()
+                    .for_each(|c| write!(out, "\\u{:04x}", c as u32).expect("a Vec"));
+                out.push(b'"');
+            } else {
+                crate::json_out::write_str(&mut out, name);
+            }
+            out.extend_from_slice(colon.as_bytes());
+            out.extend_from_slice(raw.as_bytes());
+        }
+        out.push(b'}');
+        String::from_utf8(out).expect("UTF-8")
+    }
+
+    /// A line read with the names found as the recorder writes them reads as it does with every
+    /// name read by `next_key`: in any order, spaced, or with names written otherwise.
+    #[test]
+    fn names_found_as_written_read_as_any_name() {
+        use crate::message::{message_line, Message, Time};
+        let payloads: [&[u8]; 7] = [
+            br#"{"kind":"req","id":"7","type":"GetClock","body":{}}"#,
+            br#"{"kind":"resp","reqId":7,"code":200,"type":"GetClock$Response","body":{"currentTime":5}}"#,
+            br#"{"kind":"notification","type":"ms.MessagingEventNotification","body":{"subscriptionId":"s","changes":[{"sequence":3,"dialogId":"d","conversationId":"c","event":{"type":"ContentEvent"},"originatorMetadata":{"role":"CONSUMER"},"serverTimestamp":5}]}}"#,
+            br#"{"kind":"req","id":1,"type":"ms.PublishEvent","body":{"dialogId":"d","conversationId":"c","sequence":4,"event":{"type":"AcceptStatusEvent","status":"READ","sequenceList":[1]}}}"#,
+            b"not json, \"quoted\"",
+            b"\xff\xfe",
+            br#"{"kind":"req","id":"x","type":"LongOne","body":{"text":"0123456789012345678901234567890123456789"}}"#,
+        ];
+        let mut lines: Vec<String> = vec![
+            r#"{"rec":"open","t":1.5,"conn":"c","url":"ws://h/p","client":"127.0.0.1:5","status":101}"#.into(),
+            r#"{"rec":"close","t":2,"conn":"c","code":1000,"reason":"","by":"client"}"#.into(),
+            r#"{"rec":"ping","t":2,"conn":"c","dir":"c2s","payload":""}"#.into(),
+        ];
+        for (i, payload) in payloads.iter().enumerate() {
+            for (max_payload, is_text) in [(1 << 20, true), (40, true), (1 << 20, false)] {
+                let msg = Message {
+                    conn: "c-1",
+                    t: Time::Float(1795544000.9388244 + i as f64),
+                    n: i as i64,
+                    from_client: i % 2 == 0,
+                    is_text,
+                    content: payload,
+                };
+                let line = message_line(&msg, max_payload, false);
+                lines.push(String::from_utf8(line).expect("a line is UTF-8"));
+            }
+        }
+        let read = |line: &str| {
+            let mut r = Record::default();
+            let parsed = parse_line_with(line.as_bytes(), &mut r, true);
+            assert!(matches!(parsed, Parsed::Record), "{line}");
+            format!("{r:?}")
+        };
+        for line in &lines {
+            let mut members = members_of(line);
+            let n = members.len();
+            let expected = read(&written(&members, " ", " : ", n));
+            assert_eq!(read(line), expected, "{line}");
+            for _ in 0..2 {
+                for escaped in [0, 1, 3, n / 2, n - 1, n] {
+                    for colon in [":", " :", ": ", "\t:\n"] {
+                        let variant = written(&members, "", colon, escaped);
+                        assert_eq!(read(&variant), expected, "{variant}");
+                    }
+                }
+                members.reverse();
             }
         }
     }
