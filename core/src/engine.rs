@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use indexmap::IndexMap;
 use serde_json::Value;
 
+use crate::frame::Lifted;
 use crate::framing::Framing;
 use crate::record::{parse_json, Record, Val};
 use crate::rules::{default_severity, Violation};
@@ -99,9 +100,9 @@ pub struct Frame<'r, 'a> {
     payload: OnceCell<Option<Value>>,
     /// The body index fields lifted from the payload, once one recorded was malformed or missing
     /// (frame::lifted): shared by the analyzers, so that they all see one lift.
-    pub(crate) relifted: OnceCell<serde_json::Map<String, Value>>,
+    pub(crate) relifted: OnceCell<Lifted<'a>>,
     /// The recorded body index fields found well-formed, parsed once for every analyzer.
-    pub(crate) lifted: [OnceCell<Option<Value>>; 5],
+    pub(crate) lifted: [OnceCell<Option<Lifted<'a>>>; 5],
 }
 
 impl<'r, 'a> Frame<'r, 'a> {

@@ -1,14 +1,15 @@
 //! What every analyzer asks of a message: its type under any prefix, arrays
 //! sent bare, the body, whether a response can answer a request, and the body index fields.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::LazyLock;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::engine::Frame;
 use crate::json_out::Members;
-use crate::json_value::plain_run;
+use crate::json_value;
 use crate::record::{Raw, Val};
 
 /// Whether a request type is `name` under any of its prefixes (cqm., .ams.aam., .ams.ms., …).
@@ -160,79 +161,83 @@ impl BodyField {
     }
 
     /// Whether a recorded value is what the recorder lifts (and not malformed).
-    fn valid(self, value: &Value) -> bool {
-        let scalar = |v: &Value| !matches!(v, Value::Array(_) | Value::Object(_));
-        let int = |v: &Value| matches!(v, Value::Number(n) if !n.is_f64());
+    fn valid(self, value: &Lifted) -> bool {
+        let scalar = |v: &Lifted| !v.is_container();
+        let int = |v: &Lifted| v.as_int().is_some();
         match self {
-            BodyField::DialogId | BodyField::ConversationId => value.is_string(),
+            BodyField::DialogId | BodyField::ConversationId => value.as_str().is_some(),
             BodyField::Sequence => int(value),
-            BodyField::Event => matches!(value, Value::Array(e) if e.len() == 3
+            BodyField::Event => matches!(value, Lifted::Array(e) if e.len() == 3
                 && scalar(&e[0]) && scalar(&e[1])
-                && matches!(&e[2], Value::Array(items) if items.iter().all(scalar))),
+                && matches!(&e[2], Lifted::Array(items) if items.iter().all(scalar))),
             BodyField::Events => {
-                matches!(value, Value::Array(entries) if entries.iter().all(|entry|
-                matches!(entry, Value::Array(e) if e.len() == 8 && e.iter().all(scalar)
-                    && (e[0].is_null() || e[0].is_string())
+                matches!(value, Lifted::Array(entries) if entries.iter().all(|entry|
+                matches!(entry, Lifted::Array(e) if e.len() == 8 && e.iter().all(scalar)
+                    && (e[0].is_null() || e[0].as_str().is_some())
                     && (e[2].is_null() || int(&e[2])))))
             }
         }
     }
 }
 
+/// A body index field's value: JSON as the record holds it, its strings borrowed from the line
+/// where they hold no escape (no allocation for most of them: the fields are read for most
+/// messages, and making serde_json values of them was the engine's largest cost after parsing).
+pub type Lifted<'a> = json_value::Value<'a>;
+
 /// A body index field of the message: the recorded one when it is well-formed, else lifted from
 /// the payload here, by the function the recorder uses. Once a frame has been re-lifted, every
 /// field of it comes from that lift (all of them replaced, as the first engine replaced them).
 /// None when absent or null. Parsed once per frame, whichever analyzers ask.
-pub fn lifted<'f>(frame: &'f Frame, field: BodyField) -> Option<&'f Value> {
+pub fn lifted<'f, 'a>(frame: &'f Frame<'_, 'a>, field: BodyField) -> Option<&'f Lifted<'a>> {
     if let Some(relifted) = frame.relifted.get() {
-        return relifted.get(field.key());
+        return Some(relifted.get(field.key())).filter(|value| !value.is_null());
     }
     let recorded = frame.lifted[field as usize].get_or_init(|| {
         let raw = field.recorded(frame).0?;
         plain_value(raw)
-            .or_else(|| serde_json::from_str::<Value>(raw).ok())
+            .or_else(|| json_value::parse_as_serde(raw))
             .filter(|value| !value.is_null() && field.valid(value))
     });
     if let Some(value) = recorded {
         return Some(value);
     }
-    frame
-        .relifted
-        .get_or_init(|| relift(frame))
-        .get(field.key())
+    let relifted = frame.relifted.get_or_init(|| relift(frame));
+    Some(relifted.get(field.key())).filter(|value| !value.is_null())
 }
 
-/// A recorded body index field as serde_json reads it, when it is written as the recorder writes
-/// it: arrays (no whitespace) of null, booleans, integers from 0 to 10^19 - 1 and strings without
-/// escapes or control characters. None for anything else (serde_json then reads it): the fields
-/// are read for most notifications, and serde's visitor cost a third more (callgrind, 200k frames).
-fn plain_value(raw: &str) -> Option<Value> {
+/// A recorded body index field as `parse_as_serde` reads it, when it is written as the recorder
+/// writes it: arrays (no whitespace) of null, booleans, integers from 0 to 10^19 - 1 and strings
+/// without escapes or control characters. None for anything else (`parse_as_serde` then reads
+/// it): the fields are read for most notifications, and the general parser costs a third more
+/// (callgrind, 200k frames: the arrays grown as they fill, every value's syntax checked in full).
+fn plain_value(raw: &str) -> Option<Lifted<'_>> {
     let (value, end) = plain_at(raw, 0, 0)?;
     (end == raw.len()).then_some(value)
 }
 
 /// The value starting at byte `i`, and where it ends (`depth`: arrays around it).
-fn plain_at(raw: &str, i: usize, depth: usize) -> Option<(Value, usize)> {
+fn plain_at(raw: &str, i: usize, depth: usize) -> Option<(Lifted<'_>, usize)> {
     let s = raw.as_bytes();
     match *s.get(i)? {
         b'"' => {
-            let end = plain_run(s, i + 1);
+            let end = json_value::plain_run(s, i + 1);
             (s.get(end) == Some(&b'"'))
-                .then(|| (Value::String(raw[i + 1..end].to_owned()), end + 1))
+                .then(|| (Lifted::Str(Cow::Borrowed(&raw[i + 1..end])), end + 1))
         }
         b'[' if depth < 4 => {
             // room for the longest documented array (an `events` entry's eight fields): no regrowth
             let mut items = Vec::with_capacity(8);
             let mut i = i + 1;
             if s.get(i) == Some(&b']') {
-                return Some((Value::Array(items), i + 1));
+                return Some((Lifted::Array(items), i + 1));
             }
             loop {
                 let (item, end) = plain_at(raw, i, depth + 1)?;
                 items.push(item);
                 match s.get(end)? {
                     b',' => i = end + 1,
-                    b']' => return Some((Value::Array(items), end + 1)),
+                    b']' => return Some((Lifted::Array(items), end + 1)),
                     _ => return None,
                 }
             }
@@ -246,24 +251,27 @@ fn plain_at(raw: &str, i: usize, depth: usize) -> Option<(Value, usize)> {
                 n = n * 10 + u64::from(digit - b'0');
                 end += 1;
             }
+            // an integer as `parse` gives it: i64 where it fits
+            let n = i64::try_from(n).map_or(Lifted::UInt(n), Lifted::Int);
             match s.get(end) {
                 Some(b'.' | b'e' | b'E') => None,
-                _ => Some((Value::from(n), end)),
+                _ => Some((n, end)),
             }
         }
-        b'n' if s[i..].starts_with(b"null") => Some((Value::Null, i + 4)),
-        b't' if s[i..].starts_with(b"true") => Some((Value::Bool(true), i + 4)),
-        b'f' if s[i..].starts_with(b"false") => Some((Value::Bool(false), i + 5)),
+        b'n' if s[i..].starts_with(b"null") => Some((Lifted::Null, i + 4)),
+        b't' if s[i..].starts_with(b"true") => Some((Lifted::Bool(true), i + 4)),
+        b'f' if s[i..].starts_with(b"false") => Some((Lifted::Bool(false), i + 5)),
         _ => None,
     }
 }
 
-/// The body index fields lift.rs's `lift_body` gives for the frame's type and body.
-fn relift(frame: &Frame) -> Map<String, Value> {
+/// The body index fields lift.rs's `lift_body` gives for the frame's type and body, as an object
+/// (null ones left out).
+fn relift(frame: &Frame) -> Lifted<'static> {
     let body = body(frame).cloned().unwrap_or(Value::Null);
     let text = serde_json::to_string(&body).unwrap_or_else(|_| "null".to_owned());
-    let Some(body) = crate::json_value::parse(&text) else {
-        return Map::new();
+    let Some(body) = json_value::parse(&text) else {
+        return Lifted::Object(Vec::new());
     };
     let mut out = vec![b'{'];
     crate::lift::lift_body(
@@ -275,18 +283,28 @@ fn relift(frame: &Frame) -> Map<String, Value> {
         },
     );
     out.push(b'}');
-    let mut fields: Map<String, Value> = serde_json::from_slice(&out).unwrap_or_default();
-    fields.retain(|_, value| !value.is_null());
-    fields
+    let text = String::from_utf8(out).expect("lift_body writes UTF-8");
+    match json_value::parse(&text) {
+        Some(Lifted::Object(fields)) => Lifted::Object(
+            fields
+                .into_iter()
+                .filter(|(_, value)| !value.is_null())
+                .map(|(name, value)| (Cow::Owned(name.into_owned()), value.into_owned()))
+                .collect(),
+        ),
+        _ => Lifted::Object(Vec::new()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// Whatever `plain_value` reads, serde_json reads the same; what it leaves is serde's.
+    /// A recorded body index field is read as serde_json read it (which decided whether a field
+    /// was well-formed before): the same value, and refused where serde_json refused it; what
+    /// `plain_value` reads, it reads as `parse_as_serde` does.
     #[test]
-    fn plain_values_are_serdes() {
+    fn recorded_fields_read_as_serde_json_reads_them() {
         let pieces = [
             "[",
             "]",
@@ -295,6 +313,8 @@ mod tests {
             "\"d-1\"",
             "\"é\\\"x\"",
             "\"\\u0041\"",
+            "\"\\ud83d\\ude00\"",
+            "\"\\ud800\"",
             "\"a\tb\"",
             "null",
             "nul",
@@ -305,18 +325,24 @@ mod tests {
             "7",
             "-1",
             "-0",
+            "-0.0",
             "1.5",
             "1e3",
+            "1e400",
             "18446744073709551615",
             "9999999999999999999",
             "99999999999999999999",
+            "-9223372036854775809",
             "1795544000928",
+            "1795544000.9388244",
             " ",
             "{}",
+            "{\"a\":1,\"a\":[2]}",
+            ":",
             "x",
         ];
         let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-        let mut read = 0;
+        let (mut read, mut plain_read) = (0, 0);
         for round in 0..200_000 {
             let mut text = String::new();
             for _ in 0..1 + round % 12 {
@@ -326,16 +352,37 @@ mod tests {
                 text.push_str(pieces[(state % pieces.len() as u64) as usize]);
             }
             let serde = serde_json::from_str::<Value>(&text).ok();
-            if let Some(value) = plain_value(&text) {
-                read += 1;
-                assert_eq!(Some(value), serde, "{text}");
+            let ours = json_value::parse_as_serde(&text);
+            if let Some(plain) = plain_value(&text) {
+                plain_read += 1;
+                assert_eq!(Some(&plain), ours.as_ref(), "{text}");
             }
+            read += usize::from(ours.is_some());
+            assert_eq!(ours.map(|v| v.to_serde()), serde, "{text}");
         }
-        assert!(read > 5_000, "only {read} read");
+        assert!(
+            read > 5_000 && plain_read > 2_000,
+            "only {read} read, {plain_read} plain"
+        );
         let event = r#"[["dialog-0-0",null,0,"ContentEvent",null,"agent-1","ASSIGNED_AGENT",1795544000928]]"#;
-        assert_eq!(plain_value(event), serde_json::from_str(event).ok());
-        assert!(plain_value(event).is_some());
-        assert!(plain_value("[1.5]").is_none() && plain_value("[-0]").is_none());
+        assert_eq!(plain_value(event), json_value::parse_as_serde(event));
+        let Some(Lifted::Array(entries)) = plain_value(event) else {
+            panic!("an array");
+        };
+        let Lifted::Array(fields) = &entries[0] else {
+            panic!("an entry");
+        };
+        // the strings are the line's own bytes: nothing allocated for them
+        assert!(matches!(
+            &fields[0],
+            Lifted::Str(Cow::Borrowed("dialog-0-0"))
+        ));
+        let parsed = |text| json_value::parse_as_serde(text).expect("JSON");
+        assert!(BodyField::Events.valid(&parsed(event)));
+        assert!(
+            BodyField::Sequence.valid(&parsed("0")) && !BodyField::Sequence.valid(&parsed("-0"))
+        );
+        assert!(!BodyField::Events.valid(&parsed(r#"[["d",null,-0,"E",null,"a","R",1]]"#)));
     }
 
     #[test]

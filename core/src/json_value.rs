@@ -12,7 +12,7 @@ use crate::json_blocks::{escaped, masks, BLOCK};
 
 const MAX_DEPTH: usize = 1024;
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Value<'a> {
     Null,
     Bool(bool),
@@ -50,6 +50,60 @@ impl<'a> Value<'a> {
         matches!(self, Value::Array(_) | Value::Object(_))
     }
 
+    pub fn is_null(&self) -> bool {
+        matches!(self, Value::Null)
+    }
+
+    /// An integer (what `isinstance(v, int)` accepts of a parsed number, bools aside).
+    pub fn as_int(&self) -> Option<i128> {
+        match self {
+            Value::Int(i) => Some((*i).into()),
+            Value::UInt(u) => Some((*u).into()),
+            _ => None,
+        }
+    }
+
+    /// The value holding its strings itself (none borrowed from the text it was read from).
+    pub fn into_owned(self) -> Value<'static> {
+        match self {
+            Value::Null => Value::Null,
+            Value::Bool(b) => Value::Bool(b),
+            Value::Int(i) => Value::Int(i),
+            Value::UInt(u) => Value::UInt(u),
+            Value::Float(f) => Value::Float(f),
+            Value::Str(s) => Value::Str(Cow::Owned(s.into_owned())),
+            Value::Array(items) => Value::Array(items.into_iter().map(Value::into_owned).collect()),
+            Value::Object(members) => Value::Object(
+                members
+                    .into_iter()
+                    .map(|(k, v)| (Cow::Owned(k.into_owned()), v.into_owned()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The same value as serde_json holds it (objects in their order, the last of two members
+    /// of one name kept, as serde_json reads them).
+    pub fn to_serde(&self) -> serde_json::Value {
+        match self {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Int(i) => (*i).into(),
+            Value::UInt(u) => (*u).into(),
+            Value::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(serde_json::Value::Null, Into::into)
+            }
+            Value::Str(s) => serde_json::Value::String(s.to_string()),
+            Value::Array(items) => items.iter().map(Value::to_serde).collect(),
+            Value::Object(members) => serde_json::Value::Object(
+                members
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_serde()))
+                    .collect(),
+            ),
+        }
+    }
+
     /// Python's truth value of the decoded object.
     pub fn truthy(&self) -> bool {
         match self {
@@ -67,7 +121,19 @@ impl<'a> Value<'a> {
 
 /// The document `text` holds, or None where orjson.loads raises.
 pub fn parse(text: &str) -> Option<Value<'_>> {
+    document(Parser::new(text))
+}
+
+/// `parse`, but `-0` is the float -0.0, as serde_json reads it: the body index fields a record
+/// holds were read with serde_json, and whether they are well-formed stays what it was (a
+/// `sequence` of `-0` is no integer there).
+pub fn parse_as_serde(text: &str) -> Option<Value<'_>> {
     let mut p = Parser::new(text);
+    p.minus_zero_float = true;
+    document(p)
+}
+
+fn document(mut p: Parser) -> Option<Value> {
     p.ws();
     let value = p.value()?;
     p.ws();
@@ -90,6 +156,7 @@ impl<'a> Members<'a> {
     pub(crate) fn of(text: &'a str) -> Option<Self> {
         let mut p = Parser::new(text);
         p.depth = 1; // the object's
+        p.minus_zero_float = true; // see `scalar`
         p.ws();
         p.eat(b"{")?;
         Some(Members { p, first: true })
@@ -149,10 +216,6 @@ impl<'a> Members<'a> {
         match *self.p.s.get(self.p.i)? {
             b'{' => self.p.skip().map(|_| Value::Object(Vec::new())),
             b'[' => self.p.skip().map(|_| Value::Array(Vec::new())),
-            b'-' => match self.p.value()? {
-                Value::Int(0) => Some(Value::Float(-0.0)),
-                number => Some(number),
-            },
             _ => self.p.value(),
         }
     }
@@ -347,6 +410,8 @@ struct Parser<'a> {
     text: &'a str,
     i: usize,
     depth: usize,
+    /// `-0` read as the float -0.0, as serde_json reads it (`parse_as_serde`).
+    minus_zero_float: bool,
 }
 
 impl<'a> Parser<'a> {
@@ -356,6 +421,7 @@ impl<'a> Parser<'a> {
             text,
             i: 0,
             depth: 0,
+            minus_zero_float: false,
         }
     }
 
@@ -596,6 +662,9 @@ impl<'a> Parser<'a> {
         let start = self.i;
         let float = self.number_syntax()?;
         let literal = &self.text[start..self.i];
+        if !float && self.minus_zero_float && literal == "-0" {
+            return Some(Value::Float(-0.0));
+        }
         if !float {
             if let Ok(i) = literal.parse::<i64>() {
                 return Some(Value::Int(i));

@@ -13,12 +13,12 @@ use crate::engine::{
 };
 use crate::frame::{
     as_list, body, can_answer, is_conversation_notification, is_messaging_notification, lifted,
-    type_is, BodyField,
+    type_is, BodyField, Lifted,
 };
 use crate::histogram::LogHistogram;
 use crate::identity::{header_token, init_connection_token, is_agent_request, side_of_url, AGENT};
 use crate::pyrepr::{py_format_g, py_str, py_str_ascii};
-use crate::record::{json_int, JType, Record, Val};
+use crate::record::{JType, Record, Val};
 
 const CONTENT_EVENTS: [&str; 2] = ["ContentEvent", "RichContentEvent"];
 const CHAT_STATE: &str = "ChatStateEvent";
@@ -60,21 +60,13 @@ enum NumKey {
     Float(u64),
 }
 
-fn num_key(value: &Value) -> Option<NumKey> {
+fn num_key(value: &Lifted) -> Option<NumKey> {
     match value {
-        Value::Bool(b) => Some(NumKey::Int(i128::from(*b))),
-        Value::Number(n) => Some(match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => NumKey::Int(i.into()),
-            (_, Some(u)) => NumKey::Int(u.into()),
-            _ => {
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                if f.fract() == 0.0 && f.abs() < 1e38 {
-                    NumKey::Int(f as i128)
-                } else {
-                    NumKey::Float(f.to_bits())
-                }
-            }
-        }),
+        Lifted::Bool(b) => Some(NumKey::Int(i128::from(*b))),
+        Lifted::Int(i) => Some(NumKey::Int((*i).into())),
+        Lifted::UInt(u) => Some(NumKey::Int((*u).into())),
+        Lifted::Float(f) if f.fract() == 0.0 && f.abs() < 1e38 => Some(NumKey::Int(*f as i128)),
+        Lifted::Float(f) => Some(NumKey::Float(f.to_bits())),
         _ => None,
     }
 }
@@ -87,9 +79,9 @@ enum Originator {
 }
 
 impl Originator {
-    fn of(value: &Value) -> Option<Originator> {
+    fn of(value: &Lifted) -> Option<Originator> {
         match value {
-            Value::String(s) => Some(Originator::Str(s.clone())),
+            Lifted::Str(s) => Some(Originator::Str(s.to_string())),
             _ => num_key(value).map(Originator::Num),
         }
     }
@@ -110,30 +102,28 @@ impl OwnIds {
         };
     }
 
-    fn add_value(&mut self, value: &Value) {
+    fn add_value(&mut self, value: &Lifted) {
         if let Some(id) = Originator::of(value) {
             self.add(id);
         }
     }
 
     /// `originator in own_ids` (None is never in it).
-    fn contains(&self, value: &Value) -> bool {
+    fn contains(&self, value: &Lifted) -> bool {
         match value {
-            Value::String(s) => self.strings.contains(s.as_str()),
+            Lifted::Str(s) => self.strings.contains(&**s),
             _ => num_key(value).is_some_and(|n| self.numbers.contains(&n)),
         }
     }
 }
 
-fn scalar_val(value: &Value) -> Val<'static> {
+fn scalar_val(value: &Lifted) -> Val<'static> {
     match value {
-        Value::Bool(b) => Val::Bool(*b),
-        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
-            (Some(i), _) => Val::Int(i.into()),
-            (_, Some(u)) => Val::Int(u.into()),
-            _ => Val::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => Val::Str(s.clone().into()),
+        Lifted::Bool(b) => Val::Bool(*b),
+        Lifted::Int(i) => Val::Int((*i).into()),
+        Lifted::UInt(u) => Val::Int((*u).into()),
+        Lifted::Float(f) => Val::Float(*f),
+        Lifted::Str(s) => Val::Str(s.to_string().into()),
         _ => Val::Null,
     }
 }
@@ -156,7 +146,7 @@ struct Expect {
     seq: i128,
     t: f64,
     frame: Option<i128>,
-    originator: Value,
+    originator: Lifted<'static>,
     row: Option<Row>,
     accept_t: Option<f64>,
     read_t: Option<f64>,
@@ -243,7 +233,7 @@ impl Sequences {
     }
 
     fn publish(&mut self, ctx: &mut Context, frame: &Frame) {
-        let Some(Value::Array(event)) = lifted(frame, BodyField::Event) else {
+        let Some(Lifted::Array(event)) = lifted(frame, BodyField::Event) else {
             return; // the body is not an object
         };
         let rec = frame.rec;
@@ -256,10 +246,7 @@ impl Sequences {
         {
             (rec.dialog_id.string(), rec.conversation_id.string())
         } else {
-            let text = |v: Option<&Value>| match v {
-                Some(Value::String(s)) => Some(s.clone()),
-                _ => None,
-            };
+            let text = |v: Option<&Lifted>| v.and_then(Lifted::as_str).map(str::to_owned);
             (
                 text(lifted(frame, BodyField::DialogId)),
                 text(lifted(frame, BodyField::ConversationId)),
@@ -283,7 +270,7 @@ impl Sequences {
             if let Some((what, id, at)) = closed {
                 let conn = rec.conn.as_str().expect("an open connection's id");
                 let known = self.conns[conn].known_closes.get(&id).copied();
-                let (event_type, id) = (py_str(event_type), py_str_ascii(&id));
+                let (event_type, id) = (py_str(&event_type.to_serde()), py_str_ascii(&id));
                 let crossing = match known {
                     Some((_, true)) => None, // its own close request: it knew
                     Some((told, false)) => Some((t - told, "after its close notification")),
@@ -313,7 +300,7 @@ impl Sequences {
         let status = status.as_str().filter(|s| {
             event_type.as_str() == Some("AcceptStatusEvent") && ["ACCEPT", "READ"].contains(s)
         });
-        if let (Some(status), Some(dialog), Value::Array(sequences)) = (status, &dialog, &event[2])
+        if let (Some(status), Some(dialog), Lifted::Array(sequences)) = (status, &dialog, &event[2])
         {
             for seq in sequences {
                 let Some(NumKey::Int(seq)) = num_key(seq) else {
@@ -342,7 +329,7 @@ impl Sequences {
                             "READ published for sequence {} of dialog {} from {} without an ACCEPT before it",
                             expect.seq,
                             py_str_ascii(&expect.dialog),
-                            py_str(&expect.originator)
+                            py_str(&expect.originator.to_serde())
                         );
                         ctx.at_message("missing-accept", rec, message, None);
                     }
@@ -440,14 +427,14 @@ impl Sequences {
     }
 
     /// One entry of the `events` index field (see lift.rs's `lift_body`).
-    fn change(&mut self, ctx: &mut Context, conn: &str, rec: &Record, event: &[Value]) {
+    fn change(&mut self, ctx: &mut Context, conn: &str, rec: &Record, event: &[Lifted]) {
         let [dialog, conversation, seq, event_type, status, originator, role, stamp] = event else {
             return;
         };
         let Some(dialog) = dialog.as_str() else {
             return;
         };
-        let seq = json_int(seq);
+        let seq = seq.as_int();
         let state = self.conns.get_mut(conn).expect("an open connection");
         if !state.dialogs.contains_key(dialog) {
             state.dialogs.insert(dialog.to_owned(), Dialog::default());
@@ -475,8 +462,10 @@ impl Sequences {
             .expect("the dialog, added above");
         let history = d.subscribed_t.is_some_and(|subscribed| {
             let stamp = match stamp {
-                Value::Bool(b) => Some(f64::from(u8::from(*b))),
-                Value::Number(n) => n.as_f64(),
+                Lifted::Bool(b) => Some(f64::from(u8::from(*b))),
+                Lifted::Int(i) => Some(*i as f64),
+                Lifted::UInt(u) => Some(*u as f64),
+                Lifted::Float(f) => Some(*f),
                 _ => None,
             };
             stamp.is_some_and(|s| s / 1000.0 - offset < subscribed - HISTORY_SLACK_S)
@@ -535,7 +524,7 @@ impl Sequences {
                         seq,
                         t,
                         frame: rec.n.as_int(),
-                        originator: originator.clone(),
+                        originator: originator.clone().into_owned(),
                         row,
                         accept_t: None,
                         read_t: None,
@@ -588,7 +577,7 @@ impl Sequences {
             let dialog = py_str_ascii(&expect.dialog);
             let within = format!(
                 "from {} within {} s",
-                py_str(&expect.originator),
+                py_str(&expect.originator.to_serde()),
                 py_format_g(self.accept_timeout_s)
             );
             let (message, severity) = if let Some((what, at)) = closed {
@@ -820,11 +809,11 @@ impl Analyzer for Sequences {
         } else if type_is(type_, "PublishEvent") {
             self.publish(_ctx, frame);
         } else if type_is(type_, "SubscribeMessagingEvents") {
-            if let Some(Value::String(dialog)) = lifted(frame, BodyField::DialogId) {
+            if let Some(Lifted::Str(dialog)) = lifted(frame, BodyField::DialogId) {
                 let t = frame.rec.t.number().expect("a record's time");
                 let dialogs = &mut self.state(frame.rec).dialogs;
                 dialogs.insert(
-                    dialog.clone(),
+                    dialog.to_string(),
                     Dialog {
                         subscribed_t: Some(t),
                         ..Dialog::default()
@@ -875,7 +864,7 @@ impl Analyzer for Sequences {
         {
             let publish = state.publishes.remove(req_id).expect("checked above");
             if ok && !publish.chat_state {
-                if let Some(seq) = lifted(frame, BodyField::Sequence).and_then(json_int) {
+                if let Some(seq) = lifted(frame, BodyField::Sequence).and_then(Lifted::as_int) {
                     own_published(state, publish.dialog, seq);
                 }
             }
@@ -906,9 +895,9 @@ impl Analyzer for Sequences {
         let type_ = rec.type_.as_str();
         if is_messaging_notification(type_) {
             let conn = rec.conn.as_str().expect("an open connection's id");
-            if let Some(Value::Array(events)) = lifted(frame, BodyField::Events) {
+            if let Some(Lifted::Array(events)) = lifted(frame, BodyField::Events) {
                 for event in events {
-                    if let Value::Array(event) = event {
+                    if let Lifted::Array(event) = event {
                         self.change(ctx, conn, rec, event);
                     }
                 }
@@ -1045,8 +1034,8 @@ fn text_has_close(rec: &Record) -> bool {
 mod tests {
     use super::*;
 
-    fn value(text: &str) -> Value {
-        serde_json::from_str(text).unwrap()
+    fn value(text: &str) -> Lifted<'_> {
+        crate::json_value::parse_as_serde(text).expect("JSON")
     }
 
     #[test]
@@ -1071,10 +1060,11 @@ mod tests {
     fn values_printed_as_str_prints_them() {
         let printed: Vec<String> = ["\"agent-1\"", "null", "true", "1e16", "2.0", "7"]
             .iter()
-            .map(|v| py_str(&value(v)))
+            .map(|v| py_str(&value(v).to_serde()))
             .collect();
         assert_eq!(printed, ["agent-1", "None", "True", "1e+16", "2.0", "7"]);
-        assert!(truthy(&value("\"CLOSE\"")) && !truthy(&value("\"\"")) && !truthy(&value("0.0")));
-        assert!(!truthy(&value("[]")) && truthy(&value("{\"a\":1}")));
+        let truthy = |text| truthy(&value(text).to_serde());
+        assert!(truthy("\"CLOSE\"") && !truthy("\"\"") && !truthy("0.0"));
+        assert!(!truthy("[]") && truthy("{\"a\":1}"));
     }
 }

@@ -5,10 +5,9 @@
 //! `pop`): the rows at a close and the pending request a notification is attached to follow it.
 
 use indexmap::IndexSet;
-use serde_json::Value;
 
 use crate::engine::{Analyzer, Context, FastMap, FastSet, Frame, Hook, OrderedMap, Row};
-use crate::frame::{can_answer, is_messaging_notification, lifted, type_is, BodyField};
+use crate::frame::{can_answer, is_messaging_notification, lifted, type_is, BodyField, Lifted};
 use crate::identity::{is_agent_request, side_of_url, AGENT};
 use crate::pyrepr::py_str_ascii;
 use crate::record::{Record, Val};
@@ -294,7 +293,7 @@ impl Analyzer for Streams {
             (kind, None)
         } else if type_is(type_, "SubscribeMessagingEvents") {
             match lifted(frame, BodyField::DialogId) {
-                Some(Value::String(dialog)) => (Kind::Messaging, Some(dialog.clone())),
+                Some(Lifted::Str(dialog)) => (Kind::Messaging, Some(dialog.to_string())),
                 _ => return,
             }
         } else {
@@ -427,8 +426,8 @@ impl Analyzer for Streams {
             count(ctx, stream, rec);
         } else if is_messaging_notification(rec.type_.as_str()) {
             let events = lifted(frame, BodyField::Events);
-            let events: &[Value] = match events {
-                Some(Value::Array(events)) => events,
+            let events: &[Lifted] = match events {
+                Some(Lifted::Array(events)) => events,
                 _ => &[],
             };
             if let [event] = events {
@@ -463,8 +462,11 @@ impl Analyzer for Streams {
 }
 
 /// The dialogId of an entry of the lifted `events` (a string or null).
-fn dialog_of(event: &Value) -> Option<&str> {
-    event.get(0).and_then(Value::as_str)
+fn dialog_of<'e>(event: &'e Lifted) -> Option<&'e str> {
+    match event {
+        Lifted::Array(fields) => fields.first()?.as_str(),
+        _ => None,
+    }
 }
 
 /// One messaging event of `dialog`: counted on its stream, a pending subscription's, or (on an
