@@ -301,8 +301,9 @@ mod tests {
     use super::*;
 
     /// A recorded body index field is read as serde_json read it (which decided whether a field
-    /// was well-formed before): the same value, and refused where serde_json refused it; what
-    /// `plain_value` reads, it reads as `parse_as_serde` does.
+    /// was well-formed before): the same value, and refused where serde_json refused it (but for
+    /// nesting beyond serde_json's 128 levels, which no well-formed field has: `valid` refuses
+    /// it either way); what `plain_value` reads, it reads as `parse_as_serde` does.
     #[test]
     fn recorded_fields_read_as_serde_json_reads_them() {
         let pieces = [
@@ -383,6 +384,53 @@ mod tests {
             BodyField::Sequence.valid(&parsed("0")) && !BodyField::Sequence.valid(&parsed("-0"))
         );
         assert!(!BodyField::Events.valid(&parsed(r#"[["d",null,-0,"E",null,"a","R",1]]"#)));
+    }
+
+    /// A recorded field that is null or malformed is lifted from the payload instead, and then
+    /// every field of the frame is; a well-formed one is taken as recorded.
+    #[test]
+    fn fields_come_from_the_record_or_else_from_the_payload() {
+        use crate::record::{parse_line, Parsed, Record};
+        let payload = concat!(
+            r#"{\"type\":\"ms.PublishEvent\",\"body\":{\"dialogId\":\"d1\",\"sequence\":3,"#,
+            r#"\"event\":{\"type\":\"ContentEvent\"}}}"#
+        );
+        // the fields asked of one frame, in turn
+        let read = |fields: &str, asked: &[BodyField]| {
+            let line = format!(
+                r#"{{"rec":"msg","t":1,"conn":"c","n":0,"dir":"c2s","op":"text","size":1,"text":"{}","#,
+                payload
+            ) + &format!(r#""type":"ms.PublishEvent"{fields}}}"#);
+            let mut rec = Record::default();
+            assert!(matches!(
+                parse_line(line.as_bytes(), &mut rec),
+                Parsed::Record
+            ));
+            let frame = Frame::new(&rec, None);
+            let values = asked
+                .iter()
+                .map(|field| lifted(&frame, *field).map(Lifted::to_serde));
+            values.collect::<Vec<_>>()
+        };
+        let (d1, d2) = (Some(serde_json::json!("d1")), Some(serde_json::json!("d2")));
+        let dialog = [BodyField::DialogId];
+        assert_eq!(read(r#","dialogId":"d2""#, &dialog), vec![d2.clone()]);
+        assert_eq!(read(r#","dialogId":null"#, &dialog), vec![d1.clone()]);
+        assert_eq!(read(r#","dialogId":7"#, &dialog), vec![d1.clone()]);
+        assert_eq!(read("", &dialog), vec![d1.clone()]);
+        // serde_json's -0 is a float, no sequence: the payload's is taken, and from then on every
+        // field of the frame comes from the payload
+        let both = [
+            BodyField::DialogId,
+            BodyField::Sequence,
+            BodyField::DialogId,
+        ];
+        let three = Some(serde_json::json!(3));
+        let fields = r#","dialogId":"d2","sequence":-0"#;
+        assert_eq!(read(fields, &both), [d2, three, d1]);
+        let zero = Some(serde_json::json!(0));
+        assert_eq!(read(r#","sequence":0"#, &[BodyField::Sequence]), [zero]);
+        assert_eq!(read("", &[BodyField::Events]), [None]);
     }
 
     #[test]
